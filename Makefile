@@ -1,0 +1,44 @@
+# voxelbone — two commands for a new user:
+#   make demo   run the default scenario, write results/demo/ (metrics.csv, plots, renders)
+#   make test   run the whole test suite
+# Each target creates .venv and installs what it needs; reruns skip the install
+# unless pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Install the GPU extra only where an NVIDIA driver is present.
+GPU_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo ",gpu")
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+.PHONY: demo test bench clean help
+
+help:
+	@echo "make demo   - run the default scenario into results/demo/"
+	@echo "make test   - run the test suite"
+	@echo "make bench  - run the quick benchmark (prints a table)"
+
+demo: $(VENV)/.stamp-run
+	$(BIN)/voxelbone run --out results/demo $(DEMO_ARGS)
+
+test: $(VENV)/.stamp-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.stamp-run
+	$(BIN)/voxelbone bench --quick
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[sweep$(GPU_EXTRA)]"
+	@touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev$(GPU_EXTRA)]"
+	@touch $@ $(VENV)/.stamp-run
+
+clean:
+	rm -rf $(VENV) build dist results .pytest_cache

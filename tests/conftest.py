@@ -1,0 +1,43 @@
+"""Shared fixtures: array modules (NumPy always, CuPy when a GPU answers) and the host kernel build."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+import numpy as np
+import pytest
+
+from voxelbone.backend import cupy_available
+
+GPU = cupy_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if GPU:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device and CuPy")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def xp(request):
+    """The array module under test: NumPy, and CuPy on a GPU machine."""
+    if request.param == "numpy":
+        return np
+    import cupy
+
+    return cupy
+
+
+@pytest.fixture(scope="session")
+def hostlib(tmp_path_factory):
+    """Every kernel in kernels/ compiled for the host with host_shim.h (ctypes library)."""
+    from voxelbone.kernels import build_host_library, kernel_names
+
+    return build_host_library(kernel_names(), tmp_path_factory.mktemp("hostkernels"))

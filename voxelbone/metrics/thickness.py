@@ -1,0 +1,153 @@
+"""Local thickness (Hildebrand & Rüegsegger 1997), exact, as BoneJ / Fiji LocalThickness.
+
+LT(p) = 2·max{ EDT(c) : |p − c| ≤ EDT(c) }, with EDT measured from voxel centre to the
+nearest background voxel centre and the image border *not* background. Reported as a
+diameter in µm (BoneJ convention; porespy and ``localthickness`` report radii).
+
+Only ridge centres are needed: a centre whose ball lies inside a 26-neighbour's ball
+(``EDT(n) ≥ EDT(c) + |n − c|``) is dropped without changing the map. The remaining balls
+are inserted in parallel over output planes, each plane visited by the balls that cross it.
+
+References
+----------
+Hildebrand T, Rüegsegger P (1997). A new method for the model-independent assessment of
+thickness in three-dimensional images. J Microsc 185:67–75.
+Dougherty R, Kunzelmann K-H (2007). Computing local thickness of 3D structures with ImageJ.
+Microsc Microanal 13(S02):1678–1679.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["distance_ridge", "local_thickness"]
+
+
+def _edt(mask: np.ndarray) -> np.ndarray:
+    import edt  # noqa: PLC0415
+
+    return edt.edt(np.ascontiguousarray(mask, dtype=np.uint8), black_border=False, parallel=0).astype(np.float32)
+
+
+@numba.njit(parallel=True, cache=True)
+def _ridge_flags(dist: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    nz, ny, nx = dist.shape
+    keep = np.zeros(dist.shape, dtype=np.bool_)
+    for z in numba.prange(nz):
+        for y in range(ny):
+            for x in range(nx):
+                r = dist[z, y, x]
+                if r <= 0.0:
+                    continue
+                contained = False
+                for dz in range(-1, 2):
+                    zz = z + dz
+                    if zz < 0 or zz >= nz:
+                        continue
+                    for dy in range(-1, 2):
+                        yy = y + dy
+                        if yy < 0 or yy >= ny:
+                            continue
+                        for dx in range(-1, 2):
+                            xx = x + dx
+                            if xx < 0 or xx >= nx or (dz == 0 and dy == 0 and dx == 0):
+                                continue
+                            step = np.sqrt(np.float32(dz * dz + dy * dy + dx * dx))
+                            if dist[zz, yy, xx] >= r + step:
+                                contained = True
+                                break
+                        if contained:
+                            break
+                    if contained:
+                        break
+                keep[z, y, x] = not contained
+    return keep
+
+
+@numba.njit(parallel=True, cache=True)
+def _insert_balls(
+    shape: tuple[int, int, int],
+    cz: np.ndarray,
+    cy: np.ndarray,
+    cx: np.ndarray,
+    cr: np.ndarray,
+    z_start: np.ndarray,
+    rmax_int: int,
+    mask: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    nz, ny, nx = shape
+    out = np.zeros(shape, dtype=np.float32)
+    for z in numba.prange(nz):
+        lo = z_start[max(z - rmax_int, 0)]
+        hi = z_start[min(z + rmax_int + 1, nz)]
+        for i in range(lo, hi):
+            r = cr[i]
+            dz = np.float32(z - cz[i])
+            rem = r * r - dz * dz
+            if rem < 0.0:
+                continue
+            diam = 2.0 * r
+            ry = int(np.floor(np.sqrt(rem)))
+            y0 = max(cy[i] - ry, 0)
+            y1 = min(cy[i] + ry, ny - 1)
+            for y in range(y0, y1 + 1):
+                dy = np.float32(y - cy[i])
+                rem2 = rem - dy * dy
+                if rem2 < 0.0:
+                    continue
+                rx = int(np.floor(np.sqrt(rem2)))
+                x0 = max(cx[i] - rx, 0)
+                x1 = min(cx[i] + rx, nx - 1)
+                for x in range(x0, x1 + 1):
+                    if mask[z, y, x] and out[z, y, x] < diam:
+                        out[z, y, x] = diam
+    return out
+
+
+def distance_ridge(mask: np.ndarray, distance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """EDT of ``mask`` (voxels) and the flags of centres not contained in a neighbour's ball."""
+    dist = _edt(mask) if distance is None else np.asarray(distance, dtype=np.float32)
+    return dist, _ridge_flags(dist)
+
+
+def local_thickness(
+    mask: np.ndarray,
+    voxel_size_um: float = 1.0,
+    distance: np.ndarray | None = None,
+) -> np.ndarray:
+    """Exact local thickness map of a binary structure.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (nz, ny, nx)
+        The structure (bone for Tb.Th, marrow for Tb.Sp).
+    voxel_size_um : float
+        Isotropic voxel edge in µm; the map is returned in µm.
+    distance : ndarray of float32, optional
+        A precomputed EDT of ``mask`` in voxel units (border not background).
+
+    Returns
+    -------
+    ndarray of float32
+        Diameter of the largest inscribed ball containing each voxel, in µm; 0 outside
+        the mask.
+    """
+    m = np.asarray(mask)
+    if m.ndim != 3:
+        raise ValueError(f"mask must be 3-D (z, y, x), got shape {m.shape}")
+    if voxel_size_um <= 0:
+        raise ValueError(f"voxel_size_um must be > 0, got {voxel_size_um}")
+    m = np.ascontiguousarray(m.astype(bool, copy=False))
+    if not m.any():
+        return np.zeros(m.shape, dtype=np.float32)
+    dist, keep = distance_ridge(m, distance)
+    zz, yy, xx = np.nonzero(keep)  # sorted by z (C order)
+    rr = dist[zz, yy, xx].astype(np.float32)
+    z_start = np.searchsorted(zz, np.arange(m.shape[0] + 1)).astype(np.int64)
+    rmax_int = int(np.ceil(rr.max()))
+    lt = _insert_balls(
+        m.shape, zz.astype(np.int64), yy.astype(np.int64), xx.astype(np.int64), rr, z_start, rmax_int, m
+    )
+    lt *= np.float32(voxel_size_um)
+    return lt

@@ -1,0 +1,61 @@
+"""Scenario files: round trip, validation naming the field and line, period chaining."""
+
+from __future__ import annotations
+
+import pytest
+
+from voxelbone.scenario import Period, Scenario, load_scenario, scenario_to_toml
+
+
+def test_round_trip_through_toml(tmp_path):
+    s = Scenario(name="chain", periods=(Period("postmenopausal_untreated", 2), Period("mht_estradiol_progesterone", 5)),
+                 size=64, voxel_size_um=25.0, seed=3, snapshot_every_days=365)
+    f = tmp_path / "s.toml"
+    f.write_text(scenario_to_toml(s))
+    assert load_scenario(f) == s
+    assert s.years == 7 and s.days == round(7 * 365.25)
+
+
+def test_period_at_follows_the_chain():
+    s = Scenario(periods=(Period("a", 1), Period("b", 2)))
+    assert s.period_at(0).preset == "a"
+    assert s.period_at(365).preset == "a"
+    assert s.period_at(366).preset == "b"
+    assert s.period_at(10_000).preset == "b"
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ('site = "lumbar_spine"\ncolour = "red"\n', r"unknown field\(s\) colour"),
+        ('step_days = 0\n', "step_days must be a positive"),
+        ('voxel_size_um = -2\n', "voxel_size_um must be a positive"),
+        ('[[period]]\npreset = "trt"\nyears = -1\n', "years must be a positive"),
+        ('[[period]]\npreset = "trt"\n', "must have exactly 'preset' and 'years'"),
+        ('site = "lumbar_spine\n', "not valid TOML"),
+    ],
+)
+def test_malformed_files_are_explained(tmp_path, text, match):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        load_scenario(f)
+
+
+def test_unknown_field_names_the_line(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('name = "x"\nseed = 1\n\ncolour = "red"\n')
+    with pytest.raises(ValueError, match=r"line 4"):
+        load_scenario(f)
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="scenario file not found"):
+        load_scenario("/nonexistent/scenario.toml")
+
+
+def test_voxel_size_outside_micro_ct_range_warns():
+    with pytest.warns(UserWarning, match="outside the micro-CT range"):
+        Scenario(voxel_size_um=50.0)
+    with pytest.raises(ValueError, match="outside what the model supports"):
+        Scenario(voxel_size_um=500.0)

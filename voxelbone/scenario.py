@@ -1,0 +1,248 @@
+"""Scenario: what a run simulates — site, starting volume, therapy periods, grid and outputs.
+
+A scenario chains periods, each a therapy preset held for a number of years, e.g. two
+years untreated after menopause, then five years of hormone therapy, then stop. Scenarios
+are plain dataclasses, read from and written to TOML:
+
+.. code-block:: toml
+
+    name = "menopause_then_mht"
+    site = "lumbar_spine"
+    seed = 1
+    size = 96
+    voxel_size_um = 30.0
+
+    [[period]]
+    preset = "postmenopausal_untreated"
+    years = 2
+
+    [[period]]
+    preset = "mht_estradiol_progesterone"
+    years = 5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["DEFAULT_PRESET", "Period", "Scenario", "load_scenario", "scenario_to_toml"]
+
+DEFAULT_PRESET = "postmenopausal_untreated"
+DAYS_PER_YEAR = 365.25
+
+
+@dataclass(frozen=True)
+class Period:
+    """One therapy period: a preset (name or TOML path) held for ``years``."""
+
+    preset: str
+    years: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.preset, str) or not self.preset:
+            raise ValueError(f"period preset must be a non-empty preset name or file, got {self.preset!r}")
+        if not (isinstance(self.years, (int, float)) and math.isfinite(self.years) and self.years > 0):
+            raise ValueError(f"period years must be a positive number, got {self.years!r} (preset {self.preset})")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything that defines a run (and nothing about where it runs).
+
+    Parameters
+    ----------
+    name : str
+        Label used in tables and reports.
+    site : str
+        Phantom site (``lumbar_spine`` or ``femoral_neck``); also selects site-specific
+        remodeling rates.
+    periods : tuple of Period
+        Therapy periods in order; total duration = sum of their ``years``.
+    size : int, optional
+        Phantom edge length in voxels (default: the site's default).
+    voxel_size_um : float, optional
+        Voxel edge in µm (default: the site's default); 10–40 µm is the micro-CT range.
+    seed : int
+        Seed of the phantom and of every remodeling draw.
+    step_days : int
+        Remodeling time step in days.
+    metrics_every_days : int
+        Days between morphometry evaluations (rounded to whole steps).
+    snapshot_every_days : int, optional
+        Days between saved volumes; ``None`` saves the first and the last only.
+    checkpoint_every_days : int
+        Days between checkpoints (a resumable state written atomically).
+    fragments_every_days : int
+        Days between removals of loose bone fragments.
+    spin_up_days : int
+        Days of balanced remodeling run before day 0 so the starting volume carries the
+        remodeling space of its first period's turnover.
+    input : str, optional
+        A micro-CT file to start from instead of a phantom.
+    """
+
+    name: str = "default"
+    site: str = "lumbar_spine"
+    periods: tuple[Period, ...] = (Period(DEFAULT_PRESET, 2.0),)
+    size: int | None = None
+    voxel_size_um: float | None = None
+    seed: int = 0
+    step_days: int = 1
+    metrics_every_days: int = 30
+    snapshot_every_days: int | None = None
+    checkpoint_every_days: int = 90
+    fragments_every_days: int = 30
+    spin_up_days: int = 200
+    input: str | None = None
+
+    def __post_init__(self) -> None:
+        periods = tuple(p if isinstance(p, Period) else Period(**p) for p in self.periods)
+        object.__setattr__(self, "periods", periods)
+        if not periods:
+            raise ValueError("a scenario needs at least one period")
+        for name in ("step_days", "metrics_every_days", "checkpoint_every_days", "fragments_every_days"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive whole number of days, got {v!r}")
+        if self.snapshot_every_days is not None and (not isinstance(self.snapshot_every_days, int) or self.snapshot_every_days < 1):
+            raise ValueError(f"snapshot_every_days must be a positive whole number of days, got {self.snapshot_every_days!r}")
+        if not isinstance(self.spin_up_days, int) or self.spin_up_days < 0:
+            raise ValueError(f"spin_up_days must be ≥ 0 days, got {self.spin_up_days!r}")
+        if self.size is not None and (not isinstance(self.size, int) or self.size < 16):
+            raise ValueError(f"size must be a whole number of voxels ≥ 16, got {self.size!r}")
+        if self.voxel_size_um is not None:
+            vs = self.voxel_size_um
+            if not (isinstance(vs, (int, float)) and math.isfinite(vs) and vs > 0):
+                raise ValueError(f"voxel_size_um must be a positive number of micrometres, got {vs!r}")
+            if not 5.0 <= vs <= 100.0:
+                raise ValueError(f"voxel_size_um={vs} is outside what the model supports (5–100 µm; micro-CT is 10–40 µm)")
+            if not 10.0 <= vs <= 40.0:
+                warnings.warn(f"voxel_size_um={vs} is outside the micro-CT range 10–40 µm", stacklevel=2)
+            object.__setattr__(self, "voxel_size_um", float(vs))
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    @property
+    def years(self) -> float:
+        """Total simulated time in years."""
+        return float(sum(p.years for p in self.periods))
+
+    @property
+    def days(self) -> int:
+        """Total simulated time in whole days."""
+        return int(round(self.years * DAYS_PER_YEAR))
+
+    @property
+    def n_steps(self) -> int:
+        """Number of remodeling steps."""
+        return max(1, int(math.ceil(self.days / self.step_days)))
+
+    def period_at(self, day: float) -> Period:
+        """The period in effect on ``day`` (days since the start)."""
+        t = 0.0
+        for p in self.periods:
+            t += p.years * DAYS_PER_YEAR
+            if day < t:
+                return p
+        return self.periods[-1]
+
+    def with_overrides(self, **kw: Any) -> "Scenario":
+        """A copy with the given fields replaced (``None`` values are ignored)."""
+        kw = {k: v for k, v in kw.items() if v is not None}
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (for run.json and TOML)."""
+        d = dataclasses.asdict(self)
+        d["periods"] = [dataclasses.asdict(p) for p in self.periods]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "scenario") -> "Scenario":
+        """Build from plain data, naming unknown or malformed fields."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = dict(data)
+        if "period" in data:  # TOML array-of-tables spelling
+            data["periods"] = data.pop("period")
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+        periods = data.get("periods")
+        if periods is not None:
+            if not isinstance(periods, list) or not periods:
+                raise ValueError(f"{source}: 'period' must be a non-empty list of tables with preset and years")
+            out = []
+            for i, p in enumerate(periods):
+                if not isinstance(p, Mapping) or set(p) - {"preset", "years"} or "preset" not in p or "years" not in p:
+                    raise ValueError(f"{source}: period {i + 1} must have exactly 'preset' and 'years', got {dict(p) if isinstance(p, Mapping) else p!r}")
+                out.append(Period(str(p["preset"]), p["years"]))
+            data["periods"] = tuple(out)
+        return cls(**data)
+
+
+def _line_of(text: str, key: str) -> str:
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line) or line.strip() in (f"[{key}]", f"[[{key}]]"):
+            return f" (line {i})"
+    return ""
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario TOML file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        For TOML syntax errors and unknown or malformed fields, naming the file and line.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"scenario file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        return Scenario.from_dict(data, source=str(p))
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        head = msg.split("known fields")[0]
+        for key in data:
+            if re.search(rf"\b{re.escape(key)}\b", head):
+                msg += _line_of(text, key)
+                break
+        raise ValueError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
+
+
+def scenario_to_toml(scenario: Scenario) -> str:
+    """TOML text that :func:`load_scenario` reads back to an equal scenario."""
+    d = scenario.to_dict()
+    periods = d.pop("periods")
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if v is not None]
+    for p in periods:
+        lines += ["", "[[period]]", f"preset = {_toml_value(p['preset'])}", f"years = {_toml_value(p['years'])}"]
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,365 @@
+"""Sweeps: a grid of scenarios run on Dask, gathered into one tidy table.
+
+A sweep file has a ``[base]`` table of scenario fields and a ``[grid]`` table of lists:
+
+.. code-block:: toml
+
+    [base]
+    site = "lumbar_spine"
+    years = 0.5
+    size = 48
+
+    [grid]
+    preset = ["postmenopausal_untreated", "trt"]
+    seed = [1, 2]
+
+``preset`` and ``years`` are shorthands for a single therapy period; any other
+:class:`~voxelbone.scenario.Scenario` field may appear in either table. The grid expands
+to the Cartesian product (in file order), each run written to ``OUT/runs/<run id>/`` as an
+ordinary results folder. Runs execute on a Dask cluster: a local one by default (worker
+processes; one worker per GPU, pinned with ``CUDA_VISIBLE_DEVICES``, when GPUs are
+present) or an existing one (``scheduler``). A finished run is not run again, an
+interrupted one resumes from its checkpoint, a failing run is reported and does not stop
+the others, and a run on a worker that dies is retried on another.
+
+The gathered table (``OUT/sweep.csv`` and ``OUT/sweep.parquet``) has one row per run and
+time point: the grid values, the run id and status, then the run's ``metrics.csv`` row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from . import __version__
+from .scenario import Period, Scenario
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["RunSpec", "Sweep", "SweepReport", "expand_grid", "load_sweep", "run_sweep"]
+
+SWEEP_JSON = "sweep.json"
+SHORTHANDS = ("preset", "years")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its id, the grid values that made it, and the scenario."""
+
+    run_id: str
+    values: dict[str, Any]
+    scenario: Scenario
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep file."""
+
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    source: str = "sweep"
+
+    def runs(self) -> list[RunSpec]:
+        """The expanded runs, in grid order."""
+        return expand_grid(self.base, self.grid, self.source)
+
+
+@dataclass
+class SweepReport:
+    """Outcome of :func:`run_sweep`."""
+
+    out_dir: Path
+    statuses: dict[str, str]
+    errors: dict[str, str]
+    table_csv: Path | None
+    table_parquet: Path | None
+
+    @property
+    def failed(self) -> list[str]:
+        """Run ids that failed."""
+        return [k for k, v in self.statuses.items() if v == "failed"]
+
+
+def _scenario_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(Scenario)} - {"periods"}
+
+
+def _slug(value: Any) -> str:
+    text = Path(str(value)).stem if isinstance(value, str) and value.endswith(".toml") else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
+
+
+def _scenario_from(values: Mapping[str, Any], source: str) -> Scenario:
+    fields = dict(values)
+    preset = fields.pop("preset", None)
+    years = fields.pop("years", None)
+    if preset is not None or years is not None:
+        if "periods" in fields:
+            raise ValueError(f"{source}: give either preset/years or periods, not both")
+        fields["periods"] = (Period(str(preset or "postmenopausal_untreated"), float(years if years is not None else 2.0)),)
+    return Scenario.from_dict(fields, source=source)
+
+
+def expand_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], source: str = "sweep") -> list[RunSpec]:
+    """Cartesian product of ``grid`` over ``base``; run ids name the grid values.
+
+    Raises
+    ------
+    ValueError
+        For an unknown field, a grid entry that is not a non-empty list, or an empty grid.
+    """
+    known = _scenario_fields() | set(SHORTHANDS) | {"periods", "period"}
+    for table, data in (("base", base), ("grid", grid)):
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) in [{table}]: {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known - {'period'}))}")
+    if not grid:
+        raise ValueError(f"{source}: the [grid] table is empty; list at least one field with values to sweep")
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"{source}: grid field {k!r} must be a non-empty list, got {v!r}")
+    keys = list(grid)
+    runs = []
+    seen: set[str] = set()
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        run_id = "__".join(f"{k}={_slug(v)}" for k, v in values.items())
+        if run_id in seen:
+            raise ValueError(f"{source}: grid values repeat ({run_id})")
+        seen.add(run_id)
+        scenario = _scenario_from({**base, **values, "name": run_id}, f"{source} run {run_id}")
+        runs.append(RunSpec(run_id, values, scenario))
+    return runs
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read a sweep TOML file (``[base]`` and ``[grid]`` tables)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"sweep file not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{p}: not valid TOML: {exc}") from None
+    extra = sorted(set(data) - {"base", "grid"})
+    if extra:
+        raise ValueError(f"{p}: unknown table(s) {', '.join(extra)}; a sweep has [base] and [grid]")
+    sweep = Sweep(dict(data.get("base", {})), dict(data.get("grid", {})), str(p))
+    sweep.runs()  # validate now, before anything runs
+    return sweep
+
+
+# ------------------------------------------------------------------------------------
+# running
+# ------------------------------------------------------------------------------------
+def run_status(run_dir: Path) -> str:
+    """``completed``, ``interrupted`` (checkpoint present), ``failed``, ``running`` or ``new``."""
+    rj = run_dir / "run.json"
+    if not rj.exists():
+        return "new"
+    try:
+        status = json.loads(rj.read_text()).get("status", "new")
+    except (OSError, ValueError):
+        return "new"
+    if status != "completed" and (run_dir / "checkpoint.npz").exists():
+        return "interrupted"
+    return status
+
+
+def _run_one(spec: RunSpec, run_dir: str, backend: str | None, render: bool) -> dict[str, Any]:
+    """Executed on a worker: run (or resume) one scenario, never raise for a model error."""
+    from .simulate import simulate  # noqa: PLC0415
+
+    path = Path(run_dir)
+    status = run_status(path)
+    if status == "completed":
+        return {"run_id": spec.run_id, "status": "completed", "error": ""}
+    try:
+        simulate(spec.scenario, path, backend=backend, progress=False, resume=status == "interrupted", render=render)
+    except Exception as exc:  # reported per run; the sweep goes on
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "error.txt").write_text(traceback.format_exc())
+        return {"run_id": spec.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    return {"run_id": spec.run_id, "status": "completed", "error": ""}
+
+
+def _gpu_count() -> int:
+    try:
+        from .backend import cupy_available  # noqa: PLC0415
+
+        if not cupy_available():
+            return 0
+        import cupy  # noqa: PLC0415
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:
+        return 0
+
+
+def local_cluster(n_workers: int | None = None, gpus: int | None = None) -> Any:
+    """A local Dask cluster of worker processes; one per GPU (pinned) when GPUs are present."""
+    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster  # noqa: PLC0415
+
+    gpus = _gpu_count() if gpus is None else gpus
+    if gpus > 0:
+        workers = {
+            f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
+            for i in range(gpus)
+        }
+        return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+                           silence_logs=40)
+    n = n_workers or max(1, (os.cpu_count() or 2) // 1)
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40)
+
+
+def _check_out_dir(out: Path) -> None:
+    meta = out / SWEEP_JSON
+    if meta.exists():
+        try:
+            version = json.loads(meta.read_text()).get("voxelbone_version")
+        except ValueError:
+            version = "unknown"
+        if version != __version__:
+            raise ValueError(f"{out} holds a sweep made by voxelbone {version}; this is {__version__}. "
+                             "Use a new --out folder (finished runs there are kept).")
+
+
+def run_sweep(
+    sweep: Sweep,
+    out_dir: str | Path,
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    backend: str | None = None,
+    render: bool = False,
+    retries: int = 2,
+    progress: Callable[[str, str], None] | None = None,
+) -> SweepReport:
+    """Run every scenario of a sweep and gather the results.
+
+    Parameters
+    ----------
+    sweep : Sweep
+        The parsed sweep.
+    out_dir : path
+        Output folder; runs go to ``out_dir/runs/<run id>``.
+    scheduler : str, optional
+        Address of an existing Dask scheduler (``tcp://host:8786``); default a local cluster.
+    n_workers : int, optional
+        Worker processes of the local cluster (default: one per CPU core, or one per GPU).
+    backend : str, optional
+        Array backend for every run.
+    render : bool
+        Write plots and renders for every run.
+    retries : int
+        Extra attempts for a run whose worker died.
+    progress : callable, optional
+        Called as ``progress(run_id, status)`` as runs finish.
+    """
+    from distributed import Client, as_completed  # noqa: PLC0415
+
+    out = Path(out_dir)
+    runs = sweep.runs()
+    _check_out_dir(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    _write_sweep_json(out, sweep, runs)
+
+    statuses = {r.run_id: run_status(out / "runs" / r.run_id) for r in runs}
+    errors: dict[str, str] = {}
+    todo = [r for r in runs if statuses[r.run_id] != "completed"]
+    if todo:
+        cluster = None
+        try:
+            if scheduler:
+                try:
+                    client = Client(scheduler, timeout="10s")
+                except (OSError, TimeoutError) as exc:
+                    raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+            else:
+                cluster = local_cluster(n_workers)
+                client = Client(cluster)
+            with client:
+                futures = {
+                    client.submit(_run_one, r, str(out / "runs" / r.run_id), backend, render,
+                                  key=f"voxelbone-{r.run_id}-{time.time_ns()}", retries=retries, pure=False): r
+                    for r in todo
+                }
+                for fut in as_completed(futures):
+                    r = futures[fut]
+                    try:
+                        res = fut.result()
+                    except Exception as exc:  # worker died more often than retries allow
+                        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                    statuses[r.run_id] = res["status"]
+                    if res["error"]:
+                        errors[r.run_id] = res["error"]
+                    if progress:
+                        progress(r.run_id, res["status"])
+        finally:
+            if cluster is not None:
+                cluster.close()
+    csv_path, pq_path = gather(out, runs, statuses)
+    return SweepReport(out, statuses, errors, csv_path, pq_path)
+
+
+def _write_sweep_json(out: Path, sweep: Sweep, runs: list[RunSpec]) -> None:
+    from .simulate import _git_commit, _write_json  # noqa: PLC0415
+
+    _write_json(out / SWEEP_JSON, {
+        "voxelbone_version": __version__,
+        "git_commit": _git_commit(),
+        "source": sweep.source,
+        "base": sweep.base,
+        "grid": sweep.grid,
+        "runs": [r.run_id for r in runs],
+    })
+    src = Path(sweep.source)
+    if src.is_file() and src.resolve() != (out / "sweep.toml").resolve():
+        shutil.copyfile(src, out / "sweep.toml")
+
+
+def gather(out: Path, runs: list[RunSpec], statuses: Mapping[str, str]) -> tuple[Path | None, Path | None]:
+    """Collect every run's metrics into ``sweep.csv`` and ``sweep.parquet`` (one row per run and time)."""
+    from .simulate import _atomic_write_bytes, _csv_text, load_result_rows  # noqa: PLC0415
+
+    rows: list[dict[str, Any]] = []
+    for r in runs:
+        metrics = out / "runs" / r.run_id / "metrics.csv"
+        base = {"run_id": r.run_id, "status": statuses.get(r.run_id, "new"), **{f"grid_{k}": v for k, v in r.values.items()}}
+        if metrics.exists() and statuses.get(r.run_id) == "completed":
+            for m in load_result_rows(metrics):
+                rows.append({**base, **m})
+        else:
+            rows.append(base)
+    if not rows:
+        return None, None
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    csv_path = out / "sweep.csv"
+    text = _csv_text(columns, rows)
+    _atomic_write_bytes(csv_path, lambda fh: fh.write(text.encode()))
+    pq_path: Path | None = out / "sweep.parquet"
+    try:
+        import pyarrow as pa  # noqa: PLC0415
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+        _atomic_write_bytes(pq_path, lambda fh: pq.write_table(table, fh))
+    except ImportError:
+        pq_path = None
+    return csv_path, pq_path

@@ -21,7 +21,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -29,16 +28,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from . import __version__
 from .backend import Backend, asnumpy, get_backend
+from .results import atomic_write, csv_text, load_rows, save_snapshot, write_json
 from .scenario import DAYS_PER_YEAR, Period, Scenario, load_scenario
 from .volume import BoneVolume
 
-__all__ = ["Result", "RunInterrupted", "load_result_rows", "simulate"]
+__all__ = ["Result", "RunInterrupted", "simulate"]
 
 CHECKPOINT = "checkpoint.npz"
 RUN_JSON = "run.json"
@@ -114,7 +114,7 @@ def activity_for(scenario: Scenario, extra_days: int = 0) -> tuple[Any, Any]:
     return course, cell_activity(course, scenario.site)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
@@ -129,32 +129,6 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None], suffix: str = "") -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write_bytes(path, lambda fh: fh.write(json.dumps(data, indent=2, default=str).encode()))
-
-
-def save_snapshot(volume: BoneVolume, path: Path, day: int) -> None:
-    """Write ``bone, mineral, region, voxel_size_um, day`` to a compressed .npz (atomically)."""
-    arrays = dict(
-        bone=asnumpy(volume.bone), mineral=asnumpy(volume.mineral), region=asnumpy(volume.region),
-        voxel_size_um=np.float64(volume.voxel_size_um), day=np.int64(day),
-    )
-    _atomic_write_bytes(path, lambda fh: np.savez_compressed(fh, **arrays))
-
-
 class _MetricsTable:
     """metrics.csv, appended and flushed one row at a time."""
 
@@ -163,16 +137,16 @@ class _MetricsTable:
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] | None = None
         if resume_day is not None and path.exists():
-            self.rows = [r for r in load_result_rows(path) if float(r["day"]) <= resume_day]
+            self.rows = [r for r in load_rows(path) if float(r["day"]) <= resume_day]
             if self.rows:
                 self.columns = list(self.rows[0].keys())
             self._rewrite()
 
     def _rewrite(self) -> None:
         def write(fh: Any) -> None:
-            text = _csv_text(self.columns or [], self.rows)
+            text = csv_text(self.columns or [], self.rows)
             fh.write(text.encode())
-        _atomic_write_bytes(self.path, write)
+        atomic_write(self.path, write)
 
     def append(self, row: dict[str, Any]) -> None:
         if self.columns is None:
@@ -189,32 +163,6 @@ class _MetricsTable:
         with open(self.path, "a", newline="", encoding="utf-8") as fh:
             csv.DictWriter(fh, fieldnames=self.columns, restval="").writerow(row)
             fh.flush()
-
-
-def _csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    import io  # noqa: PLC0415
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    return buf.getvalue()
-
-
-def load_result_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.csv`` with numbers parsed as floats (text kept as text)."""
-    out = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            row: dict[str, Any] = {}
-            for k, v in r.items():
-                try:
-                    row[k] = float(v)
-                except (TypeError, ValueError):
-                    row[k] = v
-            out.append(row)
-    return out
 
 
 class _StopFlag:
@@ -355,7 +303,7 @@ def simulate(
             timings["spin_up"] = time.perf_counter() - t0
             evaluate(0)
             if out is not None:
-                save_snapshot(rem.volume, out / "snapshots" / "day_00000.npz", 0)
+                save_snapshot(rem.volume, out / "snapshots" / "day_00000", 0)
 
         bar = _progress(n_steps, start_step, scenario, enabled=progress)
         t_loop = time.perf_counter()
@@ -372,7 +320,7 @@ def simulate(
                 if out is not None:
                     t_io = time.perf_counter()
                     if _crossed(day0, day1, scenario.snapshot_every_days) or last:
-                        save_snapshot(rem.volume, out / "snapshots" / f"day_{day1:05d}.npz", day1)
+                        save_snapshot(rem.volume, out / "snapshots" / f"day_{day1:05d}", day1)
                     if (_crossed(day0, day1, scenario.checkpoint_every_days) or stop.signum is not None) and not last:
                         _write_checkpoint(out, rem, k + 1, scenario)
                     timings["io"] += time.perf_counter() - t_io
@@ -450,7 +398,7 @@ def _write_run_json(out: Path, scenario: Scenario, be: Backend, *, status: str, 
         "device": be.device,
         "device_details": be.details,
         "voxelbone_version": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "python": platform.python_version(),
         "command": sys.argv,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -459,8 +407,8 @@ def _write_run_json(out: Path, scenario: Scenario, be: Backend, *, status: str, 
     }
     from .scenario import scenario_to_toml  # noqa: PLC0415
 
-    _atomic_write_bytes(out / "scenario.toml", lambda fh: fh.write(scenario_to_toml(scenario).encode()))
-    _write_json(out / RUN_JSON, data)
+    atomic_write(out / "scenario.toml", lambda fh: fh.write(scenario_to_toml(scenario).encode()))
+    write_json(out / RUN_JSON, data)
 
 
 def _write_courses(out: Path, course: Any, activity: Any, scenario: Scenario) -> None:
@@ -475,8 +423,8 @@ def _write_courses(out: Path, course: Any, activity: Any, scenario: Scenario) ->
         a.update({k: float(v) for k, v in dataclasses.asdict(activity.at(d)).items()})
         arows.append(a)
     for name, rws in (("hormones.csv", hrows), ("activity.csv", arows)):
-        text = _csv_text(list(rws[0].keys()), rws)
-        _atomic_write_bytes(out / name, lambda fh, t=text: fh.write(t.encode()))
+        text = csv_text(list(rws[0].keys()), rws)
+        atomic_write(out / name, lambda fh, t=text: fh.write(t.encode()))
 
 
 def _write_checkpoint(out: Path, rem: Any, next_step: int, scenario: Scenario) -> None:
@@ -484,7 +432,7 @@ def _write_checkpoint(out: Path, rem: Any, next_step: int, scenario: Scenario) -
     meta = {"next_step": next_step, "scenario": scenario.to_dict(), "voxelbone_version": __version__,
             "engine": rem.state_meta()}
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    _atomic_write_bytes(out / CHECKPOINT, lambda fh: np.savez(fh, **arrays))
+    atomic_write(out / CHECKPOINT, lambda fh: np.savez(fh, **arrays))
 
 
 def _read_checkpoint(out: Path, scenario: Scenario) -> dict[str, Any]:
@@ -579,9 +527,3 @@ def summary_table(rows: list[dict[str, Any]], scenario: Scenario) -> str:
         lines.append(f"{label:<8} {a * scale:>12.4g} {b * scale:>12.4g} {rate:>+12.2f}   {unit}")
     lines.append(f"(voxel size {rows[0].get('voxel_size_um', scenario.voxel_size_um)} µm)")
     return "\n".join(lines)
-
-
-def iter_snapshots(out: str | Path) -> Iterator[tuple[int, Path]]:
-    """(day, path) of a results folder's snapshots, in time order."""
-    for p in sorted(Path(out, "snapshots").glob("day_*.npz")):
-        yield int(p.stem.split("_")[1]), p

@@ -317,11 +317,12 @@ def run_sweep(
 
 
 def _write_sweep_json(out: Path, sweep: Sweep, runs: list[RunSpec]) -> None:
-    from .simulate import _git_commit, _write_json  # noqa: PLC0415
+    from .results import write_json  # noqa: PLC0415
+    from .simulate import git_commit  # noqa: PLC0415
 
-    _write_json(out / SWEEP_JSON, {
+    write_json(out / SWEEP_JSON, {
         "voxelbone_version": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "source": sweep.source,
         "base": sweep.base,
         "grid": sweep.grid,
@@ -334,14 +335,14 @@ def _write_sweep_json(out: Path, sweep: Sweep, runs: list[RunSpec]) -> None:
 
 def gather(out: Path, runs: list[RunSpec], statuses: Mapping[str, str]) -> tuple[Path | None, Path | None]:
     """Collect every run's metrics into ``sweep.csv`` and ``sweep.parquet`` (one row per run and time)."""
-    from .simulate import _atomic_write_bytes, _csv_text, load_result_rows  # noqa: PLC0415
+    from .results import atomic_write, csv_text, load_rows  # noqa: PLC0415
 
     rows: list[dict[str, Any]] = []
     for r in runs:
         metrics = out / "runs" / r.run_id / "metrics.csv"
         base = {"run_id": r.run_id, "status": statuses.get(r.run_id, "new"), **{f"grid_{k}": v for k, v in r.values.items()}}
         if metrics.exists() and statuses.get(r.run_id) == "completed":
-            for m in load_result_rows(metrics):
+            for m in load_rows(metrics):
                 rows.append({**base, **m})
         else:
             rows.append(base)
@@ -351,15 +352,15 @@ def gather(out: Path, runs: list[RunSpec], statuses: Mapping[str, str]) -> tuple
     for row in rows:
         columns += [k for k in row if k not in columns]
     csv_path = out / "sweep.csv"
-    text = _csv_text(columns, rows)
-    _atomic_write_bytes(csv_path, lambda fh: fh.write(text.encode()))
+    text = csv_text(columns, rows)
+    atomic_write(csv_path, lambda fh: fh.write(text.encode()))
     pq_path: Path | None = out / "sweep.parquet"
     try:
         import pyarrow as pa  # noqa: PLC0415
         import pyarrow.parquet as pq  # noqa: PLC0415
 
         table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
-        _atomic_write_bytes(pq_path, lambda fh: pq.write_table(table, fh))
+        atomic_write(pq_path, lambda fh: pq.write_table(table, fh))
     except ImportError:
         pq_path = None
     return csv_path, pq_path

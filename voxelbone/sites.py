@@ -1,0 +1,115 @@
+"""Anatomical sites: the human microarchitecture each phantom is built to match.
+
+Targets are central values of human ex vivo micro-CT ranges (model.md §5):
+
+* lumbar vertebra (older adult): BV/TV 0.08–0.15, Tb.Th 110–150 µm, Tb.Sp 700–1000 µm,
+  Tb.N 1.0–1.3 /mm, Conn.D 2–6 /mm³, thin shell 200–400 µm
+  (Hildebrand et al. 1999 JBMR 14:1167);
+* femoral neck: BV/TV 0.15–0.25, Tb.Th 170–220 µm, Tb.Sp 550–800 µm, Tb.N 1.3–1.8 /mm,
+  Conn.D 3–8 /mm³, thick cortex (~1 mm) with Ct.Po 3–8 % young and 10–30 % elderly and
+  canals 20–100 µm (Burghardt et al. 2010 JBMR; Zebaze et al. 2010 Lancet; Cooper et al.;
+  Bousson et al.).
+
+The femoral neck cortex is eccentric (thick inferiorly, thin superiorly, as in the real
+neck); its mean thickness is scaled to ~0.8 mm so that a default 4.8 mm field of view still
+holds a trabecular core of useful size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+
+__all__ = ["SITES", "SiteSpec", "get_site"]
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """Targets and phantom parameters of an anatomical site.
+
+    Attributes
+    ----------
+    name : str
+        Site key (``lumbar_spine``, ``femoral_neck``).
+    bv_tv, tb_th_um, tb_sp_um, ct_th_um, ct_po : float
+        Target morphometry (local-thickness Tb.Th/Tb.Sp/Ct.Th, µm).
+    default_voxel_size_um : float
+        Default voxel edge, µm.
+    default_size : int
+        Default phantom edge length in voxels.
+    description : str
+        One line for listings.
+    sources : tuple of str
+        Where the targets come from.
+    lattice : dict
+        Generator parameters (µm, fractions) tuned so the phantom meets the targets.
+    """
+
+    name: str
+    bv_tv: float
+    tb_th_um: float
+    tb_sp_um: float
+    ct_th_um: float
+    ct_po: float
+    default_voxel_size_um: float
+    default_size: int
+    description: str
+    sources: tuple[str, ...]
+    lattice: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def field_of_view_mm(self) -> float:
+        """Edge of the default phantom in mm."""
+        return self.default_size * self.default_voxel_size_um / 1000.0
+
+
+SITES: dict[str, SiteSpec] = {
+    "lumbar_spine": SiteSpec(
+        name="lumbar_spine",
+        bv_tv=0.11,
+        tb_th_um=130.0,
+        tb_sp_um=850.0,
+        ct_th_um=300.0,
+        ct_po=0.05,
+        default_voxel_size_um=30.0,
+        default_size=128,
+        description="vertebral body: sparse rod-like trabeculae, thin cortical shell",
+        sources=("Hildebrand T et al. 1999 J Bone Miner Res 14:1167",),
+        lattice=dict(
+            spacing_um=950.0, z_stretch=1.15, jitter=0.22, rod_radius_um=62.0, horizontal_radius_scale=0.85,
+            drop_horizontal=0.30, plate_half_thickness_um=55.0, ct_th_scale=0.97,
+            shell_margin=0.04, endosteal_offset=0.0, canal_radius_um=(25.0, 45.0),
+        ),
+    ),
+    "femoral_neck": SiteSpec(
+        name="femoral_neck",
+        bv_tv=0.20,
+        tb_th_um=190.0,
+        tb_sp_um=650.0,
+        ct_th_um=800.0,
+        ct_po=0.08,
+        default_voxel_size_um=30.0,
+        default_size=160,
+        description="femoral neck: denser plate-like trabeculae, thick eccentric cortex with Haversian canals",
+        sources=(
+            "Burghardt AJ et al. 2010 J Bone Miner Res 25:983",
+            "Zebaze RM et al. 2010 Lancet 375:1729",
+            "Bousson V et al. 2001 J Bone Miner Res 16:1308",
+        ),
+        lattice=dict(
+            spacing_um=820.0, z_stretch=1.15, jitter=0.22, rod_radius_um=90.0, horizontal_radius_scale=0.85,
+            drop_horizontal=0.25, plate_half_thickness_um=80.0, ct_th_scale=0.925,
+            shell_margin=0.04, endosteal_offset=0.35, canal_radius_um=(25.0, 50.0),
+        ),
+    ),
+}
+
+
+def get_site(name: str) -> SiteSpec:
+    """The :class:`SiteSpec` called ``name``; unknown names list the known sites."""
+    try:
+        return SITES[name]
+    except KeyError:
+        close = get_close_matches(str(name), SITES, n=2)
+        hint = f" — did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(f"unknown site {name!r}{hint}; known sites: {', '.join(SITES)}") from None

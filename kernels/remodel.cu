@@ -1,0 +1,343 @@
+// voxelbone — the remodeling step: activation, cavity claim, excavation/refill/mineralisation.
+//
+// One step of length dt days runs three kernels in order (voxelbone/remodel/gpu.py):
+//   vb_activate  surface voxels start BMUs with a per-step probability (counter-based draw)
+//   vb_claim     each new BMU claims the voxels of its cavity (atomicMin of a 64-bit code:
+//                the lowest seed index wins a contested voxel, whatever the thread order)
+//   vb_update    per voxel: take a new claim, excavate on schedule, refill from the cavity
+//                floor during formation, release at the end, mineralise.
+// Per voxel a BMU stores u (height above the cavity floor in units of the local column
+// depth, 0..2, 8 bits) and k (the local column depth in voxels, 1/8-voxel steps).
+// voxelbone/remodel/cpu.py is the NumPy twin of every rule here, operation for operation,
+// so both give bit-identical volumes for the same seed (compiled with --fmad=false).
+#include "vb_common.cuh"
+
+#define VB_FLAG_PERFORATED 1u
+#define VB_FLAG_OSTEONAL 2u
+#define VB_FLAG_RESORBED 4u
+#define VB_CLAIM_NONE 0xFFFFFFFFFFFFFFFFULL
+#define VB_STREAM_ACTIVATION 1ULL
+#define VB_STREAM_CAVITY_SIZE 2ULL
+#define VB_STREAM_CAVITY_SHAPE 3ULL
+
+// Counters (unsigned long long[8]).
+#define VB_C_HEMI 0
+#define VB_C_OSTEONAL 1
+#define VB_C_PERFORATED 2
+
+struct vb_grid { vb_i64 nz, ny, nx; };
+
+__device__ __forceinline__ vb_i64 vb_index(const vb_grid g, vb_i64 z, vb_i64 y, vb_i64 x) {
+    return (z * g.ny + y) * g.nx + x;
+}
+
+// Neighbour k of 6 in the fixed order (-z, +z, -y, +y, -x, +x).
+__device__ __forceinline__ void vb_neighbour(int k, int* dz, int* dy, int* dx) {
+    *dz = (k == 0) ? -1 : ((k == 1) ? 1 : 0);
+    *dy = (k == 2) ? -1 : ((k == 3) ? 1 : 0);
+    *dx = (k == 4) ? -1 : ((k == 5) ? 1 : 0);
+}
+
+// Surface type of a bone voxel: 0 none, 1 hemi-osteonal (trabecular / endocortical),
+// 2 osteonal (cortical voxel whose marrow neighbours are all intracortical pores).
+// *first receives the first marrow neighbour (0..5) in the fixed order.
+__device__ __forceinline__ int vb_surface_type(const float* __restrict__ bone, const unsigned char* __restrict__ region,
+                                               const vb_grid g, vb_i64 z, vb_i64 y, vb_i64 x, int* first) {
+    int any = 0, trabecular_marrow = 0;
+    *first = -1;
+    for (int k = 0; k < 6; ++k) {
+        int dz, dy, dx;
+        vb_neighbour(k, &dz, &dy, &dx);
+        vb_i64 zz = z + dz, yy = y + dy, xx = x + dx;
+        if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny || xx < 0 || xx >= g.nx) continue;
+        vb_i64 j = vb_index(g, zz, yy, xx);
+        if (bone[j] < 0.5f && region[j] != VB_OUTSIDE) {
+            if (!any) *first = k;
+            any = 1;
+            if (region[j] != VB_CORTICAL) trabecular_marrow = 1;
+        }
+    }
+    if (!any) return 0;
+    vb_i64 i = vb_index(g, z, y, x);
+    return (region[i] == VB_CORTICAL && !trabecular_marrow) ? 2 : 1;
+}
+
+extern "C" __global__ void vb_activate(const float* __restrict__ bone, const unsigned char* __restrict__ region,
+                                       const short* __restrict__ bmu_day, vb_i64 nz, vb_i64 ny, vb_i64 nx,
+                                       vb_u64 seed, vb_u64 step, float p_hemi, float p_osteonal,
+                                       vb_i64* __restrict__ seeds, unsigned int* __restrict__ seed_count,
+                                       unsigned int capacity) {
+    const vb_grid g = {nz, ny, nx};
+    const vb_i64 n = nz * ny * nx;
+    for (vb_i64 i = vb_tid(); i < n; i += vb_stride()) {
+        if (region[i] == VB_OUTSIDE || bmu_day[i] >= 0 || bone[i] < 0.5f) continue;
+        vb_i64 x = i % nx, y = (i / nx) % ny, z = i / (nx * ny);
+        int first;
+        int type = vb_surface_type(bone, region, g, z, y, x, &first);
+        if (type == 0) continue;
+        float p = (type == 2) ? p_osteonal : p_hemi;
+        if (vb_uniform(seed, step, VB_STREAM_ACTIVATION, (vb_u64)i) < p) {
+            unsigned int k = atomicAdd(seed_count, 1u);
+            if (k < capacity) seeds[k] = i;
+        }
+    }
+}
+
+// Geometry of one BMU, in voxel units (voxel centres at integer coordinates).
+struct vb_cavity {
+    int osteonal;
+    float cz, cy, cx;      // hemi: the surface point above the seed; osteonal: a point on the tunnel axis
+    float nz_, ny_, nx_;   // hemi: unit normal pointing into the marrow
+    float a, b;            // hemi: depth and lateral semi-axes; osteonal: radius R and half-length H
+    float rc;              // osteonal: canal radius left open
+    vb_i64 ez, ey, ex;     // half-extent of the bounding box
+    int perforated;
+};
+
+__device__ __forceinline__ float vb_bone_at(const float* __restrict__ bone, const vb_grid g, vb_i64 z, vb_i64 y, vb_i64 x) {
+    return bone[vb_index(g, z, y, x)];
+}
+
+__device__ __forceinline__ float vb_grad_axis(const float* __restrict__ bone, const vb_grid g,
+                                              vb_i64 z, vb_i64 y, vb_i64 x, int axis) {
+    vb_i64 n = (axis == 0) ? g.nz : ((axis == 1) ? g.ny : g.nx);
+    vb_i64 c = (axis == 0) ? z : ((axis == 1) ? y : x);
+    vb_i64 lo = (c > 0) ? c - 1 : c;
+    vb_i64 hi = (c < n - 1) ? c + 1 : c;
+    if (hi == lo) return 0.0f;
+    float bl = vb_bone_at(bone, g, axis == 0 ? lo : z, axis == 1 ? lo : y, axis == 2 ? lo : x);
+    float bh = vb_bone_at(bone, g, axis == 0 ? hi : z, axis == 1 ? hi : y, axis == 2 ? hi : x);
+    return (bh - bl) / (float)(hi - lo);
+}
+
+__device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bone, const unsigned char* __restrict__ region,
+                                                    const vb_grid g, vb_i64 si, vb_u64 seed, vb_u64 step, float voxel_um,
+                                                    float depth_um, float lateral_um, float osteon_radius_um,
+                                                    float osteon_half_length_um, float canal_radius_um) {
+    vb_cavity c;
+    vb_i64 x = si % g.nx, y = (si / g.nx) % g.ny, z = si / (g.nx * g.ny);
+    int first;
+    int type = vb_surface_type(bone, region, g, z, y, x, &first);
+    float j1 = 0.8f + 0.4f * vb_uniform(seed, step, VB_STREAM_CAVITY_SIZE, (vb_u64)si);
+    float j2 = 0.8f + 0.4f * vb_uniform(seed, step, VB_STREAM_CAVITY_SHAPE, (vb_u64)si);
+    int fdz, fdy, fdx;
+    vb_neighbour(first < 0 ? 0 : first, &fdz, &fdy, &fdx);
+    c.perforated = 0;
+    c.rc = 0.0f;
+    if (type == 2) {
+        c.osteonal = 1;
+        c.a = osteon_radius_um * j1 / voxel_um;
+        c.b = osteon_half_length_um * j2 / voxel_um;
+        c.rc = canal_radius_um / voxel_um;
+        c.cz = (float)z;
+        c.cy = (float)(y + fdy);
+        c.cx = (float)(x + fdx);
+        c.nz_ = 0.0f; c.ny_ = 0.0f; c.nx_ = 0.0f;
+        c.ez = (vb_i64)ceilf(c.b + 1.0f);
+        c.ey = (vb_i64)ceilf(c.a + 1.0f);
+        c.ex = c.ey;
+        return c;
+    }
+    c.osteonal = 0;
+    float gz = vb_grad_axis(bone, g, z, y, x, 0);
+    float gy = vb_grad_axis(bone, g, z, y, x, 1);
+    float gx = vb_grad_axis(bone, g, z, y, x, 2);
+    float norm2 = (gz * gz + gy * gy) + gx * gx;
+    if (norm2 < 1e-6f) {
+        c.nz_ = (float)fdz; c.ny_ = (float)fdy; c.nx_ = (float)fdx;
+    } else {
+        float inv = 1.0f / sqrtf(norm2);
+        c.nz_ = -gz * inv; c.ny_ = -gy * inv; c.nx_ = -gx * inv;
+    }
+    c.a = depth_um * j1 / voxel_um;
+    c.b = lateral_um * j2 / voxel_um;
+    // the surface crosses the seed voxel where its bone fraction puts it (sub-voxel)
+    float off = vb_bone_at(bone, g, z, y, x) - 0.5f;
+    c.cz = (float)z + off * c.nz_;
+    c.cy = (float)y + off * c.ny_;
+    c.cx = (float)x + off * c.nx_;
+    vb_i64 e = (vb_i64)ceilf(fmaxf(c.a, c.b) + 1.0f);
+    c.ez = e; c.ey = e; c.ex = e;
+    // Perforation: march into the bone along -n up to the cavity depth; leaving the bone
+    // again means the cavity goes through the trabecula.
+    int entered = 0;
+    int kmax = (int)floorf(2.0f * c.a);
+    for (int k = 1; k <= kmax; ++k) {
+        float s = 0.5f * (float)k;
+        vb_i64 pz = (vb_i64)floorf(c.cz - s * c.nz_ + 0.5f);
+        vb_i64 py = (vb_i64)floorf(c.cy - s * c.ny_ + 0.5f);
+        vb_i64 px = (vb_i64)floorf(c.cx - s * c.nx_ + 0.5f);
+        if (pz < 0 || pz >= g.nz || py < 0 || py >= g.ny || px < 0 || px >= g.nx) break;
+        vb_i64 j = vb_index(g, pz, py, px);
+        if (region[j] == VB_OUTSIDE) break;
+        if (bone[j] >= 0.5f) {
+            entered = 1;
+        } else if (entered) {
+            c.perforated = 1;
+            break;
+        }
+    }
+    return c;
+}
+
+// Claim code of voxel (qz, qy, qx) for cavity c of seed si; VB_CLAIM_NONE when outside.
+__device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb_i64 qz, vb_i64 qy, vb_i64 qx) {
+    float dz = (float)qz - c.cz;
+    float dy = (float)qy - c.cy;
+    float dx = (float)qx - c.cx;
+    float frac, u, depth;
+    if (c.osteonal) {
+        float r = sqrtf(dy * dy + dx * dx);
+        float rr = r / c.a;
+        float hh = dz / c.b;
+        float s = sqrtf(rr * rr + hh * hh);
+        frac = vb_clamp01((1.0f - s) * fminf(c.a, c.b) + 0.5f);
+        float rw = c.a * sqrtf(fmaxf(1.0f - hh * hh, 0.0f));
+        depth = fmaxf(rw - c.rc, 1.0f);              // wall from the cement line to the canal
+        u = fminf(fmaxf((rw - r) / depth, 0.0f), 2.0f);
+    } else {
+        float w = -((dz * c.nz_ + dy * c.ny_) + dx * c.nx_);
+        if (w <= -0.5f) return VB_CLAIM_NONE;
+        float d2 = (dz * dz + dy * dy) + dx * dx;
+        float rho2 = fmaxf(d2 - w * w, 0.0f);
+        float wa = w / c.a;
+        float rb2 = rho2 / (c.b * c.b);
+        float s = sqrtf(wa * wa + rb2);
+        frac = vb_clamp01((1.0f - s) * fminf(c.a, c.b) + 0.5f);
+        float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));  // floor depth below this column
+        depth = fmaxf(wf, 1.0f);
+        u = fminf(fmaxf((wf - w) / depth, 0.0f), 2.0f);
+    }
+    unsigned int fq = (unsigned int)(frac * 255.0f + 0.5f);
+    if (fq == 0u) return VB_CLAIM_NONE;
+    unsigned int uq = (unsigned int)(u * 127.5f + 0.5f);
+    unsigned int kq = (unsigned int)(fminf(depth, 31.875f) * 8.0f + 0.5f);
+    unsigned int flags = (c.perforated ? VB_FLAG_PERFORATED : 0u) | (c.osteonal ? VB_FLAG_OSTEONAL : 0u);
+    return ((vb_u64)si << 26) | ((vb_u64)flags << 24) | ((vb_u64)fq << 16) | ((vb_u64)uq << 8) | (vb_u64)kq;
+}
+
+// One block per seed (grid-stride over seeds), threads over the seed's bounding box.
+extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsigned char* __restrict__ region,
+                                    const short* __restrict__ bmu_day, vb_i64 nz, vb_i64 ny, vb_i64 nx,
+                                    float voxel_um, vb_u64 seed, vb_u64 step,
+                                    const vb_i64* __restrict__ seeds, const unsigned int* __restrict__ seed_count,
+                                    unsigned int capacity, float depth_um, float lateral_um,
+                                    float osteon_radius_um, float osteon_half_length_um, float canal_radius_um,
+                                    vb_u64* __restrict__ claim, vb_u64* __restrict__ counters) {
+    const vb_grid g = {nz, ny, nx};
+    unsigned int ns = *seed_count;
+    if (ns > capacity) ns = capacity;
+    for (vb_i64 s = (vb_i64)blockIdx.x; s < (vb_i64)ns; s += (vb_i64)gridDim.x) {
+        vb_i64 si = seeds[s];
+        vb_cavity c = vb_make_cavity(bone, region, g, si, seed, step, voxel_um, depth_um, lateral_um,
+                                     osteon_radius_um, osteon_half_length_um, canal_radius_um);
+        if (threadIdx.x == 0) {
+            atomicAdd(&counters[c.osteonal ? VB_C_OSTEONAL : VB_C_HEMI], 1ULL);
+            if (c.perforated) atomicAdd(&counters[VB_C_PERFORATED], 1ULL);
+        }
+        vb_i64 x0 = si % nx, y0 = (si / nx) % ny, z0 = si / (nx * ny);
+        vb_i64 ycen = c.osteonal ? (vb_i64)c.cy : y0;
+        vb_i64 xcen = c.osteonal ? (vb_i64)c.cx : x0;
+        vb_i64 sz = 2 * c.ez + 1, sy = 2 * c.ey + 1, sx = 2 * c.ex + 1;
+        vb_i64 box = sz * sy * sx;
+        for (vb_i64 q = (vb_i64)threadIdx.x; q < box; q += (vb_i64)blockDim.x) {
+            vb_i64 qz = z0 - c.ez + q / (sy * sx);
+            vb_i64 qy = ycen - c.ey + (q / sx) % sy;
+            vb_i64 qx = xcen - c.ex + q % sx;
+            if (qz < 0 || qz >= nz || qy < 0 || qy >= ny || qx < 0 || qx >= nx) continue;
+            vb_i64 j = vb_index(g, qz, qy, qx);
+            if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0 || !(bone[j] > 0.0f)) continue;
+            vb_u64 code = vb_claim_code(c, si, qz, qy, qx);
+            if (code != VB_CLAIM_NONE) atomicMin(&claim[j], code);
+        }
+    }
+}
+
+// Fraction of the voxel volume below refill level h (normalised depth units).
+__device__ __forceinline__ float vb_phi(float h, float u, float k) {
+    return vb_clamp01((h - u) * k + 0.5f);
+}
+
+// Refilled share of what the BMU removed from the voxel at formation level h (may exceed
+// 1 at the cavity opening for a positive balance: new bone above the old surface).
+__device__ __forceinline__ float vb_fill(float h, float u, float k) {
+    float p0 = vb_phi(0.0f, u, k);
+    float den = vb_phi(1.0f, u, k) - p0;
+    if (den < 1e-3f) return 0.0f;
+    return (vb_phi(h, u, k) - p0) / den;
+}
+
+__device__ __forceinline__ float vb_level(float day, float refill, float t_form_start, float t_form) {
+    return refill * vb_clamp01((day - t_form_start) / t_form);
+}
+
+extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict__ mineral,
+                                     short* __restrict__ bmu_day, unsigned char* __restrict__ bmu_k,
+                                     unsigned char* __restrict__ bmu_u, unsigned char* __restrict__ bmu_flags,
+                                     float* __restrict__ bmu_amount, vb_u64* __restrict__ claim, vb_i64 n, int dt,
+                                     float t_resorb, float t_form_start, float t_form, float t_end,
+                                     float refill_trab, float refill_cort, float refill_perforated,
+                                     float m_primary, float m_limit1, float m_mature,
+                                     float e1, float e2) {
+    for (vb_i64 i = vb_tid(); i < n; i += vb_stride()) {
+        vb_u64 code = claim[i];
+        int day = (int)bmu_day[i];
+        unsigned int flags = bmu_flags[i];
+        float amount = bmu_amount[i];
+        if (code != VB_CLAIM_NONE) {
+            claim[i] = VB_CLAIM_NONE;
+            day = 0;
+            flags = (unsigned int)((code >> 24) & 3ULL);
+            amount = (float)((code >> 16) & 255ULL) * (1.0f / 255.0f);
+            bmu_u[i] = (unsigned char)((code >> 8) & 255ULL);
+            bmu_k[i] = (unsigned char)(code & 255ULL);
+        }
+        float b = bone[i];
+        float m = mineral[i];
+        if (day >= 0) {
+            float d0 = (float)day;
+            float d1 = (float)(day + dt);
+            float u = (float)bmu_u[i] * (1.0f / 127.5f);
+            if (!(flags & VB_FLAG_RESORBED)) {
+                // each column is eroded from its opening (u = 1) down to its floor (u = 0)
+                float t_start = fmaxf(1.0f - u, 0.0f) * t_resorb;
+                if (d1 >= t_start) {
+                    float frac = amount;
+                    float removed = b * frac;
+                    b = b - removed;
+                    m = m - m * frac;
+                    amount = removed;
+                    flags |= VB_FLAG_RESORBED;
+                }
+            }
+            if (flags & VB_FLAG_RESORBED) {
+                int osteonal = (flags & VB_FLAG_OSTEONAL) != 0;
+                float r = (flags & VB_FLAG_PERFORATED) ? refill_perforated : (osteonal ? refill_cort : refill_trab);
+                float k = (float)bmu_k[i] * 0.125f;
+                float f0 = vb_fill(vb_level(d0, r, t_form_start, t_form), u, k);
+                float f1 = vb_fill(vb_level(d1, r, t_form_start, t_form), u, k);
+                if (f1 > f0) b = fminf(b + amount * (f1 - f0), 1.0f);
+            }
+            if (d1 >= t_end) {
+                day = -1;
+                flags = 0u;
+                amount = 0.0f;
+            } else {
+                day = day + dt;
+            }
+            bmu_day[i] = (short)day;
+            bmu_flags[i] = (unsigned char)flags;
+            bmu_amount[i] = amount;
+        }
+        // mineralisation, each regime integrated exactly over the step
+        if (m < m_primary * b) {
+            float lim = m_limit1 * b;
+            m = lim - (lim - m) * e1;
+        } else if (m < m_mature * b) {
+            float lim = m_mature * b;
+            m = lim - (lim - m) * e2;
+        }
+        bone[i] = b;
+        mineral[i] = m;
+    }
+}

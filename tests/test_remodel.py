@@ -1,0 +1,387 @@
+"""The remodeling engine: kernels vs NumPy twin, known answers, emergent behaviour, bad input."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+
+from hostkernels import HostRemodel
+from voxelbone.kernels import build_host_library
+from voxelbone.phantom import make_phantom
+from voxelbone.remodel import DeviceMemoryError, RemodelParams, Remodeler, step_scalars
+from voxelbone.remodel import cpu
+from voxelbone.remodel.params import MineralisationLaw
+from voxelbone.rng import Stream, uniform
+from voxelbone.volume import BoneVolume, Region
+
+
+@dataclass(frozen=True)
+class Rates:
+    activation_trabecular_per_yr: float = 0.5
+    activation_cortical_per_yr: float = 0.3
+    erosion_depth_um: float = 50.0
+    refill_trabecular: float = 1.0
+    refill_cortical: float = 1.0
+
+
+FAST = Rates(3.0, 3.0, 60.0, 0.8, 0.9)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A small femoral-neck-like phantom: trabeculae, cortex and canals in 56³ voxels of 40 µm."""
+    return make_phantom("femoral_neck", 56, 40.0, seed=3, ct_th_um=400, tb_sp_um=450, bv_tv=0.25)
+
+
+@pytest.fixture(scope="module")
+def remodel_lib(tmp_path_factory):
+    return build_host_library(["remodel"], tmp_path_factory.mktemp("remodel"))
+
+
+# ---------------------------------------------------------------------------------------
+# CPU twin == CUDA kernels (host build)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dt,steps", [(1, 50), (3, 30)])
+def test_kernels_match_numpy_bit_for_bit(small, remodel_lib, dt, steps):
+    a = Remodeler(small.copy(), seed=5)
+    b = Remodeler(small.copy(), seed=5)
+    host = HostRemodel(remodel_lib, small.shape)
+    seen_perforation = False
+    for k in range(steps):
+        sc = step_scalars(FAST, a.params, a.voxel_size_um, dt)
+        a.step(k, FAST, dt)
+        host.step(b.state, 5, k, sc)
+        for name, arr in a.state.arrays().items():
+            np.testing.assert_array_equal(arr, b.state.arrays()[name], err_msg=f"{name} differs at step {k}")
+    s = a.stats()
+    assert s.bmus_trabecular > 50 and s.bmus_osteonal > 5
+    seen_perforation = s.perforations > 0
+    assert seen_perforation, "the comparison should exercise perforated cavities"
+    assert (a.state.bmu_day >= 0).any() and (a.state.bone < small.bone).any()
+
+
+def test_same_seed_same_volume_different_seed_differs(small):
+    runs = []
+    for seed in (7, 7, 8):
+        r = Remodeler(small.copy(), seed=seed)
+        for k in range(20):
+            r.step(k, FAST, 2)
+        runs.append(r.state.bone.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+# ---------------------------------------------------------------------------------------
+# known answers
+# ---------------------------------------------------------------------------------------
+def _ball(radius_um: float, voxel_um: float) -> BoneVolume:
+    n = int(2 * radius_um / voxel_um) + 8
+    c = (n - 1) / 2
+    z, y, x = np.ogrid[:n, :n, :n]
+    d = np.sqrt((z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2) * voxel_um
+    bone = np.clip(0.5 + (radius_um - d) / voxel_um, 0, 1).astype(np.float32)
+    return BoneVolume(bone, bone * np.float32(0.9), np.full(bone.shape, Region.TRABECULAR, np.uint8), voxel_um)
+
+
+@pytest.mark.parametrize("voxel_um", [20.0, 30.0])
+def test_activation_probability_turns_acf_into_surface_fraction(voxel_um):
+    """p per surface voxel × surface voxels × BMU footprint = Ac.f × true area, at any voxel size."""
+    radius = 600.0
+    vol = _ball(radius, voxel_um)
+    any_m, _ = cpu.surface_flags(vol.bone, vol.region)
+    n_surface = int((any_m & (vol.bone >= 0.5)).sum())
+    params = RemodelParams()
+    rates = Rates(activation_trabecular_per_yr=0.8)
+    sc = step_scalars(rates, params, voxel_um, 1)
+    footprint = math.pi * params.lateral_radius_um**2
+    activated_area_per_year = float(sc.p_hemi) * n_surface * 365.25 * footprint
+    assert activated_area_per_year / (4 * math.pi * radius**2) == pytest.approx(0.8, rel=0.08)
+
+
+def test_activation_draws_follow_the_probability():
+    vol = _ball(500.0, 20.0)
+    r = Remodeler(vol, seed=2)
+    sc = replace(step_scalars(Rates(), r.params, 20.0, 1), p_hemi=np.float32(0.3))
+    any_m, _ = cpu.surface_flags(vol.bone, vol.region)
+    n = int((any_m & (vol.bone >= 0.5)).sum())
+    seeds = cpu.activate(r.state, 2, 0, sc)
+    assert abs(seeds.size - 0.3 * n) < 4 * math.sqrt(n * 0.3 * 0.7)
+    assert np.all(np.diff(seeds) > 0)
+
+
+def _slab(voxel_um: float, thickness_um: float = 600.0, size: int = 48) -> BoneVolume:
+    """Bone filling z < thickness (a flat surface facing +z) with marrow above."""
+    z = (np.arange(size) + 0.5) * voxel_um
+    prof = np.clip(0.5 + (thickness_um - z) / voxel_um, 0, 1).astype(np.float32)
+    bone = np.broadcast_to(prof[:, None, None], (size, size, size)).copy()
+    return BoneVolume(bone, bone * np.float32(0.9), np.full(bone.shape, Region.TRABECULAR, np.uint8), voxel_um)
+
+
+def _surface_seed(vol: BoneVolume) -> int:
+    n = vol.shape[0]
+    zs = int(np.flatnonzero(vol.bone[:, n // 2, n // 2] >= 0.5).max())
+    return int((zs * n + n // 2) * n + n // 2)
+
+
+def _one_bmu(vol: BoneVolume, rates: Rates, params: RemodelParams, seed: int = 4) -> tuple[Remodeler, cpu.Cavity, float]:
+    """Start exactly one BMU at the middle of the slab surface; return engine, cavity, bone before."""
+    r = Remodeler(vol, params, seed=seed)
+    sc = step_scalars(rates, params, vol.voxel_size_um, 1)
+    si = _surface_seed(vol)
+    c = cpu.make_cavity(r.state, si, seed, 0, sc)
+    idx, codes = cpu.claim_codes(r.state, si, c)
+    before = float(r.state.bone.sum(dtype=np.float64))
+    cpu.update(r.state, idx, codes, sc)
+    return r, c, before
+
+
+@pytest.mark.parametrize("voxel_um", [10.0, 15.0])
+def test_cavity_volume_is_the_half_spheroid(voxel_um):
+    params = RemodelParams()
+    rates = Rates(erosion_depth_um=50.0)
+    vol = _slab(voxel_um, thickness_um=400.0, size=int(480 / voxel_um))
+    r, c, before = _one_bmu(vol, rates, params)
+    sc = step_scalars(rates, params, voxel_um, 1)
+    for _ in range(int(params.resorption_days)):
+        cpu.update(r.state, np.empty(0, np.int64), np.empty(0, np.uint64), sc)
+    removed = before - float(r.state.bone.sum(dtype=np.float64))
+    expected = 2.0 / 3.0 * math.pi * float(c.a) * float(c.b) ** 2  # voxels
+    assert not c.perforated
+    assert removed == pytest.approx(expected, rel=0.05)
+    # depth and width in µm do not depend on the voxel size (jitter within ±20 %)
+    assert 0.8 * 50 <= float(c.a) * voxel_um <= 1.2 * 50
+
+
+@pytest.mark.parametrize("refill", [1.0, 0.8])
+def test_full_cycle_refills_to_the_balance(refill):
+    params = RemodelParams()
+    rates = Rates(erosion_depth_um=50.0, refill_trabecular=refill)
+    vol = _slab(12.0, thickness_um=400.0, size=40)
+    r, c, before = _one_bmu(vol, rates, params)
+    sc = step_scalars(rates, params, 12.0, 1)
+    for _ in range(int(params.cycle_days) + 1):
+        cpu.update(r.state, np.empty(0, np.int64), np.empty(0, np.uint64), sc)
+    cavity = 2.0 / 3.0 * math.pi * float(c.a) * float(c.b) ** 2
+    deficit = before - float(r.state.bone.sum(dtype=np.float64))
+    assert (r.state.bmu_day < 0).all(), "the BMU released its voxels at the end of the cycle"
+    assert deficit == pytest.approx((1 - refill) * cavity, abs=0.02 * cavity)
+
+
+def test_mineralisation_follows_the_closed_form():
+    law = MineralisationLaw()
+    params = RemodelParams(mineralisation=law)
+    shape = (4, 4, 4)
+    bone = np.ones(shape, np.float32)
+    vol = BoneVolume(bone, np.zeros(shape, np.float32), np.full(shape, Region.TRABECULAR, np.uint8), 20.0)
+    r = Remodeler(vol, params)
+    for dt, days in ((1, 400), (5, 400)):
+        r.state.mineral[...] = 0
+        sc = step_scalars(Rates(0.0, 0.0), params, 20.0, dt)
+        for _ in range(days // dt):
+            cpu.update(r.state, np.empty(0, np.int64), np.empty(0, np.uint64), sc)
+        assert float(r.state.mineral[0, 0, 0]) == pytest.approx(float(law.degree_at_age(days)), abs=2e-3)
+    assert float(law.degree_at_age(30)) > 0.5 > float(law.degree_at_age(3))
+    assert float(law.degree_at_age(3650)) == pytest.approx(law.mature_degree, abs=0.01)
+
+
+def test_thin_trabecula_is_perforated_and_not_repaired():
+    params = RemodelParams()
+    rates = Rates(erosion_depth_um=50.0)
+    size, v = 40, 10.0
+    z = (np.arange(size) + 0.5) * v
+    for thickness, perforates in ((30.0, True), (200.0, False)):
+        prof = np.clip(0.5 + (thickness / 2 - np.abs(z - 200.0)) / v, 0, 1).astype(np.float32)
+        bone = np.broadcast_to(prof[:, None, None], (size,) * 3).copy()
+        vol = BoneVolume(bone, bone * np.float32(0.9), np.full(bone.shape, Region.TRABECULAR, np.uint8), v)
+        r, c, before = _one_bmu(vol, rates, params)
+        assert c.perforated is perforates
+        if perforates:
+            sc = step_scalars(rates, params, v, 1)
+            for _ in range(int(params.cycle_days) + 1):
+                cpu.update(r.state, np.empty(0, np.int64), np.empty(0, np.uint64), sc)
+            assert (r.state.bone[:, size // 2, size // 2] < 0.5).all(), "the hole stays open"
+
+
+def test_loose_fragments_are_removed_and_counted():
+    n, v = 40, 20.0
+    bone = np.zeros((n, n, n), np.float32)
+    region = np.full(bone.shape, Region.TRABECULAR, np.uint8)
+    region[:, :, :4] = Region.CORTICAL
+    bone[:, :, :4] = 1.0                      # cortex
+    bone[18:22, 4:30, 4:30] = 1.0             # plate attached to the cortex
+    bone[5:9, 30:34, 30:34] = 1.0             # a loose 4³ fragment
+    bone[30, 5, 35] = 0.3                     # partial-volume dust
+    vol = BoneVolume(bone, bone * np.float32(0.9), region, v)
+    r = Remodeler(vol)
+    r.remove_fragments()
+    s = r.stats()
+    assert s.fragments_removed == 1
+    assert s.fragment_volume_mm3 == pytest.approx((64 + 0.3) * (v / 1000) ** 3, rel=1e-6)
+    assert r.state.bone[5:9, 30:34, 30:34].sum() == 0 and r.state.bone[30, 5, 35] == 0
+    assert r.state.bone[18:22, 4:30, 4:30].min() == 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# behaviour over simulated years
+# ---------------------------------------------------------------------------------------
+def _run(vol: BoneVolume, rates: Rates, years: float, dt: int = 5, seed: int = 1) -> Remodeler:
+    r = Remodeler(vol.copy(), seed=seed)
+    for k in range(int(round(years * 365.25 / dt))):
+        r.step(k, rates, dt)
+        if (k * dt) % 30 < dt:
+            r.remove_fragments()
+    return r
+
+
+def _bv(vol: BoneVolume) -> float:
+    trab = vol.region == Region.TRABECULAR
+    return float(((vol.bone >= 0.5) & trab).sum() / trab.sum())
+
+
+@pytest.fixture(scope="module")
+def lumbar_small():
+    return {v: make_phantom("lumbar_spine", int(round(1920 / v)), v, seed=2, tb_sp_um=500.0, ct_th_um=250.0)
+            for v in (20.0, 30.0)}
+
+
+def test_voxel_size_independence(lumbar_small):
+    rates = Rates(activation_trabecular_per_yr=1.2, erosion_depth_um=50.0, refill_trabecular=0.8)
+    change = {}
+    for v, vol in lumbar_small.items():
+        r = _run(vol, rates, 1.0, dt=5)
+        change[v] = float(r.state.bone[vol.region == Region.TRABECULAR].sum()) / float(
+            vol.bone[vol.region == Region.TRABECULAR].sum()) - 1.0
+    assert change[20.0] < -0.01 and change[30.0] < -0.01
+    assert change[30.0] / change[20.0] == pytest.approx(1.0, abs=0.20)
+
+
+def test_negative_balance_thins_perforates_and_opens_the_cortex(lumbar_small):
+    from voxelbone.metrics import local_thickness
+
+    vol = lumbar_small[30.0]
+    trab = vol.region == Region.TRABECULAR
+    cort = vol.region == Region.CORTICAL
+    losing = _run(vol, Rates(1.0, 1.0, 55.0, 0.75, 0.8), 2.0)
+    held = _run(vol, Rates(1.0, 1.0, 50.0, 1.0, 1.0), 2.0)
+
+    def measures(v):
+        m = (v.bone >= 0.5) & trab
+        lt = local_thickness(m, v.voxel_size_um)
+        return dict(bv=_bv(v), th=float(lt[m].mean()), po=float(((v.bone < 0.5) & cort).sum() / cort.sum()))
+
+    m_loss, m_held = measures(losing.volume), measures(held.volume)
+    assert m_loss["bv"] < 0.93 * m_held["bv"]
+    assert m_loss["th"] < m_held["th"] - 3.0
+    assert m_loss["po"] > m_held["po"] + 0.005
+    assert losing.stats().perforations > held.stats().perforations
+
+
+def test_balanced_premenopausal_rates_hold_the_structure(lumbar_small):
+    """After one cycle (the remodeling space has opened), balanced BMUs keep BV/TV within ±0.5 %/yr."""
+    vol = lumbar_small[30.0]
+    r = Remodeler(vol.copy(), seed=4)
+    rates = Rates(0.13, 0.08, 47.0, 1.0, 1.0)
+    dt = 5
+    marks = {round(y * 365.25 / dt): y for y in (0.6, 2.6)}
+    bv = {}
+    for k in range(max(marks)):
+        r.step(k, rates, dt)
+        if (k * dt) % 30 < dt:
+            r.remove_fragments()
+        if k + 1 in marks:
+            bv[marks[k + 1]] = _bv(r.volume)
+    assert abs(bv[2.6] / bv[0.6] - 1) / 2.0 < 0.005
+
+
+# ---------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------
+def test_bad_steps_and_rates_are_refused(small):
+    r = Remodeler(small.copy())
+    with pytest.raises(ValueError, match="positive whole number of days"):
+        r.step(0, Rates(), 0)
+    with pytest.raises(ValueError, match="longer than the shortest remodeling phase"):
+        r.step(0, Rates(), 45)
+    with pytest.raises(ValueError, match="step_index"):
+        r.step(-1, Rates(), 1)
+    with pytest.raises(ValueError, match="erosion_depth_um=500"):
+        r.step(0, Rates(erosion_depth_um=500.0), 1)
+    with pytest.raises(ValueError, match="activation_trabecular_per_yr"):
+        r.step(0, Rates(activation_trabecular_per_yr=-1.0), 1)
+    with pytest.raises(ValueError, match="seed"):
+        Remodeler(small.copy(), seed=-2)
+    with pytest.raises(ValueError, match="canal_radius_um"):
+        RemodelParams(canal_radius_um=150.0)
+
+
+def test_too_large_for_device_memory_is_refused_before_allocating():
+    class FakeRuntime:
+        @staticmethod
+        def memGetInfo():
+            return 2 * 1024**3, 80 * 1024**3
+
+    class FakeCupy:
+        class cuda:
+            runtime = FakeRuntime
+
+    Remodeler.check_fits((256, 256, 256), FakeCupy)
+    with pytest.raises(DeviceMemoryError, match=r"1024×1024×1024 volume needs about .* GB"):
+        Remodeler.check_fits((1024, 1024, 1024), FakeCupy)
+
+
+def test_checkpoint_state_round_trip_continues_identically(small):
+    a = Remodeler(small.copy(), seed=9)
+    for k in range(10):
+        a.step(k, FAST, 2)
+    b = Remodeler.from_state({k: v.copy() for k, v in a.state_arrays().items()}, a.params, 9, meta=a.state_meta())
+    for k in range(10, 20):
+        a.step(k, FAST, 2)
+        b.step(k, FAST, 2)
+    for name, arr in a.state_arrays().items():
+        np.testing.assert_array_equal(arr, b.state_arrays()[name])
+    assert uniform(9, 3, Stream.ACTIVATION, np.arange(3)).shape == (3,)
+
+
+# ---------------------------------------------------------------------------------------
+# GPU
+# ---------------------------------------------------------------------------------------
+@pytest.mark.gpu
+def test_gpu_matches_numpy_bit_for_bit(small):
+    import cupy
+
+    a = Remodeler(small.copy(), seed=5)
+    g = Remodeler(small.to(cupy), seed=5)
+    for k in range(40):
+        a.step(k, FAST, 2)
+        g.step(k, FAST, 2)
+        if k % 10 == 9:
+            a.remove_fragments()
+            g.remove_fragments()
+    for name, arr in a.state_arrays().items():
+        np.testing.assert_array_equal(arr, cupy.asnumpy(g.state_arrays()[name]), err_msg=name)
+    assert a.stats() == g.stats()
+
+
+@pytest.mark.gpu
+def test_gpu_step_does_not_wait_for_the_device(small):
+    """A step queued behind a long kernel returns at once: nothing in it synchronises the host."""
+    import time
+
+    import cupy
+
+    g = Remodeler(small.to(cupy), seed=5)
+    g.step(0, FAST, 2)  # compile everything once
+    cupy.cuda.get_current_stream().synchronize()
+    spin = cupy.RawKernel(r"""extern "C" __global__ void spin(long long cycles) {
+        long long t0 = clock64(); while (clock64() - t0 < cycles) { } }""", "spin")
+    spin((1,), (1,), (np.int64(2_000_000_000),))  # ~1 s of device time
+    t0 = time.perf_counter()
+    for k in range(1, 6):
+        g.step(k, FAST, 2)
+    host_s = time.perf_counter() - t0
+    pending = not cupy.cuda.get_current_stream().done
+    cupy.cuda.get_current_stream().synchronize()
+    assert pending and host_s < 0.5

@@ -1,0 +1,301 @@
+"""NumPy twin of ``kernels/remodel.cu``: the same rules, operation for operation.
+
+Every float is float32 and every expression keeps the kernel's order of operations, so a
+run gives the same volume bit for bit on the CPU and the GPU (the kernels are compiled
+without fused multiply-add). Work is restricted to the voxels that matter — surface
+candidates, seed boxes, voxels owned by a BMU, under-mineralised bone — so a year of a
+128³ volume runs in tens of seconds on two cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..rng import Stream, uniform
+from ..volume import Region
+from .state import FLAG_OSTEONAL, FLAG_PERFORATED, FLAG_RESORBED, RemodelState, StepScalars
+
+__all__ = ["activate", "claim", "update"]
+
+f32 = np.float32
+_OUT, _TRAB, _CORT = int(Region.OUTSIDE), int(Region.TRABECULAR), int(Region.CORTICAL)
+_HALF, _ONE, _ZERO = f32(0.5), f32(1.0), f32(0.0)
+_NEIGHBOURS = ((-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1))
+
+
+def _shift_or(flag: np.ndarray, out: np.ndarray) -> None:
+    """``out |= flag`` shifted onto each voxel from each of its 6 neighbours."""
+    for dz, dy, dx in _NEIGHBOURS:
+        src = tuple(slice(max(d, 0), flag.shape[a] + min(d, 0)) for a, d in enumerate((dz, dy, dx)))
+        dst = tuple(slice(max(-d, 0), flag.shape[a] + min(-d, 0)) for a, d in enumerate((dz, dy, dx)))
+        out[dst] |= flag[src]
+
+
+def surface_flags(bone: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per voxel: has a marrow 6-neighbour; has a trabecular-marrow 6-neighbour."""
+    marrow = (bone < _HALF) & (region != _OUT)
+    any_m = np.zeros(bone.shape, dtype=bool)
+    _shift_or(marrow, any_m)
+    any_tm = np.zeros(bone.shape, dtype=bool)
+    _shift_or(marrow & (region != _CORT), any_tm)
+    return any_m, any_tm
+
+
+def activate(state: RemodelState, seed: int, step: int, sc: StepScalars) -> np.ndarray:
+    """Indices (ascending) of the surface voxels that start a BMU this step (``vb_activate``)."""
+    bone, region = state.bone, state.region
+    any_m, any_tm = surface_flags(bone, region)
+    cand = np.flatnonzero(((region != _OUT) & (state.bmu_day < 0) & (bone >= _HALF) & any_m).ravel())
+    if cand.size == 0:
+        return cand.astype(np.int64)
+    osteonal = (region.ravel()[cand] == _CORT) & ~any_tm.ravel()[cand]
+    p = np.where(osteonal, sc.p_osteonal, sc.p_hemi).astype(f32)
+    u = uniform(seed, step, Stream.ACTIVATION, cand.astype(np.uint64))
+    return cand[u < p].astype(np.int64)
+
+
+@dataclass
+class Cavity:
+    """Geometry of one BMU in voxel units (mirror of ``vb_cavity``)."""
+
+    osteonal: bool
+    cz: np.float32
+    cy: np.float32
+    cx: np.float32
+    nz: np.float32
+    ny: np.float32
+    nx: np.float32
+    a: np.float32
+    b: np.float32
+    rc: np.float32
+    ez: int
+    ey: int
+    ex: int
+    perforated: bool
+
+
+def _grad_axis(bone: np.ndarray, z: int, y: int, x: int, axis: int) -> np.float32:
+    n = bone.shape[axis]
+    c = (z, y, x)[axis]
+    lo = c - 1 if c > 0 else c
+    hi = c + 1 if c < n - 1 else c
+    if hi == lo:
+        return _ZERO
+    pl, ph = [z, y, x], [z, y, x]
+    pl[axis], ph[axis] = lo, hi
+    return (bone[tuple(ph)] - bone[tuple(pl)]) / f32(hi - lo)
+
+
+def make_cavity(state: RemodelState, si: int, seed: int, step: int, sc: StepScalars) -> Cavity:
+    """Cavity of the BMU seeded at flat index ``si`` (``vb_make_cavity``)."""
+    bone, region = state.bone, state.region
+    nz, ny, nx = bone.shape
+    x, y, z = si % nx, (si // nx) % ny, si // (nx * ny)
+    first = -1
+    any_tm = False
+    for k, (dz, dy, dx) in enumerate(_NEIGHBOURS):
+        zz, yy, xx = z + dz, y + dy, x + dx
+        if not (0 <= zz < nz and 0 <= yy < ny and 0 <= xx < nx):
+            continue
+        if bone[zz, yy, xx] < _HALF and region[zz, yy, xx] != _OUT:
+            if first < 0:
+                first = k
+            if region[zz, yy, xx] != _CORT:
+                any_tm = True
+    osteonal = region[z, y, x] == _CORT and not any_tm
+    idx = np.array([si], dtype=np.uint64)
+    j1 = f32(0.8) + f32(0.4) * uniform(seed, step, Stream.CAVITY_SIZE, idx)[0]
+    j2 = f32(0.8) + f32(0.4) * uniform(seed, step, Stream.CAVITY_SHAPE, idx)[0]
+    fdz, fdy, fdx = _NEIGHBOURS[first if first >= 0 else 0]
+    if osteonal:
+        a = sc.osteon_radius_um * j1 / sc.voxel_um
+        b = sc.osteon_half_length_um * j2 / sc.voxel_um
+        ez = int(np.ceil(b + _ONE))
+        ey = int(np.ceil(a + _ONE))
+        return Cavity(True, f32(z), f32(y + fdy), f32(x + fdx), _ZERO, _ZERO, _ZERO, a, b,
+                      sc.canal_radius_um / sc.voxel_um, ez, ey, ey, False)
+    gz = _grad_axis(bone, z, y, x, 0)
+    gy = _grad_axis(bone, z, y, x, 1)
+    gx = _grad_axis(bone, z, y, x, 2)
+    norm2 = (gz * gz + gy * gy) + gx * gx
+    if norm2 < f32(1e-6):
+        n_z, n_y, n_x = f32(fdz), f32(fdy), f32(fdx)
+    else:
+        inv = _ONE / np.sqrt(norm2)
+        n_z, n_y, n_x = -gz * inv, -gy * inv, -gx * inv
+    a = sc.depth_um * j1 / sc.voxel_um
+    b = sc.lateral_um * j2 / sc.voxel_um
+    off = bone[z, y, x] - _HALF
+    cz = f32(z) + off * n_z
+    cy = f32(y) + off * n_y
+    cx = f32(x) + off * n_x
+    e = int(np.ceil(np.maximum(a, b) + _ONE))
+    perforated = False
+    entered = False
+    for k in range(1, int(np.floor(f32(2.0) * a)) + 1):
+        s = _HALF * f32(k)
+        pz = int(np.floor(cz - s * n_z + _HALF))
+        py = int(np.floor(cy - s * n_y + _HALF))
+        px = int(np.floor(cx - s * n_x + _HALF))
+        if not (0 <= pz < nz and 0 <= py < ny and 0 <= px < nx):
+            break
+        if region[pz, py, px] == _OUT:
+            break
+        if bone[pz, py, px] >= _HALF:
+            entered = True
+        elif entered:
+            perforated = True
+            break
+    return Cavity(False, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, e, e, e, perforated)
+
+
+def _clamp01(x: np.ndarray) -> np.ndarray:
+    return np.minimum(np.maximum(x, _ZERO), _ONE)
+
+
+def claim_codes(state: RemodelState, si: int, c: Cavity) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices and 64-bit claim codes of the voxels cavity ``c`` claims (``vb_claim`` body)."""
+    bone, region = state.bone, state.region
+    nz, ny, nx = bone.shape
+    x0, y0, z0 = si % nx, (si // nx) % ny, si // (nx * ny)
+    ycen = int(c.cy) if c.osteonal else y0
+    xcen = int(c.cx) if c.osteonal else x0
+    zs = np.arange(max(z0 - c.ez, 0), min(z0 + c.ez, nz - 1) + 1)
+    ys = np.arange(max(ycen - c.ey, 0), min(ycen + c.ey, ny - 1) + 1)
+    xs = np.arange(max(xcen - c.ex, 0), min(xcen + c.ex, nx - 1) + 1)
+    qz, qy, qx = (a.ravel() for a in np.meshgrid(zs, ys, xs, indexing="ij"))
+    flat = (qz * ny + qy) * nx + qx
+    keep = (region.ravel()[flat] != _OUT) & (state.bmu_day.ravel()[flat] < 0) & (bone.ravel()[flat] > _ZERO)
+    qz, qy, qx, flat = qz[keep], qy[keep], qx[keep], flat[keep]
+    dz = qz.astype(f32) - c.cz
+    dy = qy.astype(f32) - c.cy
+    dx = qx.astype(f32) - c.cx
+    if c.osteonal:
+        r = np.sqrt(dy * dy + dx * dx)
+        rr = r / c.a
+        hh = dz / c.b
+        s = np.sqrt(rr * rr + hh * hh)
+        frac = _clamp01((_ONE - s) * np.minimum(c.a, c.b) + _HALF)
+        rw = c.a * np.sqrt(np.maximum(_ONE - hh * hh, _ZERO))
+        depth = np.maximum(rw - c.rc, _ONE)
+        u = np.minimum(np.maximum((rw - r) / depth, _ZERO), f32(2.0))
+        valid = np.ones(flat.shape, dtype=bool)
+    else:
+        w = -((dz * c.nz + dy * c.ny) + dx * c.nx)
+        valid = w > f32(-0.5)
+        d2 = (dz * dz + dy * dy) + dx * dx
+        rho2 = np.maximum(d2 - w * w, _ZERO)
+        wa = w / c.a
+        rb2 = rho2 / (c.b * c.b)
+        s = np.sqrt(wa * wa + rb2)
+        frac = _clamp01((_ONE - s) * np.minimum(c.a, c.b) + _HALF)
+        wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))
+        depth = np.maximum(wf, _ONE)
+        u = np.minimum(np.maximum((wf - w) / depth, _ZERO), f32(2.0))
+    fq = (frac * f32(255.0) + _HALF).astype(np.uint64)
+    valid &= fq > 0
+    uq = (u * f32(127.5) + _HALF).astype(np.uint64)
+    kq = (np.minimum(depth, f32(31.875)) * f32(8.0) + _HALF).astype(np.uint64)
+    flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal else 0))
+    code = (np.uint64(si) << np.uint64(26)) | (flags << np.uint64(24)) | (fq << np.uint64(16)) | (uq << np.uint64(8)) | kq
+    return flat[valid].astype(np.int64), code[valid]
+
+
+def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: StepScalars) -> tuple[np.ndarray, np.ndarray]:
+    """Resolve the claims of all seeds: per voxel the smallest code (lowest seed index) wins."""
+    counters = state.counters
+    all_idx, all_code = [], []
+    for si in seeds.tolist():
+        c = make_cavity(state, si, seed, step, sc)
+        counters[1 if c.osteonal else 0] += np.uint64(1)
+        if c.perforated:
+            counters[2] += np.uint64(1)
+        idx, code = claim_codes(state, si, c)
+        all_idx.append(idx)
+        all_code.append(code)
+    if not all_idx:
+        return np.empty(0, np.int64), np.empty(0, np.uint64)
+    idx = np.concatenate(all_idx)
+    code = np.concatenate(all_code)
+    order = np.argsort(code, kind="stable")
+    idx, code = idx[order], code[order]
+    _, first = np.unique(idx, return_index=True)
+    return idx[first], code[first]
+
+
+def _phi(h: np.ndarray, u: np.ndarray, k: np.float32) -> np.ndarray:
+    return _clamp01((h - u) * k + _HALF)
+
+
+def _fill(h: np.ndarray, u: np.ndarray, k: np.ndarray) -> np.ndarray:
+    p0 = _phi(_ZERO, u, k)
+    den = _phi(_ONE, u, k) - p0
+    ok = den >= f32(1e-3)
+    safe = np.where(ok, den, _ONE)
+    return np.where(ok, (_phi(h, u, k) - p0) / safe, _ZERO)
+
+
+def _level(day: np.ndarray, refill: np.ndarray, sc: StepScalars) -> np.ndarray:
+    return refill * _clamp01((day - sc.t_form_start) / sc.t_form)
+
+
+def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: StepScalars) -> None:
+    """Take new claims, excavate, refill, release and mineralise (``vb_update``)."""
+    bone, mineral = state.bone.ravel(), state.mineral.ravel()
+    day_a, k_a, u_a = state.bmu_day.ravel(), state.bmu_k.ravel(), state.bmu_u.ravel()
+    flags_a, amount_a = state.bmu_flags.ravel(), state.bmu_amount.ravel()
+    if claimed.size:
+        day_a[claimed] = 0
+        flags_a[claimed] = ((codes >> np.uint64(24)) & np.uint64(3)).astype(np.uint8)
+        amount_a[claimed] = ((codes >> np.uint64(16)) & np.uint64(255)).astype(f32) * f32(1.0 / 255.0)
+        u_a[claimed] = ((codes >> np.uint64(8)) & np.uint64(255)).astype(np.uint8)
+        k_a[claimed] = (codes & np.uint64(255)).astype(np.uint8)
+
+    own = np.flatnonzero(day_a >= 0)
+    if own.size:
+        day = day_a[own].astype(np.int32)
+        flags = flags_a[own].astype(np.uint32)
+        amount = amount_a[own]
+        b = bone[own]
+        m = mineral[own]
+        d0 = day.astype(f32)
+        d1 = (day + sc.dt).astype(f32)
+        u = u_a[own].astype(f32) * f32(1.0 / 127.5)
+        # excavation: each column from its opening (u = 1) down to its floor (u = 0)
+        t_start = np.maximum(_ONE - u, _ZERO) * sc.t_resorb
+        dig = ((flags & FLAG_RESORBED) == 0) & (d1 >= t_start)
+        frac = amount
+        removed = b * frac
+        b = np.where(dig, b - removed, b)
+        m = np.where(dig, m - m * frac, m)
+        amount = np.where(dig, removed, amount)
+        flags = np.where(dig, flags | FLAG_RESORBED, flags)
+        # formation
+        forming = (flags & FLAG_RESORBED) != 0
+        osteonal = (flags & FLAG_OSTEONAL) != 0
+        r = np.where((flags & FLAG_PERFORATED) != 0, sc.refill_perforated,
+                     np.where(osteonal, sc.refill_cort, sc.refill_trab)).astype(f32)
+        k = k_a[own].astype(f32) * f32(0.125)
+        f0 = _fill(_level(d0, r, sc), u, k)
+        f1 = _fill(_level(d1, r, sc), u, k)
+        grow = forming & (f1 > f0)
+        b = np.where(grow, np.minimum(b + amount * (f1 - f0), _ONE), b)
+        # release
+        done = d1 >= sc.t_end
+        day_a[own] = np.where(done, -1, day + sc.dt).astype(np.int16)
+        flags_a[own] = np.where(done, 0, flags).astype(np.uint8)
+        amount_a[own] = np.where(done, _ZERO, amount)
+        bone[own] = b
+        mineral[own] = m
+
+    # mineralisation (every voxel), each regime integrated exactly over the step
+    lim_p = sc.m_primary * bone
+    low = np.flatnonzero(mineral < sc.m_mature * bone)
+    if low.size:
+        b, m = bone[low], mineral[low]
+        primary = m < lim_p[low]
+        lim1 = sc.m_limit1 * b
+        lim2 = sc.m_mature * b
+        mineral[low] = np.where(primary, lim1 - (lim1 - m) * sc.e1, lim2 - (lim2 - m) * sc.e2)

@@ -1,0 +1,210 @@
+"""Remodeler: basic multicellular units resorbing and refilling a voxel volume.
+
+Each step of ``dt`` days (Parfitt's BMU cycle; Eriksen 1986; Müller 2005; van der Linden
+et al. 2001; Liu et al. 2008):
+
+1. **activation** — every bone voxel on a marrow-facing surface starts a BMU with a
+   probability set by the activation frequency Ac.f (fraction of surface per year, from
+   the cell layer), keyed by (seed, step, voxel) so any thread order gives the same draws;
+   trabecular and endocortical surfaces start hemi-osteonal cavities, intracortical canal
+   walls start tunnelling (osteonal) BMUs along the long axis (z);
+2. **claim** — each new BMU claims the voxels of its cavity: an oblate half-spheroid of
+   depth E.De (µm, independent of the voxel size) under the surface, or a cylinder-like
+   tunnel around the canal; a cavity deeper than its trabecula is thick perforates it;
+3. **update** — each owned voxel is excavated when the resorption front reaches it
+   (sub-voxel: the cavity's partial volume), then refilled from the cavity floor up to the
+   level ``refill × depth`` during formation (so per-BMU deficits of a few µm accumulate as
+   fractional bone), and released at the end of the cycle; perforated cavities are not
+   refilled; new bone enters as osteoid and mineralises (primary within weeks, secondary
+   over years; Ruffoni et al. 2007);
+4. every few weeks, **fragments** — bone no longer connected to the main structure — are
+   removed and counted apart from resorption.
+
+The arrays stay on the module of the volume given (NumPy: :mod:`.cpu`; CuPy: :mod:`.gpu`,
+kernels in ``kernels/remodel.cu``); both implementations give identical volumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..backend import array_module, asnumpy, is_device_array
+from ..volume import BoneVolume, Region
+from . import cpu
+from .params import RemodelParams
+from .state import COUNTERS, Rates, RemodelState, RemodelStats, step_scalars
+
+__all__ = ["DeviceMemoryError", "Remodeler"]
+
+
+class DeviceMemoryError(MemoryError):
+    """The volume would not fit in the device's free memory."""
+
+
+class Remodeler:
+    """Steps a bone volume through hormone-driven remodeling.
+
+    Parameters
+    ----------
+    volume : BoneVolume
+        Starting volume; its arrays are used in place (pass a copy to keep the original).
+        NumPy arrays run the NumPy implementation, CuPy arrays the CUDA kernels.
+    params : RemodelParams
+        Engine constants.
+    seed : int
+        Seed of every random draw (activation, cavity sizes).
+    """
+
+    def __init__(self, volume: BoneVolume, params: RemodelParams | None = None, seed: int = 0,
+                 _state: RemodelState | None = None) -> None:
+        if not isinstance(volume, BoneVolume):
+            raise TypeError(f"volume must be a BoneVolume, got {type(volume).__name__}")
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.params = params or RemodelParams()
+        self.seed = int(seed)
+        self.voxel_size_um = float(volume.voxel_size_um)
+        self.site = volume.site
+        self.meta = dict(volume.meta)
+        self.xp = array_module(volume.bone)
+        self.state = _state or RemodelState.new(volume.bone, volume.mineral, volume.region)
+        self._gpu = None
+        if is_device_array(volume.bone):
+            from .gpu import GpuStep  # noqa: PLC0415
+
+            self._gpu = GpuStep(self.state)
+
+    # -- construction helpers ----------------------------------------------------------
+    @staticmethod
+    def memory_bytes(shape: tuple[int, int, int]) -> int:
+        """Device bytes the engine needs for a volume of ``shape`` (state + claim scratch + labels)."""
+        n = int(np.prod(shape))
+        return n * (RemodelState.bytes_per_voxel() + 8 + 4)
+
+    @staticmethod
+    def check_fits(shape: tuple[int, int, int], xp: Any) -> None:
+        """Raise :class:`DeviceMemoryError` before allocating if ``shape`` cannot fit on the device."""
+        if xp is np:
+            return
+        need = Remodeler.memory_bytes(shape)
+        free, total = xp.cuda.runtime.memGetInfo()
+        if need > free:
+            raise DeviceMemoryError(
+                f"a {'×'.join(map(str, shape))} volume needs about {need / 1e9:.1f} GB of device memory for "
+                f"the remodeling state; {free / 1e9:.1f} GB of {total / 1e9:.1f} GB are free. "
+                "Use a smaller --size or the numpy backend."
+            )
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, Any], params: RemodelParams | None, seed: int, *, xp: Any = np,
+                   meta: dict[str, Any] | None = None) -> "Remodeler":
+        """Rebuild an engine from :meth:`state_arrays` (e.g. a checkpoint) on ``xp``."""
+        meta = dict(meta or {})
+        names = [f.name for f in dataclasses.fields(RemodelState)]
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise ValueError(f"engine state lacks {', '.join(missing)}")
+        conv = (lambda a: np.array(a)) if xp is np else xp.asarray
+        state = RemodelState(**{n: conv(arrays[n]) for n in names})
+        vol = BoneVolume(state.bone, state.mineral, state.region, meta.get("voxel_size_um", 1.0),
+                         site=meta.get("site"), meta=meta.get("volume_meta", {}))
+        state.bone, state.mineral, state.region = vol.bone, vol.mineral, vol.region
+        return cls(vol, params, seed, _state=state)
+
+    def state_arrays(self) -> dict[str, Any]:
+        """The engine's complete state as named arrays (a checkpoint)."""
+        return self.state.arrays()
+
+    def state_meta(self) -> dict[str, Any]:
+        """Scalars needed with :meth:`state_arrays` to rebuild the engine."""
+        return {"voxel_size_um": self.voxel_size_um, "site": self.site,
+                "volume_meta": {k: v for k, v in self.meta.items() if isinstance(v, (str, int, float, bool))}}
+
+    # -- the step ------------------------------------------------------------------------
+    @property
+    def volume(self) -> BoneVolume:
+        """Live view of the current volume (no copy)."""
+        v = object.__new__(BoneVolume)
+        v.bone, v.mineral, v.region = self.state.bone, self.state.mineral, self.state.region
+        v.voxel_size_um, v.site, v.meta = self.voxel_size_um, self.site, self.meta
+        return v
+
+    def step(self, step_index: int, rates: Rates, dt_days: int = 1) -> None:
+        """Advance by ``dt_days`` at the given rates; ``step_index`` keys the random draws.
+
+        On the GPU nothing is copied to the host and nothing waits for the device.
+        """
+        if isinstance(step_index, bool) or not isinstance(step_index, (int, np.integer)) or step_index < 0:
+            raise ValueError(f"step_index must be a non-negative integer, got {step_index!r}")
+        sc = step_scalars(rates, self.params, self.voxel_size_um, dt_days)
+        if self._gpu is not None:
+            self._gpu.step(self.state, self.seed, int(step_index), sc)
+            return
+        seeds = cpu.activate(self.state, self.seed, int(step_index), sc)
+        idx, codes = cpu.claim(self.state, seeds, self.seed, int(step_index), sc)
+        cpu.update(self.state, idx, codes, sc)
+
+    def remove_fragments(self) -> None:
+        """Remove bone not connected to the main structure (counted separately).
+
+        Components of ``bone ≥ 0.5`` (26-connectivity) are kept if they hold cortical bone
+        or are the largest; other components, and partial-volume voxels with no kept bone
+        voxel among their 26 neighbours, lose their bone and any BMU state.
+        """
+        xp, st = self.xp, self.state
+        ndi = _ndimage(xp)
+        structure = xp.ones((3, 3, 3), dtype=bool)
+        solid = st.bone >= np.float32(0.5)
+        labels, count = ndi.label(solid, structure=structure)
+        if int(count) <= 1:
+            return
+        sizes = xp.bincount(labels.ravel(), minlength=int(count) + 1)
+        sizes[0] = 0
+        keep_ids = xp.zeros(int(count) + 1, dtype=bool)
+        keep_ids[xp.argmax(sizes)] = True
+        cortical = labels[(st.region == Region.CORTICAL) & solid]
+        keep_ids[cortical] = True
+        keep_ids[0] = False
+        kept = keep_ids[labels]
+        near = ndi.binary_dilation(kept, structure=structure)
+        drop = (st.bone > 0) & ~near
+        n_fragments = int(count) - int(keep_ids.sum())
+        st.fragment_bone += st.bone[drop].astype(xp.float64).sum()
+        st.counters[3] += np.uint64(n_fragments)
+        st.bone[drop] = 0.0
+        st.mineral[drop] = 0.0
+        st.bmu_day[drop] = -1
+        st.bmu_flags[drop] = 0
+        st.bmu_amount[drop] = 0.0
+
+    def stats(self) -> RemodelStats:
+        """Cumulative counters (copies scalars to the host)."""
+        c = asnumpy(self.state.counters).astype(np.int64)
+        counts = dict(zip(COUNTERS, c.tolist()))
+        if counts["seed_overflow"]:
+            raise RuntimeError(
+                f"{counts['seed_overflow']} BMU activations did not fit the seed buffer; "
+                "this is a bug in the buffer sizing — please report it with the scenario"
+            )
+        voxel_mm3 = (self.voxel_size_um / 1000.0) ** 3
+        return RemodelStats(
+            bmus_trabecular=counts["bmus_trabecular"],
+            bmus_osteonal=counts["bmus_osteonal"],
+            perforations=counts["perforations"],
+            fragments_removed=counts["fragments_removed"],
+            fragment_volume_mm3=float(asnumpy(self.state.fragment_bone)[0]) * voxel_mm3,
+            active_bmu_voxels=int((self.state.bmu_day >= 0).sum()),
+        )
+
+
+def _ndimage(xp: Any) -> Any:
+    if xp is np:
+        from scipy import ndimage  # noqa: PLC0415
+
+        return ndimage
+    from cupyx.scipy import ndimage  # noqa: PLC0415
+
+    return ndimage

@@ -1,0 +1,79 @@
+"""CuPy launches of ``kernels/remodel.cu`` (the step stays on the device: no host sync)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..kernels import get_function
+from .state import RemodelState, StepScalars
+
+__all__ = ["GpuStep"]
+
+_THREADS = 256
+_CLAIM_THREADS = 128
+_CLAIM_BLOCKS = 2048
+
+
+class GpuStep:
+    """Device buffers (seed list, claim scratch) and the three kernel launches of a step."""
+
+    def __init__(self, state: RemodelState) -> None:
+        import cupy  # noqa: PLC0415
+
+        self.cp = cupy
+        self.shape = state.bone.shape
+        self.n = int(np.prod(self.shape))
+        dev = cupy.cuda.Device()
+        sms = dev.attributes["MultiProcessorCount"]
+        self.blocks = int(min(max(1, -(-self.n // _THREADS)), sms * 32))
+        self.claim = cupy.full(self.shape, np.uint64(0xFFFFFFFFFFFFFFFF), dtype=cupy.uint64)
+        self.seed_count = cupy.zeros(1, dtype=cupy.uint32)
+        self.capacity = 0
+        self.seeds = None
+        self._activate = get_function("remodel", "vb_activate")
+        self._claim = get_function("remodel", "vb_claim")
+        self._update = get_function("remodel", "vb_update")
+
+    def _ensure_capacity(self, sc: StepScalars) -> None:
+        # Expected seeds ≤ p · (surface voxels) ≤ p · n; ten times that (plus a floor) is
+        # never reached in practice, and an overflow is counted and reported by stats().
+        need = int(10.0 * float(max(sc.p_hemi, sc.p_osteonal)) * self.n * 0.3) + 4096
+        if need > self.capacity:
+            self.capacity = min(max(need, 2 * self.capacity), self.n)
+            self.seeds = self.cp.empty(self.capacity, dtype=self.cp.int64)
+
+    def step(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
+        cp = self.cp
+        self._ensure_capacity(sc)
+        nz, ny, nx = (np.int64(v) for v in self.shape)
+        self.seed_count.fill(0)
+        self._activate(
+            (self.blocks,), (_THREADS,),
+            (st.bone, st.region, st.bmu_day, nz, ny, nx, np.uint64(seed), np.uint64(step),
+             sc.p_hemi, sc.p_osteonal, self.seeds, self.seed_count, np.uint32(self.capacity)),
+        )
+        self._claim(
+            (min(_CLAIM_BLOCKS, self.capacity),), (_CLAIM_THREADS,),
+            (st.bone, st.region, st.bmu_day, nz, ny, nx, sc.voxel_um, np.uint64(seed), np.uint64(step),
+             self.seeds, self.seed_count, np.uint32(self.capacity), sc.depth_um, sc.lateral_um,
+             sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, self.claim, st.counters),
+        )
+        # seeds beyond capacity were counted but not stored: record the overflow on the device
+        over = cp.maximum(self.seed_count.astype(cp.int64) - self.capacity, 0).astype(cp.uint64)
+        st.counters[4:5] += over
+        self._update(
+            (self.blocks,), (_THREADS,),
+            (st.bone, st.mineral, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount, self.claim,
+             np.int64(self.n), np.int32(sc.dt), sc.t_resorb, sc.t_form_start, sc.t_form, sc.t_end,
+             sc.refill_trab, sc.refill_cort, sc.refill_perforated,
+             sc.m_primary, sc.m_limit1, sc.m_mature, sc.e1, sc.e2),
+        )
+
+    def scratch_bytes(self) -> int:
+        """Device bytes held besides the state."""
+        return int(self.claim.nbytes) + 8 * self.capacity
+
+    def __getstate__(self) -> Any:  # pragma: no cover - never pickled
+        raise TypeError("GpuStep holds device buffers and cannot be pickled")

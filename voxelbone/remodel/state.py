@@ -1,0 +1,191 @@
+"""Engine state (per-voxel arrays) and the per-step scalars shared by both implementations."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+import numpy as np
+
+from .params import RemodelParams
+
+__all__ = [
+    "COUNTERS",
+    "FLAG_OSTEONAL",
+    "FLAG_PERFORATED",
+    "FLAG_RESORBED",
+    "Rates",
+    "RemodelState",
+    "RemodelStats",
+    "StepScalars",
+    "step_scalars",
+]
+
+FLAG_PERFORATED = 1
+FLAG_OSTEONAL = 2
+FLAG_RESORBED = 4
+CLAIM_NONE = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+#: Order of the uint64 counters array (kernels index it the same way).
+COUNTERS = ("bmus_trabecular", "bmus_osteonal", "perforations", "fragments_removed", "seed_overflow")
+DAYS_PER_YEAR = 365.25
+
+
+class Rates(Protocol):
+    """What the engine reads from the cell layer at each step (``biology.RemodelingRates``)."""
+
+    activation_trabecular_per_yr: float
+    activation_cortical_per_yr: float
+    erosion_depth_um: float
+    refill_trabecular: float
+    refill_cortical: float
+
+
+@dataclass
+class RemodelState:
+    """Per-voxel arrays of the engine (NumPy or CuPy, all of shape (nz, ny, nx)).
+
+    ``bmu_day`` is −1 where no BMU owns the voxel, else days since its BMU was activated;
+    ``bmu_u`` (height above the cavity floor in units of the local column depth, 0–2 in
+    steps of 1/127.5), ``bmu_k`` (the local column depth in voxels, steps of 1/8) and
+    ``bmu_flags`` describe the voxel's place in its cavity; ``bmu_amount`` is the fraction
+    to excavate before excavation and the bone removed after. ``counters`` (uint64) and ``fragment_bone`` (float64, voxel units) are
+    cumulative.
+    """
+
+    bone: Any
+    mineral: Any
+    region: Any
+    bmu_day: Any
+    bmu_k: Any
+    bmu_u: Any
+    bmu_flags: Any
+    bmu_amount: Any
+    counters: Any
+    fragment_bone: Any
+
+    @classmethod
+    def new(cls, bone: Any, mineral: Any, region: Any) -> "RemodelState":
+        """A state with no BMU active (arrays are used in place, not copied)."""
+        xp = _xp(bone)
+        shape = bone.shape
+        return cls(
+            bone=bone, mineral=mineral, region=region,
+            bmu_day=xp.full(shape, -1, dtype=xp.int16),
+            bmu_k=xp.zeros(shape, dtype=xp.uint8),
+            bmu_u=xp.zeros(shape, dtype=xp.uint8),
+            bmu_flags=xp.zeros(shape, dtype=xp.uint8),
+            bmu_amount=xp.zeros(shape, dtype=xp.float32),
+            counters=xp.zeros(len(COUNTERS), dtype=xp.uint64),
+            fragment_bone=xp.zeros(1, dtype=xp.float64),
+        )
+
+    def arrays(self) -> dict[str, Any]:
+        """Name → array (for checkpoints and comparisons)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @staticmethod
+    def bytes_per_voxel() -> int:
+        """Bytes of state per voxel (plus the 8-byte claim scratch of the GPU path)."""
+        return 4 + 4 + 1 + 2 + 1 + 1 + 1 + 4
+
+
+def _xp(a: Any) -> Any:
+    from ..backend import array_module  # noqa: PLC0415
+
+    return array_module(a)
+
+
+@dataclass(frozen=True)
+class RemodelStats:
+    """Cumulative counts of a run (copied to the host by ``Remodeler.stats``)."""
+
+    bmus_trabecular: int
+    bmus_osteonal: int
+    perforations: int
+    fragments_removed: int
+    fragment_volume_mm3: float
+    active_bmu_voxels: int
+
+
+@dataclass(frozen=True)
+class StepScalars:
+    """Everything one step needs besides the arrays, as float32/int scalars (identical on CPU and GPU)."""
+
+    p_hemi: np.float32
+    p_osteonal: np.float32
+    depth_um: np.float32
+    lateral_um: np.float32
+    osteon_radius_um: np.float32
+    osteon_half_length_um: np.float32
+    canal_radius_um: np.float32
+    voxel_um: np.float32
+    dt: int
+    t_resorb: np.float32
+    t_form_start: np.float32
+    t_form: np.float32
+    t_end: np.float32
+    refill_trab: np.float32
+    refill_cort: np.float32
+    refill_perforated: np.float32
+    m_primary: np.float32
+    m_limit1: np.float32
+    m_mature: np.float32
+    e1: np.float32
+    e2: np.float32
+
+
+def _check_rates(rates: Rates) -> None:
+    checks = (
+        ("activation_trabecular_per_yr", 0.0, 10.0),
+        ("activation_cortical_per_yr", 0.0, 10.0),
+        ("erosion_depth_um", 5.0, 200.0),
+        ("refill_trabecular", 0.0, 2.0),
+        ("refill_cortical", 0.0, 2.0),
+    )
+    for name, lo, hi in checks:
+        v = getattr(rates, name, None)
+        if v is None:
+            raise ValueError(f"remodeling rates lack {name!r}")
+        v = float(v)
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise ValueError(f"remodeling rate {name}={v!r} is outside the physiological bounds [{lo:g}, {hi:g}]")
+
+
+def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: int) -> StepScalars:
+    """Turn rates (per year, µm) into per-step probabilities and kernel constants.
+
+    The activation frequency Ac.f is the fraction of bone surface on which a new BMU starts
+    per year. A BMU covers a footprint of area A (π·b² for a trabecular cavity of lateral
+    semi-axis b; the canal wall 2π·r_c·2H it re-excavates for an osteon), and there are
+    κ surface voxels per voxel-face area of true surface, so a surface voxel starts a BMU in
+    a step with probability ``p = 1 − exp(−Ac.f · dt/365.25 · v² / (κ · A))``: the surface
+    fraction activated per year is Ac.f whatever the voxel size v.
+    """
+    params.check_step(dt_days)
+    _check_rates(rates)
+    f32 = np.float32
+    v = float(voxel_um)
+    kappa = params.surface_voxels_per_area
+    years = dt_days / DAYS_PER_YEAR
+    area_hemi = math.pi * params.lateral_radius_um**2
+    area_osteon = 2.0 * math.pi * params.canal_radius_um * 2.0 * params.osteon_half_length_um
+    p_hemi = -math.expm1(-float(rates.activation_trabecular_per_yr) * years * v * v / (kappa * area_hemi))
+    p_ost = -math.expm1(-float(rates.activation_cortical_per_yr) * years * v * v / (kappa * area_osteon))
+    mm = params.mineralisation
+    lim1, e1, e2 = mm.step_factors(dt_days)
+    t_resorb = f32(params.resorption_days)
+    t_form_start = f32(params.resorption_days + params.reversal_days)
+    t_form = f32(params.formation_days)
+    return StepScalars(
+        p_hemi=f32(p_hemi), p_osteonal=f32(p_ost),
+        depth_um=f32(rates.erosion_depth_um), lateral_um=f32(params.lateral_radius_um),
+        osteon_radius_um=f32(params.osteon_radius_um), osteon_half_length_um=f32(params.osteon_half_length_um),
+        canal_radius_um=f32(params.canal_radius_um), voxel_um=f32(v), dt=int(dt_days),
+        t_resorb=t_resorb, t_form_start=t_form_start, t_form=t_form, t_end=f32(params.cycle_days),
+        refill_trab=f32(rates.refill_trabecular), refill_cort=f32(rates.refill_cortical),
+        refill_perforated=f32(params.perforated_refill),
+        m_primary=f32(mm.primary_degree), m_limit1=f32(lim1), m_mature=f32(mm.mature_degree),
+        e1=f32(e1), e2=f32(e2),
+    )

@@ -33,7 +33,7 @@ FAST = Rates(3.0, 3.0, 60.0, 0.8, 0.9)
 @pytest.fixture(scope="module")
 def small():
     """A small femoral-neck-like phantom: trabeculae, cortex and canals in 56³ voxels of 40 µm."""
-    return make_phantom("femoral_neck", 56, 40.0, seed=3, ct_th_um=400, tb_sp_um=450, bv_tv=0.25)
+    return make_phantom("femoral_neck", 56, 40.0, seed=3, ct_th_um=400, tb_sp_um=450, bv_tv=0.2, tb_th_um=100)
 
 
 @pytest.fixture(scope="module")

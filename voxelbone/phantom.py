@@ -4,15 +4,14 @@ The structure is defined in micrometres, independent of the grid, and rasterised
 partial-volume bone fractions (``bone = clamp(0.5 + signed_distance / voxel, 0, 1)``), so
 the same seed gives the same bone at any voxel size over the same field of view.
 
-Geometry (z is the bone's long axis):
+Geometry (z is the bone's long axis): the cube is a section through the periphery of the
+bone, as a biopsy through the cortex would be —
 
-* a cylinder of bone along z, centred in the cube, whose periosteal surface stays inside
-  the cube (outside it: :attr:`Region.OUTSIDE`);
-* a cortex between the periosteal circle and an endosteal circle (concentric for the
-  vertebral shell; shifted for the femoral neck, whose cortex is thick inferiorly and thin
-  superiorly), pierced by z-aligned Haversian canals whose number is set by the target
-  cortical porosity;
-* inside the endosteal circle, a jittered lattice whose edges are rods (vertical rods
+* the periosteal surface is an arc of a circle of the bone's radius (vertebral body
+  ~17 mm, femoral neck ~15 mm) near the low-y face; beyond it is :attr:`Region.OUTSIDE`;
+* the cortex is a band of thickness Ct.Th inside it, pierced by z-aligned Haversian
+  canals whose number is set by the target cortical porosity;
+* beyond the endosteal surface, a jittered lattice whose edges are rods (vertical rods
   thicker than horizontal struts, some struts missing) and some of whose vertical faces are
   plates — a plate-and-rod network in the sense of Stauber & Müller (2006) and Liu et al.
   (2008), fused to the endocortical surface, with loose pieces removed so the bone is one
@@ -195,35 +194,39 @@ def make_phantom(
     ct_po = targets["ct_po"]
 
     fov = n * v
-    radius = fov / 2.0 * (1.0 - 2.0 * lat["shell_margin"])
-    if radius - ct_th < lat["spacing_um"] or radius - ct_th < 8 * v:
+    # The cube is a section through the periphery of the bone: the periosteal surface is an
+    # arc of a circle of the bone's radius (vertebral body ~17 mm, femoral neck ~15 mm) near
+    # the low-y face, the cortex a band of thickness Ct.Th inside it, trabecular bone beyond.
+    radius = lat["bone_radius_mm"] * 1000.0
+    margin = lat["shell_margin"] * fov
+    if fov - margin - ct_th < lat["spacing_um"] or fov - margin - ct_th < 8 * v:
         raise ValueError(
             f"a {n}³ grid of {v:g} µm voxels ({fov / 1000:.2f} mm) is too small for site {site} "
             f"(cortex {ct_th:g} µm, trabecular spacing {lat['spacing_um']:g} µm); use a larger size"
         )
     rng = np.random.default_rng([int(seed), _SITE_SALT.get(site, 0)])
     shape = (n, n, n)
-    centre = fov / 2.0
     yy, xx = np.meshgrid((np.arange(n) + 0.5) * v, (np.arange(n) + 0.5) * v, indexing="ij")
-    rho = np.hypot(yy - centre, xx - centre)
-    offset = lat["endosteal_offset"] * ct_th
+    cy0, cx0 = margin + radius, fov / 2.0          # centre of the bone's cross-section (outside the cube)
+    rho = np.hypot(yy - cy0, xx - cx0)
     r_endo = radius - ct_th
-    rho_e = np.hypot(yy - (centre - offset), xx - centre)  # endosteal centre shifted to −y: thick cortex at +y
-    sd_peri = (radius - rho).astype(np.float32)           # > 0 inside the periosteum
-    sd_endo = (rho_e - r_endo).astype(np.float32)         # > 0 outside the endosteal circle
+    sd_peri = (radius - rho).astype(np.float32)    # > 0 inside the periosteum
+    sd_endo = (rho - r_endo).astype(np.float32)    # > 0 outside the endosteal surface
 
     # --- cortex with Haversian canals (2-D in the xy plane; canals run along z) ---
     sd_cortex = np.minimum(sd_peri, sd_endo)
-    area = float(np.pi * (radius**2 - r_endo**2))
+    in_cortex = (sd_peri >= 0) & (sd_endo >= 0)
+    area = float(in_cortex.sum()) * v * v
     r_lo, r_hi = lat["canal_radius_um"]
     mean_r2 = (r_hi**3 - r_lo**3) / (3 * (r_hi - r_lo))
     n_canals = int(round(ct_po * area / (np.pi * mean_r2)))
     canal_sd = np.full((n, n), 1e9, dtype=np.float32)
     placed = 0
     while placed < n_canals:
-        cy, cx = rng.uniform(centre - radius, centre + radius, 2)
+        cy, cx = rng.uniform(0.0, fov, 2)
         r = rng.uniform(r_lo, r_hi)
-        if np.hypot(cy - centre, cx - centre) > radius - r or np.hypot(cy - (centre - offset), cx - centre) < r_endo + r:
+        rc = np.hypot(cy - cy0, cx - cx0)
+        if rc > radius - r or rc < r_endo + r:
             continue
         canal_sd = np.minimum(canal_sd, (np.hypot(yy - cy, xx - cx) - r).astype(np.float32))
         placed += 1
@@ -302,9 +305,8 @@ def make_phantom(
         "size": n,
         "voxel_size_um": v,
         "field_of_view_mm": fov / 1000.0,
-        "periosteal_radius_um": radius,
-        "endosteal_radius_um": r_endo,
-        "endosteal_offset_um": offset,
+        "bone_radius_um": radius,
+        "cortex_area_mm2": area / 1e6,
         "canals": n_canals,
         "targets": targets,
         "parameters": lat,

@@ -100,17 +100,13 @@ def starting_volume(scenario: Scenario) -> BoneVolume:
     return make_phantom(scenario.site, size=scenario.size, voxel_size_um=scenario.voxel_size_um, seed=scenario.seed)
 
 
-def activity_for(scenario: Scenario, extra_days: int = 0) -> tuple[Any, Any]:
-    """Hormone course and cell activity for the scenario's chain of periods.
-
-    Returns ``(course, activity)``; the course starts ``spin_up_days`` before day 0 held at
-    the first period's state is not needed: spin-up samples the activity at day 0.
-    """
+def activity_for(scenario: Scenario) -> tuple[Any, Any]:
+    """Hormone course (hourly) and cell activity (daily) for the scenario's chain of periods."""
     from .biology import cell_activity  # noqa: PLC0415
     from .presets import course_for_periods  # noqa: PLC0415
 
     periods = [(p.preset, p.years) for p in scenario.periods]
-    course = course_for_periods(periods, extra_days=extra_days)
+    course = course_for_periods(periods, extra_days=scenario.step_days + 1)
     return course, cell_activity(course, scenario.site)
 
 
@@ -413,14 +409,15 @@ def _write_run_json(out: Path, scenario: Scenario, be: Backend, *, status: str, 
 
 def _write_courses(out: Path, course: Any, activity: Any, scenario: Scenario) -> None:
     """Daily hormone levels and remodeling rates as CSV."""
-    days = np.arange(0, scenario.days + 1, dtype=float)
-    hrows, arows = [], []
-    for d in days:
-        h = {"day": d}
-        h.update({k: float(v) for k, v in dataclasses.asdict(course.at(d)).items() if isinstance(v, (int, float))})
-        hrows.append(h)
-        a = {"day": d}
-        a.update({k: float(v) for k, v in dataclasses.asdict(activity.at(d)).items()})
+    daily = course.daily_mean()
+    n = min(scenario.days + 1, daily.days.size, activity.days.size)
+    htab = daily.as_table()
+    hrows = [{k: float(v[i]) for k, v in htab.items()} for i in range(n)]
+    arows = []
+    for i in range(n):
+        a = {"day": float(activity.days[i])}
+        a.update({k: float(v) for k, v in dataclasses.asdict(activity.at(float(i))).items()})
+        a.update({f"cells_{k}": float(v[i]) for k, v in activity.cells.items()})
         arows.append(a)
     for name, rws in (("hormones.csv", hrows), ("activity.csv", arows)):
         text = csv_text(list(rws[0].keys()), rws)

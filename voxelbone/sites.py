@@ -10,9 +10,9 @@ Targets are central values of human ex vivo micro-CT ranges (model.md §5):
   canals 20–100 µm (Burghardt et al. 2010 JBMR; Zebaze et al. 2010 Lancet; Cooper et al.;
   Bousson et al.).
 
-The femoral neck cortex is eccentric (thick inferiorly, thin superiorly, as in the real
-neck); its mean thickness is scaled to ~0.8 mm so that a default 4.8 mm field of view still
-holds a trabecular core of useful size.
+A phantom is a section through the periphery of the bone (cortex along one face, trabecular
+bone beyond), so that a field of view of a few millimetres holds both compartments in
+proportions close to the real bone's.
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ SITES: dict[str, SiteSpec] = {
         description="vertebral body: sparse rod-like trabeculae, thin cortical shell",
         sources=("Hildebrand T et al. 1999 J Bone Miner Res 14:1167",),
         lattice=dict(
-            spacing_um=950.0, z_stretch=1.15, jitter=0.22, rod_radius_um=62.0, horizontal_radius_scale=0.85,
-            drop_horizontal=0.30, plate_half_thickness_um=55.0, ct_th_scale=0.97,
-            shell_margin=0.04, endosteal_offset=0.0, canal_radius_um=(25.0, 45.0),
+            spacing_um=850.0, z_stretch=1.15, jitter=0.22, rod_radius_um=62.0, horizontal_radius_scale=0.85,
+            drop_horizontal=0.30, plate_half_thickness_um=55.0, ct_th_scale=1.0,
+            shell_margin=0.06, bone_radius_mm=17.0, canal_radius_um=(25.0, 45.0),
         ),
     ),
     "femoral_neck": SiteSpec(
@@ -89,7 +89,7 @@ SITES: dict[str, SiteSpec] = {
         ct_th_um=800.0,
         ct_po=0.08,
         default_voxel_size_um=30.0,
-        default_size=160,
+        default_size=128,
         description="femoral neck: denser plate-like trabeculae, thick eccentric cortex with Haversian canals",
         sources=(
             "Burghardt AJ et al. 2010 J Bone Miner Res 25:983",
@@ -97,9 +97,9 @@ SITES: dict[str, SiteSpec] = {
             "Bousson V et al. 2001 J Bone Miner Res 16:1308",
         ),
         lattice=dict(
-            spacing_um=820.0, z_stretch=1.15, jitter=0.22, rod_radius_um=90.0, horizontal_radius_scale=0.85,
-            drop_horizontal=0.25, plate_half_thickness_um=80.0, ct_th_scale=0.925,
-            shell_margin=0.04, endosteal_offset=0.35, canal_radius_um=(25.0, 50.0),
+            spacing_um=720.0, z_stretch=1.15, jitter=0.22, rod_radius_um=90.0, horizontal_radius_scale=0.85,
+            drop_horizontal=0.25, plate_half_thickness_um=80.0, ct_th_scale=1.0,
+            shell_margin=0.06, bone_radius_mm=15.0, canal_radius_um=(25.0, 50.0),
         ),
     ),
 }

@@ -1,5 +1,26 @@
 """Bone morphometry with the definitions of BoneJ, ITK BoneMorphometry and the micro-CT guidelines."""
 
-from .thickness import local_thickness
+from .anisotropy import Anisotropy, mean_intercept_length
+from .connectivity import connectivity_density, euler_characteristic, inscribed_box
+from .cortical import CorticalMetrics, cortical_metrics, segment_compartments
+from .morphometry import ASBMR, Morphometry, morphometry
+from .surface import bone_surface_mm2
+from .thickness import ThicknessStats, local_thickness, thickness_stats
 
-__all__ = ["local_thickness"]
+__all__ = [
+    "ASBMR",
+    "Anisotropy",
+    "CorticalMetrics",
+    "Morphometry",
+    "ThicknessStats",
+    "bone_surface_mm2",
+    "connectivity_density",
+    "cortical_metrics",
+    "euler_characteristic",
+    "inscribed_box",
+    "local_thickness",
+    "mean_intercept_length",
+    "morphometry",
+    "segment_compartments",
+    "thickness_stats",
+]

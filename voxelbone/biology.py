@@ -1,0 +1,476 @@
+"""Hormones → bone cell activity → remodeling rates for the voxel layer.
+
+The backbone is the bone cell population model of Pivonka et al. (2008, Bone 43:249),
+built on Lemaire et al. (2004, J Theor Biol 229:293), with the parameter values of the
+maintained open implementation ``cmodiz/Bone-Models`` (MIT; several printed values are
+wrong in the papers): precursor and active osteoblasts (OBp, OBa) and active osteoclasts
+(OCa), coupled by TGF-β released from resorbed bone and by RANKL/RANK/OPG, with PTH acting
+on RANKL and OPG expression.
+
+Hormones enter where the biology puts them (model.md §1b):
+
+* **estradiol** lowers RANKL production (postmenopausal deficiency as an extra RANKL
+  production term, Martínez-Reina & Pivonka 2019 Bone 125:87), raises OPG production and
+  shortens osteoclast life (Nakamura et al. 2007 Cell 130:811) — the last deepens erosion
+  cavities when it is missing. In men estradiol comes from aromatised testosterone
+  (:mod:`voxelbone.hormones`), so most of testosterone's anti-resorptive effect runs
+  through it (Finkelstein et al. 2013);
+* **testosterone** drives osteoblast differentiation through the androgen receptor;
+* **IGF-1** (GH) recruits and differentiates osteoblasts and raises osteoclastogenesis:
+  turnover rises first, formation follows (the remodeling-space transient);
+* **PTH**: its concentration acts on RANKL/OPG as in Pivonka et al. (catabolic when
+  continuous); its anabolic action runs through a two-state receptor (Martonova et al.
+  2023): occupied receptors desensitise and recover, and the osteoblast response follows the
+  rise of active receptor above its adapted level, so daily pulses are anabolic and a
+  sustained excess is not;
+* **cortisol excess** raises osteoblast apoptosis, lowers their differentiation and
+  transiently raises RANKL (Weinstein 2011);
+* **IL-1, IL-6, TNF-α** raise RANKL production and lower osteoblast differentiation
+  (Redlich & Smolen 2012);
+* **mechanical feedback** (Scheiner et al. 2013; Pivonka et al. 2013): an internal bone
+  volume follows formation minus resorption, and its loss raises the strain-energy
+  stimulus, which recruits osteoblasts — so the loss after menopause slows as bone is lost,
+  without being told to.
+
+The cell model is integrated hourly (compiled with Numba: ten years take milliseconds) and
+mapped to the rates of the voxel layer (:class:`RemodelingRates`):
+
+* activation frequency Ac.f ∝ osteoclast generation flux (``D_OCp · π_act,OCp^RANKL``),
+  scaled to the site's reference value (0.13 /yr iliac premenopausal; Recker et al. 2004);
+* erosion depth ∝ osteoclast life span (1 / apoptosis rate), 47 µm at the reference;
+* refill fraction (W.Th/E.De) = active osteoblasts over the osteoclasts of ~100 days
+  before (formation follows resorption), each relative to the population's adapted steady
+  state, so an adapted population is balanced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+import numba
+import numpy as np
+from scipy.optimize import brentq
+
+from .hormones import HormoneCourse, HormoneState
+
+__all__ = [
+    "ActivityCourse",
+    "CellParameters",
+    "HormoneEffects",
+    "RemodelingRates",
+    "SITE_RATES",
+    "SiteRates",
+    "cell_activity",
+    "steady_state",
+]
+
+PTH_PG_ML_PER_PM = 9.4  # PTH(1-84), 9.4 kDa: 1 pM = 9.4 pg/mL
+DAYS_PER_YEAR = 365.25
+
+
+@dataclass(frozen=True)
+class CellParameters:
+    """Pivonka et al. (2008) parameters as maintained in ``cmodiz/Bone-Models`` (pM, days)."""
+
+    D_OBu: float = 7.00e-4
+    D_OBp: float = 2.674077909527713e-1
+    D_OCp: float = 2.1e-3
+    A_OBa: float = 1.89e-1
+    A_OCa: float = 7.00e-1
+    K_TGF_act_OBu: float = 4.545454545454545e-3
+    K_TGF_rep_OBp: float = 1.415624253823446e-3
+    K_TGF_act_OCa: float = 4.545454545454545e-3
+    K_PTH_act: float = 1.5e2
+    K_PTH_rep: float = 2.225814277099542e-1
+    beta_OPG: float = 1.624900337835679e8
+    OPG_max: float = 2.0e8
+    D_OPG: float = 3.5e-1
+    R_RANKL: float = 2.703476379131062e6
+    beta_RANKL: float = 1.684195714712206e2
+    D_RANKL: float = 1.0132471014805027e1
+    K_A_OPG: float = 1.0e-3
+    K_A_RANK: float = 3.411764705882353e-2
+    RANK: float = 10.0
+    K_RANKL_RANK: float = 4.457452802710724
+
+
+@dataclass(frozen=True)
+class HormoneEffects:
+    """Strengths of the hormone entry points (the model's calibration parameters).
+
+    Signals are saturating functions ``x / (x + K)`` compared with the reference
+    (premenopausal) level; cortisol and cytokine excesses are relative to their reference.
+    The parameters marked *fitted* were adjusted so the cell layer reproduces model.md §2
+    (Ac.f 0.13 → 0.24 /yr one year after menopause, E.De 47 → 52 µm, BMU balance → −5.7 µm
+    at two years) and the clinical BMD table of model.md §3.
+    """
+
+    K_estradiol_pg_ml: float = 10.0
+    ref_estradiol_pg_ml: float = 100.0
+    estradiol_rankl: float = 0.55          # fitted: PMO RANKL production (× β_RANKL) at full deficiency
+    estradiol_opg: float = 0.3             # OPG production change per unit of relative E2 signal
+    estradiol_oc_apoptosis: float = 0.17   # fitted: E.De 47 → 52 µm early after menopause
+    erosion_depth_exponent: float = 1.0    # E.De ∝ (osteoclast life span)^exponent
+    K_testosterone_ng_dl: float = 300.0
+    ref_testosterone_ng_dl: float = 30.0
+    testosterone_ob: float = 0.25          # fitted: AR drive on osteoblast commitment
+    testosterone_ob_survival: float = 0.25  # fitted: AR drive on osteoblast survival
+    K_igf1_ng_ml: float = 200.0
+    ref_igf1_ng_ml: float = 180.0
+    igf1_obu: float = 1.6                  # fitted: osteoblast recruitment by IGF-1
+    igf1_ocp: float = 1.0                  # fitted: osteoclastogenesis by GH/IGF-1 (turnover)
+    ref_pth_pg_ml: float = 30.0
+    K_pth_receptor_pm: float = 20.0        # PTH1R occupancy half-saturation
+    pth_desensitise_per_day: float = 40.0  # desensitisation of occupied receptors
+    pth_recover_per_day: float = 1.5       # resensitisation
+    pth_adapt_days: float = 3.0            # adaptation of the osteoblast response
+    pth_anabolic: float = 6.0              # fitted: OB commitment per unit anabolic signal
+    pth_ob_survival: float = 3.0           # fitted: OB apoptosis reduction per unit anabolic signal
+    ref_cortisol_ug_dl: float = 12.0
+    cortisol_ob_apoptosis: float = 0.35
+    cortisol_ob_differentiation: float = 0.25
+    cortisol_rankl_transient: float = 0.6
+    cortisol_adapt_days: float = 90.0
+    ref_il6_pg_ml: float = 1.5
+    ref_il1_pg_ml: float = 0.5
+    ref_tnf_pg_ml: float = 5.0
+    cytokine_rankl: float = 0.25
+    cytokine_ob: float = 0.12
+    mechanical_feedback: float = 1.2       # fitted: OB recruitment per unit SED stimulus (loss slows)
+    formation_lag_days: float = 100.0
+    refill_gain: float = 0.8               # fitted: BMU balance per unit of formation/resorption imbalance
+
+
+@dataclass(frozen=True)
+class SiteRates:
+    """Reference BMU rates of an anatomical site (premenopausal steady state)."""
+
+    activation_trabecular_per_yr: float
+    activation_cortical_per_yr: float
+    erosion_depth_um: float = 47.0
+    refill: float = 1.0
+    bs_bv_per_mm: float = 17.0
+    description: str = ""
+
+
+SITE_RATES: dict[str, SiteRates] = {
+    "lumbar_spine": SiteRates(0.13 * 1.3, 0.06, description="vertebral cancellous bone turns over faster than iliac"),
+    "femoral_neck": SiteRates(0.13 * 0.8, 0.035, bs_bv_per_mm=12.0, description="lower turnover, cortex-dominated"),
+}
+
+
+@dataclass(frozen=True)
+class RemodelingRates:
+    """What the voxel layer needs at one time."""
+
+    activation_trabecular_per_yr: float
+    activation_cortical_per_yr: float
+    erosion_depth_um: float
+    refill_trabecular: float
+    refill_cortical: float
+
+
+@dataclass
+class ActivityCourse:
+    """Remodeling rates and cell populations over time (daily samples)."""
+
+    days: np.ndarray
+    activation_trabecular_per_yr: np.ndarray
+    activation_cortical_per_yr: np.ndarray
+    erosion_depth_um: np.ndarray
+    refill_trabecular: np.ndarray
+    refill_cortical: np.ndarray
+    cells: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def at(self, day: float) -> RemodelingRates:
+        """Rates at ``day`` (linear interpolation)."""
+        return RemodelingRates(**{
+            f.name: float(np.interp(day, self.days, getattr(self, f.name))) for f in fields(RemodelingRates)
+        })
+
+    def bmu_balance_um(self) -> np.ndarray:
+        """Trabecular BMU balance (wall thickness − erosion depth), µm."""
+        return (self.refill_trabecular - 1.0) * self.erosion_depth_um
+
+
+# --------------------------------------------------------------------------------------
+# hormone signals → modifiers (vectorised over the course)
+# --------------------------------------------------------------------------------------
+def _modifiers(course: HormoneCourse, fx: HormoneEffects) -> dict[str, np.ndarray]:
+    E = np.asarray(course.estradiol_pg_ml)
+    sE = E / (E + fx.K_estradiol_pg_ml)
+    sE0 = fx.ref_estradiol_pg_ml / (fx.ref_estradiol_pg_ml + fx.K_estradiol_pg_ml)
+    eE = sE / sE0
+    T = np.asarray(course.testosterone_ng_dl)
+    dT = T / (T + fx.K_testosterone_ng_dl) - fx.ref_testosterone_ng_dl / (fx.ref_testosterone_ng_dl + fx.K_testosterone_ng_dl)
+    igf = np.asarray(course.igf1_ng_ml)
+    dI = igf / (igf + fx.K_igf1_ng_ml) - fx.ref_igf1_ng_ml / (fx.ref_igf1_ng_ml + fx.K_igf1_ng_ml)
+    xC = np.maximum(np.asarray(course.cortisol_ug_dl) / fx.ref_cortisol_ug_dl - 1.0, 0.0)
+    xI = (np.maximum(np.log(np.maximum(course.il6_pg_ml, 1e-3) / fx.ref_il6_pg_ml), 0)
+          + np.maximum(np.log(np.maximum(course.il1_pg_ml, 1e-3) / fx.ref_il1_pg_ml), 0)
+          + np.maximum(np.log(np.maximum(course.tnf_pg_ml, 1e-3) / fx.ref_tnf_pg_ml), 0)) / 3.0
+    return {
+        "rankl_extra": fx.estradiol_rankl * np.maximum(1.0 - eE, 0.0) + fx.cytokine_rankl * xI,
+        "cortisol_excess": xC,
+        "opg": np.maximum(1.0 + fx.estradiol_opg * (eE - 1.0), 0.05),
+        "a_oca": np.maximum(1.0 + fx.estradiol_oc_apoptosis * (eE - 1.0), 0.3),
+        # osteoblast commitment (D_OBu) and survival (A_OBa) set the steady-state OBa; D_OBp does not
+        "d_obu": (np.maximum(1.0 + fx.igf1_obu * dI, 0.05) * np.maximum(1.0 - fx.cytokine_ob * xI, 0.05)
+                  * np.maximum(1.0 + fx.testosterone_ob * dT, 0.05)
+                  * np.maximum(1.0 - fx.cortisol_ob_differentiation * xC, 0.05)),
+        "d_obp": np.ones_like(E),
+        "a_oba": (1.0 + fx.cortisol_ob_apoptosis * xC) * np.maximum(1.0 - fx.testosterone_ob_survival * dT, 0.2),
+        "d_ocp": np.maximum(1.0 + fx.igf1_ocp * dI, 0.05),
+        "pth_pm": np.asarray(course.pth_pg_ml) / PTH_PG_ML_PER_PM,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# the ODE (Numba)
+# --------------------------------------------------------------------------------------
+@numba.njit(cache=True)
+def _fluxes(OBp, OBa, OCa, pth, rankl_extra, opg_mod, p):  # pragma: no cover - compiled
+    (D_OBu, D_OBp, D_OCp, A_OBa, A_OCa, K1, K2, K3, K_act, K_rep, beta_OPG, OPG_max, D_OPG, R_RANKL,
+     beta_RANKL, D_RANKL, KA_OPG, KA_RANK, RANK, K8) = p
+    tgf = OCa
+    act_obu = tgf / (tgf + K1)
+    rep_obp = K2 / (tgf + K2)
+    act_oca = tgf / (tgf + K3)
+    pi_act = pth / (pth + K_act)
+    pi_rep = K_rep / (pth + K_rep)
+    p_opg = beta_OPG * OBa * pi_rep * opg_mod
+    opg = p_opg * OPG_max / (p_opg + D_OPG * OPG_max)
+    rankl_eff = R_RANKL * OBp * pi_act
+    rankl = rankl_eff / (1.0 + KA_OPG * opg + KA_RANK * RANK) * (beta_RANKL * (1.0 + rankl_extra)) / (
+        beta_RANKL * (1.0 + rankl_extra) + D_RANKL * rankl_eff)
+    rr = KA_RANK * rankl * RANK
+    act_ocp = rr / (rr + K8)
+    return act_obu, rep_obp, act_oca, act_ocp, rankl, opg
+
+
+@numba.njit(cache=True)
+def _integrate(dt, pth, rankl_extra, cort, opg_mod, a_oca, d_obu, d_obp, a_oba, d_ocp, p, fx, x0):  # pragma: no cover
+    """Heun's method; returns states and fluxes at every sample."""
+    (K_R, k_des, k_rec, tau_adapt, k_ana, k_surv, c_rankl, tau_cort, mech, lam, tau_lag) = fx
+    n = pth.shape[0]
+    out = np.empty((n, 10))
+    OBp, OBa, OCa, vbv, R, S_ad, c_ad, oca_lag = x0[0], x0[1], x0[2], x0[3], x0[4], x0[5], x0[6], x0[7]
+    D_OBu = p[0]
+    D_OBp = p[1]
+    D_OCp = p[2]
+    A_OBa = p[3]
+    A_OCa = p[4]
+    for i in range(n):
+        occ = pth[i] / (pth[i] + K_R)
+        active = occ * R
+        ana = max(active - S_ad, 0.0)
+        trans_c = max(cort[i] - c_ad, 0.0)
+        stim = 1.0 / (vbv * vbv) - 1.0
+        mech_f = max(1.0 + mech * stim, 0.05)
+        extra = rankl_extra[i] + c_rankl * trans_c
+        dobu = D_OBu * d_obu[i] * mech_f * (1.0 + k_ana * ana)
+        dobp = D_OBp * d_obp[i]
+        aoba = A_OBa * a_oba[i] * max(1.0 - k_surv * ana, 0.2)
+        docp = D_OCp * d_ocp[i]
+        aoca = A_OCa * a_oca[i]
+        # stage 1
+        a1, r1, c1, o1, rankl, opg = _fluxes(OBp, OBa, OCa, pth[i], extra, opg_mod[i], p)
+        f_obp1 = dobu * a1 - dobp * OBp * r1
+        f_oba1 = dobp * OBp * r1 - aoba * OBa
+        f_oca1 = docp * o1 - aoca * OCa * c1
+        # stage 2
+        OBp2 = OBp + dt * f_obp1
+        OBa2 = OBa + dt * f_oba1
+        OCa2 = OCa + dt * f_oca1
+        a2, r2, c2, o2, _, _ = _fluxes(OBp2, OBa2, OCa2, pth[i], extra, opg_mod[i], p)
+        f_obp2 = dobu * a2 - dobp * OBp2 * r2
+        f_oba2 = dobp * OBp2 * r2 - aoba * OBa2
+        f_oca2 = docp * o2 - aoca * OCa2 * c2
+        OBp = OBp + 0.5 * dt * (f_obp1 + f_obp2)
+        OBa = OBa + 0.5 * dt * (f_oba1 + f_oba2)
+        OCa = OCa + 0.5 * dt * (f_oca1 + f_oca2)
+        # receptor, adaptation, lags (exact exponential updates)
+        R = R + dt * (k_rec * (1.0 - R) - k_des * occ * R)
+        S_ad = S_ad + (active - S_ad) * (1.0 - math.exp(-dt / tau_adapt))
+        c_ad = c_ad + (cort[i] - c_ad) * (1.0 - math.exp(-dt / tau_cort))
+        oca_lag = oca_lag + (OCa - oca_lag) * (1.0 - math.exp(-dt / tau_lag))
+        out[i, 0] = OBp
+        out[i, 1] = OBa
+        out[i, 2] = OCa
+        out[i, 3] = vbv
+        out[i, 4] = docp * o1
+        out[i, 5] = aoca
+        out[i, 6] = oca_lag
+        out[i, 7] = rankl
+        out[i, 8] = opg
+        out[i, 9] = ana
+        # internal bone volume: formation − resorption relative to the adapted state (lam set by caller)
+        vbv = vbv + dt * lam * (OBa / x0[8] - oca_lag / x0[9])
+        if vbv < 0.2:
+            vbv = 0.2
+    return out
+
+
+def _param_vector(cp: CellParameters) -> np.ndarray:
+    return np.array([getattr(cp, f.name) for f in fields(CellParameters)], dtype=np.float64)
+
+
+def _fx_vector(fx: HormoneEffects, lam: float) -> np.ndarray:
+    return np.array([fx.K_pth_receptor_pm, fx.pth_desensitise_per_day, fx.pth_recover_per_day, fx.pth_adapt_days,
+                     fx.pth_anabolic, fx.pth_ob_survival, fx.cortisol_rankl_transient, fx.cortisol_adapt_days,
+                     fx.mechanical_feedback, lam, fx.formation_lag_days], dtype=np.float64)
+
+
+def _constant_course(state: HormoneState, days: float = 2.0) -> HormoneCourse:
+    d = np.arange(0.0, days, 1.0 / 24)
+    arrays = {f.name: np.full(d.shape, getattr(state, f.name)) for f in fields(HormoneState)}
+    return HormoneCourse(d, **arrays)
+
+
+def steady_state(state: HormoneState, cp: CellParameters | None = None, fx: HormoneEffects | None = None,
+                 bone_volume: float = 1.0) -> dict[str, float]:
+    """Steady state of the cell populations under constant hormone levels.
+
+    ``bone_volume`` is the internal bone volume relative to the adapted state (its
+    mechanical stimulus recruits osteoblasts).
+
+    Solved exactly: for given OCa, OBp and OBa follow from the osteoblast equations, and
+    OCa is the root of the osteoclast equation (``brentq``). Returns OBp, OBa, OCa (pM), the
+    osteoclast generation flux and apoptosis rate, and the receptor's steady state.
+    """
+    cp = cp or CellParameters()
+    fx = fx or HormoneEffects()
+    m = {k: float(v[0]) for k, v in _modifiers(_constant_course(state), fx).items()}
+    p = _param_vector(cp)
+    pth = m["pth_pm"]
+    occ = pth / (pth + fx.K_pth_receptor_pm)
+    R = fx.pth_recover_per_day / (fx.pth_recover_per_day + fx.pth_desensitise_per_day * occ)
+    extra = m["rankl_extra"]  # cortisol transient is 0 at steady state
+    mech_f = max(1.0 + fx.mechanical_feedback * (1.0 / bone_volume**2 - 1.0), 0.05)
+    dobu, dobp = cp.D_OBu * m["d_obu"] * mech_f, cp.D_OBp * m["d_obp"]
+    aoba, docp, aoca = cp.A_OBa * m["a_oba"], cp.D_OCp * m["d_ocp"], cp.A_OCa * m["a_oca"]
+
+    def ob(oca: float) -> tuple[float, float]:
+        a1, r1, *_ = _fluxes(1.0, 1.0, oca, pth, extra, m["opg"], p)
+        obp = dobu * a1 / (dobp * r1)
+        oba = dobp * obp * r1 / aoba
+        return obp, oba
+
+    def g(oca: float) -> float:
+        obp, oba = ob(oca)
+        _, _, c1, o1, _, _ = _fluxes(obp, oba, oca, pth, extra, m["opg"], p)
+        return docp * o1 - aoca * oca * c1
+
+    oca = brentq(g, 1e-9, 1e-1, xtol=1e-18, rtol=1e-14, maxiter=500)
+    obp, oba = ob(oca)
+    _, _, _, o1, rankl, opg = _fluxes(obp, oba, oca, pth, extra, m["opg"], p)
+    return {"OBp": obp, "OBa": oba, "OCa": oca, "oc_flux": docp * o1, "oc_apoptosis": aoca,
+            "RANKL": rankl, "OPG": opg, "receptor": R, "receptor_active": occ * R}
+
+
+def derivatives(x: np.ndarray, state: HormoneState, cp: CellParameters | None = None, fx: HormoneEffects | None = None) -> np.ndarray:
+    """dOBp/dt, dOBa/dt, dOCa/dt at ``x = (OBp, OBa, OCa)`` under constant hormones (vBV = 1, receptor adapted)."""
+    cp = cp or CellParameters()
+    fx = fx or HormoneEffects()
+    m = {k: float(v[0]) for k, v in _modifiers(_constant_course(state), fx).items()}
+    p = _param_vector(cp)
+    a1, r1, c1, o1, _, _ = _fluxes(x[0], x[1], x[2], m["pth_pm"], m["rankl_extra"], m["opg"], p)
+    dobu, dobp = cp.D_OBu * m["d_obu"], cp.D_OBp * m["d_obp"]
+    return np.array([dobu * a1 - dobp * x[0] * r1,
+                     dobp * x[0] * r1 - cp.A_OBa * m["a_oba"] * x[1],
+                     cp.D_OCp * m["d_ocp"] * o1 - cp.A_OCa * m["a_oca"] * x[2] * c1])
+
+
+def equilibrium_bone_volume(state: HormoneState, home: dict[str, float], cp: CellParameters | None = None,
+                            fx: HormoneEffects | None = None) -> float:
+    """Internal bone volume at which BMUs are balanced under constant ``state`` (adapted set point ``home``).
+
+    The mechanical stimulus of lost (or gained) bone changes osteoblast recruitment until
+    formation matches resorption; a long-standing hormone state sits there.
+    """
+    def imbalance(v: float) -> float:
+        ss = steady_state(state, cp, fx, bone_volume=v)
+        return ss["OBa"] / home["OBa"] - ss["OCa"] / home["OCa"]
+
+    lo, hi = 0.5, 1.5
+    if imbalance(lo) * imbalance(hi) > 0:
+        return lo if imbalance(lo) < 0 else hi
+    return float(brentq(imbalance, lo, hi, xtol=1e-6))
+
+
+REFERENCE_STATE = HormoneState(100.0, 30.0, 180.0, 30.0, 12.0, 1.5, 0.5, 5.0)
+
+
+def cell_activity(
+    course: HormoneCourse,
+    site: str,
+    *,
+    adapted: HormoneState | None = None,
+    cp: CellParameters | None = None,
+    fx: HormoneEffects | None = None,
+) -> ActivityCourse:
+    """Integrate the cell model over a hormone course and map it to remodeling rates.
+
+    Parameters
+    ----------
+    course : HormoneCourse
+        Hormone levels on a regular grid (hourly for PTH pulses).
+    site : str
+        ``lumbar_spine`` or ``femoral_neck`` (reference rates, surface density).
+    adapted : HormoneState, optional
+        Hormone levels the bone is adapted to (mechanical set point, balanced BMUs);
+        default: the baseline of the course's ``adapted_to`` population.
+    cp, fx : optional
+        Cell parameters and hormone effects.
+
+    Returns
+    -------
+    ActivityCourse
+        Daily rates and cell populations. The cells start at the quasi-steady state of the
+        hormone levels on day 0.
+    """
+    from .presets import populations  # noqa: PLC0415
+
+    if site not in SITE_RATES:
+        raise ValueError(f"unknown site {site!r}; known: {', '.join(SITE_RATES)}")
+    cp = cp or CellParameters()
+    fx = fx or HormoneEffects()
+    sr = SITE_RATES[site]
+    if adapted is None:
+        pops = populations()
+        adapted = pops[course.adapted_to].baseline if course.adapted_to in pops else REFERENCE_STATE
+    ref = steady_state(REFERENCE_STATE, cp, fx)
+    home = steady_state(adapted, cp, fx)
+    start_state = HormoneState(**{f.name: float(getattr(course, f.name)[0]) for f in fields(HormoneState)})
+    vbv0 = course.initial_bone_volume
+    if vbv0 is None:
+        vbv0 = equilibrium_bone_volume(start_state, home, cp, fx)
+    start = steady_state(start_state, cp, fx, bone_volume=vbv0)
+    mods = _modifiers(course, fx)
+    dt = course.dt_days
+    # internal bone volume: relative change per day at the reference turnover and a unit imbalance
+    lam = sr.activation_trabecular_per_yr / DAYS_PER_YEAR * sr.bs_bv_per_mm * (2.0 / 3.0) * sr.erosion_depth_um / 1000.0
+    x0 = np.array([start["OBp"], start["OBa"], start["OCa"], vbv0, start["receptor"], start["receptor_active"],
+                   mods["cortisol_excess"][0], start["OCa"], home["OBa"], home["OCa"]])
+    out = _integrate(dt, mods["pth_pm"], mods["rankl_extra"], mods["cortisol_excess"], mods["opg"], mods["a_oca"],
+                     mods["d_obu"], mods["d_obp"], mods["a_oba"], mods["d_ocp"], _param_vector(cp), _fx_vector(fx, lam), x0)
+    per = max(int(round(1.0 / dt)), 1)
+    n = out.shape[0] // per
+    daily = out[: n * per].reshape(n, per, out.shape[1]).mean(axis=1)
+    OBa, OCa, flux, aoca, oca_lag = daily[:, 1], daily[:, 2], daily[:, 4], daily[:, 5], daily[:, 6]
+    acf_scale = flux / ref["oc_flux"]
+    depth = sr.erosion_depth_um * (ref["oc_apoptosis"] / aoca) ** fx.erosion_depth_exponent
+    refill = sr.refill * (1.0 + fx.refill_gain * ((OBa / home["OBa"]) / (oca_lag / home["OCa"]) - 1.0))
+    refill = np.clip(refill, 0.0, 2.0)
+    return ActivityCourse(
+        days=np.arange(n, dtype=float),
+        activation_trabecular_per_yr=sr.activation_trabecular_per_yr * acf_scale,
+        activation_cortical_per_yr=sr.activation_cortical_per_yr * acf_scale,
+        erosion_depth_um=np.clip(depth, 5.0, 200.0),
+        refill_trabecular=refill,
+        refill_cortical=refill,
+        cells={"OBp": daily[:, 0], "OBa": OBa, "OCa": OCa, "bone_volume_internal": daily[:, 3],
+               "RANKL": daily[:, 7], "OPG": daily[:, 8], "pth_anabolic_signal": daily[:, 9]},
+    )
+

@@ -272,13 +272,12 @@ __device__ __forceinline__ float vb_level(float day, float refill, float t_form_
 }
 
 extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict__ mineral,
-                                     short* __restrict__ bmu_day, unsigned char* __restrict__ bmu_k,
+                                     float* __restrict__ osteoid, short* __restrict__ bmu_day, unsigned char* __restrict__ bmu_k,
                                      unsigned char* __restrict__ bmu_u, unsigned char* __restrict__ bmu_flags,
                                      float* __restrict__ bmu_amount, vb_u64* __restrict__ claim, vb_i64 n, int dt,
                                      float t_resorb, float t_form_start, float t_form, float t_end,
                                      float refill_trab, float refill_cort, float refill_perforated,
-                                     float m_primary, float m_limit1, float m_mature,
-                                     float e1, float e2) {
+                                     float m_mature, float e_primary, float e_secondary, float c_osteoid) {
     for (vb_i64 i = vb_tid(); i < n; i += vb_stride()) {
         vb_u64 code = claim[i];
         int day = (int)bmu_day[i];
@@ -294,6 +293,7 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
         }
         float b = bone[i];
         float m = mineral[i];
+        float o = osteoid[i];
         if (day >= 0) {
             float d0 = (float)day;
             float d1 = (float)(day + dt);
@@ -306,6 +306,7 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
                     float removed = b * frac;
                     b = b - removed;
                     m = m - m * frac;
+                    o = o - o * frac;
                     amount = removed;
                     flags |= VB_FLAG_RESORBED;
                 }
@@ -316,7 +317,11 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
                 float k = (float)bmu_k[i] * 0.125f;
                 float f0 = vb_fill(vb_level(d0, r, t_form_start, t_form), u, k);
                 float f1 = vb_fill(vb_level(d1, r, t_form_start, t_form), u, k);
-                if (f1 > f0) b = fminf(b + amount * (f1 - f0), 1.0f);
+                if (f1 > f0) {
+                    float nb = fminf(b + amount * (f1 - f0), 1.0f);
+                    o = o + (nb - b);   // new bone is laid down as osteoid
+                    b = nb;
+                }
             }
             if (d1 >= t_end) {
                 day = -1;
@@ -329,15 +334,16 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
             bmu_flags[i] = (unsigned char)flags;
             bmu_amount[i] = amount;
         }
-        // mineralisation, each regime integrated exactly over the step
-        if (m < m_primary * b) {
-            float lim = m_limit1 * b;
-            m = lim - (lim - m) * e1;
-        } else if (m < m_mature * b) {
-            float lim = m_mature * b;
-            m = lim - (lim - m) * e2;
+        // mineralisation, integrated exactly over the step: osteoid o mineralises (primary)
+        // with time constant tau_p, mineral approaches the mature degree of the
+        // mineralised bone (secondary) with tau_s; see MineralisationLaw.
+        if (o > 0.0f || m < m_mature * b) {
+            m = m * e_secondary + (m_mature * b) * (1.0f - e_secondary) + c_osteoid * o;
+            m = fminf(fmaxf(m, 0.0f), b);
+            o = o * e_primary;
         }
         bone[i] = b;
         mineral[i] = m;
+        osteoid[i] = o;
     }
 }

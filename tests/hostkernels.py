@@ -40,9 +40,9 @@ class HostRemodel:
                           C.c_ulonglong(seed), C.c_ulonglong(step), _p(self.seeds), _p(self.seed_count),
                           C.c_uint(self.capacity), f(sc.depth_um), f(sc.lateral_um), f(sc.osteon_radius_um),
                           f(sc.osteon_half_length_um), f(sc.canal_radius_um), _p(self.claim), _p(st.counters))
-        self.lib.vb_update(_p(st.bone), _p(st.mineral), _p(st.bmu_day), _p(st.bmu_k), _p(st.bmu_u),
+        self.lib.vb_update(_p(st.bone), _p(st.mineral), _p(st.osteoid), _p(st.bmu_day), _p(st.bmu_k), _p(st.bmu_u),
                            _p(st.bmu_flags), _p(st.bmu_amount), _p(self.claim), C.c_longlong(self.n),
                            C.c_int(sc.dt), f(sc.t_resorb), f(sc.t_form_start), f(sc.t_form), f(sc.t_end),
                            f(sc.refill_trab), f(sc.refill_cort), f(sc.refill_perforated),
-                           f(sc.m_primary), f(sc.m_limit1), f(sc.m_mature), f(sc.e1), f(sc.e2))
+                           f(sc.m_mature), f(sc.e_primary), f(sc.e_secondary), f(sc.c_osteoid))
         return seeds

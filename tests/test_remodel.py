@@ -177,13 +177,15 @@ def test_mineralisation_follows_the_closed_form():
     bone = np.ones(shape, np.float32)
     vol = BoneVolume(bone, np.zeros(shape, np.float32), np.full(shape, Region.TRABECULAR, np.uint8), 20.0)
     r = Remodeler(vol, params)
-    for dt, days in ((1, 400), (5, 400)):
+    for dt, days in ((1, 400), (5, 400), (5, 30)):
         r.state.mineral[...] = 0
+        r.state.osteoid[...] = 1  # freshly formed bone
         sc = step_scalars(Rates(0.0, 0.0), params, 20.0, dt)
         for _ in range(days // dt):
             cpu.update(r.state, np.empty(0, np.int64), np.empty(0, np.uint64), sc)
-        assert float(r.state.mineral[0, 0, 0]) == pytest.approx(float(law.degree_at_age(days)), abs=2e-3)
-    assert float(law.degree_at_age(30)) > 0.5 > float(law.degree_at_age(3))
+        assert float(r.state.mineral[0, 0, 0]) == pytest.approx(float(law.degree_at_age(days)), abs=1e-4)
+        assert float(r.state.osteoid[0, 0, 0]) == pytest.approx(float(law.osteoid_at_age(days)), abs=1e-5)
+    assert float(law.degree_at_age(40)) > 0.5 > float(law.degree_at_age(3))
     assert float(law.degree_at_age(3650)) == pytest.approx(law.mature_degree, abs=0.01)
 
 

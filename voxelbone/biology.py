@@ -99,27 +99,27 @@ class CellParameters:
 class HormoneEffects:
     """Strengths of the hormone entry points (the model's calibration parameters).
 
-    Signals are saturating functions ``x / (x + K)`` compared with the reference
-    (premenopausal) level; cortisol and cytokine excesses are relative to their reference.
+    Estradiol acts through a threshold-like Hill function of its level; testosterone and
+    IGF-1 as power laws of their ratio to the reference (premenopausal) level; cortisol and
+    cytokine excesses are relative to their reference.
     The parameters marked *fitted* were adjusted so the cell layer reproduces model.md §2
     (Ac.f 0.13 → 0.24 /yr one year after menopause, E.De 47 → 52 µm, BMU balance → −5.7 µm
     at two years) and the clinical BMD table of model.md §3.
     """
 
-    K_estradiol_pg_ml: float = 10.0
+    K_estradiol_pg_ml: float = 20.0
+    estradiol_hill: float = 2.0            # threshold-like response (Khosla et al. 2001: ~25 pg/mL in men)
     ref_estradiol_pg_ml: float = 100.0
-    estradiol_rankl: float = 0.55          # fitted: PMO RANKL production (× β_RANKL) at full deficiency
+    estradiol_rankl: float = 5.0          # fitted: PMO RANKL production (× β_RANKL) at full deficiency
     estradiol_opg: float = 0.3             # OPG production change per unit of relative E2 signal
     estradiol_oc_apoptosis: float = 0.17   # fitted: E.De 47 → 52 µm early after menopause
     erosion_depth_exponent: float = 1.0    # E.De ∝ (osteoclast life span)^exponent
-    K_testosterone_ng_dl: float = 300.0
     ref_testosterone_ng_dl: float = 30.0
-    testosterone_ob: float = 0.25          # fitted: AR drive on osteoblast commitment
-    testosterone_ob_survival: float = 0.25  # fitted: AR drive on osteoblast survival
-    K_igf1_ng_ml: float = 200.0
+    testosterone_ob: float = 0.1           # fitted: AR drive on osteoblast commitment, ∝ (T/T_ref)^this
+    testosterone_ob_survival: float = 0.1  # fitted: AR drive on osteoblast survival
     ref_igf1_ng_ml: float = 180.0
-    igf1_obu: float = 1.6                  # fitted: osteoblast recruitment by IGF-1
-    igf1_ocp: float = 1.0                  # fitted: osteoclastogenesis by GH/IGF-1 (turnover)
+    igf1_obu: float = 1.2                  # fitted: osteoblast recruitment ∝ (IGF-1/ref)^this
+    igf1_ocp: float = 1.0                  # fitted: osteoclastogenesis (turnover) ∝ (IGF-1/ref)^this
     ref_pth_pg_ml: float = 30.0
     K_pth_receptor_pm: float = 20.0        # PTH1R occupancy half-saturation
     pth_desensitise_per_day: float = 40.0  # desensitisation of occupied receptors
@@ -128,18 +128,18 @@ class HormoneEffects:
     pth_anabolic: float = 6.0              # fitted: OB commitment per unit anabolic signal
     pth_ob_survival: float = 3.0           # fitted: OB apoptosis reduction per unit anabolic signal
     ref_cortisol_ug_dl: float = 12.0
-    cortisol_ob_apoptosis: float = 0.35
-    cortisol_ob_differentiation: float = 0.25
+    cortisol_ob_apoptosis: float = 0.15
+    cortisol_ob_differentiation: float = 0.1
     cortisol_rankl_transient: float = 0.6
     cortisol_adapt_days: float = 90.0
     ref_il6_pg_ml: float = 1.5
     ref_il1_pg_ml: float = 0.5
     ref_tnf_pg_ml: float = 5.0
-    cytokine_rankl: float = 0.25
-    cytokine_ob: float = 0.12
-    mechanical_feedback: float = 1.2       # fitted: OB recruitment per unit SED stimulus (loss slows)
+    cytokine_rankl: float = 0.15
+    cytokine_ob: float = 0.06
+    mechanical_feedback: float = 2.0       # fitted: OB recruitment per unit SED stimulus (loss slows)
     formation_lag_days: float = 100.0
-    refill_gain: float = 0.8               # fitted: BMU balance per unit of formation/resorption imbalance
+    refill_gain: float = 1.0               # fitted: BMU balance per unit of formation/resorption imbalance
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,8 @@ class SiteRates:
 
 
 SITE_RATES: dict[str, SiteRates] = {
-    "lumbar_spine": SiteRates(0.13 * 1.3, 0.06, description="vertebral cancellous bone turns over faster than iliac"),
-    "femoral_neck": SiteRates(0.13 * 0.8, 0.035, bs_bv_per_mm=12.0, description="lower turnover, cortex-dominated"),
+    "lumbar_spine": SiteRates(0.13 * 1.3, 0.08, description="vertebral cancellous bone turns over faster than iliac"),
+    "femoral_neck": SiteRates(0.13 * 0.8, 0.06, bs_bv_per_mm=12.0, description="lower trabecular turnover, cortex-dominated"),
 }
 
 
@@ -173,7 +173,12 @@ class RemodelingRates:
 
 @dataclass
 class ActivityCourse:
-    """Remodeling rates and cell populations over time (daily samples)."""
+    """Remodeling rates and cell populations over time (daily samples).
+
+    ``initial_rates`` are the rates of the steady state before the scenario (the
+    population's own hormone levels, no drug): the bone's remodeling space and tissue age
+    are set to them before day 0.
+    """
 
     days: np.ndarray
     activation_trabecular_per_yr: np.ndarray
@@ -182,6 +187,7 @@ class ActivityCourse:
     refill_trabecular: np.ndarray
     refill_cortical: np.ndarray
     cells: dict[str, np.ndarray] = field(default_factory=dict)
+    initial_rates: RemodelingRates | None = None
 
     def at(self, day: float) -> RemodelingRates:
         """Rates at ``day`` (linear interpolation)."""
@@ -199,13 +205,12 @@ class ActivityCourse:
 # --------------------------------------------------------------------------------------
 def _modifiers(course: HormoneCourse, fx: HormoneEffects) -> dict[str, np.ndarray]:
     E = np.asarray(course.estradiol_pg_ml)
-    sE = E / (E + fx.K_estradiol_pg_ml)
-    sE0 = fx.ref_estradiol_pg_ml / (fx.ref_estradiol_pg_ml + fx.K_estradiol_pg_ml)
+    n = fx.estradiol_hill
+    sE = E**n / (E**n + fx.K_estradiol_pg_ml**n)
+    sE0 = fx.ref_estradiol_pg_ml**n / (fx.ref_estradiol_pg_ml**n + fx.K_estradiol_pg_ml**n)
     eE = sE / sE0
-    T = np.asarray(course.testosterone_ng_dl)
-    dT = T / (T + fx.K_testosterone_ng_dl) - fx.ref_testosterone_ng_dl / (fx.ref_testosterone_ng_dl + fx.K_testosterone_ng_dl)
-    igf = np.asarray(course.igf1_ng_ml)
-    dI = igf / (igf + fx.K_igf1_ng_ml) - fx.ref_igf1_ng_ml / (fx.ref_igf1_ng_ml + fx.K_igf1_ng_ml)
+    lT = np.log(np.maximum(np.asarray(course.testosterone_ng_dl), 1.0) / fx.ref_testosterone_ng_dl)
+    lI = np.log(np.maximum(np.asarray(course.igf1_ng_ml), 1.0) / fx.ref_igf1_ng_ml)
     xC = np.maximum(np.asarray(course.cortisol_ug_dl) / fx.ref_cortisol_ug_dl - 1.0, 0.0)
     xI = (np.maximum(np.log(np.maximum(course.il6_pg_ml, 1e-3) / fx.ref_il6_pg_ml), 0)
           + np.maximum(np.log(np.maximum(course.il1_pg_ml, 1e-3) / fx.ref_il1_pg_ml), 0)
@@ -216,12 +221,11 @@ def _modifiers(course: HormoneCourse, fx: HormoneEffects) -> dict[str, np.ndarra
         "opg": np.maximum(1.0 + fx.estradiol_opg * (eE - 1.0), 0.05),
         "a_oca": np.maximum(1.0 + fx.estradiol_oc_apoptosis * (eE - 1.0), 0.3),
         # osteoblast commitment (D_OBu) and survival (A_OBa) set the steady-state OBa; D_OBp does not
-        "d_obu": (np.maximum(1.0 + fx.igf1_obu * dI, 0.05) * np.maximum(1.0 - fx.cytokine_ob * xI, 0.05)
-                  * np.maximum(1.0 + fx.testosterone_ob * dT, 0.05)
+        "d_obu": (np.exp(fx.igf1_obu * lI + fx.testosterone_ob * lT) * np.maximum(1.0 - fx.cytokine_ob * xI, 0.05)
                   * np.maximum(1.0 - fx.cortisol_ob_differentiation * xC, 0.05)),
         "d_obp": np.ones_like(E),
-        "a_oba": (1.0 + fx.cortisol_ob_apoptosis * xC) * np.maximum(1.0 - fx.testosterone_ob_survival * dT, 0.2),
-        "d_ocp": np.maximum(1.0 + fx.igf1_ocp * dI, 0.05),
+        "a_oba": (1.0 + fx.cortisol_ob_apoptosis * xC) * np.exp(-fx.testosterone_ob_survival * lT),
+        "d_ocp": np.exp(fx.igf1_ocp * lI),
         "pth_pm": np.asarray(course.pth_pg_ml) / PTH_PG_ML_PER_PM,
     }
 
@@ -400,6 +404,8 @@ def equilibrium_bone_volume(state: HormoneState, home: dict[str, float], cp: Cel
 
 
 REFERENCE_STATE = HormoneState(100.0, 30.0, 180.0, 30.0, 12.0, 1.5, 0.5, 5.0)
+#: The calibrated hormone effects used when none are given.
+DEFAULT_EFFECTS = HormoneEffects()
 
 
 def cell_activity(
@@ -435,14 +441,14 @@ def cell_activity(
     if site not in SITE_RATES:
         raise ValueError(f"unknown site {site!r}; known: {', '.join(SITE_RATES)}")
     cp = cp or CellParameters()
-    fx = fx or HormoneEffects()
+    fx = fx or DEFAULT_EFFECTS
     sr = SITE_RATES[site]
     if adapted is None:
         pops = populations()
         adapted = pops[course.adapted_to].baseline if course.adapted_to in pops else REFERENCE_STATE
     ref = steady_state(REFERENCE_STATE, cp, fx)
     home = steady_state(adapted, cp, fx)
-    start_state = HormoneState(**{f.name: float(getattr(course, f.name)[0]) for f in fields(HormoneState)})
+    start_state = course.pre_state or HormoneState(**{f.name: float(getattr(course, f.name)[0]) for f in fields(HormoneState)})
     vbv0 = course.initial_bone_volume
     if vbv0 is None:
         vbv0 = equilibrium_bone_volume(start_state, home, cp, fx)
@@ -461,9 +467,18 @@ def cell_activity(
     OBa, OCa, flux, aoca, oca_lag = daily[:, 1], daily[:, 2], daily[:, 4], daily[:, 5], daily[:, 6]
     acf_scale = flux / ref["oc_flux"]
     depth = sr.erosion_depth_um * (ref["oc_apoptosis"] / aoca) ** fx.erosion_depth_exponent
-    refill = sr.refill * (1.0 + fx.refill_gain * ((OBa / home["OBa"]) / (oca_lag / home["OCa"]) - 1.0))
+    refill = sr.refill * (1.0 + fx.refill_gain * ((OBa / home["OBa"]) / (OCa / home["OCa"]) - 1.0))
     refill = np.clip(refill, 0.0, 2.0)
+    start_refill = sr.refill * (1.0 + fx.refill_gain * ((start["OBa"] / home["OBa"]) / (start["OCa"] / home["OCa"]) - 1.0))
+    initial = RemodelingRates(
+        activation_trabecular_per_yr=sr.activation_trabecular_per_yr * start["oc_flux"] / ref["oc_flux"],
+        activation_cortical_per_yr=sr.activation_cortical_per_yr * start["oc_flux"] / ref["oc_flux"],
+        erosion_depth_um=float(np.clip(sr.erosion_depth_um * (ref["oc_apoptosis"] / start["oc_apoptosis"]) ** fx.erosion_depth_exponent, 5.0, 200.0)),
+        refill_trabecular=float(np.clip(start_refill, 0.0, 2.0)),
+        refill_cortical=float(np.clip(start_refill, 0.0, 2.0)),
+    )
     return ActivityCourse(
+        initial_rates=initial,
         days=np.arange(n, dtype=float),
         activation_trabecular_per_yr=sr.activation_trabecular_per_yr * acf_scale,
         activation_cortical_per_yr=sr.activation_cortical_per_yr * acf_scale,

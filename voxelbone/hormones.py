@@ -130,7 +130,8 @@ class HormoneCourse:
     """Hormone levels over time (clinical units) on a regular grid of ``days``.
 
     ``extras`` holds the drug-effect channels (aromatase inhibition, LH and GH drive) and
-    the exogenous testosterone, for plots and checks.
+    the exogenous testosterone, for plots and checks. ``pre_state`` is the population's
+    levels on day 0 before any drug (what the bone was exposed to before the scenario).
     """
 
     days: np.ndarray
@@ -145,6 +146,7 @@ class HormoneCourse:
     population: str = ""
     adapted_to: str = ""
     initial_bone_volume: float | None = 1.0
+    pre_state: HormoneState | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -170,7 +172,8 @@ class HormoneCourse:
         arrays = {h: getattr(self, h)[: n * per].reshape(n, per).mean(axis=1) for h in HORMONES}
         extras = {k: v[: n * per].reshape(n, per).mean(axis=1) for k, v in self.extras.items()}
         return HormoneCourse(np.arange(n, dtype=float), population=self.population, adapted_to=self.adapted_to,
-                             initial_bone_volume=self.initial_bone_volume, extras=extras, **arrays)
+                             initial_bone_volume=self.initial_bone_volume, pre_state=self.pre_state,
+                             extras=extras, **arrays)
 
     def as_table(self) -> dict[str, np.ndarray]:
         """Column name → array (``day`` first)."""
@@ -255,6 +258,7 @@ def build_course(segments: Sequence[Segment], total_days: float, steps_per_day: 
         population=first.name,
         adapted_to=first.adapted_to,
         initial_bone_volume=first.initial_bone_volume,
+        pre_state=HormoneState(**{h: float(v[0]) for h, v in first.levels(days[:1]).items()}),
         extras={"aromatase_inhibition": inhibition, "lh_drive": lh, "gh_drive": channels["gh_drive"],
                 "exogenous_testosterone_ng_dl": exo_t, "aromatised_estradiol_pg_ml": aromatised},
     )

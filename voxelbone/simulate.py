@@ -232,6 +232,7 @@ def simulate(
         After SIGINT/SIGTERM, once a checkpoint is written.
     """
     from .remodel import RemodelParams, Remodeler  # noqa: PLC0415
+    from .remodel.initial import equilibrate_mineral  # noqa: PLC0415
 
     t_start = time.perf_counter()
     be = backend if isinstance(backend, Backend) else get_backend(backend)
@@ -258,6 +259,8 @@ def simulate(
         rem = Remodeler.from_state(checkpoint_state["arrays"], params, scenario.seed, xp=xp, meta=checkpoint_state["engine"])
     else:
         host_volume = starting_volume(scenario)
+        if scenario.input is None:
+            host_volume = equilibrate_mineral(host_volume, activity.initial_rates, params, scenario.seed)
         Remodeler.check_fits(host_volume.shape, xp)
         rem = Remodeler(host_volume.to(xp), params, scenario.seed)
     timings["setup"] = time.perf_counter() - t_start
@@ -291,8 +294,7 @@ def simulate(
     with _StopFlag() as stop:
         if checkpoint_state is None:
             t0 = time.perf_counter()
-            first = activity.at(0.0)
-            balanced = dataclasses.replace(first, refill_trabecular=1.0, refill_cortical=1.0)
+            balanced = dataclasses.replace(activity.initial_rates, refill_trabecular=1.0, refill_cortical=1.0)
             for k in range(spin_steps):
                 rem.step(k, balanced, dt)
             be.synchronize()

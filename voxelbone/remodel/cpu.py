@@ -243,7 +243,7 @@ def _level(day: np.ndarray, refill: np.ndarray, sc: StepScalars) -> np.ndarray:
 
 def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: StepScalars) -> None:
     """Take new claims, excavate, refill, release and mineralise (``vb_update``)."""
-    bone, mineral = state.bone.ravel(), state.mineral.ravel()
+    bone, mineral, osteoid = state.bone.ravel(), state.mineral.ravel(), state.osteoid.ravel()
     day_a, k_a, u_a = state.bmu_day.ravel(), state.bmu_k.ravel(), state.bmu_u.ravel()
     flags_a, amount_a = state.bmu_flags.ravel(), state.bmu_amount.ravel()
     if claimed.size:
@@ -260,6 +260,7 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         amount = amount_a[own]
         b = bone[own]
         m = mineral[own]
+        o = osteoid[own]
         d0 = day.astype(f32)
         d1 = (day + sc.dt).astype(f32)
         u = u_a[own].astype(f32) * f32(1.0 / 127.5)
@@ -270,6 +271,7 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         removed = b * frac
         b = np.where(dig, b - removed, b)
         m = np.where(dig, m - m * frac, m)
+        o = np.where(dig, o - o * frac, o)
         amount = np.where(dig, removed, amount)
         flags = np.where(dig, flags | FLAG_RESORBED, flags)
         # formation
@@ -281,7 +283,9 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         f0 = _fill(_level(d0, r, sc), u, k)
         f1 = _fill(_level(d1, r, sc), u, k)
         grow = forming & (f1 > f0)
-        b = np.where(grow, np.minimum(b + amount * (f1 - f0), _ONE), b)
+        nb = np.where(grow, np.minimum(b + amount * (f1 - f0), _ONE), b)
+        o = np.where(grow, o + (nb - b), o)
+        b = nb
         # release
         done = d1 >= sc.t_end
         day_a[own] = np.where(done, -1, day + sc.dt).astype(np.int16)
@@ -289,13 +293,12 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         amount_a[own] = np.where(done, _ZERO, amount)
         bone[own] = b
         mineral[own] = m
+        osteoid[own] = o
 
-    # mineralisation (every voxel), each regime integrated exactly over the step
-    lim_p = sc.m_primary * bone
-    low = np.flatnonzero(mineral < sc.m_mature * bone)
-    if low.size:
-        b, m = bone[low], mineral[low]
-        primary = m < lim_p[low]
-        lim1 = sc.m_limit1 * b
-        lim2 = sc.m_mature * b
-        mineral[low] = np.where(primary, lim1 - (lim1 - m) * sc.e1, lim2 - (lim2 - m) * sc.e2)
+    # mineralisation, integrated exactly over the step (see MineralisationLaw)
+    act = np.flatnonzero((osteoid > _ZERO) | (mineral < sc.m_mature * bone))
+    if act.size:
+        b, m, o = bone[act], mineral[act], osteoid[act]
+        m = m * sc.e_secondary + (sc.m_mature * b) * (_ONE - sc.e_secondary) + sc.c_osteoid * o
+        mineral[act] = np.minimum(np.maximum(m, _ZERO), b)
+        osteoid[act] = o * sc.e_primary

@@ -176,6 +176,7 @@ class Remodeler:
         st.counters[3] += np.uint64(n_fragments)
         st.bone[drop] = 0.0
         st.mineral[drop] = 0.0
+        st.osteoid[drop] = 0.0
         st.bmu_day[drop] = -1
         st.bmu_flags[drop] = 0
         st.bmu_amount[drop] = 0.0

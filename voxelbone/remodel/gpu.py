@@ -65,10 +65,10 @@ class GpuStep:
         st.counters[4:5] += over
         self._update(
             (self.blocks,), (_THREADS,),
-            (st.bone, st.mineral, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount, self.claim,
+            (st.bone, st.mineral, st.osteoid, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount, self.claim,
              np.int64(self.n), np.int32(sc.dt), sc.t_resorb, sc.t_form_start, sc.t_form, sc.t_end,
              sc.refill_trab, sc.refill_cort, sc.refill_perforated,
-             sc.m_primary, sc.m_limit1, sc.m_mature, sc.e1, sc.e2),
+             sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid),
         )
 
     def scratch_bytes(self) -> int:

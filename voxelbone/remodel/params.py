@@ -9,7 +9,8 @@ Values (human, trabecular iliac unless noted):
   data), lateral semi-axis ≈ 120 µm (hemiosteons are shallow and wide: Parfitt 1994 J Cell
   Biochem 55:273);
 * cortical tunnelling BMUs: osteon radius ≈ 100 µm (osteon diameter ~200 µm), half-length
-  ≈ 500 µm per activation, Haversian canal radius ≈ 35 µm left open by a balanced BMU
+  ≈ 250 µm per activation (an osteon of ~2.5 mm is cut by several activations over
+  its life; a shorter reach per activation keeps canals within one cortex section), Haversian canal radius ≈ 35 µm left open by a balanced BMU
   (Cooper et al. 2006; Bousson et al. 2001);
 * mineralisation: primary to ≈ 65 % of the mature level within weeks, secondary over years
   (Ruffoni et al. 2007 Bone 40:1308; Boivin & Meunier 2002 Calcif Tissue Int 70:503).
@@ -31,14 +32,16 @@ __all__ = ["MineralisationLaw", "RemodelParams"]
 class MineralisationLaw:
     """Mineral content of bone as it ages (degrees are fractions of ``TMD_MAX_MG_CM3``).
 
-    New bone is laid down as osteoid (degree 0). Below ``primary_degree`` both the fast
-    primary and the slow secondary process act; above it only the secondary one, which
-    approaches ``mature_degree``:
+    New bone is laid down as osteoid ``o`` (unmineralised). Osteoid mineralises (primary
+    mineralisation) with time constant ``primary_days``, at once to ``primary_degree``;
+    the mineral ``m`` of a voxel then approaches the mature degree of its mineralised bone
+    (secondary mineralisation) with time constant ``secondary_days``:
 
-    ``dm/dt = (m_p − m)/τ_p + (m_mature − m)/τ_s`` for ``m < m_p``, ``(m_mature − m)/τ_s`` above.
+    ``do/dt = −o/τ_p``,  ``dm/dt = m_p·o/τ_p + (m_mature·(b − o) − m)/τ_s``.
 
-    Each regime is integrated exactly over a step (per voxel, with ``m`` the voxel's mineral
-    content relative to its bone fraction), so the result does not depend on the step.
+    Both are linear and integrated exactly over a step, per voxel; keeping the osteoid pool
+    apart means new bone mineralises quickly even in a voxel that also holds old bone.
+    A packet of bone formed ``a`` days ago has the degree :meth:`degree_at_age`.
     """
 
     primary_degree: float = 0.60
@@ -52,32 +55,30 @@ class MineralisationLaw:
         if self.primary_days <= 0 or self.secondary_days <= self.primary_days:
             raise ValueError("mineralisation time constants must satisfy 0 < primary_days < secondary_days")
 
-    @property
-    def _k(self) -> tuple[float, float]:
-        return 1.0 / self.primary_days, 1.0 / self.secondary_days
-
-    @property
-    def primary_limit(self) -> float:
-        """Fixed point of the first regime (slightly above ``primary_degree``)."""
-        kp, ks = self._k
-        return (kp * self.primary_degree + ks * self.mature_degree) / (kp + ks)
-
     def step_factors(self, dt_days: float) -> tuple[float, float, float]:
-        """``(primary_limit, e1, e2)``: the first regime's fixed point and decay factors of both regimes."""
-        kp, ks = self._k
-        return self.primary_limit, math.exp(-(kp + ks) * dt_days), math.exp(-ks * dt_days)
+        """``(e_primary, e_secondary, c_osteoid)`` of the exact step update
+
+        ``m ← m·e_s + m_mature·b·(1 − e_s) + c_o·o``,  ``o ← o·e_p``.
+        """
+        kp, ks = 1.0 / self.primary_days, 1.0 / self.secondary_days
+        ep, es = math.exp(-kp * dt_days), math.exp(-ks * dt_days)
+        co = (self.primary_degree * kp - ks * self.mature_degree) * (ep - es) / (ks - kp)
+        return ep, es, co
 
     def degree_at_age(self, age_days: "np.typing.ArrayLike") -> "np.ndarray":
         """Degree of mineralisation of bone formed ``age_days`` ago (closed form of the law)."""
         import numpy as np  # noqa: PLC0415
 
-        kp, ks = self._k
+        kp, ks = 1.0 / self.primary_days, 1.0 / self.secondary_days
         a = np.asarray(age_days, dtype=float)
-        lim = self.primary_limit
-        t1 = -math.log(1.0 - self.primary_degree / lim) / (kp + ks)
-        early = lim * (1.0 - np.exp(-(kp + ks) * a))
-        late = self.mature_degree - (self.mature_degree - self.primary_degree) * np.exp(-ks * (a - t1))
-        return np.where(a <= t1, early, late)
+        mm, mp = self.mature_degree, self.primary_degree
+        return mm * (1.0 - np.exp(-ks * a)) + (mp * kp - ks * mm) * (np.exp(-kp * a) - np.exp(-ks * a)) / (ks - kp)
+
+    def osteoid_at_age(self, age_days: "np.typing.ArrayLike") -> "np.ndarray":
+        """Fraction of a packet still unmineralised ``age_days`` after it was formed."""
+        import numpy as np  # noqa: PLC0415
+
+        return np.exp(-np.asarray(age_days, dtype=float) / self.primary_days)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class RemodelParams:
     formation_days: float = 150.0
     lateral_radius_um: float = 120.0
     osteon_radius_um: float = 100.0
-    osteon_half_length_um: float = 500.0
+    osteon_half_length_um: float = 250.0
     canal_radius_um: float = 35.0
     surface_voxels_per_area: float = 0.82
     perforated_refill: float = 0.0

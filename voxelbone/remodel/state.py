@@ -46,6 +46,7 @@ class Rates(Protocol):
 class RemodelState:
     """Per-voxel arrays of the engine (NumPy or CuPy, all of shape (nz, ny, nx)).
 
+    ``osteoid`` is the part of ``bone`` not yet mineralised (new bone).
     ``bmu_day`` is −1 where no BMU owns the voxel, else days since its BMU was activated;
     ``bmu_u`` (height above the cavity floor in units of the local column depth, 0–2 in
     steps of 1/127.5), ``bmu_k`` (the local column depth in voxels, steps of 1/8) and
@@ -57,6 +58,7 @@ class RemodelState:
     bone: Any
     mineral: Any
     region: Any
+    osteoid: Any
     bmu_day: Any
     bmu_k: Any
     bmu_u: Any
@@ -66,12 +68,13 @@ class RemodelState:
     fragment_bone: Any
 
     @classmethod
-    def new(cls, bone: Any, mineral: Any, region: Any) -> "RemodelState":
+    def new(cls, bone: Any, mineral: Any, region: Any, osteoid: Any | None = None) -> "RemodelState":
         """A state with no BMU active (arrays are used in place, not copied)."""
         xp = _xp(bone)
         shape = bone.shape
         return cls(
             bone=bone, mineral=mineral, region=region,
+            osteoid=xp.zeros(shape, dtype=xp.float32) if osteoid is None else osteoid,
             bmu_day=xp.full(shape, -1, dtype=xp.int16),
             bmu_k=xp.zeros(shape, dtype=xp.uint8),
             bmu_u=xp.zeros(shape, dtype=xp.uint8),
@@ -88,7 +91,7 @@ class RemodelState:
     @staticmethod
     def bytes_per_voxel() -> int:
         """Bytes of state per voxel (plus the 8-byte claim scratch of the GPU path)."""
-        return 4 + 4 + 1 + 2 + 1 + 1 + 1 + 4
+        return 4 + 4 + 1 + 4 + 2 + 1 + 1 + 1 + 4
 
 
 def _xp(a: Any) -> Any:
@@ -129,11 +132,10 @@ class StepScalars:
     refill_trab: np.float32
     refill_cort: np.float32
     refill_perforated: np.float32
-    m_primary: np.float32
-    m_limit1: np.float32
     m_mature: np.float32
-    e1: np.float32
-    e2: np.float32
+    e_primary: np.float32
+    e_secondary: np.float32
+    c_osteoid: np.float32
 
 
 def _check_rates(rates: Rates) -> None:
@@ -174,7 +176,7 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     p_hemi = -math.expm1(-float(rates.activation_trabecular_per_yr) * years * v * v / (kappa * area_hemi))
     p_ost = -math.expm1(-float(rates.activation_cortical_per_yr) * years * v * v / (kappa * area_osteon))
     mm = params.mineralisation
-    lim1, e1, e2 = mm.step_factors(dt_days)
+    ep, es, co = mm.step_factors(dt_days)
     t_resorb = f32(params.resorption_days)
     t_form_start = f32(params.resorption_days + params.reversal_days)
     t_form = f32(params.formation_days)
@@ -186,6 +188,5 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
         t_resorb=t_resorb, t_form_start=t_form_start, t_form=t_form, t_end=f32(params.cycle_days),
         refill_trab=f32(rates.refill_trabecular), refill_cort=f32(rates.refill_cortical),
         refill_perforated=f32(params.perforated_refill),
-        m_primary=f32(mm.primary_degree), m_limit1=f32(lim1), m_mature=f32(mm.mature_degree),
-        e1=f32(e1), e2=f32(e2),
+        m_mature=f32(mm.mature_degree), e_primary=f32(ep), e_secondary=f32(es), c_osteoid=f32(co),
     )

@@ -1,0 +1,237 @@
+"""Plots (matplotlib, Agg backend): metrics over time, hormone courses, thickness histograms.
+
+Every function takes data (rows, courses, volumes) or a results folder and writes one PNG;
+runs drawn together share their axes so presets can be compared by eye.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .results import iter_snapshots, load_rows, load_snapshot
+
+__all__ = [
+    "HORMONE_PANELS",
+    "METRIC_PANELS",
+    "plot_activity",
+    "plot_hormones",
+    "plot_metrics",
+    "plot_run",
+    "plot_thickness_histograms",
+]
+
+#: (column, label with unit, scale) of the metric panels
+METRIC_PANELS: tuple[tuple[str, str, float], ...] = (
+    ("bv_tv", "BV/TV (%)", 100.0),
+    ("tb_th_um", "Tb.Th (µm)", 1.0),
+    ("tb_sp_um", "Tb.Sp (µm)", 1.0),
+    ("tb_n_per_mm", "Tb.N (1/mm)", 1.0),
+    ("conn_d_per_mm3", "Conn.D (1/mm³)", 1.0),
+    ("bs_bv_per_mm", "BS/BV (1/mm)", 1.0),
+    ("ct_th_um", "Ct.Th (µm)", 1.0),
+    ("ct_po", "Ct.Po (%)", 100.0),
+    ("bmd_mg_cm3", "BMD (mg HA/cm³)", 1.0),
+)
+
+#: (column, label with unit) of the hormone panels
+HORMONE_PANELS: tuple[tuple[str, str], ...] = (
+    ("estradiol_pg_ml", "estradiol (pg/mL)"),
+    ("testosterone_ng_dl", "testosterone (ng/dL)"),
+    ("igf1_ng_ml", "IGF-1 (ng/mL)"),
+    ("pth_pg_ml", "PTH (pg/mL)"),
+    ("cortisol_ug_dl", "cortisol (µg/dL)"),
+    ("il6_pg_ml", "IL-6 (pg/mL)"),
+)
+
+
+def _pyplot() -> Any:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = 3 if n > 4 else 2 if n > 1 else 1
+    return (n + cols - 1) // cols, cols
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def _as_rows(run: str | Path | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    if isinstance(run, (str, Path)):
+        p = Path(run)
+        return load_rows(p / "metrics.csv" if p.is_dir() else p)
+    return list(run)
+
+
+def plot_metrics(runs: Mapping[str, str | Path | Sequence[Mapping[str, Any]]], path: str | Path, *,
+                 metrics: Sequence[tuple[str, str, float]] = METRIC_PANELS, relative: bool = False) -> Path:
+    """Each metric over simulated years, one line per run, shared axes per metric.
+
+    Parameters
+    ----------
+    runs
+        Label → metrics rows (``metrics.csv`` rows, a results folder or a CSV path).
+    path
+        PNG to write.
+    metrics
+        ``(column, label, scale)`` panels; columns missing from every run are left out.
+    relative
+        Plot the change from each run's first row in % instead of the values.
+
+    Returns
+    -------
+    Path
+        The PNG written.
+    """
+    if not runs:
+        raise ValueError("plot_metrics needs at least one run")
+    data = {label: _as_rows(r) for label, r in runs.items()}
+    for label, rows in data.items():
+        if not rows:
+            raise ValueError(f"run {label!r} has no metrics rows")
+    panels = [m for m in metrics if any(m[0] in rows[0] for rows in data.values())]
+    plt = _pyplot()
+    nr, nc = _grid(len(panels))
+    fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 2.9 * nr), squeeze=False, sharex=True)
+    for ax, (col, label, scale) in zip(axes.flat, panels):
+        for run_label, rows in data.items():
+            if col not in rows[0]:
+                continue
+            x = np.array([float(r["year"]) for r in rows])
+            y = np.array([float(r[col]) if r[col] not in ("", None) else np.nan for r in rows]) * scale
+            if relative:
+                y = 100.0 * (y / y[0] - 1.0) if y[0] else y * np.nan
+            ax.plot(x, y, label=run_label, lw=1.6)
+        ax.set_title(label if not relative else f"{label.split(' (')[0]} change (%)", fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("years")
+    axes.flat[0].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_hormones(courses: Mapping[str, Any], path: str | Path, *, days: float | None = None,
+                  panels: Sequence[tuple[str, str]] = HORMONE_PANELS) -> Path:
+    """Hormone time courses, one line per course, one panel per hormone.
+
+    Parameters
+    ----------
+    courses
+        Label → :class:`~voxelbone.hormones.HormoneCourse`, or a mapping of columns
+        (``day`` plus hormone names, e.g. rows of ``hormones.csv`` transposed).
+    path
+        PNG to write.
+    days
+        Plot only the first ``days`` days (weekly injections are invisible over years).
+    """
+    if not courses:
+        raise ValueError("plot_hormones needs at least one course")
+    plt = _pyplot()
+    nr, nc = _grid(len(panels))
+    fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 2.7 * nr), squeeze=False, sharex=True)
+    for label, course in courses.items():
+        table = course.as_table() if hasattr(course, "as_table") else {k: np.asarray(v, float) for k, v in course.items()}
+        t = np.asarray(table["day"], float)
+        sel = t <= (days if days is not None else t[-1])
+        for ax, (col, title) in zip(axes.flat, panels):
+            ax.plot(t[sel], np.asarray(table[col], float)[sel], label=label, lw=1.2)
+            ax.set_title(title, fontsize=10)
+            ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("days")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_activity(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Remodeling rates from the cell layer over time (``activity.csv`` rows)."""
+    plt = _pyplot()
+    cols = [("activation_trabecular_per_yr", "Ac.f trabecular (/yr)"), ("activation_cortical_per_yr", "Ac.f cortical (/yr)"),
+            ("erosion_depth_um", "erosion depth (µm)"), ("refill_trabecular", "refill fraction (trabecular)")]
+    cols = [c for c in cols if rows and c[0] in rows[0]]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.6 * len(cols), 2.8), squeeze=False)
+    t = np.array([float(r["day"]) for r in rows]) / 365.25
+    for ax, (c, title) in zip(axes.flat, cols):
+        ax.plot(t, [float(r[c]) for r in rows], lw=1.4)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("years")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_thickness_histograms(volumes: Mapping[str, Any], path: str | Path, *, bins_um: float | None = None) -> Path:
+    """Histograms of trabecular local thickness (Tb.Th distribution) of several volumes.
+
+    Parameters
+    ----------
+    volumes
+        Label (e.g. ``"year 0"``) → :class:`~voxelbone.volume.BoneVolume`.
+    bins_um
+        Bin width in µm (default: the voxel size).
+    """
+    from .metrics import local_thickness  # noqa: PLC0415
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, vol in volumes.items():
+        mask = np.asarray(vol.mask()) & (np.asarray(vol.region) == 1)
+        lt = np.asarray(local_thickness(mask, vol.voxel_size_um))
+        vals = lt[mask]
+        if vals.size == 0:
+            continue
+        w = bins_um or vol.voxel_size_um
+        edges = np.arange(0.0, vals.max() + 2 * w, w)
+        ax.hist(vals, bins=edges, histtype="step", density=True, lw=1.5, label=f"{label} (mean {vals.mean():.0f} µm)")
+    ax.set_xlabel("local thickness (µm)")
+    ax.set_ylabel("fraction of bone volume per µm")
+    ax.set_title("Tb.Th distribution")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_run(result_dir: str | Path) -> list[Path]:
+    """All plots of one results folder into ``result_dir/plots/``.
+
+    Writes ``metrics.png`` (values), ``metrics_change.png`` (% from start),
+    ``hormones.png`` and ``activity.png`` (when the courses were written) and
+    ``thickness_histogram.png`` (first and last snapshot).
+    """
+    out = Path(result_dir)
+    plots = out / "plots"
+    written: list[Path] = []
+    rows = load_rows(out / "metrics.csv")
+    if rows:
+        written.append(plot_metrics({out.name: rows}, plots / "metrics.png"))
+        written.append(plot_metrics({out.name: rows}, plots / "metrics_change.png", relative=True))
+    if (out / "hormones.csv").exists():
+        hrows = load_rows(out / "hormones.csv")
+        table = {k: [r[k] for r in hrows] for k in hrows[0]}
+        written.append(plot_hormones({out.name: table}, plots / "hormones.png"))
+    if (out / "activity.csv").exists():
+        written.append(plot_activity(load_rows(out / "activity.csv"), plots / "activity.png"))
+    snaps = list(iter_snapshots(out))
+    if len(snaps) >= 1:
+        chosen = [snaps[0], snaps[-1]] if len(snaps) > 1 else snaps
+        vols = {f"year {day / 365.25:.1f}": load_snapshot(p) for day, p in chosen}
+        written.append(plot_thickness_histograms(vols, plots / "thickness_histogram.png"))
+    return written

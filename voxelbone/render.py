@@ -1,0 +1,411 @@
+"""3-D renders with PyVista, offscreen (EGL when there is no display), saved as PNG/GIF/MP4.
+
+Scenes:
+
+* :func:`render_thickness` — bone isosurface coloured by local thickness (µm colour bar);
+* :func:`render_change` — bone resorbed (red) and formed (green) between two volumes, the
+  unchanged bone translucent grey;
+* :func:`render_grid` — several volumes side by side with one shared camera (before/after,
+  or presets at the same year);
+* :func:`render_cortex_cutaway` — the cortex cut open half-way through its thickness, so
+  its canals (Ct.Po) show as holes;
+* :func:`animate` — structure over the simulated years (GIF and MP4), year and key metrics
+  written on each frame;
+* :func:`render_results` — all of the above for a results folder (``voxelbone render``).
+
+Large volumes are block-averaged (the bone fraction, so the 0.5 isosurface stays
+sub-voxel) to at most ``max_voxels`` before meshing, and the mesh is decimated; the
+caption says so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .backend import asnumpy
+from .results import iter_snapshots, load_rows, load_snapshot
+from .volume import BONE_THRESHOLD, BoneVolume, Region
+
+__all__ = [
+    "RenderOptions",
+    "animate",
+    "bone_surface",
+    "render_change",
+    "render_cortex_cutaway",
+    "render_grid",
+    "render_results",
+    "render_thickness",
+]
+
+DEFAULT_MAX_VOXELS = 192**3
+RESORBED_RGB = (0.85, 0.15, 0.12)
+FORMED_RGB = (0.15, 0.65, 0.25)
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Image size, detail and camera shared by the scenes.
+
+    Attributes
+    ----------
+    window_size : (int, int)
+        Image size in pixels (width, height) of one panel.
+    max_voxels : int
+        Volumes with more voxels are block-averaged before meshing (caption says so).
+    decimate : float
+        Fraction of triangles removed from meshes over 400 000 triangles (0 keeps all).
+    azimuth_deg, elevation_deg : float
+        Camera direction relative to the isometric view.
+    """
+
+    window_size: tuple[int, int] = (800, 800)
+    max_voxels: int = DEFAULT_MAX_VOXELS
+    decimate: float = 0.5
+    azimuth_deg: float = 0.0
+    elevation_deg: float = 0.0
+
+
+def _pyvista() -> Any:
+    if not os.environ.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in os.environ:
+        os.environ["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"
+    import pyvista as pv  # noqa: PLC0415
+
+    pv.OFF_SCREEN = True
+    return pv
+
+
+def _factor(shape: Sequence[int], max_voxels: int) -> int:
+    n = int(np.prod(shape))
+    return max(1, int(math.ceil((n / max_voxels) ** (1.0 / 3.0)))) if n > max_voxels else 1
+
+
+def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
+    if k == 1:
+        return a.astype(np.float32, copy=False)
+    s = [d - d % k for d in a.shape]
+    a = a[: s[0], : s[1], : s[2]].astype(np.float32)
+    return a.reshape(s[0] // k, k, s[1] // k, k, s[2] // k, k).mean(axis=(1, 3, 5))
+
+
+def _field(volume: BoneVolume, opts: RenderOptions) -> tuple[np.ndarray, float, int]:
+    bone = np.asarray(asnumpy(volume.bone), dtype=np.float32)
+    k = _factor(bone.shape, opts.max_voxels)
+    return _block_mean(bone, k), volume.voxel_size_um * k, k
+
+
+def bone_surface(field: np.ndarray, spacing_um: float, *, level: float = BONE_THRESHOLD,
+                 decimate: float = 0.0, scalars: np.ndarray | None = None, scalars_name: str = "values") -> Any:
+    """Isosurface of a bone-fraction field as a PyVista mesh (coordinates in mm).
+
+    Parameters
+    ----------
+    field
+        3-D bone fraction (padded with zeros so the surface is closed at the borders).
+    spacing_um
+        Voxel size of ``field`` in µm.
+    scalars
+        Optional per-voxel values sampled at each vertex (nearest voxel inside the bone).
+    """
+    pv = _pyvista()
+    from skimage.measure import marching_cubes  # noqa: PLC0415
+
+    if not np.any(field > level):
+        return pv.PolyData()
+    padded = np.pad(field, 1)
+    verts, faces, _, _ = marching_cubes(padded, level=level, step_size=1, allow_degenerate=False)
+    idx = np.clip(np.rint(verts).astype(np.int64) - 1, 0, np.array(field.shape) - 1)
+    verts = (verts - 1.0) * (spacing_um / 1000.0)
+    mesh = pv.PolyData(verts[:, ::-1].copy(), np.hstack([np.full((faces.shape[0], 1), 3), faces]).astype(np.int64).ravel())
+    if scalars is not None:
+        mesh.point_data[scalars_name] = scalars[idx[:, 0], idx[:, 1], idx[:, 2]].astype(np.float32)
+    if decimate > 0 and mesh.n_cells > 400_000:
+        mesh = mesh.decimate_pro(decimate, preserve_topology=True)
+    return mesh
+
+
+def _plotter(shape: tuple[int, int], opts: RenderOptions) -> Any:
+    pv = _pyvista()
+    w, h = opts.window_size
+    p = pv.Plotter(off_screen=True, shape=shape, window_size=(w * shape[1], h * shape[0]), border=False)
+    p.set_background("white")
+    return p
+
+
+def _camera(p: Any, opts: RenderOptions) -> None:
+    p.camera_position = "iso"
+    p.camera.azimuth = opts.azimuth_deg
+    p.camera.elevation = opts.elevation_deg
+    p.reset_camera()
+
+
+def _caption(volume: BoneVolume, k: int, extra: str = "") -> str:
+    nz, ny, nx = volume.shape
+    text = f"{nx}×{ny}×{nz} voxels at {volume.voxel_size_um:g} µm"
+    if k > 1:
+        text += f"; rendered block-averaged ×{k} ({volume.voxel_size_um * k:g} µm)"
+    return text + (f"\n{extra}" if extra else "")
+
+
+def _thickness_mesh(volume: BoneVolume, opts: RenderOptions) -> tuple[Any, int]:
+    from .metrics import local_thickness  # noqa: PLC0415
+
+    field, spacing, k = _field(volume, opts)
+    lt = np.asarray(asnumpy(local_thickness(field > BONE_THRESHOLD, spacing)))
+    return bone_surface(field, spacing, decimate=opts.decimate, scalars=lt, scalars_name="thickness (µm)"), k
+
+
+def render_thickness(volume: BoneVolume, path: str | Path, *, title: str = "", clim_um: tuple[float, float] | None = None,
+                     options: RenderOptions | None = None) -> Path:
+    """Bone isosurface coloured by local thickness, with a colour bar in µm.
+
+    Parameters
+    ----------
+    volume
+        The volume to draw (host or device arrays).
+    path
+        PNG to write.
+    title
+        Text at the top left (e.g. the preset and year).
+    clim_um
+        Colour range in µm (default 0 to the 99th percentile of the thickness).
+    """
+    return render_grid({title: volume}, path, options=options, clim_um=clim_um)
+
+
+def render_grid(volumes: Mapping[str, BoneVolume], path: str | Path, *, columns: int | None = None,
+                clim_um: tuple[float, float] | None = None, options: RenderOptions | None = None) -> Path:
+    """Several volumes side by side with the same camera and colour scale (thickness).
+
+    Parameters
+    ----------
+    volumes
+        Panel title → volume, drawn left to right then top to bottom.
+    columns
+        Panels per row (default: all in one row up to 4).
+    """
+    opts = options or RenderOptions()
+    if not volumes:
+        raise ValueError("render_grid needs at least one volume")
+    n = len(volumes)
+    nc = columns or min(n, 4)
+    nr = (n + nc - 1) // nc
+    meshes = {label: _thickness_mesh(v, opts) for label, v in volumes.items()}
+    if clim_um is None:
+        vals = [m.point_data["thickness (µm)"] for m, _ in meshes.values() if m.n_points]
+        hi = float(np.percentile(np.concatenate(vals), 99)) if vals else 1.0
+        clim_um = (0.0, max(hi, 1.0))
+    p = _plotter((nr, nc), opts)
+    for i, (label, (mesh, k)) in enumerate(meshes.items()):
+        p.subplot(i // nc, i % nc)
+        if mesh.n_points:
+            p.add_mesh(mesh, scalars="thickness (µm)", cmap="viridis", clim=clim_um, smooth_shading=True,
+                       show_scalar_bar=(i == 0),
+                       scalar_bar_args={"title": "local thickness (µm)", "color": "black", "fmt": "%.0f",
+                                        "n_labels": 5, "vertical": False, "position_x": 0.25, "position_y": 0.08,
+                                        "width": 0.5})
+        p.add_text(label, position="upper_left", font_size=11, color="black")
+        p.add_text(_caption(volumes[label], k), position="lower_left", font_size=7, color="black")
+        _camera(p, opts)
+    p.link_views()
+    return _screenshot(p, path)
+
+
+def _screenshot(p: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    p.screenshot(str(path))
+    p.close()
+    return path
+
+
+def render_change(before: BoneVolume, after: BoneVolume, path: str | Path, *, title: str = "",
+                  options: RenderOptions | None = None) -> Path:
+    """Bone resorbed (red) and formed (green) from ``before`` to ``after``; unchanged bone grey.
+
+    Parameters
+    ----------
+    before, after
+        Volumes of the same shape and voxel size (e.g. the first and last snapshot).
+    """
+    if before.shape != after.shape or before.voxel_size_um != after.voxel_size_um:
+        raise ValueError(f"render_change needs volumes of one grid: {before.shape} at {before.voxel_size_um} µm "
+                         f"vs {after.shape} at {after.voxel_size_um} µm")
+    opts = options or RenderOptions()
+    b0, spacing, k = _field(before, opts)
+    b1, _, _ = _field(after, opts)
+    kept = np.minimum(b0, b1)
+    resorbed = np.clip(b0 - b1, 0.0, 1.0)
+    formed = np.clip(b1 - b0, 0.0, 1.0)
+    p = _plotter((1, 1), opts)
+    m_kept = bone_surface(kept, spacing, decimate=opts.decimate)
+    if m_kept.n_points:
+        p.add_mesh(m_kept, color="lightgrey", opacity=0.35, smooth_shading=True)
+    # changes are thin shells: draw where at least a quarter of a voxel changed
+    for field, rgb, name in ((resorbed, RESORBED_RGB, "resorbed"), (formed, FORMED_RGB, "formed")):
+        m = bone_surface(field, spacing, level=0.25, decimate=opts.decimate)
+        if m.n_points:
+            p.add_mesh(m, color=rgb, smooth_shading=True, label=name)
+    vox_mm3 = (before.voxel_size_um / 1000.0) ** 3
+    res_mm3 = float(np.clip(asnumpy(before.bone) - asnumpy(after.bone), 0, None).sum()) * vox_mm3
+    form_mm3 = float(np.clip(asnumpy(after.bone) - asnumpy(before.bone), 0, None).sum()) * vox_mm3
+    p.add_text(title or "bone change", position="upper_left", font_size=11, color="black")
+    p.add_text(f"resorbed {res_mm3:.3f} mm³ (red), formed {form_mm3:.3f} mm³ (green)\n" + _caption(before, k),
+               position="lower_left", font_size=8, color="black")
+    _camera(p, opts)
+    return _screenshot(p, path)
+
+
+def render_cortex_cutaway(volume: BoneVolume, path: str | Path, *, title: str = "", options: RenderOptions | None = None) -> Path:
+    """The cortex cut open half-way through its thickness, so its pores show as holes.
+
+    The cortical compartment (``region == CORTICAL``) is clipped by a plane through the
+    middle of its thickness, parallel to the periosteal surface; the trabecular bone is
+    drawn translucent behind it.
+    """
+    opts = options or RenderOptions()
+    region = np.asarray(asnumpy(volume.region))
+    cort = region == int(Region.CORTICAL)
+    if not cort.any():
+        raise ValueError("the volume has no cortical region to cut away (region labels hold no cortex)")
+    field, spacing, k = _field(volume, opts)
+    creg = _block_mean(cort, k) > 0.5
+    ctb = np.where(creg, field, 0.0)
+    trab = np.where(~creg, field, 0.0)
+    # the cortex's thin axis: the one along which the cortical mask is shortest
+    extent = [np.ptp(np.nonzero(creg.any(axis=tuple(j for j in range(3) if j != a)))[0]) + 1 for a in range(3)]
+    axis = int(np.argmin(extent))
+    idx = np.nonzero(creg.any(axis=tuple(j for j in range(3) if j != axis)))[0]
+    mid = 0.5 * (idx.min() + idx.max()) * spacing / 1000.0
+    normal = [0.0, 0.0, 0.0]
+    normal[2 - axis] = -1.0 if idx.min() < field.shape[axis] / 2 else 1.0   # mesh is (x, y, z) = (axis2, axis1, axis0)
+    origin = [0.0, 0.0, 0.0]
+    origin[2 - axis] = mid
+    p = _plotter((1, 1), opts)
+    m_c = bone_surface(ctb, spacing, decimate=opts.decimate)
+    if m_c.n_points:
+        cut = m_c.clip(normal=normal, origin=origin, invert=False)
+        p.add_mesh(cut, color="ivory", smooth_shading=True, specular=0.2)
+    m_t = bone_surface(trab, spacing, decimate=opts.decimate)
+    if m_t.n_points:
+        p.add_mesh(m_t, color="lightsteelblue", opacity=0.25)
+    po = 1.0 - float(asnumpy(volume.bone)[cort].mean())
+    p.add_text(title or "cortex cut-away", position="upper_left", font_size=11, color="black")
+    p.add_text(f"cortical pores seen from inside the cortex; pore fraction {100 * po:.1f} %\n" + _caption(volume, k),
+               position="lower_left", font_size=8, color="black")
+    p.camera_position = [tuple(np.array(origin) + 4 * np.array(normal) * (field.shape[0] * spacing / 1000.0)
+                               + np.array([0.3, 0.3, 0.3])), tuple(np.array(field.shape[::-1]) * spacing / 2000.0), (0, 0, 1)]
+    p.reset_camera()
+    return _screenshot(p, path)
+
+
+def animate(frames: Sequence[tuple[str, BoneVolume]], path: str | Path, *, fps: float = 4.0,
+            options: RenderOptions | None = None) -> list[Path]:
+    """Animation of a sequence of volumes (one frame each), written as GIF and MP4.
+
+    Parameters
+    ----------
+    frames
+        ``(text, volume)``: the text (year and key metrics) is written on the frame.
+    path
+        Output path; ``.gif`` and ``.mp4`` files are written beside each other with its stem.
+
+    Returns
+    -------
+    list of Path
+        The files written (MP4 is skipped with a warning when no ffmpeg is available).
+    """
+    import imageio.v2 as imageio  # noqa: PLC0415
+
+    if not frames:
+        raise ValueError("animate needs at least one frame")
+    opts = options or RenderOptions()
+    stem = Path(path).with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    meshes = [(text, *_thickness_mesh(v, opts)) for text, v in frames]
+    vals = [m.point_data["thickness (µm)"] for _, m, _ in meshes if m.n_points]
+    clim = (0.0, max(float(np.percentile(np.concatenate(vals), 99)), 1.0) if vals else 1.0)
+    images = []
+    for text, mesh, k in meshes:
+        p = _plotter((1, 1), opts)
+        if mesh.n_points:
+            p.add_mesh(mesh, scalars="thickness (µm)", cmap="viridis", clim=clim, smooth_shading=True,
+                       scalar_bar_args={"title": "local thickness (µm)", "color": "black", "fmt": "%.0f"})
+        p.add_text(text, position="upper_left", font_size=11, color="black")
+        _camera(p, opts)
+        # hold the camera fixed across frames: use the first volume's bounds
+        p.reset_camera(bounds=meshes[0][1].bounds if meshes[0][1].n_points else None)
+        images.append(np.asarray(p.screenshot(return_img=True)))
+        p.close()
+    written = []
+    gif = stem.with_suffix(".gif")
+    imageio.mimsave(gif, images, duration=1.0 / fps, loop=0)
+    written.append(gif)
+    try:
+        mp4 = stem.with_suffix(".mp4")
+        with imageio.get_writer(mp4, fps=fps, codec="libx264", macro_block_size=16, quality=7) as w:
+            for im in images:
+                w.append_data(im)
+        written.append(mp4)
+    except Exception as exc:  # noqa: BLE001 — no ffmpeg: the GIF still stands
+        import warnings  # noqa: PLC0415
+
+        warnings.warn(f"MP4 not written ({exc}); the GIF was", RuntimeWarning, stacklevel=2)
+    return written
+
+
+def _frame_text(day: int, row: Mapping[str, Any] | None) -> str:
+    text = f"year {day / 365.25:.2f}"
+    if row:
+        parts = []
+        for key, label, scale, unit in (("bv_tv", "BV/TV", 100, "%"), ("tb_th_um", "Tb.Th", 1, " µm"),
+                                        ("conn_d_per_mm3", "Conn.D", 1, "/mm³"), ("ct_po", "Ct.Po", 100, "%")):
+            v = row.get(key)
+            if isinstance(v, float) and math.isfinite(v):
+                parts.append(f"{label} {v * scale:.1f}{unit}")
+        text += "\n" + "  ".join(parts)
+    return text
+
+
+def _row_at(rows: Sequence[Mapping[str, Any]], day: int) -> Mapping[str, Any] | None:
+    if not rows:
+        return None
+    return min(rows, key=lambda r: abs(float(r.get("day", 0.0)) - day))
+
+
+def render_results(result_dir: str | Path, *, options: RenderOptions | None = None, max_frames: int = 24) -> list[Path]:
+    """Renders of a results folder into ``result_dir/renders/`` from its snapshots.
+
+    Writes ``thickness_start.png``, ``thickness_end.png``, ``before_after.png``,
+    ``change.png``, ``cortex_cutaway.png`` and ``structure.gif``/``.mp4``.
+    """
+    out = Path(result_dir)
+    snaps = list(iter_snapshots(out))
+    if not snaps:
+        raise FileNotFoundError(f"{out} has no snapshots to render (snapshots/day_*.npz|zarr)")
+    opts = options or RenderOptions()
+    rows = load_rows(out / "metrics.csv") if (out / "metrics.csv").exists() else []
+    rdir = out / "renders"
+    written: list[Path] = []
+    (d0, p0), (d1, p1) = snaps[0], snaps[-1]
+    v0, v1 = load_snapshot(p0), load_snapshot(p1)
+    y0, y1 = f"year {d0 / 365.25:.1f}", f"year {d1 / 365.25:.1f}"
+    written.append(render_thickness(v0, rdir / "thickness_start.png", title=y0, options=opts))
+    written.append(render_thickness(v1, rdir / "thickness_end.png", title=y1, options=opts))
+    if len(snaps) > 1:
+        written.append(render_grid({y0: v0, y1: v1}, rdir / "before_after.png", options=opts))
+        written.append(render_change(v0, v1, rdir / "change.png", title=f"{y0} → {y1}", options=opts))
+    if (np.asarray(v1.region) == int(Region.CORTICAL)).any():
+        written.append(render_cortex_cutaway(v1, rdir / "cortex_cutaway.png", title=y1, options=opts))
+    if len(snaps) > 1:
+        step = max(1, int(math.ceil(len(snaps) / max_frames)))
+        chosen = snaps[::step] if snaps[::step][-1] == snaps[-1] else [*snaps[::step], snaps[-1]]
+        frames = [(_frame_text(d, _row_at(rows, d)), load_snapshot(p)) for d, p in chosen]
+        small = RenderOptions(window_size=(480, 480), max_voxels=min(opts.max_voxels, 128**3), decimate=opts.decimate)
+        written.extend(animate(frames, rdir / "structure", options=small))
+    return written

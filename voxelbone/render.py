@@ -156,7 +156,11 @@ def _thickness_mesh(volume: BoneVolume, opts: RenderOptions) -> tuple[Any, int]:
     from .metrics import local_thickness  # noqa: PLC0415
 
     field, spacing, k = _field(volume, opts)
+    from scipy.ndimage import grey_dilation  # noqa: PLC0415
+
     lt = np.asarray(asnumpy(local_thickness(field > BONE_THRESHOLD, spacing)))
+    # surface vertices lie between voxels: take the thickness of the bone beside them
+    lt = grey_dilation(lt, size=(3, 3, 3))
     return bone_surface(field, spacing, decimate=opts.decimate, scalars=lt, scalars_name="thickness (µm)"), k
 
 

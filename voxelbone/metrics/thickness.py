@@ -137,12 +137,17 @@ def local_thickness(
         Diameter of the largest inscribed ball containing each voxel, in µm; 0 outside
         the mask.
     """
-    m = np.asarray(mask)
-    if m.ndim != 3:
-        raise ValueError(f"mask must be 3-D (z, y, x), got shape {m.shape}")
-    if voxel_size_um <= 0:
+    from ..backend import array_module, asnumpy  # noqa: PLC0415
+    from .connectivity import _check_mask  # noqa: PLC0415
+
+    xp = array_module(mask)
+    if getattr(mask, "ndim", 3) != 3:
+        raise ValueError(f"mask must be 3-D (z, y, x), got shape {mask.shape}")
+    if not voxel_size_um > 0:
         raise ValueError(f"voxel_size_um must be > 0, got {voxel_size_um}")
-    m = np.ascontiguousarray(m.astype(bool, copy=False))
+    m = np.ascontiguousarray(asnumpy(_check_mask(mask)))
+    if xp is not np:  # the ball insertion runs on the host; the map goes back to the device
+        return xp.asarray(local_thickness(m, voxel_size_um, None if distance is None else asnumpy(distance)))
     if not m.any():
         return np.zeros(m.shape, dtype=np.float32)
     dist, keep = distance_ridge(m, distance)

@@ -1,0 +1,280 @@
+"""Morphometry against shapes with a known answer and against reference libraries."""
+
+from __future__ import annotations
+
+import ctypes as C
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from voxelbone.metrics import (
+    connectivity_density,
+    cortical_metrics,
+    euler_characteristic,
+    local_thickness,
+    morphometry,
+    thickness_stats,
+)
+from voxelbone.metrics.connectivity import euler_lut
+from voxelbone.metrics.surface import bone_surface_mm2
+from voxelbone.volume import BoneVolume, Region
+
+
+def _ball(shape, centre, r):
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= r * r
+
+
+def _random_trabecular(seed: int, n: int = 48, sigma: float = 2.5, bvtv: float = 0.25) -> np.ndarray:
+    """Smoothed noise thresholded at a volume fraction: a trabecular-like random structure."""
+    rng = np.random.default_rng(seed)
+    f = ndi.gaussian_filter(rng.standard_normal((n, n, n)), sigma, mode="wrap")
+    return f > np.quantile(f, 1 - bvtv)
+
+
+# ------------------------------------------------------------------ local thickness
+@pytest.mark.parametrize("t_vox", [4, 7, 10])
+@pytest.mark.parametrize("voxel_um", [10.0, 30.0])
+def test_plate_thickness_within_one_voxel(t_vox, voxel_um):
+    m = np.zeros((24, 60, 60), bool)
+    m[10:10 + t_vox, 5:55, 5:55] = True
+    lt = local_thickness(m, voxel_um)
+    inner = np.zeros_like(m)
+    inner[10:10 + t_vox, 20:40, 20:40] = True
+    assert abs(float(np.median(lt[inner])) - t_vox * voxel_um) <= voxel_um
+    assert np.all(lt[~m] == 0)
+
+
+@pytest.mark.parametrize("d_vox", [6, 11])
+def test_rod_diameter_within_one_voxel(d_vox):
+    n = 40
+    z, y, x = np.ogrid[:n, :n, :n]
+    c = (n - 1) / 2
+    rod = (y - c) ** 2 + (x - c) ** 2 <= (d_vox / 2) ** 2
+    rod = np.broadcast_to(rod, (n, n, n)).copy()
+    st = thickness_stats(rod, 20.0)
+    assert abs(st.mean_um - d_vox * 20.0) <= 20.0
+
+
+def test_sphere_thickness_is_its_diameter():
+    r = 9
+    m = _ball((30, 30, 30), (15, 15, 15), r)
+    lt = local_thickness(m, 25.0)
+    # every voxel of a ball lies in the ball itself: local thickness = its diameter
+    assert abs(float(lt[m].max()) - 2 * r * 25.0) <= 25.0
+    assert abs(float(lt[15, 15, 15]) - (2 * r + 1) * 25.0) <= 25.0
+
+
+def test_thickness_of_empty_mask_is_zero_with_warning():
+    with pytest.warns(RuntimeWarning, match="empty"):
+        st = thickness_stats(np.zeros((8, 8, 8), bool), 20.0)
+    assert st.mean_um == 0.0
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((8, 8)), "3-D"),
+    (np.full((4, 4, 4), np.nan), "NaN"),
+])
+def test_thickness_rejects_bad_masks(bad, match):
+    with pytest.raises(ValueError, match=match):
+        local_thickness(bad, 20.0)
+
+
+def test_thickness_rejects_bad_voxel_size():
+    with pytest.raises(ValueError, match="voxel_size_um"):
+        local_thickness(np.ones((4, 4, 4), bool), 0.0)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_local_thickness_matches_porespy(seed):
+    porespy = pytest.importorskip("porespy")
+    m = _random_trabecular(seed, n=40)
+    ours = local_thickness(m, 1.0)
+    # porespy returns the radius of the largest inscribed sphere, in voxels; on plates the
+    # two maps are identical, on random structures porespy's sphere sizes are coarser
+    ref = 2.0 * porespy.filters.local_thickness(m, method="dt", smooth=False)
+    plate = np.zeros((24, 40, 40), bool)
+    plate[8:15, 4:36, 4:36] = True
+    assert np.median(local_thickness(plate, 1.0)[plate]) == np.median(2.0 * porespy.filters.local_thickness(
+        plate, method="dt", smooth=False)[plate])
+    # means differ by under one voxel (porespy's sizes are binned)
+    assert abs(ours[m].mean() - ref[m].mean()) < 1.0
+    assert np.mean(np.abs(ours[m] - ref[m]) <= 2.0) > 0.9
+
+
+# ------------------------------------------------------------------ Euler / Conn.D
+def test_euler_known_shapes():
+    shape = (40, 40, 40)
+    balls = _ball(shape, (10, 10, 10), 5) | _ball(shape, (28, 28, 28), 6) | _ball(shape, (10, 30, 10), 4)
+    assert euler_characteristic(balls) == 3
+    shell = _ball(shape, (20, 20, 20), 12) & ~_ball(shape, (20, 20, 20), 8)
+    assert euler_characteristic(shell) == 2  # one component, one cavity
+    z, y, x = np.ogrid[:40, :40, :40]
+    torus = (np.sqrt((y - 20) ** 2 + (x - 20) ** 2) - 12) ** 2 + (z - 20) ** 2 <= 16
+    assert euler_characteristic(torus) == 0  # one component, one tunnel
+    assert euler_characteristic(np.zeros(shape, bool)) == 0
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_euler_matches_skimage(seed):
+    from skimage.measure import euler_number
+
+    m = _random_trabecular(seed, n=36, sigma=1.5, bvtv=0.3)
+    assert euler_characteristic(m) == euler_number(m, connectivity=3)
+
+
+def test_euler_kernel_host_build_matches_numpy(hostlib):
+    m = _random_trabecular(7, n=30, sigma=1.2, bvtv=0.35).astype(np.uint8)
+    lut = np.ascontiguousarray(euler_lut().astype(np.int32))
+    total = np.zeros(1, dtype=np.uint64)
+    hostlib.vb_euler8.restype = None
+    hostlib.vb_euler8(C.c_void_p(m.ctypes.data), C.c_longlong(30), C.c_longlong(30), C.c_longlong(30),
+                      C.c_void_p(lut.ctypes.data), C.c_void_p(total.ctypes.data))
+    value = int(total[0])
+    value = value - (1 << 64) if value >= 1 << 63 else value
+    assert value // 8 == euler_characteristic(m.astype(bool))
+    assert value % 8 == 0
+
+
+@pytest.mark.gpu
+def test_euler_gpu_equals_cpu():
+    import cupy as cp
+
+    m = _random_trabecular(8, n=48, sigma=1.5, bvtv=0.3)
+    assert euler_characteristic(cp.asarray(m)) == euler_characteristic(m)
+
+
+def _rod_lattice(n: int, spacing: int, r: float) -> np.ndarray:
+    z, y, x = np.ogrid[:n, :n, :n]
+    def near(a):
+        d = np.abs(((a + spacing / 2) % spacing) - spacing / 2)
+        return d
+    dz, dy, dx = near(z), near(y), near(x)
+    return ((dy**2 + dx**2) <= r * r) | ((dz**2 + dx**2) <= r * r) | ((dz**2 + dy**2) <= r * r)
+
+
+def test_conn_d_of_cubic_rod_lattice():
+    # a cubic lattice of rods has 1 node and 3 rods per cell: χ = −2 per cell, Conn.D = 2/cell
+    spacing, voxel_um = 12, 20.0
+    m = _rod_lattice(72, spacing, 2.0)
+    cell_mm3 = (spacing * voxel_um / 1000.0) ** 3
+    conn_d = connectivity_density(m[6:66, 6:66, 6:66], voxel_um)  # exactly 5 cells per edge
+    assert conn_d == pytest.approx(2.0 / cell_mm3, rel=0.1)
+
+
+def test_conn_d_boundary_correction_is_size_independent():
+    m = _rod_lattice(96, 12, 2.0)
+    a = connectivity_density(m[:60, :60, :60], 20.0)
+    b = connectivity_density(m[5:90, 7:93, 2:95], 20.0)
+    assert a == pytest.approx(b, rel=0.12)
+
+
+def test_connectivity_rejects_fractional_images():
+    with pytest.raises(ValueError, match="binary"):
+        euler_characteristic(np.full((4, 4, 4), 0.5))
+
+
+# ------------------------------------------------------------------ surface, BV/TV
+def test_sphere_surface_from_marching_cubes():
+    r, v = 15, 20.0
+    z, y, x = np.ogrid[:40, :40, :40]
+    dist = np.sqrt((z - 20.0) ** 2 + (y - 20.0) ** 2 + (x - 20.0) ** 2)
+    partial = np.clip(r + 0.5 - dist, 0.0, 1.0)  # sub-voxel bone fraction, as the volume holds
+    truth = 4 * math.pi * (r * v / 1000) ** 2
+    assert bone_surface_mm2(partial, v) == pytest.approx(truth, rel=0.03)
+    # a binary ball: marching cubes over the staircase overestimates by under 10 % (as BoneJ)
+    binary = bone_surface_mm2((dist <= r).astype(float), v)
+    assert truth < binary < 1.1 * truth
+
+
+def _volume_from_mask(mask, voxel_um, region=None):
+    return BoneVolume.from_mask(mask, voxel_um, region=region)
+
+
+def test_plate_morphometry_known_values():
+    m = np.zeros((40, 40, 40), bool)
+    m[2:38, 2:38, 16:22] = True  # a plate 6 voxels thick, 36 x 36 voxels
+    res = morphometry(_volume_from_mask(m, 20.0), cortical=False)
+    assert res.bv_tv == pytest.approx(m.sum() / m.size)
+    assert abs(res.tb_th_um - 120.0) <= 20.0
+    area = 2 * 36 * 36 + 4 * 6 * 36  # closed box, in voxel faces
+    assert res.bs_bv_per_mm == pytest.approx(area / m.sum() / 0.02, rel=0.1)
+    assert res.euler == 1
+
+
+_ITK_SCRIPT = """
+import json, sys
+import numpy as np
+import itk
+m = np.load(sys.argv[1])
+img = itk.image_from_array(m.astype(np.int16))
+img.SetSpacing([float(sys.argv[2])] * 3)
+f = itk.BoneMorphometryFeaturesFilter.New(img)
+f.SetThreshold(1)
+f.Update()
+print(json.dumps({"bvtv": f.GetBVTV(), "bsbv": f.GetBSBV(), "tbth": f.GetTbTh()}))
+"""
+
+
+def _itk_reference(mask: np.ndarray, spacing_mm: float, tmp_path) -> dict:
+    """ITK BoneMorphometry in its own process (its lazy loader and VTK's do not share one well)."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("itk")
+    path = tmp_path / "mask.npy"
+    np.save(path, mask)
+    out = subprocess.run([sys.executable, "-c", _ITK_SCRIPT, str(path), str(spacing_mm)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_against_itk_bone_morphometry(tmp_path):
+    for seed in (1, 2):
+        m = _random_trabecular(seed, n=40)
+        ref = _itk_reference(m, 0.03, tmp_path)
+        _check_itk(m, ref)
+
+
+def _check_itk(m: np.ndarray, ref: dict) -> None:
+    res = morphometry(_volume_from_mask(m, 30.0), cortical=False)
+    assert res.bv_tv == pytest.approx(ref["bvtv"], rel=1e-9)
+    # ITK estimates BS from face counts with an orientation correction; our marching-cubes
+    # surface agrees within a few per cent on these structures (measured: ratio 1.03)
+    ratio = res.bs_bv_per_mm / ref["bsbv"]
+    assert 0.9 < ratio < 1.15
+    # ITK's Tb.Th is the plate model (2·BV/BS): ours of the same definition agrees; the
+    # sphere-fitting Tb.Th (BoneJ's) is larger on rod- and blob-like structures (rods: 2×)
+    assert res.tb_th_plate_um == pytest.approx(1000 * ref["tbth"], rel=0.15)
+    assert 1.0 < res.tb_th_um / (1000 * ref["tbth"]) < 2.6
+
+
+# ------------------------------------------------------------------ cortex
+def test_hollow_cylinder_with_canals():
+    n, v = 64, 20.0
+    z, y, x = np.ogrid[:n, :n, :n]
+    rr = np.sqrt((y - 31.5) ** 2 + (x - 31.5) ** 2)
+    rr = np.broadcast_to(rr, (n, n, n))
+    cortex = (rr <= 28) & (rr > 18)
+    canals = np.zeros((n, n, n), bool)
+    for ang in np.linspace(0, 2 * np.pi, 12, endpoint=False):
+        cy, cx = 31.5 + 23 * np.sin(ang), 31.5 + 23 * np.cos(ang)
+        canals |= np.broadcast_to((y - cy) ** 2 + (x - cx) ** 2 <= 2.0**2, (n, n, n))
+    bone = cortex & ~canals
+    region = np.where(cortex, Region.CORTICAL, np.where(rr <= 18, Region.TRABECULAR, Region.OUTSIDE)).astype(np.uint8)
+    c = cortical_metrics(bone, region, v)
+    truth_po = float(canals[cortex].sum() / cortex.sum())
+    assert abs(c.ct_po - truth_po) < 0.01
+    assert abs(c.ct_th_um - 10 * v) <= 2 * v  # mean of local thickness of a 10-voxel wall
+    # canal profiles: 12 per slice over the slice's cortical area
+    area_mm2 = float(cortex[0].sum()) * (v / 1000) ** 2
+    assert c.ct_canal_n_per_mm2 == pytest.approx(12 / area_mm2, rel=0.02)
+
+
+def test_morphometry_rejects_non_volumes():
+    with pytest.raises(TypeError, match="BoneVolume"):
+        morphometry(np.zeros((4, 4, 4)))

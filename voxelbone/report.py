@@ -1,0 +1,207 @@
+"""Preset comparison: run (or reuse) presets on one starting volume, write one HTML report.
+
+``compare(["postmenopausal_untreated", "mht_estradiol_progesterone"], out)`` runs each
+preset with the same site, size, voxel size and seed (so every run starts from the same
+phantom) into ``out/runs/<preset>/``, then writes ``out/report.html``: a table of the
+metrics at each year with the difference from the first preset, the metric plots on
+shared axes, and the renders side by side at the same time points. Images are embedded
+(base64), so the file opens in a browser with no server and no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .results import iter_snapshots, load_rows, read_run_json
+from .scenario import DAYS_PER_YEAR, Period, Scenario
+
+__all__ = ["CompareRun", "compare", "write_report"]
+
+TABLE_METRICS: tuple[tuple[str, str, float, str], ...] = (
+    ("bv_tv", "BV/TV", 100.0, "%"),
+    ("tb_th_um", "Tb.Th", 1.0, "µm"),
+    ("tb_sp_um", "Tb.Sp", 1.0, "µm"),
+    ("tb_n_per_mm", "Tb.N", 1.0, "1/mm"),
+    ("conn_d_per_mm3", "Conn.D", 1.0, "1/mm³"),
+    ("ct_th_um", "Ct.Th", 1.0, "µm"),
+    ("ct_po", "Ct.Po", 100.0, "%"),
+    ("bmd_mg_cm3", "BMD", 1.0, "mg HA/cm³"),
+)
+
+
+@dataclass(frozen=True)
+class CompareRun:
+    """One preset's run in a comparison."""
+
+    label: str
+    out_dir: Path
+    reused: bool
+
+
+def _completed(out: Path, scenario: Scenario) -> bool:
+    from .scenario import scenario_to_toml  # noqa: PLC0415
+
+    try:
+        info = read_run_json(out)
+    except (FileNotFoundError, ValueError):
+        return False
+    stored = out / "scenario.toml"
+    return (info.get("status") == "completed" and stored.exists()
+            and stored.read_text() == scenario_to_toml(scenario) and (out / "metrics.csv").exists())
+
+
+def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, site: str = "lumbar_spine",
+            size: int | None = None, voxel_size_um: float | None = None, seed: int = 0, step_days: int = 1,
+            metrics_every_days: int = 30, backend: str | None = None, progress: bool = True,
+            render: bool = True) -> Path:
+    """Run (or reuse) presets on the same starting volume and write ``out_dir/report.html``.
+
+    Parameters
+    ----------
+    presets
+        Preset names (the first is the reference for the differences).
+    out_dir
+        Folder of the report; runs go to ``out_dir/runs/<preset>/``.
+    years, site, size, voxel_size_um, seed, step_days, metrics_every_days
+        Scenario fields shared by every run.
+    render
+        Include 3-D renders (side by side at the start and the end).
+
+    Returns
+    -------
+    Path
+        The report written.
+    """
+    from .presets import load_preset  # noqa: PLC0415
+    from .simulate import simulate  # noqa: PLC0415
+
+    if not presets:
+        raise ValueError("compare needs at least one preset")
+    if len(set(presets)) != len(presets):
+        raise ValueError(f"presets repeated: {list(presets)}")
+    for name in presets:
+        load_preset(name)  # unknown names fail here, before any run, with close matches
+    out = Path(out_dir)
+    runs: list[CompareRun] = []
+    snapshot_every = max(int(round(years * DAYS_PER_YEAR / 4)), 1)
+    for name in presets:
+        scenario = Scenario(name=name, site=site, periods=(Period(name, years),), size=size, voxel_size_um=voxel_size_um,
+                            seed=seed, step_days=step_days, metrics_every_days=metrics_every_days,
+                            snapshot_every_days=snapshot_every)
+        run_dir = out / "runs" / name
+        reused = _completed(run_dir, scenario)
+        if not reused:
+            simulate(scenario, run_dir, backend=backend, progress=progress, render=False)
+        runs.append(CompareRun(name, run_dir, reused))
+    return write_report({r.label: r.out_dir for r in runs}, out, render=render,
+                        reused=[r.label for r in runs if r.reused])
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+
+
+def _at_years(rows: Sequence[Mapping[str, Any]]) -> dict[float, Mapping[str, Any]]:
+    """Rows nearest each whole year (and the last)."""
+    if not rows:
+        return {}
+    last = float(rows[-1]["year"])
+    marks = [float(y) for y in range(int(last) + 1)]
+    if last - marks[-1] > 1e-6:
+        marks.append(last)
+    return {y: min(rows, key=lambda r: abs(float(r["year"]) - y)) for y in marks}
+
+
+def _table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    labels = list(runs)
+    ref = _at_years(runs[labels[0]])
+    head = "".join(f"<th>{html.escape(lab)}</th>" + ("" if i == 0 else f"<th>Δ vs {html.escape(labels[0])}</th>")
+                   for i, lab in enumerate(labels))
+    out = [f'<table id="metrics"><thead><tr><th>year</th><th>metric</th>{head}</tr></thead><tbody>']
+    for y, ref_row in ref.items():
+        for key, name, scale, unit in TABLE_METRICS:
+            if key not in ref_row:
+                continue
+            cells = []
+            r0 = float(ref_row[key]) * scale
+            for i, lab in enumerate(labels):
+                row = _at_years(runs[lab]).get(y)
+                v = float(row[key]) * scale if row and key in row else float("nan")
+                cells.append(f"<td>{v:.4g}</td>")
+                if i:
+                    cells.append(f"<td>{v - r0:+.3g}</td>")
+            out.append(f"<tr><td>{y:.2f}</td><td>{name} ({unit})</td>{''.join(cells)}</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, render: bool = True,
+                 reused: Sequence[str] = (), title: str = "voxelbone preset comparison") -> Path:
+    """Write ``out_dir/report.html`` from finished results folders.
+
+    Parameters
+    ----------
+    run_dirs
+        Label → results folder (``metrics.csv``, ``run.json``, snapshots); the first is
+        the reference for differences.
+    render
+        Add renders of the first and last snapshot of every run side by side.
+    """
+    from .plots import plot_metrics  # noqa: PLC0415
+
+    out = Path(out_dir)
+    img_dir = out / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    runs = {lab: load_rows(Path(d) / "metrics.csv") for lab, d in run_dirs.items()}
+    for lab, rows in runs.items():
+        if not rows:
+            raise ValueError(f"run {lab!r} in {run_dirs[lab]} has no metrics")
+    figures = [plot_metrics(runs, img_dir / "metrics.png"), plot_metrics(runs, img_dir / "metrics_change.png", relative=True)]
+    renders: list[Path] = []
+    if render:
+        from .render import render_grid  # noqa: PLC0415
+        from .results import load_snapshot  # noqa: PLC0415
+
+        snaps = {lab: list(iter_snapshots(d)) for lab, d in run_dirs.items()}
+        if all(snaps.values()):
+            first_label = next(iter(snaps))
+            d0, p0 = snaps[first_label][0]
+            renders.append(render_grid({f"start (year {d0 / DAYS_PER_YEAR:.1f})": load_snapshot(p0)},
+                                       img_dir / "render_start.png"))
+            last = {f"{lab} (year {s[-1][0] / DAYS_PER_YEAR:.1f})": load_snapshot(s[-1][1]) for lab, s in snaps.items()}
+            renders.append(render_grid(last, img_dir / "render_end.png", columns=min(len(last), 3)))
+    meta = {lab: read_run_json(d) for lab, d in run_dirs.items()}
+    first_meta = next(iter(meta.values()))
+    scen = first_meta.get("scenario", {})
+    info = (f"site {html.escape(str(scen.get('site', '?')))}, seed {scen.get('seed', '?')}, "
+            f"backend {html.escape(str(first_meta.get('backend', '?')))} ({html.escape(str(first_meta.get('device', '?')))}), "
+            f"voxelbone {html.escape(str(first_meta.get('voxelbone_version', '?')))}")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+        "th{background:#eee}img{max-width:100%;border:1px solid #ddd;margin:6px 0}</style>",
+        "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{', '.join(html.escape(k) for k in run_dirs)} — {info}. "
+        + (f"Reused finished runs: {html.escape(', '.join(reused))}." if reused else "") + "</p>",
+        "<h2>Metrics at each year</h2>",
+        _table(runs),
+        "<h2>Metrics over time</h2>",
+        *(_img(f) for f in figures),
+    ]
+    if renders:
+        parts += ["<h2>Renders (bone coloured by local thickness, same camera)</h2>", *(_img(f) for f in renders)]
+    parts += ["<h2>Runs</h2><pre>", html.escape(json.dumps({k: str(v) for k, v in run_dirs.items()}, indent=2)),
+              "</pre></body></html>"]
+    path = out / "report.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path

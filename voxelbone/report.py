@@ -190,6 +190,12 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
         "th{background:#eee}img{max-width:100%;border:1px solid #ddd;margin:6px 0}</style>",
         "</head><body>",
+        # records, once the page has loaded, how many images decoded (checked by the tests
+        # in a headless browser; harmless for readers)
+        "<script>window.addEventListener('load',function(){var n=0;for(var i=0;i<document.images.length;i++)"
+        "{var im=document.images[i];if(im.complete&&im.naturalWidth>0)n++;}"
+        "document.body.setAttribute('data-images-loaded',n);"
+        "document.body.setAttribute('data-images-total',document.images.length);});</script>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{', '.join(html.escape(k) for k in run_dirs)} — {info}. "
         + (f"Reused finished runs: {html.escape(', '.join(reused))}." if reused else "") + "</p>",

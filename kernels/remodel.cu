@@ -15,6 +15,7 @@
 #define VB_FLAG_PERFORATED 1u
 #define VB_FLAG_OSTEONAL 2u
 #define VB_FLAG_RESORBED 4u
+#define VB_FLAG_OVERFILL 8u   // marrow voxel above the opening: formed into by a positive balance
 #define VB_CLAIM_NONE 0xFFFFFFFFFFFFFFFFULL
 #define VB_STREAM_ACTIVATION 1ULL
 #define VB_STREAM_CAVITY_SIZE 2ULL
@@ -181,12 +182,19 @@ __device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bo
 }
 
 // Claim code of voxel (qz, qy, qx) for cavity c of seed si; VB_CLAIM_NONE when outside.
-__device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb_i64 qz, vb_i64 qy, vb_i64 qx) {
+// `over` > 0: how far above the opening, in cavity depths, new bone of a positive balance
+// may reach (the cavity mirrored outwards, scaled by refill - 1); voxels there (empty or
+// partly bone) are claimed as overfill voxels: never dug, filled into their empty part.
+// `has_bone`: the voxel holds bone (only bone is dug).
+__device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb_i64 qz, vb_i64 qy, vb_i64 qx,
+                                              float over, int has_bone) {
     float dz = (float)qz - c.cz;
     float dy = (float)qy - c.cy;
     float dx = (float)qx - c.cx;
     float frac, u, depth;
+    unsigned int extra = 0u;
     if (c.osteonal) {
+        if (!has_bone) return VB_CLAIM_NONE;     // canals are not overfilled
         float r = sqrtf(dy * dy + dx * dx);
         float rr = r / c.a;
         float hh = dz / c.b;
@@ -197,7 +205,12 @@ __device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb
         u = fminf(fmaxf((rw - r) / depth, 0.0f), 2.0f);
     } else {
         float w = -((dz * c.nz_ + dy * c.ny_) + dx * c.nx_);
-        if (w <= -0.5f) return VB_CLAIM_NONE;
+        if (w <= -0.5f) {
+            if (!(over > 0.0f) || w <= -0.5f - over * c.a) return VB_CLAIM_NONE;
+            extra = VB_FLAG_OVERFILL;
+        } else if (!has_bone) {
+            return VB_CLAIM_NONE;
+        }
         float d2 = (dz * dz + dy * dy) + dx * dx;
         float rho2 = fmaxf(d2 - w * w, 0.0f);
         float wa = w / c.a;
@@ -212,8 +225,8 @@ __device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb
     if (fq == 0u) return VB_CLAIM_NONE;
     unsigned int uq = (unsigned int)(u * 127.5f + 0.5f);
     unsigned int kq = (unsigned int)(fminf(depth, 31.875f) * 8.0f + 0.5f);
-    unsigned int flags = (c.perforated ? VB_FLAG_PERFORATED : 0u) | (c.osteonal ? VB_FLAG_OSTEONAL : 0u);
-    return ((vb_u64)si << 26) | ((vb_u64)flags << 24) | ((vb_u64)fq << 16) | ((vb_u64)uq << 8) | (vb_u64)kq;
+    unsigned int flags = (c.perforated ? VB_FLAG_PERFORATED : 0u) | (c.osteonal ? VB_FLAG_OSTEONAL : 0u) | extra;
+    return ((vb_u64)si << 28) | ((vb_u64)flags << 24) | ((vb_u64)fq << 16) | ((vb_u64)uq << 8) | (vb_u64)kq;
 }
 
 // One block per seed (grid-stride over seeds), threads over the seed's bounding box.
@@ -223,7 +236,7 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
                                     const vb_i64* __restrict__ seeds, const unsigned int* __restrict__ seed_count,
                                     unsigned int capacity, float depth_um, float lateral_um,
                                     float osteon_radius_um, float osteon_half_length_um, float canal_radius_um,
-                                    vb_u64* __restrict__ claim, vb_u64* __restrict__ counters) {
+                                    float overfill, vb_u64* __restrict__ claim, vb_u64* __restrict__ counters) {
     const vb_grid g = {nz, ny, nx};
     unsigned int ns = *seed_count;
     if (ns > capacity) ns = capacity;
@@ -246,8 +259,8 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
             vb_i64 qx = xcen - c.ex + q % sx;
             if (qz < 0 || qz >= nz || qy < 0 || qy >= ny || qx < 0 || qx >= nx) continue;
             vb_i64 j = vb_index(g, qz, qy, qx);
-            if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0 || !(bone[j] > 0.0f)) continue;
-            vb_u64 code = vb_claim_code(c, si, qz, qy, qx);
+            if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0) continue;
+            vb_u64 code = vb_claim_code(c, si, qz, qy, qx, overfill, bone[j] > 0.0f);
             if (code != VB_CLAIM_NONE) atomicMin(&claim[j], code);
         }
     }
@@ -286,10 +299,14 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
         if (code != VB_CLAIM_NONE) {
             claim[i] = VB_CLAIM_NONE;
             day = 0;
-            flags = (unsigned int)((code >> 24) & 3ULL);
+            flags = (unsigned int)((code >> 24) & 15ULL);
             amount = (float)((code >> 16) & 255ULL) * (1.0f / 255.0f);
             bmu_u[i] = (unsigned char)((code >> 8) & 255ULL);
             bmu_k[i] = (unsigned char)(code & 255ULL);
+            if (flags & VB_FLAG_OVERFILL) {   // never dug: fills its empty part
+                flags |= VB_FLAG_RESORBED;
+                amount = amount * (1.0f - bone[i]);
+            }
         }
         float b = bone[i];
         float m = mineral[i];
@@ -315,8 +332,19 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
                 int osteonal = (flags & VB_FLAG_OSTEONAL) != 0;
                 float r = (flags & VB_FLAG_PERFORATED) ? refill_perforated : (osteonal ? refill_cort : refill_trab);
                 float k = (float)bmu_k[i] * 0.125f;
-                float f0 = vb_fill(vb_level(d0, r, t_form_start, t_form), u, k);
-                float f1 = vb_fill(vb_level(d1, r, t_form_start, t_form), u, k);
+                float h0 = vb_level(d0, r, t_form_start, t_form);
+                float h1 = vb_level(d1, r, t_form_start, t_form);
+                float f0, f1;
+                if (flags & VB_FLAG_OVERFILL) {
+                    // only what rises above the old surface (level 1), filling the empty voxel
+                    float p1 = vb_phi(1.0f, u, k);
+                    float den = 1.0f - p1;
+                    f0 = den < 1e-3f ? 0.0f : fmaxf(vb_phi(h0, u, k) - p1, 0.0f) / den;
+                    f1 = den < 1e-3f ? 0.0f : fmaxf(vb_phi(h1, u, k) - p1, 0.0f) / den;
+                } else {
+                    f0 = vb_fill(h0, u, k);
+                    f1 = vb_fill(h1, u, k);
+                }
                 if (f1 > f0) {
                     float nb = fminf(b + amount * (f1 - f0), 1.0f);
                     o = o + (nb - b);   // new bone is laid down as osteoid

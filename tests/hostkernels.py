@@ -39,7 +39,7 @@ class HostRemodel:
         self.lib.vb_claim(_p(st.bone), _p(st.region), _p(st.bmu_day), nz, ny, nx, f(sc.voxel_um),
                           C.c_ulonglong(seed), C.c_ulonglong(step), _p(self.seeds), _p(self.seed_count),
                           C.c_uint(self.capacity), f(sc.depth_um), f(sc.lateral_um), f(sc.osteon_radius_um),
-                          f(sc.osteon_half_length_um), f(sc.canal_radius_um), _p(self.claim), _p(st.counters))
+                          f(sc.osteon_half_length_um), f(sc.canal_radius_um), f(sc.overfill), _p(self.claim), _p(st.counters))
         self.lib.vb_update(_p(st.bone), _p(st.mineral), _p(st.osteoid), _p(st.bmu_day), _p(st.bmu_k), _p(st.bmu_u),
                            _p(st.bmu_flags), _p(st.bmu_amount), _p(self.claim), C.c_longlong(self.n),
                            C.c_int(sc.dt), f(sc.t_resorb), f(sc.t_form_start), f(sc.t_form), f(sc.t_end),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass, replace
 
@@ -44,15 +46,16 @@ def remodel_lib(tmp_path_factory):
 # ---------------------------------------------------------------------------------------
 # CPU twin == CUDA kernels (host build)
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dt,steps", [(1, 50), (3, 30)])
-def test_kernels_match_numpy_bit_for_bit(small, remodel_lib, dt, steps):
+@pytest.mark.parametrize("dt,steps,refill", [(1, 50, 1.0), (3, 30, 1.0), (2, 40, 1.6)])
+def test_kernels_match_numpy_bit_for_bit(small, remodel_lib, dt, steps, refill):
     a = Remodeler(small.copy(), seed=5)
     b = Remodeler(small.copy(), seed=5)
     host = HostRemodel(remodel_lib, small.shape)
     seen_perforation = False
+    rates = dataclasses.replace(FAST, refill_trabecular=refill)  # 1.6: positive balance, marrow overfilled
     for k in range(steps):
-        sc = step_scalars(FAST, a.params, a.voxel_size_um, dt)
-        a.step(k, FAST, dt)
+        sc = step_scalars(rates, a.params, a.voxel_size_um, dt)
+        a.step(k, rates, dt)
         host.step(b.state, 5, k, sc)
         for name, arr in a.state.arrays().items():
             np.testing.assert_array_equal(arr, b.state.arrays()[name], err_msg=f"{name} differs at step {k}")
@@ -61,6 +64,8 @@ def test_kernels_match_numpy_bit_for_bit(small, remodel_lib, dt, steps):
     seen_perforation = s.perforations > 0
     assert seen_perforation, "the comparison should exercise perforated cavities"
     assert (a.state.bmu_day >= 0).any() and (a.state.bone < small.bone).any()
+    if refill > 1:
+        assert ((a.state.bmu_flags & 8) != 0).any(), "marrow above openings should be claimed for overfill"
 
 
 def test_same_seed_same_volume_different_seed_differs(small):
@@ -132,7 +137,7 @@ def _one_bmu(vol: BoneVolume, rates: Rates, params: RemodelParams, seed: int = 4
     sc = step_scalars(rates, params, vol.voxel_size_um, 1)
     si = _surface_seed(vol)
     c = cpu.make_cavity(r.state, si, seed, 0, sc)
-    idx, codes = cpu.claim_codes(r.state, si, c)
+    idx, codes = cpu.claim_codes(r.state, si, c, sc.overfill)
     before = float(r.state.bone.sum(dtype=np.float64))
     cpu.update(r.state, idx, codes, sc)
     return r, c, before
@@ -155,7 +160,7 @@ def test_cavity_volume_is_the_half_spheroid(voxel_um):
     assert 0.8 * 50 <= float(c.a) * voxel_um <= 1.2 * 50
 
 
-@pytest.mark.parametrize("refill", [1.0, 0.8])
+@pytest.mark.parametrize("refill", [1.0, 0.8, 1.5])
 def test_full_cycle_refills_to_the_balance(refill):
     params = RemodelParams()
     rates = Rates(erosion_depth_um=50.0, refill_trabecular=refill)
@@ -167,7 +172,12 @@ def test_full_cycle_refills_to_the_balance(refill):
     cavity = 2.0 / 3.0 * math.pi * float(c.a) * float(c.b) ** 2
     deficit = before - float(r.state.bone.sum(dtype=np.float64))
     assert (r.state.bmu_day < 0).all(), "the BMU released its voxels at the end of the cycle"
-    assert deficit == pytest.approx((1 - refill) * cavity, abs=0.02 * cavity)
+    if refill <= 1:
+        assert deficit == pytest.approx((1 - refill) * cavity, abs=0.02 * cavity)
+    else:  # new bone above the old surface: the mirrored cavity scaled by refill - 1, less
+        # the sub-voxel rim the voxel grid cannot hold (measured: 82 %)
+        gain = -deficit
+        assert 0.7 * (refill - 1) * cavity < gain < 1.05 * (refill - 1) * cavity
 
 
 def test_mineralisation_follows_the_closed_form():

@@ -140,6 +140,12 @@ class HormoneEffects:
     mechanical_feedback: float = 2.0       # fitted: OB recruitment per unit SED stimulus (loss slows)
     formation_lag_days: float = 100.0
     refill_gain: float = 1.0               # fitted: BMU balance per unit of formation/resorption imbalance
+    max_refill: float = 2.0                # upper bound of the refill fraction (anabolic BMUs overfill their cavity)
+    # IGF-1 relative to the level the bone is adapted to (the population's own, before any
+    # drug): GH therapy raises turnover within weeks (more BMUs: the early dip) and the work
+    # of each osteoblast team (wall thickness: the later gain). Untreated courses: factor 1.
+    igf1_activation: float = 0.8           # fitted: Ac.f ∝ (IGF-1/IGF-1 adapted)^this (GH dip)
+    igf1_refill: float = 0.6               # fitted: refill ∝ (IGF-1/IGF-1 adapted)^this (GH gain)
 
 
 @dataclass(frozen=True)
@@ -465,17 +471,19 @@ def cell_activity(
     n = out.shape[0] // per
     daily = out[: n * per].reshape(n, per, out.shape[1]).mean(axis=1)
     OBa, OCa, flux, aoca, oca_lag = daily[:, 1], daily[:, 2], daily[:, 4], daily[:, 5], daily[:, 6]
-    acf_scale = flux / ref["oc_flux"]
+    igf = course.daily_mean().igf1_ng_ml[:n] if course.dt_days < 1.0 else np.asarray(course.igf1_ng_ml)[:n]
+    igf_rel = np.maximum(igf, 1.0) / max(start_state.igf1_ng_ml, 1.0)
+    acf_scale = flux / ref["oc_flux"] * igf_rel**fx.igf1_activation
     depth = sr.erosion_depth_um * (ref["oc_apoptosis"] / aoca) ** fx.erosion_depth_exponent
-    refill = sr.refill * (1.0 + fx.refill_gain * ((OBa / home["OBa"]) / (OCa / home["OCa"]) - 1.0))
-    refill = np.clip(refill, 0.0, 2.0)
+    refill = sr.refill * (1.0 + fx.refill_gain * ((OBa / home["OBa"]) / (OCa / home["OCa"]) - 1.0)) * igf_rel**fx.igf1_refill
+    refill = np.clip(refill, 0.0, fx.max_refill)
     start_refill = sr.refill * (1.0 + fx.refill_gain * ((start["OBa"] / home["OBa"]) / (start["OCa"] / home["OCa"]) - 1.0))
     initial = RemodelingRates(
         activation_trabecular_per_yr=sr.activation_trabecular_per_yr * start["oc_flux"] / ref["oc_flux"],
         activation_cortical_per_yr=sr.activation_cortical_per_yr * start["oc_flux"] / ref["oc_flux"],
         erosion_depth_um=float(np.clip(sr.erosion_depth_um * (ref["oc_apoptosis"] / start["oc_apoptosis"]) ** fx.erosion_depth_exponent, 5.0, 200.0)),
-        refill_trabecular=float(np.clip(start_refill, 0.0, 2.0)),
-        refill_cortical=float(np.clip(start_refill, 0.0, 2.0)),
+        refill_trabecular=float(np.clip(start_refill, 0.0, fx.max_refill)),
+        refill_cortical=float(np.clip(start_refill, 0.0, fx.max_refill)),
     )
     return ActivityCourse(
         initial_rates=initial,

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..rng import Stream, uniform
 from ..volume import Region
-from .state import FLAG_OSTEONAL, FLAG_PERFORATED, FLAG_RESORBED, RemodelState, StepScalars
+from .state import FLAG_OSTEONAL, FLAG_OVERFILL, FLAG_PERFORATED, FLAG_RESORBED, RemodelState, StepScalars
 
 __all__ = ["activate", "claim", "update"]
 
@@ -155,7 +155,7 @@ def _clamp01(x: np.ndarray) -> np.ndarray:
     return np.minimum(np.maximum(x, _ZERO), _ONE)
 
 
-def claim_codes(state: RemodelState, si: int, c: Cavity) -> tuple[np.ndarray, np.ndarray]:
+def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = _ZERO) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices and 64-bit claim codes of the voxels cavity ``c`` claims (``vb_claim`` body)."""
     bone, region = state.bone, state.region
     nz, ny, nx = bone.shape
@@ -167,8 +167,11 @@ def claim_codes(state: RemodelState, si: int, c: Cavity) -> tuple[np.ndarray, np
     xs = np.arange(max(xcen - c.ex, 0), min(xcen + c.ex, nx - 1) + 1)
     qz, qy, qx = (a.ravel() for a in np.meshgrid(zs, ys, xs, indexing="ij"))
     flat = (qz * ny + qy) * nx + qx
-    keep = (region.ravel()[flat] != _OUT) & (state.bmu_day.ravel()[flat] < 0) & (bone.ravel()[flat] > _ZERO)
+    keep = (region.ravel()[flat] != _OUT) & (state.bmu_day.ravel()[flat] < 0)
     qz, qy, qx, flat = qz[keep], qy[keep], qx[keep], flat[keep]
+    has_bone = bone.ravel()[flat] > _ZERO
+    over = f32(overfill)
+    extra = np.zeros(flat.shape, dtype=np.uint64)
     dz = qz.astype(f32) - c.cz
     dy = qy.astype(f32) - c.cy
     dx = qx.astype(f32) - c.cx
@@ -181,10 +184,12 @@ def claim_codes(state: RemodelState, si: int, c: Cavity) -> tuple[np.ndarray, np
         rw = c.a * np.sqrt(np.maximum(_ONE - hh * hh, _ZERO))
         depth = np.maximum(rw - c.rc, _ONE)
         u = np.minimum(np.maximum((rw - r) / depth, _ZERO), f32(2.0))
-        valid = np.ones(flat.shape, dtype=bool)
+        valid = has_bone.copy()  # canals are not overfilled
     else:
         w = -((dz * c.nz + dy * c.ny) + dx * c.nx)
-        valid = w > f32(-0.5)
+        above = w <= f32(-0.5)  # above the opening: overfill voxels (any bone fraction)
+        valid = np.where(above, (over > _ZERO) & (w > f32(-0.5) - over * c.a), has_bone)
+        extra = np.where(above, np.uint64(FLAG_OVERFILL), np.uint64(0))
         d2 = (dz * dz + dy * dy) + dx * dx
         rho2 = np.maximum(d2 - w * w, _ZERO)
         wa = w / c.a
@@ -198,8 +203,8 @@ def claim_codes(state: RemodelState, si: int, c: Cavity) -> tuple[np.ndarray, np
     valid &= fq > 0
     uq = (u * f32(127.5) + _HALF).astype(np.uint64)
     kq = (np.minimum(depth, f32(31.875)) * f32(8.0) + _HALF).astype(np.uint64)
-    flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal else 0))
-    code = (np.uint64(si) << np.uint64(26)) | (flags << np.uint64(24)) | (fq << np.uint64(16)) | (uq << np.uint64(8)) | kq
+    flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal else 0)) | extra
+    code = (np.uint64(si) << np.uint64(28)) | (flags << np.uint64(24)) | (fq << np.uint64(16)) | (uq << np.uint64(8)) | kq
     return flat[valid].astype(np.int64), code[valid]
 
 
@@ -212,7 +217,7 @@ def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: Step
         counters[1 if c.osteonal else 0] += np.uint64(1)
         if c.perforated:
             counters[2] += np.uint64(1)
-        idx, code = claim_codes(state, si, c)
+        idx, code = claim_codes(state, si, c, sc.overfill)
         all_idx.append(idx)
         all_code.append(code)
     if not all_idx:
@@ -248,10 +253,13 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
     flags_a, amount_a = state.bmu_flags.ravel(), state.bmu_amount.ravel()
     if claimed.size:
         day_a[claimed] = 0
-        flags_a[claimed] = ((codes >> np.uint64(24)) & np.uint64(3)).astype(np.uint8)
+        flags_a[claimed] = ((codes >> np.uint64(24)) & np.uint64(15)).astype(np.uint8)
         amount_a[claimed] = ((codes >> np.uint64(16)) & np.uint64(255)).astype(f32) * f32(1.0 / 255.0)
         u_a[claimed] = ((codes >> np.uint64(8)) & np.uint64(255)).astype(np.uint8)
         k_a[claimed] = (codes & np.uint64(255)).astype(np.uint8)
+        over_new = claimed[(flags_a[claimed] & np.uint8(FLAG_OVERFILL)) != 0]  # never dug: fill the empty part
+        flags_a[over_new] |= np.uint8(FLAG_RESORBED)
+        amount_a[over_new] = amount_a[over_new] * (_ONE - bone[over_new])
 
     own = np.flatnonzero(day_a >= 0)
     if own.size:
@@ -280,8 +288,15 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         r = np.where((flags & FLAG_PERFORATED) != 0, sc.refill_perforated,
                      np.where(osteonal, sc.refill_cort, sc.refill_trab)).astype(f32)
         k = k_a[own].astype(f32) * f32(0.125)
-        f0 = _fill(_level(d0, r, sc), u, k)
-        f1 = _fill(_level(d1, r, sc), u, k)
+        h0, h1 = _level(d0, r, sc), _level(d1, r, sc)
+        over = (flags & FLAG_OVERFILL) != 0
+        # overfill voxels: only what rises above the old surface (level 1), filling the empty voxel
+        p1 = _phi(_ONE, u, k)
+        den = _ONE - p1
+        ok = den >= f32(1e-3)
+        safe = np.where(ok, den, _ONE)
+        f0 = np.where(over, np.where(ok, np.maximum(_phi(h0, u, k) - p1, _ZERO) / safe, _ZERO), _fill(h0, u, k))
+        f1 = np.where(over, np.where(ok, np.maximum(_phi(h1, u, k) - p1, _ZERO) / safe, _ZERO), _fill(h1, u, k))
         grow = forming & (f1 > f0)
         nb = np.where(grow, np.minimum(b + amount * (f1 - f0), _ONE), b)
         o = np.where(grow, o + (nb - b), o)

@@ -58,7 +58,7 @@ class GpuStep:
             (min(_CLAIM_BLOCKS, self.capacity),), (_CLAIM_THREADS,),
             (st.bone, st.region, st.bmu_day, nz, ny, nx, sc.voxel_um, np.uint64(seed), np.uint64(step),
              self.seeds, self.seed_count, np.uint32(self.capacity), sc.depth_um, sc.lateral_um,
-             sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, self.claim, st.counters),
+             sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, sc.overfill, self.claim, st.counters),
         )
         # seeds beyond capacity were counted but not stored: record the overflow on the device
         over = cp.maximum(self.seed_count.astype(cp.int64) - self.capacity, 0).astype(cp.uint64)

@@ -13,6 +13,7 @@ from .params import RemodelParams
 __all__ = [
     "COUNTERS",
     "FLAG_OSTEONAL",
+    "FLAG_OVERFILL",
     "FLAG_PERFORATED",
     "FLAG_RESORBED",
     "Rates",
@@ -25,6 +26,7 @@ __all__ = [
 FLAG_PERFORATED = 1
 FLAG_OSTEONAL = 2
 FLAG_RESORBED = 4
+FLAG_OVERFILL = 8  # a marrow voxel above the cavity opening, filled by a positive BMU balance
 CLAIM_NONE = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 #: Order of the uint64 counters array (kernels index it the same way).
@@ -132,6 +134,7 @@ class StepScalars:
     refill_trab: np.float32
     refill_cort: np.float32
     refill_perforated: np.float32
+    overfill: np.float32
     m_mature: np.float32
     e_primary: np.float32
     e_secondary: np.float32
@@ -143,8 +146,8 @@ def _check_rates(rates: Rates) -> None:
         ("activation_trabecular_per_yr", 0.0, 10.0),
         ("activation_cortical_per_yr", 0.0, 10.0),
         ("erosion_depth_um", 5.0, 200.0),
-        ("refill_trabecular", 0.0, 2.0),
-        ("refill_cortical", 0.0, 2.0),
+        ("refill_trabecular", 0.0, 3.0),
+        ("refill_cortical", 0.0, 3.0),
     )
     for name, lo, hi in checks:
         v = getattr(rates, name, None)
@@ -188,5 +191,7 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
         t_resorb=t_resorb, t_form_start=t_form_start, t_form=t_form, t_end=f32(params.cycle_days),
         refill_trab=f32(rates.refill_trabecular), refill_cort=f32(rates.refill_cortical),
         refill_perforated=f32(params.perforated_refill),
+        # marrow above the opening is claimed only when the balance is positive (refill > 1)
+        overfill=f32(min(max(float(rates.refill_trabecular) - 1.0, 0.0), 1.0)),
         m_mature=f32(mm.mature_degree), e_primary=f32(ep), e_secondary=f32(es), c_osteoid=f32(co),
     )

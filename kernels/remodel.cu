@@ -194,7 +194,6 @@ __device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb
     float frac, u, depth;
     unsigned int extra = 0u;
     if (c.osteonal) {
-        if (!has_bone) return VB_CLAIM_NONE;     // canals are not overfilled
         float r = sqrtf(dy * dy + dx * dx);
         float rr = r / c.a;
         float hh = dz / c.b;
@@ -203,6 +202,10 @@ __device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb
         float rw = c.a * sqrtf(fmaxf(1.0f - hh * hh, 0.0f));
         depth = fmaxf(rw - c.rc, 1.0f);              // wall from the cement line to the canal
         u = fminf(fmaxf((rw - r) / depth, 0.0f), 2.0f);
+        if (!has_bone) {   // the canal: narrowed by a positive balance
+            if (!(over > 0.0f) || !(r < rw)) return VB_CLAIM_NONE;
+            extra = VB_FLAG_OVERFILL;
+        }
     } else {
         float w = -((dz * c.nz_ + dy * c.ny_) + dx * c.nx_);
         if (w <= -0.5f) {

@@ -107,26 +107,26 @@ class HormoneEffects:
     at two years) and the clinical BMD table of model.md §3.
     """
 
-    K_estradiol_pg_ml: float = 20.0
+    K_estradiol_pg_ml: float = 15.0
     estradiol_hill: float = 2.0            # threshold-like response (Khosla et al. 2001: ~25 pg/mL in men)
     ref_estradiol_pg_ml: float = 100.0
-    estradiol_rankl: float = 5.0          # fitted: PMO RANKL production (× β_RANKL) at full deficiency
+    estradiol_rankl: float = 7.0          # fitted: PMO RANKL production (× β_RANKL) at full deficiency
     estradiol_opg: float = 0.3             # OPG production change per unit of relative E2 signal
-    estradiol_oc_apoptosis: float = 0.17   # fitted: E.De 47 → 52 µm early after menopause
+    estradiol_oc_apoptosis: float = 0.3   # fitted: E.De 47 → 52 µm early after menopause
     erosion_depth_exponent: float = 1.0    # E.De ∝ (osteoclast life span)^exponent
     ref_testosterone_ng_dl: float = 30.0
-    testosterone_ob: float = 0.1           # fitted: AR drive on osteoblast commitment, ∝ (T/T_ref)^this
-    testosterone_ob_survival: float = 0.1  # fitted: AR drive on osteoblast survival
+    testosterone_ob: float = 0.05           # fitted: AR drive on osteoblast commitment, ∝ (T/T_ref)^this
+    testosterone_ob_survival: float = 0.05  # fitted: AR drive on osteoblast survival
     ref_igf1_ng_ml: float = 180.0
     igf1_obu: float = 1.2                  # fitted: osteoblast recruitment ∝ (IGF-1/ref)^this
     igf1_ocp: float = 1.0                  # fitted: osteoclastogenesis (turnover) ∝ (IGF-1/ref)^this
     ref_pth_pg_ml: float = 30.0
     K_pth_receptor_pm: float = 20.0        # PTH1R occupancy half-saturation
-    pth_desensitise_per_day: float = 40.0  # desensitisation of occupied receptors
-    pth_recover_per_day: float = 1.5       # resensitisation
+    pth_desensitise_per_day: float = 2.0  # desensitisation of occupied receptors
+    pth_recover_per_day: float = 4.0       # resensitisation
     pth_adapt_days: float = 3.0            # adaptation of the osteoblast response
-    pth_anabolic: float = 6.0              # fitted: OB commitment per unit anabolic signal
-    pth_ob_survival: float = 3.0           # fitted: OB apoptosis reduction per unit anabolic signal
+    pth_anabolic: float = 100.0              # fitted: OB commitment per unit anabolic signal
+    pth_ob_survival: float = 10.0           # fitted: OB apoptosis reduction per unit anabolic signal
     ref_cortisol_ug_dl: float = 12.0
     cortisol_ob_apoptosis: float = 0.15
     cortisol_ob_differentiation: float = 0.1
@@ -137,15 +137,15 @@ class HormoneEffects:
     ref_tnf_pg_ml: float = 5.0
     cytokine_rankl: float = 0.15
     cytokine_ob: float = 0.06
-    mechanical_feedback: float = 2.0       # fitted: OB recruitment per unit SED stimulus (loss slows)
+    mechanical_feedback: float = 2.4       # fitted: OB recruitment per unit SED stimulus (loss slows)
     formation_lag_days: float = 100.0
-    refill_gain: float = 1.0               # fitted: BMU balance per unit of formation/resorption imbalance
-    max_refill: float = 2.0                # upper bound of the refill fraction (anabolic BMUs overfill their cavity)
+    refill_gain: float = 0.8               # fitted: BMU balance per unit of formation/resorption imbalance
+    max_refill: float = 2.6                # upper bound of the refill fraction (anabolic BMUs overfill their cavity)
     # IGF-1 relative to the level the bone is adapted to (the population's own, before any
     # drug): GH therapy raises turnover within weeks (more BMUs: the early dip) and the work
     # of each osteoblast team (wall thickness: the later gain). Untreated courses: factor 1.
-    igf1_activation: float = 0.8           # fitted: Ac.f ∝ (IGF-1/IGF-1 adapted)^this (GH dip)
-    igf1_refill: float = 0.6               # fitted: refill ∝ (IGF-1/IGF-1 adapted)^this (GH gain)
+    igf1_activation: float = 0.6           # fitted: Ac.f ∝ (IGF-1/IGF-1 adapted)^this (GH dip)
+    igf1_refill: float = 1.0               # fitted: refill ∝ (IGF-1/IGF-1 adapted)^this (GH gain)
 
 
 @dataclass(frozen=True)
@@ -161,8 +161,8 @@ class SiteRates:
 
 
 SITE_RATES: dict[str, SiteRates] = {
-    "lumbar_spine": SiteRates(0.13 * 1.3, 0.08, description="vertebral cancellous bone turns over faster than iliac"),
-    "femoral_neck": SiteRates(0.13 * 0.8, 0.06, bs_bv_per_mm=12.0, description="lower trabecular turnover, cortex-dominated"),
+    "lumbar_spine": SiteRates(0.13 * 1.45, 0.08, description="vertebral cancellous bone turns over faster than iliac"),
+    "femoral_neck": SiteRates(0.13 * 1.0, 0.07, bs_bv_per_mm=12.0, description="lower trabecular turnover, cortex-dominated"),
 }
 
 
@@ -451,7 +451,7 @@ def cell_activity(
     sr = SITE_RATES[site]
     if adapted is None:
         pops = populations()
-        adapted = pops[course.adapted_to].baseline if course.adapted_to in pops else REFERENCE_STATE
+        adapted = pops[course.adapted_to].circulating if course.adapted_to in pops else REFERENCE_STATE
     ref = steady_state(REFERENCE_STATE, cp, fx)
     home = steady_state(adapted, cp, fx)
     start_state = course.pre_state or HormoneState(**{f.name: float(getattr(course, f.name)[0]) for f in fields(HormoneState)})

@@ -184,7 +184,9 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
         rw = c.a * np.sqrt(np.maximum(_ONE - hh * hh, _ZERO))
         depth = np.maximum(rw - c.rc, _ONE)
         u = np.minimum(np.maximum((rw - r) / depth, _ZERO), f32(2.0))
-        valid = has_bone.copy()  # canals are not overfilled
+        # the canal (no bone, inside the osteon) is narrowed by a positive balance
+        valid = np.where(has_bone, True, (over > _ZERO) & (r < rw))
+        extra = np.where(has_bone, np.uint64(0), np.uint64(FLAG_OVERFILL))
     else:
         w = -((dz * c.nz + dy * c.ny) + dx * c.nx)
         above = w <= f32(-0.5)  # above the opening: overfill voxels (any bone fraction)

@@ -82,7 +82,8 @@ class CalibrationResult:
 
 def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years: float | None = None,
                size: int | None = None, voxel_size_um: float | None = None, step_days: int = 10,
-               measure_every_days: int | None = None, backend: str | None = None) -> CalibrationResult:
+               measure_every_days: int | None = None, backend: str | None = None,
+               volume: BoneVolume | None = None) -> CalibrationResult:
     """Run a preset and return the annualised change of the BMD proxy.
 
     Parameters
@@ -101,6 +102,9 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
         of the cost.
     measure_every_days
         Interval of the BMD samples (default: every step).
+    volume
+        Start from this (phantom-like) volume instead of the site's phantom; its mineral is
+        equilibrated to the starting rates like a phantom's.
     """
     from .simulate import simulate  # noqa: PLC0415
 
@@ -111,7 +115,7 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
                         voxel_size_um=voxel_size_um, seed=seed, step_days=step_days, metrics_every_days=every,
                         checkpoint_every_days=10**6, fragments_every_days=max(30, step_days))
     res = simulate(scenario, None, backend=backend, progress=False, render=False,
-                   measure=lambda v: {"bmd_mg_cm3": bmd_proxy(v)})
+                   measure=lambda v: {"bmd_mg_cm3": bmd_proxy(v)}, volume=volume, equilibrate=True)
     t = res.column("year")
     b = res.column("bmd_mg_cm3")
     pct = 100.0 * (b[-1] / b[0] - 1.0) / t[-1]

@@ -200,6 +200,8 @@ def simulate(
     resume: bool = False,
     render: bool = True,
     measure: Callable[[BoneVolume], dict[str, float]] | None = None,
+    volume: BoneVolume | None = None,
+    equilibrate: bool | None = None,
 ) -> Result:
     """Run a scenario.
 
@@ -221,6 +223,12 @@ def simulate(
     measure : callable, optional
         Replaces the default morphometry (volume → dict of scalars); for tests and
         custom studies.
+    volume : BoneVolume, optional
+        Start from this volume instead of the scenario's phantom or input file.
+    equilibrate : bool, optional
+        Set the starting mineral to the steady state of the starting remodeling rates
+        (tissue ages of a bone in equilibrium). Default: for phantoms yes, for measured
+        volumes (an input file or ``volume``) no.
 
     Returns
     -------
@@ -258,8 +266,8 @@ def simulate(
     if checkpoint_state is not None:
         rem = Remodeler.from_state(checkpoint_state["arrays"], params, scenario.seed, xp=xp, meta=checkpoint_state["engine"])
     else:
-        host_volume = starting_volume(scenario)
-        if scenario.input is None:
+        host_volume = starting_volume(scenario) if volume is None else volume.to(np).copy()  # never alter the caller's
+        if equilibrate if equilibrate is not None else (scenario.input is None and volume is None):
             host_volume = equilibrate_mineral(host_volume, activity.initial_rates, params, scenario.seed)
         Remodeler.check_fits(host_volume.shape, xp)
         rem = Remodeler(host_volume.to(xp), params, scenario.seed)

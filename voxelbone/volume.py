@@ -213,3 +213,32 @@ def _as_volume_array(xp: Any, a: Any, name: str, dtype: Any) -> Any:
     if name == "region" and arr.dtype.kind == "f":
         raise ValueError("region must hold integer labels, got a floating-point array")
     return xp.ascontiguousarray(arr.astype(dtype, copy=False))
+
+
+def coarsen(volume: BoneVolume, factor: int) -> BoneVolume:
+    """Block-average a volume by an integer ``factor`` (the same structure, larger voxels).
+
+    Bone and mineral fractions are averaged (partial volume kept, so the 0.5 iso-surface
+    stays sub-voxel); a block's region is cortical or trabecular when that compartment
+    fills at least half of it, else outside. Edges that do not fill a whole block are cut.
+    """
+    if not (isinstance(factor, int) and factor >= 1):
+        raise ValueError(f"factor must be a positive integer, got {factor!r}")
+    if factor == 1:
+        return volume.copy()
+    xp = volume.xp
+    s = [d - d % factor for d in volume.shape]
+    if min(s) == 0:
+        raise ValueError(f"volume {volume.shape} is smaller than one block of {factor}")
+
+    def mean(a: Any) -> Any:
+        a = a[: s[0], : s[1], : s[2]].astype(xp.float32)
+        return a.reshape(s[0] // factor, factor, s[1] // factor, factor, s[2] // factor, factor).mean(axis=(1, 3, 5))
+
+    region = xp.full(tuple(d // factor for d in s), int(Region.OUTSIDE), dtype=xp.uint8)
+    for label in (Region.TRABECULAR, Region.CORTICAL):
+        region[mean(volume.region == int(label)) >= 0.5] = int(label)
+    bone = mean(volume.bone)
+    return BoneVolume(bone, xp.minimum(mean(volume.mineral), bone), region, volume.voxel_size_um * factor,
+                      volume.site, {**volume.meta, "coarsened_from_um": volume.voxel_size_um})
+

@@ -71,6 +71,10 @@ class Remodeler:
         self.meta = dict(volume.meta)
         self.xp = array_module(volume.bone)
         self.state = _state or RemodelState.new(volume.bone, volume.mineral, volume.region)
+        if _state is None and self.params.measure_surface_density:
+            kappa = measure_surface_density(volume)
+            if kappa is not None:
+                self.params = dataclasses.replace(self.params, surface_voxels_per_area=kappa)
         self._gpu = None
         if is_device_array(volume.bone):
             from .gpu import GpuStep  # noqa: PLC0415
@@ -112,6 +116,9 @@ class Remodeler:
         vol = BoneVolume(state.bone, state.mineral, state.region, meta.get("voxel_size_um", 1.0),
                          site=meta.get("site"), meta=meta.get("volume_meta", {}))
         state.bone, state.mineral, state.region = vol.bone, vol.mineral, vol.region
+        params = params or RemodelParams()
+        if meta.get("surface_voxels_per_area") is not None:  # as measured on the starting volume
+            params = dataclasses.replace(params, surface_voxels_per_area=float(meta["surface_voxels_per_area"]))
         return cls(vol, params, seed, _state=state)
 
     def state_arrays(self) -> dict[str, Any]:
@@ -121,6 +128,7 @@ class Remodeler:
     def state_meta(self) -> dict[str, Any]:
         """Scalars needed with :meth:`state_arrays` to rebuild the engine."""
         return {"voxel_size_um": self.voxel_size_um, "site": self.site,
+                "surface_voxels_per_area": self.params.surface_voxels_per_area,
                 "volume_meta": {k: v for k, v in self.meta.items() if isinstance(v, (str, int, float, bool))}}
 
     # -- the step ------------------------------------------------------------------------
@@ -209,3 +217,33 @@ def _ndimage(xp: Any) -> Any:
     from cupyx.scipy import ndimage  # noqa: PLC0415
 
     return ndimage
+
+
+def measure_surface_density(volume: BoneVolume, max_edge: int = 128) -> float | None:
+    """κ of this volume: trabecular surface voxels per voxel-face area of true surface.
+
+    Counts the voxels that can start a trabecular BMU (bone with a marrow face-neighbour in
+    the trabecular compartment) and divides by the marching-cubes area of the same surface,
+    on a central block of at most ``max_edge``³ voxels. The grid's staircase makes this
+    depend on the voxel size relative to the structure (thin trabeculae on coarse voxels
+    have fewer surface voxels per area); measuring it keeps the activation per µm² of
+    surface the same at every voxel size. ``None`` when there is too little surface.
+    """
+    from ..metrics.surface import bone_surface_mm2  # noqa: PLC0415
+    from . import cpu  # noqa: PLC0415
+
+    bone = np.asarray(asnumpy(volume.bone), dtype=np.float32)
+    region = np.asarray(asnumpy(volume.region))
+    sl = tuple(slice(max((n - max_edge) // 2, 0), max((n - max_edge) // 2, 0) + min(n, max_edge)) for n in bone.shape)
+    b, r = np.ascontiguousarray(bone[sl]), np.ascontiguousarray(region[sl])
+    trab = r == 1
+    _, any_tm = cpu.surface_flags(b, r)
+    n_surf = int(((b >= 0.5) & trab & any_tm).sum())
+    if n_surf < 200:
+        return None
+    area_mm2 = bone_surface_mm2(b * trab, volume.voxel_size_um, within=trab)
+    if not area_mm2 > 0:
+        return None
+    face_mm2 = (volume.voxel_size_um / 1000.0) ** 2
+    return float(np.clip(n_surf * face_mm2 / area_mm2, 0.4, 1.5))
+

@@ -101,6 +101,10 @@ class RemodelParams:
         plane of normal n, 0.83 on average over orientations (0.81–0.83 measured on
         voxelised spheres at 10–30 µm). Turns an activation frequency per surface area into
         a probability per surface voxel.
+    measure_surface_density : bool
+        Replace ``surface_voxels_per_area`` by the value measured on the starting volume
+        (:func:`voxelbone.remodel.engine.measure_surface_density`), so activation per µm²
+        does not depend on how finely the grid resolves the trabeculae.
     perforated_refill : float
         Refill level of a cavity that perforated its trabecula (0: not repaired; van der
         Linden et al. 2001 J Bone Miner Res 16:688).
@@ -118,6 +122,7 @@ class RemodelParams:
     surface_voxels_per_area: float = 0.82
     perforated_refill: float = 0.0
     mineralisation: MineralisationLaw = MineralisationLaw()
+    measure_surface_density: bool = True
 
     def __post_init__(self) -> None:
         for name in ("resorption_days", "formation_days", "lateral_radius_um", "osteon_radius_um",

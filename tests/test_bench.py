@@ -1,0 +1,67 @@
+"""`voxelbone bench`: the JSON record's structure and that every number is positive and finite."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+
+def _positive_finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_bench_record_structure(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "voxelbone.cli", "bench", "--sizes", "48", "--repeats", "2",
+                           "--backend", "numpy", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "VOXELBONE_BACKEND": "numpy"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "remodel.step" in proc.stdout and "simulated years per second" in proc.stdout
+    rec = json.loads(out.read_text())
+    env = rec["environment"]
+    for key in ("date", "voxelbone_version", "python", "numpy", "cpu", "platform"):
+        assert env.get(key), key
+    ms = rec["measurements"]
+    names = {m["case"] for m in ms}
+    assert {"remodel.step", "local_thickness", "euler", "morphometry", "scenario.pm_0.25yr"} <= names
+    ran = [m for m in ms if not m["skipped"]]
+    assert len(ran) >= 10
+    for m in ran:
+        for k in ("median_s", "min_s", "max_s"):
+            assert _positive_finite(m[k]), (m["case"], k, m[k])
+        assert m["min_s"] <= m["median_s"] <= m["max_s"]
+        assert m["repeats"] >= 1
+        assert m["peak_host_bytes"] is None or _positive_finite(m["peak_host_bytes"])
+    # ours beside the reference library, in the same run
+    lt = [m for m in ran if m["case"] == "local_thickness" and m["impl"] == "voxelbone"][0]
+    assert lt["reference"] == "porespy" and _positive_finite(lt["ratio_to_reference"])
+    scen = [m for m in ran if m["case"].startswith("scenario")][0]
+    assert _positive_finite(scen["extra"]["years_per_second"])
+    for m in ms:
+        if m["skipped"]:
+            assert isinstance(m["skipped"], str) and m["skipped"]
+    # two records compare
+    cmp = subprocess.run([sys.executable, "-m", "voxelbone.cli", "bench", "--compare", str(out), str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert cmp.returncode == 0 and "1.00" in cmp.stdout
+
+
+def test_bench_rejects_bad_sizes(capsys):
+    from voxelbone.cli import main
+
+    assert main(["bench", "--sizes", "12x"]) == 2
+    assert "--sizes" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_bench_gpu_floor_ratios(tmp_path):
+    from voxelbone.bench_cases import run_bench
+
+    ms, env = run_bench([64], ["cupy"], groups=["kernels", "transfer"], repeats=3)
+    assert env["device_copy_bandwidth_bytes_per_s"] > 1e10
+    step = [m for m in ms if m.case == "remodel.step"][0]
+    assert step.ratio_to_floor is not None and step.ratio_to_floor > 1.0

@@ -1,0 +1,310 @@
+"""The benchmark cases of ``voxelbone bench`` and ``benchmarks/*.py``.
+
+Groups:
+
+* ``kernels`` — the remodeling step and its parts (activation, claims, update) on the
+  site phantom; GPU cases carry the bytes a step must move (every state array read and
+  written once, plus the claim scratch array);
+* ``metrics`` — local thickness, Euler characteristic, EDT, marching-cubes surface and the
+  whole per-step metric set, each beside the reference library that computes the same
+  thing (porespy, scikit-image, SciPy, ITK BoneMorphometry);
+* ``scenario`` — a short postmenopausal run with metrics every 30 days: simulated years
+  per second of wall time;
+* ``transfer`` — host↔device copy of a volume (GPU only), counted apart from the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .backend import Backend, cupy_available, get_backend
+from .bench import (
+    Case,
+    Measurement,
+    compare_records,
+    device_copy_bandwidth,
+    environment,
+    format_table,
+    link_references,
+    load_record,
+    measure,
+    skip,
+    write_record,
+)
+
+__all__ = ["CASES", "bench_cli", "run_bench"]
+
+QUICK_SIZES = (64, 96)
+DEFAULT_SIZES = (128, 256, 512)
+
+
+def _phantom(be: Backend, size: int) -> Any:
+    from .phantom import make_phantom  # noqa: PLC0415
+
+    if size < 48:
+        skip("phantoms need at least 48³")
+    return make_phantom("lumbar_spine", size, 30.0, seed=1).to(be.xp)
+
+
+def _rates() -> Any:
+    from .biology import RemodelingRates  # noqa: PLC0415
+
+    return RemodelingRates(0.45, 0.1, 55.0, 0.8, 0.8)
+
+
+# ----------------------------------------------------------------------------- kernels
+def _step(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from .remodel import Remodeler  # noqa: PLC0415
+    from .remodel.state import RemodelState  # noqa: PLC0415
+
+    rem = Remodeler(_phantom(be, size), seed=1)
+    rates = _rates()
+    k = [0]
+    for _ in range(30):  # a remodeling space in flight, as in a run
+        rem.step(k[0], rates, 5)
+        k[0] += 1
+
+    def fn() -> None:
+        rem.step(k[0], rates, 1)
+        k[0] += 1
+
+    n = size**3
+    return fn, {"bytes_moved": n * (2 * RemodelState.bytes_per_voxel() + 16)}
+
+
+def _cpu_part(part: str) -> Callable[[Backend, int], tuple[Callable[[], Any], dict[str, Any]]]:
+    def setup(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+        from .remodel import Remodeler, cpu  # noqa: PLC0415
+        from .remodel.state import step_scalars  # noqa: PLC0415
+
+        if be.is_gpu:
+            skip("kernel parts are timed on the CPU twin; the GPU times the whole step")
+        rem = Remodeler(_phantom(be, size), seed=1)
+        rates = _rates()
+        for k in range(30):
+            rem.step(k, rates, 5)
+        sc = step_scalars(rates, rem.params, rem.voxel_size_um, 1)
+        st = rem.state
+        if part == "activate":
+            return (lambda: cpu.activate(st, 1, 99, sc)), {}
+        seeds = cpu.activate(st, 1, 99, sc)
+        if part == "claim":
+            return (lambda: cpu.claim(st, seeds, 1, 99, sc)), {}
+        empty_i, empty_c = np.empty(0, np.int64), np.empty(0, np.uint64)
+        return (lambda: cpu.update(st, empty_i, empty_c, sc)), {}
+    return setup
+
+
+# ----------------------------------------------------------------------------- metrics
+def _mask(be: Backend, size: int) -> Any:
+    v = _phantom(be, size)
+    return v, v.mask() & (v.region == 1)
+
+
+def _local_thickness(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from .metrics import local_thickness  # noqa: PLC0415
+
+    v, m = _mask(be, size)
+    return (lambda: local_thickness(m, v.voxel_size_um)), {}
+
+
+def _local_thickness_porespy(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    import porespy  # noqa: PLC0415
+
+    _, m = _mask(be, size)
+    return (lambda: porespy.filters.local_thickness(m, method="dt", smooth=False)), {}
+
+
+def _euler(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from .metrics import euler_characteristic  # noqa: PLC0415
+
+    _, m = _mask(be, size)
+    return (lambda: euler_characteristic(m)), {"bytes_moved": 2 * size**3}
+
+
+def _euler_skimage(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from skimage.measure import euler_number  # noqa: PLC0415
+
+    _, m = _mask(be, size)
+    return (lambda: euler_number(m, connectivity=3)), {}
+
+
+def _edt(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    import edt  # noqa: PLC0415
+
+    if be.is_gpu:
+        skip("edt runs on the CPU")
+    _, m = _mask(be, size)
+    return (lambda: edt.edt(m, parallel=0)), {}
+
+
+def _edt_scipy(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from scipy.ndimage import distance_transform_edt  # noqa: PLC0415
+
+    _, m = _mask(be, size)
+    return (lambda: distance_transform_edt(m)), {}
+
+
+def _surface(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from .metrics import bone_surface_mm2  # noqa: PLC0415
+
+    v, _ = _mask(be, size)
+    return (lambda: bone_surface_mm2(v.bone, v.voxel_size_um)), {}
+
+
+def _morphometry(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from .metrics import morphometry  # noqa: PLC0415
+
+    v = _phantom(be, size)
+    return (lambda: morphometry(v)), {}
+
+
+def _plate_model(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from .metrics import bone_surface_mm2  # noqa: PLC0415
+
+    v, m = _mask(be, size)
+
+    def fn() -> tuple[float, float]:
+        bv = float(m.sum())
+        return bv / m.size, bone_surface_mm2(m.astype(np.float32), v.voxel_size_um) / max(bv, 1.0)
+    return fn, {}
+
+
+def _plate_model_itk(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    import itk  # noqa: PLC0415
+
+    v, m = _mask(be, size)
+    img = itk.image_from_array(np.asarray(m, dtype=np.int16))
+    img.SetSpacing([v.voxel_size_um / 1000.0] * 3)
+
+    def fn() -> float:
+        f = itk.BoneMorphometryFeaturesFilter.New(img)
+        f.SetThreshold(1)
+        f.Update()
+        return float(f.GetBVTV())
+    return fn, {}
+
+
+# ----------------------------------------------------------------------------- scenario
+def _scenario(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from .scenario import Period, Scenario  # noqa: PLC0415
+    from .simulate import simulate  # noqa: PLC0415
+
+    years = 0.25
+    sc = Scenario(name="bench", site="lumbar_spine", periods=(Period("postmenopausal_untreated", years),), size=size,
+                  seed=1, step_days=1, metrics_every_days=30, spin_up_days=10)
+    return (lambda: simulate(sc, None, backend=be, progress=False, render=False)), {"simulated_years": years}
+
+
+# ----------------------------------------------------------------------------- transfer
+def _transfer(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    if not be.is_gpu:
+        skip("host-device transfer needs a GPU")
+    host = np.random.default_rng(0).random((size, size, size), dtype=np.float32)
+    return (lambda: be.xp.asarray(host)), {"bytes_moved": host.nbytes}
+
+
+CASES: tuple[tuple[str, Case], ...] = (
+    ("kernels", Case("remodel.step", _step)),
+    ("kernels", Case("remodel.activate", _cpu_part("activate"), backends=("numpy",))),
+    ("kernels", Case("remodel.claim", _cpu_part("claim"), backends=("numpy",))),
+    ("kernels", Case("remodel.update", _cpu_part("update"), backends=("numpy",))),
+    ("metrics", Case("local_thickness", _local_thickness)),
+    ("metrics", Case("local_thickness", _local_thickness_porespy, impl="porespy", backends=("numpy",))),
+    ("metrics", Case("euler", _euler)),
+    ("metrics", Case("euler", _euler_skimage, impl="skimage", backends=("numpy",))),
+    ("metrics", Case("edt", _edt, impl="voxelbone(edt)", backends=("numpy",))),
+    ("metrics", Case("edt", _edt_scipy, impl="scipy", backends=("numpy",))),
+    ("metrics", Case("surface", _surface)),
+    ("metrics", Case("morphometry", _morphometry)),
+    # BV/TV and BS/BV (ITK BoneMorphometry's feature set: plate-model Tb.Th/Tb.Sp/Tb.N follow from them)
+    ("metrics", Case("plate_model", _plate_model)),
+    ("metrics", Case("plate_model", _plate_model_itk, impl="itk-bonemorphometry", backends=("numpy",))),
+    ("scenario", Case("scenario.pm_0.25yr", _scenario)),
+    ("transfer", Case("transfer.h2d", _transfer, backends=("cupy",))),
+)
+
+
+def run_bench(sizes: Sequence[int], backends: Sequence[str], *, groups: Sequence[str] | None = None,
+              repeats: int = 3, progress: Callable[[str], None] | None = None,
+              quick_scenario: bool = False) -> tuple[list[Measurement], dict[str, Any]]:
+    """Run the cases and return the measurements and the environment record.
+
+    Parameters
+    ----------
+    sizes
+        Volume edges in voxels.
+    backends
+        ``"numpy"`` and/or ``"cupy"``.
+    groups
+        Case groups or case names to run (default all).
+    repeats
+        Timed repeats per case (after one warm-up).
+    quick_scenario
+        Run the scenario case at the smallest size only.
+    """
+    bes = [get_backend(b) for b in backends]
+    gpu = next((b for b in bes if b.is_gpu), None)
+    bandwidth = device_copy_bandwidth() if gpu is not None else None
+    out: list[Measurement] = []
+    for size in sizes:
+        for group, case in CASES:
+            if groups and group not in groups and case.name not in groups:
+                continue
+            for be in bes:
+                if be.name not in case.backends:
+                    continue
+                if progress:
+                    progress(f"{case.name} [{case.impl}] {size}³ {be.name}")
+                if group == "scenario" and quick_scenario and size != min(sizes):
+                    continue  # quick mode: one scenario size
+                r = 1 if group == "scenario" else repeats
+                m = measure(case, be, size, repeats=r, floor_bandwidth=bandwidth)
+                if m.ok and "simulated_years" in m.extra:
+                    m.extra["years_per_second"] = m.extra["simulated_years"] / m.median_s
+                out.append(m)
+    link_references(out)
+    env = environment(gpu)
+    if bandwidth:
+        env["device_copy_bandwidth_bytes_per_s"] = bandwidth
+    return out, env
+
+
+def bench_cli(args: argparse.Namespace) -> int:
+    """``voxelbone bench``."""
+    if args.compare:
+        print(compare_records(load_record(args.compare[0]), load_record(args.compare[1])))
+        return 0
+    if args.sizes:
+        try:
+            sizes = tuple(int(s) for s in args.sizes.split(","))
+        except ValueError:
+            raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
+        if any(s < 16 for s in sizes):
+            raise ValueError(f"sizes must be at least 16 voxels, got {sizes}")
+    else:
+        sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    if args.backend == "all":
+        backends = ["numpy", "cupy"] if cupy_available() else ["numpy"]
+    elif args.backend == "auto":
+        backends = [get_backend("auto").name]
+    else:
+        backends = [args.backend]
+    repeats = args.repeats or (2 if args.quick else 5)
+    groups = args.cases.split(",") if args.cases else None
+    ms, env = run_bench(sizes, backends, groups=groups, repeats=repeats,
+                        progress=lambda s: print(f"  {s}", flush=True), quick_scenario=bool(args.quick))
+    print()
+    print(format_table(ms))
+    for m in ms:
+        if m.ok and "years_per_second" in m.extra:
+            print(f"{m.case} {m.size}³ {m.backend}: {m.extra['years_per_second']:.3g} simulated years per second")
+    if env.get("device_copy_bandwidth_bytes_per_s"):
+        print(f"device copy bandwidth: {env['device_copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s")
+    if args.json:
+        write_record(args.json, ms, env, {"sizes": list(sizes), "backends": backends, "quick": bool(args.quick)})
+        print(f"record: {args.json}")
+    return 0

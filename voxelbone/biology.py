@@ -470,7 +470,7 @@ def cell_activity(
     per = max(int(round(1.0 / dt)), 1)
     n = out.shape[0] // per
     daily = out[: n * per].reshape(n, per, out.shape[1]).mean(axis=1)
-    OBa, OCa, flux, aoca, oca_lag = daily[:, 1], daily[:, 2], daily[:, 4], daily[:, 5], daily[:, 6]
+    OBa, OCa, flux, aoca = daily[:, 1], daily[:, 2], daily[:, 4], daily[:, 5]
     igf = course.daily_mean().igf1_ng_ml[:n] if course.dt_days < 1.0 else np.asarray(course.igf1_ng_ml)[:n]
     igf_rel = np.maximum(igf, 1.0) / max(start_state.igf1_ng_ml, 1.0)
     acf_scale = flux / ref["oc_flux"] * igf_rel**fx.igf1_activation

@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Install the GPU extra only where an NVIDIA driver is present.
 GPU_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo ",gpu")
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n auto
 DEMO_ARGS ?=
 
 .PHONY: demo test bench clean help

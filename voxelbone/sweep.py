@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import __version__
-from .scenario import Period, Scenario
+from .scenario import Scenario
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -109,7 +109,8 @@ def _scenario_from(values: Mapping[str, Any], source: str) -> Scenario:
     if preset is not None or years is not None:
         if "periods" in fields:
             raise ValueError(f"{source}: give either preset/years or periods, not both")
-        fields["periods"] = (Period(str(preset or "postmenopausal_untreated"), float(years if years is not None else 2.0)),)
+        fields["periods"] = [{"preset": str(preset or "postmenopausal_untreated"),
+                              "years": float(years if years is not None else 2.0)}]
     return Scenario.from_dict(fields, source=source)
 
 

@@ -1,0 +1,146 @@
+"""Presets, pharmacokinetics, hormone courses and the cell layer."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from voxelbone.biology import REFERENCE_STATE, cell_activity, derivatives, steady_state
+from voxelbone.hormones import HormoneState
+from voxelbone.pharmacokinetics import Dosing, drug_level, dose_train
+from voxelbone.presets import PresetError, course_for_periods, drug_specs, list_presets, load_preset
+
+REQUIRED = ["premenopausal", "postmenopausal_untreated", "mht_estradiol_progesterone", "low_dose_testosterone_women",
+            "hypogonadal_untreated", "trt", "trt_anastrozole_excess", "gh_peptide_sermorelin",
+            "gh_peptide_ipamorelin_cjc1295", "mht_plus_gh_peptide", "trt_plus_gh_peptide", "glucocorticoid_excess",
+            "chronic_inflammation", "teriparatide", "hyperparathyroidism"]
+EXTRAPOLATED = {"gh_peptide_ipamorelin_cjc1295", "enclomiphene", "trt_anastrozole_gonadorelin"}
+
+
+def test_required_presets_exist_with_evidence_and_citations():
+    names = {p.name for p in list_presets()}
+    assert set(REQUIRED) <= names
+    for p in list_presets():
+        assert p.evidence in ("clinical", "extrapolated"), p.name
+        assert p.references, f"{p.name} cites nothing"
+        if p.name in EXTRAPOLATED:
+            assert p.evidence == "extrapolated" and p.mechanism, p.name
+
+
+def test_every_drug_has_pharmacokinetics_with_references():
+    for name, spec in drug_specs().items():
+        assert spec.absorption_half_life_days > 0 and spec.elimination_half_life_days > 0, name
+        assert spec.references, f"{name} cites nothing"
+
+
+def test_bateman_mean_level_is_exact():
+    spec = drug_specs()["testosterone_cypionate"]
+    dt = 1.0 / 24
+    days = np.arange(0, 200, dt)
+    dosing = Dosing("testosterone_cypionate", 140.0, 7.0, "im")
+    level = drug_level(spec, dose_train(dosing, days), dt)
+    # steady state: the mean over a dosing interval equals level_per_mg_per_day × dose rate
+    last = days >= days[-1] - 7.0 * 10
+    assert level[last].mean() == pytest.approx(spec.level_per_mg_per_day * 20.0, rel=0.02)
+    # the peak after an injection comes after absorption: tmax = ln(ka/ke)/(ka-ke)
+    tmax = math.log(spec.ka / spec.ke) / (spec.ka - spec.ke)
+    first = level[: int(7 / dt)]
+    assert abs(days[np.argmax(first)] - tmax) < 0.3
+
+
+def test_trt_raises_estradiol_by_aromatisation_and_anastrozole_lowers_it():
+    trt = course_for_periods([("trt", 0.25)]).mean(28.0)
+    ai = course_for_periods([("trt_anastrozole_excess", 0.25)]).mean(28.0)
+    hypo = course_for_periods([("hypogonadal_untreated", 0.25)]).mean(28.0)
+    assert trt.testosterone_ng_dl > 2 * hypo.testosterone_ng_dl
+    assert trt.estradiol_pg_ml > hypo.estradiol_pg_ml
+    assert ai.estradiol_pg_ml < 0.5 * trt.estradiol_pg_ml
+    # exogenous testosterone suppresses LH: the endogenous share falls
+    c = course_for_periods([("trt", 0.25)])
+    assert c.extras["exogenous_testosterone_ng_dl"][-1] > 0
+
+
+def test_intermittent_and_continuous_pth_courses():
+    tpd = course_for_periods([("teriparatide", 0.1)])
+    hpt = course_for_periods([("hyperparathyroidism", 0.1)])
+    day = tpd.pth_pg_ml[24 * 30: 24 * 31]
+    assert day.max() > 2 * np.median(day)  # a daily pulse (peak ~2.5× baseline within hours)
+    assert hpt.pth_pg_ml[24 * 30: 24 * 31].std() < 0.05 * hpt.pth_pg_ml.mean()  # continuous
+
+
+def test_gh_peptides_raise_igf1():
+    base = course_for_periods([("gh_peptide_sermorelin", 0.25)])
+    assert base.igf1_ng_ml[-1] > 1.8 * base.igf1_ng_ml[0]
+
+
+def test_chained_periods_switch_levels():
+    c = course_for_periods([("postmenopausal_untreated", 0.5), ("mht_estradiol_progesterone", 0.5)])
+    d = c.daily_mean()
+    assert d.estradiol_pg_ml[100] < 20 and d.estradiol_pg_ml[300] > 50
+
+
+def test_unknown_preset_and_malformed_file(tmp_path):
+    with pytest.raises(PresetError, match="gh_peptide_sermorelin"):
+        load_preset("gh_peptide_sermorelim")
+    bad = tmp_path / "mine.toml"
+    bad.write_text('title = "x"\npopulation = "postmenopausal_woman"\nevidence = "clinical"\nsummary = "x"\n'
+                   'references = ["x"]\n\n[[drug]]\nname = "estradiol_oral"\ndose_mg = -1\nevery_days = 1\nroute = "oral"\n')
+    with pytest.raises(PresetError, match="dose_mg"):
+        load_preset(bad)
+    typo = tmp_path / "typo.toml"
+    typo.write_text('title = "x"\npopulaton = "postmenopausal_woman"\n')
+    with pytest.raises(PresetError, match=r"line 2.*populaton|populaton.*line 2"):
+        load_preset(typo)
+
+
+def test_user_preset_file_works_like_a_builtin():
+    p = load_preset("samples/early_postmenopause.toml")
+    assert p.population.years_since_menopause == 0.0
+    c = p.hormone_course(3 * 365.25)
+    d = c.daily_mean()
+    assert d.estradiol_pg_ml[0] > 60 and d.estradiol_pg_ml[-1] < 15  # the menopause transition
+
+
+def test_presets_cli_lists_and_shows(tmp_path, capsys):
+    from voxelbone.cli import main
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "postmenopausal_untreated" in out and "extrapolated" in out
+    assert main(["presets", "show", "trt", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "testosterone_cypionate" in out and "estradiol" in out
+    png = tmp_path / "trt_hormones.png"
+    import imageio.v2 as imageio
+
+    img = np.asarray(imageio.imread(png))
+    assert img.shape[0] > 200 and (img[..., :3] < 200).any(axis=-1).mean() > 0.01
+
+
+# ------------------------------------------------------------------ cell layer
+def test_steady_state_is_a_fixed_point():
+    for state in (REFERENCE_STATE, HormoneState(8.0, 25.0, 130.0, 35.0, 12.0, 2.5, 0.6, 6.0)):
+        ss = steady_state(state)
+        dx = derivatives(np.array([ss["OBp"], ss["OBa"], ss["OCa"]]), state)
+        assert np.max(np.abs(dx)) < 1e-9
+
+
+def test_ten_years_of_cell_layer_in_well_under_a_second():
+    c = course_for_periods([("postmenopausal_untreated", 10.0)])
+    cell_activity(c, "lumbar_spine")  # compile
+    t0 = time.perf_counter()
+    a = cell_activity(c, "lumbar_spine")
+    assert time.perf_counter() - t0 < 1.0
+    assert a.days.size >= 3650
+
+
+def test_menopause_raises_turnover_and_erosion_depth_and_turns_the_balance_negative():
+    pre = cell_activity(course_for_periods([("premenopausal", 2.0)]), "lumbar_spine")
+    early = cell_activity(course_for_periods([("samples/early_postmenopause.toml", 2.0)]), "lumbar_spine")
+    assert early.activation_trabecular_per_yr[365] > 1.5 * pre.activation_trabecular_per_yr[365]
+    assert early.erosion_depth_um[365] > pre.erosion_depth_um[365] + 3
+    assert early.refill_trabecular[365] < 0.95
+    assert abs(pre.refill_trabecular[200] - 1.0) < 1e-6

@@ -1,0 +1,82 @@
+"""Sweeps on a local Dask cluster: expansion, reuse, failures, a killed worker, the gathered table."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from voxelbone.sweep import Sweep, expand_grid, load_sweep, run_sweep
+
+pytest.importorskip("distributed")
+
+BASE = {"site": "lumbar_spine", "years": 0.05, "size": 48, "step_days": 5, "metrics_every_days": 9,
+        "spin_up_days": 10}
+
+
+def test_grid_expands_and_bad_files_are_explained(tmp_path):
+    runs = expand_grid(BASE, {"preset": ["postmenopausal_untreated", "trt"], "seed": [1, 2]})
+    assert len(runs) == 4 and len({r.run_id for r in runs}) == 4
+    assert {r.scenario.seed for r in runs} == {1, 2}
+    assert load_sweep("samples/sweep_small.toml").runs()[0].scenario.size == 64
+    with pytest.raises(ValueError, match="unknown field"):
+        expand_grid({**BASE, "sizee": 3}, {"seed": [1]})
+    with pytest.raises(ValueError, match="empty"):
+        expand_grid(BASE, {})
+    bad = tmp_path / "s.toml"
+    bad.write_text("[base]\nsite = 'lumbar_spine'\n[grids]\nseed = [1]\n")
+    with pytest.raises(ValueError, match="unknown table"):
+        load_sweep(bad)
+
+
+def test_unreachable_scheduler_is_reported(tmp_path):
+    sweep = Sweep(BASE, {"seed": [1]}, "test")
+    with pytest.raises(ConnectionError, match="cannot reach"):
+        run_sweep(sweep, tmp_path / "out", scheduler="tcp://127.0.0.1:1")
+
+
+@pytest.mark.slow
+def test_sweep_runs_reuses_and_reports_failures(tmp_path):
+    # 16³ cannot hold a phantom of the site: those runs fail with their error, the others complete
+    sweep = Sweep(BASE, {"seed": [1, 2], "size": [48, 16]}, "test")
+    out = tmp_path / "out"
+    rep = run_sweep(sweep, out, n_workers=2, backend="numpy")
+    assert sorted(rep.statuses.values()) == ["completed", "completed", "failed", "failed"]
+    assert len(rep.errors) == 2 and all("too small" in e for e in rep.errors.values()), rep.errors
+    import pandas as pd
+
+    table = pd.read_parquet(rep.table_parquet)
+    done = table[table.status == "completed"]
+    assert set(done.grid_seed) == {1, 2} and "bv_tv" in table and len(done) >= 4
+    assert (out / "sweep.json").exists()
+    # a second call reuses the finished runs (their files are not touched)
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.csv")}
+    rep2 = run_sweep(sweep, out, n_workers=2, backend="numpy")
+    assert rep2.statuses == rep.statuses
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.csv")} == stamp
+
+
+@pytest.mark.slow
+def test_killed_worker_gets_its_run_retried(tmp_path):
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40)
+    try:
+        sweep = Sweep({**BASE, "years": 0.3, "size": 64, "metrics_every_days": 30}, {"seed": [1, 2]}, "test")
+        result = {}
+        t = threading.Thread(target=lambda: result.update(rep=run_sweep(sweep, tmp_path / "out", scheduler=cluster.scheduler_address,
+                                                                         backend="numpy")))
+        t.start()
+        deadline = time.time() + 120
+        while not list((tmp_path / "out").glob("runs/*/metrics.csv")):  # both runs under way
+            assert time.time() < deadline
+            time.sleep(0.1)
+        victim = next(iter(cluster.workers.values()))
+        os.kill(victim.process.pid, 9)  # the nanny's worker process dies mid-run
+        t.join(timeout=600)
+        rep = result["rep"]
+        assert set(rep.statuses.values()) == {"completed"}, rep.errors
+    finally:
+        cluster.close()

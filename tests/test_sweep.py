@@ -12,6 +12,11 @@ from voxelbone.sweep import Sweep, expand_grid, load_sweep, run_sweep
 
 pytest.importorskip("distributed")
 
+# Dask's own sockets and port probing, not ours
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+              pytest.mark.filterwarnings("ignore:Port .* is already in use")]
+
 BASE = {"site": "lumbar_spine", "years": 0.05, "size": 48, "step_days": 5, "metrics_every_days": 9,
         "spin_up_days": 10}
 
@@ -62,7 +67,7 @@ def test_sweep_runs_reuses_and_reports_failures(tmp_path):
 def test_killed_worker_gets_its_run_retried(tmp_path):
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40)
     try:
         sweep = Sweep({**BASE, "years": 0.3, "size": 64, "metrics_every_days": 30}, {"seed": [1, 2]}, "test")
         result = {}

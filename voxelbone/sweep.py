@@ -221,10 +221,10 @@ def local_cluster(n_workers: int | None = None, gpus: int | None = None) -> Any:
             f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
             for i in range(gpus)
         }
-        return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+        return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
                            silence_logs=40)
     n = n_workers or max(1, (os.cpu_count() or 2) // 1)
-    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40)
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40)
 
 
 def _check_out_dir(out: Path) -> None:

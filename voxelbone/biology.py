@@ -53,6 +53,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from .hormones import HormoneCourse, HormoneState
+from .remodel.state import RemodelingRates
 
 __all__ = [
     "ActivityCourse",
@@ -164,17 +165,6 @@ SITE_RATES: dict[str, SiteRates] = {
     "lumbar_spine": SiteRates(0.13 * 1.45, 0.08, description="vertebral cancellous bone turns over faster than iliac"),
     "femoral_neck": SiteRates(0.13 * 1.0, 0.07, bs_bv_per_mm=12.0, description="lower trabecular turnover, cortex-dominated"),
 }
-
-
-@dataclass(frozen=True)
-class RemodelingRates:
-    """What the voxel layer needs at one time."""
-
-    activation_trabecular_per_yr: float
-    activation_cortical_per_yr: float
-    erosion_depth_um: float
-    refill_trabecular: float
-    refill_cortical: float
 
 
 @dataclass

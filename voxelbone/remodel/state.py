@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +18,7 @@ __all__ = [
     "FLAG_RESORBED",
     "Rates",
     "RemodelState",
+    "RemodelingRates",
     "RemodelStats",
     "StepScalars",
     "step_scalars",
@@ -34,14 +35,19 @@ COUNTERS = ("bmus_trabecular", "bmus_osteonal", "perforations", "fragments_remov
 DAYS_PER_YEAR = 365.25
 
 
-class Rates(Protocol):
-    """What the engine reads from the cell layer at each step (``biology.RemodelingRates``)."""
+@dataclass(frozen=True)
+class RemodelingRates:
+    """What the voxel layer reads from the cell layer at each step (``biology`` produces them)."""
 
     activation_trabecular_per_yr: float
     activation_cortical_per_yr: float
     erosion_depth_um: float
     refill_trabecular: float
     refill_cortical: float
+
+
+#: Anything with the fields of :class:`RemodelingRates` (duck-typed in tests).
+Rates = RemodelingRates
 
 
 @dataclass

@@ -126,3 +126,19 @@ def test_balanced_premenopausal_bone_holds_steady():
     for seed in SEEDS:
         pct = _run("premenopausal", "lumbar_spine", seed, 40.0).percent_per_year
         assert abs(pct) <= 0.5, f"premenopausal drift {pct:+.2f} %/yr"
+
+
+def test_untreated_loss_thins_perforates_and_opens_the_cortex():
+    from voxelbone.simulate import simulate
+    from voxelbone.scenario import Period, Scenario
+
+    sc = Scenario(name="pm", site="lumbar_spine", periods=(Period(str(ROOT / "samples" / "early_postmenopause.toml"), 3.0),),
+                  size=96, voxel_size_um=40.0, seed=1, step_days=5, metrics_every_days=365)
+    rows = simulate(sc, None, progress=False, render=False, backend="numpy").rows
+    first, last = rows[0], rows[-1]
+    assert last["bv_tv"] < 0.93 * first["bv_tv"]
+    assert last["tb_th_um"] < first["tb_th_um"] - 10
+    assert last["ct_po"] > first["ct_po"] + 0.02
+    # perforations and fragment losses are counted apart from thinning
+    assert last["engine_perforations"] > first["engine_perforations"]
+    assert last["engine_fragments_removed"] > 0 and last["engine_fragment_volume_mm3"] > 0

@@ -75,26 +75,42 @@ def _step(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
     return fn, {"bytes_moved": n * (2 * RemodelState.bytes_per_voxel() + 16)}
 
 
-def _cpu_part(part: str) -> Callable[[Backend, int], tuple[Callable[[], Any], dict[str, Any]]]:
+#: bytes a voxel outside any BMU must move in each launch (reads + writes), the floor
+_PART_BYTES_PER_VOXEL = {
+    "activate": 4 + 1 + 2,                  # bone (stencil cached), region, bmu_day
+    "update": 8 + 2 + 3 * 4 + 3 * 4,        # claim, bmu_day; bone/mineral/osteoid read and written
+}
+
+
+def _part(part: str) -> Callable[[Backend, int], tuple[Callable[[], Any], dict[str, Any]]]:
+    """One launch of the step (GPU: the CUDA kernel; CPU: the NumPy twin)."""
     def setup(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
         from .remodel import Remodeler, cpu  # noqa: PLC0415
         from .remodel.state import step_scalars  # noqa: PLC0415
 
-        if be.is_gpu:
-            skip("kernel parts are timed on the CPU twin; the GPU times the whole step")
         rem = Remodeler(_phantom(be, size), seed=1)
         rates = _rates()
-        for k in range(30):
+        for k in range(30):  # a remodeling space in flight, as in a run
             rem.step(k, rates, 5)
         sc = step_scalars(rates, rem.params, rem.voxel_size_um, 1)
         st = rem.state
+        n = size**3
+        info = {"bytes_moved": n * _PART_BYTES_PER_VOXEL[part]} if part in _PART_BYTES_PER_VOXEL else {}
+        if be.is_gpu:
+            g = rem._gpu
+            g.activate(st, 1, 99, sc)
+            if part == "activate":
+                return (lambda: g.activate(st, 1, 99, sc)), info
+            if part == "claim":
+                return (lambda: g.claim_cavities(st, 1, 99, sc)), info
+            return (lambda: g.update(st, sc)), info
         if part == "activate":
-            return (lambda: cpu.activate(st, 1, 99, sc)), {}
+            return (lambda: cpu.activate(st, 1, 99, sc)), info
         seeds = cpu.activate(st, 1, 99, sc)
         if part == "claim":
-            return (lambda: cpu.claim(st, seeds, 1, 99, sc)), {}
+            return (lambda: cpu.claim(st, seeds, 1, 99, sc)), info
         empty_i, empty_c = np.empty(0, np.int64), np.empty(0, np.uint64)
-        return (lambda: cpu.update(st, empty_i, empty_c, sc)), {}
+        return (lambda: cpu.update(st, empty_i, empty_c, sc)), info
     return setup
 
 
@@ -204,14 +220,15 @@ def _transfer(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]
     if not be.is_gpu:
         skip("host-device transfer needs a GPU")
     host = np.random.default_rng(0).random((size, size, size), dtype=np.float32)
-    return (lambda: be.xp.asarray(host)), {"bytes_moved": host.nbytes}
+    # counted apart: its floor is the host link (PCIe/NVLink), not the device memory
+    return (lambda: be.xp.asarray(host)), {"transfer_bytes": host.nbytes}
 
 
 CASES: tuple[tuple[str, Case], ...] = (
     ("kernels", Case("remodel.step", _step)),
-    ("kernels", Case("remodel.activate", _cpu_part("activate"), backends=("numpy",))),
-    ("kernels", Case("remodel.claim", _cpu_part("claim"), backends=("numpy",))),
-    ("kernels", Case("remodel.update", _cpu_part("update"), backends=("numpy",))),
+    ("kernels", Case("remodel.activate", _part("activate"))),
+    ("kernels", Case("remodel.claim", _part("claim"))),
+    ("kernels", Case("remodel.update", _part("update"))),
     ("metrics", Case("local_thickness", _local_thickness)),
     ("metrics", Case("local_thickness", _local_thickness_porespy, impl="porespy", backends=("numpy",))),
     ("metrics", Case("euler", _euler)),
@@ -265,6 +282,8 @@ def run_bench(sizes: Sequence[int], backends: Sequence[str], *, groups: Sequence
                 m = measure(case, be, size, repeats=r, floor_bandwidth=bandwidth)
                 if m.ok and "simulated_years" in m.extra:
                     m.extra["years_per_second"] = m.extra["simulated_years"] / m.median_s
+                if m.ok and "transfer_bytes" in m.extra:
+                    m.extra["achieved_gb_per_s"] = m.extra["transfer_bytes"] / m.median_s / 1e9
                 out.append(m)
     link_references(out)
     env = environment(gpu)
@@ -300,6 +319,8 @@ def bench_cli(args: argparse.Namespace) -> int:
     print()
     print(format_table(ms))
     for m in ms:
+        if m.ok and "achieved_gb_per_s" in m.extra:
+            print(f"{m.case} {m.size}³: {m.extra['achieved_gb_per_s']:.1f} GB/s host to device")
         if m.ok and "years_per_second" in m.extra:
             print(f"{m.case} {m.size}³ {m.backend}: {m.extra['years_per_second']:.3g} simulated years per second")
     if env.get("device_copy_bandwidth_bytes_per_s"):

@@ -403,7 +403,7 @@ def render_results(result_dir: str | Path, *, options: RenderOptions | None = No
     written.append(render_thickness(v1, rdir / "thickness_end.png", title=y1, options=opts))
     if len(snaps) > 1:
         written.append(render_grid({y0: v0, y1: v1}, rdir / "before_after.png", options=opts))
-        written.append(render_change(v0, v1, rdir / "change.png", title=f"{y0} → {y1}", options=opts))
+        written.append(render_change(v0, v1, rdir / "change.png", title=f"{y0} to {y1}", options=opts))
     if (np.asarray(v1.region) == int(Region.CORTICAL)).any():
         written.append(render_cortex_cutaway(v1, rdir / "cortex_cutaway.png", title=y1, options=opts))
     if len(snaps) > 1:

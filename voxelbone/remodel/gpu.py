@@ -44,8 +44,8 @@ class GpuStep:
             self.capacity = min(max(need, 2 * self.capacity), self.n)
             self.seeds = self.cp.empty(self.capacity, dtype=self.cp.int64)
 
-    def step(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
-        cp = self.cp
+    def activate(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
+        """``vb_activate``: surface voxels that start a BMU go to the seed list."""
         self._ensure_capacity(sc)
         nz, ny, nx = (np.int64(v) for v in self.shape)
         self.seed_count.fill(0)
@@ -54,6 +54,11 @@ class GpuStep:
             (st.bone, st.region, st.bmu_day, nz, ny, nx, np.uint64(seed), np.uint64(step),
              sc.p_hemi, sc.p_osteonal, self.seeds, self.seed_count, np.uint32(self.capacity)),
         )
+
+    def claim_cavities(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
+        """``vb_claim``: each seed's cavity claims its voxels (lowest seed index wins)."""
+        cp = self.cp
+        nz, ny, nx = (np.int64(v) for v in self.shape)
         self._claim(
             (min(_CLAIM_BLOCKS, self.capacity),), (_CLAIM_THREADS,),
             (st.bone, st.region, st.bmu_day, nz, ny, nx, sc.voxel_um, np.uint64(seed), np.uint64(step),
@@ -63,6 +68,9 @@ class GpuStep:
         # seeds beyond capacity were counted but not stored: record the overflow on the device
         over = cp.maximum(self.seed_count.astype(cp.int64) - self.capacity, 0).astype(cp.uint64)
         st.counters[4:5] += over
+
+    def update(self, st: RemodelState, sc: StepScalars) -> None:
+        """``vb_update``: take claims, excavate, refill, release, mineralise."""
         self._update(
             (self.blocks,), (_THREADS,),
             (st.bone, st.mineral, st.osteoid, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount, self.claim,
@@ -70,6 +78,12 @@ class GpuStep:
              sc.refill_trab, sc.refill_cort, sc.refill_perforated,
              sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid),
         )
+
+    def step(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
+        """The three launches of one step, in order, with no host synchronisation."""
+        self.activate(st, seed, step, sc)
+        self.claim_cavities(st, seed, step, sc)
+        self.update(st, sc)
 
     def scratch_bytes(self) -> int:
         """Device bytes held besides the state."""

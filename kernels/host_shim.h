@@ -26,3 +26,6 @@ static inline unsigned int atomicMin(unsigned int* a, unsigned int v) { unsigned
 static inline unsigned long long atomicMin(unsigned long long* a, unsigned long long v) { unsigned long long o = *a; if (v < o) *a = v; return o; }
 static inline int atomicMax(int* a, int v) { int o = *a; if (v > o) *a = v; return o; }
 static inline unsigned int atomicMax(unsigned int* a, unsigned int v) { unsigned int o = *a; if (v > o) *a = v; return o; }
+#include <string.h>
+static inline int __float_as_int(float f) { int i; memcpy(&i, &f, sizeof i); return i; }
+static inline float __int_as_float(int i) { float f; memcpy(&f, &i, sizeof f); return f; }

@@ -292,3 +292,27 @@ def test_metrics_agree_on_every_array_module(xp):
     a, b = morphometry(vol.to(xp), cortical=False), morphometry(vol, cortical=False)
     assert a.euler == b.euler and a.bv_tv == b.bv_tv
     assert a.tb_th_um == pytest.approx(b.tb_th_um, rel=1e-6) and a.conn_d_per_mm3 == pytest.approx(b.conn_d_per_mm3)
+
+
+def test_thickness_kernels_host_build_match_the_cpu_path(hostlib):
+    from voxelbone.metrics.thickness import _edt, _ridge_flags
+
+    m = _random_trabecular(12, n=32, sigma=1.6, bvtv=0.35)
+    nz, ny, nx = m.shape
+    dist = np.ascontiguousarray(_edt(m))
+    keep = np.zeros(m.shape, np.uint8)
+    L = C.c_longlong
+    hostlib.vb_ridge_flags.restype = None
+    hostlib.vb_ridge_flags(C.c_void_p(dist.ctypes.data), L(nz), L(ny), L(nx), C.c_void_p(keep.ctypes.data))
+    np.testing.assert_array_equal(keep.astype(bool), _ridge_flags(dist))
+    flat = np.flatnonzero(keep)
+    cz, rest = np.divmod(flat, ny * nx)
+    cy, cx = np.divmod(rest, nx)
+    cz, cy, cx = (np.ascontiguousarray(a, dtype=np.int64) for a in (cz, cy, cx))
+    cr = np.ascontiguousarray(dist.ravel()[flat])
+    mask8 = np.ascontiguousarray(m, dtype=np.uint8)
+    out = np.zeros(m.shape, np.int32)
+    hostlib.vb_insert_balls.restype = None
+    hostlib.vb_insert_balls(*(C.c_void_p(a.ctypes.data) for a in (cz, cy, cx, cr)), L(flat.size),
+                            C.c_void_p(mask8.ctypes.data), L(nz), L(ny), L(nx), C.c_void_p(out.ctypes.data))
+    np.testing.assert_array_equal(out.view(np.float32), local_thickness(m, 1.0))

@@ -145,9 +145,13 @@ def local_thickness(
         raise ValueError(f"mask must be 3-D (z, y, x), got shape {mask.shape}")
     if not voxel_size_um > 0:
         raise ValueError(f"voxel_size_um must be > 0, got {voxel_size_um}")
+    if xp is not np and distance is None:  # CuPy: the same algorithm in CUDA kernels
+        from .gpu import local_thickness_gpu  # noqa: PLC0415
+
+        return local_thickness_gpu(_check_mask(mask), voxel_size_um)
     m = np.ascontiguousarray(asnumpy(_check_mask(mask)))
-    if xp is not np:  # the ball insertion runs on the host; the map goes back to the device
-        return xp.asarray(local_thickness(m, voxel_size_um, None if distance is None else asnumpy(distance)))
+    if xp is not np:
+        return xp.asarray(local_thickness(m, voxel_size_um, asnumpy(distance)))
     if not m.any():
         return np.zeros(m.shape, dtype=np.float32)
     dist, keep = distance_ridge(m, distance)

@@ -59,3 +59,34 @@ def test_voxel_size_outside_micro_ct_range_warns():
         Scenario(voxel_size_um=50.0)
     with pytest.raises(ValueError, match="outside what the model supports"):
         Scenario(voxel_size_um=500.0)
+
+
+def test_preset_files_are_found_beside_the_scenario(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from voxelbone.scenario import load_scenario
+
+    monkeypatch.chdir(tmp_path)  # somewhere else
+    root = Path(__file__).resolve().parents[1]
+    s = load_scenario(root / "samples" / "menopause_then_mht.toml")
+    assert Path(s.periods[0].preset).is_file()
+    assert [p.years for p in s.periods] == [2, 5, 2]
+
+
+def test_every_sample_file_loads():
+    from pathlib import Path
+
+    from voxelbone.presets import course_for_periods, load_preset
+    from voxelbone.scenario import load_scenario
+    from voxelbone.sweep import load_sweep
+
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    for f in sorted(samples.glob("*.toml")):
+        text = f.read_text()
+        if "[grid]" in text:
+            assert load_sweep(f).runs()
+        elif "[[period]]" in text:
+            s = load_scenario(f)
+            course_for_periods([(p.preset, p.years) for p in s.periods])
+        else:
+            assert load_preset(f).references

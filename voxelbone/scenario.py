@@ -217,6 +217,13 @@ def load_scenario(path: str | Path) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{p}: not valid TOML: {exc}") from None
+    # preset files named in periods are found beside the scenario file first
+    for period in data.get("period", []) if isinstance(data.get("period"), list) else []:
+        preset = period.get("preset") if isinstance(period, dict) else None
+        if isinstance(preset, str) and preset.endswith(".toml") and not Path(preset).is_absolute():
+            beside = p.parent / preset
+            if beside.is_file() and not Path(preset).is_file():
+                period["preset"] = str(beside)
     try:
         return Scenario.from_dict(data, source=str(p))
     except (ValueError, TypeError) as exc:

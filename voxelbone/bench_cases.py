@@ -56,16 +56,22 @@ def _rates() -> Any:
 
 
 # ----------------------------------------------------------------------------- kernels
-def _step(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+def _warm_engine(be: Backend, size: int) -> tuple[Any, Any]:
+    """An engine on the site phantom with a remodeling space in flight (30 steps of 5 days), as in a run."""
     from .remodel import Remodeler  # noqa: PLC0415
-    from .remodel.state import RemodelState  # noqa: PLC0415
 
     rem = Remodeler(_phantom(be, size), seed=1)
     rates = _rates()
-    k = [0]
-    for _ in range(30):  # a remodeling space in flight, as in a run
-        rem.step(k[0], rates, 5)
-        k[0] += 1
+    for k in range(30):
+        rem.step(k, rates, 5)
+    return rem, rates
+
+
+def _step(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from .remodel.state import RemodelState  # noqa: PLC0415
+
+    rem, rates = _warm_engine(be, size)
+    k = [30]
 
     def fn() -> None:
         rem.step(k[0], rates, 1)
@@ -85,13 +91,10 @@ _PART_BYTES_PER_VOXEL = {
 def _part(part: str) -> Callable[[Backend, int], tuple[Callable[[], Any], dict[str, Any]]]:
     """One launch of the step (GPU: the CUDA kernel; CPU: the NumPy twin)."""
     def setup(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-        from .remodel import Remodeler, cpu  # noqa: PLC0415
+        from .remodel import cpu  # noqa: PLC0415
         from .remodel.state import step_scalars  # noqa: PLC0415
 
-        rem = Remodeler(_phantom(be, size), seed=1)
-        rates = _rates()
-        for k in range(30):  # a remodeling space in flight, as in a run
-            rem.step(k, rates, 5)
+        rem, rates = _warm_engine(be, size)
         sc = step_scalars(rates, rem.params, rem.voxel_size_um, 1)
         st = rem.state
         n = size**3

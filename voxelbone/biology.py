@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numba
 import numpy as np
@@ -464,23 +465,29 @@ def cell_activity(
     igf = course.daily_mean().igf1_ng_ml[:n] if course.dt_days < 1.0 else np.asarray(course.igf1_ng_ml)[:n]
     igf_rel = np.maximum(igf, 1.0) / max(start_state.igf1_ng_ml, 1.0)
     acf_scale = flux / ref["oc_flux"] * igf_rel**fx.igf1_activation
-    depth = sr.erosion_depth_um * (ref["oc_apoptosis"] / aoca) ** fx.erosion_depth_exponent
-    refill = sr.refill * (1.0 + fx.refill_gain * ((OBa / home["OBa"]) / (OCa / home["OCa"]) - 1.0)) * igf_rel**fx.igf1_refill
-    refill = np.clip(refill, 0.0, fx.max_refill)
-    start_refill = sr.refill * (1.0 + fx.refill_gain * ((start["OBa"] / home["OBa"]) / (start["OCa"] / home["OCa"]) - 1.0))
+
+    def balance(oba: Any, oca: Any) -> Any:  # refill fraction from the osteoblast/osteoclast ratio (unclipped)
+        return sr.refill * (1.0 + fx.refill_gain * ((oba / home["OBa"]) / (oca / home["OCa"]) - 1.0))
+
+    def depth_um(oc_apoptosis: Any) -> Any:
+        return np.clip(sr.erosion_depth_um * (ref["oc_apoptosis"] / oc_apoptosis) ** fx.erosion_depth_exponent, 5.0, 200.0)
+
+    refill = np.clip(balance(OBa, OCa) * igf_rel**fx.igf1_refill, 0.0, fx.max_refill)
+    depth = depth_um(aoca)
+    start_refill = float(np.clip(balance(start["OBa"], start["OCa"]), 0.0, fx.max_refill))
     initial = RemodelingRates(
         activation_trabecular_per_yr=sr.activation_trabecular_per_yr * start["oc_flux"] / ref["oc_flux"],
         activation_cortical_per_yr=sr.activation_cortical_per_yr * start["oc_flux"] / ref["oc_flux"],
-        erosion_depth_um=float(np.clip(sr.erosion_depth_um * (ref["oc_apoptosis"] / start["oc_apoptosis"]) ** fx.erosion_depth_exponent, 5.0, 200.0)),
-        refill_trabecular=float(np.clip(start_refill, 0.0, fx.max_refill)),
-        refill_cortical=float(np.clip(start_refill, 0.0, fx.max_refill)),
+        erosion_depth_um=float(depth_um(start["oc_apoptosis"])),
+        refill_trabecular=start_refill,
+        refill_cortical=start_refill,
     )
     return ActivityCourse(
         initial_rates=initial,
         days=np.arange(n, dtype=float),
         activation_trabecular_per_yr=sr.activation_trabecular_per_yr * acf_scale,
         activation_cortical_per_yr=sr.activation_cortical_per_yr * acf_scale,
-        erosion_depth_um=np.clip(depth, 5.0, 200.0),
+        erosion_depth_um=depth,
         refill_trabecular=refill,
         refill_cortical=refill,
         cells={"OBp": daily[:, 0], "OBa": OBa, "OCa": OCa, "bone_volume_internal": daily[:, 3],

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .scenario import Period, Scenario
-from .volume import TMD_MAX_MG_CM3, BoneVolume, Region
+from .volume import BoneVolume
 
 __all__ = ["CLINICAL_TARGETS", "CalibrationResult", "Target", "bmd_change", "bmd_proxy", "main"]
 
@@ -52,13 +52,10 @@ CLINICAL_TARGETS: dict[str, Target] = {
 
 
 def bmd_proxy(volume: BoneVolume) -> float:
-    """BMD proxy (mg HA/cm³) of the bone region: mean mineral over trabecular VOI and cortex."""
-    from .backend import asnumpy  # noqa: PLC0415
+    """BMD proxy (mg HA/cm³) of a volume (:func:`voxelbone.metrics.bmd_proxy_mg_cm3`)."""
+    from .metrics import bmd_proxy_mg_cm3  # noqa: PLC0415
 
-    region = asnumpy(volume.region)
-    tissue = region != int(Region.OUTSIDE)
-    mineral = asnumpy(volume.mineral)
-    return TMD_MAX_MG_CM3 * float(mineral[tissue].sum(dtype=np.float64)) / max(int(tissue.sum()), 1)
+    return bmd_proxy_mg_cm3(volume.mineral, volume.region)
 
 
 @dataclass(frozen=True)

@@ -112,12 +112,11 @@ class Population:
 
     @property
     def circulating(self) -> HormoneState:
-        """The population's own circulating levels: the baseline with its testosterone's
-        aromatisation to estradiol added (as :func:`build_course` does without drugs)."""
-        from dataclasses import replace  # noqa: PLC0415
-
-        b = self.baseline
-        return replace(b, estradiol_pg_ml=b.estradiol_pg_ml + AROMATISATION_PG_ML_PER_NG_DL * b.testosterone_ng_dl)
+        """The population's own circulating levels on day 0, no drug: its levels with the
+        aromatisation of its testosterone to estradiol added, as :func:`build_course` does."""
+        lv = {h: float(v[0]) for h, v in self.levels(np.zeros(1)).items()}
+        lv["estradiol_pg_ml"] += AROMATISATION_PG_ML_PER_NG_DL * lv["testosterone_ng_dl"]
+        return HormoneState(**lv)
 
     def levels(self, days: np.ndarray, start_offset_years: float = 0.0) -> dict[str, np.ndarray]:
         """Baseline levels on ``days`` (days since the scenario start)."""
@@ -205,13 +204,6 @@ def _lowpass(x: np.ndarray, tau_days: float, dt_days: float) -> np.ndarray:
     return lfilter([1.0 - a], [1.0, -a], x)
 
 
-def _pre_state(pop: Population) -> HormoneState:
-    """Levels on day 0 without any drug (aromatisation of the population's own testosterone included)."""
-    lv = {h: float(v[0]) for h, v in pop.levels(np.zeros(1)).items()}
-    lv["estradiol_pg_ml"] += AROMATISATION_PG_ML_PER_NG_DL * lv["testosterone_ng_dl"]
-    return HormoneState(**lv)
-
-
 def build_course(segments: Sequence[Segment], total_days: float, steps_per_day: int = STEPS_PER_DAY) -> HormoneCourse:
     """Hormone course for consecutive periods.
 
@@ -274,7 +266,7 @@ def build_course(segments: Sequence[Segment], total_days: float, steps_per_day: 
         population=first.name,
         adapted_to=first.adapted_to,
         initial_bone_volume=first.initial_bone_volume,
-        pre_state=_pre_state(first),
+        pre_state=first.circulating,
         extras={"aromatase_inhibition": inhibition, "lh_drive": lh, "gh_drive": channels["gh_drive"],
                 "exogenous_testosterone_ng_dl": exo_t, "aromatised_estradiol_pg_ml": aromatised},
     )

@@ -30,7 +30,7 @@ import numpy as np
 
 from .backend import asnumpy
 from .results import iter_snapshots, load_rows, load_snapshot
-from .volume import BONE_THRESHOLD, BoneVolume, Region
+from .volume import BONE_THRESHOLD, BoneVolume, Region, coarsen
 
 __all__ = [
     "RenderOptions",
@@ -85,18 +85,15 @@ def _factor(shape: Sequence[int], max_voxels: int) -> int:
     return max(1, int(math.ceil((n / max_voxels) ** (1.0 / 3.0)))) if n > max_voxels else 1
 
 
-def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
-    if k == 1:
-        return a.astype(np.float32, copy=False)
-    s = [d - d % k for d in a.shape]
-    a = a[: s[0], : s[1], : s[2]].astype(np.float32)
-    return a.reshape(s[0] // k, k, s[1] // k, k, s[2] // k, k).mean(axis=(1, 3, 5))
+def _coarse(volume: BoneVolume, opts: RenderOptions) -> tuple[BoneVolume, int]:
+    """The volume on the host, block-averaged (:func:`voxelbone.volume.coarsen`) to fit ``max_voxels``."""
+    k = _factor(volume.shape, opts.max_voxels)
+    return coarsen(volume.to(np), k), k
 
 
 def _field(volume: BoneVolume, opts: RenderOptions) -> tuple[np.ndarray, float, int]:
-    bone = np.asarray(asnumpy(volume.bone), dtype=np.float32)
-    k = _factor(bone.shape, opts.max_voxels)
-    return _block_mean(bone, k), volume.voxel_size_um * k, k
+    v, k = _coarse(volume, opts)
+    return np.asarray(v.bone, dtype=np.float32), v.voxel_size_um, k
 
 
 def bone_surface(field: np.ndarray, spacing_um: float, *, level: float = BONE_THRESHOLD,
@@ -277,8 +274,9 @@ def render_cortex_cutaway(volume: BoneVolume, path: str | Path, *, title: str = 
     cort = region == int(Region.CORTICAL)
     if not cort.any():
         raise ValueError("the volume has no cortical region to cut away (region labels hold no cortex)")
-    field, spacing, k = _field(volume, opts)
-    creg = _block_mean(cort, k) > 0.5
+    cv, k = _coarse(volume, opts)
+    field, spacing = np.asarray(cv.bone, dtype=np.float32), cv.voxel_size_um
+    creg = np.asarray(cv.region) == int(Region.CORTICAL)
     ctb = np.where(creg, field, 0.0)
     trab = np.where(~creg, field, 0.0)
     # the cortex's thin axis: the one along which the cortical mask is shortest

@@ -3,7 +3,7 @@
 from .anisotropy import Anisotropy, mean_intercept_length
 from .connectivity import connectivity_density, euler_characteristic, inscribed_box
 from .cortical import CorticalMetrics, cortical_metrics, segment_compartments
-from .morphometry import ASBMR, Morphometry, morphometry
+from .morphometry import ASBMR, Morphometry, bmd_proxy_mg_cm3, morphometry
 from .surface import bone_surface_mm2
 from .thickness import ThicknessStats, local_thickness, thickness_stats
 
@@ -13,6 +13,7 @@ __all__ = [
     "CorticalMetrics",
     "Morphometry",
     "ThicknessStats",
+    "bmd_proxy_mg_cm3",
     "bone_surface_mm2",
     "connectivity_density",
     "cortical_metrics",

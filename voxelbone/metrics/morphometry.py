@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 import numpy as np
 
 from ..backend import asnumpy
@@ -113,6 +114,17 @@ def _stats(lt: np.ndarray, sel: np.ndarray) -> tuple[float, float, float]:
     return float(vals.mean()), float(vals.std()), float(vals.max())
 
 
+def bmd_proxy_mg_cm3(mineral: Any, region: Any) -> float:
+    """BMD proxy (mg HA/cm³): mineral averaged over the bone region (trabecular VOI + cortex).
+
+    Cheap (one sum), so it can be sampled every step; NaN for a volume without tissue.
+    """
+    m, r = asnumpy(mineral), asnumpy(region)
+    tissue = r != Region.OUTSIDE
+    n = int(tissue.sum())
+    return TMD_MAX_MG_CM3 * float(m[tissue].sum(dtype=np.float64)) / n if n else float("nan")
+
+
 def morphometry(
     volume: BoneVolume,
     *,
@@ -193,8 +205,7 @@ def morphometry(
     else:
         ct = (nan, nan, nan, nan)
 
-    n_tissue = int(tissue.sum())
-    bmd = TMD_MAX_MG_CM3 * float(mineral[tissue].sum(dtype=np.float64)) / n_tissue if n_tissue else nan
+    bmd = bmd_proxy_mg_cm3(mineral, region)
     tb_bmd = TMD_MAX_MG_CM3 * float(mineral[trab].sum(dtype=np.float64)) / n_trab if n_trab else nan
     b_sum = float(bone[tissue].sum(dtype=np.float64))
     tmd = TMD_MAX_MG_CM3 * float(mineral[tissue].sum(dtype=np.float64)) / b_sum if b_sum > 0 else nan

@@ -144,3 +144,15 @@ def test_menopause_raises_turnover_and_erosion_depth_and_turns_the_balance_negat
     assert early.erosion_depth_um[365] > pre.erosion_depth_um[365] + 3
     assert early.refill_trabecular[365] < 0.95
     assert abs(pre.refill_trabecular[200] - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("preset", ["premenopausal", "hypogonadal_untreated", "glucocorticoid_excess"])
+def test_untreated_states_start_where_they_stand(preset):
+    # the remodeling space before day 0 comes from the population's own circulating levels
+    # (aromatised testosterone included); an untreated course must not jump on day 0
+    a = cell_activity(course_for_periods([(preset, 0.5)]), "lumbar_spine")
+    if preset == "glucocorticoid_excess":
+        assert a.activation_trabecular_per_yr[1] != pytest.approx(a.initial_rates.activation_trabecular_per_yr, rel=0.01)
+        return
+    assert a.activation_trabecular_per_yr[1] == pytest.approx(a.initial_rates.activation_trabecular_per_yr, rel=0.01)
+    assert a.refill_trabecular[1] == pytest.approx(a.initial_rates.refill_trabecular, abs=0.01)

@@ -65,23 +65,21 @@ def test_sweep_runs_reuses_and_reports_failures(tmp_path):
 
 @pytest.mark.slow
 def test_killed_worker_gets_its_run_retried(tmp_path):
-    from distributed import LocalCluster
+    import psutil
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40)
-    try:
-        sweep = Sweep({**BASE, "years": 0.3, "size": 64, "metrics_every_days": 30}, {"seed": [1, 2]}, "test")
-        result = {}
-        t = threading.Thread(target=lambda: result.update(rep=run_sweep(sweep, tmp_path / "out", scheduler=cluster.scheduler_address,
-                                                                         backend="numpy")))
-        t.start()
-        deadline = time.time() + 120
-        while not list((tmp_path / "out").glob("runs/*/metrics.csv")):  # both runs under way
-            assert time.time() < deadline
-            time.sleep(0.1)
-        victim = next(iter(cluster.workers.values()))
-        os.kill(victim.process.pid, 9)  # the nanny's worker process dies mid-run
-        t.join(timeout=600)
-        rep = result["rep"]
-        assert set(rep.statuses.values()) == {"completed"}, rep.errors
-    finally:
-        cluster.close()
+    sweep = Sweep({**BASE, "years": 0.3, "size": 64, "metrics_every_days": 30}, {"seed": [1, 2]}, "test")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(rep=run_sweep(sweep, tmp_path / "out", n_workers=2, backend="numpy",
+                                                                     retries=1)))
+    t.start()
+    deadline = time.time() + 120
+    while len(list((tmp_path / "out").glob("runs/*/metrics.csv"))) < 2:  # both runs under way
+        assert time.time() < deadline
+        time.sleep(0.1)
+    # the local cluster's worker processes (spawned by their nannies; not the resource tracker)
+    workers = [c for c in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+    assert workers
+    os.kill(workers[0].pid, 9)
+    t.join(timeout=600)
+    rep = result["rep"]
+    assert set(rep.statuses.values()) == {"completed"}, rep.errors

@@ -267,7 +267,9 @@ def run_sweep(
     render : bool
         Write plots and renders for every run.
     retries : int
-        Extra attempts for a run whose worker died.
+        Extra attempts for a run whose worker died (the local cluster's
+        ``distributed.scheduler.allowed-failures``; an existing scheduler keeps its own
+        setting). A run resumes from its last checkpoint when attempted again.
     progress : callable, optional
         Called as ``progress(run_id, status)`` as runs finish.
     """
@@ -291,12 +293,15 @@ def run_sweep(
                 except (OSError, TimeoutError) as exc:
                     raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
             else:
-                cluster = local_cluster(n_workers)
+                import dask  # noqa: PLC0415
+
+                with dask.config.set({"distributed.scheduler.allowed-failures": int(retries)}):
+                    cluster = local_cluster(n_workers)
                 client = Client(cluster)
             with client:
                 futures = {
                     client.submit(_run_one, r, str(out / "runs" / r.run_id), backend, render,
-                                  key=f"voxelbone-{r.run_id}-{time.time_ns()}", retries=retries, pure=False): r
+                                  key=f"voxelbone-{r.run_id}-{time.time_ns()}", pure=False): r
                     for r in todo
                 }
                 for fut in as_completed(futures):

@@ -1,20 +1,25 @@
 // voxelbone — exact local thickness (Hildebrand & Rüegsegger 1997) on the device, the same
-// algorithm as voxelbone/metrics/thickness.py (Numba):
-//   1. vb_ridge_flags: from the Euclidean distance map (voxel units), keep the centres
-//      whose ball is not contained in a 26-neighbour's ball (dist[n] >= dist[c] + |n - c|);
-//   2. vb_insert_balls: every kept centre writes its diameter 2r into each mask voxel of
-//      its ball (dz^2 + dy^2 + dx^2 <= r^2, evaluated exactly as the CPU does), keeping the
-//      largest; diameters are positive floats, so their bit patterns order as integers and
-//      atomicMax on the int view keeps the largest.
+// algorithm as voxelbone/metrics/thickness.py (Numba), in integer arithmetic on both:
+//   1. vb_ridge_flags: from the squared Euclidean distance map k (voxel units, exact
+//      integers), keep the centres whose discrete ball {p : |p - c|^2 <= k} is not contained
+//      in a 26-neighbour's ball. Containment is a table lookup: table[(c - 1) * (k_max + 1) + k]
+//      is the smallest squared radius a neighbour at offset class c (|d|^2 = 1, 2, 3) needs
+//      to hold the ball (voxelbone.metrics.thickness.ball_containment_table);
+//   2. vb_insert_balls: every kept centre writes its diameter 2*sqrt(k) into each mask voxel
+//      of its ball, keeping the largest; diameters are positive floats, so their bit
+//      patterns order as integers and atomicMax on the int view keeps the largest.
 #include "vb_common.cuh"
 
-extern "C" __global__ void vb_ridge_flags(const float* __restrict__ dist, vb_i64 nz, vb_i64 ny, vb_i64 nx,
-                                          unsigned char* __restrict__ keep) {
+// floor(sqrt(v)) for 0 <= v < 2^52: the double square root is correctly rounded.
+__device__ __forceinline__ vb_i64 vb_isqrt(vb_i64 v) { return (vb_i64)sqrt((double)v); }
+
+extern "C" __global__ void vb_ridge_flags(const int* __restrict__ k2, const int* __restrict__ table, vb_i64 k_max,
+                                          vb_i64 nz, vb_i64 ny, vb_i64 nx, unsigned char* __restrict__ keep) {
     const vb_i64 n = nz * ny * nx;
     for (vb_i64 i = vb_tid(); i < n; i += vb_stride()) {
-        const float r = dist[i];
-        unsigned char k = 0;
-        if (r > 0.0f) {
+        const int k = k2[i];
+        unsigned char flag = 0;
+        if (k > 0) {
             const vb_i64 x = i % nx, y = (i / nx) % ny, z = i / (nx * ny);
             int contained = 0;
             for (int dz = -1; dz <= 1 && !contained; ++dz) {
@@ -25,41 +30,36 @@ extern "C" __global__ void vb_ridge_flags(const float* __restrict__ dist, vb_i64
                     if (yy < 0 || yy >= ny) continue;
                     for (int dx = -1; dx <= 1; ++dx) {
                         const vb_i64 xx = x + dx;
-                        if (xx < 0 || xx >= nx || (dz == 0 && dy == 0 && dx == 0)) continue;
-                        const float step = sqrtf((float)(dz * dz + dy * dy + dx * dx));
-                        if (dist[(zz * ny + yy) * nx + xx] >= r + step) { contained = 1; break; }
+                        const int c = dz * dz + dy * dy + dx * dx;
+                        if (xx < 0 || xx >= nx || c == 0) continue;
+                        if (k2[(zz * ny + yy) * nx + xx] >= table[(c - 1) * (k_max + 1) + k]) { contained = 1; break; }
                     }
                 }
             }
-            k = contained ? 0 : 1;
+            flag = contained ? 0 : 1;
         }
-        keep[i] = k;
+        keep[i] = flag;
     }
 }
 
 extern "C" __global__ void vb_insert_balls(const long long* __restrict__ cz, const long long* __restrict__ cy,
-                                           const long long* __restrict__ cx, const float* __restrict__ cr,
+                                           const long long* __restrict__ cx, const int* __restrict__ ck,
                                            vb_i64 n_centres, const unsigned char* __restrict__ mask,
                                            vb_i64 nz, vb_i64 ny, vb_i64 nx, int* __restrict__ out_bits) {
     for (vb_i64 i = vb_tid(); i < n_centres; i += vb_stride()) {
-        const float r = cr[i];
-        const float diam = 2.0f * r;
+        const vb_i64 k = ck[i];
+        const float diam = 2.0f * (float)sqrt((double)k);
         const int bits = __float_as_int(diam);
-        const vb_i64 rz = (vb_i64)floorf(r);
+        const vb_i64 rz = vb_isqrt(k);
         const vb_i64 z0 = cz[i] - rz < 0 ? 0 : cz[i] - rz;
         const vb_i64 z1 = cz[i] + rz > nz - 1 ? nz - 1 : cz[i] + rz;
         for (vb_i64 z = z0; z <= z1; ++z) {
-            const float dz = (float)(z - cz[i]);
-            const float rem = r * r - dz * dz;
-            if (rem < 0.0f) continue;
-            const vb_i64 ry = (vb_i64)floorf(sqrtf(rem));
+            const vb_i64 rem = k - (z - cz[i]) * (z - cz[i]);
+            const vb_i64 ry = vb_isqrt(rem);
             const vb_i64 y0 = cy[i] - ry < 0 ? 0 : cy[i] - ry;
             const vb_i64 y1 = cy[i] + ry > ny - 1 ? ny - 1 : cy[i] + ry;
             for (vb_i64 y = y0; y <= y1; ++y) {
-                const float dy = (float)(y - cy[i]);
-                const float rem2 = rem - dy * dy;
-                if (rem2 < 0.0f) continue;
-                const vb_i64 rx = (vb_i64)floorf(sqrtf(rem2));
+                const vb_i64 rx = vb_isqrt(rem - (y - cy[i]) * (y - cy[i]));
                 const vb_i64 x0 = cx[i] - rx < 0 ? 0 : cx[i] - rx;
                 const vb_i64 x1 = cx[i] + rx > nx - 1 ? nx - 1 : cx[i] + rx;
                 for (vb_i64 x = x0; x <= x1; ++x) {

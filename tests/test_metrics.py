@@ -18,7 +18,7 @@ from voxelbone.metrics import (
     thickness_stats,
 )
 from voxelbone.metrics.connectivity import euler_lut
-from voxelbone.metrics.surface import bone_surface_mm2
+from voxelbone.metrics.surface import bone_surface_mm2, structure_model_index
 from voxelbone.volume import BoneVolume, Region
 
 
@@ -65,6 +65,28 @@ def test_sphere_thickness_is_its_diameter():
     # every voxel of a ball lies in the ball itself: local thickness = its diameter
     assert abs(float(lt[m].max()) - 2 * r * 25.0) <= 25.0
     assert abs(float(lt[15, 15, 15]) - (2 * r + 1) * 25.0) <= 25.0
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_local_thickness_is_the_definition(seed):
+    """Against the definition itself: every voxel's value is the largest ball, centred on a
+    voxel of the structure with radius its EDT, that holds it (brute force over all centres)."""
+    from scipy import ndimage as ndi
+
+    m = _random_trabecular(seed, n=18, sigma=1.3 + 0.4 * seed % 2, bvtv=0.45)
+    edt2 = np.rint(ndi.distance_transform_edt(m) ** 2).astype(np.int64)  # an independent EDT
+    z, y, x = np.indices(m.shape)
+    truth = np.zeros(m.shape, np.float32)
+    for c in zip(*np.nonzero(m)):
+        ball = m & ((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= edt2[c])
+        np.maximum(truth, np.where(ball, np.float32(2) * np.float32(np.sqrt(edt2[c])), 0), out=truth)
+    np.testing.assert_array_equal(local_thickness(m, 1.0), truth)
+
+
+def test_thickness_of_a_full_grid_is_its_extent_with_warning():
+    with pytest.warns(RuntimeWarning, match="no background"):
+        lt = local_thickness(np.ones((6, 8, 9), bool), 20.0)
+    assert np.all(lt == 6 * 20.0)
 
 
 def test_thickness_of_empty_mask_is_zero_with_warning():
@@ -253,6 +275,51 @@ def _check_itk(m: np.ndarray, ref: dict) -> None:
     assert 1.0 < res.tb_th_um / (1000 * ref["tbth"]) < 2.6
 
 
+# ------------------------------------------------------------------ SMI
+def _steiner_smi(volume: float, area: float, mean_curvature_integral: float) -> float:
+    """SMI of a closed body from Steiner's formula: dS/dr = 2M, so SMI = 12·V·M / S²."""
+    return 12.0 * volume * mean_curvature_integral / area**2
+
+
+def test_smi_of_shapes_with_known_answers():
+    n = 64
+    z, y, x = np.ogrid[:n, :n, :n]
+    c = (n - 1) / 2
+    r = 20.0
+    sphere = (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2 <= r**2
+    assert structure_model_index(sphere) == pytest.approx(4.0, abs=0.15)  # 4 for any sphere
+    # a closed cylinder (rod with flat ends): M = π·h + π²·R
+    rr, h = 8.0, 54
+    rod = np.broadcast_to((y - c) ** 2 + (x - c) ** 2 <= rr**2, (n, n, n)).copy()
+    rod[:5], rod[5 + h:] = False, False
+    R = math.sqrt(rod[n // 2].sum() / math.pi)  # the digitised radius
+    smi_rod = _steiner_smi(math.pi * R**2 * h, 2 * math.pi * R * h + 2 * math.pi * R**2, math.pi * h + math.pi**2 * R)
+    assert structure_model_index(rod) == pytest.approx(smi_rod, rel=0.05)
+    # a square plate a × a × t: M = π·(a + a + t); thinner plates tend to 0
+    for t in (4, 8):
+        a = 56
+        plate = np.zeros((n, n, n), bool)
+        plate[30:30 + t, 4:4 + a, 4:4 + a] = True
+        smi_plate = _steiner_smi(a * a * t, 2 * a * a + 4 * a * t, math.pi * (2 * a + t))
+        assert structure_model_index(plate) == pytest.approx(smi_plate, rel=0.06, abs=0.05)
+    # a concave cavity lowers SMI: a block with a spherical hole (the hole's M counts negative)
+    block = np.zeros((n, n, n), bool)
+    block[5:59, 5:59, 5:59] = True
+    hole = (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2 <= 15.0**2
+    b = 54.0
+    smi_block = _steiner_smi(b**3 - hole.sum(), 6 * b * b + 4 * math.pi * 15.0**2, 3 * math.pi * b - 4 * math.pi * 15.0)
+    assert structure_model_index(block & ~hole) == pytest.approx(smi_block, rel=0.06)
+    assert structure_model_index(block & ~hole) < structure_model_index(block)
+
+
+def test_smi_is_an_option_of_morphometry():
+    m = _random_trabecular(5, n=40, sigma=2.0, bvtv=0.2)
+    vol = BoneVolume.from_mask(m, 20.0)
+    assert math.isnan(morphometry(vol, cortical=False).smi)
+    got = morphometry(vol, cortical=False, smi=True).smi
+    assert got == pytest.approx(structure_model_index(vol.bone), rel=1e-9) and 0.0 < got < 4.0
+
+
 # ------------------------------------------------------------------ cortex
 def test_hollow_cylinder_with_canals():
     n, v = 64, 20.0
@@ -295,24 +362,28 @@ def test_metrics_agree_on_every_array_module(xp):
 
 
 def test_thickness_kernels_host_build_match_the_cpu_path(hostlib):
-    from voxelbone.metrics.thickness import _edt, _ridge_flags
+    from voxelbone.metrics.thickness import _ridge_flags, _squared_distance, ball_containment_table
 
     m = _random_trabecular(12, n=32, sigma=1.6, bvtv=0.35)
     nz, ny, nx = m.shape
-    dist = np.ascontiguousarray(_edt(m))
+    k2 = np.ascontiguousarray(_squared_distance(m))
+    k_max = int(k2.max())
+    table = np.ascontiguousarray(ball_containment_table(k_max))
     keep = np.zeros(m.shape, np.uint8)
     L = C.c_longlong
     hostlib.vb_ridge_flags.restype = None
-    hostlib.vb_ridge_flags(C.c_void_p(dist.ctypes.data), L(nz), L(ny), L(nx), C.c_void_p(keep.ctypes.data))
-    np.testing.assert_array_equal(keep.astype(bool), _ridge_flags(dist))
+    hostlib.vb_ridge_flags(C.c_void_p(k2.ctypes.data), C.c_void_p(table.ctypes.data), L(k_max), L(nz), L(ny), L(nx),
+                           C.c_void_p(keep.ctypes.data))
+    np.testing.assert_array_equal(keep.astype(bool), _ridge_flags(k2, table))
+    assert 0 < keep.sum() < m.sum()  # the ridge test drops centres
     flat = np.flatnonzero(keep)
     cz, rest = np.divmod(flat, ny * nx)
     cy, cx = np.divmod(rest, nx)
     cz, cy, cx = (np.ascontiguousarray(a, dtype=np.int64) for a in (cz, cy, cx))
-    cr = np.ascontiguousarray(dist.ravel()[flat])
+    ck = np.ascontiguousarray(k2.ravel()[flat])
     mask8 = np.ascontiguousarray(m, dtype=np.uint8)
     out = np.zeros(m.shape, np.int32)
     hostlib.vb_insert_balls.restype = None
-    hostlib.vb_insert_balls(*(C.c_void_p(a.ctypes.data) for a in (cz, cy, cx, cr)), L(flat.size),
+    hostlib.vb_insert_balls(*(C.c_void_p(a.ctypes.data) for a in (cz, cy, cx, ck)), L(flat.size),
                             C.c_void_p(mask8.ctypes.data), L(nz), L(ny), L(nx), C.c_void_p(out.ctypes.data))
     np.testing.assert_array_equal(out.view(np.float32), local_thickness(m, 1.0))

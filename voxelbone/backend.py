@@ -34,6 +34,7 @@ __all__ = [
     "cupy_available",
     "get_backend",
     "is_device_array",
+    "ndimage_module",
 ]
 
 ENV_VAR = "VOXELBONE_BACKEND"
@@ -214,6 +215,15 @@ def array_module(*arrays: Any) -> ModuleType:
 
             return cupy
     return np
+
+
+def ndimage_module(xp: ModuleType) -> ModuleType:
+    """``scipy.ndimage`` for NumPy, ``cupyx.scipy.ndimage`` for CuPy (same functions, same results)."""
+    if xp is np:
+        from scipy import ndimage  # noqa: PLC0415
+    else:
+        from cupyx.scipy import ndimage  # noqa: PLC0415
+    return ndimage
 
 
 def asnumpy(a: Any) -> np.ndarray:

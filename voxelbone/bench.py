@@ -81,7 +81,9 @@ class Measurement:
 class Case:
     """A benchmark case: ``setup(backend, size) -> (fn, info)``; ``fn()`` is what is timed.
 
-    ``info`` may hold ``bytes_moved`` (int), ``reference`` (a name) and ``error``.
+    ``info`` may hold ``bytes_moved`` (int), ``reference`` (a name), ``error`` (a number) or
+    ``error_of`` (called after the timed runs, e.g. to compare the last result with an exact
+    answer) and ``error_label``.
     """
 
     name: str
@@ -206,9 +208,9 @@ def measure(case: Case, backend: Backend, size: int, *, repeats: int, floor_band
     m.min_s, m.max_s = min(times), max(times)
     m.bytes_moved = info.get("bytes_moved")
     m.reference = info.get("reference")
-    m.error = info.get("error")
+    m.error = info["error_of"]() if "error_of" in info else info.get("error")
     m.error_label = info.get("error_label")
-    m.extra = {k: v for k, v in info.items() if k not in {"bytes_moved", "reference", "error", "error_label"}}
+    m.extra = {k: v for k, v in info.items() if k not in {"bytes_moved", "reference", "error", "error_of", "error_label"}}
     if backend.is_gpu and m.bytes_moved and floor_bandwidth:
         m.floor_s = m.bytes_moved / floor_bandwidth
         m.ratio_to_floor = m.median_s / m.floor_s

@@ -4,7 +4,7 @@ from .anisotropy import Anisotropy, mean_intercept_length
 from .connectivity import connectivity_density, euler_characteristic, inscribed_box
 from .cortical import CorticalMetrics, cortical_metrics, segment_compartments
 from .morphometry import ASBMR, Morphometry, bmd_proxy_mg_cm3, morphometry
-from .surface import bone_surface_mm2
+from .surface import bone_surface_mm2, structure_model_index
 from .thickness import ThicknessStats, local_thickness, thickness_stats
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "mean_intercept_length",
     "morphometry",
     "segment_compartments",
+    "structure_model_index",
     "thickness_stats",
 ]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..backend import asnumpy
+from ..backend import array_module, asnumpy, ndimage_module
 from ..volume import BONE_THRESHOLD, Region
 from .thickness import local_thickness
 
@@ -49,14 +49,15 @@ def _ball(r: int) -> np.ndarray:
 def _trabecularised(cortex: np.ndarray, pores: np.ndarray, marrow: np.ndarray, voxel_size_um: float,
                     trabecularisation_um: float) -> np.ndarray:
     """Pores of the cortex wider than the threshold that connect to the trabecular marrow."""
+    xp = array_module(pores)
     space = pores | marrow
     lt = local_thickness(space, voxel_size_um)
     wide = pores & (lt >= trabecularisation_um)
-    labels, n = ndi.label(wide | marrow)
-    if n == 0:
-        return np.zeros_like(pores)
-    touching = np.unique(labels[marrow])
-    return wide & np.isin(labels, touching[touching > 0])
+    labels, n = ndimage_module(xp).label(wide | marrow)
+    if int(n) == 0:
+        return xp.zeros_like(pores)
+    touching = xp.unique(labels[marrow])
+    return wide & xp.isin(labels, touching[touching > 0])
 
 
 def cortical_metrics(
@@ -81,36 +82,36 @@ def cortical_metrics(
         Move wide pores connected to the marrow out of the cortex first.
     trabecularisation_um : float
         Width above which a pore opening into the marrow is marrow.
+
+    NumPy and CuPy arrays alike: on the device only scalars come back.
     """
-    b = asnumpy(bone)
+    xp = array_module(bone, region)
+    b = xp.asarray(bone)
     mask = b >= BONE_THRESHOLD if b.dtype != bool else b
-    reg = asnumpy(region)
+    reg = xp.asarray(region)
     cortex = reg == Region.CORTICAL
     nan = float("nan")
-    if not cortex.any():
+    if not bool(cortex.any()):
         return CorticalMetrics(nan, nan, nan, nan, 0.0)
     pores = cortex & ~mask
-    if resegment and pores.any():
+    if resegment and bool(pores.any()):
         marrow = (reg == Region.TRABECULAR) & ~mask
         moved = _trabecularised(cortex, pores, marrow, voxel_size_um, trabecularisation_um)
         cortex = cortex & ~moved
         pores = pores & ~moved
     v = voxel_size_um
-    ct_th = float(local_thickness(cortex, v)[cortex].mean())
-    ct_po = float(pores.sum() / cortex.sum())
-    ct_po_dm = float(local_thickness(pores, v)[pores].mean()) if pores.any() else 0.0
-    # canal profiles per mm² of cortex, slice by slice (8-connected 2-D components)
-    s2 = np.ones((3, 3), bool)
-    counts, areas = 0, 0.0
-    for z in range(cortex.shape[0]):
-        cz = cortex[z]
-        if not cz.any():
-            continue
-        _, n = ndi.label(pores[z], structure=s2)
-        counts += n
-        areas += float(cz.sum()) * (v / 1000.0) ** 2
-    return CorticalMetrics(ct_th, ct_po, ct_po_dm, counts / areas if areas else nan,
-                           float(cortex.sum()) * (v / 1000.0) ** 3)
+    n_cortex = int(cortex.sum())
+    ct_th = float(local_thickness(cortex, v)[cortex].mean(dtype=np.float64))
+    ct_po = int(pores.sum()) / n_cortex
+    ct_po_dm = float(local_thickness(pores, v)[pores].mean(dtype=np.float64)) if bool(pores.any()) else 0.0
+    # canal profiles per mm² of cortex, slice by slice (8-connected 2-D components): one 3-D
+    # labelling whose structuring element does not connect neighbouring slices
+    s3 = np.zeros((3, 3, 3), bool)
+    s3[1] = True
+    _, counts = ndimage_module(xp).label(pores, structure=xp.asarray(s3))
+    areas = n_cortex * (v / 1000.0) ** 2
+    return CorticalMetrics(ct_th, ct_po, ct_po_dm, int(counts) / areas if areas else nan,
+                           n_cortex * (v / 1000.0) ** 3)
 
 
 def segment_compartments(

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..kernels import get_function
 from .connectivity import euler_lut
+from .thickness import ball_containment_table
 
 __all__ = ["euler_gpu", "local_thickness_gpu"]
 
@@ -46,10 +47,11 @@ def euler_gpu(mask: Any) -> int:
 def local_thickness_gpu(mask: Any, voxel_size_um: float) -> Any:
     """Exact local thickness of a CuPy boolean volume, on the device (µm, 0 outside).
 
-    The same algorithm as the CPU path (:func:`voxelbone.metrics.local_thickness`): EDT
-    (``cupyx.scipy.ndimage``), centres not contained in a neighbour's ball
-    (``vb_ridge_flags``), balls written by their centres with an atomic max
-    (``vb_insert_balls``). The maps agree up to the last bit of the EDT.
+    The same algorithm as the CPU path (:func:`voxelbone.metrics.local_thickness`), in the
+    same integer arithmetic: squared EDT (``cupyx.scipy.ndimage``), centres whose discrete
+    ball is not held by a neighbour's (``vb_ridge_flags``, the same containment table),
+    balls written by their centres with an atomic max (``vb_insert_balls``). The maps are
+    identical. ``mask`` must hold some bone and some background (the caller checks).
     """
     import cupy as cp  # noqa: PLC0415
     from cupyx.scipy.ndimage import distance_transform_edt  # noqa: PLC0415
@@ -57,22 +59,23 @@ def local_thickness_gpu(mask: Any, voxel_size_um: float) -> Any:
     m = cp.ascontiguousarray(mask, dtype=cp.uint8)
     nz, ny, nx = (int(s) for s in m.shape)
     n = nz * ny * nx
-    if not bool(m.any()):
-        return cp.zeros(m.shape, dtype=cp.float32)
-    dist = distance_transform_edt(m).astype(cp.float32) if bool((m == 0).any()) else cp.full(m.shape, float(max(m.shape)), cp.float32)
+    d = distance_transform_edt(m, float64_distances=True)
+    k2 = cp.rint(d * d).astype(cp.int32)
+    del d
+    k_max = int(k2.max())
+    table = cp.asarray(ball_containment_table(k_max))
     keep = cp.zeros(m.shape, dtype=cp.uint8)
     blocks = min((n + _THREADS - 1) // _THREADS, 65535 * 8)
-    get_function("metrics_thickness", "vb_ridge_flags")((blocks,), (_THREADS,),
-                                                        (dist, cp.int64(nz), cp.int64(ny), cp.int64(nx), keep))
+    get_function("metrics_thickness", "vb_ridge_flags")(
+        (blocks,), (_THREADS,), (k2, table, cp.int64(k_max), cp.int64(nz), cp.int64(ny), cp.int64(nx), keep))
     flat = cp.flatnonzero(keep)
     cz, rest = cp.divmod(flat, ny * nx)
     cy, cx = cp.divmod(rest, nx)
-    cr = dist.ravel()[flat]
+    ck = cp.ascontiguousarray(k2.ravel()[flat])
     out = cp.zeros(m.shape, dtype=cp.int32)
     nc = int(flat.size)
     get_function("metrics_thickness", "vb_insert_balls")(
         (max(min((nc + 127) // 128, 65535), 1),), (128,),
-        (cz.astype(cp.int64), cy.astype(cp.int64), cx.astype(cp.int64), cr, cp.int64(nc), m,
+        (cz.astype(cp.int64), cy.astype(cp.int64), cx.astype(cp.int64), ck, cp.int64(nc), m,
          cp.int64(nz), cp.int64(ny), cp.int64(nx), out))
     return out.view(cp.float32) * cp.float32(voxel_size_um)
-

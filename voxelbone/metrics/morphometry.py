@@ -12,6 +12,7 @@ Tb.N                    1 / (Tb.Th + Tb.Sp), mm⁻¹ (by definition; BoneJ has n
 Tb.Th (plate)           2·BV/BS, µm (what ITK BoneMorphometry calls Tb.Th; ~half the local value)
 BS/BV, BS/TV            marching-cubes surface / bone volume (or VOI volume), mm⁻¹
 Conn.D                  (1 − Δχ)/TV on the largest box inside the VOI, Odgaard-Gundersen corrected
+SMI                     structure model index on the marching-cubes mesh (option; 0 plate, 3 rod, 4 sphere)
 DA                      MIL fabric: BoneJ 1 − λmin/λmax (``da``) and Scanco r_max/r_min (``da_ratio``)
 Ct.Th, Ct.Po            see :mod:`.cortical`
 BMD                     mean over the VOI of bone fraction × tissue mineral density, mg HA/cm³
@@ -32,7 +33,7 @@ from ..volume import BONE_THRESHOLD, TMD_MAX_MG_CM3, BoneVolume, Region
 from .anisotropy import mean_intercept_length
 from .connectivity import connectivity_density, euler_characteristic, inscribed_box
 from .cortical import cortical_metrics
-from .surface import bone_surface_mm2
+from .surface import bone_surface_mm2, structure_model_index
 from .thickness import local_thickness
 
 __all__ = ["ASBMR", "Morphometry", "morphometry"]
@@ -52,6 +53,7 @@ ASBMR: dict[str, tuple[str, str]] = {
     "bs_tv_per_mm": ("BS/TV", "1/mm"),
     "euler": ("χ", ""),
     "conn_d_per_mm3": ("Conn.D", "1/mm³"),
+    "smi": ("SMI", ""),
     "da": ("DA (BoneJ)", ""),
     "da_ratio": ("DA (MIL ratio)", ""),
     "ct_th_um": ("Ct.Th", "µm"),
@@ -83,6 +85,7 @@ class Morphometry:
     bs_tv_per_mm: float
     euler: float
     conn_d_per_mm3: float
+    smi: float
     da: float
     da_ratio: float
     ct_th_um: float
@@ -107,8 +110,9 @@ class Morphometry:
         return "\n".join(lines)
 
 
-def _stats(lt: np.ndarray, sel: np.ndarray) -> tuple[float, float, float]:
-    vals = lt[sel]
+def _stats(lt: Any, sel: Any) -> tuple[float, float, float]:
+    """Mean, SD and maximum of a map over a selection (on the map's device; three scalars back)."""
+    vals = lt[sel].astype(np.float64)
     if vals.size == 0:
         return 0.0, 0.0, 0.0
     return float(vals.mean()), float(vals.std()), float(vals.max())
@@ -117,12 +121,12 @@ def _stats(lt: np.ndarray, sel: np.ndarray) -> tuple[float, float, float]:
 def bmd_proxy_mg_cm3(mineral: Any, region: Any) -> float:
     """BMD proxy (mg HA/cm³): mineral averaged over the bone region (trabecular VOI + cortex).
 
-    Cheap (one sum), so it can be sampled every step; NaN for a volume without tissue.
+    Cheap (one sum, on the arrays' device), so it can be sampled every step; NaN for a
+    volume without tissue.
     """
-    m, r = asnumpy(mineral), asnumpy(region)
-    tissue = r != Region.OUTSIDE
+    tissue = region != Region.OUTSIDE
     n = int(tissue.sum())
-    return TMD_MAX_MG_CM3 * float(m[tissue].sum(dtype=np.float64)) / n if n else float("nan")
+    return TMD_MAX_MG_CM3 * float(mineral[tissue].sum(dtype=np.float64)) / n if n else float("nan")
 
 
 def morphometry(
@@ -132,16 +136,23 @@ def morphometry(
     surface: bool = True,
     connectivity: bool = True,
     anisotropy: bool = False,
+    smi: bool = False,
     cortical: bool = True,
     resegment_cortex: bool = False,
 ) -> Morphometry:
     """Measure a bone volume.
 
+    A CuPy volume stays on the device for BV/TV, local thickness (Tb.Th, Tb.Sp, Ct.Th:
+    CUDA kernels), Euler characteristic (CUDA kernel), cortical porosity and canals
+    (``cupyx.scipy.ndimage``) and the mineral sums; only scalars come back, except for the
+    marching-cubes surface (BS, SMI), the inscribed box and MIL anisotropy, which run on the
+    host (one copy of the trabecular bone field and of the compartment mask).
+
     Parameters
     ----------
     volume : BoneVolume
         NumPy or CuPy volume.
-    tb_sp, surface, connectivity, anisotropy, cortical : bool
+    tb_sp, surface, connectivity, anisotropy, smi, cortical : bool
         Which (costlier) parts to compute; skipped ones are NaN.
     resegment_cortex : bool
         Recompute the endosteal envelope from the bone (trabecularisation thins Ct.Th).
@@ -154,9 +165,7 @@ def morphometry(
         raise TypeError(f"morphometry needs a BoneVolume, got {type(volume).__name__}")
     nan = float("nan")
     v = float(volume.voxel_size_um)
-    bone = asnumpy(volume.bone)
-    mineral = asnumpy(volume.mineral)
-    region = asnumpy(volume.region)
+    bone, mineral, region = volume.bone, volume.mineral, volume.region
     mask = bone >= BONE_THRESHOLD
     trab = region == Region.TRABECULAR
     tissue = region != Region.OUTSIDE
@@ -167,21 +176,22 @@ def morphometry(
         warnings.warn("the volume has no trabecular compartment; trabecular metrics are NaN", RuntimeWarning, stacklevel=2)
     bone_t = mask & trab
     marrow_t = ~mask & trab
-    bv_tv = float(bone_t.sum() / n_trab) if n_trab else nan
-    if n_trab and bone_t.any():
+    bv_tv = int(bone_t.sum()) / n_trab if n_trab else nan
+    if n_trab and bool(bone_t.any()):
         tb_th, tb_th_sd, tb_th_max = _stats(local_thickness(bone_t, v), bone_t)
     else:
         tb_th = tb_th_sd = tb_th_max = 0.0 if n_trab else nan
-    if tb_sp and n_trab and marrow_t.any():
+    if tb_sp and n_trab and bool(marrow_t.any()):
         tb_sp_m, tb_sp_sd, tb_sp_max = _stats(local_thickness(marrow_t, v), marrow_t)
     else:
         tb_sp_m = tb_sp_sd = tb_sp_max = nan
     tb_n = 1000.0 / (tb_th + tb_sp_m) if tb_sp and (tb_th + tb_sp_m) > 0 else nan
 
     bs_mm2 = bone_surface_mm2(bone * trab, v, within=trab) if surface and n_trab else nan
-    bv_mm3 = float(bone_t.sum()) * vox_mm3
+    bv_mm3 = int(bone_t.sum()) * vox_mm3
     bs_bv = bs_mm2 / bv_mm3 if surface and bv_mm3 > 0 else nan
     bs_tv = bs_mm2 / (n_trab * vox_mm3) if surface and n_trab else nan
+    smi_value = structure_model_index(bone * trab) if smi and n_trab else nan
     tb_th_plate = 2000.0 / bs_bv if surface and bs_bv and bs_bv > 0 and math.isfinite(bs_bv) else nan
 
     euler = conn_d = da = da_ratio = nan
@@ -192,9 +202,9 @@ def morphometry(
             if connectivity:
                 euler = float(euler_characteristic(sub))
                 conn_d = connectivity_density(sub, v)
-            if anisotropy and sub.any() and not sub.all():
+            if anisotropy and bool(sub.any()) and not bool(sub.all()):
                 try:
-                    a = mean_intercept_length(sub)
+                    a = mean_intercept_length(asnumpy(sub))
                     da, da_ratio = a.da_bonej, a.da_ratio
                 except ValueError:
                     pass
@@ -213,6 +223,6 @@ def morphometry(
         voxel_size_um=v, bv_tv=bv_tv, tb_th_um=tb_th, tb_th_sd_um=tb_th_sd, tb_th_max_um=tb_th_max,
         tb_sp_um=tb_sp_m, tb_sp_sd_um=tb_sp_sd, tb_sp_max_um=tb_sp_max, tb_n_per_mm=tb_n,
         tb_th_plate_um=tb_th_plate, bs_bv_per_mm=bs_bv, bs_tv_per_mm=bs_tv, euler=euler, conn_d_per_mm3=conn_d,
-        da=da, da_ratio=da_ratio, ct_th_um=ct[0], ct_po=ct[1], ct_po_dm_um=ct[2], ct_canal_n_per_mm2=ct[3],
+        smi=smi_value, da=da, da_ratio=da_ratio, ct_th_um=ct[0], ct_po=ct[1], ct_po_dm_um=ct[2], ct_canal_n_per_mm2=ct[3],
         bmd_mg_cm3=bmd, tb_bmd_mg_cm3=tb_bmd, tmd_mg_cm3=tmd,
     )

@@ -4,9 +4,15 @@ LT(p) = 2·max{ EDT(c) : |p − c| ≤ EDT(c) }, with EDT measured from voxel ce
 nearest background voxel centre and the image border *not* background. Reported as a
 diameter in µm (BoneJ convention; porespy and ``localthickness`` report radii).
 
-Only ridge centres are needed: a centre whose ball lies inside a 26-neighbour's ball
-(``EDT(n) ≥ EDT(c) + |n − c|``) is dropped without changing the map. The remaining balls
-are inserted in parallel over output planes, each plane visited by the balls that cross it.
+Balls are discrete: the ball of a centre with squared distance ``k`` (an exact integer) is
+the set of voxels ``p`` with ``|p − c|² ≤ k``, evaluated in integers on CPU and GPU alike.
+Only ridge centres are needed: a centre whose ball, as a set of voxels, lies inside a
+26-neighbour's ball is dropped without changing the map (Dougherty's Distance Ridge; the
+test is a table lookup, :func:`ball_containment_table`). On the CPU the remaining balls are
+inserted in parallel over output planes: each plane takes the balls crossing it, largest
+first, and paints each row span only over voxels not yet painted (a union-find over the
+row), so every voxel is written once and keeps the largest ball that holds it. On the GPU
+every ball writes its span with an atomic max (``kernels/metrics_thickness.cu``).
 
 References
 ----------
@@ -25,24 +31,50 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["ThicknessStats", "distance_ridge", "local_thickness", "thickness_stats"]
+__all__ = ["ThicknessStats", "ball_containment_table", "local_thickness", "thickness_stats"]
 
 
-def _edt(mask: np.ndarray) -> np.ndarray:
+def _squared_distance(mask: np.ndarray) -> np.ndarray:
+    """Squared EDT (voxel units, exact integers) of a mask with some background; border not background."""
     import edt  # noqa: PLC0415
 
-    return edt.edt(np.ascontiguousarray(mask, dtype=np.uint8), black_border=False, parallel=0).astype(np.float32)
+    d = edt.edtsq(np.ascontiguousarray(mask, dtype=np.uint8), black_border=False, parallel=0)
+    return np.rint(d).astype(np.int32)
+
+
+def ball_containment_table(k_max: int) -> np.ndarray:
+    """Smallest squared radius of a neighbour's ball that holds a discrete ball, per offset class.
+
+    ``table[c - 1, k]`` is ``max{|p - d|² : p ∈ Z³, |p|² ≤ k}`` for a neighbour offset ``d`` with
+    ``|d|² = c`` (1: face, 2: edge, 3: corner); by the ball's symmetry it depends only on the
+    class. A centre of squared radius ``k`` whose neighbour at offset class ``c`` has squared
+    distance ``≥ table[c - 1, k]`` lies, as a set of voxels, inside that neighbour's larger
+    ball, so dropping it leaves the thickness map unchanged (the test of Dougherty's Distance
+    Ridge, on discrete balls).
+    """
+    r = int(np.ceil(np.sqrt(max(k_max, 0)))) + 1
+    g = np.arange(-r, 1, dtype=np.int64)  # one octant (p ≤ 0) holds the maximum for d ≥ 0
+    pz, py, px = np.meshgrid(g, g, g, indexing="ij", sparse=True)
+    s = (pz * pz + py * py + px * px).ravel()
+    order = np.argsort(s, kind="stable")
+    s = s[order]
+    last = np.searchsorted(s, np.arange(k_max + 1), side="right") - 1
+    table = np.empty((3, k_max + 1), dtype=np.int32)
+    for c, (dz, dy, dx) in enumerate(((1, 0, 0), (1, 1, 0), (1, 1, 1))):
+        far = ((pz - dz) ** 2 + (py - dy) ** 2 + (px - dx) ** 2).ravel()[order]
+        table[c] = np.maximum.accumulate(far)[last]
+    return table
 
 
 @numba.njit(parallel=True, cache=True)
-def _ridge_flags(dist: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    nz, ny, nx = dist.shape
-    keep = np.zeros(dist.shape, dtype=np.bool_)
+def _ridge_flags(k2: np.ndarray, table: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    nz, ny, nx = k2.shape
+    keep = np.zeros(k2.shape, dtype=np.bool_)
     for z in numba.prange(nz):
         for y in range(ny):
             for x in range(nx):
-                r = dist[z, y, x]
-                if r <= 0.0:
+                k = k2[z, y, x]
+                if k <= 0:
                     continue
                 contained = False
                 for dz in range(-1, 2):
@@ -55,10 +87,10 @@ def _ridge_flags(dist: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
                             continue
                         for dx in range(-1, 2):
                             xx = x + dx
-                            if xx < 0 or xx >= nx or (dz == 0 and dy == 0 and dx == 0):
+                            c = dz * dz + dy * dy + dx * dx
+                            if xx < 0 or xx >= nx or c == 0:
                                 continue
-                            step = np.sqrt(np.float32(dz * dz + dy * dy + dx * dx))
-                            if dist[zz, yy, xx] >= r + step:
+                            if k2[zz, yy, xx] >= table[c - 1, k]:
                                 contained = True
                                 break
                         if contained:
@@ -69,75 +101,98 @@ def _ridge_flags(dist: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     return keep
 
 
+@numba.njit(inline="always")
+def _isqrt(v: int) -> int:  # pragma: no cover - compiled
+    return int(np.sqrt(np.float64(v)))  # exact floor below 2**52
+
+
+@numba.njit(inline="always")
+def _find(row: np.ndarray, x: int) -> int:  # pragma: no cover - compiled
+    root = x
+    while row[root] != root:
+        root = row[root]
+    while row[x] != root:  # path compression
+        nxt = row[x]
+        row[x] = root
+        x = nxt
+    return root
+
+
 @numba.njit(parallel=True, cache=True)
 def _insert_balls(
-    shape: tuple[int, int, int],
+    mask: np.ndarray,
     cz: np.ndarray,
     cy: np.ndarray,
     cx: np.ndarray,
-    cr: np.ndarray,
+    ck: np.ndarray,
     z_start: np.ndarray,
-    rmax_int: int,
-    mask: np.ndarray,
+    r_max: int,
+    k_max: int,
 ) -> np.ndarray:  # pragma: no cover - compiled
-    nz, ny, nx = shape
-    out = np.zeros(shape, dtype=np.float32)
+    nz, ny, nx = mask.shape
+    out = np.zeros(mask.shape, dtype=np.float32)
     for z in numba.prange(nz):
-        lo = z_start[max(z - rmax_int, 0)]
-        hi = z_start[min(z + rmax_int + 1, nz)]
+        lo = z_start[max(z - r_max, 0)]
+        hi = z_start[min(z + r_max + 1, nz)]
+        # the balls crossing this plane, largest first (counting sort on the squared radius)
+        count = np.zeros(k_max + 2, dtype=np.int64)
         for i in range(lo, hi):
-            r = cr[i]
-            dz = np.float32(z - cz[i])
-            rem = r * r - dz * dz
-            if rem < 0.0:
-                continue
-            diam = 2.0 * r
-            ry = int(np.floor(np.sqrt(rem)))
-            y0 = max(cy[i] - ry, 0)
-            y1 = min(cy[i] + ry, ny - 1)
-            for y in range(y0, y1 + 1):
-                dy = np.float32(y - cy[i])
-                rem2 = rem - dy * dy
-                if rem2 < 0.0:
-                    continue
-                rx = int(np.floor(np.sqrt(rem2)))
-                x0 = max(cx[i] - rx, 0)
+            dz = z - cz[i]
+            if ck[i] >= dz * dz:
+                count[k_max - ck[i] + 1] += 1
+        for j in range(1, k_max + 2):
+            count[j] += count[j - 1]
+        order = np.empty(count[k_max + 1], dtype=np.int64)
+        for i in range(lo, hi):
+            dz = z - cz[i]
+            if ck[i] >= dz * dz:
+                slot = k_max - ck[i]
+                order[count[slot]] = i
+                count[slot] += 1
+        # next unpainted bone voxel of each row at or after x (a union-find over the row)
+        nxt = np.empty((ny, nx + 1), dtype=np.int64)
+        for y in range(ny):
+            for x in range(nx):
+                nxt[y, x] = x if mask[z, y, x] else x + 1
+            nxt[y, nx] = nx
+        for i in order:
+            k = ck[i]
+            dz = z - cz[i]
+            rem = k - dz * dz
+            diam = np.float32(2.0) * np.float32(np.sqrt(np.float64(k)))
+            ry = _isqrt(rem)
+            for y in range(max(cy[i] - ry, 0), min(cy[i] + ry, ny - 1) + 1):
+                dy = y - cy[i]
+                rx = _isqrt(rem - dy * dy)
                 x1 = min(cx[i] + rx, nx - 1)
-                for x in range(x0, x1 + 1):
-                    if mask[z, y, x] and out[z, y, x] < diam:
-                        out[z, y, x] = diam
+                row = nxt[y]
+                x = _find(row, max(cx[i] - rx, 0))
+                while x <= x1:
+                    out[z, y, x] = diam
+                    row[x] = x + 1
+                    x = _find(row, x + 1)
     return out
 
 
-def distance_ridge(mask: np.ndarray, distance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """EDT of ``mask`` (voxels) and the flags of centres not contained in a neighbour's ball."""
-    dist = _edt(mask) if distance is None else np.asarray(distance, dtype=np.float32)
-    return dist, _ridge_flags(dist)
-
-
-def local_thickness(
-    mask: np.ndarray,
-    voxel_size_um: float = 1.0,
-    distance: np.ndarray | None = None,
-) -> np.ndarray:
+def local_thickness(mask: Any, voxel_size_um: float = 1.0) -> Any:
     """Exact local thickness map of a binary structure.
 
     Parameters
     ----------
     mask : ndarray of bool, shape (nz, ny, nx)
-        The structure (bone for Tb.Th, marrow for Tb.Sp).
+        The structure (bone for Tb.Th, marrow for Tb.Sp); NumPy or CuPy (the CuPy path runs
+        the same algorithm in CUDA kernels and returns a CuPy array).
     voxel_size_um : float
         Isotropic voxel edge in µm; the map is returned in µm.
-    distance : ndarray of float32, optional
-        A precomputed EDT of ``mask`` in voxel units (border not background).
 
     Returns
     -------
     ndarray of float32
         Diameter of the largest inscribed ball containing each voxel, in µm; 0 outside
-        the mask.
+        the mask. A mask that fills the grid has no background, so its thickness is
+        unbounded: it is reported as the grid's smallest extent, with a warning.
     """
-    from ..backend import array_module, asnumpy  # noqa: PLC0415
+    from ..backend import array_module  # noqa: PLC0415
     from .connectivity import _check_mask  # noqa: PLC0415
 
     xp = array_module(mask)
@@ -145,23 +200,26 @@ def local_thickness(
         raise ValueError(f"mask must be 3-D (z, y, x), got shape {mask.shape}")
     if not voxel_size_um > 0:
         raise ValueError(f"voxel_size_um must be > 0, got {voxel_size_um}")
-    if xp is not np and distance is None:  # CuPy: the same algorithm in CUDA kernels
+    m = _check_mask(mask)
+    if not bool(m.any()):
+        return xp.zeros(m.shape, dtype=xp.float32)
+    if bool(m.all()):
+        warnings.warn("the mask fills the grid (no background): its local thickness is unbounded and is "
+                      "reported as the grid's smallest extent", RuntimeWarning, stacklevel=2)
+        return xp.full(m.shape, np.float32(min(m.shape) * voxel_size_um), dtype=xp.float32)
+    if xp is not np:  # CuPy: the same algorithm in CUDA kernels
         from .gpu import local_thickness_gpu  # noqa: PLC0415
 
-        return local_thickness_gpu(_check_mask(mask), voxel_size_um)
-    m = np.ascontiguousarray(asnumpy(_check_mask(mask)))
-    if xp is not np:
-        return xp.asarray(local_thickness(m, voxel_size_um, asnumpy(distance)))
-    if not m.any():
-        return np.zeros(m.shape, dtype=np.float32)
-    dist, keep = distance_ridge(m, distance)
+        return local_thickness_gpu(m, voxel_size_um)
+    m = np.ascontiguousarray(m)
+    k2 = _squared_distance(m)
+    k_max = int(k2.max())
+    keep = _ridge_flags(k2, ball_containment_table(k_max))
     zz, yy, xx = np.nonzero(keep)  # sorted by z (C order)
-    rr = dist[zz, yy, xx].astype(np.float32)
+    kk = k2[zz, yy, xx]
     z_start = np.searchsorted(zz, np.arange(m.shape[0] + 1)).astype(np.int64)
-    rmax_int = int(np.ceil(rr.max()))
-    lt = _insert_balls(
-        m.shape, zz.astype(np.int64), yy.astype(np.int64), xx.astype(np.int64), rr, z_start, rmax_int, m
-    )
+    lt = _insert_balls(m, zz.astype(np.int64), yy.astype(np.int64), xx.astype(np.int64), kk.astype(np.int64),
+                       z_start, int(np.sqrt(k_max)), k_max)
     lt *= np.float32(voxel_size_um)
     return lt
 

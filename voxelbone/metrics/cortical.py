@@ -108,7 +108,7 @@ def cortical_metrics(
     # labelling whose structuring element does not connect neighbouring slices
     s3 = np.zeros((3, 3, 3), bool)
     s3[1] = True
-    _, counts = ndimage_module(xp).label(pores, structure=xp.asarray(s3))
+    _, counts = ndimage_module(xp).label(pores, structure=s3)
     areas = n_cortex * (v / 1000.0) ** 2
     return CorticalMetrics(ct_th, ct_po, ct_po_dm, int(counts) / areas if areas else nan,
                            n_cortex * (v / 1000.0) ** 3)

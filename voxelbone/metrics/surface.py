@@ -27,7 +27,7 @@ def _mesh(field: Any, level: float, sigma_voxels: float | None) -> tuple[np.ndar
     f = asnumpy(field)
     if f.ndim != 3:
         raise ValueError(f"field must be 3-D, got shape {f.shape}")
-    binary = f.dtype == bool or (f.dtype.kind in "iu")
+    binary = f.dtype == bool or f.dtype.kind in "iu" or bool(np.all((f == 0) | (f == 1)))  # 0/1 values: a mask
     f = f.astype(np.float32)
     if sigma_voxels is None:
         sigma_voxels = 0.7 if binary else 0.0
@@ -47,14 +47,16 @@ def bone_surface_mm2(
     within: Any | None = None,
     level: float = 0.5,
     sigma_voxels: float | None = None,
+    drop_cut_planes: bool = True,
 ) -> float:
     """Area of the bone surface in mm².
 
     Parameters
     ----------
     field : array
-        Bone fraction in [0, 1] (meshed as is) or a binary mask (smoothed with
-        ``sigma_voxels``, default 0.7, before meshing).
+        Bone fraction in [0, 1] (meshed as is) or a binary mask — bool, integer or only 0/1
+        values, e.g. a thresholded scan — smoothed with ``sigma_voxels`` (default 0.7)
+        before meshing.
     voxel_size_um : float
         Voxel edge, µm.
     within : array of bool, optional
@@ -63,11 +65,24 @@ def bone_surface_mm2(
         Iso-level.
     sigma_voxels : float, optional
         Gaussian pre-smoothing in voxels; default 0.7 for binary input, 0 for fractions.
+    drop_cut_planes : bool
+        Leave out the faces that close the mesh at the grid border (default). ``False``
+        keeps the mesh as scikit-image returns it, filtered only by ``within``; the engine's
+        surface-density constant was fitted that way (see
+        :func:`voxelbone.remodel.engine.measure_surface_density`).
 
     Returns
     -------
     float
         Surface area, mm² (0 for an empty or full field).
+
+    Notes
+    -----
+    The mesh is closed at the grid border (the field is padded with marrow), but the
+    closing faces are cut planes of the sample, not bone surface: triangles in the
+    marching cubes that reach into the padding are not counted, so BS is the surface of the
+    structure between the outermost voxel centres (counting them added ~5 % to BS/BV of a
+    128³ phantom whose trabeculae cross four faces of the grid).
     """
     from skimage.measure import mesh_surface_area  # noqa: PLC0415
 
@@ -75,13 +90,17 @@ def bone_surface_mm2(
     if mesh is None:
         return 0.0
     verts, faces = mesh
+    centroid = verts[faces].mean(axis=1)
+    cube = np.floor(centroid).astype(np.int64)  # padded coordinates: real voxels at 1..n
+    n = np.array(np.shape(field))
+    keep = np.all((cube >= 1) & (cube <= n - 1), axis=1) if drop_cut_planes else np.ones(len(faces), bool)
     if within is not None:
         w = np.pad(asnumpy(within).astype(bool), 1)
-        cent = np.rint(verts[faces].mean(axis=1)).astype(np.int64)
-        cent = np.clip(cent, 0, np.array(w.shape) - 1)
-        faces = faces[w[cent[:, 0], cent[:, 1], cent[:, 2]]]
-        if faces.size == 0:
-            return 0.0
+        cent = np.clip(np.rint(centroid).astype(np.int64), 0, np.array(w.shape) - 1)
+        keep &= w[cent[:, 0], cent[:, 1], cent[:, 2]]
+    faces = faces[keep]
+    if faces.size == 0:
+        return 0.0
     area_vox = mesh_surface_area(verts, faces)
     return float(area_vox) * (voxel_size_um / 1000.0) ** 2
 

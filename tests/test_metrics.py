@@ -198,6 +198,12 @@ def test_connectivity_rejects_fractional_images():
         euler_characteristic(np.full((4, 4, 4), 0.5))
 
 
+@pytest.mark.parametrize("fill", [False, True])
+def test_conn_d_of_a_box_without_network_is_zero_with_warning(fill):
+    with pytest.warns(RuntimeWarning, match="no network"):
+        assert connectivity_density(np.full((10, 12, 14), fill), 20.0) == 0.0
+
+
 # ------------------------------------------------------------------ surface, BV/TV
 def test_sphere_surface_from_marching_cubes():
     r, v = 15, 20.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
 from typing import Any
 
 import numpy as np
@@ -148,10 +149,18 @@ def delta_euler(mask: Any) -> float:
 
 
 def connectivity_density(mask: Any, voxel_size_um: float) -> float:
-    """Conn.D = (1 − Δχ)/TV in mm⁻³ for a box-shaped VOI cut from a larger structure (BoneJ)."""
+    """Conn.D = (1 − Δχ)/TV in mm⁻³ for a box-shaped VOI cut from a larger structure (BoneJ).
+
+    A box with no bone, or all bone, holds no network: the formula would give 1/TV there
+    (Δχ = 0), so 0 is returned instead, with a warning.
+    """
     m = _check_mask(mask)
     if voxel_size_um <= 0:
         raise ValueError(f"voxel_size_um must be > 0, got {voxel_size_um}")
+    if not bool(m.any()) or bool(m.all()):
+        warnings.warn("Conn.D of a box that is all marrow or all bone is reported as 0 (no network)",
+                      RuntimeWarning, stacklevel=2)
+        return 0.0
     tv_mm3 = float(np.prod(m.shape)) * (voxel_size_um / 1000.0) ** 3
     return (1.0 - delta_euler(m)) / tv_mm3
 

@@ -82,6 +82,22 @@ def test_chained_periods_switch_levels():
     assert d.estradiol_pg_ml[100] < 20 and d.estradiol_pg_ml[300] > 50
 
 
+def test_chained_periods_share_one_menopause_clock():
+    """Menopause, two years untreated, then the 'postmenopausal' population: its levels go on
+    from two years after menopause (no jump to its own five years), so PTH and IL-6, which
+    rise with the years since menopause, are continuous at the switch."""
+    two = 2 * 365.25
+    c = course_for_periods([("samples/early_postmenopause.toml", 2.0), ("postmenopausal_untreated", 1.0)])
+    d = c.daily_mean()
+    i = int(two)
+    for name in ("pth_pg_ml", "il6_pg_ml"):
+        before, after = getattr(d, name)[i - 1], getattr(d, name)[i + 1]
+        assert after == pytest.approx(before, rel=2e-3), name
+    # the population on its own starts five years after menopause: higher IL-6 than at two years
+    alone = course_for_periods([("postmenopausal_untreated", 1.0)]).daily_mean()
+    assert alone.il6_pg_ml[1] > 1.05 * d.il6_pg_ml[i + 1]
+
+
 def test_unknown_preset_and_malformed_file(tmp_path):
     with pytest.raises(PresetError, match="gh_peptide_sermorelin"):
         load_preset("gh_peptide_sermorelim")

@@ -210,7 +210,9 @@ def build_course(segments: Sequence[Segment], total_days: float, steps_per_day: 
     Parameters
     ----------
     segments : sequence of Segment
-        Periods in time order covering ``[0, total_days)``.
+        Periods in time order covering ``[0, total_days)``. Populations timed from the
+        menopause share one clock: a later period continues the years since menopause of
+        the first timed one (menopause, then therapy, then stopping it is one woman).
     total_days : float
         Length of the course.
     steps_per_day : int
@@ -226,9 +228,19 @@ def build_course(segments: Sequence[Segment], total_days: float, steps_per_day: 
     days = np.arange(0.0, float(total_days) + dt / 2, dt)
     base = {h: np.zeros(days.shape) for h in HORMONES}
     first = segments[0].population
+    # One menopause clock for the whole chain: the first period whose population is timed
+    # from the final menstrual period sets it (its years since menopause at its start);
+    # later timed periods continue it instead of restarting from their own population's.
+    clock_at_day0: float | None = None
     for i, seg in enumerate(segments):
         sel = (days >= seg.start_day) & ((days < seg.end_day) if i < len(segments) - 1 else np.ones(days.shape, bool))
-        lv = seg.population.levels(days)
+        ysm0 = seg.population.years_since_menopause
+        offset = 0.0
+        if ysm0 is not None:
+            if clock_at_day0 is None:
+                clock_at_day0 = ysm0 - seg.start_day / DAYS_PER_YEAR
+            offset = clock_at_day0 - ysm0
+        lv = seg.population.levels(days, start_offset_years=offset)
         for h in HORMONES:
             base[h][sel] = lv[h][sel]
     channels = {k: np.zeros(days.shape) for k in

@@ -43,10 +43,10 @@ def test_bench_record_structure(tmp_path):
         assert set(by_impl) == {"voxelbone", "porespy", "localthickness"}
         ours = by_impl["voxelbone"]
         assert ours["reference"] in {"porespy", "localthickness"} and _positive_finite(ours["ratio_to_reference"])
-        # each map's error against the exact map: ours is the exact map; porespy's "dt" method
-        # is known to run low on random structures
-        assert ours["error"] == 0.0 and ours["error_label"] == "mean vs exact"
-        assert by_impl["porespy"]["error"] < -0.03
+        # each map's error against the exact map: porespy's "dt" method runs low on random
+        # structures, localthickness a little high
+        assert ours["error_label"] == "mean vs exact"
+        assert by_impl["porespy"]["error"] < -0.03 < 0.0 < by_impl["localthickness"]["error"] < 0.1
     scen = [m for m in ran if m["case"].startswith("scenario")][0]
     assert _positive_finite(scen["extra"]["years_per_second"])
     for m in ms:

@@ -144,12 +144,11 @@ def test_untreated_loss_thins_perforates_and_opens_the_cortex():
     assert last["engine_fragments_removed"] > 0 and last["engine_fragment_volume_mm3"] > 0
 
 
-# Rod-dominated lumbar lattice: thin, unevenly thick horizontal struts (Mosekilde 1988 Bone
+# Rod-dominated lumbar lattice: thin horizontal struts (Mosekilde 1988 Bone
 # 9:247: horizontal trabeculae are thinner and lost first in vertebrae), no plates needed to
 # reach BV/TV. The default phantom holds plates framed by rods, whose perforations add
 # handles faster than struts are cut, so its Conn.D rises with loss (see README).
-ROD_LATTICE = {"rod_radius_um": 75.0, "spacing_um": 700.0, "horizontal_radius_scale": 0.45,
-               "horizontal_radius_log_sd": 0.25, "drop_horizontal": 0.0}
+ROD_LATTICE = {"rod_radius_um": 75.0, "spacing_um": 700.0, "horizontal_radius_scale": 0.45, "drop_horizontal": 0.0}
 
 
 def test_untreated_loss_cuts_struts_and_lowers_conn_d_in_a_rod_lattice():

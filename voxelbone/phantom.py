@@ -247,7 +247,7 @@ def make_phantom(
             vertical = dk == 1
             if not vertical and rng.uniform() < lat["drop_horizontal"]:
                 continue
-            rad = (r_rod if vertical else r_h) * float(np.exp(rng.normal(0.0, 0.15 if vertical else lat["horizontal_radius_log_sd"])))
+            rad = (r_rod if vertical else r_h) * float(np.exp(rng.normal(0.0, 0.15)))
             raster.add_rod(coords[a], coords[b], rad)
         for dj, di in ((1, 0), (0, 1)):  # vertical faces are plate candidates
             quad = [nodes.get(q) for q in ((k, j, i), (k, j + dj, i + di), (k + 1, j + dj, i + di), (k + 1, j, i))]

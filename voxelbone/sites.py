@@ -76,7 +76,7 @@ SITES: dict[str, SiteSpec] = {
         description="vertebral body: sparse rod-like trabeculae, thin cortical shell",
         sources=("Hildebrand T et al. 1999 J Bone Miner Res 14:1167",),
         lattice=dict(
-            spacing_um=850.0, z_stretch=1.15, jitter=0.22, rod_radius_um=62.0, horizontal_radius_scale=0.85, horizontal_radius_log_sd=0.15,
+            spacing_um=850.0, z_stretch=1.15, jitter=0.22, rod_radius_um=62.0, horizontal_radius_scale=0.85,
             drop_horizontal=0.30, plate_half_thickness_um=55.0, ct_th_scale=1.0,
             shell_margin=0.06, bone_radius_mm=17.0, canal_radius_um=(25.0, 45.0),
         ),
@@ -97,7 +97,7 @@ SITES: dict[str, SiteSpec] = {
             "Bousson V et al. 2001 J Bone Miner Res 16:1308",
         ),
         lattice=dict(
-            spacing_um=720.0, z_stretch=1.15, jitter=0.22, rod_radius_um=90.0, horizontal_radius_scale=0.85, horizontal_radius_log_sd=0.15,
+            spacing_um=720.0, z_stretch=1.15, jitter=0.22, rod_radius_um=90.0, horizontal_radius_scale=0.85,
             drop_horizontal=0.25, plate_half_thickness_um=80.0, ct_th_scale=1.0,
             shell_margin=0.06, bone_radius_mm=15.0, canal_radius_um=(25.0, 50.0),
         ),

@@ -33,7 +33,7 @@ from ..volume import BONE_THRESHOLD, TMD_MAX_MG_CM3, BoneVolume, Region
 from .anisotropy import mean_intercept_length
 from .connectivity import connectivity_density, euler_characteristic, inscribed_box
 from .cortical import cortical_metrics
-from .surface import bone_surface_mm2, structure_model_index
+from .surface import _area_mm2, _mesh, _smi
 from .thickness import local_thickness
 
 __all__ = ["ASBMR", "Morphometry", "morphometry"]
@@ -176,7 +176,8 @@ def morphometry(
         warnings.warn("the volume has no trabecular compartment; trabecular metrics are NaN", RuntimeWarning, stacklevel=2)
     bone_t = mask & trab
     marrow_t = ~mask & trab
-    bv_tv = int(bone_t.sum()) / n_trab if n_trab else nan
+    n_bone = int(bone_t.sum())
+    bv_tv = n_bone / n_trab if n_trab else nan
     if n_trab and bool(bone_t.any()):
         tb_th, tb_th_sd, tb_th_max = _stats(local_thickness(bone_t, v), bone_t)
     else:
@@ -187,11 +188,13 @@ def morphometry(
         tb_sp_m = tb_sp_sd = tb_sp_max = nan
     tb_n = 1000.0 / (tb_th + tb_sp_m) if tb_sp and (tb_th + tb_sp_m) > 0 else nan
 
-    bs_mm2 = bone_surface_mm2(bone * trab, v, within=trab) if surface and n_trab else nan
-    bv_mm3 = int(bone_t.sum()) * vox_mm3
+    # one marching-cubes mesh of the trabecular bone (on the host) serves BS and SMI
+    mesh = _mesh(bone * trab, 0.5, None) if (surface or smi) and n_trab else None
+    bs_mm2 = _area_mm2(mesh, bone.shape, v, within=trab) if surface and n_trab else nan
+    bv_mm3 = n_bone * vox_mm3
     bs_bv = bs_mm2 / bv_mm3 if surface and bv_mm3 > 0 else nan
     bs_tv = bs_mm2 / (n_trab * vox_mm3) if surface and n_trab else nan
-    smi_value = structure_model_index(bone * trab) if smi and n_trab else nan
+    smi_value = _smi(mesh) if smi and n_trab else nan
     tb_th_plate = 2000.0 / bs_bv if surface and bs_bv and bs_bv > 0 and math.isfinite(bs_bv) else nan
 
     euler = conn_d = da = da_ratio = nan

@@ -84,15 +84,21 @@ def bone_surface_mm2(
     structure between the outermost voxel centres (counting them added ~5 % to BS/BV of a
     128³ phantom whose trabeculae cross four faces of the grid).
     """
+    mesh = _mesh(field, level, sigma_voxels)
+    return _area_mm2(mesh, np.shape(field), voxel_size_um, within, drop_cut_planes)
+
+
+def _area_mm2(mesh: tuple[np.ndarray, np.ndarray] | None, shape: tuple[int, ...], voxel_size_um: float,
+              within: Any | None = None, drop_cut_planes: bool = True) -> float:
+    """Area (mm²) of a mesh from :func:`_mesh` of a field of ``shape``, filtered as :func:`bone_surface_mm2` says."""
     from skimage.measure import mesh_surface_area  # noqa: PLC0415
 
-    mesh = _mesh(field, level, sigma_voxels)
     if mesh is None:
         return 0.0
     verts, faces = mesh
     centroid = verts[faces].mean(axis=1)
     cube = np.floor(centroid).astype(np.int64)  # padded coordinates: real voxels at 1..n
-    n = np.array(np.shape(field))
+    n = np.array(shape)
     keep = np.all((cube >= 1) & (cube <= n - 1), axis=1) if drop_cut_planes else np.ones(len(faces), bool)
     if within is not None:
         w = np.pad(asnumpy(within).astype(bool), 1)
@@ -101,8 +107,7 @@ def bone_surface_mm2(
     faces = faces[keep]
     if faces.size == 0:
         return 0.0
-    area_vox = mesh_surface_area(verts, faces)
-    return float(area_vox) * (voxel_size_um / 1000.0) ** 2
+    return float(mesh_surface_area(verts, faces)) * (voxel_size_um / 1000.0) ** 2
 
 
 def _outward_vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -113,9 +118,13 @@ def _outward_vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     for k in range(3):
         np.add.at(vn, faces[:, k], fn)
     vn /= np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
-    # signed volume by the divergence theorem: positive when the face normals point outwards
-    signed = float(np.einsum("ij,ij->i", tri[:, 0], fn).sum()) / 6.0
-    return vn if signed >= 0 else -vn
+    return vn if _signed_volume(verts, faces) >= 0 else -vn
+
+
+def _signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
+    """Volume enclosed by a closed mesh (divergence theorem); positive when its faces point outwards."""
+    tri = verts[faces]
+    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum()) / 6.0
 
 
 def structure_model_index(
@@ -147,9 +156,13 @@ def structure_model_index(
     float
         SMI (dimensionless); NaN for an empty or full field.
     """
+    return _smi(_mesh(field, level, sigma_voxels), step_voxels)
+
+
+def _smi(mesh: tuple[np.ndarray, np.ndarray] | None, step_voxels: float = 0.01) -> float:
+    """SMI of a closed mesh from :func:`_mesh` (NaN for none)."""
     from skimage.measure import mesh_surface_area  # noqa: PLC0415
 
-    mesh = _mesh(field, level, sigma_voxels)
     if mesh is None:
         return float("nan")
     verts, faces = mesh
@@ -158,6 +171,5 @@ def structure_model_index(
     area = mesh_surface_area(verts, faces)
     grow = (mesh_surface_area(verts + step_voxels * normals, faces)
             - mesh_surface_area(verts - step_voxels * normals, faces)) / (2.0 * step_voxels)
-    tri = verts[faces]
-    volume = abs(float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum()) / 6.0)
+    volume = abs(_signed_volume(verts, faces))
     return 6.0 * volume * grow / area**2 if area > 0 else float("nan")

@@ -196,8 +196,6 @@ def local_thickness(mask: Any, voxel_size_um: float = 1.0) -> Any:
     from .connectivity import _check_mask  # noqa: PLC0415
 
     xp = array_module(mask)
-    if getattr(mask, "ndim", 3) != 3:
-        raise ValueError(f"mask must be 3-D (z, y, x), got shape {mask.shape}")
     if not voxel_size_um > 0:
         raise ValueError(f"voxel_size_um must be > 0, got {voxel_size_um}")
     m = _check_mask(mask)

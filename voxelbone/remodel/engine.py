@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import array_module, asnumpy, is_device_array
+from ..backend import array_module, asnumpy, is_device_array, ndimage_module
 from ..volume import BoneVolume, Region
 from . import cpu
 from .params import RemodelParams
@@ -163,7 +163,7 @@ class Remodeler:
         voxel among their 26 neighbours, lose their bone and any BMU state.
         """
         xp, st = self.xp, self.state
-        ndi = _ndimage(xp)
+        ndi = ndimage_module(xp)
         structure = xp.ones((3, 3, 3), dtype=bool)
         solid = st.bone >= np.float32(0.5)
         labels, count = ndi.label(solid, structure=structure)
@@ -208,15 +208,6 @@ class Remodeler:
             active_bmu_voxels=int((self.state.bmu_day >= 0).sum()),
         )
 
-
-def _ndimage(xp: Any) -> Any:
-    if xp is np:
-        from scipy import ndimage  # noqa: PLC0415
-
-        return ndimage
-    from cupyx.scipy import ndimage  # noqa: PLC0415
-
-    return ndimage
 
 
 def measure_surface_density(volume: BoneVolume, max_edge: int = 128) -> float | None:

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from scipy.ndimage import grey_dilation
 
 from .backend import asnumpy
+from .metrics import local_thickness
 from .results import iter_snapshots, load_rows, load_snapshot
 from .volume import BONE_THRESHOLD, BoneVolume, Region, coarsen
 
@@ -150,11 +152,7 @@ def _caption(volume: BoneVolume, k: int, extra: str = "") -> str:
 
 
 def _thickness_mesh(volume: BoneVolume, opts: RenderOptions) -> tuple[Any, int]:
-    from .metrics import local_thickness  # noqa: PLC0415
-
     field, spacing, k = _field(volume, opts)
-    from scipy.ndimage import grey_dilation  # noqa: PLC0415
-
     lt = np.asarray(asnumpy(local_thickness(field > BONE_THRESHOLD, spacing)))
     # surface vertices lie between voxels: take the thickness of the bone beside them
     lt = grey_dilation(lt, size=(3, 3, 3))

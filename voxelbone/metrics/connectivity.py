@@ -168,14 +168,17 @@ def connectivity_density(mask: Any, voxel_size_um: float) -> float:
 def inscribed_box(region: Any) -> tuple[slice, slice, slice]:
     """The largest box centred on the region's bounding-box centre that lies inside ``region``.
 
-    Used to cut a box-shaped VOI (for Conn.D) from an irregular compartment.
+    Used to cut a box-shaped VOI (for Conn.D) from an irregular compartment. A CuPy region
+    stays on its device (only its three projections and the yes/no answers come back).
     """
-    r = asnumpy(region).astype(bool)
-    if not r.any():
+    r = region.astype(bool)
+    if not bool(r.any()):
         raise ValueError("the region is empty")
-    idx = np.nonzero(r)
-    lo = np.array([i.min() for i in idx])
-    hi = np.array([i.max() for i in idx]) + 1
+    lo, hi = np.zeros(3, dtype=int), np.zeros(3, dtype=int)
+    for axis in range(3):  # bounding box from the projections (stays on the region's device)
+        occupied = asnumpy(r.any(axis=tuple(a for a in range(3) if a != axis)))
+        where = np.flatnonzero(occupied)
+        lo[axis], hi[axis] = where[0], where[-1] + 1
     centre = (lo + hi) / 2.0
     half = (hi - lo) / 2.0
 
@@ -185,11 +188,11 @@ def inscribed_box(region: Any) -> tuple[slice, slice, slice]:
         return tuple(slice(int(x), int(y)) for x, y in zip(np.maximum(a, lo), np.minimum(b, hi)))
 
     s_lo, s_hi = 0.0, 1.0
-    if r[box(1.0)].all():
+    if bool(r[box(1.0)].all()):
         return box(1.0)  # type: ignore[return-value]
     for _ in range(30):
         mid = (s_lo + s_hi) / 2
-        if r[box(mid)].all():
+        if bool(r[box(mid)].all()):
             s_lo = mid
         else:
             s_hi = mid

@@ -33,7 +33,7 @@ from ..volume import BONE_THRESHOLD, TMD_MAX_MG_CM3, BoneVolume, Region
 from .anisotropy import mean_intercept_length
 from .connectivity import connectivity_density, euler_characteristic, inscribed_box
 from .cortical import cortical_metrics
-from .surface import _area_mm2, _mesh, _smi
+from .surface import _mesh, _smi, bone_surface_mm2
 from .thickness import local_thickness
 
 __all__ = ["ASBMR", "Morphometry", "morphometry"]
@@ -144,9 +144,9 @@ def morphometry(
 
     A CuPy volume stays on the device for BV/TV, local thickness (Tb.Th, Tb.Sp, Ct.Th:
     CUDA kernels), Euler characteristic (CUDA kernel), cortical porosity and canals
-    (``cupyx.scipy.ndimage``) and the mineral sums; only scalars come back, except for the
-    marching-cubes surface (BS, SMI), the inscribed box and MIL anisotropy, which run on the
-    host (one copy of the trabecular bone field and of the compartment mask).
+    (``cupyx.scipy.ndimage``), the marching-cubes surface (BS: CUDA kernel), the inscribed
+    box and the mineral sums; only scalars come back. SMI and MIL anisotropy (options) run on
+    the host, on a copy of the trabecular bone field and of the Conn.D box.
 
     Parameters
     ----------
@@ -188,13 +188,12 @@ def morphometry(
         tb_sp_m = tb_sp_sd = tb_sp_max = nan
     tb_n = 1000.0 / (tb_th + tb_sp_m) if tb_sp and (tb_th + tb_sp_m) > 0 else nan
 
-    # one marching-cubes mesh of the trabecular bone (on the host) serves BS and SMI
-    mesh = _mesh(bone * trab, 0.5, None) if (surface or smi) and n_trab else None
-    bs_mm2 = _area_mm2(mesh, bone.shape, v, within=trab) if surface and n_trab else nan
+    trab_bone = bone * trab if (surface or smi) and n_trab else None
+    bs_mm2 = bone_surface_mm2(trab_bone, v, within=trab) if surface and n_trab else nan
     bv_mm3 = n_bone * vox_mm3
     bs_bv = bs_mm2 / bv_mm3 if surface and bv_mm3 > 0 else nan
     bs_tv = bs_mm2 / (n_trab * vox_mm3) if surface and n_trab else nan
-    smi_value = _smi(mesh) if smi and n_trab else nan
+    smi_value = _smi(_mesh(trab_bone, 0.5, None)) if smi and n_trab else nan
     tb_th_plate = 2000.0 / bs_bv if surface and bs_bv and bs_bv > 0 and math.isfinite(bs_bv) else nan
 
     euler = conn_d = da = da_ratio = nan

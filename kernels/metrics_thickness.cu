@@ -7,7 +7,8 @@
 //      to hold the ball (voxelbone.metrics.thickness.ball_containment_table);
 //   2. vb_insert_balls: every kept centre writes its diameter 2*sqrt(k) into each mask voxel
 //      of its ball, keeping the largest; diameters are positive floats, so their bit
-//      patterns order as integers and atomicMax on the int view keeps the largest.
+//      patterns order as integers and atomicMax on the int view keeps the largest. One
+//      block per ball, its threads over the ball's rows (launch: 128 threads per block).
 #include "vb_common.cuh"
 
 // floor(sqrt(v)) for 0 <= v < 2^52: the double square root is correctly rounded.
@@ -46,26 +47,25 @@ extern "C" __global__ void vb_insert_balls(const long long* __restrict__ cz, con
                                            const long long* __restrict__ cx, const int* __restrict__ ck,
                                            vb_i64 n_centres, const unsigned char* __restrict__ mask,
                                            vb_i64 nz, vb_i64 ny, vb_i64 nx, int* __restrict__ out_bits) {
-    for (vb_i64 i = vb_tid(); i < n_centres; i += vb_stride()) {
+    // one block per ball (grid-stride over balls), its threads over the ball's (z, y) rows:
+    // a marrow ball of radius 30 voxels has ~2800 rows, so large balls no longer serialise
+    // on one thread while the rest of its warp idles
+    for (vb_i64 i = blockIdx.x; i < n_centres; i += gridDim.x) {
         const vb_i64 k = ck[i];
-        const float diam = 2.0f * (float)sqrt((double)k);
-        const int bits = __float_as_int(diam);
-        const vb_i64 rz = vb_isqrt(k);
-        const vb_i64 z0 = cz[i] - rz < 0 ? 0 : cz[i] - rz;
-        const vb_i64 z1 = cz[i] + rz > nz - 1 ? nz - 1 : cz[i] + rz;
-        for (vb_i64 z = z0; z <= z1; ++z) {
-            const vb_i64 rem = k - (z - cz[i]) * (z - cz[i]);
-            const vb_i64 ry = vb_isqrt(rem);
-            const vb_i64 y0 = cy[i] - ry < 0 ? 0 : cy[i] - ry;
-            const vb_i64 y1 = cy[i] + ry > ny - 1 ? ny - 1 : cy[i] + ry;
-            for (vb_i64 y = y0; y <= y1; ++y) {
-                const vb_i64 rx = vb_isqrt(rem - (y - cy[i]) * (y - cy[i]));
-                const vb_i64 x0 = cx[i] - rx < 0 ? 0 : cx[i] - rx;
-                const vb_i64 x1 = cx[i] + rx > nx - 1 ? nx - 1 : cx[i] + rx;
-                for (vb_i64 x = x0; x <= x1; ++x) {
-                    const vb_i64 j = (z * ny + y) * nx + x;
-                    if (mask[j] && out_bits[j] < bits) atomicMax(&out_bits[j], bits);
-                }
+        const int bits = __float_as_int(2.0f * (float)sqrt((double)k));
+        const vb_i64 r = vb_isqrt(k);
+        const vb_i64 side = 2 * r + 1;
+        for (vb_i64 row = threadIdx.x; row < side * side; row += blockDim.x) {
+            const vb_i64 dz = row / side - r, dy = row % side - r;
+            const vb_i64 z = cz[i] + dz, y = cy[i] + dy;
+            const vb_i64 rem = k - dz * dz - dy * dy;
+            if (rem < 0 || z < 0 || z >= nz || y < 0 || y >= ny) continue;
+            const vb_i64 rx = vb_isqrt(rem);
+            const vb_i64 x0 = cx[i] - rx < 0 ? 0 : cx[i] - rx;
+            const vb_i64 x1 = cx[i] + rx > nx - 1 ? nx - 1 : cx[i] + rx;
+            for (vb_i64 x = x0; x <= x1; ++x) {
+                const vb_i64 j = (z * ny + y) * nx + x;
+                if (mask[j] && out_bits[j] < bits) atomicMax(&out_bits[j], bits);
             }
         }
     }

@@ -51,8 +51,9 @@ def local_thickness_gpu(mask: Any, voxel_size_um: float) -> Any:
     The same algorithm as the CPU path (:func:`voxelbone.metrics.local_thickness`), in the
     same integer arithmetic: squared EDT (``cupyx.scipy.ndimage``), centres whose discrete
     ball is not held by a neighbour's (``vb_ridge_flags``, the same containment table),
-    balls written by their centres with an atomic max (``vb_insert_balls``). The maps are
-    identical. ``mask`` must hold some bone and some background (the caller checks).
+    balls written by their centres with an atomic max (``vb_insert_balls``: one block per
+    ball, its threads over the ball's rows, so large marrow balls do not serialise on one
+    thread). The maps are identical. ``mask`` must hold some bone and some background (the caller checks).
     """
     import cupy as cp  # noqa: PLC0415
     from cupyx.scipy.ndimage import distance_transform_edt  # noqa: PLC0415
@@ -76,7 +77,7 @@ def local_thickness_gpu(mask: Any, voxel_size_um: float) -> Any:
     out = cp.zeros(m.shape, dtype=cp.int32)
     nc = int(flat.size)
     get_function("metrics_thickness", "vb_insert_balls")(
-        (max(min((nc + 127) // 128, 65535), 1),), (128,),
+        (max(min(nc, 1 << 20), 1),), (128,),  # one block per ball (grid-stride), threads over its rows
         (cz.astype(cp.int64), cy.astype(cp.int64), cx.astype(cp.int64), ck, cp.int64(nc), m,
          cp.int64(nz), cp.int64(ny), cp.int64(nx), out))
     return out.view(cp.float32) * cp.float32(voxel_size_um)

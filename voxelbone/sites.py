@@ -75,9 +75,14 @@ SITES: dict[str, SiteSpec] = {
         default_size=128,
         description="vertebral body: sparse rod-like trabeculae, thin cortical shell",
         sources=("Hildebrand T et al. 1999 J Bone Miner Res 14:1167",),
+        # Rod-like (SMI 2.2–2.4, Conn.D 3–4.5 /mm³): a dense rod lattice with every horizontal strut
+        # present but thin (~75 µm against ~140 µm vertical rods; Mosekilde 1988 Bone 9:247: the
+        # horizontal trabeculae of vertebrae are thinner and lost first), and plates, which bring
+        # BV/TV to target, thick enough (~125 µm) that one cavity seldom perforates them: untreated
+        # loss cuts struts faster than it perforates plates, so Conn.D falls (README, "Connectivity").
         lattice=dict(
-            spacing_um=850.0, z_stretch=1.15, jitter=0.22, rod_radius_um=62.0, horizontal_radius_scale=0.85,
-            drop_horizontal=0.30, plate_half_thickness_um=55.0, ct_th_scale=1.0,
+            spacing_um=720.0, z_stretch=1.15, jitter=0.22, rod_radius_um=70.0, horizontal_radius_scale=0.53,
+            drop_horizontal=0.0, plate_half_thickness_um=63.0, ct_th_scale=1.0,
             shell_margin=0.06, bone_radius_mm=17.0, canal_radius_um=(25.0, 45.0),
         ),
     ),

@@ -291,10 +291,16 @@ def test_negative_balance_thins_perforates_and_opens_the_cortex(lumbar_small):
     assert losing.stats().perforations > held.stats().perforations
 
 
-def test_balanced_premenopausal_rates_hold_the_structure(lumbar_small):
-    """After one cycle (the remodeling space has opened), balanced BMUs keep BV/TV within ±0.5 %/yr."""
-    vol = lumbar_small[30.0]
-    r = Remodeler(vol.copy(), seed=4)
+@pytest.mark.parametrize("seed", [4, 5])
+def test_balanced_premenopausal_rates_hold_the_structure(seed):
+    """After one cycle (the remodeling space has opened), balanced BMUs keep BV/TV within ±0.5 %/yr.
+
+    On the site's own lattice (2.4 mm cube at 30 µm): squeezing its spacing to fit a smaller
+    cube (``tb_sp_um=500``, as the fixture above does) makes the thin horizontal struts so
+    many (Conn.D ~25 /mm³) that cavities cut them even at balance.
+    """
+    vol = make_phantom("lumbar_spine", 80, 30.0, seed=2)
+    r = Remodeler(vol, seed=seed)
     rates = Rates(0.13, 0.08, 47.0, 1.0, 1.0)
     dt = 5
     marks = {round(y * 365.25 / dt): y for y in (0.6, 2.6)}

@@ -271,6 +271,17 @@ def test_surface_kernel_host_build_matches_the_cpu_path(hostlib):
     assert surface_area_voxels(f, 0.5, within.astype(bool)) < 0.8 * surface_area_voxels(f, 0.5)
 
 
+def test_surface_rejects_bad_input():
+    f = np.zeros((8, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="3-D"):
+        bone_surface_mm2(f[0], 20.0)
+    with pytest.raises(ValueError, match="voxel_size_um"):
+        bone_surface_mm2(f, 0.0)
+    with pytest.raises(ValueError, match="within has shape"):
+        bone_surface_mm2(f, 20.0, within=np.ones((8, 8, 7), bool))
+    assert bone_surface_mm2(f, 20.0) == 0.0 and bone_surface_mm2(f + 1.0, 20.0) == 0.0
+
+
 def _volume_from_mask(mask, voxel_um, region=None):
     return BoneVolume.from_mask(mask, voxel_um, region=region)
 

@@ -151,6 +151,19 @@ def _caption(volume: BoneVolume, k: int, extra: str = "") -> str:
     return text + (f"\n{extra}" if extra else "")
 
 
+#: The thickness colour bar: horizontal, under the structure, labels below it.
+_THICKNESS_BAR = {"title": "local thickness (µm)", "color": "black", "fmt": "%.0f", "n_labels": 5,
+                  "vertical": False, "position_x": 0.25, "position_y": 0.08, "width": 0.5}
+
+
+def _title_over_bar(p: Any) -> None:
+    """Put the colour bar's labels under it and its title over it (VTK draws both on one side, overlapping)."""
+    bar = p.scalar_bar
+    bar.SetTextPositionToPrecedeScalarBar()
+    bar.SetTitle("")
+    p.add_text(_THICKNESS_BAR["title"], position=(0.25, 0.175), viewport=True, font_size=9, color="black")
+
+
 def _thickness_mesh(volume: BoneVolume, opts: RenderOptions) -> tuple[Any, int]:
     field, spacing, k = _field(volume, opts)
     lt = np.asarray(asnumpy(local_thickness(field > BONE_THRESHOLD, spacing)))
@@ -204,10 +217,9 @@ def render_grid(volumes: Mapping[str, BoneVolume], path: str | Path, *, columns:
         p.subplot(i // nc, i % nc)
         if mesh.n_points:
             p.add_mesh(mesh, scalars="thickness (µm)", cmap="viridis", clim=clim_um, smooth_shading=True,
-                       show_scalar_bar=(i == 0),
-                       scalar_bar_args={"title": "local thickness (µm)", "color": "black", "fmt": "%.0f",
-                                        "n_labels": 5, "vertical": False, "position_x": 0.25, "position_y": 0.08,
-                                        "width": 0.5})
+                       show_scalar_bar=(i == 0), scalar_bar_args=_THICKNESS_BAR)
+            if i == 0:
+                _title_over_bar(p)
         p.add_text(label, position="upper_left", font_size=11, color="black")
         p.add_text(_caption(volumes[label], k), position="lower_left", font_size=7, color="black")
         _camera(p, opts)
@@ -335,7 +347,8 @@ def animate(frames: Sequence[tuple[str, BoneVolume]], path: str | Path, *, fps: 
         p = _plotter((1, 1), opts)
         if mesh.n_points:
             p.add_mesh(mesh, scalars="thickness (µm)", cmap="viridis", clim=clim, smooth_shading=True,
-                       scalar_bar_args={"title": "local thickness (µm)", "color": "black", "fmt": "%.0f"})
+                       scalar_bar_args=_THICKNESS_BAR)
+            _title_over_bar(p)
         p.add_text(text, position="upper_left", font_size=11, color="black")
         _camera(p, opts)
         # hold the camera fixed across frames: use the first volume's bounds

@@ -177,6 +177,20 @@ def _rod_lattice(n: int, spacing: int, r: float) -> np.ndarray:
     return ((dy**2 + dx**2) <= r * r) | ((dz**2 + dx**2) <= r * r) | ((dz**2 + dy**2) <= r * r)
 
 
+def test_inscribed_box_of_known_regions(xp):
+    from voxelbone.metrics import inscribed_box
+
+    block = np.zeros((16, 16, 24), bool)
+    block[2:10, 3:16, 4:24] = True  # reaches the far faces of the grid
+    assert inscribed_box(xp.asarray(block)) == (slice(2, 10), slice(3, 16), slice(4, 24))
+    z, y, x = np.ogrid[:20, :33, :33]
+    cylinder = ((y - 16) ** 2 + (x - 16) ** 2 <= 12**2) & (z >= 1) & (z < 19)
+    box = inscribed_box(xp.asarray(cylinder))
+    assert cylinder[box].all()
+    side = box[1].stop - box[1].start  # the box is the bounding box scaled down until it fits:
+    assert 2 * 12 / math.sqrt(2) - 2 <= side <= 2 * 12 / math.sqrt(2) + 1  # the square inscribed in the disc
+
+
 def test_conn_d_of_cubic_rod_lattice():
     # a cubic lattice of rods has 1 node and 3 rods per cell: χ = −2 per cell, Conn.D = 2/cell
     spacing, voxel_um = 12, 20.0

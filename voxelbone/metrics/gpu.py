@@ -5,6 +5,7 @@ Only scalars come back to the host: the Euler characteristic is reduced on the d
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..kernels import get_function
@@ -83,6 +84,15 @@ def local_thickness_gpu(mask: Any, voxel_size_um: float) -> Any:
     return out.view(cp.float32) * cp.float32(voxel_size_um)
 
 
+@functools.cache
+def _surface_tables(device_id: int) -> tuple[Any, Any, Any]:
+    """The marching-cubes tables on one GPU, uploaded once (not at every metric evaluation)."""
+    import cupy as cp  # noqa: PLC0415
+
+    with cp.cuda.Device(device_id):
+        return _as_arguments(cp)
+
+
 def surface_area_gpu(field: Any, level: float = 0.5, within: Any | None = None) -> float:
     """Iso-surface area of a CuPy field in voxel units², on the device (``vb_surface_area``).
 
@@ -96,7 +106,7 @@ def surface_area_gpu(field: Any, level: float = 0.5, within: Any | None = None) 
     nz, ny, nx = (int(s) for s in f.shape)
     use_within = within is not None
     w = cp.ascontiguousarray(within, dtype=cp.uint8) if use_within else cp.zeros(1, dtype=cp.uint8)
-    table, edge_corners, face_corners = _as_arguments(cp)
+    table, edge_corners, face_corners = _surface_tables(cp.cuda.Device().id)
     cubes = max(nz - 1, 0) * max(ny - 1, 0) * max(nx - 1, 0)
     blocks = max(min((cubes + _THREADS - 1) // _THREADS, 2048), 1)
     partial = cp.zeros(blocks * _THREADS, dtype=cp.float64)

@@ -232,7 +232,7 @@ def surface_area_voxels(field: np.ndarray, level: float = 0.5, within: np.ndarra
         raise ValueError(f"field must be 3-D, got shape {f.shape}")
     w = np.zeros((1, 1, 1), np.uint8) if within is None else np.ascontiguousarray(within, dtype=np.uint8)
     if within is not None and w.shape != f.shape:
-        raise ValueError(f"within has shape {w.shape}, the field {f.shape}")
+        raise ValueError(f"within has shape {w.shape} but the field has {f.shape}; pass a VOI mask of the field's shape")
     planes = _area_planes(f, float(level), polygon_table(), w, within is not None, EDGE_CORNERS, FACE_CORNERS,
                           CORNER_OFFSETS)
     return float(planes.sum())

@@ -31,7 +31,7 @@ def _smoothed(field: Any, sigma_voxels: float | None) -> Any:
     """The field as float32, Gaussian-smoothed when it is a mask (default σ 0.7) or when asked, on its device."""
     xp = array_module(field)
     if field.ndim != 3:
-        raise ValueError(f"field must be 3-D, got shape {field.shape}")
+        raise ValueError(f"field must be a 3-D volume (z, y, x), got shape {field.shape}")
     if sigma_voxels is None:
         sigma_voxels = 0.7 if _is_binary(field) else 0.0
     f = field.astype(xp.float32)
@@ -99,7 +99,7 @@ def bone_surface_mm2(
     f = _smoothed(field, sigma_voxels)
     w = within
     if w is not None and tuple(w.shape) != tuple(f.shape):
-        raise ValueError(f"within has shape {tuple(w.shape)}, the field {tuple(f.shape)}")
+        raise ValueError(f"within has shape {tuple(w.shape)} but the field has {tuple(f.shape)}; pass a VOI mask of the field's shape")
     if not drop_cut_planes:
         xp = array_module(f)
         f = xp.pad(f, 1)

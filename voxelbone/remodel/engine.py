@@ -209,7 +209,6 @@ class Remodeler:
         )
 
 
-
 def measure_surface_density(volume: BoneVolume, max_edge: int = 128) -> float | None:
     """κ of this volume: trabecular surface voxels per voxel-face area of true surface.
 

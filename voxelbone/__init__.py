@@ -6,7 +6,7 @@ micro-CT morphometry computed as the simulation runs. CUDA kernels (through CuPy
 NVIDIA GPUs; the same algorithms in NumPy everywhere else.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .backend import Backend, BackendError, get_backend  # noqa: E402
 from .volume import BoneVolume, Region  # noqa: E402

@@ -308,7 +308,6 @@ def link_references(measurements: Iterable[Measurement]) -> None:
 
 def write_record(path: str | Path, measurements: Sequence[Measurement], env: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
     """Write the JSON record (environment + measurements)."""
-
     write_json(path, {"environment": env, **(extra or {}),
                       "measurements": [dataclasses.asdict(m) for m in measurements]})
 

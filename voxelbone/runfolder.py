@@ -435,6 +435,8 @@ class StudyFolder:
     """A folder of several runs (``runs/<run id>/``) and the files about all of them.
 
     A sweep keeps its description and gathered table here, a comparison its report.
+    Replicates of one scenario fit the same shape: one run folder per replicate under
+    ``runs/`` and their summary table as one more file property of this class.
     """
 
     path: Path

@@ -210,3 +210,17 @@ def test_resume_with_scenario_flags_is_a_usage_error(finished, capsys):
     assert main(["run", "--resume", str(finished[0]), "--preset", "trt", "--years", "1"]) == 2
     err = capsys.readouterr().err
     assert "--resume" in err and "--preset, --years" in err
+
+
+def test_a_run_that_fails_is_recorded_as_failed(tmp_path):
+    from voxelbone.runfolder import RunFolder, RunState
+
+    def broken(volume):
+        raise ArithmeticError("metric diverged")
+
+    with pytest.raises(ArithmeticError):
+        simulate(TINY.with_overrides(periods=(Period("postmenopausal_untreated", 0.02),)), tmp_path / "run",
+                 backend="numpy", progress=False, render=False, measure=broken)
+    folder = RunFolder(tmp_path / "run")
+    assert folder.state() is RunState.FAILED
+    assert folder.info()["error"] == "ArithmeticError: metric diverged"

@@ -172,3 +172,12 @@ def test_untreated_states_start_where_they_stand(preset):
         return
     assert a.activation_trabecular_per_yr[1] == pytest.approx(a.initial_rates.activation_trabecular_per_yr, rel=0.01)
     assert a.refill_trabecular[1] == pytest.approx(a.initial_rates.refill_trabecular, abs=0.01)
+
+
+def test_presets_command_refuses_a_name_without_show(capsys):
+    from voxelbone.cli import main
+
+    assert main(["presets", "list", "trt"]) == 2
+    assert "presets show trt" in capsys.readouterr().err
+    assert main(["presets", "show"]) == 2
+    assert "needs a preset name" in capsys.readouterr().err

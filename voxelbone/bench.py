@@ -32,7 +32,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from . import __version__
-from .backend import Backend
+from .backend import Backend, get_backend
+from .results import write_json
+from .runfolder import git_commit
 
 __all__ = [
     "Case",
@@ -110,7 +112,7 @@ def time_cpu(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> list[f
 
 def time_gpu(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2) -> list[float]:
     """Device times of ``fn()`` in seconds, measured with CUDA events on the current stream."""
-    import cupy  # noqa: PLC0415
+    import cupy  # deferred: GPU only, heavy import  # noqa: PLC0415
 
     for _ in range(warmup):
         fn()
@@ -128,7 +130,7 @@ def time_gpu(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2) -> list[
 
 def device_copy_bandwidth(nbytes: int = 1 << 30) -> float:
     """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
-    import cupy  # noqa: PLC0415
+    import cupy  # deferred: GPU only, heavy import  # noqa: PLC0415
 
     free = cupy.cuda.runtime.memGetInfo()[0]
     nbytes = int(min(nbytes, free // 4))
@@ -175,7 +177,7 @@ def measure(case: Case, backend: Backend, size: int, *, repeats: int, floor_band
     m = Measurement(case.name, size, case.impl, backend.name)
     pool = None
     if backend.is_gpu:
-        import cupy  # noqa: PLC0415
+        import cupy  # deferred: GPU only, heavy import  # noqa: PLC0415
 
         pool = cupy.get_default_memory_pool()
         pool.free_all_blocks()
@@ -231,16 +233,13 @@ def skip(reason: str) -> None:
 # ------------------------------------------------------------------------------------
 def environment(backend: Backend | None = None) -> dict[str, Any]:
     """Machine and software description for the JSON record."""
-    from .backend import _cpu_model  # noqa: PLC0415
-    from .simulate import git_commit  # noqa: PLC0415
-
     env: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "voxelbone_version": __version__,
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "cpu": _cpu_model(),
+        "cpu": get_backend("numpy").device,
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
     }
@@ -309,8 +308,6 @@ def link_references(measurements: Iterable[Measurement]) -> None:
 
 def write_record(path: str | Path, measurements: Sequence[Measurement], env: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
     """Write the JSON record (environment + measurements)."""
-    from .results import write_json  # noqa: PLC0415
-
     write_json(path, {"environment": env, **(extra or {}),
                       "measurements": [dataclasses.asdict(m) for m in measurements]})
 

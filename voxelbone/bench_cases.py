@@ -15,51 +15,52 @@ Groups:
 
 from __future__ import annotations
 
-import argparse
 from typing import Any, Callable, Sequence
 
+import edt
 import numpy as np
+from scipy import ndimage as ndi
+from scipy.ndimage import distance_transform_edt, gaussian_filter
+from skimage.measure import euler_number, marching_cubes, mesh_surface_area
 
-from .backend import Backend, cupy_available, get_backend
+from .backend import Backend, asnumpy, get_backend
 from .bench import (
     Case,
     Measurement,
-    compare_records,
     device_copy_bandwidth,
     environment,
-    format_table,
     link_references,
-    load_record,
     measure,
     skip,
-    write_record,
 )
+from .biology import RemodelingRates
+from .metrics import bone_surface_mm2, euler_characteristic, local_thickness, morphometry
+from .phantom import make_phantom
+from .remodel import Remodeler
+from .remodel import cpu as remodel_cpu
+from .remodel.state import RemodelState, step_scalars
+from .scenario import Period, Scenario
+from .simulate import simulate
 
-__all__ = ["CASES", "bench_cli", "run_bench"]
+__all__ = ["CASES", "DEFAULT_SIZES", "QUICK_SIZES", "run_bench"]
 
 QUICK_SIZES = (64, 96)
 DEFAULT_SIZES = (128, 256, 512)
 
 
 def _phantom(be: Backend, size: int) -> Any:
-    from .phantom import make_phantom  # noqa: PLC0415
-
     if size < 48:
         skip("phantoms need at least 48³")
     return make_phantom("lumbar_spine", size, 30.0, seed=1).to(be.xp)
 
 
 def _rates() -> Any:
-    from .biology import RemodelingRates  # noqa: PLC0415
-
     return RemodelingRates(0.45, 0.1, 55.0, 0.8, 0.8)
 
 
 # ----------------------------------------------------------------------------- kernels
 def _warm_engine(be: Backend, size: int) -> tuple[Any, Any]:
     """An engine on the site phantom with a remodeling space in flight (30 steps of 5 days), as in a run."""
-    from .remodel import Remodeler  # noqa: PLC0415
-
     rem = Remodeler(_phantom(be, size), seed=1)
     rates = _rates()
     for k in range(30):
@@ -68,8 +69,6 @@ def _warm_engine(be: Backend, size: int) -> tuple[Any, Any]:
 
 
 def _step(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .remodel.state import RemodelState  # noqa: PLC0415
-
     rem, rates = _warm_engine(be, size)
     k = [30]
 
@@ -91,9 +90,6 @@ _PART_BYTES_PER_VOXEL = {
 def _part(part: str) -> Callable[[Backend, int], tuple[Callable[[], Any], dict[str, Any]]]:
     """One launch of the step (GPU: the CUDA kernel; CPU: the NumPy twin)."""
     def setup(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-        from .remodel import cpu  # noqa: PLC0415
-        from .remodel.state import step_scalars  # noqa: PLC0415
-
         rem, rates = _warm_engine(be, size)
         sc = step_scalars(rates, rem.params, rem.voxel_size_um, 1)
         st = rem.state
@@ -108,12 +104,12 @@ def _part(part: str) -> Callable[[Backend, int], tuple[Callable[[], Any], dict[s
                 return (lambda: g.claim_cavities(st, 1, 99, sc)), info
             return (lambda: g.update(st, sc)), info
         if part == "activate":
-            return (lambda: cpu.activate(st, 1, 99, sc)), info
-        seeds = cpu.activate(st, 1, 99, sc)
+            return (lambda: remodel_cpu.activate(st, 1, 99, sc)), info
+        seeds = remodel_cpu.activate(st, 1, 99, sc)
         if part == "claim":
-            return (lambda: cpu.claim(st, seeds, 1, 99, sc)), info
+            return (lambda: remodel_cpu.claim(st, seeds, 1, 99, sc)), info
         empty_i, empty_c = np.empty(0, np.int64), np.empty(0, np.uint64)
-        return (lambda: cpu.update(st, empty_i, empty_c, sc)), info
+        return (lambda: remodel_cpu.update(st, empty_i, empty_c, sc)), info
     return setup
 
 
@@ -131,8 +127,6 @@ def _structure(size: int) -> dict[str, np.ndarray]:
     128³, 256³ and 512³ compare the same structure on more voxels.
     """
     if size not in _structures:
-        from scipy import ndimage as ndi  # noqa: PLC0415
-
         f = ndi.gaussian_filter(np.random.default_rng(size).standard_normal((size,) * 3, dtype=np.float32), 3.0,
                                 mode="wrap")
         np.abs(f, out=f)
@@ -148,8 +142,6 @@ def _mask(be: Backend, size: int) -> tuple[float, Any]:
 
 def _exact_mean_um(size: int, phase: str) -> float:
     """Mean of the exact local-thickness map (CPU path) over the phase, in voxels (computed once per size)."""
-    from .metrics import local_thickness  # noqa: PLC0415
-
     if (size, phase) not in _exact_means:
         m = _structure(size)[phase]
         _exact_means[(size, phase)] = float(local_thickness(m, 1.0)[m].mean())
@@ -164,20 +156,17 @@ def _thickness(phase: str, impl: str) -> Callable[[Backend, int], tuple[Callable
     ``localthickness`` return radii, doubled here.
     """
     def setup(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-        from .backend import asnumpy  # noqa: PLC0415
-
         m = _structure(size)[phase]
         if impl == "voxelbone":
-            from .metrics import local_thickness  # noqa: PLC0415
 
             dm = be.xp.asarray(m)
             run: Callable[[], Any] = lambda: local_thickness(dm, 1.0)  # noqa: E731
         elif impl == "porespy":
-            import porespy  # noqa: PLC0415
+            import porespy  # deferred: optional reference library (dev extra), slow import  # noqa: PLC0415
 
             run = lambda: porespy.filters.local_thickness(m, method="dt", smooth=False)  # noqa: E731
         else:
-            import localthickness  # noqa: PLC0415
+            import localthickness  # deferred: optional reference library (dev extra)  # noqa: PLC0415
 
             run = lambda: localthickness.local_thickness(m)  # noqa: E731
         scale = 1.0 if impl == "voxelbone" else 2.0
@@ -196,22 +185,17 @@ def _thickness(phase: str, impl: str) -> Callable[[Backend, int], tuple[Callable
 
 
 def _euler(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .metrics import euler_characteristic  # noqa: PLC0415
 
     _, m = _mask(be, size)
     return (lambda: euler_characteristic(m)), {"bytes_moved": 2 * size**3}
 
 
 def _euler_skimage(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from skimage.measure import euler_number  # noqa: PLC0415
-
     _, m = _mask(be, size)
     return (lambda: euler_number(m, connectivity=3)), {}
 
 
 def _edt(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    import edt  # noqa: PLC0415
-
     if be.is_gpu:
         skip("edt runs on the CPU")
     _, m = _mask(be, size)
@@ -219,23 +203,17 @@ def _edt(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
 
 
 def _edt_scipy(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from scipy.ndimage import distance_transform_edt  # noqa: PLC0415
-
     _, m = _mask(be, size)
     return (lambda: distance_transform_edt(m)), {}
 
 
 def _surface(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .metrics import bone_surface_mm2  # noqa: PLC0415
 
     vox, m = _mask(be, size)
     return (lambda: bone_surface_mm2(m, vox)), {}
 
 
 def _surface_skimage(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from scipy.ndimage import gaussian_filter  # noqa: PLC0415
-    from skimage.measure import marching_cubes, mesh_surface_area  # noqa: PLC0415
-
     vox, m = _mask(be, size)
 
     def fn() -> float:  # the same smoothed field and iso-level as bone_surface_mm2
@@ -245,14 +223,12 @@ def _surface_skimage(be: Backend, size: int) -> tuple[Callable[[], Any], dict[st
 
 
 def _morphometry(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .metrics import morphometry  # noqa: PLC0415
 
     v = _phantom(be, size)
     return (lambda: morphometry(v)), {}
 
 
 def _plate_model(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .metrics import bone_surface_mm2  # noqa: PLC0415
 
     vox, m = _mask(be, size)
 
@@ -263,7 +239,7 @@ def _plate_model(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, A
 
 
 def _plate_model_itk(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    import itk  # noqa: PLC0415
+    import itk  # deferred: optional reference library (dev extra), slow import  # noqa: PLC0415
 
     vox, m = _mask(be, size)
     img = itk.image_from_array(np.asarray(m, dtype=np.int16))
@@ -279,9 +255,6 @@ def _plate_model_itk(be: Backend, size: int) -> tuple[Callable[[], Any], dict[st
 
 # ----------------------------------------------------------------------------- scenario
 def _scenario(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .scenario import Period, Scenario  # noqa: PLC0415
-    from .simulate import simulate  # noqa: PLC0415
-
     years = 0.25
     sc = Scenario(name="bench", site="lumbar_spine", periods=(Period("postmenopausal_untreated", years),), size=size,
                   seed=1, step_days=1, metrics_every_days=30, spin_up_days=10)
@@ -370,42 +343,3 @@ def run_bench(sizes: Sequence[int], backends: Sequence[str], *, groups: Sequence
     if bandwidth:
         env["device_copy_bandwidth_bytes_per_s"] = bandwidth
     return out, env
-
-
-def bench_cli(args: argparse.Namespace) -> int:
-    """``voxelbone bench``."""
-    if args.compare:
-        print(compare_records(load_record(args.compare[0]), load_record(args.compare[1])))
-        return 0
-    if args.sizes:
-        try:
-            sizes = tuple(int(s) for s in args.sizes.split(","))
-        except ValueError:
-            raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
-        if any(s < 16 for s in sizes):
-            raise ValueError(f"sizes must be at least 16 voxels, got {sizes}")
-    else:
-        sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
-    if args.backend == "all":
-        backends = ["numpy", "cupy"] if cupy_available() else ["numpy"]
-    elif args.backend == "auto":
-        backends = [get_backend("auto").name]
-    else:
-        backends = [args.backend]
-    repeats = args.repeats or (2 if args.quick else 5)
-    groups = args.cases.split(",") if args.cases else None
-    ms, env = run_bench(sizes, backends, groups=groups, repeats=repeats,
-                        progress=lambda s: print(f"  {s}", flush=True), quick_scenario=bool(args.quick))
-    print()
-    print(format_table(ms))
-    for m in ms:
-        if m.ok and "achieved_gb_per_s" in m.extra:
-            print(f"{m.case} {m.size}³: {m.extra['achieved_gb_per_s']:.1f} GB/s host to device")
-        if m.ok and "years_per_second" in m.extra:
-            print(f"{m.case} {m.size}³ {m.backend}: {m.extra['years_per_second']:.3g} simulated years per second")
-    if env.get("device_copy_bandwidth_bytes_per_s"):
-        print(f"device copy bandwidth: {env['device_copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s")
-    if args.json:
-        write_record(args.json, ms, env, {"sizes": list(sizes), "backends": backends, "quick": bool(args.quick)})
-        print(f"record: {args.json}")
-    return 0

@@ -7,11 +7,14 @@ runs drawn together share their axes so presets can be compared by eye.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .results import iter_snapshots, load_rows, load_snapshot
+from .metrics import local_thickness
+from .results import load_rows, load_snapshot
+from .runfolder import RunFolder
+from .units import DAYS_PER_YEAR
 
 __all__ = [
     "HORMONE_PANELS",
@@ -20,6 +23,7 @@ __all__ = [
     "plot_hormones",
     "plot_metrics",
     "plot_run",
+    "run_plots",
     "plot_thickness_histograms",
 ]
 
@@ -48,6 +52,7 @@ HORMONE_PANELS: tuple[tuple[str, str], ...] = (
 
 
 def _pyplot() -> Any:
+    # deferred: matplotlib costs ~0.5 s to import, and only figures need it
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg", force=True)
@@ -72,7 +77,7 @@ def _save(fig: Any, path: str | Path) -> Path:
 def _as_rows(run: str | Path | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     if isinstance(run, (str, Path)):
         p = Path(run)
-        return load_rows(p / "metrics.csv" if p.is_dir() else p)
+        return RunFolder(p).read_metrics() if p.is_dir() else load_rows(p)
     return list(run)
 
 
@@ -167,7 +172,7 @@ def plot_activity(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
             ("erosion_depth_um", "erosion depth (µm)"), ("refill_trabecular", "refill fraction (trabecular)")]
     cols = [c for c in cols if rows and c[0] in rows[0]]
     fig, axes = plt.subplots(1, len(cols), figsize=(3.6 * len(cols), 2.8), squeeze=False)
-    t = np.array([float(r["day"]) for r in rows]) / 365.25
+    t = np.array([float(r["day"]) for r in rows]) / DAYS_PER_YEAR
     for ax, (c, title) in zip(axes.flat, cols):
         ax.plot(t, [float(r[c]) for r in rows], lw=1.4)
         ax.set_title(title, fontsize=10)
@@ -187,8 +192,6 @@ def plot_thickness_histograms(volumes: Mapping[str, Any], path: str | Path, *, b
     bins_um
         Bin width in µm (default: the voxel size).
     """
-    from .metrics import local_thickness  # noqa: PLC0415
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for label, vol in volumes.items():
@@ -209,29 +212,40 @@ def plot_thickness_histograms(volumes: Mapping[str, Any], path: str | Path, *, b
     return _save(fig, path)
 
 
-def plot_run(result_dir: str | Path) -> list[Path]:
-    """All plots of one results folder into ``result_dir/plots/``.
+def run_plots(folder: RunFolder) -> dict[str, Callable[[], Path]]:
+    """The plots of one run folder, by name, each ready to draw into ``folder``'s ``plots/``.
 
-    Writes ``metrics.png`` (values), ``metrics_change.png`` (% from start),
-    ``hormones.png`` and ``activity.png`` (when the courses were written) and
-    ``thickness_histogram.png`` (first and last snapshot).
+    ``metrics`` (values) and ``metrics_change`` (% from start), ``hormones`` and
+    ``activity`` (when the daily courses were written) and ``thickness_histogram`` (first
+    and last snapshot). Nothing is read or drawn until a figure is called.
     """
-    out = Path(result_dir)
-    plots = out / "plots"
-    written: list[Path] = []
-    rows = load_rows(out / "metrics.csv")
-    if rows:
-        written.append(plot_metrics({out.name: rows}, plots / "metrics.png"))
-        written.append(plot_metrics({out.name: rows}, plots / "metrics_change.png", relative=True))
-    if (out / "hormones.csv").exists():
-        hrows = load_rows(out / "hormones.csv")
+    label = folder.path.name
+
+    def hormones() -> Path:
+        hrows = folder.read_hormones()
         table = {k: [r[k] for r in hrows] for k in hrows[0]}
-        written.append(plot_hormones({out.name: table}, plots / "hormones.png"))
-    if (out / "activity.csv").exists():
-        written.append(plot_activity(load_rows(out / "activity.csv"), plots / "activity.png"))
-    snaps = list(iter_snapshots(out))
-    if len(snaps) >= 1:
+        return plot_hormones({label: table}, folder.plot_path("hormones"))
+
+    def histogram() -> Path:
+        snaps = folder.snapshots()
         chosen = [snaps[0], snaps[-1]] if len(snaps) > 1 else snaps
-        vols = {f"year {day / 365.25:.1f}": load_snapshot(p) for day, p in chosen}
-        written.append(plot_thickness_histograms(vols, plots / "thickness_histogram.png"))
-    return written
+        vols = {f"year {day / DAYS_PER_YEAR:.1f}": load_snapshot(p) for day, p in chosen}
+        return plot_thickness_histograms(vols, folder.plot_path("thickness_histogram"))
+
+    figures: dict[str, Callable[[], Path]] = {
+        "metrics": lambda: plot_metrics({label: folder.read_metrics()}, folder.plot_path("metrics")),
+        "metrics_change": lambda: plot_metrics({label: folder.read_metrics()}, folder.plot_path("metrics_change"),
+                                               relative=True),
+    }
+    if folder.hormones_csv.exists():
+        figures["hormones"] = hormones
+    if folder.activity_csv.exists():
+        figures["activity"] = lambda: plot_activity(folder.read_activity(), folder.plot_path("activity"))
+    if folder.snapshots():
+        figures["thickness_histogram"] = histogram
+    return figures
+
+
+def plot_run(result_dir: str | Path) -> list[Path]:
+    """All plots of one results folder into its ``plots/`` (see :func:`run_plots`); raises on the first failure."""
+    return [draw() for draw in run_plots(RunFolder(result_dir)).values()]

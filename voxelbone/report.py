@@ -17,8 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .results import iter_snapshots, load_rows, read_run_json
-from .scenario import DAYS_PER_YEAR, Period, Scenario
+from .plots import plot_metrics
+from .presets import load_preset
+from .render import render_grid
+from .results import load_snapshot
+from .runfolder import RunFolder, StudyFolder
+from .scenario import Period, Scenario
+from .simulate import simulate
+from .units import DAYS_PER_YEAR
 
 __all__ = ["CompareRun", "compare", "write_report"]
 
@@ -43,18 +49,6 @@ class CompareRun:
     reused: bool
 
 
-def _completed(out: Path, scenario: Scenario) -> bool:
-    from .scenario import scenario_to_toml  # noqa: PLC0415
-
-    try:
-        info = read_run_json(out)
-    except (FileNotFoundError, ValueError):
-        return False
-    stored = out / "scenario.toml"
-    return (info.get("status") == "completed" and stored.exists()
-            and stored.read_text() == scenario_to_toml(scenario) and (out / "metrics.csv").exists())
-
-
 def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, site: str = "lumbar_spine",
             size: int | None = None, voxel_size_um: float | None = None, seed: int = 0, step_days: int = 1,
             metrics_every_days: int = 30, backend: str | None = None, progress: bool = True,
@@ -77,28 +71,25 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
     Path
         The report written.
     """
-    from .presets import load_preset  # noqa: PLC0415
-    from .simulate import simulate  # noqa: PLC0415
-
     if not presets:
         raise ValueError("compare needs at least one preset")
     if len(set(presets)) != len(presets):
         raise ValueError(f"presets repeated: {list(presets)}")
     for name in presets:
         load_preset(name)  # unknown names fail here, before any run, with close matches
-    out = Path(out_dir)
+    study = StudyFolder(out_dir)
     runs: list[CompareRun] = []
     snapshot_every = max(int(round(years * DAYS_PER_YEAR / 4)), 1)
     for name in presets:
         scenario = Scenario(name=name, site=site, periods=(Period(name, years),), size=size, voxel_size_um=voxel_size_um,
                             seed=seed, step_days=step_days, metrics_every_days=metrics_every_days,
                             snapshot_every_days=snapshot_every)
-        run_dir = out / "runs" / name
-        reused = _completed(run_dir, scenario)
+        folder = study.run(name)
+        reused = folder.holds(scenario)
         if not reused:
-            simulate(scenario, run_dir, backend=backend, progress=progress, render=False)
-        runs.append(CompareRun(name, run_dir, reused))
-    return write_report({r.label: r.out_dir for r in runs}, out, render=render,
+            simulate(scenario, folder.path, backend=backend, progress=progress, render=False)
+        runs.append(CompareRun(name, folder.path, reused))
+    return write_report({r.label: r.out_dir for r in runs}, study.path, render=render,
                         reused=[r.label for r in runs if r.reused])
 
 
@@ -153,22 +144,18 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
     render
         Add renders of the first and last snapshot of every run side by side.
     """
-    from .plots import plot_metrics  # noqa: PLC0415
-
-    out = Path(out_dir)
-    img_dir = out / "images"
+    study = StudyFolder(out_dir)
+    img_dir = study.images_dir
     img_dir.mkdir(parents=True, exist_ok=True)
-    runs = {lab: load_rows(Path(d) / "metrics.csv") for lab, d in run_dirs.items()}
+    folders = {lab: RunFolder(d) for lab, d in run_dirs.items()}
+    runs = {lab: f.read_metrics() for lab, f in folders.items()}
     for lab, rows in runs.items():
         if not rows:
             raise ValueError(f"run {lab!r} in {run_dirs[lab]} has no metrics")
     figures = [plot_metrics(runs, img_dir / "metrics.png"), plot_metrics(runs, img_dir / "metrics_change.png", relative=True)]
     renders: list[Path] = []
     if render:
-        from .render import render_grid  # noqa: PLC0415
-        from .results import load_snapshot  # noqa: PLC0415
-
-        snaps = {lab: list(iter_snapshots(d)) for lab, d in run_dirs.items()}
+        snaps = {lab: f.snapshots() for lab, f in folders.items()}
         if all(snaps.values()):
             first_label = next(iter(snaps))
             d0, p0 = snaps[first_label][0]
@@ -176,7 +163,7 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
                                        img_dir / "render_start.png"))
             last = {f"{lab} (year {s[-1][0] / DAYS_PER_YEAR:.1f})": load_snapshot(s[-1][1]) for lab, s in snaps.items()}
             renders.append(render_grid(last, img_dir / "render_end.png", columns=min(len(last), 3)))
-    meta = {lab: read_run_json(d) for lab, d in run_dirs.items()}
+    meta = {lab: f.info() for lab, f in folders.items()}
     first_meta = next(iter(meta.values()))
     scen = first_meta.get("scenario", {})
     info = (f"site {html.escape(str(scen.get('site', '?')))}, seed {scen.get('seed', '?')}, "
@@ -208,6 +195,6 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
         parts += ["<h2>Renders (bone coloured by local thickness, same camera)</h2>", *(_img(f) for f in renders)]
     parts += ["<h2>Runs</h2><pre>", html.escape(json.dumps({k: str(v) for k, v in run_dirs.items()}, indent=2)),
               "</pre></body></html>"]
-    path = out / "report.html"
+    path = study.report_html
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

@@ -23,7 +23,8 @@ interrupted one resumes from its checkpoint, a failing run is reported and does 
 the others, and a run on a worker that dies is retried on another.
 
 The gathered table (``OUT/sweep.csv`` and ``OUT/sweep.parquet``) has one row per run and
-time point: the grid values, the run id and status, then the run's ``metrics.csv`` row.
+time point: the grid values, the run id and status, then the run's metrics row. The
+layout of ``OUT`` and of each run folder is :mod:`voxelbone.runfolder`'s.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import __version__
+from .backend import cupy_available
+from .results import atomic_write, csv_text, write_json
+from .runfolder import RunFolder, RunState, StudyFolder, git_commit
 from .scenario import Scenario
+from .simulate import simulate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,7 +56,6 @@ else:  # pragma: no cover
 
 __all__ = ["RunSpec", "Sweep", "SweepReport", "expand_grid", "load_sweep", "run_sweep"]
 
-SWEEP_JSON = "sweep.json"
 SHORTHANDS = ("preset", "years")
 
 
@@ -167,44 +171,26 @@ def load_sweep(path: str | Path) -> Sweep:
 # ------------------------------------------------------------------------------------
 # running
 # ------------------------------------------------------------------------------------
-def run_status(run_dir: Path) -> str:
-    """``completed``, ``interrupted`` (checkpoint present), ``failed``, ``running`` or ``new``."""
-    rj = run_dir / "run.json"
-    if not rj.exists():
-        return "new"
-    try:
-        status = json.loads(rj.read_text()).get("status", "new")
-    except (OSError, ValueError):
-        return "new"
-    if status != "completed" and (run_dir / "checkpoint.npz").exists():
-        return "interrupted"
-    return status
-
-
 def _run_one(spec: RunSpec, run_dir: str, backend: str | None, render: bool) -> dict[str, Any]:
     """Executed on a worker: run (or resume) one scenario, never raise for a model error."""
-    from .simulate import simulate  # noqa: PLC0415
-
-    path = Path(run_dir)
-    status = run_status(path)
-    if status == "completed":
-        return {"run_id": spec.run_id, "status": "completed", "error": ""}
+    folder = RunFolder(run_dir)
+    state = folder.state()
+    if state is RunState.COMPLETED:
+        return {"run_id": spec.run_id, "status": RunState.COMPLETED.value, "error": ""}
     try:
-        simulate(spec.scenario, path, backend=backend, progress=False, resume=status == "interrupted", render=render)
+        simulate(spec.scenario, folder.path, backend=backend, progress=False, resume=state is RunState.INTERRUPTED,
+                 render=render)
     except Exception as exc:  # reported per run; the sweep goes on
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "error.txt").write_text(traceback.format_exc())
-        return {"run_id": spec.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    return {"run_id": spec.run_id, "status": "completed", "error": ""}
+        folder.write_error(traceback.format_exc())
+        return {"run_id": spec.run_id, "status": RunState.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
+    return {"run_id": spec.run_id, "status": RunState.COMPLETED.value, "error": ""}
 
 
 def _gpu_count() -> int:
     try:
-        from .backend import cupy_available  # noqa: PLC0415
-
         if not cupy_available():
             return 0
-        import cupy  # noqa: PLC0415
+        import cupy  # deferred: only where a GPU answers  # noqa: PLC0415
 
         return int(cupy.cuda.runtime.getDeviceCount())
     except Exception:
@@ -213,6 +199,7 @@ def _gpu_count() -> int:
 
 def local_cluster(n_workers: int | None = None, gpus: int | None = None) -> Any:
     """A local Dask cluster of worker processes; one per GPU (pinned) when GPUs are present."""
+    # deferred: distributed is optional (the sweep extra) and costs ~0.4 s to import
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster  # noqa: PLC0415
 
     gpus = _gpu_count() if gpus is None else gpus
@@ -227,15 +214,15 @@ def local_cluster(n_workers: int | None = None, gpus: int | None = None) -> Any:
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40)
 
 
-def _check_out_dir(out: Path) -> None:
-    meta = out / SWEEP_JSON
+def _check_out_dir(study: StudyFolder) -> None:
+    meta = study.sweep_json
     if meta.exists():
         try:
             version = json.loads(meta.read_text()).get("voxelbone_version")
         except ValueError:
             version = "unknown"
         if version != __version__:
-            raise ValueError(f"{out} holds a sweep made by voxelbone {version}; this is {__version__}. "
+            raise ValueError(f"{study.path} holds a sweep made by voxelbone {version}; this is {__version__}. "
                              "Use a new --out folder (finished runs there are kept).")
 
 
@@ -273,17 +260,19 @@ def run_sweep(
     progress : callable, optional
         Called as ``progress(run_id, status)`` as runs finish.
     """
+    # deferred: distributed is optional (the sweep extra) and costs ~0.4 s to import
+    import dask  # noqa: PLC0415
     from distributed import Client, as_completed  # noqa: PLC0415
 
-    out = Path(out_dir)
+    study = StudyFolder(out_dir)
     runs = sweep.runs()
-    _check_out_dir(out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    _write_sweep_json(out, sweep, runs)
+    _check_out_dir(study)
+    study.runs_dir.mkdir(parents=True, exist_ok=True)
+    _write_sweep_json(study, sweep, runs)
 
-    statuses = {r.run_id: run_status(out / "runs" / r.run_id) for r in runs}
+    statuses: dict[str, str] = {rid: st.value for rid, st in study.states([r.run_id for r in runs]).items()}
     errors: dict[str, str] = {}
-    todo = [r for r in runs if statuses[r.run_id] != "completed"]
+    todo = [r for r in runs if statuses[r.run_id] != RunState.COMPLETED.value]
     if todo:
         cluster = None
         try:
@@ -293,14 +282,12 @@ def run_sweep(
                 except (OSError, TimeoutError) as exc:
                     raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
             else:
-                import dask  # noqa: PLC0415
-
                 with dask.config.set({"distributed.scheduler.allowed-failures": int(retries)}):
                     cluster = local_cluster(n_workers)
                 client = Client(cluster)
             with client:
                 futures = {
-                    client.submit(_run_one, r, str(out / "runs" / r.run_id), backend, render,
+                    client.submit(_run_one, r, str(study.run(r.run_id).path), backend, render,
                                   key=f"voxelbone-{r.run_id}-{time.time_ns()}", pure=False): r
                     for r in todo
                 }
@@ -309,7 +296,7 @@ def run_sweep(
                     try:
                         res = fut.result()
                     except Exception as exc:  # worker died more often than retries allow
-                        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                        res = {"status": RunState.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
                     statuses[r.run_id] = res["status"]
                     if res["error"]:
                         errors[r.run_id] = res["error"]
@@ -318,15 +305,12 @@ def run_sweep(
         finally:
             if cluster is not None:
                 cluster.close()
-    csv_path, pq_path = gather(out, runs, statuses)
-    return SweepReport(out, statuses, errors, csv_path, pq_path)
+    csv_path, pq_path = gather(study, runs, statuses)
+    return SweepReport(study.path, statuses, errors, csv_path, pq_path)
 
 
-def _write_sweep_json(out: Path, sweep: Sweep, runs: list[RunSpec]) -> None:
-    from .results import write_json  # noqa: PLC0415
-    from .simulate import git_commit  # noqa: PLC0415
-
-    write_json(out / SWEEP_JSON, {
+def _write_sweep_json(study: StudyFolder, sweep: Sweep, runs: list[RunSpec]) -> None:
+    write_json(study.sweep_json, {
         "voxelbone_version": __version__,
         "git_commit": git_commit(),
         "source": sweep.source,
@@ -335,21 +319,19 @@ def _write_sweep_json(out: Path, sweep: Sweep, runs: list[RunSpec]) -> None:
         "runs": [r.run_id for r in runs],
     })
     src = Path(sweep.source)
-    if src.is_file() and src.resolve() != (out / "sweep.toml").resolve():
-        shutil.copyfile(src, out / "sweep.toml")
+    if src.is_file() and src.resolve() != study.sweep_toml.resolve():
+        shutil.copyfile(src, study.sweep_toml)
 
 
-def gather(out: Path, runs: list[RunSpec], statuses: Mapping[str, str]) -> tuple[Path | None, Path | None]:
-    """Collect every run's metrics into ``sweep.csv`` and ``sweep.parquet`` (one row per run and time)."""
-    from .results import atomic_write, csv_text, load_rows  # noqa: PLC0415
-
+def gather(study: StudyFolder, runs: list[RunSpec], statuses: Mapping[str, str]) -> tuple[Path | None, Path | None]:
+    """Collect every run's metrics into the sweep's CSV and Parquet tables (one row per run and time)."""
     rows: list[dict[str, Any]] = []
     for r in runs:
-        metrics = out / "runs" / r.run_id / "metrics.csv"
-        base = {"run_id": r.run_id, "status": statuses.get(r.run_id, "new"), **{f"grid_{k}": v for k, v in r.values.items()}}
-        if metrics.exists() and statuses.get(r.run_id) == "completed":
-            for m in load_rows(metrics):
-                rows.append({**base, **m})
+        status = statuses.get(r.run_id, RunState.EMPTY.value)
+        base = {"run_id": r.run_id, "status": status, **{f"grid_{k}": v for k, v in r.values.items()}}
+        metrics = study.run(r.run_id).read_metrics() if status == RunState.COMPLETED.value else []
+        if metrics:
+            rows.extend({**base, **m} for m in metrics)
         else:
             rows.append(base)
     if not rows:
@@ -357,11 +339,12 @@ def gather(out: Path, runs: list[RunSpec], statuses: Mapping[str, str]) -> tuple
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    csv_path = out / "sweep.csv"
+    csv_path = study.table_csv
     text = csv_text(columns, rows)
     atomic_write(csv_path, lambda fh: fh.write(text.encode()))
-    pq_path: Path | None = out / "sweep.parquet"
+    pq_path: Path | None = study.table_parquet
     try:
+        # deferred: pyarrow is optional (the sweep extra) and heavy to import
         import pyarrow as pa  # noqa: PLC0415
         import pyarrow.parquet as pq  # noqa: PLC0415
 

@@ -48,7 +48,6 @@ __all__ = [
     "list_presets",
     "load_preset",
     "populations",
-    "presets_cli",
 ]
 
 DAYS_PER_YEAR = 365.25
@@ -276,56 +275,3 @@ def course_for_periods(periods: Sequence[tuple[str, float]], steps_per_day: int 
         segments.append(p.segment(t, end))
         t = end
     return build_course(segments, t + extra_days, steps_per_day)
-
-
-# --------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------
-def _regimen_lines(p: Preset) -> list[str]:
-    if not p.drugs:
-        return ["  (no drugs: the population's own hormone levels)"]
-    out = []
-    for d in p.drugs:
-        dose = f"{d.dosing.dose_mg * 1000:g} µg" if d.dosing.dose_mg < 1 else f"{d.dosing.dose_mg:g} mg"
-        every = "daily" if d.dosing.every_days == 1 else f"every {d.dosing.every_days:g} days"
-        extra = f" from day {d.dosing.start_day:g}" if d.dosing.start_day else ""
-        extra += f" for {d.dosing.duration_days:g} days" if d.dosing.duration_days else ""
-        out.append(f"  {d.spec.name:<26} {dose:>9} {every:<16} {d.dosing.route}{extra}")
-    return out
-
-
-def presets_cli(args: Any) -> int:
-    """``voxelbone presets [list|show NAME]``."""
-    if args.action == "list":
-        rows = list_presets()
-        w = max(len(p.name) for p in rows)
-        print(f"{'preset':<{w}}  {'population':<22} {'evidence':<12} summary")
-        for p in rows:
-            print(f"{p.name:<{w}}  {p.population.name:<22} {p.evidence:<12} {p.summary}")
-        return 0
-    if not args.name:
-        raise PresetError("'presets show' needs a preset name or file")
-    p = load_preset(args.name)
-    days = max(args.years * DAYS_PER_YEAR, 7.0)
-    course = p.hormone_course(days)
-    mean = course.mean(start_day=min(28.0, days / 2))
-    print(f"{p.name}: {p.title}")
-    print(f"population: {p.population.name} — {p.population.description}")
-    print(f"evidence: {p.evidence}" + (f" — mechanism: {p.mechanism}" if p.mechanism else ""))
-    print("regimen:")
-    print("\n".join(_regimen_lines(p)))
-    print(f"mean levels (after the first 4 weeks, over {args.years:g} yr):")
-    for h, v in mean.__dict__.items():
-        print(f"  {h:<20} {v:10.1f}")
-    print("references:")
-    for r in p.references:
-        print(f"  - {r}")
-    out = Path(args.out or "results/presets")
-    out.mkdir(parents=True, exist_ok=True)
-    from ..plots import plot_hormones  # noqa: PLC0415
-
-    path = plot_hormones({p.name: course}, out / f"{p.name}_hormones.png", days=min(days, 90.0))
-    print(f"hormone plot: {path}")
-    return 0
-
-

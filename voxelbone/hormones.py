@@ -28,16 +28,17 @@ import numpy as np
 from scipy.signal import lfilter
 
 from .pharmacokinetics import Dosing, DrugSpec, dose_train, drug_level
+from .units import DAYS_PER_YEAR
 
 __all__ = [
     "HORMONES",
     "HormoneCourse",
     "HormoneState",
+    "REFERENCE_STATE",
     "Population",
     "build_course",
 ]
 
-DAYS_PER_YEAR = 365.25
 #: Fields of a hormone state, in order.
 HORMONES = (
     "estradiol_pg_ml",
@@ -78,6 +79,21 @@ class HormoneState:
     il6_pg_ml: float
     il1_pg_ml: float
     tnf_pg_ml: float
+
+
+#: Reference levels (premenopausal woman) to which every hormone effect of the cell layer is
+#: relative (:class:`voxelbone.biology.HormoneEffects`) and at which the sites' reference BMU
+#: rates hold.
+REFERENCE_STATE = HormoneState(
+    estradiol_pg_ml=100.0,
+    testosterone_ng_dl=30.0,
+    igf1_ng_ml=180.0,
+    pth_pg_ml=30.0,
+    cortisol_ug_dl=12.0,
+    il6_pg_ml=1.5,
+    il1_pg_ml=0.5,
+    tnf_pg_ml=5.0,
+)
 
 
 @dataclass(frozen=True)

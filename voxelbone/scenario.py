@@ -26,21 +26,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ._toml import toml_line, tomllib
+from .units import DAYS_PER_YEAR
 
 __all__ = ["DEFAULT_PRESET", "Period", "Scenario", "load_scenario", "scenario_to_toml"]
 
 DEFAULT_PRESET = "postmenopausal_untreated"
-DAYS_PER_YEAR = 365.25
 
 
 @dataclass(frozen=True)
@@ -192,13 +188,6 @@ class Scenario:
         return cls(**data)
 
 
-def _line_of(text: str, key: str) -> str:
-    for i, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*{re.escape(key)}\s*=", line) or line.strip() in (f"[{key}]", f"[[{key}]]"):
-            return f" (line {i})"
-    return ""
-
-
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario TOML file.
 
@@ -231,7 +220,8 @@ def load_scenario(path: str | Path) -> Scenario:
         head = msg.split("known fields")[0]
         for key in data:
             if re.search(rf"\b{re.escape(key)}\b", head):
-                msg += _line_of(text, key)
+                line = toml_line(text, key)
+                msg += f" (line {line})" if line else ""
                 break
         raise ValueError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
 

@@ -24,21 +24,16 @@ this module; a user's own file works the same way (``load_preset("my_regimen.tom
 from __future__ import annotations
 
 import functools
-import re
-import sys
 from dataclasses import dataclass, replace
 from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._toml import toml_line, tomllib
 from ..hormones import HormoneCourse, Population, Segment, build_course, state_from_mapping
 from ..pharmacokinetics import Dosing, DrugSpec
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..units import DAYS_PER_YEAR
 
 __all__ = [
     "Preset",
@@ -51,7 +46,6 @@ __all__ = [
     "presets_cli",
 ]
 
-DAYS_PER_YEAR = 365.25
 EVIDENCE = ("clinical", "extrapolated")
 _PRESET_KEYS = {"title", "population", "evidence", "summary", "mechanism", "references", "drug", "population_overrides"}
 _DRUG_KEYS = {"name", "dose_mg", "every_days", "route", "start_day", "duration_days"}
@@ -96,14 +90,8 @@ class Preset:
         return build_course([self.segment(0.0, days)], days, steps_per_day)
 
 
-def _line(text: str, key: str, occurrence: int = 0) -> int | None:
-    hits = [i for i, ln in enumerate(text.splitlines(), 1)
-            if re.match(rf"\s*{re.escape(key)}\s*=", ln) or ln.strip() in (f"[{key}]", f"[[{key}]]")]
-    return hits[occurrence] if len(hits) > occurrence else (hits[0] if hits else None)
-
-
 def _err(source: str, text: str, key: str, msg: str, occurrence: int = 0) -> PresetError:
-    line = _line(text, key, occurrence)
+    line = toml_line(text, key, occurrence)
     where = f"{source}, line {line}" if line else source
     return PresetError(f"{where}: {msg}")
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import __version__
+from ._version import __version__
 from .backend import BackendError, get_backend
 
 __all__ = ["main"]

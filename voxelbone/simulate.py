@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .backend import Backend, asnumpy, get_backend
 from .results import atomic_write, csv_text, load_rows, save_snapshot, write_json
 from .scenario import DAYS_PER_YEAR, Period, Scenario, load_scenario

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import __version__
+from ._version import __version__
 from .scenario import Scenario
 
 if sys.version_info >= (3, 11):

@@ -412,6 +412,13 @@ def steady_state(state: HormoneState, cp: CellParameters | None = None, fx: Horm
     Solved exactly: for given OCa, OBp and OBa follow from the osteoblast equations, and
     OCa is the root of the osteoclast equation (``brentq``). Returns OBp, OBa, OCa (pM), the
     osteoclast generation flux and apoptosis rate, and the receptor's steady state.
+
+    Examples
+    --------
+    >>> from voxelbone.hormones import REFERENCE_STATE
+    >>> ss = steady_state(REFERENCE_STATE)
+    >>> round(ss["OCa"] * 1e4, 2), ss["oc_apoptosis"]
+    (8.46, 0.7)
     """
     cp = cp or CellParameters()
     fx = fx or HormoneEffects()
@@ -508,6 +515,17 @@ def cell_activity(
     ActivityCourse
         Daily rates and cell populations. The cells start at the quasi-steady state of the
         hormone levels on day 0.
+
+    Examples
+    --------
+    A year without estradiol: turnover stays high and each BMU removes more than it rebuilds.
+
+    >>> from voxelbone.presets import course_for_periods
+    >>> a = cell_activity(course_for_periods([("postmenopausal_untreated", 1.0)]), "lumbar_spine")
+    >>> a.days.size, sorted(a.cells)[:3]
+    (365, ['OBa', 'OBp', 'OCa'])
+    >>> round(float(a.activation_trabecular_per_yr[-1]), 2), round(float(a.bmu_balance_um()[-1]), 1)
+    (0.49, -4.7)
     """
     sr = get_site(site).remodeling
     cp = cp or CellParameters()

@@ -87,6 +87,19 @@ class Scenario:
         remodeling space of its first period's turnover.
     input : str, optional
         A micro-CT file to start from instead of a phantom.
+
+    Examples
+    --------
+    Two years untreated after the menopause, then five years of hormone therapy:
+
+    >>> s = Scenario(name="mht", periods=(Period("postmenopausal_untreated", 2),
+    ...                                   Period("mht_estradiol_progesterone", 5)))
+    >>> s.years, s.days, s.period_at(800).preset
+    (7.0, 2557, 'mht_estradiol_progesterone')
+    >>> Period("trt", -1)
+    Traceback (most recent call last):
+    ...
+    ValueError: period years must be a positive number, got -1 (preset trt)
     """
 
     name: str = "default"
@@ -235,7 +248,22 @@ def _toml_value(v: Any) -> str:
 
 
 def scenario_to_toml(scenario: Scenario) -> str:
-    """TOML text that :func:`load_scenario` reads back to an equal scenario."""
+    """TOML text that :func:`load_scenario` reads back to an equal scenario.
+
+    Examples
+    --------
+    >>> text = scenario_to_toml(Scenario(name="trt", periods=(Period("trt", 1.5),)))
+    >>> print(text[text.index("[[period]]"):], end="")
+    [[period]]
+    preset = "trt"
+    years = 1.5
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "trt.toml"
+    ...     _ = path.write_text(text)
+    ...     load_scenario(path) == Scenario(name="trt", periods=(Period("trt", 1.5),))
+    True
+    """
     d = scenario.to_dict()
     periods = d.pop("periods")
     lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if v is not None]

@@ -133,7 +133,18 @@ SITES: dict[str, SiteSpec] = {
 
 
 def get_site(name: str) -> SiteSpec:
-    """The :class:`SiteSpec` called ``name``; unknown names list the known sites."""
+    """The :class:`SiteSpec` called ``name``; unknown names list the known sites.
+
+    Examples
+    --------
+    >>> neck = get_site("femoral_neck")
+    >>> neck.bv_tv, neck.field_of_view_mm, neck.remodeling.activation_trabecular_per_yr
+    (0.2, 3.84, 0.13)
+    >>> get_site("femur")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown site 'femur'; known sites: lumbar_spine, femoral_neck
+    """
     try:
         return SITES[name]
     except KeyError:

@@ -68,6 +68,20 @@ def euler_characteristic(mask: Any, connectivity: int = 26) -> int:
     -------
     int
         χ of the structure as if surrounded by background.
+
+    Examples
+    --------
+    A solid cube is one component; a cavity adds one, a tunnel through it removes one:
+
+    >>> import numpy as np
+    >>> cube = np.zeros((20, 20, 20), dtype=bool)
+    >>> cube[5:15, 5:15, 5:15] = True
+    >>> hollow = cube.copy()
+    >>> hollow[9:11, 9:11, 9:11] = False
+    >>> ring = cube.copy()
+    >>> ring[5:15, 9:11, 9:11] = False
+    >>> euler_characteristic(cube), euler_characteristic(hollow), euler_characteristic(ring)
+    (1, 2, 0)
     """
     if connectivity != 26:
         raise ValueError("only 26-connectivity (BoneJ's convention) is supported")

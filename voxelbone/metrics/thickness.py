@@ -170,6 +170,17 @@ def local_thickness(mask: Any, voxel_size_um: float = 1.0) -> Any:
         Diameter of the largest inscribed ball containing each voxel, in µm; 0 outside
         the mask. A mask that fills the grid has no background, so its thickness is
         unbounded: it is reported as the grid's smallest extent, with a warning.
+
+    Examples
+    --------
+    A plate six voxels thick at 20 µm is 120 µm thick everywhere:
+
+    >>> import numpy as np
+    >>> plate = np.zeros((32, 32, 32), dtype=bool)
+    >>> plate[:, :, 12:18] = True
+    >>> lt = local_thickness(plate, voxel_size_um=20.0)
+    >>> lt.dtype, float(lt[plate].min()), float(lt[plate].max()), float(lt[~plate].max())
+    (dtype('float32'), 120.0, 120.0, 0.0)
     """
     xp = array_module(mask)
     if not voxel_size_um > 0:

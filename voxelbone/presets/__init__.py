@@ -233,6 +233,16 @@ def load_preset(name_or_path: str | Path) -> Preset:
     PresetError
         For an unknown name (listing close matches) or a malformed file (naming the field
         and line).
+
+    Examples
+    --------
+    >>> trt = load_preset("trt")
+    >>> trt.population.name, trt.evidence, [d.spec.name for d in trt.drugs]
+    ('hypogonadal_man', 'clinical', ['testosterone_cypionate'])
+    >>> load_preset("trtt")
+    Traceback (most recent call last):
+    ...
+    voxelbone.presets.PresetError: unknown preset 'trtt'; did you mean trt? (run 'voxelbone presets' for the list)
     """
     key = str(name_or_path)
     if key.endswith(".toml") or Path(key).is_file():
@@ -250,12 +260,30 @@ def load_preset(name_or_path: str | Path) -> Preset:
 
 
 def list_presets() -> list[Preset]:
-    """Every shipped preset, sorted by name."""
+    """Every shipped preset, sorted by name.
+
+    Examples
+    --------
+    >>> names = [p.name for p in list_presets()]
+    >>> "teriparatide" in names and names == sorted(names)
+    True
+    """
     return [load_preset(n) for n in _builtin_names()]
 
 
 def course_for_periods(periods: Sequence[tuple[str, float]], steps_per_day: int = 24, extra_days: float = 0.0) -> HormoneCourse:
-    """Hormone course of consecutive ``(preset, years)`` periods (drug levels decay across boundaries)."""
+    """Hormone course of consecutive ``(preset, years)`` periods (drug levels decay across boundaries).
+
+    Examples
+    --------
+    Half a year before the menopause, then half a year after it, on an hourly grid:
+
+    >>> course = course_for_periods([("premenopausal", 0.5), ("postmenopausal_untreated", 0.5)])
+    >>> float(course.days[-1]), course.days.size
+    (365.25, 8767)
+    >>> round(course.at(30.0).estradiol_pg_ml, 1), round(course.at(300.0).estradiol_pg_ml, 1)
+    (101.5, 9.3)
+    """
     segments = []
     t = 0.0
     for preset_name, years in periods:

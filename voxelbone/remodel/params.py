@@ -64,7 +64,17 @@ class MineralisationLaw:
         return ep, es, co
 
     def degree_at_age(self, age_days: npt.ArrayLike) -> np.ndarray:
-        """Degree of mineralisation of bone formed ``age_days`` ago (closed form of the law)."""
+        """Degree of mineralisation of bone formed ``age_days`` ago (closed form of the law).
+
+        Examples
+        --------
+        New bone starts unmineralised, reaches the primary level within weeks and the mature
+        level over years:
+
+        >>> law = MineralisationLaw()
+        >>> [round(float(d), 2) for d in law.degree_at_age([0.0, 30.0, 3650.0])], law.mature_degree
+        ([0.0, 0.58, 0.92], 0.92)
+        """
         kp, ks = 1.0 / self.primary_days, 1.0 / self.secondary_days
         a = np.asarray(age_days, dtype=float)
         mm, mp = self.mature_degree, self.primary_degree

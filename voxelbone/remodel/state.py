@@ -174,6 +174,16 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     κ surface voxels per voxel-face area of true surface, so a surface voxel starts a BMU in
     a step with probability ``p = 1 − exp(−Ac.f · dt/DAYS_PER_YEAR · v² / (κ · A))``: the surface
     fraction activated per year is Ac.f whatever the voxel size v.
+
+    Examples
+    --------
+    >>> from voxelbone.remodel import RemodelParams
+    >>> rates = RemodelingRates(activation_trabecular_per_yr=0.2, activation_cortical_per_yr=0.05,
+    ...                         erosion_depth_um=50.0, refill_trabecular=1.0, refill_cortical=1.0)
+    >>> daily = step_scalars(rates, RemodelParams(), voxel_um=30.0, dt_days=1)
+    >>> weekly = step_scalars(rates, RemodelParams(), voxel_um=30.0, dt_days=7)
+    >>> float(daily.depth_um), round(float(weekly.p_hemi / daily.p_hemi), 3)
+    (50.0, 7.0)
     """
     params.check_step(dt_days)
     _check_rates(rates)

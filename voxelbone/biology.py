@@ -54,7 +54,7 @@ import numba
 import numpy as np
 from scipy.optimize import brentq
 
-from .hormones import REFERENCE_STATE, HormoneCourse, HormoneState
+from .hormones import REFERENCE_STATE, STEPS_PER_DAY, HormoneCourse, HormoneState
 from .presets import populations
 from .remodel.state import RemodelingRates
 from .sites import get_site
@@ -397,7 +397,7 @@ def _fx_vector(fx: HormoneEffects, lam: float) -> np.ndarray:
 
 
 def _constant_course(state: HormoneState, days: float = 2.0) -> HormoneCourse:
-    d = np.arange(0.0, days, 1.0 / 24)
+    d = np.arange(0.0, days, 1.0 / STEPS_PER_DAY)
     arrays = {f.name: np.full(d.shape, getattr(state, f.name)) for f in fields(HormoneState)}
     return HormoneCourse(d, **arrays)
 

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from .pharmacokinetics import Dosing, DrugSpec, dose_train, drug_level
-from .units import DAYS_PER_YEAR
+from .units import DAYS_PER_YEAR, HOURS_PER_DAY
 
 __all__ = [
     "HORMONES",
@@ -64,7 +64,8 @@ BOUNDS = {
 AROMATISATION_PG_ML_PER_NG_DL = 0.05
 LH_FEEDBACK_NG_DL = 60.0
 IGF1_TIME_CONSTANT_DAYS = 4.0
-STEPS_PER_DAY = 24
+#: Steps per day of a hormone course: hourly, so a daily injection stays a pulse.
+STEPS_PER_DAY = HOURS_PER_DAY
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._toml import toml_line, tomllib
-from ..hormones import HormoneCourse, Population, Segment, build_course, state_from_mapping
+from ..hormones import STEPS_PER_DAY, HormoneCourse, Population, Segment, build_course, state_from_mapping
 from ..pharmacokinetics import Dosing, DrugSpec
 from ..units import DAYS_PER_YEAR
 
@@ -85,7 +85,7 @@ class Preset:
         )
         return Segment(self.population, dosings, start_day, end_day)
 
-    def hormone_course(self, days: float, steps_per_day: int = 24) -> HormoneCourse:
+    def hormone_course(self, days: float, steps_per_day: int = STEPS_PER_DAY) -> HormoneCourse:
         """Hormone course of this preset held for ``days``."""
         return build_course([self.segment(0.0, days)], days, steps_per_day)
 
@@ -271,7 +271,7 @@ def list_presets() -> list[Preset]:
     return [load_preset(n) for n in _builtin_names()]
 
 
-def course_for_periods(periods: Sequence[tuple[str, float]], steps_per_day: int = 24, extra_days: float = 0.0) -> HormoneCourse:
+def course_for_periods(periods: Sequence[tuple[str, float]], steps_per_day: int = STEPS_PER_DAY, extra_days: float = 0.0) -> HormoneCourse:
     """Hormone course of consecutive ``(preset, years)`` periods (drug levels decay across boundaries).
 
     Examples

@@ -215,6 +215,10 @@ def test_reference_levels_and_site_rates_have_one_home():
     assert biology.HormoneEffects().reference is hormones.REFERENCE_STATE
     assert not [f for f in biology.HormoneEffects.__dataclass_fields__ if f.startswith("ref_")]
     assert not hasattr(biology, "SITE_RATES")
+    # the reference is the premenopausal woman's baseline (populations.toml holds her as data)
+    from voxelbone.presets import populations
+
+    assert populations()["premenopausal_woman"].baseline == hormones.REFERENCE_STATE
     # the cell layer reads the site's rates from sites.SITES: a changed rate moves Ac.f
     spec = sites.SITES["femoral_neck"]
     course = biology._constant_course(REFERENCE_STATE, days=3.0)

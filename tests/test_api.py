@@ -41,6 +41,8 @@ def test_script_names_are_exported() -> None:
     needed = {"simulate", "Scenario", "Period", "make_phantom", "load_volume", "morphometry", "Remodeler", "BoneVolume"}
     assert needed <= set(voxelbone.__all__)
     assert set(voxelbone.__all__) <= set(dir(voxelbone))
+    # every lazily loaded name is listed, and every listed name is loadable
+    assert set(voxelbone.__all__) == {*voxelbone._LAZY, "Result", "__version__", "simulate"}
 
 
 def test_simulate_stays_the_function_after_its_submodule_is_imported() -> None:

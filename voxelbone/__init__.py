@@ -58,7 +58,37 @@ _LAZY: dict[str, str] = {
     "DAYS_PER_YEAR": "units",
 }
 
-__all__ = sorted([*_LAZY, "Result", "__version__", "simulate"])
+__all__ = [
+    "ActivityCourse",
+    "Backend",
+    "BackendError",
+    "BoneVolume",
+    "DAYS_PER_YEAR",
+    "HormoneCourse",
+    "HormoneState",
+    "Morphometry",
+    "Period",
+    "Preset",
+    "REFERENCE_STATE",
+    "Region",
+    "RemodelParams",
+    "Remodeler",
+    "Result",
+    "SITES",
+    "Scenario",
+    "__version__",
+    "cell_activity",
+    "get_backend",
+    "list_presets",
+    "load_preset",
+    "load_scenario",
+    "load_volume",
+    "make_phantom",
+    "morphometry",
+    "save_volume",
+    "scenario_to_toml",
+    "simulate",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ import ctypes as C
 
 import numpy as np
 
-from voxelbone.remodel.state import RemodelState, StepScalars
+from voxelbone.remodel.state import CLAIM_NONE, RemodelState, StepScalars
 
 
 def _p(a: np.ndarray) -> C.c_void_p:
@@ -24,7 +24,7 @@ class HostRemodel:
         self.capacity = capacity
         self.seeds = np.zeros(capacity, dtype=np.int64)
         self.seed_count = np.zeros(1, dtype=np.uint32)
-        self.claim = np.full(shape, np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+        self.claim = np.full(shape, CLAIM_NONE, dtype=np.uint64)
         for name in ("vb_activate", "vb_claim", "vb_update"):
             getattr(lib, name).restype = None
 

@@ -266,12 +266,12 @@ def test_surface_matches_skimage_marching_cubes(seed, sigma):
 
 
 def test_surface_kernel_host_build_matches_the_cpu_path(hostlib):
-    from voxelbone.metrics.marching_cubes import _as_arguments, surface_area_voxels
+    from voxelbone.metrics.marching_cubes import kernel_tables, surface_area_voxels
 
     f = np.ascontiguousarray(_smooth_random(5, n=28))
     within = np.zeros(f.shape, np.uint8)
     within[4:20, 2:26, 6:28] = 1
-    table, edges, faces = _as_arguments(np)
+    table, edges, faces = kernel_tables(np)
     L = C.c_longlong
     hostlib.vb_surface_area.restype = None
     for use in (0, 1):

@@ -403,3 +403,15 @@ def test_gpu_step_does_not_wait_for_the_device(small):
     pending = not cupy.cuda.get_current_stream().done
     cupy.cuda.get_current_stream().synchronize()
     assert pending and host_s < 0.5
+
+
+def test_claim_sentinel_is_the_kernels():
+    # the GPU step fills its claim scratch with CLAIM_NONE; the kernel reads it as VB_CLAIM_NONE
+    import re
+
+    from voxelbone.kernels import kernel_source
+    from voxelbone.remodel.state import CLAIM_NONE
+
+    m = re.search(r"#define\s+VB_CLAIM_NONE\s+(0x[0-9A-Fa-f]+)ULL", kernel_source("remodel"))
+    assert m is not None, "kernels/remodel.cu no longer defines VB_CLAIM_NONE"
+    assert CLAIM_NONE.dtype == np.uint64 and int(CLAIM_NONE) == int(m.group(1), 16)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .backend import Backend, get_backend
 from .results import write_json
 from .runfolder import git_commit

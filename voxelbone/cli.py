@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import __version__
+from ._version import __version__
 from .backend import BackendError, cupy_available, get_backend
 from .bench import compare_records, format_table, load_record, write_record
 from .runfolder import RunFolder, RunState

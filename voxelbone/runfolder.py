@@ -41,7 +41,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .backend import Backend
 from .results import atomic_write, csv_text, load_rows, save_snapshot, write_json
 from .scenario import Scenario, scenario_to_toml

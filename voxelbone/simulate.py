@@ -33,15 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .backend import Backend, StepTimer, asnumpy, get_backend
-from .biology import cell_activity
-from .figures import draw_run_figures
-from .io import load_volume
-from .metrics import morphometry
-from .phantom import make_phantom
-from .presets import course_for_periods
 from .progress import progress_bar
-from .remodel import RemodelParams, Remodeler
-from .remodel.initial import equilibrate_mineral
 from .runfolder import RunFolder, RunState
 from .scenario import Scenario
 from .units import DAYS_PER_YEAR
@@ -84,6 +76,8 @@ class Result:
 # ------------------------------------------------------------------------------------
 def starting_volume(scenario: Scenario) -> BoneVolume:
     """The volume on day 0 before spin-up: a phantom of the site, or the input file."""
+    from .io import load_volume  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
+    from .phantom import make_phantom  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
     if scenario.input:
         vol = load_volume(scenario.input, voxel_size_um=scenario.voxel_size_um)
         vol.site = vol.site or scenario.site
@@ -93,6 +87,8 @@ def starting_volume(scenario: Scenario) -> BoneVolume:
 
 def activity_for(scenario: Scenario) -> tuple[Any, Any]:
     """Hormone course (hourly) and cell activity (daily) for the scenario's chain of periods."""
+    from .biology import cell_activity  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
+    from .presets import course_for_periods  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
     periods = [(p.preset, p.years) for p in scenario.periods]
     course = course_for_periods(periods, extra_days=scenario.step_days + 1)
     return course, cell_activity(course, scenario.site)
@@ -178,6 +174,9 @@ def simulate(
     RunInterrupted
         After SIGINT/SIGTERM, once a checkpoint is written.
     """
+    from .figures import draw_run_figures  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
+    from .remodel import RemodelParams, Remodeler  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
+    from .remodel.initial import equilibrate_mineral  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
     t_start = time.perf_counter()
     be = backend if isinstance(backend, Backend) else get_backend(backend)
     folder = RunFolder(out_dir) if out_dir is not None else None
@@ -310,6 +309,8 @@ def simulate(
 
 
 def _default_measure(volume: BoneVolume) -> dict[str, float]:
+    from .metrics import morphometry  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
+
     return morphometry(volume).as_row()
 
 

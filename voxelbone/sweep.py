@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import __version__
+from ._version import __version__
 from .backend import cupy_available
 from .results import atomic_write, csv_text, write_json
 from .runfolder import RunFolder, RunState, StudyFolder, git_commit

@@ -9,9 +9,8 @@ import functools
 from typing import Any
 
 from ..kernels import get_function
-from .connectivity import euler_lut
-from .marching_cubes import _as_arguments
-from .thickness import ball_containment_table
+from ._common import ball_containment_table, euler_lut
+from .marching_cubes import kernel_tables
 
 __all__ = ["euler_gpu", "local_thickness_gpu", "surface_area_gpu"]
 
@@ -30,7 +29,7 @@ def euler_gpu(mask: Any) -> int:
     int
         χ, identical to the NumPy path (same table, exact integer arithmetic).
     """
-    import cupy as cp  # noqa: PLC0415
+    import cupy as cp  # noqa: PLC0415 - cupy: optional GPU dependency, loaded only for device arrays
 
     m = cp.ascontiguousarray(mask, dtype=cp.uint8)
     nz, ny, nx = (int(s) for s in m.shape)
@@ -56,8 +55,8 @@ def local_thickness_gpu(mask: Any, voxel_size_um: float) -> Any:
     ball, its threads over the ball's rows, so large marrow balls do not serialise on one
     thread). The maps are identical. ``mask`` must hold some bone and some background (the caller checks).
     """
-    import cupy as cp  # noqa: PLC0415
-    from cupyx.scipy.ndimage import distance_transform_edt  # noqa: PLC0415
+    import cupy as cp  # noqa: PLC0415 - cupy: optional GPU dependency, loaded only for device arrays
+    from cupyx.scipy.ndimage import distance_transform_edt  # noqa: PLC0415 - cupyx: optional GPU dependency
 
     m = cp.ascontiguousarray(mask, dtype=cp.uint8)
     nz, ny, nx = (int(s) for s in m.shape)
@@ -87,10 +86,10 @@ def local_thickness_gpu(mask: Any, voxel_size_um: float) -> Any:
 @functools.cache
 def _surface_tables(device_id: int) -> tuple[Any, Any, Any]:
     """The marching-cubes tables on one GPU, uploaded once (not at every metric evaluation)."""
-    import cupy as cp  # noqa: PLC0415
+    import cupy as cp  # noqa: PLC0415 - cupy: optional GPU dependency, loaded only for device arrays
 
     with cp.cuda.Device(device_id):
-        return _as_arguments(cp)
+        return kernel_tables(cp)
 
 
 def surface_area_gpu(field: Any, level: float = 0.5, within: Any | None = None) -> float:
@@ -100,7 +99,7 @@ def surface_area_gpu(field: Any, level: float = 0.5, within: Any | None = None) 
     tables and per-cube arithmetic; each thread returns one partial sum and the partials are
     added on the device in a fixed order. Only the total comes back.
     """
-    import cupy as cp  # noqa: PLC0415
+    import cupy as cp  # noqa: PLC0415 - cupy: optional GPU dependency, loaded only for device arrays
 
     f = cp.ascontiguousarray(field, dtype=cp.float32)
     nz, ny, nx = (int(s) for s in f.shape)

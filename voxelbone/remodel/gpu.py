@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import get_function
-from .state import RemodelState, StepScalars
+from .state import CLAIM_NONE, RemodelState, StepScalars
 
 __all__ = ["GpuStep"]
 
@@ -20,7 +20,7 @@ class GpuStep:
     """Device buffers (seed list, claim scratch) and the three kernel launches of a step."""
 
     def __init__(self, state: RemodelState) -> None:
-        import cupy  # noqa: PLC0415
+        import cupy  # noqa: PLC0415 - cupy: optional GPU dependency, loaded only for a device run
 
         self.cp = cupy
         self.shape = state.bone.shape
@@ -28,7 +28,7 @@ class GpuStep:
         dev = cupy.cuda.Device()
         sms = dev.attributes["MultiProcessorCount"]
         self.blocks = int(min(max(1, -(-self.n // _THREADS)), sms * 32))
-        self.claim = cupy.full(self.shape, np.uint64(0xFFFFFFFFFFFFFFFF), dtype=cupy.uint64)
+        self.claim = cupy.full(self.shape, CLAIM_NONE, dtype=cupy.uint64)
         self.seed_count = cupy.zeros(1, dtype=cupy.uint32)
         self.capacity = 0
         self.seeds = None

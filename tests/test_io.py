@@ -53,7 +53,7 @@ def test_tiff_folder_of_slices(tmp_path, phantom):
     (lambda p: None, {}, "no such file"),
     (lambda p: np.save(p, np.zeros((4, 4))), {"voxel_size_um": 30.0}, "3-D"),
     (lambda p: np.save(p, np.ones((8, 8, 8))), {}, "voxel size"),
-    (lambda p: np.save(p, np.ones((8, 8, 8))), {"voxel_size_um": 0.03}, "micro-CT range"),
+    (lambda p: np.save(p, np.ones((8, 8, 8))), {"voxel_size_um": 0.03}, "5-100 µm"),
     (lambda p: np.save(p, np.full((8, 8, 8), np.nan)), {"voxel_size_um": 30.0}, "NaN"),
     (lambda p: np.save(p, np.zeros((8, 8, 8))), {"voxel_size_um": 30.0}, "no bone"),
 ])

@@ -26,7 +26,8 @@ import numpy as np
 
 from .backend import array_module, asnumpy, is_device_array
 
-__all__ = ["BONE_THRESHOLD", "BoneVolume", "Region", "TMD_MAX_MG_CM3"]
+__all__ = ["BONE_THRESHOLD", "BoneVolume", "COMPARTMENT_CHOICES", "Region", "TMD_MAX_MG_CM3", "choose_compartments",
+           "field_of_view", "has_periosteal_shell", "segment_regions"]
 
 #: Tissue mineral density of fully mineralised bone, mg HA/cm³ (mineral == bone).
 TMD_MAX_MG_CM3 = 1200.0
@@ -242,3 +243,172 @@ def coarsen(volume: BoneVolume, factor: int) -> BoneVolume:
     return BoneVolume(bone, xp.minimum(mean(volume.mineral), bone), region, volume.voxel_size_um * factor,
                       volume.site, {**volume.meta, "coarsened_from_um": volume.voxel_size_um})
 
+
+
+# -- compartments of a loaded volume --------------------------------------------------
+#: Choices of :func:`choose_compartments` besides a region file.
+COMPARTMENT_CHOICES = ("auto", "trabecular")
+
+
+def segment_regions(bone_mask: Any, voxel_size_um: float) -> np.ndarray:
+    """Outside / trabecular / cortical labels of an unlabelled bone mask.
+
+    The one entry point through which loading calls the compartment contouring
+    (today :func:`voxelbone.metrics.segment_compartments`); swap the method here.
+    """
+    from .metrics import segment_compartments  # noqa: PLC0415
+
+    return segment_compartments(bone_mask, voxel_size_um)
+
+
+def has_periosteal_shell(bone_mask: Any, region: Any, voxel_size_um: float, *, canal_radius_um: float = 60.0,
+                         min_exterior_fraction: float = 0.005) -> bool:
+    """Whether the bone has a periosteal shell: a bone layer sealing an exterior off the marrow.
+
+    A shell separates the space outside the bone (soft tissue, air, the empty corners of a
+    scan of a whole bone) from the marrow: after closing the bone over canals narrower than
+    ``2 * canal_radius_um``, some non-bone space outside the compartments (``region ==
+    OUTSIDE``) is not connected to any non-bone space inside them. In a volume cut inside
+    trabecular bone (a box or a cored cylinder), the space "outside" the envelope traced by
+    :func:`segment_regions` is the marrow itself, open at the cut faces and connected to the
+    marrow inside; it has no shell.
+
+    Parameters
+    ----------
+    bone_mask : array of bool, (nz, ny, nx)
+        Bone voxels.
+    region : array of uint8, same shape
+        :class:`Region` labels (e.g. from :func:`segment_regions`).
+    voxel_size_um : float
+        Voxel edge, µm.
+    canal_radius_um : float
+        Pores up to this radius through the shell do not open it.
+    min_exterior_fraction : float
+        Smallest sealed exterior, as a fraction of the grid, that counts as outside a
+        shell (smaller sealed pockets are cut marrow spaces).
+
+    Returns
+    -------
+    bool
+    """
+    from scipy import ndimage as ndi  # noqa: PLC0415
+
+    m = asnumpy(bone_mask).astype(bool)
+    reg = asnumpy(region)
+    if m.shape != reg.shape:
+        raise ValueError(f"bone_mask {m.shape} and region {reg.shape} differ in shape")
+    outside = reg == Region.OUTSIDE
+    if not outside.any():
+        return False
+    rc = max(1, int(round(canal_radius_um / float(voxel_size_um))))
+    z, y, x = np.ogrid[-rc:rc + 1, -rc:rc + 1, -rc:rc + 1]
+    ball = (z * z + y * y + x * x) <= rc * rc
+    closed = ndi.binary_closing(np.pad(m, rc, mode="edge"), structure=ball)[rc:-rc, rc:-rc, rc:-rc] | m
+    space = ~closed
+    labels, n = ndi.label(space)
+    if n == 0:
+        return False
+    # the marrow and pores inside, away from the envelope (its surface voxels may be non-bone)
+    inside = ndi.binary_erosion(~outside, structure=np.ones((3, 3, 3), bool), iterations=2, border_value=1)
+    inner = np.unique(labels[space & inside])
+    sizes = np.bincount(labels[space & outside], minlength=n + 1)
+    sizes[inner] = 0  # exterior pieces connected to the marrow inside are marrow
+    sizes[0] = 0
+    return bool(sizes.max() >= min_exterior_fraction * m.size)
+
+
+def field_of_view(bone_mask: Any) -> np.ndarray:
+    """The scanned tissue of a volume cut from bone: the convex hull of the bone seen along z.
+
+    A box cut inside the bone gives the whole grid; a cored cylinder (long axis z) gives
+    the cylinder, leaving out the empty corners of its bounding box.
+    """
+    from skimage.morphology import convex_hull_image  # noqa: PLC0415
+
+    m = asnumpy(bone_mask).astype(bool)
+    footprint = m.any(axis=0)
+    if footprint.all() or not footprint.any():
+        return np.ones(m.shape, bool)
+    hull = convex_hull_image(footprint) | footprint
+    return np.broadcast_to(hull, m.shape).copy()
+
+
+def choose_compartments(bone_mask: Any, voxel_size_um: float, compartments: str = "auto", *,
+                        region: Any | None = None, source: str = "the volume") -> tuple[np.ndarray, str]:
+    """Compartment labels of a loaded volume, and a sentence saying how they were chosen.
+
+    Parameters
+    ----------
+    bone_mask : array of bool, (nz, ny, nx)
+        Bone voxels.
+    voxel_size_um : float
+        Voxel edge, µm.
+    compartments : {"auto", "trabecular", "given"}
+        ``auto``: contour the bone (:func:`segment_regions`); when it has no periosteal
+        shell (:func:`has_periosteal_shell`: a volume cut inside trabecular bone, a box or
+        a cored cylinder) the whole field of view (:func:`field_of_view`) is trabecular.
+        ``trabecular``: the field of view is trabecular, without contouring.
+        ``given``: use ``region`` (labels 0 outside, 1 trabecular, 2 cortical).
+    region : array, optional
+        The labels for ``given``.
+    source : str
+        Where ``region`` came from, for the messages.
+
+    Returns
+    -------
+    (labels, how)
+        uint8 :class:`Region` labels and a one-line description of the choice.
+
+    Raises
+    ------
+    ValueError
+        An unknown choice; ``given`` labels of another shape or with values other than
+        0, 1, 2; a cortex that holds most of the bone of a volume without a periosteal
+        shell (a trabecular region of interest read as cortex).
+    """
+    m = asnumpy(bone_mask).astype(bool)
+    if compartments == "trabecular":
+        fov = field_of_view(m)
+        labels = np.where(fov, np.uint8(Region.TRABECULAR), np.uint8(Region.OUTSIDE)).astype(np.uint8)
+        return labels, f"trabecular (asked): the field of view ({100 * fov.mean():.1f} % of the grid) is the trabecular VOI"
+    if compartments == "auto":
+        labels = np.asarray(segment_regions(m, voxel_size_um), dtype=np.uint8)
+        if not (labels == Region.CORTICAL).any() and (labels != Region.OUTSIDE).all():
+            return labels, "auto: the bone fills the grid without an outer envelope; all trabecular"
+        if has_periosteal_shell(m, labels, voxel_size_um):
+            share = _cortical_share(m, labels)
+            return labels, (f"auto: periosteal shell found; cortex and trabecular compartment contoured "
+                            f"(cortex holds {100 * share:.0f} % of the bone)")
+        fov = field_of_view(m)
+        labels = np.where(fov, np.uint8(Region.TRABECULAR), np.uint8(Region.OUTSIDE)).astype(np.uint8)
+        return labels, ("auto: no periosteal shell (the space outside the bone is the marrow, open at the cut "
+                        f"faces); the field of view ({100 * fov.mean():.1f} % of the grid) is all trabecular")
+    if compartments != "given":
+        raise ValueError(f"compartments must be 'auto', 'trabecular' or a region file, got {compartments!r}")
+    if region is None:
+        raise ValueError("compartments='given' needs the region labels")
+    reg = asnumpy(region)
+    if reg.shape != m.shape:
+        raise ValueError(f"{source}: region of shape {reg.shape} does not match the image's {m.shape}; "
+                         "give labels on the same grid (z, y, x)")
+    if reg.dtype.kind == "f":
+        if not np.all(np.isfinite(reg)) or not np.all(reg == np.round(reg)):
+            raise ValueError(f"{source}: region must hold whole-number labels 0, 1, 2, found fractional values")
+    values = np.unique(reg)
+    if values.size and (values.min() < 0 or values.max() > max(Region)):
+        raise ValueError(f"{source}: region labels must be 0 (outside), 1 (trabecular) or 2 (cortical); "
+                         f"found {sorted(int(v) for v in values)[:8]}")
+    labels = reg.astype(np.uint8)
+    share = _cortical_share(m, labels)
+    if share > 0.5 and not has_periosteal_shell(m, labels, voxel_size_um):
+        raise ValueError(
+            f"{source}: its cortex holds {100 * share:.0f} % of the bone, but the volume has no periosteal shell "
+            "(the space outside the bone is the marrow itself, open at the cut faces): a volume cut inside "
+            "trabecular bone has no cortex, and trabeculae labelled cortical would be measured and remodelled as "
+            "cortex. Use compartments 'auto' or 'trabecular', or labels whose cortex is a shell around the marrow")
+    return labels, f"given: labels from {source} (cortex holds {100 * share:.0f} % of the bone)"
+
+
+def _cortical_share(mask: np.ndarray, labels: np.ndarray) -> float:
+    n = int(mask.sum())
+    return int((mask & (labels == Region.CORTICAL)).sum()) / n if n else 0.0

@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from .volume import BONE_THRESHOLD, TMD_MAX_MG_CM3, BoneVolume, choose_compartments
+from .volume import BONE_THRESHOLD, TMD_MAX_MG_CM3, BoneVolume, choose_compartments, field_of_view
 
 __all__ = ["MAX_VOXEL_UM", "MIN_VOXEL_UM", "ScanInfo", "ScanWarning", "load_volume", "read_image",
            "resample_isotropic", "save_volume", "voxel_size_caveat"]
@@ -541,8 +541,8 @@ def load_volume(path: str | os.PathLike[str], voxel_size_um: float | None = None
     slope = intercept = used_t = None
     if cal is not None:
         rho = d * np.float32(cal.slope_mg_cm3) + np.float32(cal.intercept_mg_cm3)
-        used_t = threshold if threshold is not None else _otsu(rho)
-        bone, width, fg = _partial_volume(rho, used_t)
+        used_t, fov = _threshold(rho, threshold)
+        bone, width, fg = _partial_volume(rho, used_t, fov)
         if fg < MIN_BONE_DENSITY_MG_CM3:
             raise ValueError(f"{name}: no bone found: the densest class has a median of {fg:.0f} mg HA/cm³, below "
                              f"bone tissue (≥ {MIN_BONE_DENSITY_MG_CM3:g}); is this a scan of bone?")
@@ -556,8 +556,8 @@ def load_volume(path: str | os.PathLike[str], voxel_size_um: float | None = None
     else:
         if float(d.min()) == float(d.max()):
             raise ValueError(f"{name}: no bone found: every voxel has the grey value {float(d.min()):g}")
-        used_t = threshold if threshold is not None else _otsu(d)
-        bone, width, fg = _partial_volume(d, used_t)
+        used_t, fov = _threshold(d, threshold)
+        bone, width, fg = _partial_volume(d, used_t, fov)
         bg = fg - width
         mineral = np.clip((d - bg) / width, 0, 1.5) * 0.9  # relative to the median bone grey value
         kind = "otsu"
@@ -597,13 +597,30 @@ def load_volume(path: str | os.PathLike[str], voxel_size_um: float | None = None
 MIN_BONE_DENSITY_MG_CM3 = 300.0
 
 
-def _partial_volume(d: np.ndarray, t: float) -> tuple[np.ndarray, float, float]:
+def _threshold(d: np.ndarray, given: float | None) -> tuple[float, np.ndarray | None]:
+    """The bone/marrow threshold and the field of view it was computed in.
+
+    Otsu's threshold of the whole grid first; when the bone it finds does not fill the grid
+    seen along z (a cored cylinder whose empty corners hold air or mounting medium, a
+    third grey level), Otsu's threshold again within that field of view.
+    """
+    if given is not None:
+        return float(given), None
+    t = _otsu(d)
+    fov = field_of_view(d >= t)
+    if fov.all():
+        return t, None
+    return _otsu(d[fov]), fov
+
+
+def _partial_volume(d: np.ndarray, t: float, within: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
     """Bone fraction of grey values rescaled linearly so the threshold is the 0.5 iso-level.
 
-    Returns the fraction, the bone-marrow grey difference (median of each class) and the
-    median bone grey value.
+    Returns the fraction, the bone-marrow grey difference (median of each class, within
+    the field of view when given) and the median bone grey value.
     """
-    below, above = d < t, d >= t
+    inside = np.ones(d.shape, bool) if within is None else within
+    below, above = (d < t) & inside, (d >= t) & inside
     bg = float(np.median(d[below])) if below.any() else float(d.min())
     fg = float(np.median(d[above])) if above.any() else float(d.max())
     width = max(fg - bg, 1e-6)

@@ -92,7 +92,7 @@ def starting_volume(scenario: Scenario) -> BoneVolume:
     if scenario.input:
         from .io import load_volume  # noqa: PLC0415
 
-        vol = load_volume(scenario.input, voxel_size_um=scenario.voxel_size_um)
+        vol = load_volume(scenario.input, voxel_size_um=scenario.voxel_size_um, compartments=scenario.compartments)
         vol.site = vol.site or scenario.site
         return vol
     from .phantom import make_phantom  # noqa: PLC0415
@@ -491,6 +491,7 @@ def scenario_from_args(args: Any) -> Scenario:
         name=name, periods=periods, site=args.site, seed=args.seed, size=args.size,
         voxel_size_um=args.voxel_size_um, step_days=args.step_days, metrics_every_days=args.metrics_every_days,
         snapshot_every_days=args.snapshot_every_days, input=str(args.input) if args.input else None,
+        compartments=str(args.compartments) if getattr(args, "compartments", None) else None,
     )
 
 

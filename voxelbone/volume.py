@@ -261,60 +261,53 @@ def segment_regions(bone_mask: Any, voxel_size_um: float) -> np.ndarray:
     return segment_compartments(bone_mask, voxel_size_um)
 
 
-def has_periosteal_shell(bone_mask: Any, region: Any, voxel_size_um: float, *, canal_radius_um: float = 60.0,
-                         min_exterior_fraction: float = 0.005) -> bool:
-    """Whether the bone has a periosteal shell: a bone layer sealing an exterior off the marrow.
+def has_periosteal_shell(bone_mask: Any, voxel_size_um: float, *, canal_radius_um: float = 60.0,
+                         min_space_fraction: float = 0.02) -> bool:
+    """Whether the bone has a periosteal shell: a bone layer sealing the space outside off the marrow.
 
-    A shell separates the space outside the bone (soft tissue, air, the empty corners of a
-    scan of a whole bone) from the marrow: after closing the bone over canals narrower than
-    ``2 * canal_radius_um``, some non-bone space outside the compartments (``region ==
-    OUTSIDE``) is not connected to any non-bone space inside them. In a volume cut inside
-    trabecular bone (a box or a cored cylinder), the space "outside" the envelope traced by
-    :func:`segment_regions` is the marrow itself, open at the cut faces and connected to the
-    marrow inside; it has no shell.
+    A shell splits the non-bone space of the grid in two: outside the bone (soft tissue,
+    air, mounting medium) and the marrow inside. After closing the bone over canals up to
+    ``canal_radius_um`` (pores through the cortex do not open it), the shell is there when
+    the non-bone space holds two separate parts of at least ``min_space_fraction`` of the
+    grid each. In a volume cut inside trabecular bone (a box, or a cored cylinder with
+    empty corners) the marrow is one connected space, open at the cut faces and to the
+    corners: no shell.
 
     Parameters
     ----------
     bone_mask : array of bool, (nz, ny, nx)
         Bone voxels.
-    region : array of uint8, same shape
-        :class:`Region` labels (e.g. from :func:`segment_regions`).
     voxel_size_um : float
         Voxel edge, µm.
     canal_radius_um : float
         Pores up to this radius through the shell do not open it.
-    min_exterior_fraction : float
-        Smallest sealed exterior, as a fraction of the grid, that counts as outside a
-        shell (smaller sealed pockets are cut marrow spaces).
+    min_space_fraction : float
+        Smallest separate non-bone space, as a fraction of the grid, that counts (smaller
+        sealed pockets are cut or closed marrow spaces).
 
     Returns
     -------
     bool
+
+    Notes
+    -----
+    A block of compact bone without marrow has no second space and reads as having no
+    shell; give it a region file.
     """
     from scipy import ndimage as ndi  # noqa: PLC0415
 
     m = asnumpy(bone_mask).astype(bool)
-    reg = asnumpy(region)
-    if m.shape != reg.shape:
-        raise ValueError(f"bone_mask {m.shape} and region {reg.shape} differ in shape")
-    outside = reg == Region.OUTSIDE
-    if not outside.any():
-        return False
+    if m.ndim != 3:
+        raise ValueError(f"bone_mask must be 3-D, got shape {m.shape}")
     rc = max(1, int(round(canal_radius_um / float(voxel_size_um))))
     z, y, x = np.ogrid[-rc:rc + 1, -rc:rc + 1, -rc:rc + 1]
     ball = (z * z + y * y + x * x) <= rc * rc
     closed = ndi.binary_closing(np.pad(m, rc, mode="edge"), structure=ball)[rc:-rc, rc:-rc, rc:-rc] | m
-    space = ~closed
-    labels, n = ndi.label(space)
-    if n == 0:
+    labels, n = ndi.label(~closed)
+    if n < 2:
         return False
-    # the marrow and pores inside, away from the envelope (its surface voxels may be non-bone)
-    inside = ndi.binary_erosion(~outside, structure=np.ones((3, 3, 3), bool), iterations=2, border_value=1)
-    inner = np.unique(labels[space & inside])
-    sizes = np.bincount(labels[space & outside], minlength=n + 1)
-    sizes[inner] = 0  # exterior pieces connected to the marrow inside are marrow
-    sizes[0] = 0
-    return bool(sizes.max() >= min_exterior_fraction * m.size)
+    sizes = np.sort(np.bincount(labels.ravel())[1:])
+    return bool(sizes[-2] >= min_space_fraction * m.size)
 
 
 def field_of_view(bone_mask: Any) -> np.ndarray:
@@ -375,7 +368,7 @@ def choose_compartments(bone_mask: Any, voxel_size_um: float, compartments: str 
         labels = np.asarray(segment_regions(m, voxel_size_um), dtype=np.uint8)
         if not (labels == Region.CORTICAL).any() and (labels != Region.OUTSIDE).all():
             return labels, "auto: the bone fills the grid without an outer envelope; all trabecular"
-        if has_periosteal_shell(m, labels, voxel_size_um):
+        if has_periosteal_shell(m, voxel_size_um):
             share = _cortical_share(m, labels)
             return labels, (f"auto: periosteal shell found; cortex and trabecular compartment contoured "
                             f"(cortex holds {100 * share:.0f} % of the bone)")
@@ -400,7 +393,7 @@ def choose_compartments(bone_mask: Any, voxel_size_um: float, compartments: str 
                          f"found {sorted(int(v) for v in values)[:8]}")
     labels = reg.astype(np.uint8)
     share = _cortical_share(m, labels)
-    if share > 0.5 and not has_periosteal_shell(m, labels, voxel_size_um):
+    if share > 0.5 and not has_periosteal_shell(m, voxel_size_um):
         raise ValueError(
             f"{source}: its cortex holds {100 * share:.0f} % of the bone, but the volume has no periosteal shell "
             "(the space outside the bone is the marrow itself, open at the cut faces): a volume cut inside "

@@ -601,14 +601,19 @@ def _threshold(d: np.ndarray, given: float | None) -> tuple[float, np.ndarray | 
     """The bone/marrow threshold and the field of view it was computed in.
 
     Otsu's threshold of the whole grid first; when the bone it finds does not fill the grid
-    seen along z (a cored cylinder whose empty corners hold air or mounting medium, a
-    third grey level), Otsu's threshold again within that field of view.
+    seen along z and the voxels beyond are darker than the marrow within (a cored cylinder
+    whose empty corners hold air or mounting medium, a third grey level), Otsu's threshold
+    again within that field of view.
     """
     if given is not None:
         return float(given), None
     t = _otsu(d)
     fov = field_of_view(d >= t)
     if fov.all():
+        return t, None
+    marrow = d[fov & (d < t)]
+    # only a third, darker class outside (air, medium) moves Otsu's threshold: not marrow around a sparse bone
+    if marrow.size < 0.1 * int(fov.sum()) or float(np.median(d[~fov])) >= float(np.median(marrow)):
         return t, None
     return _otsu(d[fov]), fov
 

@@ -309,6 +309,14 @@ def _corrupt_aim(d):
     return p, {}, r"bad.aim: cannot read it as SCANCO-AIM"
 
 
+def _truncated_dicom(d):
+    pytest.importorskip("pydicom")
+    folder = write_dicom_series(d / "series", np.ones((4, 8, 8), np.int16), 30.0)
+    victim = sorted(folder.iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:-40])
+    return folder, {}, rf"{victim.name}: cannot read it as DICOM"
+
+
 def _truncated_aim(d):
     _itk()
     p = write_aim(d / "cut.aim", _raw_scanco(np.full((8, 8, 8), 500.0)), 30.0, mu_scaling=MU_SCALING,
@@ -367,7 +375,7 @@ def _no_bone_uniform(d):
     return p, {"voxel_size_um": 30.0}, r"uniform.npy: no bone found: every voxel has the grey value 700"
 
 
-BAD = [_corrupt_nrrd, _corrupt_aim, _truncated_aim, _truncated_nrrd, _truncated_npy, _flat_nrrd, _zero_slope,
+BAD = [_corrupt_nrrd, _corrupt_aim, _truncated_dicom, _truncated_aim, _truncated_nrrd, _truncated_npy, _flat_nrrd, _zero_slope,
        _region_shape, _no_bone_calibrated, _no_bone_uniform]
 
 
@@ -395,3 +403,18 @@ def test_cli_run_on_bad_input_writes_nothing(tmp_path, capsys, make):
     err = capsys.readouterr().err
     assert "voxelbone run: error:" in err and path.name in err
     assert not out.exists()
+
+
+def test_aim_v030_written_by_itk_loads(tmp_path):
+    """itk-ioscanco writes AIM version 030 (64-bit header fields); the loader reads it back."""
+    itk = _itk()
+    mask = trabecular_roi(24, 2.0, seed=6)
+    arr = np.where(mask, 3000, 100).astype(np.int16)
+    img = itk.image_from_array(arr)
+    img.SetSpacing([0.02, 0.02, 0.02])
+    itk.imwrite(img, str(tmp_path / "v30.aim"), imageio=itk.ScancoImageIO.New())
+    assert (tmp_path / "v30.aim").read_bytes()[:16].rstrip(b"\0 ") == b"AIMDATA_V030"
+    vol = load_volume(tmp_path / "v30.aim", compartments="trabecular")
+    assert vol.voxel_size_um == pytest.approx(20.0, rel=1e-5)
+    assert vol.meta["scan"]["format"] == "scanco-aim" and vol.meta["scan"]["calibration"] == "otsu"
+    np.testing.assert_array_equal(vol.mask(), mask)

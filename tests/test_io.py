@@ -361,6 +361,12 @@ def _region_shape(d):
     return p, {"voxel_size_um": 30.0, "compartments": d / "region.npy"}, r"region file region.npy: shape \(16, 16, 15\)"
 
 
+def _misspelt_choice(d):
+    p = d / "roi.npy"
+    np.save(p, trabecular_roi(16, 1.5))
+    return p, {"voxel_size_um": 30.0, "compartments": "trabecullar"}, r"compartments must be 'auto', 'trabecular' or a region file; there is no file trabecullar"
+
+
 def _no_bone_calibrated(d):
     _itk()
     marrow = np.random.default_rng(0).normal(0.0, 30.0, (12, 12, 12))
@@ -376,7 +382,7 @@ def _no_bone_uniform(d):
 
 
 BAD = [_corrupt_nrrd, _corrupt_aim, _truncated_dicom, _truncated_aim, _truncated_nrrd, _truncated_npy, _flat_nrrd, _zero_slope,
-       _region_shape, _no_bone_calibrated, _no_bone_uniform]
+       _region_shape, _misspelt_choice, _no_bone_calibrated, _no_bone_uniform]
 
 
 @pytest.mark.parametrize("make", BAD, ids=[f.__name__.strip("_") for f in BAD])

@@ -224,7 +224,7 @@ def _itk_read(p: Path, fmt: str) -> tuple[np.ndarray, tuple[float, ...], Any]:
     return data, spacing, img
 
 
-def _scanco_calibration(p: Path, data: np.ndarray, img: Any) -> _Calibration | None:
+def _scanco_calibration(p: Path, img: Any) -> _Calibration | None:
     """The density calibration of a Scanco header, as a map of the grey values ITK returned."""
     md = img.GetMetaDataDictionary()
 
@@ -256,7 +256,6 @@ def _scanco_calibration(p: Path, data: np.ndarray, img: Any) -> _Calibration | N
         per_grey = slope / scale
         offset = intercept
         how = f"Scanco header: mg HA/cm³ = {slope:g} × raw / {scale:g} + {intercept:g}"
-    del data
     return _Calibration(per_grey, offset, how)
 
 
@@ -385,13 +384,15 @@ def _read(path: str | os.PathLike[str]) -> _Raw:
     else:
         data, spacing, img = _itk_read(p, fmt)
         if fmt.startswith("scanco"):
-            calibration = _scanco_calibration(p, data, img)
+            calibration = _scanco_calibration(p, img)
     if data.ndim != 3:
         raise ValueError(f"{p.name}: expected a 3-D image, got {data.ndim}-D with shape {data.shape}")
     if min(data.shape) < 2:
         raise ValueError(f"{p.name}: expected a 3-D image, got shape {data.shape} (a single slice)")
     if spacing is not None and not all(np.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"{p.name}: the header's voxel size {spacing} µm is not positive; pass voxel_size_um")
+    if spacing is not None:  # headers store float32 mm: 29.99999933 µm is 30 µm
+        spacing = tuple(round(float(v), 4) for v in spacing)
     return _Raw(data, tuple(spacing) if spacing else None, fmt, extras, calibration)
 
 
@@ -528,6 +529,8 @@ def load_volume(path: str | os.PathLike[str], voxel_size_um: float | None = None
         choice = compartments
     else:
         region_file = Path(compartments)
+        if not region_file.exists():
+            raise ValueError(f"compartments must be 'auto', 'trabecular' or a region file; there is no file {region_file}")
         try:
             region_file_data = _read(region_file).data
         except ValueError as exc:

@@ -63,7 +63,8 @@ from typing import Any
 
 import numpy as np
 
-from .volume import BONE_THRESHOLD, TMD_MAX_MG_CM3, BoneVolume, choose_compartments, field_of_view
+from .volume import (BONE_THRESHOLD, COMPARTMENT_CHOICES, TMD_MAX_MG_CM3, BoneVolume, Region, choose_compartments,
+                     field_of_view)
 
 __all__ = ["MAX_VOXEL_UM", "MIN_VOXEL_UM", "ScanInfo", "ScanWarning", "load_volume", "read_image",
            "resample_isotropic", "save_volume", "voxel_size_caveat"]
@@ -525,7 +526,7 @@ def load_volume(path: str | os.PathLike[str], voxel_size_um: float | None = None
         raise ValueError(f"{name}: the image contains NaN or infinite values")
     region_file = None
     choice = "auto"
-    if isinstance(compartments, str) and compartments in ("auto", "trabecular"):
+    if isinstance(compartments, str) and compartments in COMPARTMENT_CHOICES:
         choice = compartments
     else:
         region_file = Path(compartments)
@@ -582,7 +583,7 @@ def load_volume(path: str | os.PathLike[str], voxel_size_um: float | None = None
         mineral = np.asarray(raw.extras["mineral"], np.float32)
         if mineral.shape != bone.shape:
             raise ValueError(f"{name}: its 'mineral' array {mineral.shape} and image {bone.shape} differ in shape")
-    trab = region == 1
+    trab = region == Region.TRABECULAR
     bv_tv = float((mask & trab).sum() / trab.sum()) if trab.any() else float("nan")
     info = ScanInfo(path=str(path), format=raw.format, shape=tuple(int(n) for n in data.shape),  # type: ignore[arg-type]
                     voxel_size_um=float(voxel_size_um), voxel_size_source=source,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxelbone.io import load_volume, resample_isotropic, save_volume
+from voxelbone.io import load_volume, read_image, resample_isotropic, save_volume
 from voxelbone.phantom import make_phantom
 
 
@@ -424,3 +424,32 @@ def test_aim_v030_written_by_itk_loads(tmp_path):
     assert vol.voxel_size_um == pytest.approx(20.0, rel=1e-5)
     assert vol.meta["scan"]["format"] == "scanco-aim" and vol.meta["scan"]["calibration"] == "otsu"
     np.testing.assert_array_equal(vol.mask(), mask)
+
+
+def test_anisotropic_scan_resampled_then_loaded(tmp_path):
+    """The path the refusal points to: resample_isotropic, then load at the cubic voxel size."""
+    pytest.importorskip("itk")
+    mask = trabecular_roi(48, 3.0, seed=7)
+    thick = mask[::2]  # every other slice: 60 µm along z, 30 µm in-plane
+    path = write_itk(tmp_path / "aniso.nrrd", np.where(thick, 1000, 0).astype(np.int16), (60.0, 30.0, 30.0))
+    data, spacing, _ = read_image(path)
+    assert spacing == pytest.approx((60.0, 30.0, 30.0))
+    np.save(tmp_path / "iso.npy", resample_isotropic(data, spacing))
+    vol = load_volume(tmp_path / "iso.npy", voxel_size_um=30.0)
+    assert vol.shape == (48, 48, 48)
+    assert morphometry(vol, surface=False).bv_tv == pytest.approx(mask.mean(), rel=0.03)
+
+
+def test_scanco_scan_of_a_bone_with_cortex(tmp_path):
+    """A calibrated ISQ of the phantom (a cortex under its periosteal surface): the shell and cortex are found."""
+    _itk()
+    ph = make_phantom("lumbar_spine", size=64, voxel_size_um=30.0, seed=2)
+    density = grey_scan(ph.mask(), bone=1000.0, marrow=0.0, blur_vox=0.7, noise=30.0, seed=1)
+    path, _ = write_scan("isq", tmp_path, density, 30.0)
+    vol = load_volume(path)
+    info = vol.meta["scan"]
+    assert info["calibration"] == "scanner"
+    assert info["compartments"].startswith("auto: periosteal shell found")
+    found, truth = np.asarray(vol.region) == Region.CORTICAL, np.asarray(ph.region) == Region.CORTICAL
+    assert (found & truth).sum() > 0.7 * truth.sum()
+    assert morphometry(vol, surface=False).ct_th_um == pytest.approx(morphometry(ph, surface=False).ct_th_um, rel=0.25)

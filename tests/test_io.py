@@ -286,6 +286,10 @@ def test_compartment_choices(tmp_path, phantom):
     auto = load_volume(path)
     assert auto.meta["scan"]["compartments"].startswith("auto: periosteal shell found")
     assert (np.asarray(auto.region) == Region.CORTICAL).any()
+    # outside is only the space beyond the periosteal surface, not marrow open at the cut faces
+    outside, truth = np.asarray(auto.region) == Region.OUTSIDE, np.asarray(phantom.region) == Region.OUTSIDE
+    assert (outside != truth).mean() < 0.005
+    assert morphometry(auto, surface=False).bv_tv == pytest.approx(morphometry(phantom, surface=False).bv_tv, rel=0.02)
     trab = load_volume(path, compartments="trabecular")
     assert not (np.asarray(trab.region) == Region.CORTICAL).any()
     np.save(tmp_path / "labels.npy", np.asarray(phantom.region))

@@ -294,20 +294,43 @@ def has_periosteal_shell(bone_mask: Any, voxel_size_um: float, *, canal_radius_u
     A block of compact bone without marrow has no second space and reads as having no
     shell; give it a region file.
     """
-    from scipy import ndimage as ndi  # noqa: PLC0415
-
     m = asnumpy(bone_mask).astype(bool)
     if m.ndim != 3:
         raise ValueError(f"bone_mask must be 3-D, got shape {m.shape}")
+    _, _, big = _non_bone_spaces(m, voxel_size_um, canal_radius_um, min_space_fraction)
+    return len(big) >= 2
+
+
+def _non_bone_spaces(m: np.ndarray, voxel_size_um: float, canal_radius_um: float = 60.0,
+                     min_space_fraction: float = 0.02) -> tuple[np.ndarray, int, list[int]]:
+    """Connected non-bone spaces once canals are closed: (labels, canal radius in voxels, large ones)."""
+    from scipy import ndimage as ndi  # noqa: PLC0415
+
     rc = max(1, int(round(canal_radius_um / float(voxel_size_um))))
     z, y, x = np.ogrid[-rc:rc + 1, -rc:rc + 1, -rc:rc + 1]
     ball = (z * z + y * y + x * x) <= rc * rc
     closed = ndi.binary_closing(np.pad(m, rc, mode="edge"), structure=ball)[rc:-rc, rc:-rc, rc:-rc] | m
     labels, n = ndi.label(~closed)
-    if n < 2:
-        return False
-    sizes = np.sort(np.bincount(labels.ravel())[1:])
-    return bool(sizes[-2] >= min_space_fraction * m.size)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    big = [int(i) for i in np.flatnonzero(sizes >= min_space_fraction * m.size) if i > 0]
+    return labels, rc, big
+
+
+def _exterior(m: np.ndarray, labels: np.ndarray, voxel_size_um: float) -> np.ndarray:
+    """The space outside a shelled bone, among the large non-bone spaces the shell separates.
+
+    The contouring puts some of the marrow inside its envelope (marrow it sees enclosed in
+    a slice) but none of the space beyond the periosteal surface: the outside is the large
+    spaces of which (almost) nothing lies inside the envelope. Returns them grown over the
+    canal-closing layer at the periosteal surface (bone excluded).
+    """
+    from scipy import ndimage as ndi  # noqa: PLC0415
+
+    space, rc, big = _non_bone_spaces(m, voxel_size_um)
+    sizes = np.bincount(space.ravel())
+    enclosed = np.bincount(space[labels != Region.OUTSIDE], minlength=sizes.size) / np.maximum(sizes, 1)
+    outer = np.isin(space, [i for i in big if enclosed[i] < 0.25 * max(enclosed[j] for j in big)])
+    return ndi.binary_dilation(outer, structure=np.ones((3, 3, 3), bool), iterations=rc + 1) & ~m
 
 
 def field_of_view(bone_mask: Any) -> np.ndarray:
@@ -369,9 +392,12 @@ def choose_compartments(bone_mask: Any, voxel_size_um: float, compartments: str 
         if not (labels == Region.CORTICAL).any() and (labels != Region.OUTSIDE).all():
             return labels, "auto: the bone fills the grid without an outer envelope; all trabecular"
         if has_periosteal_shell(m, voxel_size_um):
+            # marrow open at the cut faces is trabecular; outside is only the space beyond the shell
+            outside = (labels == Region.OUTSIDE) & _exterior(m, labels, voxel_size_um)
+            labels = np.where((labels == Region.OUTSIDE) & ~outside, np.uint8(Region.TRABECULAR), labels)
             share = _cortical_share(m, labels)
-            return labels, (f"auto: periosteal shell found; cortex and trabecular compartment contoured "
-                            f"(cortex holds {100 * share:.0f} % of the bone)")
+            return labels.astype(np.uint8), (f"auto: periosteal shell found; cortex and trabecular compartment "
+                                             f"contoured (cortex holds {100 * share:.0f} % of the bone)")
         fov = field_of_view(m)
         labels = np.where(fov, np.uint8(Region.TRABECULAR), np.uint8(Region.OUTSIDE)).astype(np.uint8)
         return labels, ("auto: no periosteal shell (the space outside the bone is the marrow, open at the cut "

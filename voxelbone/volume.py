@@ -13,6 +13,10 @@ A volume holds, per voxel of an isotropic (z, y, x) grid:
   (cortical bone + intracortical pores, between the periosteal and endosteal envelopes).
 
 Arrays may be NumPy or CuPy; a volume's arrays all live on the same device.
+
+Compartments of a loaded scan: :func:`choose_compartments` (``auto``, ``trabecular`` or
+given labels) with :func:`has_periosteal_shell` and :func:`field_of_view`; the contouring
+itself is reached through one entry point, :func:`segment_regions`.
 """
 
 from __future__ import annotations

@@ -89,7 +89,6 @@ def test_resample_isotropic_keeps_physical_size():
 # scans of the field: formats, calibration, compartments, voxel sizes, bad input
 # --------------------------------------------------------------------------------------
 import json  # noqa: E402
-import shutil  # noqa: E402
 import warnings  # noqa: E402
 
 from scan_writers import (cored_cylinder, grey_scan, trabecular_roi, write_aim, write_dicom_series,  # noqa: E402

@@ -144,3 +144,19 @@ def test_step_timer_counts_only_the_timed_regions():
     assert 0.06 <= timer.total_s() < 0.085
     with pytest.raises(RuntimeError, match="without start"):
         timer.stop()
+
+
+def test_input_scan_provenance_survives_status_writes(tmp_path):
+    from voxelbone.backend import get_backend
+    from voxelbone.runfolder import RunFolder, RunState
+    from voxelbone.scenario import Scenario
+
+    folder = RunFolder(tmp_path / "r")
+    folder.create()
+    sc, be = Scenario(), get_backend("numpy")
+    folder.write_status(RunState.RUNNING, scenario=sc, backend=be, timings={})
+    folder.update_info(input_scan={"format": "aim", "calibration": "scanco"})
+    folder.write_status(RunState.COMPLETED, scenario=sc, backend=be, timings={}, day=1)
+    info = folder.info()
+    assert info["status"] == "completed"
+    assert info["input_scan"] == {"format": "aim", "calibration": "scanco"}

@@ -85,10 +85,19 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, help="therapy preset name (see 'voxelbone presets'); default postmenopausal_untreated")
     p.add_argument("--scenario", type=Path, default=None, help="scenario TOML file (overrides the defaults; flags override the file)")
     p.add_argument("--site", default=None, help="phantom site: lumbar_spine or femoral_neck")
-    p.add_argument("--input", type=Path, default=None, help="start from a micro-CT file (.npy/.npz, TIFF stack, NIfTI) instead of a phantom")
+    p.add_argument("--input", type=Path, default=None,
+                   help="start from a micro-CT scan instead of a phantom: .npy/.npz, TIFF stack or folder, NIfTI, NRRD, "
+                        ".mha/.mhd, Scanco .aim/.isq, or a DICOM series folder (NRRD/MHA/Scanco/DICOM need "
+                        "'pip install voxelbone[scans]'); voxel sizes 5-100 µm, with a warning outside 10-40 µm")
+    p.add_argument("--compartments", default=None, metavar="auto|trabecular|FILE",
+                   help="compartments of --input: auto (default: contour the bone; a volume cut inside trabecular "
+                        "bone, with no periosteal shell, is all trabecular), trabecular, or a region file of the "
+                        "scan's shape (0 outside, 1 trabecular, 2 cortical)")
     p.add_argument("--seed", type=int, default=None, help="random seed (structure and remodeling)")
     p.add_argument("--size", type=_positive_int, default=None, help="phantom edge length in voxels")
-    p.add_argument("--voxel-size-um", type=_positive_float, default=None, help="voxel edge in micrometres (10-40)")
+    p.add_argument("--voxel-size-um", type=_positive_float, default=None,
+                   help="voxel edge in micrometres, 5-100 (10-40 is the calibrated range; outside it a warning says "
+                        "what is less accurate); with --input it overrides the file's header, with a warning")
     p.add_argument("--years", type=_positive_float, default=None, help="simulated time in years")
     p.add_argument("--step-days", type=_positive_int, default=None, help="remodeling time step in days (default 1)")
     p.add_argument("--metrics-every-days", type=_positive_int, default=None, help="days between metric evaluations")
@@ -124,6 +133,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         name=name, periods=periods, site=args.site, seed=args.seed, size=args.size,
         voxel_size_um=args.voxel_size_um, step_days=args.step_days, metrics_every_days=args.metrics_every_days,
         snapshot_every_days=args.snapshot_every_days, input=str(args.input) if args.input else None,
+        compartments=str(args.compartments) if args.compartments else None,
     )
 
 

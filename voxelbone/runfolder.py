@@ -58,6 +58,9 @@ _CHECKPOINT = "checkpoint.npz"
 _ERROR_TXT = "error.txt"
 _SNAPSHOTS = "snapshots"
 _SNAPSHOT_PREFIX = "day_"
+#: Fields of ``run.json`` written once when a run starts and kept by later status writes
+#: (the input scan's provenance: format, voxel size and its source, calibration; the figure errors).
+_KEPT_FIELDS = ("input_scan", "figure_errors")
 _PLOTS = "plots"
 _RENDERS = "renders"
 _CHECKPOINT_META = "__meta__"
@@ -296,7 +299,9 @@ class RunFolder:
         **extra
             More fields (e.g. ``error``).
         """
+        kept = {k: v for k, v in self.info().items() if k in _KEPT_FIELDS} if self.run_json.exists() else {}
         data = {
+            **kept,
             "status": RunState(status).value,
             "day_reached": day,
             "scenario": scenario.to_dict(),

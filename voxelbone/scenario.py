@@ -87,6 +87,9 @@ class Scenario:
         remodeling space of its first period's turnover.
     input : str, optional
         A micro-CT file to start from instead of a phantom.
+    compartments : str
+        Compartments of the input file: ``auto``, ``trabecular`` or a region file
+        (:func:`voxelbone.io.load_volume`).
 
     Examples
     --------
@@ -115,6 +118,7 @@ class Scenario:
     fragments_every_days: int = 30
     spin_up_days: int = 200
     input: str | None = None
+    compartments: str = "auto"
 
     def __post_init__(self) -> None:
         periods = tuple(p if isinstance(p, Period) else Period(**p) for p in self.periods)

@@ -79,7 +79,7 @@ def starting_volume(scenario: Scenario) -> BoneVolume:
     from .io import load_volume  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
     from .phantom import make_phantom  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
     if scenario.input:
-        vol = load_volume(scenario.input, voxel_size_um=scenario.voxel_size_um)
+        vol = load_volume(scenario.input, voxel_size_um=scenario.voxel_size_um, compartments=scenario.compartments)
         vol.site = vol.site or scenario.site
         return vol
     return make_phantom(scenario.site, size=scenario.size, voxel_size_um=scenario.voxel_size_um, seed=scenario.seed)
@@ -211,6 +211,7 @@ def simulate(
         folder.write_status(RunState.RUNNING, scenario=scenario, backend=be, timings=timings)
         if not resume:
             folder.write_courses(course, activity, scenario.days)
+            folder.update_info(input_scan=host_volume.meta.get("scan"))
     table = folder.metrics_table(resume_day=start_step * dt if resume else None) if folder is not None else None
     rows: list[dict[str, Any]] = table.rows if table is not None else []
 

@@ -1,0 +1,227 @@
+"""The device path's Python glue under CI: the real ``remodel/gpu.py``, ``metrics/gpu.py`` and
+``simulate(backend=cupy)`` run through a NumPy-backed CuPy stand-in (``tests/fakecupy.py``)
+that checks every kernel launch against the kernel's C signature and runs it on the host build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import fakecupy
+from voxelbone import backend as backend_mod
+from voxelbone import kernels
+from voxelbone.phantom import make_phantom
+from voxelbone.remodel import Remodeler
+
+
+@dataclass(frozen=True)
+class Rates:
+    activation_trabecular_per_yr: float = 3.0
+    activation_cortical_per_yr: float = 3.0
+    erosion_depth_um: float = 60.0
+    refill_trabecular: float = 0.8
+    refill_cortical: float = 0.9
+
+
+FAST = Rates()
+
+
+def _clear_device_caches() -> None:
+    from voxelbone.metrics import gpu as metrics_gpu
+
+    kernels._module.cache_clear()
+    metrics_gpu._surface_tables.cache_clear()
+    metrics_gpu._euler_lut_device.cache_clear()
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """CuPy replaced by the NumPy-backed stand-in for one test; the ``cupy`` backend resolves to it."""
+    cp = fakecupy.install(monkeypatch)
+    _clear_device_caches()
+    fake = backend_mod.Backend("cupy", cp, "NumPy stand-in", {"cupy": cp.__version__, "gpu": "NumPy stand-in"})
+    real_resolve = backend_mod._resolve
+    monkeypatch.setattr(backend_mod, "_resolve", lambda name: fake if name == "cupy" else real_resolve(name))
+    yield cp
+    _clear_device_caches()
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A small femoral-neck-like phantom with trabeculae, cortex and canals (32³ voxels of 40 µm)."""
+    return make_phantom("femoral_neck", 32, 40.0, seed=3, ct_th_um=320, tb_sp_um=450, bv_tv=0.2, tb_th_um=100)
+
+
+# ---------------------------------------------------------------------------------------
+# the stand-in itself
+# ---------------------------------------------------------------------------------------
+def test_standin_arrays_route_to_the_device_path(fake_cupy):
+    a = fake_cupy.zeros((2, 3), dtype=fake_cupy.float32)
+    assert backend_mod.is_device_array(a) and backend_mod.array_module(a) is fake_cupy
+    h = backend_mod.asnumpy(a + 1)
+    assert type(h) is np.ndarray and h.sum() == 6
+    with pytest.raises(TypeError, match="host"):
+        a + np.ones((2, 3), dtype=np.float32)
+    with pytest.raises(TypeError, match="host"):
+        fake_cupy.where(np.ones(3) > 0, 1, 0)
+
+
+def test_signatures_are_parsed_after_the_preprocessor():
+    sig = fakecupy.parse_signatures(kernels.kernel_source("remodel"))
+    act = {p.name: p for p in sig["vb_activate"]}
+    assert act["nz"].ctype == "long long" and not act["nz"].pointer  # vb_i64, a typedef
+    assert act["seed"].ctype == "unsigned long long"
+    assert act["bmu_day"].ctype == "short" and act["bmu_day"].pointer
+    assert act["capacity"].dtype == np.uint32 and act["p_hemi"].dtype == np.float32
+    assert [p.name for p in sig["vb_update"]][-1] == "c_osteoid"
+    euler = fakecupy.parse_signatures(kernels.kernel_source("metrics_euler"))["vb_euler8"]
+    assert [p.describe() for p in euler] == ["unsigned char* mask", "long long nz", "long long ny", "long long nx",
+                                             "int* lut8", "unsigned long long* total"]
+    defined = fakecupy.parse_signatures('#define T double\nextern "C" __global__ void k(T* a, T b) {}', ())
+    assert defined["k"][0].dtype == np.float64 and defined["k"][1].dtype == np.float64
+
+
+# ---------------------------------------------------------------------------------------
+# the real device code through the stand-in
+# ---------------------------------------------------------------------------------------
+def test_remodel_steps_on_the_device_path_equal_the_numpy_twin(fake_cupy, small):
+    a = Remodeler(small.copy(), seed=5)
+    g = Remodeler(small.to(fake_cupy), seed=5)
+    assert g._gpu is not None, "a device volume must take remodel/gpu.py"
+    for k in range(24):
+        a.step(k, FAST, 2)
+        g.step(k, FAST, 2)
+        if k % 12 == 11:
+            a.remove_fragments()
+            g.remove_fragments()
+    assert g._gpu._update.launches == 24
+    for name, arr in a.state_arrays().items():
+        np.testing.assert_array_equal(arr, fake_cupy.asnumpy(g.state_arrays()[name]), err_msg=name)
+    s = a.stats()
+    assert s == g.stats() and s.bmus_trabecular > 10 and s.bmus_osteonal > 0
+
+
+def test_morphometry_of_a_device_volume_equals_the_numpy_one(fake_cupy, small):
+    from voxelbone.metrics import morphometry
+
+    launched: list[str] = []
+    real = fakecupy.host_launch
+
+    def spy(cu_name, kernel, *args, **kwargs):
+        launched.append(kernel)
+        return real(cu_name, kernel, *args, **kwargs)
+
+    fakecupy.host_launch, saved = spy, real
+    try:
+        dev = morphometry(small.to(fake_cupy))
+    finally:
+        fakecupy.host_launch = saved
+    host = morphometry(small)
+    assert {"vb_euler8", "vb_ridge_flags", "vb_insert_balls", "vb_surface_area"} <= set(launched)
+    # the surface's float64 partial sums are added in another order (per thread, then a tree):
+    # equal to rounding; every other number is exact integer or identical float arithmetic
+    from_surface = {"bs_bv_per_mm", "bs_tv_per_mm", "tb_th_plate_um"}
+    for f in dataclasses.fields(host):
+        a, b = getattr(host, f.name), getattr(dev, f.name)
+        if isinstance(a, float) and np.isnan(a):
+            assert np.isnan(b), f.name
+        elif f.name in from_surface:
+            assert b == pytest.approx(a, rel=1e-12), f.name
+        else:
+            assert a == b, f"{f.name}: numpy {a!r} != device path {b!r}"
+    assert host.tb_th_um > 0 and host.conn_d_per_mm3 > 0 and host.bs_bv_per_mm > 0
+
+
+# ---------------------------------------------------------------------------------------
+# launch argument checks
+# ---------------------------------------------------------------------------------------
+def _captured_update_args(fake_cupy, small):
+    """The argument tuple remodel/gpu.py passes to vb_update on a real step."""
+    g = Remodeler(small.to(fake_cupy), seed=5)
+    seen = []
+    kernel = g._gpu._update
+    g._gpu._update = lambda grid, block, args, **kw: (seen.append((grid, block, args)), kernel(grid, block, args, **kw))
+    g.step(0, FAST, 2)
+    assert len(seen) == 1
+    return kernel, seen[0]
+
+
+@pytest.mark.parametrize("index,bad,expected", [
+    (0, "float16", r"vb_update: argument 0 \(float\* bone\) needs an array of dtype float32, got float16"),
+    (3, "int32", r"argument 3 \(short\* bmu_day\) needs an array of dtype int16, got int32"),
+    (3, "host", r"argument 3 \(short\* bmu_day\) needs a device array of int16, got numpy.ndarray"),
+    (3, "strided", r"argument 3 \(short\* bmu_day\): the array is not C-contiguous"),
+    (9, "int32", r"argument 9 \(long long n\) needs a numpy.int64 scalar, got int32"),
+    (10, "python-int", r"argument 10 \(int dt\) needs a numpy.int32 scalar, got int \(passed as int64\)"),
+    (11, "float64", r"argument 11 \(float t_resorb\) needs a numpy.float32 scalar, got float64"),
+    (11, "device-0d", r"argument 11 \(float t_resorb\) is a scalar of float32, got an array"),
+])
+def test_a_wrong_launch_argument_is_caught(fake_cupy, small, index, bad, expected):
+    kernel, (grid, block, args) = _captured_update_args(fake_cupy, small)
+    a = args[index]
+    wrong = {
+        "float16": lambda: a.astype(np.float16),
+        "int32": lambda: a.astype(np.int32),
+        "host": lambda: a.get(),
+        "strided": lambda: fake_cupy.repeat(a, 2, axis=2)[:, :, ::2],
+        "python-int": lambda: int(a),
+        "float64": lambda: np.float64(a),
+        "device-0d": lambda: fake_cupy.asarray(a),
+    }[bad]()
+    with pytest.raises(fakecupy.LaunchArgumentError, match=expected):
+        kernel(grid, block, args[:index] + (wrong,) + args[index + 1:])
+    kernel(grid, block, args)  # the captured arguments themselves pass
+
+
+def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, small):
+    kernel, (grid, block, args) = _captured_update_args(fake_cupy, small)
+    with pytest.raises(fakecupy.LaunchArgumentError, match="vb_update: 21 arguments given, the kernel takes 22"):
+        kernel(grid, block, args[:-1])
+    with pytest.raises(fakecupy.LaunchArgumentError, match="more than 1024 threads"):
+        kernel(grid, (2048,), args)
+    with pytest.raises(fakecupy.LaunchArgumentError, match="positive"):
+        kernel((0,), block, args)
+
+
+def test_a_planted_wrong_scalar_type_in_the_step_is_caught(fake_cupy, small, monkeypatch):
+    """remodel/gpu.py passing the step length as a Python int (8 bytes for an ``int``) fails the launch."""
+    from voxelbone.remodel import gpu as remodel_gpu
+
+    g = Remodeler(small.to(fake_cupy), seed=5)
+    class PlantedNumpy:  # NumPy, except that np.int32(sc.dt) becomes int(sc.dt)
+        def __getattr__(self, name):
+            return int if name == "int32" else getattr(np, name)
+
+    monkeypatch.setattr(remodel_gpu, "np", PlantedNumpy())
+    with pytest.raises(fakecupy.LaunchArgumentError, match=r"vb_update: argument 10 \(int dt\)"):
+        g.step(0, FAST, 2)
+
+
+def test_simulate_on_the_device_path_equals_numpy(fake_cupy, tmp_path):
+    """``simulate(backend="cupy")``: the whole loop (spin-up, steps, fragments, metrics, the run
+    folder) through the device glue gives the NumPy run's rows."""
+    from voxelbone.scenario import Period, Scenario
+    from voxelbone.simulate import simulate
+
+    sc = Scenario(name="x", site="lumbar_spine", periods=(Period("postmenopausal_untreated", 0.1),), size=48, seed=2,
+                  step_days=5, metrics_every_days=15, spin_up_days=10, fragments_every_days=15)
+    dev = simulate(sc, tmp_path / "dev", progress=False, render=False, backend="cupy")
+    host = simulate(sc, None, progress=False, render=False, backend="numpy")
+    assert dev.backend == "cupy" and host.backend == "numpy"
+    assert len(dev.rows) == len(host.rows) >= 3
+    surface = {"bs_bv_per_mm", "bs_tv_per_mm", "tb_th_plate_um"}
+    for rd, rh in zip(dev.rows, host.rows):
+        for key, want in rh.items():
+            got = rd[key]
+            if key in surface:
+                assert got == pytest.approx(want, rel=1e-12, nan_ok=True), key
+            elif isinstance(want, float) and np.isnan(want):
+                assert np.isnan(got), key
+            else:
+                assert got == want, f"day {rh['day']}: {key} numpy {want!r} != device path {got!r}"
+    np.testing.assert_array_equal(dev.volume.bone, host.volume.bone)
+    assert (tmp_path / "dev" / "metrics.csv").is_file()

@@ -38,7 +38,7 @@ import sys
 import time
 import types
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy import ndimage as _scipy_ndimage
@@ -57,12 +57,52 @@ class LaunchArgumentError(TypeError):
 # ------------------------------------------------------------------------------------------
 # device arrays
 # ------------------------------------------------------------------------------------------
+#: Called with a short description at every device-to-host read (``.get()``, ``int()``,
+#: ``float()``, ``bool()``, ``.item()`` of a device array): a synchronisation on a real GPU.
+#: Tests set it to find host reads inside timed regions.
+on_host_read: Callable[[str], None] | None = None
+
+
+def _host_read(what: str) -> None:
+    if on_host_read is not None:
+        on_host_read(what)
+
+
 class ndarray(np.ndarray):  # noqa: N801 - CuPy's name
-    """A "device" array: NumPy memory, CuPy's type name and module."""
+    """A "device" array: NumPy memory, CuPy's type name and module.
+
+    Reductions return 0-d device arrays (as CuPy's do); turning one into a Python number
+    is a host read (see :data:`on_host_read`).
+    """
 
     def get(self, stream: Any = None) -> np.ndarray:
         """Copy to the host (a plain ``numpy.ndarray``)."""
+        _host_read("get")
         return np.array(self.view(np.ndarray), copy=True)
+
+    def item(self, *args: Any) -> Any:
+        _host_read("item")
+        return self.view(np.ndarray).item(*args)
+
+    def tolist(self) -> Any:
+        _host_read("tolist")
+        return self.view(np.ndarray).tolist()
+
+    def __int__(self) -> int:
+        _host_read("int")
+        return int(self.view(np.ndarray))
+
+    def __index__(self) -> int:
+        _host_read("index")
+        return self.view(np.ndarray).__index__()
+
+    def __float__(self) -> float:
+        _host_read("float")
+        return float(self.view(np.ndarray))
+
+    def __bool__(self) -> bool:
+        _host_read("bool")
+        return bool(self.view(np.ndarray))
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         for a in inputs + tuple(kwargs.get("out", ()) or ()):
@@ -75,6 +115,8 @@ class ndarray(np.ndarray):  # noqa: N801 - CuPy's name
         if kwargs.get("out"):
             kwargs["out"] = tuple(a.view(np.ndarray) if isinstance(a, ndarray) else a for a in kwargs["out"])
         result = getattr(ufunc, method)(*plain, **kwargs)
+        if method == "reduce" and isinstance(result, np.generic):
+            return np.asarray(result).view(ndarray)  # CuPy reductions give 0-d device arrays
         return _to_device(result)
 
 
@@ -450,7 +492,7 @@ class _MemoryPool:
 
 _POOL = _MemoryPool()
 
-_TOTAL_MEMORY = 16 << 30
+_TOTAL_MEMORY = 512 << 20  # small: the benchmark sizes its bandwidth probe from it
 runtime = types.SimpleNamespace(
     getDeviceCount=lambda: 1,
     memGetInfo=lambda: (_TOTAL_MEMORY, _TOTAL_MEMORY),

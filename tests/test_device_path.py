@@ -5,6 +5,7 @@ that checks every kernel launch against the kernel's C signature and runs it on 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -225,3 +226,74 @@ def test_simulate_on_the_device_path_equals_numpy(fake_cupy, tmp_path):
                 assert got == want, f"day {rh['day']}: {key} numpy {want!r} != device path {got!r}"
     np.testing.assert_array_equal(dev.volume.bone, host.volume.bone)
     assert (tmp_path / "dev" / "metrics.csv").is_file()
+
+
+# ---------------------------------------------------------------------------------------
+# benchmark honesty
+# ---------------------------------------------------------------------------------------
+def test_step_traffic_table_matches_the_kernels():
+    """Every array in the bandwidth floor is a pointer of that kernel, counted at its C type's size."""
+    from voxelbone.bench_cases import STEP_KERNEL_TRAFFIC, step_bytes_per_voxel
+
+    sig = fakecupy.parse_signatures(kernels.kernel_source("remodel"))
+    state_names = {"region", "bmu_day", "bone", "mineral", "osteoid", "bmu_flags", "bmu_amount", "claim"}
+    for kernel, traffic in STEP_KERNEL_TRAFFIC.items():
+        params = {p.name: p for p in sig[kernel]}
+        for way in ("reads", "writes"):
+            for name, nbytes in traffic[way].items():
+                assert name in params and params[name].pointer, f"{kernel} has no array {name}"
+                assert nbytes == params[name].dtype.itemsize, f"{kernel}.{name}: {nbytes} B, C type {params[name].ctype}"
+                assert name in state_names
+    assert step_bytes_per_voxel() == 46
+
+
+def test_bench_device_cases_time_device_work_only(fake_cupy, monkeypatch):
+    """The GPU benchmark cases run (through the stand-in): the step's floor is 46 B/voxel, Euler and
+    surface results stay device values inside the timed region, thickness is timed in stages."""
+    from voxelbone import bench
+    from voxelbone.bench_cases import run_bench
+
+    reads: list[str] = []
+    timing = {"inside": False}
+
+    def host_read(what):  # a host read inside a timed region is a synchronisation on a GPU
+        if timing["inside"]:
+            reads.append(what)
+
+    real_time_gpu = bench.time_gpu
+
+    def spy_time_gpu(fn, repeats=10, warmup=2):
+        def timed():
+            timing["inside"] = True
+            try:
+                return fn()
+            finally:
+                timing["inside"] = False
+        return real_time_gpu(timed, repeats, warmup)
+
+    real_device_stage = bench.EventStages.device
+
+    @contextlib.contextmanager
+    def spy_device_stage(self, name):
+        with real_device_stage(self, name):
+            timing["inside"] = True
+            try:
+                yield
+            finally:
+                timing["inside"] = False
+
+    monkeypatch.setattr(fakecupy, "on_host_read", host_read)
+    monkeypatch.setattr(bench, "time_gpu", spy_time_gpu)
+    monkeypatch.setattr(bench.EventStages, "device", spy_device_stage)
+    ms, env = run_bench([48], ["cupy"], groups=["remodel.step", "remodel.update", "euler", "surface",
+                                               "tb_th.local_thickness"], repeats=2)
+    by = {m.case: m for m in ms}
+    assert all(m.ok for m in ms), [(m.case, m.skipped) for m in ms]
+    assert by["remodel.step"].bytes_moved == 46 * 48**3 and by["remodel.update"].bytes_moved == 39 * 48**3
+    assert by["remodel.step"].ratio_to_floor is not None and env["device_copy_bandwidth_bytes_per_s"] > 0
+    assert by["euler"].error == 0.0 and by["euler"].extra["timing"] == "CUDA events"
+    assert abs(by["surface"].error) < 1e-12
+    th = by["tb_th.local_thickness"]
+    assert th.extra["timing"].startswith("CUDA events, device stages") and th.extra["sizing_s"] > 0
+    assert th.error == 0.0
+    assert reads == [], "a timed GPU case read a device value back inside the timed region"

@@ -2,10 +2,17 @@
 
 * GPU cases are timed with CUDA events after warm-up (kernel compilation excluded), never
   with a host clock around asynchronous work; CPU cases with ``time.perf_counter``.
-  Each case reports the median of its repeats and the spread (min–max).
-* GPU cases carry the bytes the algorithm must move (counted from the algorithm, not
-  measured), the device-to-device copy bandwidth measured in the same run, and the ratio
-  of the achieved time to that memory-bandwidth floor.
+  Each case reports the median of its repeats and the spread (min–max). A GPU case's
+  timed function queues device work only: no ``.get()``, ``int()``/``float()`` of a device
+  value inside (results stay device scalars and are read after the stop event). Where a
+  size must come back to the host (local thickness), the case is *staged*
+  (``clock="stages"``): CUDA events around each device stage, summed, and the sizing
+  stages' host time reported apart (``extra["sizing_s"]``). Whole pipelines that read
+  values back by design (morphometry, a scenario) are timed as wall time
+  (``clock="wall"``, the device synchronised at the end); ``extra["timing"]`` names the clock.
+* GPU cases carry the bytes the kernels move (counted from each kernel's reads and writes
+  per voxel, not measured), the device-to-device copy bandwidth measured in the same run,
+  and the ratio of the achieved time to that memory-bandwidth floor.
 * CPU cases are run beside the reference library that computes the same thing (porespy,
   ITK BoneMorphometry, edt, SciPy, scikit-image) in the same run, with the ratio.
 * Peak device memory (CuPy pool) and peak host memory (resident set, sampled) per case;
@@ -17,6 +24,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,12 +46,15 @@ __all__ = [
     "Case",
     "Measurement",
     "compare_records",
+    "EventStages",
     "device_copy_bandwidth",
     "environment",
     "format_table",
     "measure",
     "time_cpu",
     "time_gpu",
+    "time_gpu_stages",
+    "time_wall",
 ]
 
 
@@ -126,6 +137,70 @@ def time_gpu(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2) -> list[
     return out
 
 
+class EventStages:
+    """A stage clock (:class:`voxelbone.metrics.gpu.StageClock`) for one call of a staged case.
+
+    ``device`` stages are bracketed by CUDA events on the current stream; ``sizing`` stages
+    (which read a value back, i.e. synchronise) by the host clock.
+    """
+
+    def __init__(self) -> None:
+        self.device_events: list[tuple[str, Any, Any]] = []
+        self.sizing_s = 0.0
+
+    @contextlib.contextmanager
+    def device(self, name: str) -> Iterator[None]:
+        import cupy  # noqa: PLC0415
+
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        yield
+        stop.record()
+        self.device_events.append((name, start, stop))
+
+    @contextlib.contextmanager
+    def sizing(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.sizing_s += time.perf_counter() - t0
+
+    def device_s(self) -> float:
+        """Sum of the device stages' event times, in seconds (waits for the last stage)."""
+        import cupy  # noqa: PLC0415
+
+        if not self.device_events:
+            return 0.0
+        self.device_events[-1][2].synchronize()
+        return sum(cupy.cuda.get_elapsed_time(a, b) for _, a, b in self.device_events) / 1000.0
+
+
+def time_gpu_stages(fn: Callable[[EventStages], Any], repeats: int = 10,
+                    warmup: int = 2) -> tuple[list[float], list[float]]:
+    """Device time (sum of event-timed device stages) and sizing time of ``fn(clock)``, per repeat."""
+    import cupy  # noqa: PLC0415
+
+    for _ in range(warmup):
+        fn(EventStages())
+    cupy.cuda.get_current_stream().synchronize()
+    device, sizing = [], []
+    for _ in range(repeats):
+        clock = EventStages()
+        fn(clock)
+        device.append(clock.device_s())
+        sizing.append(clock.sizing_s)
+    return device, sizing
+
+
+def time_wall(fn: Callable[[], Any], backend: Backend, repeats: int = 5, warmup: int = 1) -> list[float]:
+    """Wall times of ``fn()`` with the device synchronised before the start and at the end."""
+    def run() -> None:
+        fn()
+        backend.synchronize()
+
+    backend.synchronize()
+    return time_cpu(run, repeats=repeats, warmup=warmup)
+
+
 def device_copy_bandwidth(nbytes: int = 1 << 30) -> float:
     """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
     import cupy  # noqa: PLC0415
@@ -182,7 +257,19 @@ def measure(case: Case, backend: Backend, size: int, *, repeats: int, floor_band
     try:
         with _HostPeak() as host:
             fn, info = case.setup(backend, size)
-            times = (time_gpu(fn, repeats=repeats) if backend.is_gpu else time_cpu(fn, repeats=repeats))
+            clock = info.pop("clock", "events") if backend.is_gpu else "host"
+            sizing: list[float] = []
+            if clock == "stages":
+                times, sizing = time_gpu_stages(fn, repeats=repeats)
+            elif clock == "wall":
+                times = time_wall(fn, backend, repeats=repeats)
+            elif clock == "events":
+                times = time_gpu(fn, repeats=repeats)
+            elif clock == "host":
+                info.pop("clock", None)
+                times = time_cpu(fn, repeats=repeats)
+            else:
+                raise ValueError(f"case {case.name}: unknown clock {clock!r} (events, stages or wall)")
         m.peak_host_bytes = host.peak
         if pool is not None:
             m.peak_device_bytes = int(pool.total_bytes())
@@ -211,6 +298,11 @@ def measure(case: Case, backend: Backend, size: int, *, repeats: int, floor_band
     m.error = info["error_of"]() if "error_of" in info else info.get("error")
     m.error_label = info.get("error_label")
     m.extra = {k: v for k, v in info.items() if k not in {"bytes_moved", "reference", "error", "error_of", "error_label"}}
+    if backend.is_gpu:
+        m.extra["timing"] = {"events": "CUDA events", "stages": "CUDA events, device stages summed; sizing apart",
+                             "wall": "wall clock, device synchronised at the end"}[clock]
+    if sizing:
+        m.extra["sizing_s"] = statistics.median(sizing)
     if backend.is_gpu and m.bytes_moved and floor_bandwidth:
         m.floor_s = m.bytes_moved / floor_bandwidth
         m.ratio_to_floor = m.median_s / m.floor_s

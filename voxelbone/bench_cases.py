@@ -41,12 +41,20 @@ QUICK_SIZES = (64, 96)
 DEFAULT_SIZES = (128, 256, 512)
 
 
+_phantoms: dict[int, Any] = {}
+
+
 def _phantom(be: Backend, size: int) -> Any:
+    """The lumbar phantom at 30 µm, built once per size (minutes at 512³ on a few cores), a fresh copy per case."""
     from .phantom import make_phantom  # noqa: PLC0415
 
     if size < 48:
         skip("phantoms need at least 48³")
-    return make_phantom("lumbar_spine", size, 30.0, seed=1).to(be.xp)
+    if size not in _phantoms:
+        _phantoms.clear()  # one size at a time: 1.2 GB of host memory at 512³
+        _phantoms[size] = make_phantom("lumbar_spine", size, 30.0, seed=1)
+    v = _phantoms[size]
+    return v.copy() if be.xp is np else v.to(be.xp)
 
 
 def _rates() -> Any:

@@ -14,8 +14,9 @@ It lets the real ``voxelbone/remodel/gpu.py`` and ``voxelbone/metrics/gpu.py`` (
   checks every argument — count, pointer vs scalar, C scalar type against the NumPy
   scalar type, array dtype for ``T*``, C-contiguity, and that pointers are device arrays —
   raising :class:`LaunchArgumentError` with the kernel, the argument's index and name and
-  what was expected. Then it runs the kernel on the host build of ``kernels/``
-  (:func:`host_launch`, the one place that knows which host build is used);
+  what was expected. Then it runs the kernel with its launch configuration on the grid host
+  build of ``kernels/`` (:func:`host_launch`, the one place that knows which host build is
+  used: ``voxelbone.kernels.host_grid_launch``, shuffled block order, FTZ as CuPy compiles);
 * ``cuda.Device``, ``cuda.Event`` / ``get_elapsed_time``, ``cuda.get_current_stream``,
   ``cuda.runtime.memGetInfo``, ``get_default_memory_pool``, ``asnumpy``,
   ``get_array_module`` and ``cupyx.scipy.ndimage`` (SciPy's, returning device arrays).
@@ -43,7 +44,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage as _scipy_ndimage
 
-from voxelbone.kernels import build_host_library, kernel_dir, kernel_names, kernel_source
+from voxelbone.kernels import kernel_dir, kernel_names, kernel_source
 
 __all__ = ["LaunchArgumentError", "install", "module", "parse_signatures", "uninstall"]
 
@@ -154,6 +155,12 @@ def _wrap(name: str, fn: Any) -> Any:
         elif name in ("asarray", "ascontiguousarray", "asanyarray") and isinstance(args[0] if args else None, ndarray):
             out = fn(*args, **kwargs)  # stays on the device, no copy
             return out.view(ndarray) if type(out) is np.ndarray else out
+        else:  # an upload: the device copy never shares the host's memory
+            out = fn(*args, **kwargs)
+            if isinstance(out, np.ndarray) and args and isinstance(args[0], np.ndarray) \
+                    and np.shares_memory(out, args[0]):
+                out = out.copy()
+            return _to_device(out)
         return _to_device(fn(*args, **kwargs))
 
     return call
@@ -331,6 +338,17 @@ def _dims(v: Any, what: str) -> tuple[int, int, int]:
 # ------------------------------------------------------------------------------------------
 # running a kernel on the host: the one adapter to the host build
 # ------------------------------------------------------------------------------------------
+#: How the stand-in runs kernels on the host (tests may change these).
+#: "grid": every (block, thread) of the launch on a thread pool (the real launch configuration);
+#: "serial": the one-thread build, each grid-stride loop run through once in order — about
+#: 100× faster where a launch has many idle threads (the claim pass: 2048 blocks of 128), for
+#: tests of the Python glue over many steps rather than of the launch itself.
+HOST_BUILD = "grid"
+HOST_ORDER = "shuffled"   # grid: blocks (and a block's threads) in a shuffled order, a new one per launch
+HOST_FTZ = True           # grid: float32 subnormals flush to zero, as CuPy compiles (-ftz=true)
+HOST_WORKERS = 2
+_launch_counter = 0
+
 _CTYPES = {
     "int8": ctypes.c_int8, "uint8": ctypes.c_uint8, "int16": ctypes.c_int16, "uint16": ctypes.c_uint16,
     "int32": ctypes.c_int32, "uint32": ctypes.c_uint32, "int64": ctypes.c_int64, "uint64": ctypes.c_uint64,
@@ -339,28 +357,44 @@ _CTYPES = {
 
 
 @functools.cache
-def _host_library(cu_name: str) -> ctypes.CDLL:
+def _serial_library(cu_name: str) -> ctypes.CDLL:
+    from voxelbone.kernels import build_host_library  # noqa: PLC0415
+
     return build_host_library([cu_name])
 
 
 def host_launch(cu_name: str, kernel: str, grid: tuple[int, int, int], block: tuple[int, int, int],
-                args: list[Any], shared_mem: int = 0) -> None:
+                args: list[Any], shared_mem: int = 0, defines: tuple[tuple[str, Any], ...] = ()) -> None:
     """Run ``kernel`` of ``kernels/<cu_name>.cu`` on the host with checked, host-side ``args``.
 
-    Uses the one-thread host build (``voxelbone.kernels.build_host_library``): every grid-stride
-    loop visits all items in order, so ``grid``/``block`` only have to be valid. This is the
-    only function that knows which host build runs the kernels.
+    With ``HOST_BUILD == "grid"`` the grid host build (:func:`voxelbone.kernels.host_grid_launch`) executes the real launch
+    configuration — every (block, thread) of ``grid`` × ``block`` on a pool of threads, atomics
+    as atomics — in a shuffled block order that changes with every launch, with the FTZ/DAZ
+    bits set as CuPy's compile does. This is the only function that knows which host build
+    runs the kernels; ``"serial"`` uses the one-thread build instead (see :data:`HOST_BUILD`).
     """
-    fn = getattr(_host_library(cu_name), kernel)
-    fn.restype = None
-    fn(*(ctypes.c_void_p(a.ctypes.data) if isinstance(a, np.ndarray) else _CTYPES[a.dtype.name](a) for a in args))
+    global _launch_counter
+    from voxelbone.kernels import host_grid_launch  # noqa: PLC0415
+
+    if HOST_BUILD == "serial":
+        if defines:
+            raise NotImplementedError(f"the one-thread host build runs {cu_name}.cu without {defines}")
+        fn = getattr(_serial_library(cu_name), kernel)
+        fn.restype = None
+        fn(*(ctypes.c_void_p(a.ctypes.data) if isinstance(a, np.ndarray) else _CTYPES[a.dtype.name](a)
+             for a in args))
+        return
+    _launch_counter += 1
+    host_grid_launch(cu_name, kernel, grid, block, args, shared_mem=shared_mem, order=HOST_ORDER,
+                     order_seed=_launch_counter, ftz=HOST_FTZ, workers=HOST_WORKERS, defines=defines)
 
 
 class Kernel:
     """A kernel of a module: checks each launch's arguments, then runs it on the host."""
 
-    def __init__(self, cu_name: str | None, name: str, params: tuple[Param, ...]) -> None:
-        self.cu_name, self.name, self.params = cu_name, name, params
+    def __init__(self, cu_name: str | None, name: str, params: tuple[Param, ...],
+                 defines: tuple[tuple[str, Any], ...] = ()) -> None:
+        self.cu_name, self.name, self.params, self.defines = cu_name, name, params, defines
         self.launches = 0
 
     @property
@@ -380,7 +414,7 @@ class Kernel:
                 f"{self.name}: kernels given as inline source are checked but cannot run on the host build; "
                 "only kernels/*.cu modules can"
             )
-        host_launch(self.cu_name, self.name, g, b, host, int(shared_mem))
+        host_launch(self.cu_name, self.name, g, b, host, int(shared_mem), self.defines)
         self.launches += 1
 
 
@@ -401,16 +435,16 @@ class RawModule:
                 code = fh.read()
         self.code, self.options = code, tuple(options)
         self.cu_name = _source_names().get(code)
-        defines = [o for o in self.options if o.startswith(("-D", "-U"))]
-        if defines and self.cu_name is not None:
-            raise NotImplementedError(f"the host build runs {self.cu_name}.cu without {defines}")
+        if any(o.startswith("-U") for o in self.options):
+            raise NotImplementedError("the host build takes -D macros only, not -U")
+        self.defines = tuple((d.split("=", 1) + ["1"])[:2] for d in (o[2:] for o in self.options if o.startswith("-D")))
         self.signatures = parse_signatures(code, self.options)
 
     def get_function(self, name: str) -> Kernel:
         if name not in self.signatures:
             raise AttributeError(f"no extern \"C\" __global__ kernel {name!r} in the module "
                                  f"(has {', '.join(self.signatures)})")
-        return Kernel(self.cu_name, name, self.signatures[name])
+        return Kernel(self.cu_name, name, self.signatures[name], tuple((k, v) for k, v in self.defines))
 
 
 def RawKernel(code: str, name: str, options: tuple[str, ...] = (), **kwargs: Any) -> Kernel:  # noqa: N802
@@ -427,7 +461,7 @@ class _Device:
             raise ValueError(f"the stand-in has one device (0), not {device}")
         self.id = 0
         self.compute_capability = "90"
-        self.attributes = {"MultiProcessorCount": 4, "MaxThreadsPerBlock": 1024}
+        self.attributes = {"MultiProcessorCount": 1, "MaxThreadsPerBlock": 1024}
 
     def __enter__(self) -> "_Device":
         return self

@@ -51,10 +51,22 @@ def fake_cupy(monkeypatch):
     _clear_device_caches()
 
 
-@pytest.fixture(params=["standin", pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.fixture
+def serial_host(monkeypatch):
+    """The stand-in runs kernels on the one-thread host build (fast: for many steps of glue)."""
+    monkeypatch.setattr(fakecupy, "HOST_BUILD", "serial")
+
+
+GPU_CUPY = pytest.param("cupy", marks=pytest.mark.gpu)
+
+
+@pytest.fixture
 def device_cupy(request, monkeypatch):
-    """The device array module: the stand-in everywhere, and real CuPy on a GPU machine."""
-    if request.param == "standin":
+    """The device array module (indirect parameter): ``standin-grid`` (the stand-in on the grid
+    host build: real launch configurations, shuffled block order, FTZ), ``standin-serial`` (on
+    the one-thread build), or ``cupy`` (real CuPy, on a GPU machine)."""
+    if request.param.startswith("standin"):
+        monkeypatch.setattr(fakecupy, "HOST_BUILD", request.param.split("-")[1])
         yield request.getfixturevalue("fake_cupy")
         return
     import cupy
@@ -82,6 +94,10 @@ def test_standin_arrays_route_to_the_device_path(fake_cupy):
     assert backend_mod.is_device_array(a) and backend_mod.array_module(a) is fake_cupy
     h = backend_mod.asnumpy(a + 1)
     assert type(h) is np.ndarray and h.sum() == 6
+    host = np.zeros(3, np.float32)
+    up = fake_cupy.asarray(host)
+    up += 1  # an upload is a copy: the host array keeps its values
+    assert host.sum() == 0 and fake_cupy.asarray(up) is not None and np.shares_memory(fake_cupy.asarray(up), up)
     with pytest.raises(TypeError, match="host"):
         a + np.ones((2, 3), dtype=np.float32)
     with pytest.raises(TypeError, match="host"):
@@ -106,24 +122,29 @@ def test_signatures_are_parsed_after_the_preprocessor():
 # ---------------------------------------------------------------------------------------
 # the real device code through the stand-in
 # ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device_cupy", ["standin-grid", "standin-serial", GPU_CUPY], indirect=True)
 def test_remodel_steps_on_the_device_path_equal_the_numpy_twin(device_cupy, small):
+    # the grid build runs every thread of the claim pass (2048 blocks of 128): fewer, longer steps there
+    steps, dt = (4, 8) if fakecupy.HOST_BUILD == "grid" and _is_standin(device_cupy) else (24, 2)
     a = Remodeler(small.copy(), seed=5)
     g = Remodeler(small.to(device_cupy), seed=5)
     assert g._gpu is not None, "a device volume must take remodel/gpu.py"
-    for k in range(24):
-        a.step(k, FAST, 2)
-        g.step(k, FAST, 2)
-        if k % 12 == 11:
+    for k in range(steps):
+        a.step(k, FAST, dt)
+        g.step(k, FAST, dt)
+        if k % (steps // 2) == steps // 2 - 1:
             a.remove_fragments()
             g.remove_fragments()
     if _is_standin(device_cupy):
-        assert g._gpu._update.launches == 24
+        assert g._gpu._update.launches == steps
     for name, arr in a.state_arrays().items():
         np.testing.assert_array_equal(arr, device_cupy.asnumpy(g.state_arrays()[name]), err_msg=name)
     s = a.stats()
     assert s == g.stats() and s.bmus_trabecular > 10 and s.bmus_osteonal > 0
+    assert (a.state.bmu_day >= 0).any() and (a.state.bone < small.bone).any()
 
 
+@pytest.mark.parametrize("device_cupy", ["standin-serial", GPU_CUPY], indirect=True)
 def test_morphometry_of_a_device_volume_equals_the_numpy_one(device_cupy, small, monkeypatch):
     from voxelbone.metrics import morphometry
 
@@ -153,6 +174,25 @@ def test_morphometry_of_a_device_volume_equals_the_numpy_one(device_cupy, small,
     assert host.tb_th_um > 0 and host.conn_d_per_mm3 > 0 and host.bs_bv_per_mm > 0
 
 
+@pytest.mark.parametrize("device_cupy", ["standin-grid", GPU_CUPY], indirect=True)
+def test_metric_kernels_with_their_launch_configuration_equal_the_cpu_path(device_cupy):
+    """euler_gpu, local_thickness_gpu and surface_area_gpu, each launch run block by block."""
+    from scipy import ndimage as ndi
+
+    from voxelbone.metrics import euler_characteristic, local_thickness
+    from voxelbone.metrics.gpu import euler_gpu, local_thickness_gpu, surface_area_gpu
+    from voxelbone.metrics.marching_cubes import surface_area_voxels
+
+    f = ndi.gaussian_filter(np.random.default_rng(4).standard_normal((20, 22, 18)).astype(np.float32), 1.5)
+    mask = f > 0.1
+    d = device_cupy.asarray(mask)
+    assert euler_gpu(d) == euler_characteristic(mask) != 0
+    np.testing.assert_array_equal(device_cupy.asnumpy(local_thickness_gpu(d, 30.0)), local_thickness(mask, 30.0))
+    field = np.ascontiguousarray(f + 0.5)
+    want = surface_area_voxels(field, 0.5)
+    assert surface_area_gpu(device_cupy.asarray(field), 0.5) == pytest.approx(want, rel=1e-12) and want > 0
+
+
 # ---------------------------------------------------------------------------------------
 # launch argument checks
 # ---------------------------------------------------------------------------------------
@@ -177,7 +217,7 @@ def _captured_update_args(fake_cupy, small):
     (11, "float64", r"argument 11 \(float t_resorb\) needs a numpy.float32 scalar, got float64"),
     (11, "device-0d", r"argument 11 \(float t_resorb\) is a scalar of float32, got an array"),
 ])
-def test_a_wrong_launch_argument_is_caught(fake_cupy, small, index, bad, expected):
+def test_a_wrong_launch_argument_is_caught(fake_cupy, serial_host, small, index, bad, expected):
     kernel, (grid, block, args) = _captured_update_args(fake_cupy, small)
     a = args[index]
     wrong = {
@@ -194,7 +234,7 @@ def test_a_wrong_launch_argument_is_caught(fake_cupy, small, index, bad, expecte
     kernel(grid, block, args)  # the captured arguments themselves pass
 
 
-def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, small):
+def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, serial_host, small):
     kernel, (grid, block, args) = _captured_update_args(fake_cupy, small)
     with pytest.raises(fakecupy.LaunchArgumentError, match="vb_update: 21 arguments given, the kernel takes 22"):
         kernel(grid, block, args[:-1])
@@ -204,7 +244,7 @@ def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, small):
         kernel((0,), block, args)
 
 
-def test_a_planted_wrong_scalar_type_in_the_step_is_caught(fake_cupy, small, monkeypatch):
+def test_a_planted_wrong_scalar_type_in_the_step_is_caught(fake_cupy, serial_host, small, monkeypatch):
     """remodel/gpu.py passing the step length as a Python int (8 bytes for an ``int``) fails the launch."""
     from voxelbone.remodel import gpu as remodel_gpu
 
@@ -218,6 +258,7 @@ def test_a_planted_wrong_scalar_type_in_the_step_is_caught(fake_cupy, small, mon
         g.step(0, FAST, 2)
 
 
+@pytest.mark.parametrize("device_cupy", ["standin-serial", GPU_CUPY], indirect=True)
 def test_simulate_on_the_device_path_equals_numpy(device_cupy, tmp_path):
     """``simulate(backend="cupy")``: the whole loop (spin-up, steps, fragments, metrics, the run
     folder) through the device glue gives the NumPy run's rows."""
@@ -263,7 +304,7 @@ def test_step_traffic_table_matches_the_kernels():
     assert step_bytes_per_voxel() == 46
 
 
-def test_bench_device_cases_time_device_work_only(fake_cupy, monkeypatch):
+def test_bench_device_cases_time_device_work_only(fake_cupy, serial_host, monkeypatch):
     """The GPU benchmark cases run (through the stand-in): the step's floor is 46 B/voxel, Euler and
     surface results stay device values inside the timed region, thickness is timed in stages."""
     from voxelbone import bench

@@ -15,8 +15,9 @@ It lets the real ``voxelbone/remodel/gpu.py`` and ``voxelbone/metrics/gpu.py`` (
   scalar type, array dtype for ``T*``, C-contiguity, and that pointers are device arrays —
   raising :class:`LaunchArgumentError` with the kernel, the argument's index and name and
   what was expected. Then it runs the kernel with its launch configuration on the grid host
-  build of ``kernels/`` (:func:`host_launch`, the one place that knows which host build is
-  used: ``voxelbone.kernels.host_grid_launch``, shuffled block order, FTZ as CuPy compiles);
+  build of the very source string CuPy was given (:func:`host_launch`, the one place that
+  knows how: ``voxelbone.kernels.host_grid_launch``, shuffled block order, FTZ as CuPy
+  compiles) — inline ``RawKernel`` sources too;
 * ``cuda.Device``, ``cuda.Event`` / ``get_elapsed_time``, ``cuda.get_current_stream``,
   ``cuda.runtime.memGetInfo``, ``get_default_memory_pool``, ``asnumpy``,
   ``get_array_module`` and ``cupyx.scipy.ndimage`` (SciPy's, returning device arrays).
@@ -30,7 +31,6 @@ Install it with the ``fake_cupy`` fixture in ``conftest.py``.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import re
 import shutil
@@ -44,7 +44,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage as _scipy_ndimage
 
-from voxelbone.kernels import kernel_dir, kernel_names, kernel_source
+from voxelbone.kernels import kernel_dir
 
 __all__ = ["LaunchArgumentError", "install", "module", "parse_signatures", "uninstall"]
 
@@ -339,62 +339,36 @@ def _dims(v: Any, what: str) -> tuple[int, int, int]:
 # running a kernel on the host: the one adapter to the host build
 # ------------------------------------------------------------------------------------------
 #: How the stand-in runs kernels on the host (tests may change these).
-#: "grid": every (block, thread) of the launch on a thread pool (the real launch configuration);
-#: "serial": the one-thread build, each grid-stride loop run through once in order — about
-#: 100× faster where a launch has many idle threads (the claim pass: 2048 blocks of 128), for
-#: tests of the Python glue over many steps rather than of the launch itself.
-HOST_BUILD = "grid"
-HOST_ORDER = "shuffled"   # grid: blocks (and a block's threads) in a shuffled order, a new one per launch
-HOST_FTZ = True           # grid: float32 subnormals flush to zero, as CuPy compiles (-ftz=true)
+HOST_ORDER = "shuffled"   # blocks (and a block's threads) in a shuffled order, a new one per launch
+HOST_FTZ = True           # float32 subnormals flush to zero, as CuPy compiles (-ftz=true)
 HOST_WORKERS = 2
 _launch_counter = 0
 
-_CTYPES = {
-    "int8": ctypes.c_int8, "uint8": ctypes.c_uint8, "int16": ctypes.c_int16, "uint16": ctypes.c_uint16,
-    "int32": ctypes.c_int32, "uint32": ctypes.c_uint32, "int64": ctypes.c_int64, "uint64": ctypes.c_uint64,
-    "float32": ctypes.c_float, "float64": ctypes.c_double, "bool": ctypes.c_bool,
-}
-
-
-@functools.cache
-def _serial_library(cu_name: str) -> ctypes.CDLL:
-    from voxelbone.kernels import build_host_library  # noqa: PLC0415
-
-    return build_host_library([cu_name])
-
 
 def host_launch(cu_name: str, kernel: str, grid: tuple[int, int, int], block: tuple[int, int, int],
-                args: list[Any], shared_mem: int = 0, defines: tuple[tuple[str, Any], ...] = ()) -> None:
-    """Run ``kernel`` of ``kernels/<cu_name>.cu`` on the host with checked, host-side ``args``.
+                args: list[Any], shared_mem: int = 0, *, source: str, options: tuple[str, ...] = ()) -> None:
+    """Run ``kernel`` of the module ``source`` (compiled with ``options``) on the host.
 
-    With ``HOST_BUILD == "grid"`` the grid host build (:func:`voxelbone.kernels.host_grid_launch`) executes the real launch
+    The grid host build (:func:`voxelbone.kernels.host_grid_launch`) executes the real launch
     configuration — every (block, thread) of ``grid`` × ``block`` on a pool of threads, atomics
     as atomics — in a shuffled block order that changes with every launch, with the FTZ/DAZ
-    bits set as CuPy's compile does. This is the only function that knows which host build
-    runs the kernels; ``"serial"`` uses the one-thread build instead (see :data:`HOST_BUILD`).
+    bits set as CuPy's compile does. It builds the exact source string CuPy was given. This
+    is the only function that knows how the stand-in runs kernels.
     """
     global _launch_counter
-    from voxelbone.kernels import host_grid_launch  # noqa: PLC0415
+    from voxelbone.kernels import defines_from_options, host_grid_launch  # noqa: PLC0415
 
-    if HOST_BUILD == "serial":
-        if defines:
-            raise NotImplementedError(f"the one-thread host build runs {cu_name}.cu without {defines}")
-        fn = getattr(_serial_library(cu_name), kernel)
-        fn.restype = None
-        fn(*(ctypes.c_void_p(a.ctypes.data) if isinstance(a, np.ndarray) else _CTYPES[a.dtype.name](a)
-             for a in args))
-        return
     _launch_counter += 1
     host_grid_launch(cu_name, kernel, grid, block, args, shared_mem=shared_mem, order=HOST_ORDER,
-                     order_seed=_launch_counter, ftz=HOST_FTZ, workers=HOST_WORKERS, defines=defines)
+                     order_seed=_launch_counter, ftz=HOST_FTZ, workers=HOST_WORKERS,
+                     defines=defines_from_options(options), source=source)
 
 
 class Kernel:
     """A kernel of a module: checks each launch's arguments, then runs it on the host."""
 
-    def __init__(self, cu_name: str | None, name: str, params: tuple[Param, ...],
-                 defines: tuple[tuple[str, Any], ...] = ()) -> None:
-        self.cu_name, self.name, self.params, self.defines = cu_name, name, params, defines
+    def __init__(self, module: "RawModule", name: str, params: tuple[Param, ...]) -> None:
+        self.module, self.name, self.params = module, name, params
         self.launches = 0
 
     @property
@@ -409,18 +383,12 @@ class Kernel:
         if int(shared_mem) < 0 or int(shared_mem) > 227 * 1024:
             raise LaunchArgumentError(f"{self.name}: shared_mem={shared_mem} is outside 0..227 KiB")
         host = check_arguments(self.name, self.params, args)
-        if self.cu_name is None:
-            raise NotImplementedError(
-                f"{self.name}: kernels given as inline source are checked but cannot run on the host build; "
-                "only kernels/*.cu modules can"
-            )
-        host_launch(self.cu_name, self.name, g, b, host, int(shared_mem), self.defines)
+        host_launch(self.module.cu_name, self.name, g, b, host, int(shared_mem), source=self.module.code,
+                    options=self.module.options)
         self.launches += 1
 
 
-@functools.cache
-def _source_names() -> dict[str, str]:
-    return {kernel_source(n): n for n in kernel_names()}
+_SOURCE_TAG = re.compile(r"^// voxelbone kernel (\w+)\.cu ")
 
 
 class RawModule:
@@ -434,17 +402,15 @@ class RawModule:
             with open(path, encoding="utf-8") as fh:
                 code = fh.read()
         self.code, self.options = code, tuple(options)
-        self.cu_name = _source_names().get(code)
-        if any(o.startswith("-U") for o in self.options):
-            raise NotImplementedError("the host build takes -D macros only, not -U")
-        self.defines = tuple((d.split("=", 1) + ["1"])[:2] for d in (o[2:] for o in self.options if o.startswith("-D")))
+        tag = _SOURCE_TAG.match(code)  # voxelbone.kernels.specialised_source names its file
+        self.cu_name = tag.group(1) if tag else "inline"
         self.signatures = parse_signatures(code, self.options)
 
     def get_function(self, name: str) -> Kernel:
         if name not in self.signatures:
             raise AttributeError(f"no extern \"C\" __global__ kernel {name!r} in the module "
                                  f"(has {', '.join(self.signatures)})")
-        return Kernel(self.cu_name, name, self.signatures[name], tuple((k, v) for k, v in self.defines))
+        return Kernel(self, name, self.signatures[name])
 
 
 def RawKernel(code: str, name: str, options: tuple[str, ...] = (), **kwargs: Any) -> Kernel:  # noqa: N802

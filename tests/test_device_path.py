@@ -5,7 +5,6 @@ that checks every kernel launch against the kernel's C signature and runs it on 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -44,29 +43,19 @@ def fake_cupy(monkeypatch):
     """CuPy replaced by the NumPy-backed stand-in for one test; the ``cupy`` backend resolves to it."""
     cp = fakecupy.install(monkeypatch)
     _clear_device_caches()
-    fake = backend_mod.Backend("cupy", cp, "NumPy stand-in", {"cupy": cp.__version__, "gpu": "NumPy stand-in"})
+    fake = backend_mod._probe_cupy()  # the real probe: a device count, a tiny inline kernel, properties
+    assert fake.xp is cp and fake.device == "NumPy stand-in"
     real_resolve = backend_mod._resolve
     monkeypatch.setattr(backend_mod, "_resolve", lambda name: fake if name == "cupy" else real_resolve(name))
     yield cp
     _clear_device_caches()
 
 
-@pytest.fixture
-def serial_host(monkeypatch):
-    """The stand-in runs kernels on the one-thread host build (fast: for many steps of glue)."""
-    monkeypatch.setattr(fakecupy, "HOST_BUILD", "serial")
-
-
-GPU_CUPY = pytest.param("cupy", marks=pytest.mark.gpu)
-
-
-@pytest.fixture
-def device_cupy(request, monkeypatch):
-    """The device array module (indirect parameter): ``standin-grid`` (the stand-in on the grid
-    host build: real launch configurations, shuffled block order, FTZ), ``standin-serial`` (on
-    the one-thread build), or ``cupy`` (real CuPy, on a GPU machine)."""
-    if request.param.startswith("standin"):
-        monkeypatch.setattr(fakecupy, "HOST_BUILD", request.param.split("-")[1])
+@pytest.fixture(params=["standin", pytest.param("cupy", marks=pytest.mark.gpu)])
+def device_cupy(request):
+    """The device array module: the stand-in everywhere (kernels on the grid host build: real
+    launch configurations, shuffled block order, FTZ), and real CuPy on a GPU machine."""
+    if request.param == "standin":
         yield request.getfixturevalue("fake_cupy")
         return
     import cupy
@@ -122,10 +111,9 @@ def test_signatures_are_parsed_after_the_preprocessor():
 # ---------------------------------------------------------------------------------------
 # the real device code through the stand-in
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("device_cupy", ["standin-grid", "standin-serial", GPU_CUPY], indirect=True)
 def test_remodel_steps_on_the_device_path_equal_the_numpy_twin(device_cupy, small):
-    # the grid build runs every thread of the claim pass (2048 blocks of 128): fewer, longer steps there
-    steps, dt = (4, 8) if fakecupy.HOST_BUILD == "grid" and _is_standin(device_cupy) else (24, 2)
+    # the host runs every thread of the claim pass (2048 blocks of 128): a few long steps there
+    steps, dt = (4, 8) if _is_standin(device_cupy) else (24, 2)
     a = Remodeler(small.copy(), seed=5)
     g = Remodeler(small.to(device_cupy), seed=5)
     assert g._gpu is not None, "a device volume must take remodel/gpu.py"
@@ -144,7 +132,6 @@ def test_remodel_steps_on_the_device_path_equal_the_numpy_twin(device_cupy, smal
     assert (a.state.bmu_day >= 0).any() and (a.state.bone < small.bone).any()
 
 
-@pytest.mark.parametrize("device_cupy", ["standin-serial", GPU_CUPY], indirect=True)
 def test_morphometry_of_a_device_volume_equals_the_numpy_one(device_cupy, small, monkeypatch):
     from voxelbone.metrics import morphometry
 
@@ -159,7 +146,7 @@ def test_morphometry_of_a_device_volume_equals_the_numpy_one(device_cupy, small,
     dev = morphometry(small.to(device_cupy))
     host = morphometry(small)
     if _is_standin(device_cupy):
-        assert {"vb_euler8", "vb_ridge_flags", "vb_insert_balls", "vb_surface_area"} <= set(launched)
+        assert {"vb_euler8_i32", "vb_ridge_flags_i32", "vb_insert_balls_i32", "vb_surface_area_i32"} <= set(launched)
     # the surface's float64 partial sums are added in another order (per thread, then a tree):
     # equal to rounding; every other number is exact integer or identical float arithmetic
     from_surface = {"bs_bv_per_mm", "bs_tv_per_mm", "tb_th_plate_um"}
@@ -174,7 +161,6 @@ def test_morphometry_of_a_device_volume_equals_the_numpy_one(device_cupy, small,
     assert host.tb_th_um > 0 and host.conn_d_per_mm3 > 0 and host.bs_bv_per_mm > 0
 
 
-@pytest.mark.parametrize("device_cupy", ["standin-grid", GPU_CUPY], indirect=True)
 def test_metric_kernels_with_their_launch_configuration_equal_the_cpu_path(device_cupy):
     """euler_gpu, local_thickness_gpu and surface_area_gpu, each launch run block by block."""
     from scipy import ndimage as ndi
@@ -197,18 +183,20 @@ def test_metric_kernels_with_their_launch_configuration_equal_the_cpu_path(devic
 # launch argument checks
 # ---------------------------------------------------------------------------------------
 def _captured_update_args(fake_cupy, small):
-    """The argument tuple remodel/gpu.py passes to vb_update on a real step."""
+    """The launch remodel/gpu.py makes of vb_update in a step (captured, not run)."""
+    from voxelbone.remodel import step_scalars
+
     g = Remodeler(small.to(fake_cupy), seed=5)
     seen = []
     kernel = g._gpu._update
-    g._gpu._update = lambda grid, block, args, **kw: (seen.append((grid, block, args)), kernel(grid, block, args, **kw))
-    g.step(0, FAST, 2)
+    g._gpu._update = lambda grid, block, args, **kw: seen.append((grid, block, args))
+    g._gpu.update(g.state, step_scalars(FAST, g.params, g.voxel_size_um, 2))
     assert len(seen) == 1
     return kernel, seen[0]
 
 
 @pytest.mark.parametrize("index,bad,expected", [
-    (0, "float16", r"vb_update: argument 0 \(float\* bone\) needs an array of dtype float32, got float16"),
+    (0, "float16", r"vb_update_i32: argument 0 \(float\* bone\) needs an array of dtype float32, got float16"),
     (3, "int32", r"argument 3 \(short\* bmu_day\) needs an array of dtype int16, got int32"),
     (3, "host", r"argument 3 \(short\* bmu_day\) needs a device array of int16, got numpy.ndarray"),
     (3, "strided", r"argument 3 \(short\* bmu_day\): the array is not C-contiguous"),
@@ -217,7 +205,7 @@ def _captured_update_args(fake_cupy, small):
     (11, "float64", r"argument 11 \(float t_resorb\) needs a numpy.float32 scalar, got float64"),
     (11, "device-0d", r"argument 11 \(float t_resorb\) is a scalar of float32, got an array"),
 ])
-def test_a_wrong_launch_argument_is_caught(fake_cupy, serial_host, small, index, bad, expected):
+def test_a_wrong_launch_argument_is_caught(fake_cupy, small, index, bad, expected):
     kernel, (grid, block, args) = _captured_update_args(fake_cupy, small)
     a = args[index]
     wrong = {
@@ -234,9 +222,9 @@ def test_a_wrong_launch_argument_is_caught(fake_cupy, serial_host, small, index,
     kernel(grid, block, args)  # the captured arguments themselves pass
 
 
-def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, serial_host, small):
+def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, small):
     kernel, (grid, block, args) = _captured_update_args(fake_cupy, small)
-    with pytest.raises(fakecupy.LaunchArgumentError, match="vb_update: 21 arguments given, the kernel takes 22"):
+    with pytest.raises(fakecupy.LaunchArgumentError, match="vb_update_i32: 21 arguments given, the kernel takes 22"):
         kernel(grid, block, args[:-1])
     with pytest.raises(fakecupy.LaunchArgumentError, match="more than 1024 threads"):
         kernel(grid, (2048,), args)
@@ -244,9 +232,10 @@ def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, serial_host
         kernel((0,), block, args)
 
 
-def test_a_planted_wrong_scalar_type_in_the_step_is_caught(fake_cupy, serial_host, small, monkeypatch):
+def test_a_planted_wrong_scalar_type_in_the_step_is_caught(fake_cupy, small, monkeypatch):
     """remodel/gpu.py passing the step length as a Python int (8 bytes for an ``int``) fails the launch."""
     from voxelbone.remodel import gpu as remodel_gpu
+    from voxelbone.remodel import step_scalars
 
     g = Remodeler(small.to(fake_cupy), seed=5)
     class PlantedNumpy:  # NumPy, except that np.int32(sc.dt) becomes int(sc.dt)
@@ -254,24 +243,30 @@ def test_a_planted_wrong_scalar_type_in_the_step_is_caught(fake_cupy, serial_hos
             return int if name == "int32" else getattr(np, name)
 
     monkeypatch.setattr(remodel_gpu, "np", PlantedNumpy())
-    with pytest.raises(fakecupy.LaunchArgumentError, match=r"vb_update: argument 10 \(int dt\)"):
-        g.step(0, FAST, 2)
+    with pytest.raises(fakecupy.LaunchArgumentError, match=r"vb_update_i32: argument 10 \(int dt\)"):
+        g._gpu.update(g.state, step_scalars(FAST, g.params, g.voxel_size_um, 2))
 
 
-@pytest.mark.parametrize("device_cupy", ["standin-serial", GPU_CUPY], indirect=True)
 def test_simulate_on_the_device_path_equals_numpy(device_cupy, tmp_path):
     """``simulate(backend="cupy")``: the whole loop (spin-up, steps, fragments, metrics, the run
     folder) through the device glue gives the NumPy run's rows."""
     from voxelbone.scenario import Period, Scenario
     from voxelbone.simulate import simulate
 
+    from voxelbone.metrics import bone_surface_mm2, euler_characteristic
+
+    def measure(v):  # device-side metrics of the evolving volume (the full set: the morphometry test)
+        bone = v.bone >= 0.5
+        return {"bv": float(bone.sum()), "euler": float(euler_characteristic(bone)),
+                "bs_mm2": bone_surface_mm2(v.bone, v.voxel_size_um), "mineral": float(v.mineral.sum(dtype=np.float64))}
+
     sc = Scenario(name="x", site="lumbar_spine", periods=(Period("postmenopausal_untreated", 0.1),), size=48, seed=2,
-                  step_days=5, metrics_every_days=15, spin_up_days=10, fragments_every_days=15)
-    dev = simulate(sc, tmp_path / "dev", progress=False, render=False, backend="cupy")
-    host = simulate(sc, None, progress=False, render=False, backend="numpy")
+                  step_days=10, metrics_every_days=20, spin_up_days=10, fragments_every_days=20)
+    dev = simulate(sc, tmp_path / "dev", progress=False, render=False, backend="cupy", measure=measure)
+    host = simulate(sc, None, progress=False, render=False, backend="numpy", measure=measure)
     assert dev.backend == "cupy" and host.backend == "numpy"
     assert len(dev.rows) == len(host.rows) >= 3
-    surface = {"bs_bv_per_mm", "bs_tv_per_mm", "tb_th_plate_um"}
+    surface = {"bs_mm2"}
     for rd, rh in zip(dev.rows, host.rows):
         for key, want in rh.items():
             got = rd[key]
@@ -304,10 +299,10 @@ def test_step_traffic_table_matches_the_kernels():
     assert step_bytes_per_voxel() == 46
 
 
-def test_bench_device_cases_time_device_work_only(fake_cupy, serial_host, monkeypatch):
+def test_bench_device_cases_time_device_work_only(fake_cupy, monkeypatch):
     """The GPU benchmark cases run (through the stand-in): the step's floor is 46 B/voxel, Euler and
     surface results stay device values inside the timed region, thickness is timed in stages."""
-    from voxelbone import bench
+    from voxelbone import bench, bench_cases
     from voxelbone.bench_cases import run_bench
 
     reads: list[str] = []
@@ -328,25 +323,32 @@ def test_bench_device_cases_time_device_work_only(fake_cupy, serial_host, monkey
                 timing["inside"] = False
         return real_time_gpu(timed, repeats, warmup)
 
-    real_device_stage = bench.EventStages.device
+    real_stage = bench.EventStages.stage
 
-    @contextlib.contextmanager
-    def spy_device_stage(self, name):
-        with real_device_stage(self, name):
-            timing["inside"] = True
-            try:
-                yield
-            finally:
-                timing["inside"] = False
+    def spy_stage(self, kind, name):
+        real_stage(self, kind, name)
+        timing["inside"] = kind == "device"
 
+    real_warm = bench_cases._warm_engine
+
+    def warm_engine_one_step(be, size):  # the cases' 30 warm-up steps cost minutes on the host
+        from voxelbone.remodel import Remodeler
+
+        rem = Remodeler(bench_cases._phantom(be, size), seed=1)
+        rem.step(0, bench_cases._rates(), 5)
+        return rem, bench_cases._rates()
+
+    assert real_warm is not None
+    monkeypatch.setattr(bench_cases, "_warm_engine", warm_engine_one_step)
     monkeypatch.setattr(fakecupy, "on_host_read", host_read)
     monkeypatch.setattr(bench, "time_gpu", spy_time_gpu)
-    monkeypatch.setattr(bench.EventStages, "device", spy_device_stage)
-    ms, env = run_bench([48], ["cupy"], groups=["remodel.step", "remodel.update", "euler", "surface",
-                                               "tb_th.local_thickness"], repeats=2)
+    monkeypatch.setattr(bench.EventStages, "stage", spy_stage)
+    ms, env = run_bench([48], ["cupy"], groups=["remodel.step", "remodel.update"], repeats=1)
+    ms += run_bench([20], ["cupy"], groups=["euler", "surface", "tb_th.local_thickness"], repeats=1)[0]
     by = {m.case: m for m in ms}
     assert all(m.ok for m in ms), [(m.case, m.skipped) for m in ms]
     assert by["remodel.step"].bytes_moved == 46 * 48**3 and by["remodel.update"].bytes_moved == 39 * 48**3
+    assert by["remodel.step"].extra["timing"] == "CUDA events"
     assert by["remodel.step"].ratio_to_floor is not None and env["device_copy_bandwidth_bytes_per_s"] > 0
     assert by["euler"].error == 0.0 and by["euler"].extra["timing"] == "CUDA events"
     assert abs(by["surface"].error) < 1e-12

@@ -24,7 +24,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -35,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -140,34 +139,43 @@ def time_gpu(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2) -> list[
 class EventStages:
     """A stage clock (:class:`voxelbone.metrics.gpu.StageClock`) for one call of a staged case.
 
-    ``device`` stages are bracketed by CUDA events on the current stream; ``sizing`` stages
-    (which read a value back, i.e. synchronise) by the host clock.
+    ``stage("device", name)`` opens a stage bracketed by CUDA events on the current stream;
+    ``stage("sizing", name)`` one timed by the host clock (it reads a value back, i.e.
+    synchronises); each call closes the stage before it, ``stage(None, None)`` the last.
     """
 
     def __init__(self) -> None:
         self.device_events: list[tuple[str, Any, Any]] = []
         self.sizing_s = 0.0
+        self._open: tuple[str, str, Any] | None = None
 
-    @contextlib.contextmanager
-    def device(self, name: str) -> Iterator[None]:
+    def stage(self, kind: str | None, name: str | None) -> None:
         import cupy  # noqa: PLC0415
 
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        yield
-        stop.record()
-        self.device_events.append((name, start, stop))
-
-    @contextlib.contextmanager
-    def sizing(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        yield
-        self.sizing_s += time.perf_counter() - t0
+        if self._open is not None:
+            open_kind, open_name, start = self._open
+            if open_kind == "device":
+                stop = cupy.cuda.Event()
+                stop.record()
+                self.device_events.append((open_name, start, stop))
+            else:
+                self.sizing_s += time.perf_counter() - start
+            self._open = None
+        if kind == "device":
+            start = cupy.cuda.Event()
+            start.record()
+            self._open = ("device", str(name), start)
+        elif kind == "sizing":
+            self._open = ("sizing", str(name), time.perf_counter())
+        elif kind is not None:
+            raise ValueError(f"unknown stage kind {kind!r} (device, sizing or None)")
 
     def device_s(self) -> float:
         """Sum of the device stages' event times, in seconds (waits for the last stage)."""
         import cupy  # noqa: PLC0415
 
+        if self._open is not None:
+            raise RuntimeError(f"stage {self._open[1]!r} was never closed (stage(None, None))")
         if not self.device_events:
             return 0.0
         self.device_events[-1][2].synchronize()

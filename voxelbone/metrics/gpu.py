@@ -1,21 +1,29 @@
 """CuPy launches of the metric kernels (``kernels/metrics_*.cu``).
 
 Only scalars come back to the host: the Euler characteristic is reduced on the device.
+
+Device work and host reads never share a stage: ``euler_sum_device`` and
+``surface_area_device`` queue kernels and return device scalars (no ``.get()``, no
+``int()``/``float()`` inside), converted by ``euler_gpu`` / ``surface_area_gpu`` afterwards.
+Local thickness has two data-dependent sizes (the largest squared radius sizes the
+containment table; the number of ridge centres sizes the insertion grid), read in two
+*sizing* stages between three device stages; a ``clock`` (:class:`StageClock`) is told
+where each stage begins, so a benchmark times the device stages with CUDA events only.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..kernels import get_function, index_defines
 from .connectivity import euler_lut
 from .marching_cubes import _as_arguments
 from .thickness import ball_containment_table
 
-__all__ = ["Launch", "balls_launch", "euler_gpu", "euler_launch", "local_thickness_gpu", "ridge_launch",
-           "surface_area_gpu", "surface_launch"]
+__all__ = ["Launch", "StageClock", "balls_launch", "euler_gpu", "euler_launch", "euler_sum_device",
+           "local_thickness_gpu", "ridge_launch", "surface_area_device", "surface_area_gpu", "surface_launch"]
 
 _THREADS = 256
 _BALL_THREADS = 128  # four warps, one ball per warp
@@ -61,6 +69,31 @@ def surface_launch(shape: tuple[int, int, int]) -> Launch:
     return _launch(max(nz - 1, 0) * max(ny - 1, 0) * max(nx - 1, 0), 2048)
 
 
+class StageClock(Protocol):
+    """Told where each stage of a metric begins: ``stage("device", name)`` (only queues device
+    work), ``stage("sizing", name)`` (reads a value back: a synchronisation), ``stage(None, None)``
+    (the end)."""
+
+    def stage(self, kind: str | None, name: str | None) -> None: ...
+
+
+class _NoClock:
+    def stage(self, kind: str | None, name: str | None) -> None:
+        return None
+
+
+_NO_CLOCK = _NoClock()
+
+
+@functools.cache
+def _euler_lut_device(device_id: int) -> Any:
+    """The 256-entry Euler table on one GPU, uploaded once (not a host-to-device copy per call)."""
+    import cupy as cp  # noqa: PLC0415
+
+    with cp.cuda.Device(device_id):
+        return cp.asarray(euler_lut().astype("int32"))
+
+
 def euler_gpu(mask: Any) -> int:
     """Euler characteristic (26/6 connectivity) of a CuPy boolean volume, on the device.
 
@@ -73,22 +106,28 @@ def euler_gpu(mask: Any) -> int:
     int
         χ, identical to the NumPy path (same table, exact integer arithmetic).
     """
-    import cupy as cp  # noqa: PLC0415
-
-    m = cp.ascontiguousarray(mask, dtype=cp.uint8)
-    nz, ny, nx = (int(s) for s in m.shape)
-    lut = cp.asarray(euler_lut().astype("int32"))
-    total = cp.zeros(1, dtype=cp.uint64)
-    launch = euler_launch((nz, ny, nx))
-    fn = get_function("metrics_euler", "vb_euler8", launch.defines)
-    fn((launch.blocks,), (launch.threads,), (m, cp.int64(nz), cp.int64(ny), cp.int64(nx), lut, total))
-    value = int(total.get()[0])
+    value = int(euler_sum_device(mask).get()[0])
     if value >= 1 << 63:  # the sum was negative (two's complement)
         value -= 1 << 64
     return value // 8
 
 
-def local_thickness_gpu(mask: Any, voxel_size_um: float) -> Any:
+def euler_sum_device(mask: Any) -> Any:
+    """Queue ``vb_euler8`` on a CuPy boolean volume; its 8·χ as a device ``uint64[1]`` (two's
+    complement when negative), with no host synchronisation (:func:`euler_gpu` reads it)."""
+    import cupy as cp  # noqa: PLC0415
+
+    m = cp.ascontiguousarray(mask, dtype=cp.uint8)
+    nz, ny, nx = (int(s) for s in m.shape)
+    lut = _euler_lut_device(cp.cuda.Device().id)
+    total = cp.zeros(1, dtype=cp.uint64)
+    launch = euler_launch((nz, ny, nx))
+    fn = get_function("metrics_euler", "vb_euler8", launch.defines)
+    fn((launch.blocks,), (launch.threads,), (m, cp.int64(nz), cp.int64(ny), cp.int64(nx), lut, total))
+    return total
+
+
+def local_thickness_gpu(mask: Any, voxel_size_um: float, *, clock: StageClock | None = None) -> Any:
     """Exact local thickness of a CuPy boolean volume, on the device (µm, 0 outside).
 
     The same algorithm as the CPU path (:func:`voxelbone.metrics.local_thickness`), in the
@@ -97,33 +136,46 @@ def local_thickness_gpu(mask: Any, voxel_size_um: float) -> Any:
     balls written by their centres with an atomic max (``vb_insert_balls``: a warp per
     ball, its lanes along x, so stores coalesce and small balls leave no block idle).
     The maps are identical. ``mask`` must hold some bone and some background (the caller checks).
+
+    ``clock`` (optional) is told the stages: device ``edt``, sizing ``table`` (the largest
+    squared radius comes back to size the containment table), device ``ridges``, sizing
+    ``centres`` (the ridge centres are compacted; their count sizes the insertion grid),
+    device ``balls``.
     """
     import cupy as cp  # noqa: PLC0415
     from cupyx.scipy.ndimage import distance_transform_edt  # noqa: PLC0415
 
+    clock = clock or _NO_CLOCK
     m = cp.ascontiguousarray(mask, dtype=cp.uint8)
     nz, ny, nx = (int(s) for s in m.shape)
+    clock.stage("device", "edt")
     d = distance_transform_edt(m, float64_distances=True)
     k2 = cp.rint(d * d).astype(cp.int32)
     del d
+    clock.stage("sizing", "table")
     k_max = int(k2.max())
     table = cp.asarray(ball_containment_table(k_max))
+    clock.stage("device", "ridges")
     keep = cp.zeros(m.shape, dtype=cp.uint8)
     ridge = ridge_launch((nz, ny, nx))
     get_function("metrics_thickness", "vb_ridge_flags", ridge.defines)(
         (ridge.blocks,), (ridge.threads,), (k2, table, cp.int64(k_max), cp.int64(nz), cp.int64(ny), cp.int64(nx), keep))
+    clock.stage("sizing", "centres")
     flat = cp.flatnonzero(keep)
+    nc = int(flat.size)
+    clock.stage("device", "balls")
     cz, rest = cp.divmod(flat, ny * nx)
     cy, cx = cp.divmod(rest, nx)
     ck = cp.ascontiguousarray(k2.ravel()[flat])
     out = cp.zeros(m.shape, dtype=cp.int32)
-    nc = int(flat.size)
     balls = balls_launch(nc, (nz, ny, nx))
     get_function("metrics_thickness", "vb_insert_balls", balls.defines)(
         (balls.blocks,), (balls.threads,),  # a warp per ball (grid-stride), lanes along x
         (cz.astype(cp.int64), cy.astype(cp.int64), cx.astype(cp.int64), ck, cp.int64(nc), m,
          cp.int64(nz), cp.int64(ny), cp.int64(nx), out))
-    return out.view(cp.float32) * cp.float32(voxel_size_um)
+    result = out.view(cp.float32) * cp.float32(voxel_size_um)
+    clock.stage(None, None)
+    return result
 
 
 @functools.cache
@@ -142,6 +194,12 @@ def surface_area_gpu(field: Any, level: float = 0.5, within: Any | None = None) 
     tables and per-cube arithmetic; each thread returns one partial sum and the partials are
     added on the device in a fixed order. Only the total comes back.
     """
+    return float(surface_area_device(field, level, within))
+
+
+def surface_area_device(field: Any, level: float = 0.5, within: Any | None = None) -> Any:
+    """Queue ``vb_surface_area`` and the sum of its partials; the area as a device 0-d float64,
+    with no host synchronisation (:func:`surface_area_gpu` reads it)."""
     import cupy as cp  # noqa: PLC0415
 
     f = cp.ascontiguousarray(field, dtype=cp.float32)
@@ -155,4 +213,4 @@ def surface_area_gpu(field: Any, level: float = 0.5, within: Any | None = None) 
         (launch.blocks,), (launch.threads,),
         (f, cp.int64(nz), cp.int64(ny), cp.int64(nx), cp.float64(level), table, w, cp.int32(use_within),
          edge_corners, face_corners, partial))
-    return float(partial.sum())
+    return partial.sum()

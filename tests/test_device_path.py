@@ -365,9 +365,10 @@ def test_bench_device_cases_time_device_work_only(fake_cupy, monkeypatch):
 def test_gpu_equals_numpy_bit_for_bit_over_three_years(small):
     """1095 simulated days on the device and in the NumPy twin give the same bits.
 
-    200 days of fast remodeling lay down osteoid, then 895 quieter days let it decay: in IEEE
-    float32 (the NumPy twin) ~700 voxels hold subnormal osteoid on day 1000 and ~2000 on day 1095,
-    where a flush-to-zero device differs unless both twins follow the same explicit rule. Fragment removal every 60 days, states compared every
+    200 days of fast remodeling lay down osteoid, then 895 quieter days let it decay: without
+    the flush rule both twins now share, ~700 voxels held subnormal osteoid in IEEE float32 (the
+    NumPy twin) on day 1000 and ~2000 on day 1095, where a flush-to-zero device (CuPy compiles
+    with -ftz=true) differs. Fragment removal every 60 days, states compared every
     365 days and at the end.
     """
     import cupy

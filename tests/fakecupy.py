@@ -26,7 +26,12 @@ Every other attribute is NumPy's function of the same name, with NumPy results t
 into device arrays and plain NumPy array arguments refused (CuPy refuses them too),
 except for the upload functions (``asarray``, ``array``, ``ascontiguousarray``).
 
-Install it with the ``fake_cupy`` fixture in ``conftest.py``.
+The argument check reads the signature as CuPy's caller sees it (typedefs and macros
+resolved, Python ``int``/``float`` passed as CuPy passes them: 64-bit), and adds what the
+host build's own check (``host_grid_launch``: the compiled parameter list) cannot see:
+host arrays where device pointers go, 0-d device arrays where scalars go, strides.
+
+Installed for one test by the ``fake_cupy`` fixture of ``tests/test_device_path.py``.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from scipy import ndimage as _scipy_ndimage
 
 from voxelbone.kernels import kernel_dir
 
-__all__ = ["LaunchArgumentError", "install", "module", "parse_signatures", "uninstall"]
+__all__ = ["LaunchArgumentError", "check_arguments", "host_launch", "install", "module", "parse_signatures"]
 
 __version__ = "0.0-numpy-standin"
 
@@ -580,9 +585,3 @@ def install(monkeypatch: Any) -> types.ModuleType:
     for name, mod in _MODULES.items():
         monkeypatch.setitem(sys.modules, name, mod)
     return module
-
-
-def uninstall() -> None:
-    for name, mod in _MODULES.items():
-        if sys.modules.get(name) is mod:
-            del sys.modules[name]

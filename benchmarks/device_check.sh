@@ -204,10 +204,10 @@ part gpu-tests 110 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs --continue-
 part long-horizon 45 "$PY" -m pytest -q -p no:cacheprovider -rs "$LONG"
 
 # ---------------------------------------------------------------------------- 5. bench
-HAS_FE=$("$PY" -c "from voxelbone.bench_cases import CASES; print(int(any(g == 'fe' or c.name.startswith('fe.') for g, c in CASES)))" 2> /dev/null || echo 0)
+FE_CASES=$("$PY" -c "from voxelbone.bench_cases import CASES; print(','.join(sorted({c.name for g, c in CASES if g == 'fe' or c.name.startswith('fe.')})))" 2> /dev/null)
 CASES="kernels,tb_th.local_thickness,tb_sp.local_thickness,euler,surface,morphometry"
-if [ "$HAS_FE" = 1 ]; then
-    CASES="$CASES,fe"
+if [ -n "$FE_CASES" ]; then
+    CASES="$CASES,$FE_CASES"
 else
     echo "-- bench: no micro-FE cases (fe.*) in this version"
     record bench-fe skipped 0 "no fe.* benchmark cases in this version"

@@ -29,7 +29,7 @@ def _is_binary(f: Any) -> bool:
     return f.dtype == bool or f.dtype.kind in "iu" or bool(((f == 0) | (f == 1)).all())
 
 
-def _smoothed(field: Any, sigma_voxels: float | None) -> Any:
+def smoothed_field(field: Any, sigma_voxels: float | None) -> Any:
     """The field as float32, Gaussian-smoothed when it is a mask (default σ 0.7) or when asked, on its device."""
     xp = array_module(field)
     if field.ndim != 3:
@@ -44,7 +44,7 @@ def _smoothed(field: Any, sigma_voxels: float | None) -> Any:
 
 def surface_mesh(field: Any, level: float, sigma_voxels: float | None) -> tuple[np.ndarray, np.ndarray] | None:
     """scikit-image marching-cubes mesh (vertices in voxel units, faces) of a field padded by one voxel; None if no surface."""
-    f = np.pad(asnumpy(_smoothed(field, sigma_voxels)), 1)  # close the surface at the border of the grid
+    f = np.pad(asnumpy(smoothed_field(field, sigma_voxels)), 1)  # close the surface at the border of the grid
     if not (f.min() < level < f.max()):
         return None
     verts, faces, _, _ = marching_cubes(f, level=level, allow_degenerate=False)
@@ -96,7 +96,7 @@ def bone_surface_mm2(
     """
     if voxel_size_um <= 0:
         raise ValueError(f"voxel_size_um must be positive, got {voxel_size_um}")
-    f = _smoothed(field, sigma_voxels)
+    f = smoothed_field(field, sigma_voxels)
     w = within
     if w is not None and tuple(w.shape) != tuple(f.shape):
         raise ValueError(f"within has shape {tuple(w.shape)} but the field has {tuple(f.shape)}; pass a VOI mask of the field's shape")

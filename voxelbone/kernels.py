@@ -23,14 +23,25 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import re
+import struct
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
+
+import numpy as np
 
 __all__ = [
+    "HostParam",
+    "HostRaceError",
     "KernelCompileError",
     "NVRTC_OPTIONS",
     "build_host_library",
     "get_function",
+    "host_grid_launch",
+    "host_kernel_params",
+    "kernel_entry_points",
+    "kernel_source_inlined",
     "kernel_dir",
     "kernel_names",
     "kernel_source",
@@ -211,3 +222,363 @@ def build_host_library(names: Iterable[str], out_dir: str | os.PathLike[str] | N
             raise KernelCompileError(f"host build of {names} failed:\n{proc.stderr}")
         os.replace(tmp, lib_path)
     return ctypes.CDLL(str(lib_path))
+
+
+# ----------------------------------------------------------------------------------
+# Grid host build: the real launch configuration on CPU threads (tests, CI)
+# ----------------------------------------------------------------------------------
+class HostRaceError(RuntimeError):
+    """ThreadSanitizer reported a data race (or another error) in a host-grid launch."""
+
+
+@dataclass(frozen=True)
+class HostParam:
+    """One kernel parameter as the C++ compiler sees it.
+
+    Attributes
+    ----------
+    pointer : bool
+        A pointer (an array argument) rather than a value.
+    kind : str
+        ``'i'`` signed integer, ``'u'`` unsigned integer, ``'f'`` floating point, ``'b'``
+        bool, ``'v'`` void, ``'r'`` record; of the pointee for a pointer.
+    size : int
+        ``sizeof`` the value (of the pointee for a pointer; 0 for ``void``).
+    const : bool
+        The pointee is ``const`` (the kernel only reads the array).
+    """
+
+    pointer: bool
+    kind: str
+    size: int
+    const: bool = False
+
+    def c_type(self) -> str:
+        """A readable C spelling, for messages (``const float*``, ``long long``)."""
+        names = {("i", 1): "signed char", ("u", 1): "unsigned char", ("i", 2): "short",
+                 ("u", 2): "unsigned short", ("i", 4): "int", ("u", 4): "unsigned int",
+                 ("i", 8): "long long", ("u", 8): "unsigned long long", ("f", 4): "float",
+                 ("f", 8): "double", ("b", 1): "bool", ("v", 0): "void"}
+        base = names.get((self.kind, self.size), f"<{self.kind}{self.size}>")
+        return f"{'const ' if self.const else ''}{base}*" if self.pointer else base
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
+_ENTRY = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+_SYNC_WORDS = re.compile(r"__syncthreads|__syncwarp|__shfl\w*_sync|__ballot_sync|__any_sync|__all_sync|__shared__|VB_EXTERN_SHARED")
+_ORDERS = {"forward": 0, "reverse": 1, "shuffled": 2}
+_HOST_FLAGS = ("-O2", "-std=c++17", "-ffp-contract=off", "-fno-fast-math", "-pthread")
+
+
+def _inline(path: Path, seen: set[Path]) -> str:
+    text = path.read_text(encoding="utf-8")
+    out: list[str] = [f'#line 1 "{path.name}"\n']
+    pos = 0
+    line = 1
+    for m in _INCLUDE.finditer(text):
+        chunk = text[pos:m.start()]
+        out.append(chunk)
+        line += chunk.count("\n") + m.group(0).count("\n")
+        inc = (path.parent / m.group(1)).resolve()
+        if not inc.is_file():
+            raise FileNotFoundError(f"{path.name} includes {m.group(1)!r}, which is not in {path.parent}")
+        if inc not in seen:  # every header here is #pragma once
+            seen.add(inc)
+            out.append(f"// ---- begin {m.group(1)} ----\n")
+            out.append(_inline(inc, seen).replace("#pragma once", "// (#pragma once)"))
+            out.append(f"\n// ---- end {m.group(1)} ----\n")
+        out.append(f'#line {line} "{path.name}"\n')
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def kernel_source_inlined(name: str) -> str:
+    """Source of ``kernels/<name>.cu`` with every ``#include "..."`` replaced by the header's text.
+
+    This is the string given to CuPy and NVRTC: CuPy's kernel cache hashes the source
+    string and the options, not headers found through ``-I``, so a change to a header
+    (``vb_common.cuh``) must change this string or stale binaries would run. ``#line``
+    directives keep compiler messages pointing at the original files.
+    """
+    path = kernel_dir() / f"{name}.cu"
+    if not path.is_file():
+        raise FileNotFoundError(f"no kernel source {name!r}; available: {', '.join(kernel_names())}")
+    return _inline(path, {path.resolve()})
+
+
+def kernel_entry_points(name: str) -> list[str]:
+    """The ``extern "C" __global__`` kernels defined in ``kernels/<name>.cu``, in file order."""
+    return _ENTRY.findall(kernel_source_inlined(name))
+
+
+def _host_cache_dir() -> Path:
+    out = Path(os.environ.get("VOXELBONE_HOST_CACHE") or Path(tempfile.gettempdir()) / "voxelbone-hostkernels")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _cxx() -> str:
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        raise KernelCompileError("no C++ compiler (g++) found to build the host kernels")
+    return cxx
+
+
+def _grid_wrapper(name: str, defines: tuple[tuple[str, Any], ...], tsan: bool) -> str:
+    src = kernel_source_inlined(name)
+    entries = _ENTRY.findall(src)
+    fibers = "true" if _SYNC_WORDS.search(src) else "false"
+    lines = [f"// generated by voxelbone.kernels for {name}.cu", src, "", 'extern "C" {']
+    lines.append("int vbhost_launch(const char* name, const vbh::Config* c, void** argv, char* err, size_t n) {")
+    for e in entries:
+        lines.append(f'    if (!strcmp(name, "{e}")) return vbh::launch(&{e}, c, argv, {fibers}, err, n);')
+    lines.append('    snprintf(err, n, "no kernel %s in this build", name);')
+    lines.append("    return 2;\n}")
+    lines.append("const char* vbhost_params(const char* name) {")
+    for e in entries:
+        lines.append(f'    if (!strcmp(name, "{e}")) {{ static const std::string s = vbh::describe(&{e}); return s.c_str(); }}')
+    lines.append("    return nullptr;\n}\n}")
+    if tsan:
+        lines.append('#include "host_grid_driver.h"')
+    return "\n".join(lines) + "\n"
+
+
+def _host_grid_build(name: str, defines: tuple[tuple[str, Any], ...], tsan: bool) -> Path:
+    """Build (once per content hash) the grid host build of one kernel file.
+
+    ``tsan=False``: a shared library loaded with ctypes; ``tsan=True``: a standalone
+    driver executable built with ``-fsanitize=thread``.
+    """
+    kdir = kernel_dir()
+    cxx = _cxx()
+    wrapper = _grid_wrapper(name, defines, tsan)
+    flags = list(_HOST_FLAGS) + list(_define_options(defines))
+    flags += ["-fsanitize=thread", "-g"] if tsan else ["-shared", "-fPIC"]
+    digest = hashlib.sha256()
+    for part in (wrapper, (kdir / "host_grid.h").read_text(), (kdir / "host_grid_driver.h").read_text(),
+                 " ".join(flags), cxx):
+        digest.update(part.encode() + b"\0")
+    out = _host_cache_dir()
+    target = out / f"vbgrid_{name}_{'tsan' if tsan else 'plain'}_{digest.hexdigest()[:16]}{'' if tsan else '.so'}"
+    if target.exists():
+        return target
+    src = out / f"{target.name}.{os.getpid()}.cpp"
+    src.write_text(wrapper, encoding="utf-8")
+    tmp = out / f"{target.name}.{os.getpid()}.tmp"
+    cmd = [cxx, *flags, "-include", str(kdir / "host_grid.h"), f"-I{kdir}", str(src), "-o", str(tmp)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    src.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise KernelCompileError(f"grid host build of {name}.cu ({'tsan' if tsan else 'plain'}) failed:\n{proc.stderr}")
+    os.replace(tmp, target)
+    return target
+
+
+def _host_grid_library(name: str, defines: tuple[tuple[str, Any], ...]) -> ctypes.CDLL:
+    return _load_host_grid(_host_grid_build(name, defines, False))
+
+
+@functools.cache
+def _load_host_grid(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    lib.vbhost_launch.restype = ctypes.c_int
+    lib.vbhost_launch.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    lib.vbhost_params.restype = ctypes.c_char_p
+    lib.vbhost_params.argtypes = [ctypes.c_char_p]
+    return lib
+
+
+def _parse_params(desc: str) -> list[HostParam]:
+    params = []
+    for item in filter(None, desc.split(";")):
+        pointer = item[0] == "p"
+        rest = item[1:]
+        const = rest.startswith("c")
+        rest = rest[1:] if const else rest
+        params.append(HostParam(pointer=pointer, kind=rest[0], size=int(rest[1:]), const=const))
+    return params
+
+
+def host_kernel_params(cu_name: str, kernel_name: str, defines: Iterable[tuple[str, Any]] = ()) -> list[HostParam]:
+    """Parameter list of one kernel, as the host C++ compiler sees it (no text parsing).
+
+    Raises
+    ------
+    ValueError
+        When ``kernel_name`` is not an ``extern "C" __global__`` kernel of the file.
+    """
+    lib = _host_grid_library(cu_name, tuple(defines))
+    desc = lib.vbhost_params(kernel_name.encode())
+    if desc is None:
+        raise ValueError(f"{cu_name}.cu has no kernel {kernel_name!r}; it defines {', '.join(kernel_entry_points(cu_name))}")
+    return _parse_params(desc.decode())
+
+
+def _dims(value: int | Sequence[int], what: str) -> tuple[int, int, int]:
+    dims = (int(value),) if np.isscalar(value) else tuple(int(v) for v in value)  # type: ignore[arg-type]
+    if not 1 <= len(dims) <= 3 or any(d < 1 for d in dims):
+        raise ValueError(f"{what} must be 1 to 3 positive integers, got {value!r}")
+    return (dims + (1, 1))[:3]  # type: ignore[return-value]
+
+
+_KIND = {"i": "i", "u": "u", "f": "f", "b": "b"}
+
+
+def _check_args(cu_name: str, kernel_name: str, params: list[HostParam], args: Sequence[Any]) -> None:
+    where = f"{cu_name}.cu:{kernel_name}"
+    if len(args) != len(params):
+        raise TypeError(f"{where} takes {len(params)} arguments, got {len(args)}")
+    for i, (p, a) in enumerate(zip(params, args)):
+        if p.pointer:
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{where} argument {i} is {p.c_type()}: pass a NumPy array, got {type(a).__name__}")
+            if not a.flags.c_contiguous:
+                raise TypeError(f"{where} argument {i}: the array must be C-contiguous")
+            if p.kind not in ("v", "r") and (a.dtype.itemsize != p.size or _KIND.get(a.dtype.kind) != p.kind) \
+                    and not (p.size == 1 and a.dtype.itemsize == 1 and a.dtype.kind in "iub"):
+                raise TypeError(f"{where} argument {i} is {p.c_type()}, got an array of {a.dtype}")
+            if not p.const and not a.flags.writeable:
+                raise TypeError(f"{where} argument {i} is {p.c_type()} (written): the array is read-only")
+        else:
+            if not isinstance(a, np.generic):
+                raise TypeError(f"{where} argument {i} is {p.c_type()}: pass a NumPy scalar "
+                                f"(e.g. np.{np.dtype(f'{p.kind}{p.size}').name}), got {type(a).__name__}")
+            if a.dtype.itemsize != p.size or _KIND.get(a.dtype.kind) != p.kind:
+                raise TypeError(f"{where} argument {i} is {p.c_type()}, got a {a.dtype} scalar")
+
+
+def host_grid_launch(
+    cu_name: str,
+    kernel_name: str,
+    grid: int | Sequence[int],
+    block: int | Sequence[int],
+    args: Sequence[Any],
+    *,
+    shared_mem: int = 0,
+    order: str = "forward",
+    order_seed: int = 0,
+    ftz: bool = False,
+    tsan: bool = False,
+    workers: int = 4,
+    defines: Iterable[tuple[str, Any]] = (),
+) -> None:
+    """Run one kernel of ``kernels/<cu_name>.cu`` on CPU threads with its real launch configuration.
+
+    Every (block, thread) of ``grid`` × ``block`` runs: blocks are taken by a pool of
+    ``workers`` ``std::thread``\\ s in ``order``, a block's threads run as fibers of one
+    worker (so ``__syncthreads``, shared memory and 32-lane warp shuffles behave as on a
+    device), thread and block indices are ``thread_local`` and atomics are GCC
+    ``__atomic`` builtins. Array arguments are written in place.
+
+    Parameters
+    ----------
+    cu_name : str
+        Kernel file stem in ``kernels/`` (e.g. ``"remodel"``).
+    kernel_name : str
+        An ``extern "C" __global__`` kernel of that file.
+    grid, block : int or tuple of int
+        Launch configuration, as given to CuPy (x, y, z); ``block`` at most 1024 threads.
+    args : sequence
+        C-contiguous NumPy arrays for pointer parameters (dtype itemsize and kind must
+        match the pointee) and NumPy scalars of exactly the parameter's type for values.
+    shared_mem : int
+        Dynamic shared memory per block in bytes (``VB_EXTERN_SHARED`` in a kernel).
+    order : {"forward", "reverse", "shuffled"}
+        Order in which blocks (and the threads of a block) are started.
+    order_seed : int
+        Seed of the ``"shuffled"`` permutation.
+    ftz : bool
+        Set the FTZ and DAZ bits of MXCSR in every worker: float32 subnormals flush to
+        zero as on a device compiled with ``-ftz=true`` (CuPy's default). On the CPU this
+        also flushes float64 subnormals, which the device does not.
+    tsan : bool
+        Run the launch in a ThreadSanitizer build (a separate driver process, so the
+        sanitizer runtime never enters Python); any report raises :class:`HostRaceError`.
+    workers : int
+        Number of worker threads.
+    defines : iterable of (str, value)
+        ``-D`` macros, as given to :func:`get_function`.
+
+    Raises
+    ------
+    TypeError
+        An argument does not match the kernel's parameter (message names it).
+    ValueError
+        Bad launch configuration or unknown kernel.
+    HostRaceError
+        ``tsan=True`` and ThreadSanitizer reported a race.
+    RuntimeError
+        The launch failed (e.g. a ``__syncthreads()`` not reached by every thread).
+    """
+    defines = tuple(defines)
+    if order not in _ORDERS:
+        raise ValueError(f"order must be one of {', '.join(_ORDERS)}, got {order!r}")
+    g, b = _dims(grid, "grid"), _dims(block, "block")
+    if b[0] * b[1] * b[2] > 1024:
+        raise ValueError(f"a block holds at most 1024 threads, got {b}")
+    if shared_mem < 0 or workers < 1:
+        raise ValueError("shared_mem must be >= 0 and workers >= 1")
+    params = host_kernel_params(cu_name, kernel_name, defines)
+    _check_args(cu_name, kernel_name, params, args)
+    cfg = struct.pack("<3I3IQiQii", *g, *b, shared_mem, _ORDERS[order], order_seed & (2**64 - 1), int(ftz), workers)
+    if tsan:
+        _tsan_launch(cu_name, kernel_name, cfg, args, defines)
+        return
+    lib = _host_grid_library(cu_name, defines)
+    keep: list[Any] = []
+    argv = (ctypes.c_void_p * max(len(args), 1))()
+    for i, a in enumerate(args):
+        if isinstance(a, np.ndarray):
+            holder = ctypes.c_void_p(a.ctypes.data if a.size else 0)
+        else:
+            holder = ctypes.create_string_buffer(a.tobytes(), max(a.dtype.itemsize, 8))
+        keep.append(holder)
+        argv[i] = ctypes.cast(ctypes.pointer(holder), ctypes.c_void_p) if isinstance(holder, ctypes.c_void_p) \
+            else ctypes.cast(holder, ctypes.c_void_p)
+    cfg_buf = ctypes.create_string_buffer(cfg, len(cfg))
+    err = ctypes.create_string_buffer(512)
+    rc = lib.vbhost_launch(kernel_name.encode(), cfg_buf, argv, err, len(err))
+    if rc != 0:
+        raise RuntimeError(f"{cu_name}.cu:{kernel_name} host grid launch failed: {err.value.decode(errors='replace')}")
+
+
+def _tsan_launch(cu_name: str, kernel_name: str, cfg: bytes, args: Sequence[Any], defines: tuple) -> None:
+    exe = _host_grid_build(cu_name, defines, True)
+    arrays: list[np.ndarray] = []
+    index: dict[tuple[int, int], int] = {}
+    spec = bytearray(b"VBH1")
+    spec += struct.pack("<I", len(kernel_name)) + kernel_name.encode() + cfg
+    refs = []
+    for a in args:
+        if isinstance(a, np.ndarray):
+            key = (a.ctypes.data, a.nbytes)
+            if key not in index:
+                for other in arrays:
+                    if np.shares_memory(a, other):
+                        raise ValueError("tsan=True: two array arguments overlap without being the same array")
+                index[key] = len(arrays)
+                arrays.append(a)
+            refs.append(struct.pack("<BI", 0, index[key]))
+        else:
+            data = a.tobytes()
+            refs.append(struct.pack("<BI", 1, len(data)) + data)
+    spec += struct.pack("<I", len(arrays))
+    for a in arrays:
+        spec += struct.pack("<Q", a.nbytes) + a.tobytes()
+    spec += struct.pack("<I", len(refs)) + b"".join(refs)
+    with tempfile.TemporaryDirectory(prefix="vbtsan") as tmp:
+        spec_path, out_path = Path(tmp) / "spec", Path(tmp) / "out"
+        spec_path.write_bytes(bytes(spec))
+        env = dict(os.environ)
+        env["TSAN_OPTIONS"] = "halt_on_error=1 exitcode=66 second_deadlock_stack=1 " + env.get("TSAN_OPTIONS", "")
+        env.pop("LD_PRELOAD", None)
+        proc = subprocess.run([str(exe), str(spec_path), str(out_path)], capture_output=True, text=True, env=env)
+        if proc.returncode != 0 or "ThreadSanitizer" in proc.stderr:
+            raise HostRaceError(
+                f"{cu_name}.cu:{kernel_name} under ThreadSanitizer (exit {proc.returncode}):\n{proc.stderr[-8000:]}")
+        data = out_path.read_bytes()
+    pos = 0
+    for a in arrays:
+        np.copyto(a, np.frombuffer(data, dtype=a.dtype, count=a.size, offset=pos).reshape(a.shape))
+        pos += a.nbytes

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from hostkernels import HostRemodel
-from voxelbone.kernels import build_host_library
 from voxelbone.phantom import make_phantom
 from voxelbone.remodel import DeviceMemoryError, RemodelParams, Remodeler, step_scalars
 from voxelbone.remodel import cpu
@@ -38,19 +37,15 @@ def small():
     return make_phantom("femoral_neck", 56, 40.0, seed=3, ct_th_um=400, tb_sp_um=450, bv_tv=0.2, tb_th_um=100)
 
 
-@pytest.fixture(scope="module")
-def remodel_lib(tmp_path_factory):
-    return build_host_library(["remodel"], tmp_path_factory.mktemp("remodel"))
-
-
 # ---------------------------------------------------------------------------------------
 # CPU twin == CUDA kernels (host build)
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dt,steps,refill", [(1, 50, 1.0), (3, 30, 1.0), (2, 40, 1.6)])
-def test_kernels_match_numpy_bit_for_bit(small, remodel_lib, dt, steps, refill):
+@pytest.mark.parametrize("dt,steps,refill,order", [(1, 50, 1.0, "forward"), (3, 30, 1.0, "reverse"),
+                                                   (2, 40, 1.6, "shuffled")])
+def test_kernels_match_numpy_bit_for_bit(small, dt, steps, refill, order):
     a = Remodeler(small.copy(), seed=5)
     b = Remodeler(small.copy(), seed=5)
-    host = HostRemodel(remodel_lib, small.shape)
+    host = HostRemodel(small.shape, order=order, order_seed=dt)
     seen_perforation = False
     rates = dataclasses.replace(FAST, refill_trabecular=refill)  # 1.6: positive balance, marrow overfilled
     for k in range(steps):

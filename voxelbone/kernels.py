@@ -36,11 +36,19 @@ __all__ = [
     "HostRaceError",
     "KernelCompileError",
     "NVRTC_OPTIONS",
+    "CUPY_EXTRA_OPTIONS",
+    "KernelResources",
+    "NvrtcOutput",
     "build_host_library",
+    "compile_as_cupy",
+    "parse_ptxas_log",
     "get_function",
     "host_grid_launch",
     "host_kernel_params",
+    "index_defines",
     "kernel_entry_points",
+    "specialisation_suffix",
+    "specialised_source",
     "kernel_source_inlined",
     "kernel_dir",
     "kernel_names",
@@ -87,20 +95,69 @@ def _define_options(defines: Iterable[tuple[str, Any]]) -> tuple[str, ...]:
     return tuple(f"-D{k}={v}" for k, v in defines)
 
 
+def index_defines(max_index: int) -> tuple[tuple[str, int], ...]:
+    """The index-width specialisation for a launch whose indices stay below ``max_index``.
+
+    ``max_index`` must bound every linear index the kernel forms plus one grid stride
+    (e.g. voxels + blocks × threads). Below 2³¹ the kernels are compiled with
+    ``VB_INDEX32=1`` (32-bit division and modulo in the grid-stride loops), otherwise
+    with ``VB_INDEX32=0`` (64-bit, for volumes past 2³¹ voxels).
+    """
+    if max_index < 0:
+        raise ValueError(f"max_index must be >= 0, got {max_index}")
+    return (("VB_INDEX32", 1 if max_index < 2**31 else 0),)
+
+
+def specialisation_suffix(defines: Iterable[tuple[str, Any]]) -> str:
+    """Suffix naming a kernel's specialisation: ``_i32`` / ``_i64`` plus any other define.
+
+    ``vb_update`` compiled with ``VB_INDEX32=1`` is called ``vb_update_i32`` on the device,
+    so profiles show which specialisation ran.
+    """
+    d = dict(defines)
+    parts = ["i32" if str(d.pop("VB_INDEX32", 0)) not in ("0", "") else "i64"]
+    parts += [re.sub(r"\W", "", f"{k}{v}").lower() for k, v in sorted(d.items())]
+    return "_" + "_".join(parts)
+
+
+def specialised_source(name: str, defines: Iterable[tuple[str, Any]] = ()) -> str:
+    """The exact source string compiled for ``kernels/<name>.cu`` with ``defines``.
+
+    Headers are inlined (:func:`kernel_source_inlined`) and every ``extern "C"`` kernel is
+    renamed ``<kernel><suffix>`` (:func:`specialisation_suffix`); the first line records
+    the file and defines, so a tool given only the source string (a CuPy stand-in) knows
+    what it holds.
+    """
+    defines = tuple(defines)
+    suffix = specialisation_suffix(defines)
+    src = kernel_source_inlined(name)
+    src = _ENTRY.sub(lambda m: m.group(0).replace(m.group(1), m.group(1) + suffix), src)
+    spec = ",".join(f"{k}={v}" for k, v in defines)
+    return f"// voxelbone kernel {name}.cu defines={spec} suffix={suffix}\n" + src
+
+
 @functools.cache
-def _module(name: str, defines: tuple[tuple[str, Any], ...]) -> Any:
+def _module(name: str, defines: tuple[tuple[str, Any], ...], device_id: int) -> Any:
     import cupy  # noqa: PLC0415
 
-    options = NVRTC_OPTIONS + (f"-I{kernel_dir()}",) + _define_options(defines)
-    return cupy.RawModule(code=kernel_source(name), options=options, name_expressions=None)
+    options = NVRTC_OPTIONS + _define_options(defines)
+    with cupy.cuda.Device(device_id):
+        return cupy.RawModule(code=specialised_source(name, defines), options=options)
 
 
 def get_function(name: str, function: str, defines: Iterable[tuple[str, Any]] = ()) -> Any:
     """A compiled kernel from ``kernels/<name>.cu`` as a ``cupy.RawKernel``-like callable.
 
-    Modules are compiled once per (file, defines); CuPy caches the binary per device.
+    The source string holds its headers inline, so CuPy's cache (source + options) never
+    serves a binary built from an older header. Modules are built once per (file,
+    defines, device); the kernel is named by its specialisation
+    (``function + specialisation_suffix(defines)``).
     """
-    return _module(name, tuple(defines)).get_function(function)
+    import cupy  # noqa: PLC0415
+
+    defines = tuple(defines)
+    module = _module(name, defines, cupy.cuda.Device().id)
+    return module.get_function(function + specialisation_suffix(defines))
 
 
 # ----------------------------------------------------------------------------------
@@ -134,6 +191,46 @@ def _load_nvrtc() -> ctypes.CDLL:
     )
 
 
+@dataclass(frozen=True)
+class NvrtcOutput:
+    """What NVRTC produced for one source: PTX (virtual arch) or a cubin (real arch) and the log."""
+
+    ptx: str | None
+    cubin: bytes | None
+    log: str
+
+
+def _nvrtc(source: str, filename: str, options: Sequence[str]) -> NvrtcOutput:
+    lib = _load_nvrtc()
+    prog = ctypes.c_void_p()
+    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), filename.encode(), 0, None, None)
+    if rc != 0:
+        raise KernelCompileError(f"nvrtcCreateProgram failed for {filename} (code {rc})")
+    try:
+        opts = [o.encode() for o in options]
+        arr = (ctypes.c_char_p * len(opts))(*opts)
+        rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log_buf = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log_buf)
+        log = log_buf.value.decode(errors="replace")
+        if rc != 0:
+            raise KernelCompileError(f"{filename} failed to compile ({' '.join(options)}):\n{log}")
+        ptx = cubin = None
+        if lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)) == 0 and size.value > 0:
+            buf = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetCUBIN(prog, buf)
+            cubin = buf.raw
+        if lib.nvrtcGetPTXSize(prog, ctypes.byref(size)) == 0 and size.value > 1:
+            buf = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetPTX(prog, buf)
+            ptx = buf.value.decode()
+        return NvrtcOutput(ptx=ptx, cubin=cubin, log=log)
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
 def nvrtc_compile(
     name: str,
     arch: str = "compute_90",
@@ -163,27 +260,68 @@ def nvrtc_compile(
     KernelCompileError
         With NVRTC's log when compilation fails.
     """
-    lib = _load_nvrtc()
-    src = (source if source is not None else kernel_source(name)).encode()
-    prog = ctypes.c_void_p()
-    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), src, f"{name}.cu".encode(), 0, None, None)
-    if rc != 0:
-        raise KernelCompileError(f"nvrtcCreateProgram failed for {name}.cu (code {rc})")
-    try:
-        opts = [o.encode() for o in NVRTC_OPTIONS + (f"--gpu-architecture={arch}", f"-I{kernel_dir()}")]
-        opts += [o.encode() for o in _define_options(defines)]
-        arr = (ctypes.c_char_p * len(opts))(*opts)
-        rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
-        size = ctypes.c_size_t()
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-        log = ctypes.create_string_buffer(size.value)
-        lib.nvrtcGetProgramLog(prog, log)
-        if rc != 0:
-            raise KernelCompileError(f"{name}.cu failed to compile for {arch}:\n{log.value.decode(errors='replace')}")
-        lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
-        return int(size.value)
-    finally:
-        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    defines = tuple(defines)
+    src = source if source is not None else specialised_source(name, defines)
+    out = _nvrtc(src, f"{name}.cu", NVRTC_OPTIONS + (f"--gpu-architecture={arch}",) + _define_options(defines))
+    return len(out.ptx or "")
+
+
+#: What CuPy adds to every NVRTC compile (cupy/cuda/compiler.py): flush-to-zero float32.
+CUPY_EXTRA_OPTIONS: tuple[str, ...] = ("-ftz=true",)
+
+
+@dataclass(frozen=True)
+class KernelResources:
+    """ptxas's account of one compiled kernel (``--ptxas-options=-v``)."""
+
+    registers: int
+    stack_frame_bytes: int
+    spill_stores_bytes: int
+    spill_loads_bytes: int
+    shared_bytes: int
+
+
+_PTXAS_FUNC = re.compile(r"Compiling entry function '(\w+)'")
+_PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_REGS = re.compile(r"Used (\d+) registers")
+_PTXAS_SMEM = re.compile(r"(\d+) bytes smem")
+
+
+def parse_ptxas_log(log: str) -> dict[str, KernelResources]:
+    """Registers, stack frame and spills per entry function from a ``ptxas -v`` log."""
+    out: dict[str, KernelResources] = {}
+    parts = _PTXAS_FUNC.split(log)
+    for fname, body in zip(parts[1::2], parts[2::2]):
+        frame, regs, smem = _PTXAS_FRAME.search(body), _PTXAS_REGS.search(body), _PTXAS_SMEM.search(body)
+        if not (frame and regs):
+            continue
+        out[fname] = KernelResources(
+            registers=int(regs.group(1)), stack_frame_bytes=int(frame.group(1)),
+            spill_stores_bytes=int(frame.group(2)), spill_loads_bytes=int(frame.group(3)),
+            shared_bytes=int(smem.group(1)) if smem else 0)
+    return out
+
+
+def compile_as_cupy(name: str, defines: Iterable[tuple[str, Any]] = (), arch: str = "sm_90") -> tuple[NvrtcOutput, NvrtcOutput]:
+    """Compile ``kernels/<name>.cu`` as CuPy does on a device of ``arch``, without a device.
+
+    The source string :func:`get_function` gives CuPy, the project's options plus CuPy's
+    ``-ftz=true``; once for the virtual architecture (PTX, to inspect instructions) and
+    once for the real one (an ``sm_XX`` cubin, with ``--ptxas-options=-v`` so the log
+    holds registers, stack frame and spills; see :func:`parse_ptxas_log`).
+
+    Returns
+    -------
+    (NvrtcOutput, NvrtcOutput)
+        The PTX build and the cubin build.
+    """
+    defines = tuple(defines)
+    src = specialised_source(name, defines)
+    base = NVRTC_OPTIONS + _define_options(defines) + CUPY_EXTRA_OPTIONS
+    virtual = "compute_" + arch.split("_", 1)[1]
+    ptx = _nvrtc(src, f"{name}.cu", base + (f"-arch={virtual}",))
+    cubin = _nvrtc(src, f"{name}.cu", base + (f"-arch={arch}", "--ptxas-options=-v"))
+    return ptx, cubin
 
 
 # ----------------------------------------------------------------------------------
@@ -325,10 +463,18 @@ def _cxx() -> str:
     return cxx
 
 
+def _needs_fibers(src: str) -> bool:
+    """Whether code (comments and #define lines aside) uses barriers, shared memory or warp intrinsics."""
+    code = re.sub(r"/\*.*?\*/", "", src, flags=re.DOTALL)
+    code = re.sub(r"//[^\n]*", "", code)
+    code = re.sub(r"^\s*#\s*define[^\n]*(\\\n[^\n]*)*", "", code, flags=re.MULTILINE)
+    return bool(_SYNC_WORDS.search(code))
+
+
 def _grid_wrapper(name: str, defines: tuple[tuple[str, Any], ...], tsan: bool) -> str:
     src = kernel_source_inlined(name)
     entries = _ENTRY.findall(src)
-    fibers = "true" if _SYNC_WORDS.search(src) else "false"
+    fibers = "true" if _needs_fibers(src) else "false"
     lines = [f"// generated by voxelbone.kernels for {name}.cu", src, "", 'extern "C" {']
     lines.append("int vbhost_launch(const char* name, const vbh::Config* c, void** argv, char* err, size_t n) {")
     for e in entries:

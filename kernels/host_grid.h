@@ -234,6 +234,7 @@ struct Config {
     int ftz;
     int workers;
 };
+static_assert(sizeof(Config) == 56, "voxelbone/kernels.py packs vbh::Config as 56 bytes");
 
 inline std::vector<int> permutation(int n, int order, uint64_t seed) {
     std::vector<int> p(n);
@@ -268,7 +269,8 @@ struct Shared {
 inline void worker(Shared* s) {
     VBH_QUIET_BEGIN();  // the worker itself only schedules; kernel code runs in fibers
     const Config& c = *s->cfg;
-    if (c.ftz) _mm_setcsr(_mm_getcsr() | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6)
+    // FTZ (bit 15) and DAZ (bit 6) as asked, whatever the calling thread had
+    _mm_setcsr(c.ftz ? (_mm_getcsr() | 0x8040u) : (_mm_getcsr() & ~0x8040u));
     blockDim = {c.block[0], c.block[1], c.block[2]};
     gridDim = {c.grid[0], c.grid[1], c.grid[2]};
     const int nthreads = (int)(c.block[0] * c.block[1] * c.block[2]);

@@ -31,13 +31,7 @@ int main(int argc, char** argv) {
     std::string name(name_len, '\0');
     vbh_read(f, &name[0], name_len);
     vbh::Config c;
-    vbh_read(f, c.grid, 12);
-    vbh_read(f, c.block, 12);
-    vbh_read(f, &c.shared_mem, 8);
-    vbh_read(f, &c.order, 4);
-    vbh_read(f, &c.order_seed, 8);
-    vbh_read(f, &c.ftz, 4);
-    vbh_read(f, &c.workers, 4);
+    vbh_read(f, &c, sizeof c);
     unsigned nbuf;
     vbh_read(f, &nbuf, 4);
     std::vector<std::vector<unsigned char>> bufs(nbuf);

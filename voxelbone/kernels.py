@@ -667,9 +667,10 @@ def host_grid_launch(
         raise ValueError("shared_mem must be >= 0 and workers >= 1")
     params = host_kernel_params(cu_name, kernel_name, defines)
     _check_args(cu_name, kernel_name, params, args)
-    cfg = struct.pack("<3I3IQiQii", *g, *b, shared_mem, _ORDERS[order], order_seed & (2**64 - 1), int(ftz), workers)
+    # vbh::Config in kernels/host_grid.h (56 bytes, x86-64 alignment: 4 bytes of padding before the seed)
+    cfg = struct.pack("<3I3IQi4xQii", *g, *b, shared_mem, _ORDERS[order], order_seed & (2**64 - 1), int(ftz), workers)
     if tsan:
-        _tsan_launch(cu_name, kernel_name, cfg, args, defines)
+        _tsan_launch(cu_name, kernel_name, cfg, args, defines, params)
         return
     lib = _host_grid_library(cu_name, defines)
     keep: list[Any] = []
@@ -689,14 +690,16 @@ def host_grid_launch(
         raise RuntimeError(f"{cu_name}.cu:{kernel_name} host grid launch failed: {err.value.decode(errors='replace')}")
 
 
-def _tsan_launch(cu_name: str, kernel_name: str, cfg: bytes, args: Sequence[Any], defines: tuple) -> None:
+def _tsan_launch(cu_name: str, kernel_name: str, cfg: bytes, args: Sequence[Any], defines: tuple,
+                 params: list[HostParam]) -> None:
     exe = _host_grid_build(cu_name, defines, True)
     arrays: list[np.ndarray] = []
+    written: set[int] = set()
     index: dict[tuple[int, int], int] = {}
     spec = bytearray(b"VBH1")
     spec += struct.pack("<I", len(kernel_name)) + kernel_name.encode() + cfg
     refs = []
-    for a in args:
+    for a, p in zip(args, params):
         if isinstance(a, np.ndarray):
             key = (a.ctypes.data, a.nbytes)
             if key not in index:
@@ -705,6 +708,8 @@ def _tsan_launch(cu_name: str, kernel_name: str, cfg: bytes, args: Sequence[Any]
                         raise ValueError("tsan=True: two array arguments overlap without being the same array")
                 index[key] = len(arrays)
                 arrays.append(a)
+            if not p.const:
+                written.add(index[key])
             refs.append(struct.pack("<BI", 0, index[key]))
         else:
             data = a.tobytes()
@@ -725,6 +730,7 @@ def _tsan_launch(cu_name: str, kernel_name: str, cfg: bytes, args: Sequence[Any]
                 f"{cu_name}.cu:{kernel_name} under ThreadSanitizer (exit {proc.returncode}):\n{proc.stderr[-8000:]}")
         data = out_path.read_bytes()
     pos = 0
-    for a in arrays:
-        np.copyto(a, np.frombuffer(data, dtype=a.dtype, count=a.size, offset=pos).reshape(a.shape))
+    for k, a in enumerate(arrays):
+        if k in written:  # const arrays were only read
+            np.copyto(a, np.frombuffer(data, dtype=a.dtype, count=a.size, offset=pos).reshape(a.shape))
         pos += a.nbytes

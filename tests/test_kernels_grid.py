@@ -245,3 +245,46 @@ def test_ftz_flushes_float32_subnormals_in_the_workers(plant):
         else:
             assert (out[0::2] == np.float32(1e-20) * np.float32(1e-20)).all() and (out[0::2] > 0).all()
             assert (out[1::2] == a[1] * np.float32(2)).all() and (out[1::2] > 0).all()
+
+
+# ---------------------------------------------------------------------------------------
+# flush-to-zero: NumPy twin vs the device's arithmetic over a long horizon
+# ---------------------------------------------------------------------------------------
+_LONG_DT = 40  # the longest step the engine allows (the resorption phase)
+_LONG_STEPS = 28  # 1120 simulated days
+
+
+def _long_horizon(n: int = 32) -> int | None:
+    """Run NumPy twin and FTZ grid build side by side; the first day they differ (None: never)."""
+    from test_remodel import FAST
+    from voxelbone.phantom import make_phantom
+    from voxelbone.remodel import Remodeler, step_scalars
+
+    vol = make_phantom("femoral_neck", n, 40.0, seed=3, ct_th_um=300, tb_sp_um=400, bv_tv=0.25, tb_th_um=100)
+    a, b = Remodeler(vol.copy(), seed=11), Remodeler(vol.copy(), seed=11)
+    host = HostRemodel(vol.shape, ftz=True, order="shuffled", order_seed=7)
+    for k in range(_LONG_STEPS):
+        sc = step_scalars(FAST, a.params, a.voxel_size_um, _LONG_DT)
+        a.step(k, FAST, _LONG_DT)
+        host.step(b.state, 11, k, sc)
+        for name, arr in a.state.arrays().items():
+            if not np.array_equal(arr, b.state.arrays()[name]):
+                return (k + 1) * _LONG_DT
+    assert (a.state.osteoid > 0).any(), "formation should leave osteoid to decay"
+    return None
+
+
+def test_long_horizon_numpy_twin_equals_ftz_device_arithmetic():
+    """≥ 1000 days: the NumPy twin and the kernels under flush-to-zero stay bit-identical."""
+    assert _LONG_DT * _LONG_STEPS >= 1000
+    assert _long_horizon() is None
+
+
+def test_long_horizon_parts_without_the_flush_rule(plant, monkeypatch):
+    """Without vb_flush / flush_tiny, decaying osteoid goes subnormal on the CPU only (~850 days)."""
+    from voxelbone.remodel import cpu
+
+    plant("vb_common.cuh", "return (x < VB_TINY && x > -VB_TINY) ? 0.0f : x;", "return x;")
+    monkeypatch.setattr(cpu, "flush_tiny", lambda x: x)
+    day = _long_horizon()
+    assert day is not None and 800 <= day <= _LONG_DT * _LONG_STEPS

@@ -6,9 +6,11 @@ shipped inside the wheel as ``voxelbone/_kernels``. They are compiled at run tim
 * on a GPU by CuPy (:func:`get_function`), once per (file, defines) and device;
 * without a GPU by NVRTC through ``ctypes`` (:func:`nvrtc_compile`), which is how
   the tests make a kernel that does not compile turn CI red;
-* by the host C++ compiler with ``host_shim.h`` (:func:`build_host_library`), so the
-  tests run the kernels' own per-voxel arithmetic on the CPU and compare it with the
-  NumPy implementation.
+* by the host C++ compiler with ``host_grid.h`` (:func:`host_grid_launch`), which runs
+  a kernel's real launch grid on CPU threads (thread-local indices, ``__atomic``
+  atomics, fibers per block for barriers and warp shuffles, several block orders, an
+  optional flush-to-zero mode and a ThreadSanitizer build), so the tests compare the
+  kernels' results with the NumPy implementation and check them for data races.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ __all__ = [
     "CUPY_EXTRA_OPTIONS",
     "KernelResources",
     "NvrtcOutput",
-    "build_host_library",
     "compile_as_cupy",
     "parse_ptxas_log",
     "get_function",
@@ -322,44 +323,6 @@ def compile_as_cupy(name: str, defines: Iterable[tuple[str, Any]] = (), arch: st
     ptx = _nvrtc(src, f"{name}.cu", base + (f"-arch={virtual}",))
     cubin = _nvrtc(src, f"{name}.cu", base + (f"-arch={arch}", "--ptxas-options=-v"))
     return ptx, cubin
-
-
-# ----------------------------------------------------------------------------------
-# Host build of the kernels (tests)
-# ----------------------------------------------------------------------------------
-def build_host_library(names: Iterable[str], out_dir: str | os.PathLike[str] | None = None) -> ctypes.CDLL:
-    """Compile kernel files for the host with ``host_shim.h`` and load them with ctypes.
-
-    Each ``extern "C" __global__`` kernel becomes a plain C function that runs the
-    whole grid-stride loop sequentially. Built once per set of sources (content hash).
-
-    Raises
-    ------
-    KernelCompileError
-        When no C++ compiler is found or compilation fails.
-    """
-    names = sorted(names)
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if not cxx:
-        raise KernelCompileError("no C++ compiler (g++/clang++) found to build the host kernels")
-    kdir = kernel_dir()
-    digest = hashlib.sha256()
-    for f in sorted(kdir.glob("*.cu*")) + sorted(kdir.glob("*.h")):
-        digest.update(f.name.encode() + f.read_bytes())
-    digest.update(",".join(names).encode())
-    out = Path(out_dir) if out_dir else Path(tempfile.gettempdir()) / "voxelbone-hostkernels"
-    out.mkdir(parents=True, exist_ok=True)
-    lib_path = out / f"vbhost_{digest.hexdigest()[:16]}.so"
-    if not lib_path.exists():
-        tmp = lib_path.with_suffix(f".{os.getpid()}.tmp")
-        cmd = [cxx, "-O2", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=off", "-fno-fast-math",
-               "-x", "c++", "-include", str(kdir / "host_shim.h"), f"-I{kdir}"]
-        cmd += [str(kdir / f"{n}.cu") for n in names] + ["-o", str(tmp)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise KernelCompileError(f"host build of {names} failed:\n{proc.stderr}")
-        os.replace(tmp, lib_path)
-    return ctypes.CDLL(str(lib_path))
 
 
 # ----------------------------------------------------------------------------------

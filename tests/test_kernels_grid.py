@@ -288,3 +288,19 @@ def test_long_horizon_parts_without_the_flush_rule(plant, monkeypatch):
     monkeypatch.setattr(cpu, "flush_tiny", lambda x: x)
     day = _long_horizon()
     assert day is not None and 800 <= day <= _LONG_DT * _LONG_STEPS
+
+
+def test_launch_from_the_source_string_cupy_is_given():
+    """A CuPy stand-in holds only (code, options, kernel name): that is enough to launch."""
+    from voxelbone.kernels import NVRTC_OPTIONS, _define_options, defines_from_options, specialised_source
+    from voxelbone.rng import uniform
+
+    defines = (("VB_INDEX32", 1),)
+    code, options = specialised_source("random", defines), NVRTC_OPTIONS + _define_options(defines)
+    out = np.zeros(500, np.float32)
+    host_grid_launch("random", "vb_uniform_fill_i32", 2, 128,
+                     [np.uint64(3), np.uint64(1), np.uint64(2), np.uint64(0), np.int64(500), out],
+                     source=code, defines=defines_from_options(options), order="reverse")
+    np.testing.assert_array_equal(out, uniform(3, 1, 2, np.arange(500, dtype=np.uint64)))
+    with pytest.raises(ValueError, match="no kernel 'vb_uniform_fill'.*vb_uniform_fill_i32"):
+        host_grid_launch("random", "vb_uniform_fill", 1, 1, [], source=code)

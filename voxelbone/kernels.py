@@ -709,7 +709,14 @@ def _tsan_launch(cu_name: str, kernel_name: str, cfg: bytes, args: Sequence[Any]
         env = dict(os.environ)
         env["TSAN_OPTIONS"] = "halt_on_error=1 exitcode=66 second_deadlock_stack=1 " + env.get("TSAN_OPTIONS", "")
         env.pop("LD_PRELOAD", None)
-        proc = subprocess.run([str(exe), str(spec_path), str(out_path)], capture_output=True, text=True, env=env)
+        cmd = [str(exe), str(spec_path), str(out_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if "unexpected memory mapping" in proc.stderr and shutil.which("setarch"):
+            # kernels with high mmap randomisation (vm.mmap_rnd_bits = 32) defeat older TSan
+            # runtimes; without address-space randomisation the layout is the expected one
+            import platform  # noqa: PLC0415
+
+            proc = subprocess.run(["setarch", platform.machine(), "-R", *cmd], capture_output=True, text=True, env=env)
         if proc.returncode != 0 or "ThreadSanitizer" in proc.stderr:
             raise HostRaceError(
                 f"{cu_name}.cu:{kernel_name} under ThreadSanitizer (exit {proc.returncode}):\n{proc.stderr[-8000:]}")

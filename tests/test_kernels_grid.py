@@ -304,3 +304,35 @@ def test_launch_from_the_source_string_cupy_is_given():
     np.testing.assert_array_equal(out, uniform(3, 1, 2, np.arange(500, dtype=np.uint64)))
     with pytest.raises(ValueError, match="no kernel 'vb_uniform_fill'.*vb_uniform_fill_i32"):
         host_grid_launch("random", "vb_uniform_fill", 1, 1, [], source=code)
+
+
+def test_warp_intrinsics_and_shared_memory_behave_as_on_a_device(plant):
+    """Shuffles, ballot and a block-wide exchange through shared memory, 2 blocks of 2 warps."""
+    plant("random.cu", "// out[i] = uniform", """extern "C" __global__ void vb_probe(int* out) {
+    __shared__ int tile[64];
+    const int t = (int)threadIdx.x, lane = t & 31;
+    const int g = (int)(blockIdx.x * blockDim.x) + t;
+    out[5 * g] = __shfl_down_sync(0xffffffffu, 100 * t, 3);
+    out[5 * g + 1] = __shfl_xor_sync(0xffffffffu, 100 * t, 5);
+    out[5 * g + 2] = __shfl_sync(0xffffffffu, 100 * t, 7);
+    out[5 * g + 3] = (int)__ballot_sync(0xffffffffu, lane % 3 == 0);
+    tile[t] = 1000 * (int)blockIdx.x + t;
+    __syncthreads();
+    out[5 * g + 4] = tile[63 - t];
+}
+// out[i] = uniform""")
+    out = np.zeros(5 * 128, np.int32)
+    host_grid_launch("random", "vb_probe", 2, 64, [out], order="shuffled", order_seed=4, workers=2)
+    got = out.reshape(2, 64, 5)
+    t = np.arange(64)
+    lane, warp = t % 32, t // 32
+    down = np.where(lane + 3 < 32, t + 3, t) * 100
+    xor = (warp * 32 + (lane ^ 5)) * 100
+    src7 = (warp * 32 + 7) * 100
+    ballot = sum(1 << k for k in range(0, 32, 3))
+    for b in range(2):
+        np.testing.assert_array_equal(got[b, :, 0], down)
+        np.testing.assert_array_equal(got[b, :, 1], xor)
+        np.testing.assert_array_equal(got[b, :, 2], src7)
+        np.testing.assert_array_equal(got[b, :, 3].astype(np.uint32), np.full(64, ballot, np.uint32))
+        np.testing.assert_array_equal(got[b, :, 4], 1000 * b + 63 - t)

@@ -54,6 +54,8 @@ def _thickness_inputs(n: int):
     from voxelbone.metrics.thickness import _squared_distance, ball_containment_table
 
     m = _random_mask(12, n, sigma=1.6)
+    z, y, x = np.ogrid[:n, :n, :n]
+    m |= (z - n / 2) ** 2 + (y - n / 2) ** 2 + (x - n / 3) ** 2 <= (0.42 * n) ** 2  # a ball wider than 15 voxels
     k2 = np.ascontiguousarray(_squared_distance(m))
     return m, k2, np.ascontiguousarray(ball_containment_table(int(k2.max())))
 
@@ -71,6 +73,7 @@ def _case_balls(n: int = 20, **launch) -> None:
 
     m, k2, table = _thickness_inputs(n)
     keep = _ridge_flags(k2, table)
+    assert 2 * int(np.sqrt(k2[keep].max())) + 1 > 15 and k2[keep].min() <= 2  # both insertion paths run
     out = host_insert_balls(keep, k2, m, **launch)
     np.testing.assert_array_equal(out.view(np.float32), local_thickness(m, 1.0))
 
@@ -143,7 +146,8 @@ def test_remodel_64bit_index_path_equals_twin():
 def test_kernel_under_thread_sanitizer(case):
     """A small grid of every kernel under ThreadSanitizer: no data race is reported."""
     kwargs = dict(tsan=True, order="shuffled", order_seed=3, workers=4)
-    size = {"remodel": dict(n=20, steps=3, capacity=48), "random": dict(n=2000)}.get(case[0], dict(n=12))
+    size = {"remodel": dict(n=20, steps=3, capacity=48), "random": dict(n=2000),
+            "metrics_thickness": dict(n=20)}.get(case[0], dict(n=12))
     _DISTINCT[case](**size, **kwargs)
 
 
@@ -182,7 +186,7 @@ def test_tsan_reports_a_missing_syncthreads(plant):
 def test_tsan_reports_a_plain_read_racing_with_atomic_max(plant):
     plant("metrics_thickness.cu", "vb_load_relaxed(&out_bits[j])", "out_bits[j]")
     with pytest.raises(HostRaceError, match="data race"):
-        _case_balls(n=12, tsan=True, order="shuffled", order_seed=1)
+        _case_balls(n=20, tsan=True, order="shuffled", order_seed=1)
 
 
 def test_barrier_not_reached_by_every_thread_is_an_error(plant):

@@ -58,12 +58,14 @@ __device__ __forceinline__ int vb_load_relaxed(const int* p) {
 #endif
 
 // The rule that keeps the float32 twins bit-identical under flush-to-zero: the device
-// runs with -ftz=true (CuPy always passes it), NumPy keeps subnormals. Every product
-// that can decay towards zero (osteoid and mineral decay, partial excavation) goes
-// through vb_flush, which maps anything below VB_TINY to exactly 0 in both twins
-// (voxelbone.remodel.cpu.flush_tiny). VB_TINY = 2^-64 of a voxel is far below anything
-// measurable and far above FLT_MIN (2^-126), so no product of a flushed value with a
-// model coefficient (all > 2^-60) is ever subnormal either.
+// runs with -ftz=true (CuPy always passes it), NumPy keeps subnormals. Every quantity
+// that decays towards zero (osteoid and mineral after mineralisation, bone, mineral and
+// osteoid after a partial excavation) goes through vb_flush, which maps anything below
+// VB_TINY to exactly 0 in both twins (voxelbone.remodel.cpu.flush_tiny). VB_TINY = 2^-64
+// of a voxel is far below anything measurable and far above FLT_MIN (2^-126): the
+// product of a stored value with any coefficient above 2^-62 (all of the model's: step
+// factors, fractions >= 1/255) stays normal, so nothing subnormal ever reaches either
+// twin's arithmetic (tests/test_kernels_grid.py runs 1120 days against the FTZ build).
 #define VB_TINY 5.421010862427522e-20f
 __device__ __forceinline__ float vb_flush(float x) {
     return (x < VB_TINY && x > -VB_TINY) ? 0.0f : x;

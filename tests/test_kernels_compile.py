@@ -136,3 +136,24 @@ def test_device_checks_catch_fma_and_register_pressure(monkeypatch):
     monkeypatch.setattr(K, "NVRTC_OPTIONS", ("--std=c++17", "--fmad=false", "--maxrregcount=16"))
     problems = device_build_problems("metrics_surface", (("VB_INDEX32", 1),))
     assert any("register spills" in p for p in problems)
+
+
+def _div64_per_kernel(name: str, index32: int) -> dict[str, int]:
+    import re
+
+    from voxelbone.kernels import compile_as_cupy
+
+    ptx, _ = compile_as_cupy(name, (("VB_INDEX32", index32),))
+    parts = re.split(r"\.entry (\w+)", ptx.ptx)
+    return {fn: len(re.findall(r"\b(?:div|rem)\.[su]64\b", body)) for fn, body in zip(parts[1::2], parts[2::2])}
+
+
+@pytest.mark.parametrize("name", kernel_names())
+def test_32bit_specialisation_has_no_64bit_division_in_grid_loops(name):
+    """The VB_INDEX32 build divides in 32 bits (64-bit div/rem are long software sequences)."""
+    counts32, counts64 = _div64_per_kernel(name, 1), _div64_per_kernel(name, 0)
+    for fn, count in counts32.items():
+        # vb_claim splits one seed index per block iteration (not per voxel): 3 allowed
+        assert count <= (3 if fn.startswith("vb_claim") else 0), f"{fn}: {count} 64-bit div/rem"
+    # the 64-bit path (kept for volumes past 2^31 voxels) does divide in 64 bits: the check can fail
+    assert sum(counts64.values()) > sum(counts32.values())

@@ -54,6 +54,8 @@ def _thickness_inputs(n: int):
     from voxelbone.metrics.thickness import _squared_distance, ball_containment_table
 
     m = _random_mask(12, n, sigma=1.6)
+    z, y, x = np.ogrid[:n, :n, :n]
+    m |= (z - n / 2) ** 2 + (y - n / 2) ** 2 + (x - n / 3) ** 2 <= (0.42 * n) ** 2  # a ball wider than 15 voxels
     k2 = np.ascontiguousarray(_squared_distance(m))
     return m, k2, np.ascontiguousarray(ball_containment_table(int(k2.max())))
 
@@ -71,6 +73,7 @@ def _case_balls(n: int = 20, **launch) -> None:
 
     m, k2, table = _thickness_inputs(n)
     keep = _ridge_flags(k2, table)
+    assert 2 * int(np.sqrt(k2[keep].max())) + 1 > 15 and k2[keep].min() <= 2  # both insertion paths run
     out = host_insert_balls(keep, k2, m, **launch)
     np.testing.assert_array_equal(out.view(np.float32), local_thickness(m, 1.0))
 
@@ -143,7 +146,8 @@ def test_remodel_64bit_index_path_equals_twin():
 def test_kernel_under_thread_sanitizer(case):
     """A small grid of every kernel under ThreadSanitizer: no data race is reported."""
     kwargs = dict(tsan=True, order="shuffled", order_seed=3, workers=4)
-    size = {"remodel": dict(n=20, steps=3, capacity=48), "random": dict(n=2000)}.get(case[0], dict(n=12))
+    size = {"remodel": dict(n=20, steps=3, capacity=48), "random": dict(n=2000),
+            "metrics_thickness": dict(n=20)}.get(case[0], dict(n=12))
     _DISTINCT[case](**size, **kwargs)
 
 
@@ -182,7 +186,7 @@ def test_tsan_reports_a_missing_syncthreads(plant):
 def test_tsan_reports_a_plain_read_racing_with_atomic_max(plant):
     plant("metrics_thickness.cu", "vb_load_relaxed(&out_bits[j])", "out_bits[j]")
     with pytest.raises(HostRaceError, match="data race"):
-        _case_balls(n=12, tsan=True, order="shuffled", order_seed=1)
+        _case_balls(n=20, tsan=True, order="shuffled", order_seed=1)
 
 
 def test_barrier_not_reached_by_every_thread_is_an_error(plant):
@@ -304,3 +308,35 @@ def test_launch_from_the_source_string_cupy_is_given():
     np.testing.assert_array_equal(out, uniform(3, 1, 2, np.arange(500, dtype=np.uint64)))
     with pytest.raises(ValueError, match="no kernel 'vb_uniform_fill'.*vb_uniform_fill_i32"):
         host_grid_launch("random", "vb_uniform_fill", 1, 1, [], source=code)
+
+
+def test_warp_intrinsics_and_shared_memory_behave_as_on_a_device(plant):
+    """Shuffles, ballot and a block-wide exchange through shared memory, 2 blocks of 2 warps."""
+    plant("random.cu", "// out[i] = uniform", """extern "C" __global__ void vb_probe(int* out) {
+    __shared__ int tile[64];
+    const int t = (int)threadIdx.x, lane = t & 31;
+    const int g = (int)(blockIdx.x * blockDim.x) + t;
+    out[5 * g] = __shfl_down_sync(0xffffffffu, 100 * t, 3);
+    out[5 * g + 1] = __shfl_xor_sync(0xffffffffu, 100 * t, 5);
+    out[5 * g + 2] = __shfl_sync(0xffffffffu, 100 * t, 7);
+    out[5 * g + 3] = (int)__ballot_sync(0xffffffffu, lane % 3 == 0);
+    tile[t] = 1000 * (int)blockIdx.x + t;
+    __syncthreads();
+    out[5 * g + 4] = tile[63 - t];
+}
+// out[i] = uniform""")
+    out = np.zeros(5 * 128, np.int32)
+    host_grid_launch("random", "vb_probe", 2, 64, [out], order="shuffled", order_seed=4, workers=2)
+    got = out.reshape(2, 64, 5)
+    t = np.arange(64)
+    lane, warp = t % 32, t // 32
+    down = np.where(lane + 3 < 32, t + 3, t) * 100
+    xor = (warp * 32 + (lane ^ 5)) * 100
+    src7 = (warp * 32 + 7) * 100
+    ballot = sum(1 << k for k in range(0, 32, 3))
+    for b in range(2):
+        np.testing.assert_array_equal(got[b, :, 0], down)
+        np.testing.assert_array_equal(got[b, :, 1], xor)
+        np.testing.assert_array_equal(got[b, :, 2], src7)
+        np.testing.assert_array_equal(got[b, :, 3].astype(np.uint32), np.full(64, ballot, np.uint32))
+        np.testing.assert_array_equal(got[b, :, 4], 1000 * b + 63 - t)

@@ -17,7 +17,6 @@ from voxelbone.metrics import (
     morphometry,
     thickness_stats,
 )
-from voxelbone.metrics.connectivity import euler_lut
 from voxelbone.metrics.surface import bone_surface_mm2, structure_model_index
 from voxelbone.volume import BoneVolume, Region
 

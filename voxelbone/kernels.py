@@ -63,6 +63,13 @@ __all__ = [
 NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++17", "--fmad=false")
 
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
+_ENTRY = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+_SYNC_WORDS = re.compile(r"__syncthreads|__syncwarp|__shfl\w*_sync|__ballot_sync|__any_sync|__all_sync|__shared__|VB_EXTERN_SHARED")
+_ORDERS = {"forward": 0, "reverse": 1, "shuffled": 2}
+_HOST_FLAGS = ("-O2", "-std=c++17", "-ffp-contract=off", "-fno-fast-math", "-pthread")
+
+
 class KernelCompileError(RuntimeError):
     """A kernel source failed to compile; the message holds the compiler log."""
 
@@ -365,11 +372,6 @@ class HostParam:
         return f"{'const ' if self.const else ''}{base}*" if self.pointer else base
 
 
-_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
-_ENTRY = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
-_SYNC_WORDS = re.compile(r"__syncthreads|__syncwarp|__shfl\w*_sync|__ballot_sync|__any_sync|__all_sync|__shared__|VB_EXTERN_SHARED")
-_ORDERS = {"forward": 0, "reverse": 1, "shuffled": 2}
-_HOST_FLAGS = ("-O2", "-std=c++17", "-ffp-contract=off", "-fno-fast-math", "-pthread")
 
 
 def _inline(path: Path, seen: set[Path]) -> str:
@@ -472,7 +474,8 @@ def _host_grid_build(name: str, defines: tuple[tuple[str, Any], ...], tsan: bool
                  " ".join(flags), cxx):
         digest.update(part.encode() + b"\0")
     out = _host_cache_dir()
-    target = out / f"vbgrid_{name}_{'tsan' if tsan else 'plain'}_{digest.hexdigest()[:16]}{'' if tsan else '.so'}"
+    label = re.sub(r"\W", "_", name)[:40]
+    target = out / f"vbgrid_{label}_{'tsan' if tsan else 'plain'}_{digest.hexdigest()[:16]}{'' if tsan else '.so'}"
     if target.exists():
         return target
     src = out / f"{target.name}.{os.getpid()}.cpp"
@@ -621,7 +624,7 @@ def host_grid_launch(
         Run the launch in a ThreadSanitizer build (a separate driver process, so the
         sanitizer runtime never enters Python); any report raises :class:`HostRaceError`.
     workers : int
-        Number of worker threads.
+        Number of worker threads (under ``tsan``, at most 6000 / threads per block).
     defines : iterable of (str, value)
         ``-D`` macros, as given to :func:`get_function`.
     source : str, optional
@@ -650,6 +653,8 @@ def host_grid_launch(
         raise ValueError(f"a block holds at most 1024 threads, got {b}")
     if shared_mem < 0 or workers < 1:
         raise ValueError("shared_mem must be >= 0 and workers >= 1")
+    if tsan:  # every thread of a worker's block is a sanitizer thread; older runtimes cap them near 8192
+        workers = max(1, min(workers, 6000 // (b[0] * b[1] * b[2])))
     params = host_kernel_params(cu_name, kernel_name, defines, source)
     _check_args(cu_name, kernel_name, params, args)
     # vbh::Config in kernels/host_grid.h (56 bytes, x86-64 alignment: 4 bytes of padding before the seed)
@@ -709,7 +714,14 @@ def _tsan_launch(cu_name: str, kernel_name: str, cfg: bytes, args: Sequence[Any]
         env = dict(os.environ)
         env["TSAN_OPTIONS"] = "halt_on_error=1 exitcode=66 second_deadlock_stack=1 " + env.get("TSAN_OPTIONS", "")
         env.pop("LD_PRELOAD", None)
-        proc = subprocess.run([str(exe), str(spec_path), str(out_path)], capture_output=True, text=True, env=env)
+        cmd = [str(exe), str(spec_path), str(out_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if "unexpected memory mapping" in proc.stderr and shutil.which("setarch"):
+            # kernels with high mmap randomisation (vm.mmap_rnd_bits = 32) defeat older TSan
+            # runtimes; without address-space randomisation the layout is the expected one
+            import platform  # noqa: PLC0415
+
+            proc = subprocess.run(["setarch", platform.machine(), "-R", *cmd], capture_output=True, text=True, env=env)
         if proc.returncode != 0 or "ThreadSanitizer" in proc.stderr:
             raise HostRaceError(
                 f"{cu_name}.cu:{kernel_name} under ThreadSanitizer (exit {proc.returncode}):\n{proc.stderr[-8000:]}")

@@ -33,6 +33,8 @@ TINY = f32(2.0**-64)
 def flush_tiny(x: np.ndarray) -> np.ndarray:
     """``x`` with every value of magnitude below :data:`TINY` set to exactly 0 (``vb_flush``)."""
     return np.where(np.abs(x) < TINY, _ZERO, x).astype(f32, copy=False)
+
+
 _NEIGHBOURS = ((-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1))
 
 

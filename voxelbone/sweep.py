@@ -54,7 +54,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RunSpec", "Sweep", "SweepReport", "expand_grid", "load_sweep", "run_sweep"]
+__all__ = ["Job", "RunSpec", "Sweep", "SweepReport", "expand_grid", "load_sweep", "local_cluster", "run_jobs", "run_sweep"]
 
 SHORTHANDS = ("preset", "years")
 
@@ -171,19 +171,105 @@ def load_sweep(path: str | Path) -> Sweep:
 # ------------------------------------------------------------------------------------
 # running
 # ------------------------------------------------------------------------------------
-def _run_one(spec: RunSpec, run_dir: str, backend: str | None, render: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Job:
+    """One run to execute on the cluster: a name, its scenario and its results folder."""
+
+    name: str
+    scenario: Scenario
+    run_dir: Path
+
+
+def _run_one(job: Job, backend: str | None, render: bool) -> dict[str, Any]:
     """Executed on a worker: run (or resume) one scenario, never raise for a model error."""
-    folder = RunFolder(run_dir)
+    folder = RunFolder(job.run_dir)
     state = folder.state()
+    done = {"name": job.name, "status": RunState.COMPLETED.value, "error": "", "pid": os.getpid()}
     if state is RunState.COMPLETED:
-        return {"run_id": spec.run_id, "status": RunState.COMPLETED.value, "error": ""}
+        return done
     try:
-        simulate(spec.scenario, folder.path, backend=backend, progress=False, resume=state is RunState.INTERRUPTED,
+        simulate(job.scenario, folder.path, backend=backend, progress=False, resume=state is RunState.INTERRUPTED,
                  render=render)
     except Exception as exc:  # reported per run; the sweep goes on
         folder.write_error(traceback.format_exc())
-        return {"run_id": spec.run_id, "status": RunState.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
-    return {"run_id": spec.run_id, "status": RunState.COMPLETED.value, "error": ""}
+        return {**done, "status": RunState.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
+    return done
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    backend: str | None = None,
+    render: bool = False,
+    retries: int = 2,
+    progress: Callable[[str, str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run jobs in parallel on a Dask cluster (a local one unless ``scheduler`` is given).
+
+    Finished runs are kept, interrupted ones resume from their checkpoint, a failing run
+    is reported and does not stop the others, and a run whose worker dies is retried.
+
+    Parameters
+    ----------
+    jobs
+        The runs (unique names).
+    scheduler, n_workers, backend, render, retries, progress
+        As in :func:`run_sweep`; the local cluster has at most one worker per job.
+
+    Returns
+    -------
+    dict
+        Job name → ``{"status", "error", "pid"}`` (``pid``: the worker process that ran it,
+        ``None`` for a run that was already complete or whose worker died).
+    """
+    # deferred: distributed is optional (the sweep extra) and costs ~0.4 s to import
+    import dask  # noqa: PLC0415
+    from distributed import Client, as_completed  # noqa: PLC0415
+
+    names = [j.name for j in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"job names repeat: {names}")
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for j in jobs:
+        if RunFolder(j.run_dir).state() is RunState.COMPLETED:
+            results[j.name] = {"name": j.name, "status": RunState.COMPLETED.value, "error": "", "pid": None}
+        else:
+            todo.append(j)
+    if not todo:
+        return results
+    cluster = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        else:
+            with dask.config.set({"distributed.scheduler.allowed-failures": int(retries)}):
+                cluster = local_cluster(n_workers or min(len(todo), max(1, os.cpu_count() or 1)))
+            client = Client(cluster)
+        with client:
+            futures = {
+                client.submit(_run_one, j, backend, render, key=f"voxelbone-{j.name}-{time.time_ns()}", pure=False): j
+                for j in todo
+            }
+            for fut in as_completed(futures):
+                j = futures[fut]
+                try:
+                    res = fut.result()
+                except Exception as exc:  # worker died more often than retries allow
+                    res = {"name": j.name, "status": RunState.FAILED.value, "error": f"{type(exc).__name__}: {exc}",
+                           "pid": None}
+                results[j.name] = res
+                if progress:
+                    progress(j.name, res["status"])
+    finally:
+        if cluster is not None:
+            cluster.close()
+    return results
 
 
 def _gpu_count() -> int:
@@ -260,9 +346,6 @@ def run_sweep(
     progress : callable, optional
         Called as ``progress(run_id, status)`` as runs finish.
     """
-    # deferred: distributed is optional (the sweep extra) and costs ~0.4 s to import
-    import dask  # noqa: PLC0415
-    from distributed import Client, as_completed  # noqa: PLC0415
 
     study = StudyFolder(out_dir)
     runs = sweep.runs()
@@ -272,39 +355,15 @@ def run_sweep(
 
     statuses: dict[str, str] = {rid: st.value for rid, st in study.states([r.run_id for r in runs]).items()}
     errors: dict[str, str] = {}
-    todo = [r for r in runs if statuses[r.run_id] != RunState.COMPLETED.value]
-    if todo:
-        cluster = None
-        try:
-            if scheduler:
-                try:
-                    client = Client(scheduler, timeout="10s")
-                except (OSError, TimeoutError) as exc:
-                    raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-            else:
-                with dask.config.set({"distributed.scheduler.allowed-failures": int(retries)}):
-                    cluster = local_cluster(n_workers)
-                client = Client(cluster)
-            with client:
-                futures = {
-                    client.submit(_run_one, r, str(study.run(r.run_id).path), backend, render,
-                                  key=f"voxelbone-{r.run_id}-{time.time_ns()}", pure=False): r
-                    for r in todo
-                }
-                for fut in as_completed(futures):
-                    r = futures[fut]
-                    try:
-                        res = fut.result()
-                    except Exception as exc:  # worker died more often than retries allow
-                        res = {"status": RunState.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
-                    statuses[r.run_id] = res["status"]
-                    if res["error"]:
-                        errors[r.run_id] = res["error"]
-                    if progress:
-                        progress(r.run_id, res["status"])
-        finally:
-            if cluster is not None:
-                cluster.close()
+    jobs = [Job(r.run_id, r.scenario, study.run(r.run_id).path) for r in runs
+            if statuses[r.run_id] != RunState.COMPLETED.value]
+    if jobs:
+        done = run_jobs(jobs, scheduler=scheduler, n_workers=n_workers, backend=backend, render=render,
+                        retries=retries, progress=progress)
+        for name, res in done.items():
+            statuses[name] = res["status"]
+            if res["error"]:
+                errors[name] = res["error"]
     csv_path, pq_path = gather(study, runs, statuses)
     return SweepReport(study.path, statuses, errors, csv_path, pq_path)
 

@@ -322,6 +322,7 @@ def run_sweep(
     render: bool = False,
     retries: int = 2,
     progress: Callable[[str, str], None] | None = None,
+    replicates: int | None = None,
 ) -> SweepReport:
     """Run every scenario of a sweep and gather the results.
 
@@ -345,14 +346,24 @@ def run_sweep(
         setting). A run resumes from its last checkpoint when attempted again.
     progress : callable, optional
         Called as ``progress(run_id, status)`` as runs finish.
+    replicates : int, optional
+        Run every grid point as this many replicates (:mod:`voxelbone.replicates`): point
+        ``<run id>`` becomes a set of replicates in ``out_dir/runs/<run id>/`` with its own
+        ``summary.csv``; a point is completed when all its replicates are.
     """
+    if replicates is not None:
+        from .replicates import check_replicate_count  # deferred: replicates imports this module  # noqa: PLC0415
 
+        check_replicate_count(replicates)
     study = StudyFolder(out_dir)
     runs = sweep.runs()
     _check_out_dir(study)
     study.runs_dir.mkdir(parents=True, exist_ok=True)
     _write_sweep_json(study, sweep, runs)
 
+    if replicates is not None:
+        return _run_replicated_sweep(study, runs, replicates, scheduler=scheduler, n_workers=n_workers,
+                                     backend=backend, render=render, retries=retries, progress=progress)
     statuses: dict[str, str] = {rid: st.value for rid, st in study.states([r.run_id for r in runs]).items()}
     errors: dict[str, str] = {}
     jobs = [Job(r.run_id, r.scenario, study.run(r.run_id).path) for r in runs
@@ -365,6 +376,33 @@ def run_sweep(
             if res["error"]:
                 errors[name] = res["error"]
     csv_path, pq_path = gather(study, runs, statuses)
+    return SweepReport(study.path, statuses, errors, csv_path, pq_path)
+
+
+def _run_replicated_sweep(study: StudyFolder, runs: list[RunSpec], n: int, *, progress: Callable[[str, str], None] | None,
+                          **cluster: Any) -> SweepReport:
+    """Every grid point as ``n`` replicates, all on one cluster; a summary per point."""
+    from .replicates import prepare_folder, replicate_jobs, write_summary  # deferred: imports this module  # noqa: PLC0415
+
+    jobs: list[Job] = []
+    for r in runs:
+        point = study.study(r.run_id)
+        if study.run(r.run_id).state() is not RunState.EMPTY:
+            raise ValueError(f"{point.path} holds a run without replicates; use a new --out folder for --replicates")
+        prepare_folder(point, r.scenario, n, resume=True)
+        jobs += replicate_jobs(r.scenario, point, n, name_prefix=f"{r.run_id}/")
+    done = run_jobs(jobs, progress=progress, **cluster)
+    statuses: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for r in runs:
+        mine = {k: v for k, v in done.items() if k.startswith(f"{r.run_id}/")}
+        failed = {k: v["error"] for k, v in mine.items() if v["status"] != RunState.COMPLETED.value}
+        statuses[r.run_id] = RunState.FAILED.value if failed else RunState.COMPLETED.value
+        if failed:
+            errors[r.run_id] = "; ".join(f"{k}: {e}" for k, e in failed.items())
+        else:
+            write_summary(study.study(r.run_id))
+    csv_path, pq_path = gather(study, runs, statuses, replicates=True)
     return SweepReport(study.path, statuses, errors, csv_path, pq_path)
 
 
@@ -382,15 +420,25 @@ def _write_sweep_json(study: StudyFolder, sweep: Sweep, runs: list[RunSpec]) -> 
         shutil.copyfile(src, study.sweep_toml)
 
 
-def gather(study: StudyFolder, runs: list[RunSpec], statuses: Mapping[str, str]) -> tuple[Path | None, Path | None]:
-    """Collect every run's metrics into the sweep's CSV and Parquet tables (one row per run and time)."""
+def gather(study: StudyFolder, runs: list[RunSpec], statuses: Mapping[str, str], *,
+           replicates: bool = False) -> tuple[Path | None, Path | None]:
+    """Collect every run's metrics into the sweep's CSV and Parquet tables (one row per run and time).
+
+    With ``replicates``, each grid point is a set of replicates: one row per point,
+    replicate and time, with the replicate's index and seed.
+    """
     rows: list[dict[str, Any]] = []
     for r in runs:
         status = statuses.get(r.run_id, RunState.EMPTY.value)
         base = {"run_id": r.run_id, "status": status, **{f"grid_{k}": v for k, v in r.values.items()}}
-        metrics = study.run(r.run_id).read_metrics() if status == RunState.COMPLETED.value else []
-        if metrics:
-            rows.extend({**base, **m} for m in metrics)
+        done = status == RunState.COMPLETED.value
+        if replicates:
+            folders = study.study(r.run_id).replicates() if done else []
+            tables = [({"replicate": i, "seed": f.info().get("seed")}, f.read_metrics()) for i, f in enumerate(folders)]
+        else:
+            tables = [({}, study.run(r.run_id).read_metrics() if done else [])]
+        if any(metrics for _, metrics in tables):
+            rows.extend({**base, **extra, **m} for extra, metrics in tables for m in metrics)
         else:
             rows.append(base)
     if not rows:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import __version__
+from .figures import draw_replicate_figures
 from .hormones import HormoneState
 from .intervals import Interval, annual_change_pct, t_interval
 from .runfolder import RunFolder, RunState, StudyFolder
@@ -181,9 +182,12 @@ def simulate_replicates(scenario: Scenario, out_dir: str | Path, n: int, *, sche
         The folder of the replicates (``runs/rep_NN/``, ``replicates.json``, ``summary.csv``).
     n : int
         Number of replicates (≥ 1).
-    scheduler, n_workers, backend, render, progress
+    scheduler, n_workers, backend, progress
         As in :func:`voxelbone.sweep.run_jobs` (a local cluster with at most one worker per
         replicate and core by default).
+    render : bool
+        Each replicate's plots and renders, and the set's plots with 95 % bands
+        (``out_dir/plots/``).
     resume : bool
         Continue interrupted replicates (without it, a folder holding one is refused).
 
@@ -207,6 +211,8 @@ def simulate_replicates(scenario: Scenario, out_dir: str | Path, n: int, *, sche
                               {k: v["pid"] for k, v in done.items()}, [])
     if result.completed:
         result.summary = write_summary(study)
+        if render:
+            draw_replicate_figures(study)
     return result
 
 

@@ -23,6 +23,7 @@ Replicates of one scenario (``--replicates N``) are a folder of several runs too
     OUT/runs/rep_00/ ... rep_NN/   one run folder per replicate (its own seed)
     OUT/replicates.json            the scenario, the number of replicates and their seeds
     OUT/summary.csv                one row per metric: means and 95 % intervals
+    OUT/plots/NAME.png             the metrics over time, mean and 95 % band
 
 and a comparison or a sweep with replicates keeps one such folder per preset or grid
 point under its ``runs/``.
@@ -553,6 +554,10 @@ class StudyFolder:
         if not self.replicates_json.is_file():
             raise FileNotFoundError(f"{self.path} holds no replicates (no {_REPLICATES_JSON})")
         return json.loads(self.replicates_json.read_text(encoding="utf-8"))
+
+    def plot_path(self, name: str) -> Path:
+        """Where the plot ``name`` of the whole set goes (``plots/NAME.png``)."""
+        return self.path / _PLOTS / f"{name}.png"
 
     @property
     def summary_csv(self) -> Path:

@@ -75,6 +75,7 @@ _RUNS = "runs"
 _REPLICATE_PREFIX = "rep_"
 _REPLICATES_JSON = "replicates.json"
 _SUMMARY_CSV = "summary.csv"
+_RVE_JSON = "rve.json"
 
 
 class RunState(str, enum.Enum):
@@ -570,6 +571,11 @@ class StudyFolder:
         text = csv_text(columns, list(rows))
         atomic_write(self.summary_csv, lambda fh: fh.write(text.encode()))
         return self.summary_csv
+
+    @property
+    def rve_json(self) -> Path:
+        """The result of a representative-volume study (``python -m voxelbone.rve``)."""
+        return self.path / _RVE_JSON
 
     def read_summary(self) -> list[dict[str, Any]]:
         """Rows of ``summary.csv`` (numbers as floats); empty when there is none."""

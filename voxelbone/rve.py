@@ -5,9 +5,10 @@ the change varies from one seed to the next more than the effect itself. The stu
 :func:`rve_study` (``python -m voxelbone.rve``) runs replicates of one scenario at
 several cube edges and measures, per metric, the 95 % interval of the mean 1-year change
 (:mod:`voxelbone.intervals`) at each edge. :data:`RVE_EDGE_MM` holds what it found: for
-each reported metric the smallest studied edge at which the change was resolved (its
-interval excluded zero), or — for a metric resolved at no studied edge — the largest
-edge studied (``resolved_in_study`` false: its RVE is larger than that).
+each reported metric the smallest studied edge from which on the change was resolved
+(its interval excluded zero at that edge and at every larger one), or — for a metric not
+resolved at the largest edge — the largest edge studied (``resolved_in_study`` false: its
+RVE is larger than that, or the metric did not change at all in the study).
 ``voxelbone run`` warns (:func:`rve_warnings`) when the sample edge is below the RVE of a
 metric it reports.
 """
@@ -15,7 +16,6 @@ metric it reports.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +34,8 @@ class RveEntry:
     Attributes
     ----------
     edge_mm : float
-        Smallest studied cube edge at which the 1-year change was resolved, or the largest
-        studied edge when it was resolved at none.
+        Smallest studied cube edge from which on the 1-year change was resolved, or the
+        largest studied edge when it was not resolved there.
     resolved_in_study : bool
         False when even ``edge_mm`` did not resolve the change (the RVE is larger).
     """
@@ -51,19 +51,21 @@ RVE_STUDY = ("postmenopausal_untreated, lumbar_spine, 30 µm voxels, 1 year, ste
 
 #: metric column → representative edge, from :data:`RVE_STUDY` (docs/user-guide/outputs.md)
 RVE_EDGE_MM: dict[str, RveEntry] = {
-    "bv_tv": RveEntry(3.84, False),
-    "tb_th_um": RveEntry(3.84, False),
+    "bv_tv": RveEntry(2.40, True),
+    "tb_th_um": RveEntry(1.44, True),
     "tb_sp_um": RveEntry(3.84, False),
     "tb_n_per_mm": RveEntry(3.84, False),
-    "conn_d_per_mm3": RveEntry(3.84, False),
+    "conn_d_per_mm3": RveEntry(3.84, True),
     "ct_th_um": RveEntry(3.84, False),
     "ct_po": RveEntry(3.84, False),
-    "bmd_mg_cm3": RveEntry(3.84, False),
+    "bmd_mg_cm3": RveEntry(2.40, True),
+    "tb_bmd_mg_cm3": RveEntry(2.40, True),
 }
 
 #: ASBMR labels of the metrics in :data:`RVE_EDGE_MM`
 _LABELS = {"bv_tv": "BV/TV", "tb_th_um": "Tb.Th", "tb_sp_um": "Tb.Sp", "tb_n_per_mm": "Tb.N",
-           "conn_d_per_mm3": "Conn.D", "ct_th_um": "Ct.Th", "ct_po": "Ct.Po", "bmd_mg_cm3": "BMD"}
+           "conn_d_per_mm3": "Conn.D", "ct_th_um": "Ct.Th", "ct_po": "Ct.Po", "bmd_mg_cm3": "BMD",
+           "tb_bmd_mg_cm3": "Tb.BMD"}
 
 
 def sample_edge_mm(scenario: Scenario) -> float | None:
@@ -151,7 +153,11 @@ def rve_study(out_dir: str | Path, sizes: Sequence[int], n_replicates: int, *, p
         print(f"{size}³ ({edge:.2f} mm) done", file=sys.stderr, flush=True)
     rve = {}
     for m, entries in per_metric.items():
-        hit = next((e["edge_mm"] for e in entries if e["resolved"]), None)
+        hit = None
+        for e in reversed(entries):  # from the largest edge down, while resolved
+            if not e["resolved"]:
+                break
+            hit = e["edge_mm"]
         rve[m] = {"edge_mm": hit if hit is not None else max(edges), "resolved_in_study": hit is not None}
     text = (f"{preset}, {site}, {voxel_size_um:g} µm voxels, {years:g} year, step {step_days} days, metrics every "
             f"{metrics_every_days} days, {n_replicates} replicates (seed {seed}) per edge at "
@@ -178,7 +184,10 @@ def markdown_table(result: dict[str, Any], metrics: Sequence[str] | None = None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m voxelbone.rve``: run the RVE study, print its Markdown table, write ``OUT/rve.json``."""
+    """``python -m voxelbone.rve``: run the RVE study, print its Markdown table, write ``OUT/rve.json``.
+
+    The study of :data:`RVE_STUDY` is kept in ``benchmarks/rve_2026-11-30.json``.
+    """
     p = argparse.ArgumentParser(prog="python -m voxelbone.rve", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="48,80,128", help="comma-separated cube edges in voxels")
     p.add_argument("--replicates", type=int, default=3, help="replicates per edge")
@@ -192,8 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = rve_study(args.out, [int(s) for s in args.sizes.split(",")], args.replicates,
                        voxel_size_um=args.voxel_size_um, years=args.years, step_days=args.step_days,
                        metrics_every_days=args.metrics_every_days, n_workers=args.workers, backend="numpy")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rve.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    from .results import write_json  # noqa: PLC0415
+    from .runfolder import StudyFolder  # noqa: PLC0415
+
+    study = StudyFolder(args.out)
+    study.path.mkdir(parents=True, exist_ok=True)
+    write_json(study.rve_json, result)
     print(result["study"])
     print(markdown_table(result, list(_LABELS)))
     return 0

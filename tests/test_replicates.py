@@ -294,3 +294,15 @@ def test_resume_continues_each_unfinished_replicate(tmp_path, monkeypatch):
     # without --resume an interrupted replicate is refused
     with pytest.raises(ValueError, match="interrupted replicates"):
         replicates.simulate_replicates(SCENARIO, study.path, 2)
+
+
+def test_the_rve_table_is_the_recorded_study():
+    import json
+    from pathlib import Path
+
+    from voxelbone.rve import RVE_EDGE_MM
+
+    record = json.loads((Path(__file__).parents[1] / "benchmarks" / "rve_2026-11-30.json").read_text())
+    for metric, entry in RVE_EDGE_MM.items():
+        found = record["rve"][metric]
+        assert (entry.edge_mm, entry.resolved_in_study) == (pytest.approx(found["edge_mm"]), found["resolved_in_study"])

@@ -2,7 +2,7 @@
 
 In a small cube a handful of trabeculae, handles or pores decide a metric's change, and
 the change varies from one seed to the next more than the effect itself. The study in
-:func:`rve_study` (``python -m voxelbone.rve``) runs replicates of one scenario at
+:func:`rve_study` (``python benchmarks/rve_study.py``) runs replicates of one scenario at
 several cube edges and measures, per metric, the 95 % interval of the mean 1-year change
 (:mod:`voxelbone.intervals`) at each edge. :data:`RVE_EDGE_MM` holds what it found: for
 each reported metric the smallest studied edge from which on the change was resolved
@@ -15,8 +15,6 @@ metric it reports.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +22,7 @@ from typing import Any, Sequence
 from .scenario import Period, Scenario
 from .sites import get_site
 
-__all__ = ["RVE_EDGE_MM", "RVE_STUDY", "RveEntry", "rve_study", "rve_warnings", "sample_edge_mm"]
+__all__ = ["RVE_EDGE_MM", "RVE_STUDY", "RveEntry", "markdown_table", "rve_study", "rve_warnings", "sample_edge_mm"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class RveEntry:
 #: The study that produced :data:`RVE_EDGE_MM` (reproduce with the command).
 RVE_STUDY = ("postmenopausal_untreated, lumbar_spine, 30 µm voxels, 1 year, step 10 days, metrics every 90 days, "
              "3 replicates (seed 0) per edge at 48³, 80³ and 128³ voxels (1.44, 2.40, 3.84 mm); "
-             "python -m voxelbone.rve --sizes 48,80,128 --replicates 3 (2026-11-30)")
+             "python benchmarks/rve_study.py (2026-11-30; record in benchmarks/rve_2026-11-30.json)")
 
 #: metric column → representative edge, from :data:`RVE_STUDY` (docs/user-guide/outputs.md)
 RVE_EDGE_MM: dict[str, RveEntry] = {
@@ -127,14 +125,16 @@ def rve_study(out_dir: str | Path, sizes: Sequence[int], n_replicates: int, *, p
     Returns
     -------
     dict
-        ``{"study": text, "edges_mm": [...], "metrics": {metric: [{edge_mm, mean, low, high,
+        Also written to ``out_dir/rve.json``: ``{"study": text, "edges_mm": [...], "metrics": {metric: [{edge_mm, mean, low, high,
         resolved}, ...]}, "rve": {metric: {edge_mm, resolved_in_study}}}``.
     """
     # deferred: the study runs simulations (Numba, Dask); the table and the warning do not need them
     from .replicates import simulate_replicates, summary_intervals  # noqa: PLC0415
+    from .results import write_json  # noqa: PLC0415
     from .runfolder import StudyFolder  # noqa: PLC0415
 
     study = StudyFolder(out_dir)
+    study.path.mkdir(parents=True, exist_ok=True)
     per_metric: dict[str, list[dict[str, Any]]] = {}
     edges = []
     for size in sizes:
@@ -150,7 +150,6 @@ def rve_study(out_dir: str | Path, sizes: Sequence[int], n_replicates: int, *, p
         for m, iv in summary_intervals(res.summary).items():
             per_metric.setdefault(m, []).append({"edge_mm": edge, "mean": iv.mean, "low": iv.low, "high": iv.high,
                                                  "resolved": iv.resolved})
-        print(f"{size}³ ({edge:.2f} mm) done", file=sys.stderr, flush=True)
     rve = {}
     for m, entries in per_metric.items():
         hit = None
@@ -162,11 +161,22 @@ def rve_study(out_dir: str | Path, sizes: Sequence[int], n_replicates: int, *, p
     text = (f"{preset}, {site}, {voxel_size_um:g} µm voxels, {years:g} year, step {step_days} days, metrics every "
             f"{metrics_every_days} days, {n_replicates} replicates (seed {seed}) per edge at "
             f"{', '.join(f'{s}³' for s in sizes)} voxels")
-    return {"study": text, "edges_mm": edges, "metrics": per_metric, "rve": rve}
+    result = {"study": text, "edges_mm": edges, "metrics": per_metric, "rve": rve}
+    write_json(study.rve_json, result)
+    return result
 
 
 def markdown_table(result: dict[str, Any], metrics: Sequence[str] | None = None) -> str:
-    """The study as a Markdown table: per metric and edge, ``mean [low, high]`` %/yr (unresolved marked)."""
+    """The study as a Markdown table: per metric and edge, ``mean [low, high]`` %/yr (unresolved marked).
+
+    Parameters
+    ----------
+    result
+        What :func:`rve_study` returned.
+    metrics
+        Metric columns, in order (default: every metric of the study; the reported ones
+        are the keys of :data:`RVE_EDGE_MM`).
+    """
     edges = result["edges_mm"]
     head = "| metric | " + " | ".join(f"{e:.2f} mm" for e in edges) + " | RVE |"
     lines = [head, "|" + "---|" * (len(edges) + 2)]
@@ -181,36 +191,3 @@ def markdown_table(result: dict[str, Any], metrics: Sequence[str] | None = None)
         rve = f"{r['edge_mm']:.2f} mm" if r["resolved_in_study"] else f"> {r['edge_mm']:.2f} mm"
         lines.append(f"| {_LABELS.get(m, m)} | " + " | ".join(cells) + f" | {rve} |")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m voxelbone.rve``: run the RVE study, print its Markdown table, write ``OUT/rve.json``.
-
-    The study of :data:`RVE_STUDY` is kept in ``benchmarks/rve_2026-11-30.json``.
-    """
-    p = argparse.ArgumentParser(prog="python -m voxelbone.rve", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="48,80,128", help="comma-separated cube edges in voxels")
-    p.add_argument("--replicates", type=int, default=3, help="replicates per edge")
-    p.add_argument("--voxel-size-um", type=float, default=30.0)
-    p.add_argument("--years", type=float, default=1.0)
-    p.add_argument("--step-days", type=int, default=10)
-    p.add_argument("--metrics-every-days", type=int, default=90)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("results/rve"))
-    args = p.parse_args(argv)
-    result = rve_study(args.out, [int(s) for s in args.sizes.split(",")], args.replicates,
-                       voxel_size_um=args.voxel_size_um, years=args.years, step_days=args.step_days,
-                       metrics_every_days=args.metrics_every_days, n_workers=args.workers, backend="numpy")
-    from .results import write_json  # noqa: PLC0415
-    from .runfolder import StudyFolder  # noqa: PLC0415
-
-    study = StudyFolder(args.out)
-    study.path.mkdir(parents=True, exist_ok=True)
-    write_json(study.rve_json, result)
-    print(result["study"])
-    print(markdown_table(result, list(_LABELS)))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

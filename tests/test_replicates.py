@@ -257,8 +257,10 @@ def test_replicates_with_resume_of_a_single_run_is_refused(tmp_path, capsys):
     assert main(["run", "--replicates", "2", "--size", "48", "--out", str(single.path), "--quiet"]) == 2
     assert "single run" in capsys.readouterr().err
     assert single.run_json.read_bytes() == before and not StudyFolder(single.path).replicates_json.exists()
-    # an empty folder holds no replicates either
+    # an empty folder holds no replicates either; --workers belongs to replicates
     assert main(["run", "--resume", str(tmp_path / "nothing"), "--replicates", "2"]) == 2
+    assert main(["run", "--resume", str(single.path), "--workers", "2"]) == 2
+    assert "--workers" in capsys.readouterr().err and single.run_json.read_bytes() == before
 
 
 def test_a_replicates_folder_is_not_overwritten_by_a_single_run_or_other_replicates(tmp_path, capsys):

@@ -158,7 +158,8 @@ def summary_table(rows: Sequence[dict[str, Any]], voxel_size_um: float | None = 
         a, b = float(first[key]), float(last[key])
         rate = (b - a) / abs(a) / years * 100 if a != 0.0 and math.isfinite(a) and math.isfinite(b) else float("nan")
         lines.append(f"{label:<8} {a * scale:>12.4g} {b * scale:>12.4g} {rate:>+12.2f}   {unit}")
-    lines.append(f"(voxel size {rows[0].get('voxel_size_um', voxel_size_um)} µm)")
+    lines.append(f"(voxel size {rows[0].get('voxel_size_um', voxel_size_um)} µm; one sample, no interval: "
+                 "--replicates N gives each change with its 95 % interval)")
     return "\n".join(lines)
 
 
@@ -233,14 +234,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .simulate import RunInterrupted, simulate  # deferred, see the module docstring  # noqa: PLC0415
     from .runfolder import StudyFolder  # noqa: PLC0415
 
-    if args.workers is not None and args.replicates is None and not args.resume:
+    replicated = bool(args.resume) and StudyFolder(args.resume).holds_replicates()
+    if args.resume and args.replicates is not None and not replicated:
+        raise UsageError(f"{args.resume} holds no replicates (no replicates.json); resume it without "
+                         "--replicates, or start replicates in a new --out folder")
+    if args.workers is not None and args.replicates is None and not replicated:
         raise UsageError("--workers sizes the cluster of --replicates; give --replicates N too")
-    if args.resume:
-        replicated = StudyFolder(args.resume).holds_replicates()
-        if args.replicates is not None and not replicated:
-            raise UsageError(f"{args.resume} holds no replicates (no replicates.json); resume it without "
-                             "--replicates, or start replicates in a new --out folder")
-    if args.replicates is not None or (args.resume and replicated):
+    if args.replicates is not None or replicated:
         if args.resume:
             given = [f"--{name.replace('_', '-')}" for name in _SCENARIO_FLAGS if getattr(args, name) is not None]
             if given:

@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .backend import BackendError, cupy_available, get_backend
 from .bench import compare_records, format_table, load_record, write_record
-from .runfolder import RunFolder, RunState
+from .runfolder import RunFolder, RunState, StudyFolder
+from .rve import rve_warnings
 from .scenario import Period, Scenario, load_scenario
 from .units import DAYS_PER_YEAR
 
@@ -185,15 +186,12 @@ def replicates_summary_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _print_rve_warnings(scenario: Scenario) -> None:
-    from .rve import rve_warnings  # noqa: PLC0415  (light; kept beside its only caller)
-
     for text in rve_warnings(scenario, [key for key, *_ in SUMMARY_METRICS]):
         print(f"voxelbone run: warning: {text}", file=sys.stderr)
 
 
 def _cmd_run_replicates(args: argparse.Namespace) -> int:
     from .replicates import resume_replicates, simulate_replicates  # deferred, see the module docstring  # noqa: PLC0415
-    from .runfolder import StudyFolder  # noqa: PLC0415
 
     if args.resume:
         study = StudyFolder(args.resume)
@@ -201,7 +199,6 @@ def _cmd_run_replicates(args: argparse.Namespace) -> int:
         if args.replicates is not None and args.replicates != int(info["n_replicates"]):
             raise UsageError(f"{study.path} holds {info['n_replicates']} replicates; leave out --replicates to "
                              "resume them")
-        scenario = Scenario.from_dict(info["scenario"])
         print(f"voxelbone {__version__}: resuming the replicates in {study.path}", file=sys.stderr)
         result = resume_replicates(study.path, n_workers=args.workers, backend=args.backend,
                                    render=not args.no_render, progress=_replicate_progress(args))
@@ -232,7 +229,6 @@ def _replicate_progress(args: argparse.Namespace) -> Callable[[str, str], None] 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .simulate import RunInterrupted, simulate  # deferred, see the module docstring  # noqa: PLC0415
-    from .runfolder import StudyFolder  # noqa: PLC0415
 
     replicated = bool(args.resume) and StudyFolder(args.resume).holds_replicates()
     if args.resume and args.replicates is not None and not replicated:

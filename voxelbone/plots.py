@@ -183,7 +183,7 @@ def plot_metrics(runs: Mapping[str, str | Path | Rows | Sequence[Rows]], path: s
                 continue
             if len(tables) > 1:
                 band = metric_band(tables, col, scale=scale, relative=relative)
-                line = ax.plot(band.years, band.mean, label=f"{run_label} (mean of {len(tables)})", lw=1.6)[0]
+                line = ax.plot(band.years, band.mean, label=f"{run_label} (mean of {len(tables)}, 95 % band)", lw=1.6)[0]
                 ax.fill_between(band.years, band.low, band.high, color=line.get_color(), alpha=0.25, lw=0)
                 continue
             rows = tables[0]

@@ -22,6 +22,7 @@ OWNER = PACKAGE / "runfolder.py"
 #: a string literal without whitespace naming a file or folder of a results folder is a path
 LAYOUT = re.compile(r"(?:^|/)(metrics\.csv|run\.json|scenario\.toml|hormones\.csv|activity\.csv|checkpoint(?:\.npz)?"
                     r"|error\.txt|snapshots|plots|renders|runs|images|report\.html|sweep\.(?:csv|parquet|json|toml)"
+                    r"|summary\.csv|replicates\.json|rve\.json|rep_"
                     r"|day_)(?:/|$)")
 
 SCENARIO = Scenario(name="t", site="lumbar_spine", periods=(Period("postmenopausal_untreated", 0.1),), size=48, seed=3)

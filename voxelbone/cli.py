@@ -22,11 +22,12 @@ from typing import Any, Callable, Sequence
 from ._version import __version__
 from .backend import BackendError, cupy_available, get_backend
 from .bench import compare_records, format_table, load_record, write_record
-from .runfolder import RunFolder, RunState
+from .runfolder import RunFolder, RunState, StudyFolder
+from .rve import rve_warnings
 from .scenario import Period, Scenario, load_scenario
 from .units import DAYS_PER_YEAR
 
-__all__ = ["UsageError", "build_parser", "main", "summary_table"]
+__all__ = ["UsageError", "build_parser", "main", "replicates_summary_table", "summary_table"]
 
 #: (column, label, unit, scale) of the table printed at the end of ``voxelbone run``
 SUMMARY_METRICS: tuple[tuple[str, str, str, float], ...] = (
@@ -48,6 +49,7 @@ EPILOG = """examples:
   voxelbone presets show trt                     regimen, mean hormone levels, hormone plot
   voxelbone compare postmenopausal_untreated mht_estradiol_progesterone --years 2 --out results/cmp
   voxelbone render results/run                   re-render a finished run
+  voxelbone run --replicates 4 --size 96 --years 1 --out results/reps   4 seeds in parallel, 95 % intervals
   voxelbone sweep samples/sweep_small.toml --out results/sweep
   voxelbone bench --quick --json bench.json      benchmark (table + JSON record)
   voxelbone calibrate --seeds 1                  model vs clinical BMD changes
@@ -70,6 +72,24 @@ def _positive_float(text: str) -> float:
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return v
+
+
+def _replicate_count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of replicates ≥ 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of replicates ≥ 1, got {text}")
+    return v
+
+
+def _add_replicate_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicates", type=_replicate_count, default=None, metavar="N",
+                   help="run N independent replicates (own seeds, derived from --seed) in parallel and report means "
+                        "with 95 %% intervals (OUT/summary.csv)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="local worker processes for the replicates (default: one per core or GPU)")
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -108,6 +128,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted run from its folder (a completed run: says so, exit 0)")
     p.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_RUN_DIR})")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_replicate_flags(p)
     p.set_defaults(func=_cmd_run)
 
 
@@ -148,13 +169,90 @@ def summary_table(rows: Sequence[dict[str, Any]], voxel_size_um: float | None = 
         a, b = float(first[key]), float(last[key])
         rate = (b - a) / abs(a) / years * 100 if a != 0.0 and math.isfinite(a) and math.isfinite(b) else float("nan")
         lines.append(f"{label:<8} {a * scale:>12.4g} {b * scale:>12.4g} {rate:>+12.2f}   {unit}")
-    lines.append(f"(voxel size {rows[0].get('voxel_size_um', voxel_size_um)} µm)")
+    lines.append(f"(voxel size {rows[0].get('voxel_size_um', voxel_size_um)} µm; one sample, no interval: "
+                 "--replicates N gives each change with its 95 % interval)")
     return "\n".join(lines)
+
+
+def replicates_summary_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Means at the start and the end and the mean change with its 95 % interval, from ``summary.csv`` rows.
+
+    A change whose interval includes zero is marked ``unresolved`` (the spread between
+    replicates is larger than the change).
+    """
+    from .replicates import summary_intervals  # deferred, see the module docstring  # noqa: PLC0415
+
+    by_metric = {str(r["metric"]): r for r in rows}
+    intervals = summary_intervals(rows)
+    n = int(rows[0]["n_replicates"]) if rows else 0
+    lines = [f"{'metric':<8} {'day 0':>11} {'end':>11}   change %/yr, mean [95 % interval] of {n} replicates"]
+    for key, label, unit, scale in SUMMARY_METRICS:
+        if key not in by_metric:
+            continue
+        r = by_metric[key]
+        lines.append(f"{label:<8} {float(r['start_mean']) * scale:>11.4g} {float(r['end_mean']) * scale:>11.4g}   "
+                     f"{intervals[key].format():<36} {unit}")
+    return "\n".join(lines)
+
+
+def _print_rve_warnings(scenario: Scenario) -> None:
+    for text in rve_warnings(scenario, [key for key, *_ in SUMMARY_METRICS]):
+        print(f"voxelbone run: warning: {text}", file=sys.stderr)
+
+
+def _cmd_run_replicates(args: argparse.Namespace) -> int:
+    from .replicates import resume_replicates, simulate_replicates  # deferred, see the module docstring  # noqa: PLC0415
+
+    if args.resume:
+        study = StudyFolder(args.resume)
+        info = study.replicates_info()
+        if args.replicates is not None and args.replicates != int(info["n_replicates"]):
+            raise UsageError(f"{study.path} holds {info['n_replicates']} replicates; leave out --replicates to "
+                             "resume them")
+        print(f"voxelbone {__version__}: resuming the replicates in {study.path}", file=sys.stderr)
+        result = resume_replicates(study.path, n_workers=args.workers, backend=args.backend,
+                                   render=not args.no_render, progress=_replicate_progress(args))
+    else:
+        scenario = scenario_from_args(args)
+        study = StudyFolder(args.out or DEFAULT_RUN_DIR)
+        get_backend(args.backend)
+        _print_rve_warnings(scenario)
+        print(f"voxelbone {__version__}: {scenario.name} — {args.replicates} replicates in parallel, site "
+              f"{scenario.site}, {' → '.join(f'{p.preset} {p.years:g} yr' for p in scenario.periods)}", file=sys.stderr)
+        result = simulate_replicates(scenario, study.path, args.replicates, n_workers=args.workers,
+                                     backend=args.backend, render=not args.no_render,
+                                     progress=_replicate_progress(args))
+    for rid, err in result.errors.items():
+        print(f"voxelbone run: replicate {rid} failed: {err}", file=sys.stderr)
+    if not result.completed:
+        return 1
+    print(replicates_summary_table(result.summary))
+    print(f"summary: {study.summary_csv}; one run folder per replicate in {study.runs_dir}/")
+    return 0
+
+
+def _replicate_progress(args: argparse.Namespace) -> Callable[[str, str], None] | None:
+    if args.quiet:
+        return None
+    return lambda rid, status: print(f"{status:>10}  {rid}", file=sys.stderr, flush=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .simulate import RunInterrupted, simulate  # deferred, see the module docstring  # noqa: PLC0415
 
+    replicated = bool(args.resume) and StudyFolder(args.resume).holds_replicates()
+    if args.resume and args.replicates is not None and not replicated:
+        raise UsageError(f"{args.resume} holds no replicates (no replicates.json); resume it without "
+                         "--replicates, or start replicates in a new --out folder")
+    if args.workers is not None and args.replicates is None and not replicated:
+        raise UsageError("--workers sizes the cluster of --replicates; give --replicates N too")
+    if args.replicates is not None or replicated:
+        if args.resume:
+            given = [f"--{name.replace('_', '-')}" for name in _SCENARIO_FLAGS if getattr(args, name) is not None]
+            if given:
+                raise UsageError(f"--resume continues the replicates recorded in {args.resume}; "
+                                 f"leave out {', '.join(given)}")
+        return _cmd_run_replicates(args)
     if args.resume:
         given = [f"--{name.replace('_', '-')}" for name in _SCENARIO_FLAGS if getattr(args, name) is not None]
         if given:
@@ -181,6 +279,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if folder.state() is RunState.INTERRUPTED:
             raise UsageError(f"{folder.path} holds an interrupted run; continue it with --resume {folder.path} "
                              "or choose another --out")
+        if StudyFolder(folder.path).holds_replicates():
+            raise UsageError(f"{folder.path} holds replicates; add --replicates N, --resume {folder.path}, "
+                             "or choose another --out")
+        _print_rve_warnings(scenario)
     backend = get_backend(args.backend)  # fail early and clearly on a forced, unusable backend
     print(f"voxelbone {__version__}: {scenario.name} — site {scenario.site}, "
           f"{' → '.join(f'{p.preset} {p.years:g} yr' for p in scenario.periods)}, backend {backend.name} ({backend.device})",
@@ -299,17 +401,20 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-render", action="store_true", help="leave out the 3-D renders")
     p.add_argument("--out", type=Path, default=Path("results/compare"), help="report folder (default results/compare)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_replicate_flags(p)
     p.set_defaults(func=_cmd_compare)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    if args.workers is not None and args.replicates is None:
+        raise UsageError("--workers sizes the cluster of --replicates; give --replicates N too")
     get_backend(args.backend)
     from .report import compare  # deferred, see the module docstring  # noqa: PLC0415
 
     path = compare(args.presets, args.out, years=args.years, site=args.site, size=args.size,
                    voxel_size_um=args.voxel_size_um, seed=args.seed, step_days=args.step_days,
                    metrics_every_days=args.metrics_every_days, backend=args.backend, progress=not args.quiet,
-                   render=not args.no_render)
+                   render=not args.no_render, replicates=args.replicates, n_workers=args.workers)
     print(f"report: {path}")
     return 0
 
@@ -324,6 +429,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_positive_int, default=None, help="local worker processes (default: cores or GPUs)")
     p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=None)
     p.add_argument("--render", action="store_true", help="plots and renders for every run")
+    p.add_argument("--replicates", type=_replicate_count, default=None, metavar="N",
+                   help="N replicates of every grid point (own seeds, derived from its seed), with a summary.csv "
+                        "of 95 %% intervals per point")
     p.set_defaults(func=_cmd_sweep)
 
 
@@ -335,7 +443,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.sweep_file)
     report = run_sweep(sweep, args.out, scheduler=args.scheduler, n_workers=args.workers, backend=args.backend,
-                       render=args.render, progress=lambda rid, st: print(f"{st:>10}  {rid}", flush=True))
+                       render=args.render, progress=lambda rid, st: print(f"{st:>10}  {rid}", flush=True),
+                       replicates=args.replicates)
     n_ok = sum(1 for s in report.statuses.values() if s == "completed")
     print(f"{n_ok}/{len(report.statuses)} runs completed; table: {report.table_csv}")
     for rid, err in report.errors.items():

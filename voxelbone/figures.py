@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 
 from . import plots, render
-from .runfolder import RunFolder
+from .runfolder import RunFolder, StudyFolder
 
-__all__ = ["FigureReport", "draw_figures", "draw_run_figures"]
+__all__ = ["FigureReport", "draw_figures", "draw_replicate_figures", "draw_run_figures"]
 
 #: A figure: drawing it writes and returns one file or several.
 Figure = Callable[[], "Path | Sequence[Path]"]
@@ -86,3 +86,11 @@ def draw_run_figures(folder: RunFolder, *, with_plots: bool = True, with_renders
     report = draw_figures(figures, stream=stream)
     report.errors = {**errors, **report.errors}
     return report
+
+
+def draw_replicate_figures(study: StudyFolder, *, stream: TextIO | None = None) -> FigureReport:
+    """The plots of a set of replicates (metrics with 95 % bands) into ``study``'s ``plots/``.
+
+    Each replicate's own figures are drawn in its run folder by the run itself.
+    """
+    return draw_figures(plots.replicate_plots(study), stream=stream)

@@ -1,24 +1,31 @@
 """Plots (matplotlib, Agg backend): metrics over time, hormone courses, thickness histograms.
 
 Every function takes data (rows, courses, volumes) or a results folder and writes one PNG;
-runs drawn together share their axes so presets can be compared by eye.
+runs drawn together share their axes so presets can be compared by eye. A run given as
+replicates (several metrics tables of the same scenario on different seeds) is drawn as
+its mean with a band: the 95 % interval of the mean at each time point (:func:`metric_band`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .intervals import t_interval
 from .metrics import local_thickness
 from .results import load_rows, load_snapshot
-from .runfolder import RunFolder
+from .runfolder import RunFolder, StudyFolder
 from .units import DAYS_PER_YEAR
 
 __all__ = [
     "HORMONE_PANELS",
     "METRIC_PANELS",
+    "Band",
+    "metric_band",
+    "replicate_plots",
     "plot_activity",
     "plot_hormones",
     "plot_metrics",
@@ -81,14 +88,73 @@ def _as_rows(run: str | Path | Sequence[Mapping[str, Any]]) -> list[Mapping[str,
     return list(run)
 
 
-def plot_metrics(runs: Mapping[str, str | Path | Sequence[Mapping[str, Any]]], path: str | Path, *,
+Rows = Sequence[Mapping[str, Any]]
+
+
+def _as_tables(run: str | Path | Rows | Sequence[Rows]) -> list[list[Mapping[str, Any]]]:
+    """One metrics table per replicate (a single run is a list of one table)."""
+    if isinstance(run, (str, Path)) and Path(run).is_dir() and StudyFolder(run).holds_replicates():
+        return [f.read_metrics() for f in StudyFolder(run).replicates()]
+    if isinstance(run, (list, tuple)) and run and isinstance(run[0], (list, tuple)):
+        return [list(rows) for rows in run]
+    return [_as_rows(run)]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Band:
+    """A metric over time across replicates: the mean and its 95 % interval at each time point."""
+
+    years: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def metric_band(tables: Sequence[Rows], column: str, *, scale: float = 1.0, relative: bool = False) -> Band:
+    """Mean and 95 % Student-t interval of ``column`` at each time point across replicates.
+
+    Parameters
+    ----------
+    tables
+        One metrics table per replicate, at the same time points.
+    column
+        Metric column.
+    scale
+        Factor applied to the values (e.g. 100 for a fraction in %).
+    relative
+        Use each replicate's change from its own first row in % instead of the values.
+
+    Returns
+    -------
+    Band
+        ``low``/``high`` are NaN for a single replicate.
+    """
+    if not tables or any(not rows for rows in tables):
+        raise ValueError("a band needs at least one replicate with metrics rows")
+    n_rows = {len(rows) for rows in tables}
+    days = [[float(r["day"]) for r in rows] for rows in tables]
+    if len(n_rows) != 1 or any(d != days[0] for d in days):
+        raise ValueError("replicates must have their metrics at the same days to be drawn as a band")
+    values = np.array([[float(r[column]) if r.get(column) not in ("", None) else np.nan for r in rows]
+                       for rows in tables]) * scale
+    if relative:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = 100.0 * (values / values[:, :1] - 1.0)
+    stats = [t_interval(values[:, j]) for j in range(values.shape[1])]
+    return Band(np.array([float(r["year"]) for r in tables[0]]), np.array([s.mean for s in stats]),
+                np.array([s.low for s in stats]), np.array([s.high for s in stats]))
+
+
+def plot_metrics(runs: Mapping[str, str | Path | Rows | Sequence[Rows]], path: str | Path, *,
                  metrics: Sequence[tuple[str, str, float]] = METRIC_PANELS, relative: bool = False) -> Path:
     """Each metric over simulated years, one line per run, shared axes per metric.
 
     Parameters
     ----------
     runs
-        Label → metrics rows (``metrics.csv`` rows, a results folder or a CSV path).
+        Label → metrics rows (``metrics.csv`` rows, a results folder or a CSV path), or
+        replicates (a list of metrics tables, or a folder of replicates): drawn as the
+        mean with a shaded band, the 95 % interval of the mean (:func:`metric_band`).
     path
         PNG to write.
     metrics
@@ -103,18 +169,24 @@ def plot_metrics(runs: Mapping[str, str | Path | Sequence[Mapping[str, Any]]], p
     """
     if not runs:
         raise ValueError("plot_metrics needs at least one run")
-    data = {label: _as_rows(r) for label, r in runs.items()}
-    for label, rows in data.items():
-        if not rows:
+    data = {label: _as_tables(r) for label, r in runs.items()}
+    for label, tables in data.items():
+        if not all(tables):
             raise ValueError(f"run {label!r} has no metrics rows")
-    panels = [m for m in metrics if any(m[0] in rows[0] for rows in data.values())]
+    panels = [m for m in metrics if any(m[0] in tables[0][0] for tables in data.values())]
     plt = _pyplot()
     nr, nc = _grid(len(panels))
     fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 2.9 * nr), squeeze=False, sharex=True)
     for ax, (col, label, scale) in zip(axes.flat, panels):
-        for run_label, rows in data.items():
-            if col not in rows[0]:
+        for run_label, tables in data.items():
+            if col not in tables[0][0]:
                 continue
+            if len(tables) > 1:
+                band = metric_band(tables, col, scale=scale, relative=relative)
+                line = ax.plot(band.years, band.mean, label=f"{run_label} (mean of {len(tables)}, 95 % band)", lw=1.6)[0]
+                ax.fill_between(band.years, band.low, band.high, color=line.get_color(), alpha=0.25, lw=0)
+                continue
+            rows = tables[0]
             x = np.array([float(r["year"]) for r in rows])
             y = np.array([float(r[col]) if r[col] not in ("", None) else np.nan for r in rows]) * scale
             if relative:
@@ -244,6 +316,17 @@ def run_plots(folder: RunFolder) -> dict[str, Callable[[], Path]]:
     if folder.snapshots():
         figures["thickness_histogram"] = histogram
     return figures
+
+
+def replicate_plots(study: StudyFolder) -> dict[str, Callable[[], Path]]:
+    """The plots of a set of replicates (``metrics`` and ``metrics_change`` with bands) into ``study``'s ``plots/``."""
+    label = study.path.name
+
+    def draw(name: str, relative: bool) -> Path:
+        return plot_metrics({label: [f.read_metrics() for f in study.replicates()]}, study.plot_path(name),
+                            relative=relative)
+
+    return {"metrics": lambda: draw("metrics", False), "metrics_change": lambda: draw("metrics_change", True)}
 
 
 def plot_run(result_dir: str | Path) -> list[Path]:

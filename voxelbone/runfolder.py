@@ -18,6 +18,16 @@ A folder of several runs (a sweep, a preset comparison)::
     OUT/sweep.json, sweep.toml, sweep.csv, sweep.parquet   (a sweep)
     OUT/report.html, OUT/images/                            (a comparison)
 
+Replicates of one scenario (``--replicates N``) are a folder of several runs too::
+
+    OUT/runs/rep_00/ ... rep_NN/   one run folder per replicate (its own seed)
+    OUT/replicates.json            the scenario, the number of replicates and their seeds
+    OUT/summary.csv                one row per metric: means and 95 % intervals
+    OUT/plots/NAME.png             the metrics over time, mean and 95 % band
+
+and a comparison or a sweep with replicates keeps one such folder per preset or grid
+point under its ``runs/``.
+
 :class:`RunFolder` reads and writes every file of a run folder (``run.json``, the metrics
 table, checkpoints, snapshots, the daily courses) and says what state the run is in
 (:class:`RunState`); :class:`StudyFolder` holds the runs of a sweep or a comparison and
@@ -64,6 +74,11 @@ _KEPT_FIELDS = ("input_scan", "figure_errors")
 _PLOTS = "plots"
 _RENDERS = "renders"
 _CHECKPOINT_META = "__meta__"
+_RUNS = "runs"
+_REPLICATE_PREFIX = "rep_"
+_REPLICATES_JSON = "replicates.json"
+_SUMMARY_CSV = "summary.csv"
+_RVE_JSON = "rve.json"
 
 
 class RunState(str, enum.Enum):
@@ -441,7 +456,8 @@ class StudyFolder:
 
     A sweep keeps its description and gathered table here, a comparison its report.
     Replicates of one scenario fit the same shape: one run folder per replicate under
-    ``runs/`` and their summary table as one more file property of this class.
+    ``runs/rep_NN/``, ``replicates.json`` (what made them) and ``summary.csv`` (their
+    means and intervals).
     """
 
     path: Path
@@ -452,7 +468,7 @@ class StudyFolder:
     @property
     def runs_dir(self) -> Path:
         """Folder of the run folders."""
-        return self.path / "runs"
+        return self.path / _RUNS
 
     def run(self, run_id: str) -> RunFolder:
         """The folder of run ``run_id``."""
@@ -491,6 +507,84 @@ class StudyFolder:
     def images_dir(self) -> Path:
         """The report's images."""
         return self.path / "images"
+
+    # ---------------------------------------------------------------- replicates
+    def study(self, run_id: str) -> StudyFolder:
+        """The folder ``runs/<run id>/`` as a folder of runs itself (a preset's or a grid point's replicates)."""
+        return StudyFolder(self.runs_dir / run_id)
+
+    @staticmethod
+    def replicate_id(index: int) -> str:
+        """The run id of replicate ``index`` (``rep_00``, ``rep_01``, ...)."""
+        if index < 0:
+            raise ValueError(f"a replicate index is ≥ 0, got {index}")
+        return f"{_REPLICATE_PREFIX}{index:02d}"
+
+    def replicate(self, index: int) -> RunFolder:
+        """The run folder of replicate ``index``."""
+        return self.run(self.replicate_id(index))
+
+    def replicates(self) -> list[RunFolder]:
+        """The replicate run folders present, in replicate order."""
+        if not self.runs_dir.is_dir():
+            return []
+        found = []
+        for p in self.runs_dir.iterdir():
+            tail = p.name[len(_REPLICATE_PREFIX):]
+            if p.is_dir() and p.name.startswith(_REPLICATE_PREFIX) and tail.isdigit():
+                found.append((int(tail), RunFolder(p)))
+        return [f for _, f in sorted(found, key=lambda t: t[0])]
+
+    def holds_replicates(self) -> bool:
+        """True when the folder is a set of replicates (``replicates.json`` or ``runs/rep_NN/``)."""
+        return self.replicates_json.is_file() or bool(self.replicates())
+
+    @property
+    def replicates_json(self) -> Path:
+        """What made a set of replicates: the scenario, their number and seeds."""
+        return self.path / _REPLICATES_JSON
+
+    def write_replicates_info(self, data: Mapping[str, Any]) -> None:
+        """Write ``replicates.json`` (creates the folder)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.replicates_json, data)
+
+    def replicates_info(self) -> dict[str, Any]:
+        """The content of ``replicates.json``.
+
+        Raises
+        ------
+        FileNotFoundError
+            When the folder is not a set of replicates.
+        """
+        if not self.replicates_json.is_file():
+            raise FileNotFoundError(f"{self.path} holds no replicates (no {_REPLICATES_JSON})")
+        return json.loads(self.replicates_json.read_text(encoding="utf-8"))
+
+    def plot_path(self, name: str) -> Path:
+        """Where the plot ``name`` of the whole set goes (``plots/NAME.png``)."""
+        return self.path / _PLOTS / f"{name}.png"
+
+    @property
+    def summary_csv(self) -> Path:
+        """The replicates' summary: one row per metric, means and 95 % intervals."""
+        return self.path / _SUMMARY_CSV
+
+    def write_summary(self, columns: list[str], rows: list[Mapping[str, Any]]) -> Path:
+        """Write ``summary.csv`` atomically; returns its path."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        text = csv_text(columns, list(rows))
+        atomic_write(self.summary_csv, lambda fh: fh.write(text.encode()))
+        return self.summary_csv
+
+    @property
+    def rve_json(self) -> Path:
+        """The result of a representative-volume study (``python -m voxelbone.rve``)."""
+        return self.path / _RVE_JSON
+
+    def read_summary(self) -> list[dict[str, Any]]:
+        """Rows of ``summary.csv`` (numbers as floats); empty when there is none."""
+        return load_rows(self.summary_csv) if self.summary_csv.exists() else []
 
 
 def _rounded(timings: Mapping[str, float]) -> dict[str, float]:

@@ -56,6 +56,9 @@ _LAZY: dict[str, str] = {
     "cell_activity": "biology",
     "ActivityCourse": "biology",
     "DAYS_PER_YEAR": "units",
+    "simulate_replicates": "replicates",
+    "RunFolder": "runfolder",
+    "RunState": "runfolder",
 }
 
 __all__ = [
@@ -74,9 +77,10 @@ __all__ = [
     "RemodelParams",
     "Remodeler",
     "Result",
+    "RunFolder",
+    "RunState",
     "SITES",
     "Scenario",
-    "__version__",
     "cell_activity",
     "get_backend",
     "list_presets",
@@ -88,6 +92,8 @@ __all__ = [
     "save_volume",
     "scenario_to_toml",
     "simulate",
+    "simulate_replicates",
+    "__version__",
 ]
 
 

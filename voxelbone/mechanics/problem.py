@@ -42,11 +42,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["BOUNDARIES", "Level", "active_nodes", "build_levels", "coarsen_moduli", "fixed_dofs",
+__all__ = ["BOUNDARIES", "COARSE_DOFS", "Level", "active_nodes", "build_levels", "coarsen_moduli", "fixed_dofs",
            "load_bearing", "pad_moduli"]
 
 BOUNDARIES = ("constrained", "frictionless")
 _FACE6 = ndimage.generate_binary_structure(3, 1)
+#: Free degrees of freedom at or below which a grid is the coarsest (factorised directly).
+COARSE_DOFS = 4000
 
 
 @dataclass
@@ -158,7 +160,7 @@ def _level(emod: np.ndarray, scale: float, boundary: str) -> Level:
     return Level(tuple(int(s) for s in emod.shape), float(scale), padded, nodes, free, fixed)
 
 
-def build_levels(emod: np.ndarray, boundary: str, *, coarse_dofs: int = 4000, max_levels: int = 12) -> list[Level]:
+def build_levels(emod: np.ndarray, boundary: str, *, coarse_dofs: int | None = None, max_levels: int = 12) -> list[Level]:
     """The grid hierarchy, finest first.
 
     Coarsening stops when the next grid would have fewer than 2 elements along an axis or
@@ -166,6 +168,7 @@ def build_levels(emod: np.ndarray, boundary: str, *, coarse_dofs: int = 4000, ma
     """
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    coarse_dofs = COARSE_DOFS if coarse_dofs is None else coarse_dofs
     levels = [_level(emod, 1.0, boundary)]
     e = emod
     while len(levels) < max_levels:

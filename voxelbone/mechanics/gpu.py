@@ -90,6 +90,10 @@ class GpuOps:
                                                        np.int64(nx)))
         return out.reshape(lv.shape)
 
+    def arrays(self) -> list[Any]:
+        """The device arrays these operators hold (for the memory count)."""
+        return self.emod + self.nodes + self.free + self.ones + [self.kb]
+
     def to_host(self, a: Any) -> np.ndarray:
         return self.xp.asnumpy(a)
 

@@ -47,6 +47,9 @@ class MechanicsResult:
         Wall time of setup and solve (s).
     backend : str
         ``"numpy"`` (Numba kernels) or ``"cupy"``.
+    state_bytes : int
+        Memory of the solver's arrays on the device that solved (grids, multigrid
+        buffers, solve vectors); 0 when nothing was solved.
     """
 
     e_app_mpa: float
@@ -64,9 +67,10 @@ class MechanicsResult:
     levels: int
     solve_s: float
     backend: str
+    state_bytes: int = 0
 
     def summary(self) -> dict[str, Any]:
         """The scalar fields, for JSON."""
         return {k: getattr(self, k) for k in (
             "e_app_mpa", "reaction_force_n", "iterations", "relative_residual", "axis", "boundary", "strain",
-            "bone_elements", "removed_elements", "levels", "solve_s", "backend")}
+            "bone_elements", "removed_elements", "levels", "solve_s", "backend", "state_bytes")}

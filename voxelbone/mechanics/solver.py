@@ -43,7 +43,7 @@ from . import cpu
 from .elements import corner_offsets, hex_stiffness, hex_stiffness_blocks, jacobi_bound
 from .problem import Level
 
-__all__ = ["ConvergenceError", "CpuOps", "Multigrid", "assemble", "pcg"]
+__all__ = ["ConvergenceError", "CpuOps", "Multigrid", "SOLVE_VECTORS", "assemble", "pcg", "state_bytes"]
 
 
 class ConvergenceError(RuntimeError):
@@ -113,6 +113,10 @@ class CpuOps:
         cpu.fe_energy(x, lv.emod, self.kb, out, *lv.shape)
         return out.reshape(lv.shape)
 
+    def arrays(self) -> list[Any]:
+        """The arrays these operators hold (for the memory count)."""
+        return [a for lv in self.levels for a in (lv.emod, lv.nodes, lv.free, lv.fixed)] + self.ones
+
     def to_host(self, a: Any) -> np.ndarray:
         return a
 
@@ -123,9 +127,12 @@ class CpuOps:
 class Multigrid:
     """The V-cycle preconditioner over a level hierarchy (finest first)."""
 
-    def __init__(self, ops: Any, nu: float, degree: int = 2, lower_ratio: float = 10.0) -> None:
+    def __init__(self, ops: Any, nu: float, degree: int = 2, lower_ratio: float = 10.0, cycles: int = 2) -> None:
         if degree < 1:
             raise ValueError(f"Chebyshev degree must be ≥ 1, got {degree}")
+        if cycles < 1:
+            raise ValueError(f"cycles must be ≥ 1, got {cycles}")
+        self.cycles = cycles
         self.ops = ops
         self.xp = ops.xp
         self.degree = degree
@@ -138,7 +145,8 @@ class Multigrid:
             d = ops.diag(lv)
             free = ops.free[lv]
             self.inv_diag.append(self.xp.where(free != 0, 1.0 / self.xp.where(d > 0, d, 1.0), 0.0))
-        self.buf = [{k: ops.zeros(lv) for k in ("x", "r", "d", "t", "b")} for lv in range(n)]
+        names = ("x", "r", "d", "t", "b") + (("c", "e") if cycles > 1 else ())
+        self.buf = [{k: ops.zeros(lv) for k in names} for lv in range(n)]
         coarse, self.coarse_dofs = assemble(ops.levels[-1], nu)
         self.coarse_lu = spla.splu(coarse) if coarse.shape[0] else None
 
@@ -187,6 +195,13 @@ class Multigrid:
         nb, nx = self.buf[level + 1]["b"], self.buf[level + 1]["x"]
         ops.restrict(level, r, nb)
         self.vcycle(level + 1, nb, nx)
+        if level + 1 < len(ops.levels) - 1:  # W-cycle: repeat the coarse correction (not on the exact coarsest)
+            cb = self.buf[level + 1]
+            for _ in range(self.cycles - 1):
+                ops.apply(level + 1, nx, cb["c"])
+                self.xp.subtract(nb, cb["c"], out=cb["c"])
+                self.vcycle(level + 1, cb["c"], cb["e"])
+                nx += cb["e"]
         ops.prolong_add(level, nx, x)
         ops.apply(level, x, t)
         self.xp.subtract(b, t, out=r)
@@ -194,6 +209,16 @@ class Multigrid:
 
     def __call__(self, r: Any, z: Any) -> None:
         self.vcycle(0, r, z)
+
+
+#: Fine-grid vectors of a solve outside the preconditioner: b, w, u_D, u, f and CG's r, q, z, p.
+SOLVE_VECTORS = 9
+
+
+def state_bytes(ops: Any, mg: Multigrid) -> int:
+    """Bytes of the solver's arrays on its device: grids, preconditioner buffers and the solve's vectors."""
+    arrays = ops.arrays() + mg.inv_diag + [a for b in mg.buf for a in b.values()]
+    return int(sum(a.nbytes for a in arrays) + SOLVE_VECTORS * 8 * 3 * ops.levels[0].n_nodes)
 
 
 def pcg(ops: Any, precond: Any, b: Any, x: Any, rtol: float, max_iterations: int) -> tuple[int, float]:

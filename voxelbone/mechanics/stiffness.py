@@ -41,7 +41,7 @@ from ..volume import BONE_THRESHOLD, BoneVolume
 from .elements import POISSON_RATIO
 from .problem import BOUNDARIES, build_levels, load_bearing
 from .result import MechanicsResult
-from .solver import CpuOps, Multigrid, pcg
+from .solver import CpuOps, Multigrid, pcg, state_bytes
 
 __all__ = ["AXES", "DEFAULT_TISSUE_MODULUS_MPA", "FULLY_MINERALISED_MODULUS_MPA", "MINERAL_EXPONENT",
            "MechanicsWarning", "apparent_modulus", "tissue_moduli"]
@@ -282,4 +282,5 @@ def apparent_modulus(
         levels=len(levels),
         solve_s=time.perf_counter() - t0,
         backend="cupy" if on_device else "numpy",
+        state_bytes=state_bytes(ops, mg),
     )

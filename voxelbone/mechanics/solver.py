@@ -127,7 +127,7 @@ class CpuOps:
 class Multigrid:
     """The V-cycle preconditioner over a level hierarchy (finest first)."""
 
-    def __init__(self, ops: Any, nu: float, degree: int = 2, lower_ratio: float = 10.0, cycles: int = 2) -> None:
+    def __init__(self, ops: Any, nu: float, degree: int = 2, lower_ratio: float = 10.0, cycles: int = 1) -> None:
         if degree < 1:
             raise ValueError(f"Chebyshev degree must be ≥ 1, got {degree}")
         if cycles < 1:

@@ -27,9 +27,10 @@ often and refill less (it thins and goes); where it carries more they start less
 and refill more (Frost's mechanostat; Huiskes et al. 2000; Schulte et al. 2013 Bone 52:485).
 
 **Set points.** ``S_set`` of resorption and of formation are fixed on the first solve so
-that the mean of ``a`` and of ``f`` over the bone surface is exactly 1 at the habitual
-load (``load_scale = 1``) and the starting hormone state: mechanics redistributes where
-BMUs act, and the calibrated mean rates of the cell layer (:mod:`voxelbone.biology`)
+that, at the habitual load (``load_scale = 1``) and the starting hormone state, the mean
+of ``a`` over the bone surface is exactly 1 and the mean of ``f`` over the BMUs (the
+surface weighted by ``a``) is exactly 1: mechanics redistributes where BMUs act, and the
+calibrated mean rates and bone balance of the cell layer (:mod:`voxelbone.biology`)
 stay. Disuse (``load_scale < 1``) lowers every ``s`` and so raises resorption and lowers
 refill everywhere.
 
@@ -156,17 +157,24 @@ def local_signal(effective_strain: Any, bone: Any, voxel_size_um: float, influen
     return out.astype(xp.float32)
 
 
-def _solve_setpoint(values: np.ndarray, exponent: float, lo: float, hi: float) -> float:
-    """``S`` with mean(clip(values/S, lo, hi)^exponent) = 1 (bisection in log S)."""
+def _solve_setpoint(values: np.ndarray, exponent: float, lo: float, hi: float, share: float,
+                    weights: np.ndarray | None = None) -> float:
+    """``S`` with the (``weights``-weighted) mean of ``1 − w + w·clip(values/S, lo, hi)^exponent`` = 1.
+
+    Root of a monotonic function of log S (Brent's method).
+    """
     from scipy.optimize import brentq  # noqa: PLC0415
 
     v = np.asarray(values, dtype=np.float64)
-    v = v[v > 0]
+    wt = np.ones_like(v) if weights is None else np.asarray(weights, dtype=np.float64)
+    keep = v > 0
+    v, wt = v[keep], wt[keep]
     if v.size == 0:
         raise ValueError("no loaded bone surface: the structure carries no load along the axis")
 
     def g(log_s: float) -> float:
-        return float(np.mean(np.clip(v / math.exp(log_s), lo, hi) ** exponent)) - 1.0
+        factor = (1.0 - share) + share * np.clip(v / math.exp(log_s), lo, hi) ** exponent
+        return float(np.sum(wt * factor) / np.sum(wt)) - 1.0
 
     a, b = math.log(v.min()) - math.log(hi) - 1.0, math.log(v.max()) - math.log(lo) + 1.0
     return math.exp(brentq(g, a, b, xtol=1e-12, rtol=1e-12))
@@ -210,14 +218,22 @@ class Mechanostat:
         return 1.0 + self.params.estradiol_setpoint_shift * max(1.0 - estradiol_signal(estradiol_pg_ml), 0.0)
 
     def calibrate(self, volume: BoneVolume, estradiol_pg_ml: float) -> None:
-        """Fix both set points so the mean modulation over the bone surface is 1 (habitual load)."""
+        """Fix both set points so the mean modulation over the bone surface is 1 (habitual load).
+
+        Activation: its mean over the surface voxels is 1. Refill: its mean over the BMUs
+        (the surface weighted by activation) is 1, so the net bone balance of the cell
+        layer stays too (BMUs start more often where they refill less).
+        """
         if self.signal is None:
             raise ValueError("calibrate needs a solve first (Mechanostat.solve)")
         p = self.params
         surf = asnumpy(surface_mask(volume.bone, volume.region))
         values = asnumpy(self.signal)[surf]
-        self.setpoint_resorption = _solve_setpoint(values, -p.resorption_exponent, p.signal_ratio_min, p.signal_ratio_max)
-        self.setpoint_formation = _solve_setpoint(values, p.formation_exponent, p.signal_ratio_min, p.signal_ratio_max)
+        lo, hi, w = p.signal_ratio_min, p.signal_ratio_max, p.mechanical_share
+        self.setpoint_resorption = _solve_setpoint(values, -p.resorption_exponent, lo, hi, w)
+        act = (1.0 - w) + w * np.clip(values / self.setpoint_resorption, lo, hi) ** (-p.resorption_exponent)
+        # refill is averaged over the BMUs (weighted by activation), so the bone balance stays
+        self.setpoint_formation = _solve_setpoint(values, p.formation_exponent, lo, hi, w, weights=act)
         self.shift_start = self._shift(estradiol_pg_ml)
 
     def modulation(self, load_scale: float, estradiol_pg_ml: float) -> Modulation:

@@ -3,7 +3,9 @@
 A preset is a TOML file naming a population (baseline levels), the drugs with dose,
 interval, route and optional start/duration, the evidence behind it and its evidence level
 (``clinical`` where human bone outcomes exist, ``extrapolated`` where only the mechanism is
-known — then ``mechanism`` says which). The presets shipped with the package live beside
+known — then ``mechanism`` says which), and optionally ``load_scale``, the mechanical load
+relative to habitual loading (default 1; the disuse presets ``bed_rest`` and ``spaceflight``
+lower it; read only by runs with mechanics on). The presets shipped with the package live beside
 this module; a user's own file works the same way (``load_preset("my_regimen.toml")``).
 
 .. code-block:: toml

@@ -147,3 +147,17 @@ def test_simulate_with_mechanics_reports_apparent_stiffness():
     assert len(e) == len(r.rows) >= 2 and np.all(e > 0)
     assert e[-1] < e[0]  # bed rest: the structure loses stiffness
     assert r.timings_s["mechanics"] > 0
+
+
+def test_disuse_presets_scale_the_load_and_a_bad_load_scale_is_refused(tmp_path):
+    from voxelbone.presets import PresetError, load_preset
+
+    assert load_preset("bed_rest").load_scale == 0.2 and load_preset("spaceflight").load_scale == 0.1
+    assert load_preset("postmenopausal_untreated").load_scale == 1.0
+    bad = tmp_path / "heavy.toml"
+    bad.write_text('title = "x"\npopulation = "eugonadal_man"\nevidence = "clinical"\nsummary = "x"\n'
+                   'references = ["x"]\nload_scale = -0.5\n')
+    with pytest.raises(PresetError, match=r"line 6: load_scale must be a number in \[0, 5\]"):
+        load_preset(bad)
+    with pytest.raises(ValueError, match="fe_every_days must be a whole number of days"):
+        Scenario(fe_every_days=-30)

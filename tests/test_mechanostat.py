@@ -161,3 +161,18 @@ def test_disuse_presets_scale_the_load_and_a_bad_load_scale_is_refused(tmp_path)
         load_preset(bad)
     with pytest.raises(ValueError, match="fe_every_days must be a whole number of days"):
         Scenario(fe_every_days=-30)
+
+
+def test_a_modulation_of_ones_leaves_the_step_unchanged():
+    """Factors of exactly 1 multiply nothing away: the rule scales, it adds no other change."""
+    from voxelbone.remodel.mechanostat import Modulation
+
+    vol = lattice()[0]
+    plain, ones = Remodeler(vol.copy(), seed=2), Remodeler(vol.copy(), seed=2)
+    ones.modulation = Modulation(np.ones(vol.shape, np.float32), np.ones(vol.shape, np.float32))
+    for k in range(6):  # 90 days: into formation
+        plain.step(k, LOSS, 15)
+        ones.step(k, LOSS, 15)
+    for name, arr in plain.state.arrays().items():
+        np.testing.assert_array_equal(arr, ones.state.arrays()[name], err_msg=name)
+    assert plain.stats().bmus_trabecular > 0

@@ -64,11 +64,19 @@ __device__ __forceinline__ int vb_surface_type(const float* __restrict__ bone, c
     return (region[i] == VB_CORTICAL && !trabecular_marrow) ? 2 : 1;
 }
 
+// Mechanical modulation (voxelbone/remodel/mechanostat.py): a per-voxel factor on the
+// activation probability (vb_activate) and on the refill level (vb_update) from the local
+// mechanical signal; a null pointer (mechanics off) leaves the value untouched, so runs
+// without mechanics are bit-identical to the engine without this feature.
+__device__ __forceinline__ float vb_mech_scale(float v, const float* __restrict__ mod, vb_idx i) {
+    return mod ? v * mod[i] : v;
+}
+
 extern "C" __global__ void vb_activate(const float* __restrict__ bone, const unsigned char* __restrict__ region,
                                        const short* __restrict__ bmu_day, vb_i64 nz, vb_i64 ny, vb_i64 nx,
                                        vb_u64 seed, vb_u64 step, float p_hemi, float p_osteonal,
                                        vb_i64* __restrict__ seeds, unsigned int* __restrict__ seed_count,
-                                       unsigned int capacity) {
+                                       unsigned int capacity, const float* __restrict__ act_mod) {
     const vb_grid g = {nz, ny, nx};
     const vb_idx n = (vb_idx)(nz * ny * nx), nxi = (vb_idx)nx, nyi = (vb_idx)ny;
     for (vb_idx i = vb_tid(); i < n; i += vb_stride()) {
@@ -78,6 +86,7 @@ extern "C" __global__ void vb_activate(const float* __restrict__ bone, const uns
         int type = vb_surface_type(bone, region, g, z, y, x, &first);
         if (type == 0) continue;
         float p = (type == 2) ? p_osteonal : p_hemi;
+        p = vb_mech_scale(p, act_mod, i);
         if (vb_uniform(seed, step, VB_STREAM_ACTIVATION, (vb_u64)i) < p) {
             unsigned int k = atomicAdd(seed_count, 1u);
             if (k < capacity) seeds[k] = i;
@@ -296,7 +305,8 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
                                      float* __restrict__ bmu_amount, vb_u64* __restrict__ claim, vb_i64 n, int dt,
                                      float t_resorb, float t_form_start, float t_form, float t_end,
                                      float refill_trab, float refill_cort, float refill_perforated,
-                                     float m_mature, float e_primary, float e_secondary, float c_osteoid) {
+                                     float m_mature, float e_primary, float e_secondary, float c_osteoid,
+                                     const float* __restrict__ refill_mod) {
     for (vb_idx i = vb_tid(); i < (vb_idx)n; i += vb_stride()) {
         vb_u64 code = claim[i];
         int day = (int)bmu_day[i];
@@ -337,6 +347,7 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
             if (flags & VB_FLAG_RESORBED) {
                 int osteonal = (flags & VB_FLAG_OSTEONAL) != 0;
                 float r = (flags & VB_FLAG_PERFORATED) ? refill_perforated : (osteonal ? refill_cort : refill_trab);
+                r = vb_mech_scale(r, refill_mod, i);
                 float k = (float)bmu_k[i] * 0.125f;
                 float h0 = vb_level(d0, r, t_form_start, t_form);
                 float h1 = vb_level(d1, r, t_form_start, t_form);

@@ -309,6 +309,9 @@ def check_arguments(kernel: str, params: tuple[Param, ...], args: tuple[Any, ...
     for i, (p, a) in enumerate(zip(params, args)):
         where = f"{kernel}: argument {i} ({p.describe()})"
         if p.pointer:
+            if a is None:  # CuPy passes None as a null pointer; the host build takes a zero-size array
+                host.append(np.empty(0, dtype=p.dtype))
+                continue
             if not isinstance(a, ndarray):
                 raise LaunchArgumentError(f"{where} needs a device array of {p.dtype}, got {type(a).__module__}."
                                           f"{type(a).__name__}")

@@ -44,13 +44,19 @@ class HostRemodel:
     def _run(self, kernel: str, grid: int, block: int, args: tuple) -> None:
         host_grid_launch("remodel", kernel, grid, block, args, **self.launch)
 
-    def step(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> np.ndarray:
-        """One step (``vb_activate``, ``vb_claim``, ``vb_update``); returns the seeds drawn."""
+    def step(self, st: RemodelState, seed: int, step: int, sc: StepScalars, act_mod: np.ndarray | None = None,
+             refill_mod: np.ndarray | None = None) -> np.ndarray:
+        """One step (``vb_activate``, ``vb_claim``, ``vb_update``); returns the seeds drawn.
+
+        ``act_mod``/``refill_mod``: the mechanical modulation fields, ``None`` for a null pointer.
+        """
+        null = np.empty(0, dtype=np.float32)  # a zero-size array is passed as a null pointer
         nz, ny, nx = (np.int64(v) for v in self.shape)
         self.seed_count[0] = 0
         self._run("vb_activate", self.blocks, _THREADS,
                   (st.bone, st.region, st.bmu_day, nz, ny, nx, np.uint64(seed), np.uint64(step),
-                   sc.p_hemi, sc.p_osteonal, self.seeds, self.seed_count, np.uint32(self.capacity)))
+                   sc.p_hemi, sc.p_osteonal, self.seeds, self.seed_count, np.uint32(self.capacity),
+                   null if act_mod is None else act_mod))
         seeds = self.seeds[: min(int(self.seed_count[0]), self.capacity)].copy()
         self._run("vb_claim", claim_blocks(self.capacity), _CLAIM_THREADS,
                   (st.bone, st.region, st.bmu_day, nz, ny, nx, sc.voxel_um, np.uint64(seed), np.uint64(step),
@@ -61,7 +67,7 @@ class HostRemodel:
                   (st.bone, st.mineral, st.osteoid, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount,
                    self.claim, np.int64(self.n), np.int32(sc.dt), sc.t_resorb, sc.t_form_start, sc.t_form, sc.t_end,
                    sc.refill_trab, sc.refill_cort, sc.refill_perforated,
-                   sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid))
+                   sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid, null if refill_mod is None else refill_mod))
         return seeds
 
 

@@ -100,7 +100,7 @@ def test_signatures_are_parsed_after_the_preprocessor():
     assert act["seed"].ctype == "unsigned long long"
     assert act["bmu_day"].ctype == "short" and act["bmu_day"].pointer
     assert act["capacity"].dtype == np.uint32 and act["p_hemi"].dtype == np.float32
-    assert [p.name for p in sig["vb_update"]][-1] == "c_osteoid"
+    assert [p.name for p in sig["vb_update"]][-1] == "refill_mod"
     euler = fakecupy.parse_signatures(kernels.kernel_source("metrics_euler"))["vb_euler8"]
     assert [p.describe() for p in euler] == ["unsigned char* mask", "long long nz", "long long ny", "long long nx",
                                              "int* lut8", "unsigned long long* total"]
@@ -224,7 +224,7 @@ def test_a_wrong_launch_argument_is_caught(fake_cupy, small, index, bad, expecte
 
 def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, small):
     kernel, (grid, block, args) = _captured_update_args(fake_cupy, small)
-    with pytest.raises(fakecupy.LaunchArgumentError, match="vb_update_i32: 21 arguments given, the kernel takes 22"):
+    with pytest.raises(fakecupy.LaunchArgumentError, match="vb_update_i32: 22 arguments given, the kernel takes 23"):
         kernel(grid, block, args[:-1])
     with pytest.raises(fakecupy.LaunchArgumentError, match="more than 1024 threads"):
         kernel(grid, (2048,), args)

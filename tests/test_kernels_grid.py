@@ -86,21 +86,29 @@ def _case_surface(n: int = 16, **launch) -> None:
     assert host_surface_area(f, 0.5, **launch) == pytest.approx(surface_area_voxels(f, 0.5), rel=1e-12)
 
 
-def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=None, **launch) -> None:
+def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=None, modulated: bool = False,
+                  dt: int = 3, **launch) -> None:
     from test_remodel import FAST
     from voxelbone.phantom import make_phantom
     from voxelbone.remodel import Remodeler, step_scalars
+    from voxelbone.remodel.mechanostat import Modulation
 
     vol = make_phantom("femoral_neck", n, 40.0, seed=3, ct_th_um=300, tb_sp_um=400, bv_tv=0.25, tb_th_um=100)
     a, b = Remodeler(vol.copy(), seed=9), Remodeler(vol.copy(), seed=9)
+    mod = None
+    if modulated:  # the mechanostat's per-voxel factors on activation and refill
+        rng = np.random.default_rng(4)
+        mod = Modulation(rng.uniform(0.3, 3.0, vol.shape).astype(np.float32),
+                         rng.uniform(0.6, 1.6, vol.shape).astype(np.float32))
+        a.modulation = mod
     host = HostRemodel(vol.shape, capacity=capacity, **launch)
     if defines is not None:
         host.launch["defines"] = defines
     drawn = 0
     for k in range(steps):
-        sc = step_scalars(FAST, a.params, a.voxel_size_um, 3)
-        a.step(k, FAST, 3)
-        drawn += host.step(b.state, 9, k, sc).size
+        sc = step_scalars(FAST, a.params, a.voxel_size_um, dt)
+        a.step(k, FAST, dt)
+        drawn += host.step(b.state, 9, k, sc, *((mod.activation, mod.refill) if mod else ())).size
         for name, arr in a.state.arrays().items():
             np.testing.assert_array_equal(arr, b.state.arrays()[name], err_msg=f"{name} differs at step {k}")
     assert drawn > 0, "the case should start BMUs (vb_claim needs seeds)"
@@ -135,6 +143,11 @@ def test_euler_block_reduction_for_every_block_size():
     """The warp/block reduction holds for one warp, partial block counts and 1024 threads."""
     for threads in (32, 96, 1024):
         _case_euler(n=14, threads=threads, order="shuffled", order_seed=threads)
+
+
+def test_remodel_with_mechanical_modulation_equals_twin():
+    """Per-voxel activation and refill factors (the mechanostat's) give the same step in both twins."""
+    _case_remodel(n=24, steps=6, dt=15, modulated=True, order="shuffled", order_seed=2)  # into formation
 
 
 def test_remodel_64bit_index_path_equals_twin():

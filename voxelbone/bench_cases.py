@@ -10,7 +10,11 @@ Groups:
   thing (porespy, scikit-image, SciPy, ITK BoneMorphometry);
 * ``scenario`` — a short postmenopausal run with metrics every 30 days: simulated years
   per second of wall time;
-* ``transfer`` — host↔device copy of a volume (GPU only), counted apart from the rest.
+* ``transfer`` — host↔device copy of a volume (GPU only), counted apart from the rest;
+* ``mechanics`` — the micro-FE apparent modulus of the phantom (both boundary conditions,
+  rtol 1e-6) with iterations, time per iteration and the solver's bytes per voxel;
+  ParOSol beside it runs from ``benchmarks/bench_fe.py`` (GPL: its own environment).
+  Run only when named: ``voxelbone bench --cases mechanics --sizes 64,128``.
 """
 
 from __future__ import annotations
@@ -348,6 +352,34 @@ def _transfer(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]
     return (lambda: be.xp.asarray(host)), {"transfer_bytes": host.nbytes}
 
 
+# ----------------------------------------------------------------------------- mechanics
+#: Groups run only when named (``--cases mechanics``): minutes per size on a CPU.
+OPT_IN_GROUPS = ("mechanics",)
+#: Largest edge at which the CPU micro-FE solver is benchmarked (a 256³ solve takes many minutes on 2 cores).
+FE_CPU_MAX_SIZE = 128
+
+
+def _fe(boundary: str) -> Callable[[Backend, int], tuple[Callable[[], Any], dict[str, Any]]]:
+    """Apparent modulus of the site phantom (rtol 1e-6): iterations, time per iteration, bytes per voxel."""
+
+    def setup(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+        from .mechanics import apparent_modulus  # noqa: PLC0415
+
+        if not be.is_gpu and size > FE_CPU_MAX_SIZE:
+            skip(f"the CPU micro-FE solver is benchmarked up to {FE_CPU_MAX_SIZE}³")
+        v = _phantom(be, size)
+        info: dict[str, Any] = {}
+
+        def fn() -> float:
+            r = apparent_modulus(v, boundary=boundary, rtol=1e-6)
+            info.update(iterations=r.iterations, s_per_iteration=r.solve_s / max(r.iterations, 1),
+                        bone_elements=r.bone_elements, e_app_mpa=r.e_app_mpa,
+                        **{("device_bytes_per_voxel" if be.is_gpu else "host_bytes_per_voxel"): r.state_bytes / size**3})
+            return r.e_app_mpa
+        return fn, info
+    return setup
+
+
 CASES: tuple[tuple[str, Case], ...] = (
     ("kernels", Case("remodel.step", _step)),
     ("kernels", Case("remodel.activate", _part("activate"))),
@@ -373,6 +405,8 @@ CASES: tuple[tuple[str, Case], ...] = (
     ("metrics", Case("plate_model", _plate_model_itk, impl="itk-bonemorphometry", backends=("numpy",))),
     ("scenario", Case("scenario.pm_0.25yr", _scenario)),
     ("transfer", Case("transfer.h2d", _transfer, backends=("cupy",))),
+    ("mechanics", Case("fe.constrained", _fe("constrained"))),
+    ("mechanics", Case("fe.frictionless", _fe("frictionless"))),
 )
 
 
@@ -401,6 +435,8 @@ def run_bench(sizes: Sequence[int], backends: Sequence[str], *, groups: Sequence
     for size in sizes:
         for group, case in CASES:
             if groups and group not in groups and case.name not in groups:
+                continue
+            if not groups and group in OPT_IN_GROUPS:
                 continue
             for be in bes:
                 if be.name not in case.backends:

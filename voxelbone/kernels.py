@@ -609,7 +609,8 @@ def host_grid_launch(
         Launch configuration, as given to CuPy (x, y, z); ``block`` at most 1024 threads.
     args : sequence
         C-contiguous NumPy arrays for pointer parameters (dtype itemsize and kind must
-        match the pointee) and NumPy scalars of exactly the parameter's type for values.
+        match the pointee; a zero-size array passes a null pointer, as CuPy passes
+        ``None``) and NumPy scalars of exactly the parameter's type for values.
     shared_mem : int
         Dynamic shared memory per block in bytes (``VB_EXTERN_SHARED`` in a kernel).
     order : {"forward", "reverse", "shuffled"}
@@ -690,7 +691,9 @@ def _tsan_launch(cu_name: str, kernel_name: str, cfg: bytes, args: Sequence[Any]
     spec += struct.pack("<I", len(kernel_name)) + kernel_name.encode() + cfg
     refs = []
     for a, p in zip(args, params):
-        if isinstance(a, np.ndarray):
+        if isinstance(a, np.ndarray) and a.size == 0:  # a null pointer, as host_grid_launch passes it
+            refs.append(struct.pack("<BI", 1, 8) + bytes(8))
+        elif isinstance(a, np.ndarray):
             key = (a.ctypes.data, a.nbytes)
             if key not in index:
                 for other in arrays:

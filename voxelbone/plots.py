@@ -45,6 +45,7 @@ METRIC_PANELS: tuple[tuple[str, str, float], ...] = (
     ("ct_th_um", "Ct.Th (µm)", 1.0),
     ("ct_po", "Ct.Po (%)", 100.0),
     ("bmd_mg_cm3", "BMD (mg HA/cm³)", 1.0),
+    ("e_app_z_mpa", "E_app,z (MPa)", 1.0),  # runs with mechanics on (Scenario.fe_every_days)
 )
 
 #: (column, label with unit) of the hormone panels

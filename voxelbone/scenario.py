@@ -90,6 +90,11 @@ class Scenario:
     compartments : str
         Compartments of the input file: ``auto``, ``trabecular`` or a region file
         (:func:`voxelbone.io.load_volume`).
+    fe_every_days : int
+        Days between micro-FE solves of load-driven remodelling
+        (:mod:`voxelbone.remodel.mechanostat`): the local strain then steers where BMUs
+        start and how much they refill, and ``e_app_z_mpa`` is reported at every metric
+        evaluation. 0 (default) turns mechanics off.
 
     Examples
     --------
@@ -119,6 +124,7 @@ class Scenario:
     spin_up_days: int = 200
     input: str | None = None
     compartments: str = "auto"
+    fe_every_days: int = 0
 
     def __post_init__(self) -> None:
         periods = tuple(p if isinstance(p, Period) else Period(**p) for p in self.periods)
@@ -144,6 +150,8 @@ class Scenario:
             if not 10.0 <= vs <= 40.0:
                 warnings.warn(f"voxel_size_um={vs} is outside the micro-CT range 10–40 µm", stacklevel=2)
             object.__setattr__(self, "voxel_size_um", float(vs))
+        if not isinstance(self.fe_every_days, int) or isinstance(self.fe_every_days, bool) or self.fe_every_days < 0:
+            raise ValueError(f"fe_every_days must be a whole number of days ≥ 0 (0: mechanics off), got {self.fe_every_days!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 

@@ -214,6 +214,8 @@ def simulate(
             folder.update_info(input_scan=host_volume.meta.get("scan"))
     table = folder.metrics_table(resume_day=start_step * dt if resume else None) if folder is not None else None
     rows: list[dict[str, Any]] = table.rows if table is not None else []
+    mech = _Mechanics(scenario, rem, course, timings, checkpoint.engine if checkpoint is not None else None) \
+        if scenario.fe_every_days > 0 else None
 
     def evaluate(day: int) -> None:
         be.synchronize()  # queued steps are charged to the steps, not to the metrics
@@ -222,6 +224,8 @@ def simulate(
         row: dict[str, Any] = {"day": day, "year": round(day / DAYS_PER_YEAR, 6), "period": period.preset,
                                "preset": period.preset}
         row.update(measure(rem.volume))
+        if mech is not None:
+            row["e_app_z_mpa"] = mech.e_app_mpa(day)
         row.update({f"engine_{k}": v for k, v in dataclasses.asdict(rem.stats()).items()})
         rates = activity.at(float(day))
         row.update({f"rate_{k}": float(v) for k, v in dataclasses.asdict(rates).items()})
@@ -243,8 +247,9 @@ def simulate(
         if snapshot:
             folder.save_snapshot(rem.volume, day1)
         if ckpt:
+            engine = rem.state_meta() if mech is None else {**rem.state_meta(), "mechanostat": mech.state()}
             folder.write_checkpoint({name: asnumpy(a) for name, a in rem.state_arrays().items()}, next_step=k + 1,
-                                    scenario=scenario, engine=rem.state_meta())
+                                    scenario=scenario, engine=engine)
         timings["io"] += time.perf_counter() - t0
 
     timer = StepTimer(be)
@@ -257,19 +262,26 @@ def simulate(
                     rem.step(k, balanced, dt)
                 be.synchronize()
                 timings["spin_up"] = time.perf_counter() - t0
+                if mech is not None:
+                    mech.update(0)
                 evaluate(0)
                 if folder is not None:
                     folder.save_snapshot(rem.volume, 0)
-
+            elif mech is not None:
+                mech.update(start_step * dt)
             bar = progress_bar(n_steps, start_step, desc=f"{scenario.name} {scenario.years:g} yr", enabled=progress)
             try:
                 for k in range(start_step, n_steps):
                     day0, day1 = k * dt, min((k + 1) * dt, scenario.days)
                     last = k == n_steps - 1
+                    if mech is not None:
+                        mech.follow_load(day0)
                     with timer:
                         rem.step(spin_steps + k, activity.at(day0 + 0.5 * dt), dt)
                         if _crossed(day0, day1, scenario.fragments_every_days):
                             rem.remove_fragments()
+                    if mech is not None and _crossed(day0, day1, scenario.fe_every_days) and not last:
+                        mech.update(day1)
                     if _crossed(day0, day1, scenario.metrics_every_days) or last:
                         evaluate(day1)
                         bar.set_postfix_str(_postfix(rows[-1]), refresh=False)
@@ -307,6 +319,68 @@ def simulate(
             timings["total"] = time.perf_counter() - t_start
             folder.update_info(figure_errors=drawn.errors, timings_s=timings)
     return result
+
+
+class _Mechanics:
+    """Load-driven remodelling in the loop (:mod:`voxelbone.remodel.mechanostat`).
+
+    ``update(day)`` solves the load case on the current volume (warm-started), fixes the
+    set points on the first solve, and hands the engine its modulation; ``follow_load``
+    refreshes the modulation when a period with another ``load_scale`` begins. Metric
+    evaluations report ``e_app_z_mpa`` of the volume they measure (a solve of its own on
+    days between mechanics solves). A resumed run solves again on the day it resumes, so
+    it matches an uninterrupted run to the solver tolerance, not bit for bit.
+    """
+
+    def __init__(self, scenario: Scenario, rem: Any, course: Any, timings: dict[str, float],
+                 engine_meta: dict[str, Any] | None) -> None:
+        from .presets import load_preset  # noqa: PLC0415
+        from .remodel.mechanostat import Mechanostat  # noqa: PLC0415
+
+        self.scenario, self.rem, self.course, self.timings = scenario, rem, course, timings
+        self.mech = Mechanostat()
+        if engine_meta and engine_meta.get("mechanostat"):
+            self.mech.restore(engine_meta["mechanostat"])
+        self.load = {p.preset: load_preset(p.preset).load_scale for p in scenario.periods}
+        self.solved_day: int | None = None
+        self.load_used: float | None = None
+        timings.setdefault("mechanics", 0.0)
+
+    def _solve(self, day: int) -> None:
+        t0 = time.perf_counter()
+        self.mech.solve(self.rem.volume)
+        self.solved_day = day
+        self.timings["mechanics"] += time.perf_counter() - t0
+
+    def _modulate(self, day: int) -> None:
+        e2 = float(self.course.at(float(day)).estradiol_pg_ml)
+        if self.mech.setpoint_resorption is None:
+            self.mech.calibrate(self.rem.volume, e2)
+        self.load_used = self.load[self.scenario.period_at(day).preset]
+        self.rem.modulation = self.mech.modulation(self.load_used, e2)
+
+    def update(self, day: int) -> None:
+        """Solve on today's volume and steer the BMUs by its signal."""
+        self._solve(day)
+        self._modulate(day)
+
+    def follow_load(self, day: int) -> None:
+        """New modulation (same signal) when the period's load scale differs from the one in use."""
+        if self.load[self.scenario.period_at(day).preset] != self.load_used:
+            self._modulate(day)
+
+    def e_app_mpa(self, day: int) -> float:
+        """Apparent modulus along z of the current volume (MPa)."""
+        if self.solved_day == day:
+            return float(self.mech.result.e_app_mpa)
+        t0 = time.perf_counter()
+        res = self.mech.solve(self.rem.volume, keep=False)  # a measurement: the BMUs' signal stays
+        self.timings["mechanics"] += time.perf_counter() - t0
+        return float(res.e_app_mpa)
+
+    def state(self) -> dict[str, Any]:
+        """Set points for the checkpoint."""
+        return self.mech.state()
 
 
 def _default_measure(volume: BoneVolume) -> dict[str, float]:

@@ -3,7 +3,9 @@
 A preset is a TOML file naming a population (baseline levels), the drugs with dose,
 interval, route and optional start/duration, the evidence behind it and its evidence level
 (``clinical`` where human bone outcomes exist, ``extrapolated`` where only the mechanism is
-known — then ``mechanism`` says which). The presets shipped with the package live beside
+known — then ``mechanism`` says which), and optionally ``load_scale``, the mechanical load
+relative to habitual loading (default 1; the disuse presets ``bed_rest`` and ``spaceflight``
+lower it; read only by runs with mechanics on). The presets shipped with the package live beside
 this module; a user's own file works the same way (``load_preset("my_regimen.toml")``).
 
 .. code-block:: toml
@@ -46,7 +48,8 @@ __all__ = [
 ]
 
 EVIDENCE = ("clinical", "extrapolated")
-_PRESET_KEYS = {"title", "population", "evidence", "summary", "mechanism", "references", "drug", "population_overrides"}
+_PRESET_KEYS = {"title", "population", "evidence", "summary", "mechanism", "references", "drug", "population_overrides",
+                "load_scale"}
 _DRUG_KEYS = {"name", "dose_mg", "every_days", "route", "start_day", "duration_days"}
 _DATA_FILES = {"drugs.toml", "populations.toml"}
 
@@ -76,6 +79,9 @@ class Preset:
     references: tuple[str, ...]
     mechanism: str = ""
     source: str = ""
+    #: Mechanical load relative to habitual loading (1); disuse < 1. Read only when a run
+    #: has mechanics on (``Scenario.fe_every_days``; :mod:`voxelbone.remodel.mechanostat`).
+    load_scale: float = 1.0
 
     def segment(self, start_day: float, end_day: float) -> Segment:
         """This preset as one period of a course (drug times relative to the period start)."""
@@ -213,8 +219,12 @@ def _parse(data: dict[str, Any], text: str, name: str, source: str) -> Preset:
     refs = data.get("references", [])
     if not isinstance(refs, list) or not refs:
         raise _err(source, text, "references", "a preset needs at least one reference (the evidence behind it)")
+    load_scale = data.get("load_scale", 1.0)
+    if isinstance(load_scale, bool) or not isinstance(load_scale, (int, float)) or not 0.0 <= load_scale <= 5.0:
+        raise _err(source, text, "load_scale", f"load_scale must be a number in [0, 5] (1 = habitual load), got {load_scale!r}")
     return Preset(name=name, title=data["title"], population=pop, evidence=data["evidence"], summary=data["summary"],
-                  drugs=tuple(drugs), references=tuple(refs), mechanism=data.get("mechanism", ""), source=source)
+                  drugs=tuple(drugs), references=tuple(refs), mechanism=data.get("mechanism", ""), source=source,
+                  load_scale=float(load_scale))
 
 
 @functools.cache

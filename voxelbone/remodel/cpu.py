@@ -56,8 +56,13 @@ def surface_flags(bone: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.
     return any_m, any_tm
 
 
-def activate(state: RemodelState, seed: int, step: int, sc: StepScalars) -> np.ndarray:
-    """Indices (ascending) of the surface voxels that start a BMU this step (``vb_activate``)."""
+def activate(state: RemodelState, seed: int, step: int, sc: StepScalars,
+             act_mod: np.ndarray | None = None) -> np.ndarray:
+    """Indices (ascending) of the surface voxels that start a BMU this step (``vb_activate``).
+
+    ``act_mod``: optional per-voxel float32 factor on the activation probability (the
+    mechanical modulation, ``vb_mech_scale``); ``None`` leaves the probability as it is.
+    """
     bone, region = state.bone, state.region
     any_m, any_tm = surface_flags(bone, region)
     cand = np.flatnonzero(((region != _OUT) & (state.bmu_day < 0) & (bone >= _HALF) & any_m).ravel())
@@ -65,6 +70,8 @@ def activate(state: RemodelState, seed: int, step: int, sc: StepScalars) -> np.n
         return cand.astype(np.int64)
     osteonal = (region.ravel()[cand] == _CORT) & ~any_tm.ravel()[cand]
     p = np.where(osteonal, sc.p_osteonal, sc.p_hemi).astype(f32)
+    if act_mod is not None:
+        p = p * act_mod.ravel()[cand]
     u = uniform(seed, step, Stream.ACTIVATION, cand.astype(np.uint64))
     return cand[u < p].astype(np.int64)
 
@@ -261,8 +268,13 @@ def _level(day: np.ndarray, refill: np.ndarray, sc: StepScalars) -> np.ndarray:
     return refill * _clamp01((day - sc.t_form_start) / sc.t_form)
 
 
-def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: StepScalars) -> None:
-    """Take new claims, excavate, refill, release and mineralise (``vb_update``)."""
+def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: StepScalars,
+           refill_mod: np.ndarray | None = None) -> None:
+    """Take new claims, excavate, refill, release and mineralise (``vb_update``).
+
+    ``refill_mod``: optional per-voxel float32 factor on the refill level (the mechanical
+    modulation, ``vb_mech_scale``); ``None`` leaves the refill as it is.
+    """
     bone, mineral, osteoid = state.bone.ravel(), state.mineral.ravel(), state.osteoid.ravel()
     day_a, k_a, u_a = state.bmu_day.ravel(), state.bmu_k.ravel(), state.bmu_u.ravel()
     flags_a, amount_a = state.bmu_flags.ravel(), state.bmu_amount.ravel()
@@ -302,6 +314,8 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         osteonal = (flags & FLAG_OSTEONAL) != 0
         r = np.where((flags & FLAG_PERFORATED) != 0, sc.refill_perforated,
                      np.where(osteonal, sc.refill_cort, sc.refill_trab)).astype(f32)
+        if refill_mod is not None:
+            r = r * refill_mod.ravel()[own]
         k = k_a[own].astype(f32) * f32(0.125)
         h0, h1 = _level(d0, r, sc), _level(d1, r, sc)
         over = (flags & FLAG_OVERFILL) != 0

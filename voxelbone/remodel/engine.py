@@ -75,6 +75,8 @@ class Remodeler:
             kappa = measure_surface_density(volume)
             if kappa is not None:
                 self.params = dataclasses.replace(self.params, surface_voxels_per_area=kappa)
+        #: Mechanical modulation of activation and refill (:mod:`.mechanostat`); ``None``: off.
+        self.modulation: Any = None
         self._gpu = None
         if is_device_array(volume.bone):
             from .gpu import GpuStep  # noqa: PLC0415
@@ -143,17 +145,21 @@ class Remodeler:
     def step(self, step_index: int, rates: Rates, dt_days: int = 1) -> None:
         """Advance by ``dt_days`` at the given rates; ``step_index`` keys the random draws.
 
-        On the GPU nothing is copied to the host and nothing waits for the device.
+        On the GPU nothing is copied to the host and nothing waits for the device. When
+        :attr:`modulation` is set (a :class:`~voxelbone.remodel.mechanostat.Modulation`),
+        its fields scale the activation probability and the refill level voxel by voxel.
         """
         if isinstance(step_index, bool) or not isinstance(step_index, (int, np.integer)) or step_index < 0:
             raise ValueError(f"step_index must be a non-negative integer, got {step_index!r}")
         sc = step_scalars(rates, self.params, self.voxel_size_um, dt_days)
+        mod = self.modulation
+        act_mod, refill_mod = (None, None) if mod is None else (mod.activation, mod.refill)
         if self._gpu is not None:
-            self._gpu.step(self.state, self.seed, int(step_index), sc)
+            self._gpu.step(self.state, self.seed, int(step_index), sc, act_mod, refill_mod)
             return
-        seeds = cpu.activate(self.state, self.seed, int(step_index), sc)
+        seeds = cpu.activate(self.state, self.seed, int(step_index), sc, act_mod)
         idx, codes = cpu.claim(self.state, seeds, self.seed, int(step_index), sc)
-        cpu.update(self.state, idx, codes, sc)
+        cpu.update(self.state, idx, codes, sc, refill_mod)
 
     def remove_fragments(self) -> None:
         """Remove bone not connected to the main structure (counted separately).

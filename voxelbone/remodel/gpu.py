@@ -63,15 +63,19 @@ class GpuStep:
             self.capacity = min(max(need, 2 * self.capacity), self.n)
             self.seeds = self.cp.empty(self.capacity, dtype=self.cp.int64)
 
-    def activate(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
-        """``vb_activate``: surface voxels that start a BMU go to the seed list."""
+    def activate(self, st: RemodelState, seed: int, step: int, sc: StepScalars, act_mod: Any = None) -> None:
+        """``vb_activate``: surface voxels that start a BMU go to the seed list.
+
+        ``act_mod``: per-voxel float32 factor on the activation probability, or ``None``
+        (a null pointer: no mechanical modulation).
+        """
         self._ensure_capacity(sc)
         nz, ny, nx = (np.int64(v) for v in self.shape)
         self.seed_count.fill(0)
         self._activate(
             (self.blocks,), (_THREADS,),
             (st.bone, st.region, st.bmu_day, nz, ny, nx, np.uint64(seed), np.uint64(step),
-             sc.p_hemi, sc.p_osteonal, self.seeds, self.seed_count, np.uint32(self.capacity)),
+             sc.p_hemi, sc.p_osteonal, self.seeds, self.seed_count, np.uint32(self.capacity), act_mod),
         )
 
     def claim_cavities(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
@@ -88,21 +92,25 @@ class GpuStep:
              sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, sc.overfill, self.claim, st.counters),
         )
 
-    def update(self, st: RemodelState, sc: StepScalars) -> None:
-        """``vb_update``: take claims, excavate, refill, release, mineralise."""
+    def update(self, st: RemodelState, sc: StepScalars, refill_mod: Any = None) -> None:
+        """``vb_update``: take claims, excavate, refill, release, mineralise.
+
+        ``refill_mod``: per-voxel float32 factor on the refill level, or ``None`` (null).
+        """
         self._update(
             (self.blocks,), (_THREADS,),
             (st.bone, st.mineral, st.osteoid, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount, self.claim,
              np.int64(self.n), np.int32(sc.dt), sc.t_resorb, sc.t_form_start, sc.t_form, sc.t_end,
              sc.refill_trab, sc.refill_cort, sc.refill_perforated,
-             sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid),
+             sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid, refill_mod),
         )
 
-    def step(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
+    def step(self, st: RemodelState, seed: int, step: int, sc: StepScalars, act_mod: Any = None,
+             refill_mod: Any = None) -> None:
         """The launches of one step (a memset and three kernels), in order, with no host synchronisation."""
-        self.activate(st, seed, step, sc)
+        self.activate(st, seed, step, sc, act_mod)
         self.claim_cavities(st, seed, step, sc)
-        self.update(st, sc)
+        self.update(st, sc, refill_mod)
 
     def scratch_bytes(self) -> int:
         """Device bytes held besides the state."""

@@ -1,0 +1,161 @@
+"""Voxel micro-FE: exact against a solid block, against an independent scikit-fem solve, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fe_reference import load_bearing_reference, random_structure, reference_e_app
+from voxelbone.mechanics import ConvergenceError, MechanicsWarning, apparent_modulus, problem
+from voxelbone.mechanics.elements import hex_stiffness
+
+
+@pytest.fixture
+def multilevel(monkeypatch):
+    """Force a deep hierarchy on small grids, so the multigrid (not the coarse direct solve) is tested."""
+    monkeypatch.setattr(problem, "COARSE_DOFS", 60)
+
+
+def test_element_has_six_rigid_modes_and_the_uniaxial_energy():
+    k = hex_stiffness(0.3)
+    ev = np.linalg.eigvalsh(k)
+    assert np.allclose(ev[:6], 0.0, atol=1e-12) and ev[6] > 1e-2
+    # uniform uniaxial strain ε along axis 2 with free lateral faces: energy ½ E ε² per unit volume
+    # (in the element with lateral strain -ν ε on the other axes)
+    x = np.array([[(b >> 2) & 1, (b >> 1) & 1, b & 1] for b in range(8)], float)
+    u = np.stack([0.3 * 0.01 * x[:, 0], 0.3 * 0.01 * x[:, 1], -0.01 * x[:, 2]], axis=1).ravel()
+    assert 0.5 * u @ k @ u == pytest.approx(0.5 * 1.0 * 0.01**2, rel=1e-12)
+
+
+@pytest.mark.parametrize("axis", ["z", "y", "x"])
+def test_solid_block_frictionless_gives_the_tissue_modulus(axis, multilevel):
+    r = apparent_modulus(np.ones((18, 14, 12), bool), axis=axis, boundary="frictionless", rtol=1e-10,
+                         tissue_modulus_mpa=12_000.0, voxel_size_um=50.0)
+    assert r.levels >= 3
+    assert r.e_app_mpa == pytest.approx(12_000.0, rel=1e-8)
+    h_mm = 0.05
+    area = {"z": 14 * 12, "y": 18 * 12, "x": 18 * 14}[axis] * h_mm**2
+    assert r.reaction_force_n == pytest.approx(-12_000.0 * 0.01 * area, rel=1e-8)
+    # uniform field: SED = ½ E ε², effective strain = |ε| in every voxel
+    assert np.allclose(r.sed_mpa, 0.5 * 12_000.0 * 1e-4, rtol=1e-5)
+    assert np.allclose(r.effective_strain, 0.01, rtol=1e-5)
+
+
+def test_constrained_block_is_stiffer_than_frictionless():
+    m = np.ones((10, 10, 10), bool)
+    c = apparent_modulus(m, boundary="constrained", rtol=1e-10).e_app_mpa
+    f = apparent_modulus(m, boundary="frictionless", rtol=1e-10).e_app_mpa
+    assert f == pytest.approx(10_000.0, rel=1e-8)
+    assert 1.02 * f < c < 1.35 * f  # lateral constraint: between E and the confined modulus (1.35 E)
+
+
+@pytest.mark.parametrize("boundary", ["constrained", "frictionless"])
+@pytest.mark.parametrize("seed,shape", [(1, (20, 18, 16)), (2, (16, 20, 20)), (3, (24, 16, 16))])
+def test_random_structures_match_an_independent_sparse_direct_solve(boundary, seed, shape, multilevel):
+    mask = random_structure(shape, seed)
+    assert (mask & ~load_bearing_reference(mask)).any() or seed != 1, "seed 1 must include floating islands"
+    ref = reference_e_app(mask, 10_000.0, boundary)
+    r = apparent_modulus(mask, boundary=boundary, rtol=1e-8)
+    assert r.levels >= 3
+    assert r.e_app_mpa == pytest.approx(ref, rel=1e-3)
+    assert r.relative_residual <= 1e-8
+
+
+def test_axes_are_the_transposed_problem(multilevel):
+    mask = random_structure((16, 18, 20), 4)
+    rz = apparent_modulus(mask, axis="z", rtol=1e-9)
+    rx = apparent_modulus(np.ascontiguousarray(mask.transpose(2, 1, 0)), axis="x", rtol=1e-9)
+    assert rx.e_app_mpa == pytest.approx(rz.e_app_mpa, rel=1e-7)
+    # fields come back in the caller's orientation
+    assert rx.sed_mpa.shape == (20, 18, 16)
+    assert np.allclose(rx.sed_mpa.transpose(2, 1, 0), rz.sed_mpa, rtol=1e-4, atol=1e-6)
+    assert np.allclose(rx.displacement_voxels.transpose(2, 1, 0, 3)[..., ::-1], rz.displacement_voxels, atol=1e-7)
+
+
+def test_warm_start_from_the_previous_field_saves_iterations(multilevel):
+    mask = random_structure((20, 20, 20), 5)
+    cold = apparent_modulus(mask, rtol=1e-8)
+    grown = mask.copy()
+    grown[8:10, 8:12, 8:12] = True  # a little new bone
+    warm = apparent_modulus(grown, rtol=1e-8, initial_displacement=cold.displacement_voxels)
+    fresh = apparent_modulus(grown, rtol=1e-8)
+    assert warm.e_app_mpa == pytest.approx(fresh.e_app_mpa, rel=1e-6)
+    assert warm.iterations < fresh.iterations
+    again = apparent_modulus(mask, rtol=1e-8, initial_displacement=cold.displacement_voxels)
+    assert again.iterations == 0
+
+
+def test_modulus_follows_mineral():
+    from voxelbone.volume import BoneVolume
+
+    bone = np.ones((8, 8, 8), np.float32)
+    full = BoneVolume.from_mask(bone > 0, 30.0, mineralisation=1.0)
+    half = BoneVolume.from_mask(bone > 0, 30.0, mineralisation=0.5)
+    ef = apparent_modulus(full, boundary="frictionless", rtol=1e-10).e_app_mpa
+    eh = apparent_modulus(half, boundary="frictionless", rtol=1e-10).e_app_mpa
+    assert ef == pytest.approx(20_000.0, rel=1e-8)
+    assert eh == pytest.approx(20_000.0 * 0.5**2.5, rel=1e-8)
+
+
+# ------------------------------------------------------------------------ bad input
+def test_no_bone_path_gives_zero_with_a_warning():
+    m = np.ones((12, 10, 10), bool)
+    m[6] = False  # a marrow layer cuts every path
+    with pytest.warns(MechanicsWarning, match="no bone connects"):
+        r = apparent_modulus(m)
+    assert r.e_app_mpa == 0.0 and r.iterations == 0 and r.removed_elements == m.sum()
+    assert not r.sed_mpa.any()
+
+
+def test_edge_contact_is_not_a_load_path():
+    m = np.zeros((4, 4, 4), bool)
+    m[:2, 0, 0] = True
+    m[2:, 1, 1] = True  # touches the lower column along an edge only (a hinge)
+    with pytest.warns(MechanicsWarning):
+        assert apparent_modulus(m).e_app_mpa == 0.0
+
+
+def test_floating_islands_are_removed_and_do_not_change_the_answer():
+    m = np.zeros((12, 12, 12), bool)
+    m[:, 3:8, 3:8] = True
+    base = apparent_modulus(m, rtol=1e-10)
+    m2 = m.copy()
+    m2[4:6, 10:12, 10:12] = True  # floating
+    m2[0:3, 0:2, 10:12] = True  # attached to the bottom face only
+    r = apparent_modulus(m2, rtol=1e-10)
+    assert r.removed_elements == 8 + 12
+    assert r.e_app_mpa == pytest.approx(base.e_app_mpa, rel=1e-10)
+
+
+def test_non_convergence_reports_the_residual(multilevel):
+    mask = random_structure((20, 18, 16), 1)
+    with pytest.raises(ConvergenceError, match=r"relative residual [0-9.e+-]+ after 2 iterations") as info:
+        apparent_modulus(mask, rtol=1e-12, max_iterations=2)
+    assert info.value.relative_residual > 1e-12 and info.value.iterations == 2
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"tissue_modulus_mpa": 0.0}, "tissue_modulus_mpa must be a positive"),
+    ({"tissue_modulus_mpa": -5.0}, "tissue_modulus_mpa must be a positive"),
+    ({"axis": "w"}, "axis must be one of"),
+    ({"boundary": "glued"}, "boundary must be one of"),
+    ({"rtol": 0.0}, "rtol must lie in"),
+    ({"max_iterations": 0}, "max_iterations must be"),
+    ({"strain": 0.0}, "strain must be a non-zero"),
+    ({"voxel_size_um": -1.0}, "voxel_size_um must be positive"),
+    ({"initial_displacement": np.zeros((3, 3, 3, 3))}, "initial_displacement must have shape"),
+])
+def test_bad_parameters_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        apparent_modulus(np.ones((4, 4, 4), bool), **kwargs)
+
+
+@pytest.mark.parametrize("data,match", [
+    (np.ones((4, 4), bool), "expected a 3-D volume"),
+    (np.ones((4, 4, 4), np.int32), "expected a boolean mask or floating-point"),
+    (np.full((4, 4, 4), np.nan, np.float32), "NaN"),
+    ([[[1.0]]], "expected a BoneVolume or a 3-D array"),
+])
+def test_bad_volumes_are_refused(data, match):
+    with pytest.raises(ValueError, match=match):
+        apparent_modulus(data)

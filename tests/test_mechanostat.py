@@ -1,0 +1,178 @@
+"""Load-driven remodelling: the mechanostat rule, its normalisation, and what must emerge."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from voxelbone.remodel import Remodeler
+from voxelbone.remodel.mechanostat import Mechanostat, MechanostatParams, estradiol_signal, surface_mask
+from voxelbone.remodel.state import RemodelingRates
+from voxelbone.scenario import Period, Scenario
+from voxelbone.simulate import simulate
+from voxelbone.volume import BoneVolume, Region
+
+#: sha256 of bone and mineral after the run of ``_reference_run`` on main before load-driven
+#: remodelling existed (commit cceaa92): with mechanics off nothing may change.
+MAIN_HASH = "ef9eb39c10e001aaef84392fb6701341f998402cd5c691438a58724160bc47c1"
+E2_PREMENOPAUSAL = 100.0
+
+
+def _reference_run(**kw) -> tuple[str, list]:
+    s = Scenario(name="b", size=48, voxel_size_um=40.0, periods=(Period("postmenopausal_untreated", 0.25),),
+                 step_days=5, spin_up_days=20, metrics_every_days=30, **kw)
+    r = simulate(s, None, backend="numpy", progress=False, render=False, measure=lambda v: {"bv": float(v.bone.sum())})
+    h = hashlib.sha256(np.ascontiguousarray(r.volume.bone).tobytes() + np.ascontiguousarray(r.volume.mineral).tobytes())
+    return h.hexdigest(), r.rows
+
+
+def lattice(n: int = 24, spacing: int = 8, thickness: int = 3) -> tuple[BoneVolume, np.ndarray, np.ndarray]:
+    """Square rods along z (vertical) joined by rods along x and y (horizontal), 40 µm voxels.
+
+    Returns the volume and the masks of the vertical-only and horizontal-only rod voxels.
+    """
+    b = np.zeros((n, n, n), np.float32)
+    vert = np.zeros(b.shape, bool)
+    hor = np.zeros(b.shape, bool)
+    centres = [spacing // 2 + i * spacing for i in range(n // spacing)]
+    h = thickness // 2
+    for y in centres:
+        for x in centres:
+            vert[:, y - h:y + h + 1, x - h:x + h + 1] = True
+    for z in centres:
+        for c in centres:
+            hor[z - h:z + h + 1, c - h:c + h + 1, :] = True
+            hor[z - h:z + h + 1, :, c - h:c + h + 1] = True
+    b[vert | hor] = 1.0
+    region = np.full(b.shape, int(Region.TRABECULAR), np.uint8)
+    return BoneVolume(b, b * np.float32(0.9), region, 40.0), vert & ~hor, hor & ~vert
+
+
+@pytest.fixture(scope="module")
+def solved():
+    vol, vert, hor = lattice()
+    m = Mechanostat()
+    m.solve(vol)
+    m.calibrate(vol, E2_PREMENOPAUSAL)
+    return vol, vert, hor, m
+
+
+def test_mechanics_off_run_is_bit_identical_to_the_engine_before_mechanics():
+    digest, rows = _reference_run()
+    assert "e_app_z_mpa" not in rows[-1]
+    assert digest == MAIN_HASH
+
+
+def test_modulation_is_one_on_average_and_follows_the_load_path(solved):
+    vol, vert, hor, m = solved
+    mod = m.modulation(1.0, E2_PREMENOPAUSAL)
+    surf = surface_mask(vol.bone, vol.region)
+    assert mod.activation.dtype == np.float32 and mod.activation.shape == vol.shape
+    # normalised at the start: mechanics redistributes, the calibrated mean rates stay
+    assert float(mod.activation[surf].mean()) == pytest.approx(1.0, abs=1e-4)
+    a, f = mod.activation[surf].astype(float), mod.refill[surf].astype(float)
+    assert float((a * f).sum() / a.sum()) == pytest.approx(1.0, abs=1e-4)  # refill over the BMUs: balance kept
+    # vertical rods carry the z load: their BMUs start less often and refill more
+    assert mod.activation[surf & vert].mean() < 0.9 and mod.activation[surf & hor].mean() > 1.0
+    assert mod.refill[surf & vert].mean() > 1.05 and mod.refill[surf & hor].mean() < 0.95
+
+
+def test_disuse_and_estrogen_deficiency_shift_the_balance_towards_resorption(solved):
+    vol, _, _, m = solved
+    surf = surface_mask(vol.bone, vol.region)
+    rest = m.modulation(0.2, E2_PREMENOPAUSAL)  # bed rest: load a fifth of habitual
+    assert rest.activation[surf].mean() > 1.5 and rest.refill[surf].mean() < 0.85
+    # Frost: estrogen deficiency raises the set point — less strain counts as enough to keep bone
+    low = m.modulation(1.0, 5.0)
+    assert estradiol_signal(5.0) < 0.2 < estradiol_signal(E2_PREMENOPAUSAL) == pytest.approx(1.0, abs=0.05)
+    assert 1.0 < low.activation[surf].mean() < rest.activation[surf].mean()
+    assert rest.refill[surf].mean() < low.refill[surf].mean() < 1.0
+    with pytest.raises(ValueError, match="load_scale"):
+        m.modulation(-1.0, 5.0)
+    with pytest.raises(ValueError, match="mechanical_share"):
+        MechanostatParams(mechanical_share=1.5)
+
+
+def _run(vol: BoneVolume, mech: Mechanostat | None, years: float, rates: RemodelingRates, load: float = 1.0,
+         fe_every_days: int = 30, dt: int = 5) -> np.ndarray:
+    rem = Remodeler(vol.copy(), seed=1)
+    for k in range(int(years * 365 / dt)):
+        if mech is not None and (k * dt) % fe_every_days == 0:
+            mech.solve(rem.volume)
+            if mech.setpoint_resorption is None:
+                mech.calibrate(rem.volume, E2_PREMENOPAUSAL)
+            rem.modulation = mech.modulation(load, E2_PREMENOPAUSAL)
+        rem.step(k, rates, dt)
+        if k % 6 == 5:
+            rem.remove_fragments()
+    return rem.volume.bone
+
+
+#: fast turnover (2 /yr) with a BMU deficit of 10 %, so half a year shows the pattern
+LOSS = RemodelingRates(2.0, 2.0, 50.0, 0.9, 0.9)
+
+
+@pytest.mark.slow
+def test_unloaded_horizontal_struts_go_first_and_loaded_vertical_struts_keep():
+    vol, vert, hor = lattice(30, 10, 3)
+    kept = {}
+    for on in (False, True):
+        b = _run(vol, Mechanostat() if on else None, 0.5, LOSS, fe_every_days=60)
+        kept[on] = (b[vert].sum() / vol.bone[vert].sum(), b[hor].sum() / vol.bone[hor].sum())
+    (v_off, h_off), (v_on, h_on) = kept[False], kept[True]
+    # blind BMUs thin both alike; load-driven ones spare the vertical and take the horizontal
+    assert abs(v_off - h_off) < 0.03
+    assert v_on - h_on > 0.04
+    assert v_on > v_off and h_on < h_off
+
+
+def test_disuse_loses_bone_faster_than_habitual_load(solved):
+    vol = solved[0]
+    balanced = RemodelingRates(2.0, 2.0, 50.0, 1.0, 1.0)
+    bv0 = float(vol.bone.sum())
+    blind = float(_run(vol, None, 0.3, balanced).sum()) / bv0  # the remodelling space opens either way
+    bv = {load: float(_run(vol, Mechanostat(), 0.3, balanced, load=load, fe_every_days=10_000).sum()) / bv0
+          for load in (1.0, 0.2)}
+    assert abs(bv[1.0] - blind) < 0.03  # balanced hormones, habitual load: as the calibrated engine
+    assert bv[0.2] < bv[1.0] - 0.03
+
+
+def test_simulate_with_mechanics_reports_apparent_stiffness():
+    s = Scenario(name="m", size=48, voxel_size_um=40.0, periods=(Period("bed_rest", 0.1),), step_days=6,
+                 spin_up_days=12, metrics_every_days=60, fe_every_days=60)
+    r = simulate(s, None, backend="numpy", progress=False, render=False, measure=lambda v: {"bv": float(v.bone.sum())})
+    e = r.column("e_app_z_mpa")
+    assert len(e) == len(r.rows) >= 2 and np.all(e > 0)
+    assert e[-1] < e[0]  # bed rest: the structure loses stiffness
+    assert r.timings_s["mechanics"] > 0
+
+
+def test_disuse_presets_scale_the_load_and_a_bad_load_scale_is_refused(tmp_path):
+    from voxelbone.presets import PresetError, load_preset
+
+    assert load_preset("bed_rest").load_scale == 0.2 and load_preset("spaceflight").load_scale == 0.1
+    assert load_preset("postmenopausal_untreated").load_scale == 1.0
+    bad = tmp_path / "heavy.toml"
+    bad.write_text('title = "x"\npopulation = "eugonadal_man"\nevidence = "clinical"\nsummary = "x"\n'
+                   'references = ["x"]\nload_scale = -0.5\n')
+    with pytest.raises(PresetError, match=r"line 6: load_scale must be a number in \[0, 5\]"):
+        load_preset(bad)
+    with pytest.raises(ValueError, match="fe_every_days must be a whole number of days"):
+        Scenario(fe_every_days=-30)
+
+
+def test_a_modulation_of_ones_leaves_the_step_unchanged():
+    """Factors of exactly 1 multiply nothing away: the rule scales, it adds no other change."""
+    from voxelbone.remodel.mechanostat import Modulation
+
+    vol = lattice()[0]
+    plain, ones = Remodeler(vol.copy(), seed=2), Remodeler(vol.copy(), seed=2)
+    ones.modulation = Modulation(np.ones(vol.shape, np.float32), np.ones(vol.shape, np.float32))
+    for k in range(6):  # 90 days: into formation
+        plain.step(k, LOSS, 15)
+        ones.step(k, LOSS, 15)
+    for name, arr in plain.state.arrays().items():
+        np.testing.assert_array_equal(arr, ones.state.arrays()[name], err_msg=name)
+    assert plain.stats().bmus_trabecular > 0

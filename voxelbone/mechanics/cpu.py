@@ -1,0 +1,204 @@
+"""CPU kernels of the micro-FE solver (Numba, ``parallel=True``), race-free by gather form.
+
+Every kernel visits a list of *active* nodes (nodes of at least one element with a
+non-zero modulus) and writes only that node's own entries, so threads never write the
+same memory and no colouring is needed:
+
+* :func:`fe_apply` — ``y = m ⊙ (A x)``: each node gathers, from its ≤ 8 elements, the
+  three rows of ``E_e·s·K̂`` that belong to it (``s`` the element edge in fine voxels);
+* :func:`fe_diag` — the diagonal of ``A`` (Jacobi scaling of the smoother);
+* :func:`fe_restrict` / :func:`fe_prolong_add` — full-weighting restriction and trilinear
+  prolongation between a grid and the grid of twice the spacing (``R = Pᵀ``);
+* :func:`fe_energy` — strain energy density ``½ E_e uₑᵀK̂uₑ`` per element.
+
+Array layout (shared with ``kernels/fe_solver.cu``): a node grid of ``(NZ, NY, NX) =
+(nz+1, ny+1, nx+1)`` nodes, vectors flat float64 of length ``3·NZ·NY·NX`` (node-major,
+component in axis order), the element moduli zero-padded by one element on every side,
+shape ``(nz+2, ny+2, nx+2)``, so node ``(k, j, i)`` finds its elements at padded indices
+``(k+oz, j+oy, i+ox)``, ``o ∈ {0, 1}³``; masks uint8 per degree of freedom (1 = free).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+__all__ = ["fe_apply", "fe_diag", "fe_energy", "fe_prolong_add", "fe_restrict"]
+
+_opts = dict(parallel=True, cache=True, fastmath=False, nogil=True)
+
+
+@nb.njit(**_opts)
+def fe_apply(x, y, emod, nodes, mask, kb, scale, NZ, NY, NX):
+    """``y[free dofs of active nodes] = (A x)``, ``0`` on their fixed dofs; other nodes untouched."""
+    sy = NX
+    sz = NY * NX
+    for t in nb.prange(nodes.shape[0]):
+        n = nodes[t]
+        k = n // sz
+        j = (n // sy) % NY
+        i = n % NX
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        for oz in range(2):
+            for oy in range(2):
+                for ox in range(2):
+                    e = emod[k + oz, j + oy, i + ox]
+                    if e == 0.0:
+                        continue
+                    a = (1 - oz) * 4 + (1 - oy) * 2 + (1 - ox)
+                    base = n + (oz - 1) * sz + (oy - 1) * sy + (ox - 1)
+                    s0 = 0.0
+                    s1 = 0.0
+                    s2 = 0.0
+                    for b in range(8):
+                        m = base + (b >> 2) * sz + ((b >> 1) & 1) * sy + (b & 1)
+                        u0 = x[3 * m]
+                        u1 = x[3 * m + 1]
+                        u2 = x[3 * m + 2]
+                        s0 += kb[a, b, 0, 0] * u0 + kb[a, b, 0, 1] * u1 + kb[a, b, 0, 2] * u2
+                        s1 += kb[a, b, 1, 0] * u0 + kb[a, b, 1, 1] * u1 + kb[a, b, 1, 2] * u2
+                        s2 += kb[a, b, 2, 0] * u0 + kb[a, b, 2, 1] * u1 + kb[a, b, 2, 2] * u2
+                    a0 += e * s0
+                    a1 += e * s1
+                    a2 += e * s2
+        y[3 * n] = scale * a0 * mask[3 * n]
+        y[3 * n + 1] = scale * a1 * mask[3 * n + 1]
+        y[3 * n + 2] = scale * a2 * mask[3 * n + 2]
+
+
+@nb.njit(**_opts)
+def fe_diag(out, emod, nodes, kb, scale, NZ, NY, NX):
+    """Diagonal of ``A`` at the active nodes."""
+    sy = NX
+    sz = NY * NX
+    for t in nb.prange(nodes.shape[0]):
+        n = nodes[t]
+        k = n // sz
+        j = (n // sy) % NY
+        i = n % NX
+        d0 = 0.0
+        d1 = 0.0
+        d2 = 0.0
+        for oz in range(2):
+            for oy in range(2):
+                for ox in range(2):
+                    e = emod[k + oz, j + oy, i + ox]
+                    a = (1 - oz) * 4 + (1 - oy) * 2 + (1 - ox)
+                    d0 += e * kb[a, a, 0, 0]
+                    d1 += e * kb[a, a, 1, 1]
+                    d2 += e * kb[a, a, 2, 2]
+        out[3 * n] = scale * d0
+        out[3 * n + 1] = scale * d1
+        out[3 * n + 2] = scale * d2
+
+
+@nb.njit(inline="always")
+def _w(d):
+    return 1.0 if d == 0 else 0.5
+
+
+@nb.njit(**_opts)
+def fe_restrict(rf, rc, nodes_c, mask_c, NZf, NYf, NXf, NZc, NYc, NXc):
+    """``rc = m_c ⊙ Pᵀ rf`` at the active coarse nodes (full weighting, weights ½ per axis off the coarse point)."""
+    for t in nb.prange(nodes_c.shape[0]):
+        n = nodes_c[t]
+        K = n // (NYc * NXc)
+        J = (n // NXc) % NYc
+        I = n % NXc
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        for dz in range(-1, 2):
+            k = 2 * K + dz
+            if k < 0 or k >= NZf:
+                continue
+            for dy in range(-1, 2):
+                j = 2 * J + dy
+                if j < 0 or j >= NYf:
+                    continue
+                for dx in range(-1, 2):
+                    i = 2 * I + dx
+                    if i < 0 or i >= NXf:
+                        continue
+                    w = _w(dz) * _w(dy) * _w(dx)
+                    m = (k * NYf + j) * NXf + i
+                    s0 += w * rf[3 * m]
+                    s1 += w * rf[3 * m + 1]
+                    s2 += w * rf[3 * m + 2]
+        rc[3 * n] = s0 * mask_c[3 * n]
+        rc[3 * n + 1] = s1 * mask_c[3 * n + 1]
+        rc[3 * n + 2] = s2 * mask_c[3 * n + 2]
+
+
+@nb.njit(**_opts)
+def fe_prolong_add(ec, xf, nodes_f, mask_f, NZf, NYf, NXf, NZc, NYc, NXc):
+    """``xf += m_f ⊙ P ec`` at the active fine nodes (trilinear interpolation)."""
+    for t in nb.prange(nodes_f.shape[0]):
+        n = nodes_f[t]
+        k = n // (NYf * NXf)
+        j = (n // NXf) % NYf
+        i = n % NXf
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        for cz in range(2):
+            K = (k + cz) // 2
+            if (k & 1) == 0 and cz == 1:
+                continue
+            wz = 1.0 if (k & 1) == 0 else 0.5
+            if K >= NZc:
+                continue
+            for cy in range(2):
+                J = (j + cy) // 2
+                if (j & 1) == 0 and cy == 1:
+                    continue
+                wy = 1.0 if (j & 1) == 0 else 0.5
+                if J >= NYc:
+                    continue
+                for cx in range(2):
+                    I = (i + cx) // 2
+                    if (i & 1) == 0 and cx == 1:
+                        continue
+                    wx = 1.0 if (i & 1) == 0 else 0.5
+                    if I >= NXc:
+                        continue
+                    w = wz * wy * wx
+                    m = (K * NYc + J) * NXc + I
+                    s0 += w * ec[3 * m]
+                    s1 += w * ec[3 * m + 1]
+                    s2 += w * ec[3 * m + 2]
+        xf[3 * n] += s0 * mask_f[3 * n]
+        xf[3 * n + 1] += s1 * mask_f[3 * n + 1]
+        xf[3 * n + 2] += s2 * mask_f[3 * n + 2]
+
+
+@nb.njit(**_opts)
+def fe_energy(x, emod, kb, out, nz, ny, nx):
+    """``out[e] = ½ E_e uₑᵀK̂uₑ`` (strain energy density, element edge 1) for every element; 0 where ``E_e = 0``."""
+    NY = ny + 1
+    NX = nx + 1
+    for t in nb.prange(nz * ny * nx):
+        k = t // (ny * nx)
+        j = (t // nx) % ny
+        i = t % nx
+        e = emod[k + 1, j + 1, i + 1]
+        if e == 0.0:
+            out[t] = 0.0
+            continue
+        ue = np.empty(24)
+        for b in range(8):
+            m = ((k + (b >> 2)) * NY + j + ((b >> 1) & 1)) * NX + i + (b & 1)
+            ue[3 * b] = x[3 * m]
+            ue[3 * b + 1] = x[3 * m + 1]
+            ue[3 * b + 2] = x[3 * m + 2]
+        s = 0.0
+        for a in range(8):
+            for c in range(3):
+                r = 0.0
+                for b in range(8):
+                    for d in range(3):
+                        r += kb[a, b, c, d] * ue[3 * b + d]
+                s += ue[3 * a + c] * r
+        out[t] = 0.5 * e * s

@@ -1,0 +1,101 @@
+"""GPU grid operators of the micro-FE solver: CuPy launches of ``kernels/fe_solver.cu``.
+
+Same contract as :class:`voxelbone.mechanics.solver.CpuOps` (the kernels mirror
+:mod:`voxelbone.mechanics.cpu` line by line); the conjugate-gradient and V-cycle vector
+operations run as CuPy array expressions. The coarsest grid is solved on the host
+(a few thousand unknowns: one small transfer each way per V-cycle).
+
+Device memory per voxel of the fine grid (node grid ≈ voxel grid), float64 vectors of
+3 components: the solver holds 5 vectors for conjugate gradients and 5 per multigrid
+level (x, r, d, t, b) plus the inverse diagonal, the padded moduli (8 B) and the dof mask
+(3 B); :func:`device_bytes_per_voxel` counts what is actually allocated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..kernels import get_function
+from .elements import hex_stiffness_blocks
+from .problem import Level
+
+__all__ = ["GpuOps"]
+
+_BLOCK = 256
+
+
+def _grid(n: int) -> tuple[int]:
+    return (max(1, min((n + _BLOCK - 1) // _BLOCK, 65535 * 8)),)
+
+
+class GpuOps:
+    """Grid operators on a CUDA device."""
+
+    def __init__(self, levels: list[Level], nu: float) -> None:
+        import cupy  # noqa: PLC0415
+
+        self.xp = cupy
+        self.levels = levels
+        self.kb = cupy.asarray(hex_stiffness_blocks(nu).reshape(-1))
+        self.emod = [cupy.asarray(lv.emod) for lv in levels]
+        self.nodes = [cupy.asarray(lv.nodes) for lv in levels]
+        self.free = [cupy.asarray(lv.free) for lv in levels]
+        self.ones = [cupy.ones_like(f) for f in self.free]
+        self._k = {name: get_function("fe_solver", name) for name in
+                   ("vb_fe_apply", "vb_fe_diag", "vb_fe_restrict", "vb_fe_prolong_add", "vb_fe_energy")}
+
+    def zeros(self, level: int) -> Any:
+        return self.xp.zeros(3 * self.levels[level].n_nodes)
+
+    def apply(self, level: int, x: Any, y: Any, masked: bool = True) -> None:
+        lv = self.levels[level]
+        n = lv.nodes.shape[0]
+        NZ, NY, NX = lv.node_shape
+        mask = self.free[level] if masked else self.ones[level]
+        self._k["vb_fe_apply"](_grid(n), (_BLOCK,), (x, y, self.emod[level], self.nodes[level], np.int64(n), mask,
+                                                      self.kb, np.float64(lv.scale), np.int64(NZ), np.int64(NY),
+                                                      np.int64(NX)))
+
+    def diag(self, level: int) -> Any:
+        lv = self.levels[level]
+        n = lv.nodes.shape[0]
+        out = self.zeros(level)
+        NZ, NY, NX = lv.node_shape
+        self._k["vb_fe_diag"](_grid(n), (_BLOCK,), (out, self.emod[level], self.nodes[level], np.int64(n), self.kb,
+                                                     np.float64(lv.scale), np.int64(NZ), np.int64(NY), np.int64(NX)))
+        return out
+
+    def restrict(self, level: int, rf: Any, rc: Any) -> None:
+        c = self.levels[level + 1]
+        n = c.nodes.shape[0]
+        dims = tuple(np.int64(v) for v in self.levels[level].node_shape + c.node_shape)
+        self._k["vb_fe_restrict"](_grid(n), (_BLOCK,), (rf, rc, self.nodes[level + 1], np.int64(n),
+                                                         self.free[level + 1]) + dims)
+
+    def prolong_add(self, level: int, ec: Any, xf: Any) -> None:
+        f = self.levels[level]
+        n = f.nodes.shape[0]
+        dims = tuple(np.int64(v) for v in f.node_shape + self.levels[level + 1].node_shape)
+        self._k["vb_fe_prolong_add"](_grid(n), (_BLOCK,), (ec, xf, self.nodes[level], np.int64(n),
+                                                            self.free[level]) + dims)
+
+    def energy(self, x: Any) -> Any:
+        lv = self.levels[0]
+        n = int(np.prod(lv.shape))
+        out = self.xp.empty(n)
+        nz, ny, nx = lv.shape
+        self._k["vb_fe_energy"](_grid(n), (_BLOCK,), (x, self.emod[0], self.kb, out, np.int64(nz), np.int64(ny),
+                                                       np.int64(nx)))
+        return out.reshape(lv.shape)
+
+    def arrays(self) -> list[Any]:
+        """The device arrays these operators hold (for the memory count)."""
+        return self.emod + self.nodes + self.free + self.ones + [self.kb]
+
+    def to_host(self, a: Any) -> np.ndarray:
+        return self.xp.asnumpy(a)
+
+    def from_host(self, a: np.ndarray) -> Any:
+        return self.xp.asarray(a)

@@ -1,0 +1,264 @@
+"""Mechanostat: the local mechanical signal steers where BMUs resorb and how much they refill.
+
+Every ``fe_every_days`` of a run (:class:`~voxelbone.scenario.Scenario`) the micro-FE
+solver (:func:`voxelbone.mechanics.apparent_modulus`) compresses the volume along the
+site's main load axis (z: the spine's and the femoral neck's trabeculae are aligned with
+it), warm-started from the previous displacement. Its effective strain steers the BMUs:
+
+**Signal.** ``S`` = effective strain ε_eff = sqrt(2·SED / E_tissue) (Pistoia et al. 2002),
+averaged over the bone within the osteocytes' influence distance ``D`` (a normalised
+Gaussian of σ = ``D`` µm, so a marrow voxel beside bone carries the signal of the bone
+around it; Huiskes et al. 2000 Nature 405:704 used an exponential decay with D = 100 µm),
+times the period's ``load_scale`` (linear elasticity: strain ∝ load; presets
+``bed_rest``, ``spaceflight``).
+
+**Rule** (Walle et al. 2023, human HR-pQCT over a year: 1 % higher local strain made
+formation 1.9 % more likely and resorption 2.0 % less likely, and about 40 % of the
+remodelling events followed the strain). With the relative signal ``s = S / S_set``
+clipped to ``[s_min, s_max]``, each surface voxel's
+
+* activation probability is multiplied by ``a(s) = 1 − w + w·s^(−α_r)``,
+* refill level (wall thickness / erosion depth) by ``f(s) = 1 − w + w·s^(α_f)``,
+
+with ``α_r = −100·ln(1 − 0.020) ≈ 2.02`` and ``α_f = 100·ln(1 + 0.019) ≈ 1.88`` (a 1 %
+change of ``s`` changes ``s^α`` by α %), and ``w = 0.4`` the share of remodelling that
+follows the strain. Where a strut carries less than the set point its BMUs start more
+often and refill less (it thins and goes); where it carries more they start less often
+and refill more (Frost's mechanostat; Huiskes et al. 2000; Schulte et al. 2013 Bone 52:485).
+
+**Set points.** ``S_set`` of resorption and of formation are fixed on the first solve so
+that, at the habitual load (``load_scale = 1``) and the starting hormone state, the mean
+of ``a`` over the bone surface is exactly 1 and the mean of ``f`` over the BMUs (the
+surface weighted by ``a``) is exactly 1: mechanics redistributes where BMUs act, and the
+calibrated mean rates and bone balance of the cell layer (:mod:`voxelbone.biology`)
+stay. Disuse (``load_scale < 1``) lowers every ``s`` and so raises resorption and lowers
+refill everywhere.
+
+**Hormones** (Frost 1987 Bone Miner 2:73; Lanyon & Skerry 2001 J Bone Miner Res 16:1937:
+estrogen deficiency raises the strain threshold at which bone is kept). Both set points are
+multiplied by ``1 + k_E·(1 − e_E)`` (relative to that factor at the start), where ``e_E`` is
+the cell layer's estradiol signal (the Hill function of :func:`voxelbone.biology.cell_activity`,
+1 at the premenopausal reference, clipped to ≤ 1). ``k_E = 0.1`` — a 10 % higher set point
+at full deficiency — is an assumption: the mechanostat theory gives the direction, no
+study gives the size; it is not fitted.
+
+GPU and CPU apply the same fields (``vb_mech_scale`` in ``kernels/remodel.cu``) with the
+same random keys; with mechanics off no field is passed and the engine is unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backend import array_module, asnumpy, ndimage_module
+from ..volume import BoneVolume, Region
+
+__all__ = ["MechanostatParams", "Mechanostat", "Modulation", "estradiol_signal", "local_signal", "surface_mask"]
+
+
+@dataclass(frozen=True)
+class MechanostatParams:
+    """Constants of the mechanostat rule (see the module docstring for sources).
+
+    Parameters
+    ----------
+    resorption_exponent : float
+        ``α_r``: −100·ln(1 − 0.020) (Walle et al. 2023: resorption 2.0 % less likely per 1 %).
+    formation_exponent : float
+        ``α_f``: 100·ln(1 + 0.019) (Walle et al. 2023: formation 1.9 % more likely per 1 %).
+    mechanical_share : float
+        ``w``: share of remodelling that follows the strain (Walle et al. 2023: ~40 %).
+    influence_distance_um : float
+        ``D``: σ of the Gaussian over which osteocytes sense the strain (Huiskes et al. 2000: 100 µm).
+    signal_ratio_min, signal_ratio_max : float
+        Clip of ``s = S / S_set`` (keeps unloaded and overloaded voxels finite).
+    estradiol_setpoint_shift : float
+        ``k_E``: relative rise of the set points at full estradiol deficiency (assumed).
+    axis : str
+        Load axis of the solve.
+    rtol : float
+        Relative residual of the solve.
+    """
+
+    resorption_exponent: float = -100.0 * math.log(1.0 - 0.020)
+    formation_exponent: float = 100.0 * math.log(1.0 + 0.019)
+    mechanical_share: float = 0.4
+    influence_distance_um: float = 100.0
+    signal_ratio_min: float = 0.5
+    signal_ratio_max: float = 2.0
+    estradiol_setpoint_shift: float = 0.1
+    axis: str = "z"
+    rtol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mechanical_share <= 1.0:
+            raise ValueError(f"mechanical_share must lie in [0, 1], got {self.mechanical_share}")
+        if not 0.0 < self.signal_ratio_min < 1.0 < self.signal_ratio_max:
+            raise ValueError("signal ratio clip must satisfy 0 < signal_ratio_min < 1 < signal_ratio_max, got "
+                             f"{self.signal_ratio_min}, {self.signal_ratio_max}")
+        if self.influence_distance_um <= 0 or self.estradiol_setpoint_shift < 0:
+            raise ValueError("influence_distance_um must be > 0 and estradiol_setpoint_shift ≥ 0")
+
+
+@dataclass
+class Modulation:
+    """Per-voxel float32 factors the engine applies (NumPy or CuPy, shape of the volume)."""
+
+    activation: Any
+    refill: Any
+
+
+def estradiol_signal(estradiol_pg_ml: float) -> float:
+    """The cell layer's relative estradiol signal ``e_E`` (1 at the premenopausal reference).
+
+    The Hill function of :func:`voxelbone.biology.cell_activity` with its constants
+    (:class:`voxelbone.biology.HormoneEffects`).
+    """
+    from ..biology import HormoneEffects  # noqa: PLC0415 — numba/scipy cost at import
+
+    fx = HormoneEffects()
+    n = fx.estradiol_hill
+    k = fx.K_estradiol_pg_ml ** n
+    e = max(float(estradiol_pg_ml), 0.0) ** n
+    e0 = fx.reference.estradiol_pg_ml ** n
+    return (e / (e + k)) / (e0 / (e0 + k))
+
+
+def surface_mask(bone: Any, region: Any) -> Any:
+    """Bone voxels (≥ 0.5, inside) with a marrow face-neighbour: where BMUs start."""
+    xp = array_module(bone)
+    ndi = ndimage_module(xp)
+    inside = region != int(Region.OUTSIDE)
+    solid = (bone >= 0.5) & inside
+    marrow = (bone < 0.5) & inside
+    structure = xp.asarray(np.array([[[0, 0, 0], [0, 1, 0], [0, 0, 0]],
+                                     [[0, 1, 0], [1, 1, 1], [0, 1, 0]],
+                                     [[0, 0, 0], [0, 1, 0], [0, 0, 0]]], dtype=bool))
+    return solid & ndi.binary_dilation(marrow, structure=structure)
+
+
+def local_signal(effective_strain: Any, bone: Any, voxel_size_um: float, influence_distance_um: float) -> Any:
+    """Effective strain averaged over the bone within the influence distance (float32).
+
+    A normalised Gaussian (σ = ``influence_distance_um``): ``G*(ε·b) / G*(b)`` with ``b``
+    the bone mask, so the value is a bone average wherever bone is near, 0 far from bone.
+    """
+    xp = array_module(bone)
+    ndi = ndimage_module(xp)
+    sigma = float(influence_distance_um) / float(voxel_size_um)
+    b = (bone >= 0.5).astype(xp.float32)
+    num = ndi.gaussian_filter(xp.asarray(effective_strain, dtype=xp.float32) * b, sigma, mode="nearest")
+    den = ndi.gaussian_filter(b, sigma, mode="nearest")
+    out = xp.where(den > 1e-3, num / xp.maximum(den, 1e-3), 0.0)
+    return out.astype(xp.float32)
+
+
+def _solve_setpoint(values: np.ndarray, exponent: float, lo: float, hi: float, share: float,
+                    weights: np.ndarray | None = None) -> float:
+    """``S`` with the (``weights``-weighted) mean of ``1 − w + w·clip(values/S, lo, hi)^exponent`` = 1.
+
+    Root of a monotonic function of log S (Brent's method).
+    """
+    from scipy.optimize import brentq  # noqa: PLC0415
+
+    v = np.asarray(values, dtype=np.float64)
+    wt = np.ones_like(v) if weights is None else np.asarray(weights, dtype=np.float64)
+    keep = v > 0
+    v, wt = v[keep], wt[keep]
+    if v.size == 0:
+        raise ValueError("no loaded bone surface: the structure carries no load along the axis")
+
+    def g(log_s: float) -> float:
+        factor = (1.0 - share) + share * np.clip(v / math.exp(log_s), lo, hi) ** exponent
+        return float(np.sum(wt * factor) / np.sum(wt)) - 1.0
+
+    a, b = math.log(v.min()) - math.log(hi) - 1.0, math.log(v.max()) - math.log(lo) + 1.0
+    return math.exp(brentq(g, a, b, xtol=1e-12, rtol=1e-12))
+
+
+class Mechanostat:
+    """Solves the load case, holds the signal and set points, and builds the modulation.
+
+    Parameters
+    ----------
+    params : MechanostatParams, optional
+        Rule constants.
+    """
+
+    def __init__(self, params: MechanostatParams | None = None) -> None:
+        self.params = params or MechanostatParams()
+        self.setpoint_resorption: float | None = None
+        self.setpoint_formation: float | None = None
+        self.shift_start: float | None = None
+        self.result: Any = None
+        self.signal: Any = None
+
+    def solve(self, volume: BoneVolume, keep: bool = True) -> Any:
+        """Compress ``volume`` along the load axis (warm start) and update the signal.
+
+        With ``keep=False`` (a measurement only) the signal and the warm start stay as they
+        were. Returns the :class:`~voxelbone.mechanics.MechanicsResult`.
+        """
+        from ..mechanics import apparent_modulus  # noqa: PLC0415
+
+        prev = None if self.result is None else self.result.displacement_voxels
+        res = apparent_modulus(volume, axis=self.params.axis, rtol=self.params.rtol, initial_displacement=prev)
+        if not keep:
+            return res
+        self.result = res
+        self.signal = local_signal(res.effective_strain, volume.bone, volume.voxel_size_um,
+                                   self.params.influence_distance_um)
+        return res
+
+    def _shift(self, estradiol_pg_ml: float) -> float:
+        return 1.0 + self.params.estradiol_setpoint_shift * max(1.0 - estradiol_signal(estradiol_pg_ml), 0.0)
+
+    def calibrate(self, volume: BoneVolume, estradiol_pg_ml: float) -> None:
+        """Fix both set points so the mean modulation over the bone surface is 1 (habitual load).
+
+        Activation: its mean over the surface voxels is 1. Refill: its mean over the BMUs
+        (the surface weighted by activation) is 1, so the net bone balance of the cell
+        layer stays too (BMUs start more often where they refill less).
+        """
+        if self.signal is None:
+            raise ValueError("calibrate needs a solve first (Mechanostat.solve)")
+        p = self.params
+        surf = asnumpy(surface_mask(volume.bone, volume.region))
+        values = asnumpy(self.signal)[surf]
+        lo, hi, w = p.signal_ratio_min, p.signal_ratio_max, p.mechanical_share
+        self.setpoint_resorption = _solve_setpoint(values, -p.resorption_exponent, lo, hi, w)
+        act = (1.0 - w) + w * np.clip(values / self.setpoint_resorption, lo, hi) ** (-p.resorption_exponent)
+        # refill is averaged over the BMUs (weighted by activation), so the bone balance stays
+        self.setpoint_formation = _solve_setpoint(values, p.formation_exponent, lo, hi, w, weights=act)
+        self.shift_start = self._shift(estradiol_pg_ml)
+
+    def modulation(self, load_scale: float, estradiol_pg_ml: float) -> Modulation:
+        """The activation and refill factors for the current signal, load and hormones."""
+        if self.setpoint_resorption is None or self.signal is None:
+            raise ValueError("modulation needs a solve and a calibration first")
+        if not (math.isfinite(load_scale) and load_scale >= 0):
+            raise ValueError(f"load_scale must be a finite number ≥ 0, got {load_scale!r}")
+        p = self.params
+        xp = array_module(self.signal)
+        rel = self._shift(estradiol_pg_ml) / self.shift_start
+        w = p.mechanical_share
+        s_r = xp.clip(self.signal * (load_scale / (self.setpoint_resorption * rel)), p.signal_ratio_min, p.signal_ratio_max)
+        s_f = xp.clip(self.signal * (load_scale / (self.setpoint_formation * rel)), p.signal_ratio_min, p.signal_ratio_max)
+        act = (1.0 - w) + w * s_r ** (-p.resorption_exponent)
+        ref = (1.0 - w) + w * s_f ** p.formation_exponent
+        return Modulation(xp.ascontiguousarray(act, dtype=xp.float32), xp.ascontiguousarray(ref, dtype=xp.float32))
+
+    def state(self) -> dict[str, float | None]:
+        """Set points for a checkpoint."""
+        return {"setpoint_resorption": self.setpoint_resorption, "setpoint_formation": self.setpoint_formation,
+                "shift_start": self.shift_start}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Set points from :meth:`state`."""
+        self.setpoint_resorption = state.get("setpoint_resorption")
+        self.setpoint_formation = state.get("setpoint_formation")
+        self.shift_start = state.get("shift_start")

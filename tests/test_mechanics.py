@@ -29,12 +29,12 @@ def test_element_has_six_rigid_modes_and_the_uniaxial_energy():
 
 @pytest.mark.parametrize("axis", ["z", "y", "x"])
 def test_solid_block_frictionless_gives_the_tissue_modulus(axis, multilevel):
-    r = apparent_modulus(np.ones((18, 14, 12), bool), axis=axis, boundary="frictionless", rtol=1e-10,
+    r = apparent_modulus(np.ones((12, 10, 8), bool), axis=axis, boundary="frictionless", rtol=1e-10,
                          tissue_modulus_mpa=12_000.0, voxel_size_um=50.0)
     assert r.levels >= 3
     assert r.e_app_mpa == pytest.approx(12_000.0, rel=1e-8)
     h_mm = 0.05
-    area = {"z": 14 * 12, "y": 18 * 12, "x": 18 * 14}[axis] * h_mm**2
+    area = {"z": 10 * 8, "y": 12 * 8, "x": 12 * 10}[axis] * h_mm**2
     assert r.reaction_force_n == pytest.approx(-12_000.0 * 0.01 * area, rel=1e-8)
     # uniform field: SED = ½ E ε², effective strain = |ε| in every voxel
     assert np.allclose(r.sed_mpa, 0.5 * 12_000.0 * 1e-4, rtol=1e-5)
@@ -50,7 +50,7 @@ def test_constrained_block_is_stiffer_than_frictionless():
 
 
 @pytest.mark.parametrize("boundary", ["constrained", "frictionless"])
-@pytest.mark.parametrize("seed,shape", [(1, (20, 18, 16)), (2, (16, 20, 20)), (3, (24, 16, 16))])
+@pytest.mark.parametrize("seed,shape", [(1, (18, 16, 14)), (3, (14, 16, 18))])
 def test_random_structures_match_an_independent_sparse_direct_solve(boundary, seed, shape, multilevel):
     mask = random_structure(shape, seed)
     assert (mask & ~load_bearing_reference(mask)).any() or seed != 1, "seed 1 must include floating islands"
@@ -62,21 +62,21 @@ def test_random_structures_match_an_independent_sparse_direct_solve(boundary, se
 
 
 def test_axes_are_the_transposed_problem(multilevel):
-    mask = random_structure((16, 18, 20), 4)
+    mask = random_structure((12, 14, 16), 4)
     rz = apparent_modulus(mask, axis="z", rtol=1e-9)
     rx = apparent_modulus(np.ascontiguousarray(mask.transpose(2, 1, 0)), axis="x", rtol=1e-9)
     assert rx.e_app_mpa == pytest.approx(rz.e_app_mpa, rel=1e-7)
     # fields come back in the caller's orientation
-    assert rx.sed_mpa.shape == (20, 18, 16)
+    assert rx.sed_mpa.shape == (16, 14, 12)
     assert np.allclose(rx.sed_mpa.transpose(2, 1, 0), rz.sed_mpa, rtol=1e-4, atol=1e-6)
     assert np.allclose(rx.displacement_voxels.transpose(2, 1, 0, 3)[..., ::-1], rz.displacement_voxels, atol=1e-7)
 
 
 def test_warm_start_from_the_previous_field_saves_iterations(multilevel):
-    mask = random_structure((20, 20, 20), 5)
+    mask = random_structure((14, 14, 14), 5)
     cold = apparent_modulus(mask, rtol=1e-8)
     grown = mask.copy()
-    grown[8:10, 8:12, 8:12] = True  # a little new bone
+    grown[6:8, 5:9, 5:9] = True  # a little new bone
     warm = apparent_modulus(grown, rtol=1e-8, initial_displacement=cold.displacement_voxels)
     fresh = apparent_modulus(grown, rtol=1e-8)
     assert warm.e_app_mpa == pytest.approx(fresh.e_app_mpa, rel=1e-6)
@@ -128,7 +128,7 @@ def test_floating_islands_are_removed_and_do_not_change_the_answer():
 
 
 def test_non_convergence_reports_the_residual(multilevel):
-    mask = random_structure((20, 18, 16), 1)
+    mask = random_structure((18, 16, 14), 1)
     with pytest.raises(ConvergenceError, match=r"relative residual [0-9.e+-]+ after 2 iterations") as info:
         apparent_modulus(mask, rtol=1e-12, max_iterations=2)
     assert info.value.relative_residual > 1e-12 and info.value.iterations == 2

@@ -27,6 +27,17 @@ def test_element_has_six_rigid_modes_and_the_uniaxial_energy():
     assert 0.5 * u @ k @ u == pytest.approx(0.5 * 1.0 * 0.01**2, rel=1e-12)
 
 
+def test_element_matches_scikit_fem_on_one_voxel():
+    from skfem import Basis, ElementHex1, ElementVector, MeshHex, asm
+    from skfem.models.elasticity import lame_parameters, linear_elasticity
+
+    mesh = MeshHex.init_tensor(np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    basis = Basis(mesh, ElementVector(ElementHex1()), intorder=4)
+    ref = asm(linear_elasticity(*lame_parameters(1.0, 0.3)), basis).toarray()
+    # the same operator up to the numbering of the degrees of freedom: the same spectrum
+    np.testing.assert_allclose(np.linalg.eigvalsh(hex_stiffness(0.3)), np.linalg.eigvalsh(ref), atol=1e-12)
+
+
 @pytest.mark.parametrize("axis", ["z", "y", "x"])
 def test_solid_block_frictionless_gives_the_tissue_modulus(axis, multilevel):
     r = apparent_modulus(np.ones((12, 10, 8), bool), axis=axis, boundary="frictionless", rtol=1e-10,

@@ -170,3 +170,25 @@ def test_bad_parameters_are_refused(kwargs, match):
 def test_bad_volumes_are_refused(data, match):
     with pytest.raises(ValueError, match=match):
         apparent_modulus(data)
+
+
+# ------------------------------------------------------------------------ command line
+def test_cli_prints_the_apparent_modulus_and_writes_json(tmp_path, capsys):
+    import json
+
+    from voxelbone.cli import main
+
+    bone = np.zeros((10, 8, 8), np.float32)
+    bone[:, 2:6, 2:6] = 1.0  # a square column, a quarter of the cross-section
+    path = tmp_path / "column.npz"
+    np.savez(path, bone=bone, voxel_size_um=np.float32(40.0))
+    out = tmp_path / "e.json"
+    assert main(["stiffness", str(path), "--tissue-modulus-mpa", "10000", "--boundary", "frictionless",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "E_app (z, frictionless): 2500.0 MPa" in text
+    rec = json.loads(out.read_text())
+    assert rec["e_app_mpa"] == pytest.approx(2500.0, rel=1e-6) and rec["iterations"] >= 1
+    assert rec["reaction_force_n"] == pytest.approx(-10_000 * 0.01 * 16 * 0.04**2, rel=1e-6)
+    assert main(["stiffness", str(tmp_path / "missing.npz")]) == 2
+    assert "no such file" in capsys.readouterr().err

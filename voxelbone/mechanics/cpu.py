@@ -23,7 +23,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["fe_apply", "fe_diag", "fe_energy", "fe_prolong_add", "fe_restrict"]
+__all__ = ["fe_apply", "fe_diag", "fe_dot", "fe_energy", "fe_prolong_add", "fe_restrict"]
 
 _opts = dict(parallel=True, cache=True, fastmath=False, nogil=True)
 
@@ -202,3 +202,12 @@ def fe_energy(x, emod, kb, out, nz, ny, nx):
                         r += kb[a, b, c, d] * ue[3 * b + d]
                 s += ue[3 * a + c] * r
         out[t] = 0.5 * e * s
+
+
+@nb.njit(**_opts)
+def fe_dot(a, b):
+    """``aᵀb`` as a parallel reduction (no BLAS thread pool, which spins on a shared machine)."""
+    s = 0.0
+    for t in nb.prange(a.shape[0]):
+        s += a[t] * b[t]
+    return s

@@ -16,6 +16,10 @@ Array layout (shared with ``kernels/fe_solver.cu``): a node grid of ``(NZ, NY, N
 component in axis order), the element moduli zero-padded by one element on every side,
 shape ``(nz+2, ny+2, nx+2)``, so node ``(k, j, i)`` finds its elements at padded indices
 ``(k+oz, j+oy, i+ox)``, ``o ∈ {0, 1}³``; masks uint8 per degree of freedom (1 = free).
+
+Threads: Numba's OpenMP workers spin between the many short kernels of a V-cycle; on a
+machine shared with other jobs ``OMP_WAIT_POLICY=PASSIVE`` or ``NUMBA_NUM_THREADS=1`` is
+faster (benchmarks/RESULTS.md, micro-FE section).
 """
 
 from __future__ import annotations

@@ -23,16 +23,14 @@
 #   benchmarks/device_check.sh --dry-run   anywhere: NumPy backend, 48³/64³, GPU tests skip
 #   (VB_DRY_RUN=1 is the same as --dry-run)
 #
-# Python: $PYTHON (default python3). On the nvidia-h200 machines of this workplace python3 is
-# 3.12 with CuPy 14 (cuda13x), NumPy, SciPy, Numba, scikit-image, tifffile, tqdm and pytest
-# already installed, and no package registry is reachable; voxelbone is then used from this
-# checkout (PYTHONPATH, no install), and what it lacks there (edt for the exact CPU local
-# thickness the device results are checked against) comes from a wheel folder:
-#   here, once:  echo /.whl/ >> .git/info/exclude
-#                python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#                  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-#                  --platform manylinux2014_x86_64 -d .whl edt
-#   device tool: run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=540)
+# Python: $PYTHON (default python3). On a GPU machine whose python3 already has CuPy, NumPy,
+# SciPy, Numba, scikit-image, tifffile, tqdm and pytest but no package registry, voxelbone is
+# used from this checkout (PYTHONPATH, no install), and what it lacks (edt for the exact CPU
+# local thickness the device results are checked against) comes from a wheel folder made on
+# a machine with a registry and copied along with the checkout:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 -d .whl edt
 # $WHEELS (default .whl) names the folder; its wheels are installed with --no-index --no-deps
 # into a private target directory. With a registry, VB_VENV=1 instead makes a virtual
 # environment (system site packages visible, so a preinstalled CuPy is kept) and runs

@@ -30,7 +30,7 @@ def reference_e_app(mask: np.ndarray, e_mpa: float, boundary: str, strain: float
     mesh = MeshHex.init_tensor(np.arange(nz + 1.0), np.arange(ny + 1.0), np.arange(nx + 1.0))
     c = np.floor(mesh.p[:, mesh.t].mean(axis=1)).astype(int)  # element centroid -> voxel (axis 0, 1, 2)
     mesh = mesh.restrict(np.flatnonzero(keep[c[0], c[1], c[2]]))
-    basis = Basis(mesh, ElementVector(ElementHex1()))
+    basis = Basis(mesh, ElementVector(ElementHex1()), intorder=2)  # 2×2×2 Gauss: exact for the trilinear element
     lam, mu = lame_parameters(e_mpa, nu)
     k = asm(linear_elasticity(lam, mu), basis)
     p = mesh.p

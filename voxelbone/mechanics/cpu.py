@@ -16,6 +16,10 @@ Array layout (shared with ``kernels/fe_solver.cu``): a node grid of ``(NZ, NY, N
 component in axis order), the element moduli zero-padded by one element on every side,
 shape ``(nz+2, ny+2, nx+2)``, so node ``(k, j, i)`` finds its elements at padded indices
 ``(k+oz, j+oy, i+ox)``, ``o ∈ {0, 1}³``; masks uint8 per degree of freedom (1 = free).
+
+Threads: Numba's OpenMP workers spin between the many short kernels of a V-cycle; on a
+machine shared with other jobs ``OMP_WAIT_POLICY=PASSIVE`` or ``NUMBA_NUM_THREADS=1`` is
+faster (benchmarks/RESULTS.md, micro-FE section).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["fe_apply", "fe_diag", "fe_energy", "fe_prolong_add", "fe_restrict"]
+__all__ = ["fe_apply", "fe_diag", "fe_dot", "fe_energy", "fe_prolong_add", "fe_restrict"]
 
 _opts = dict(parallel=True, cache=True, fastmath=False, nogil=True)
 
@@ -202,3 +206,12 @@ def fe_energy(x, emod, kb, out, nz, ny, nx):
                         r += kb[a, b, c, d] * ue[3 * b + d]
                 s += ue[3 * a + c] * r
         out[t] = 0.5 * e * s
+
+
+@nb.njit(**_opts)
+def fe_dot(a, b):
+    """``aᵀb`` as a parallel reduction (no BLAS thread pool, which spins on a shared machine)."""
+    s = 0.0
+    for t in nb.prange(a.shape[0]):
+        s += a[t] * b[t]
+    return s

@@ -49,6 +49,9 @@ class GpuOps:
     def zeros(self, level: int) -> Any:
         return self.xp.zeros(3 * self.levels[level].n_nodes)
 
+    def dot(self, a: Any, b: Any) -> float:
+        return float(self.xp.dot(a, b))
+
     def apply(self, level: int, x: Any, y: Any, masked: bool = True) -> None:
         lv = self.levels[level]
         n = lv.nodes.shape[0]

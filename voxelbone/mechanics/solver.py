@@ -88,6 +88,9 @@ class CpuOps:
     def zeros(self, level: int) -> np.ndarray:
         return np.zeros(3 * self.levels[level].n_nodes)
 
+    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(cpu.fe_dot(a, b))
+
     def apply(self, level: int, x: np.ndarray, y: np.ndarray, masked: bool = True) -> None:
         lv = self.levels[level]
         cpu.fe_apply(x, y, lv.emod, lv.nodes, self.free[level] if masked else self.ones[level], self.kb, lv.scale,
@@ -250,7 +253,7 @@ def pcg(ops: Any, precond: Any, b: Any, x: Any, rtol: float, max_iterations: int
         When ``rtol`` is not reached within ``max_iterations`` or the iteration breaks down.
     """
     xp = ops.xp
-    bnorm = float(xp.linalg.norm(b))
+    bnorm = math.sqrt(ops.dot(b, b))
     if bnorm == 0.0:
         x[...] = 0.0
         return 0, 0.0
@@ -258,27 +261,27 @@ def pcg(ops: Any, precond: Any, b: Any, x: Any, rtol: float, max_iterations: int
     q = ops.zeros(0)
     ops.apply(0, x, q)
     xp.subtract(b, q, out=r)
-    res = float(xp.linalg.norm(r)) / bnorm
+    res = math.sqrt(ops.dot(r, r)) / bnorm
     if res <= rtol:
         return 0, res
     z = ops.zeros(0)
     precond(r, z)
     p = z.copy()
-    rz = float(xp.dot(r, z))
+    rz = ops.dot(r, z)
     for it in range(1, max_iterations + 1):
         ops.apply(0, p, q)
-        pq = float(xp.dot(p, q))
+        pq = ops.dot(p, q)
         if not (pq > 0.0 and math.isfinite(pq)):
             raise ConvergenceError(f"conjugate gradients broke down at iteration {it} (pᵀAp = {pq:g}); "
                                    "the stiffness matrix is not positive definite", it, res)
         alpha = rz / pq
         x += alpha * p
         r -= alpha * q
-        res = float(xp.linalg.norm(r)) / bnorm
+        res = math.sqrt(ops.dot(r, r)) / bnorm
         if res <= rtol:
             return it, res
         precond(r, z)
-        rz_new = float(xp.dot(r, z))
+        rz_new = ops.dot(r, z)
         p *= rz_new / rz
         p += z
         rz = rz_new

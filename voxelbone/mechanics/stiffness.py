@@ -261,7 +261,7 @@ def apparent_modulus(
     top = asnumpy(f).reshape(NZ, NY, NX, 3)[-1, :, :, 0]
     force_vox = float(np.sum(top[lv0.fixed[-1, :, :, 0]]))
     e_app = force_vox / (ny * nx * strain)
-    sed = asnumpy(ops.energy(u))
+    sed = np.maximum(asnumpy(ops.energy(u)), 0.0)  # ½uᵀKu ≥ 0; rounding can leave -1e-20 on rigid parts
     e_el = lv0.emod[1:-1, 1:-1, 1:-1]
     eff = np.sqrt(np.divide(2.0 * sed, e_el, out=np.zeros_like(sed), where=e_el > 0))
     disp = asnumpy(u).reshape(NZ, NY, NX, 3).transpose(inv + (3,))[..., list(inv)]

@@ -3,12 +3,13 @@
 The same lumbar structure (20 µm phantoms) is run as a 1.92 mm cube at 20 µm and, block-
 averaged (``volume.coarsen``: the structure a 20 µm scan holds, at 40 µm), as 1.92 mm and
 3.84 mm cubes at 40 µm; three seeds each, one year, 10-day steps. The mean annual change of
-``abmd_pct``, Tb.vBMD and BV/TV must agree across the three geometries within
-max(0.5 %/yr, 20 % of the effect) (issue: invariance across edges and voxel sizes).
+``abmd_pct``, Tb.vBMD and BV/TV must agree across the three geometries: each within
+max(0.5 %/yr, 20 % of the effect) of their mean (issue: invariance across edges and voxel
+sizes).
 
-Measured before this test existed (see README, "Invariance"): at 40 µm the trabecular loss of
-``postmenopausal_untreated`` is about half the loss at 20 µm, so the test is expected to fail
-until the voxel layer's dependence on the voxel size is removed.
+MHT agrees; ``postmenopausal_untreated`` and ``teriparatide`` do not yet (README,
+"Invariance": at 40 µm the trabecular loss is about half the loss at 20 µm), and are marked
+as expected failures until the voxel layer's dependence on the voxel size is removed.
 """
 
 from __future__ import annotations
@@ -41,10 +42,14 @@ def _changes(preset: str, edge: int, factor: int) -> dict[str, float]:
     return {m: float(np.mean([r.annual_change_pct(m) for r in runs])) for m in METRICS}
 
 
+NOT_YET = pytest.mark.xfail(reason="at 40 µm the voxel layer loses about half as much trabecular bone as at 20 µm, "
+                                   "and 2 mm cubes' cortex gains mineral (README, Invariance)",
+                            raises=AssertionError, strict=False)
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(reason="the voxel layer still loses about half as much trabecular bone at 40 µm as at 20 µm "
-                          "(README, Invariance)", raises=AssertionError, strict=False)
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=[] if p == "mht_estradiol_progesterone" else [NOT_YET])
+                                    for p in PRESETS])
 def test_annual_changes_agree_across_edges_and_voxel_sizes(preset):
     got = {(e, f): _changes(preset, e, f) for e, f in GEOMETRIES}
     for m in METRICS:
@@ -52,4 +57,5 @@ def test_annual_changes_agree_across_edges_and_voxel_sizes(preset):
         effect = float(np.mean(values))
         tol = max(0.5, 0.2 * abs(effect))
         text = ", ".join(f"{e * 0.02:.2f} mm @ {20 * f} µm: {g[m]:+.2f}" for (e, f), g in got.items())
-        assert max(values) - min(values) <= 2 * tol, f"{preset} {m} %/yr: {text} (tolerance ±{tol:.2f})"
+        worst = max(abs(v - effect) for v in values)
+        assert worst <= tol, f"{preset} {m} %/yr: {text} (mean {effect:+.2f}, tolerance ±{tol:.2f})"

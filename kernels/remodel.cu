@@ -191,6 +191,21 @@ __device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bo
     return c;
 }
 
+// Share of a voxel inside a trabecular half-spheroid cavity (semi-axes a along the normal,
+// b across it, in voxels) at depth w and squared lateral distance rho2 from its centre: a
+// ramp one voxel wide across the cavity wall, from the wall's signed distance
+// (s - 1) / |grad s|, s = sqrt((w/a)^2 + rho2/b^2). A ramp in s scaled by min(a, b) would be
+// b/a voxels wide at the cavity's rim: on coarse voxels (a ~ 1 voxel) every BMU would own a
+// rim of surface voxels several voxels wide, which no new BMU can start from.
+__device__ __forceinline__ float vb_spheroid_frac(float w, float rho2, float a, float b) {
+    float wa = w / a;
+    float rb2 = rho2 / (b * b);
+    float s = sqrtf(wa * wa + rb2);
+    float g = sqrtf(wa * wa / (a * a) + rb2 / (b * b));
+    if (!(g > 1e-6f)) return 1.0f;
+    return vb_clamp01(0.5f - (s - 1.0f) * s / g);
+}
+
 // Claim code of voxel (qz, qy, qx) for cavity c of seed si; VB_CLAIM_NONE when outside.
 // `over` > 0: how far above the opening, in cavity depths, new bone of a positive balance
 // may reach (the cavity mirrored outwards, scaled by refill - 1); voxels there (empty or
@@ -226,10 +241,8 @@ __device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb
         }
         float d2 = (dz * dz + dy * dy) + dx * dx;
         float rho2 = fmaxf(d2 - w * w, 0.0f);
-        float wa = w / c.a;
         float rb2 = rho2 / (c.b * c.b);
-        float s = sqrtf(wa * wa + rb2);
-        frac = vb_clamp01((1.0f - s) * fminf(c.a, c.b) + 0.5f);
+        frac = vb_spheroid_frac(w, rho2, c.a, c.b);
         float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));  // floor depth below this column
         depth = fmaxf(wf, 1.0f);
         u = fminf(fmaxf((wf - w) / depth, 0.0f), 2.0f);

@@ -476,5 +476,5 @@ def test_cortical_and_full_morphometry_agree_on_every_array_module(xp):
     for name in ("bv_tv", "euler", "ct_po", "ct_canal_n_per_mm2"):
         assert getattr(a, name) == getattr(b, name), name  # counts: exact
     for name in ("tb_th_um", "tb_sp_um", "ct_th_um", "ct_po_dm_um", "conn_d_per_mm3", "bs_bv_per_mm", "smi",
-                 "bmd_mg_cm3", "tmd_mg_cm3"):
+                 "bmd_mg_cm3", "tb_vbmd_mg_cm3", "ct_vbmd_mg_cm3", "tmd_mg_cm3"):
         assert getattr(a, name) == pytest.approx(getattr(b, name), rel=1e-6), name

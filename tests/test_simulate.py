@@ -77,7 +77,7 @@ def test_interrupted_run_resumes_to_identical_result(reference, tmp_path, sig):
     a, b = load_rows(ref / "metrics.csv"), load_rows(out / "metrics.csv")
     assert [row["day"] for row in a] == [row["day"] for row in b]
     for ra, rb in zip(a, b):
-        for k in ("bv_tv", "tb_th_um", "conn_d_per_mm3", "bmd_mg_cm3"):
+        for k in ("bv_tv", "tb_th_um", "conn_d_per_mm3", "bmd_mg_cm3", "tb_vbmd_mg_cm3", "abmd_pct"):
             assert ra[k] == rb[k], (k, ra["day"])
     sa, sb = RunFolder(ref).snapshots(), RunFolder(out).snapshots()
     assert [d for d, _ in sa] == [d for d, _ in sb]

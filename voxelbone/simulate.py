@@ -217,13 +217,21 @@ def simulate(
     mech = _Mechanics(scenario, rem, course, timings, checkpoint.engine if checkpoint is not None else None) \
         if scenario.fe_every_days > 0 else None
 
+    # the site's DXA-equivalent change is measured against the day-0 compartments; a resumed
+    # run rebuilds them from the day-0 snapshot, so it reports the same numbers
+    reference = _day0_reference(folder, scenario, be.xp) if checkpoint is not None else None
+
     def evaluate(day: int) -> None:
+        nonlocal reference
         be.synchronize()  # queued steps are charged to the steps, not to the metrics
         t0 = time.perf_counter()
         period = scenario.period_at(day)
         row: dict[str, Any] = {"day": day, "year": round(day / DAYS_PER_YEAR, 6), "period": period.preset,
                                "preset": period.preset}
+        if reference is None:
+            reference = _areal_reference(rem.volume, scenario)
         row.update(measure(rem.volume))
+        row["abmd_pct"] = reference.abmd_pct(rem.volume)
         if mech is not None:
             row["e_app_z_mpa"] = mech.e_app_mpa(day)
         row.update({f"engine_{k}": v for k, v in dataclasses.asdict(rem.stats()).items()})
@@ -381,6 +389,24 @@ class _Mechanics:
     def state(self) -> dict[str, Any]:
         """Set points for the checkpoint."""
         return self.mech.state()
+
+
+def _areal_reference(volume: BoneVolume, scenario: Scenario) -> Any:
+    """The day-0 compartments and the DXA weights of the scenario's site."""
+    from .metrics import ArealBmdReference  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
+    from .sites import get_site  # noqa: PLC0415
+
+    return ArealBmdReference.of(volume, get_site(scenario.site).dxa)
+
+
+def _day0_reference(folder: RunFolder | None, scenario: Scenario, xp: Any) -> Any:
+    """The day-0 reference of a resumed run, from its day-0 snapshot."""
+    from .results import load_snapshot  # noqa: PLC0415
+
+    day0 = [path for day, path in (folder.snapshots() if folder is not None else []) if day == 0]
+    if not day0:
+        raise ValueError(f"cannot resume {folder}: its day-0 snapshot (the reference of abmd_pct) is missing")
+    return _areal_reference(load_snapshot(day0[0]).to(xp), scenario)
 
 
 def _default_measure(volume: BoneVolume) -> dict[str, float]:

@@ -17,7 +17,10 @@ proportions close to the real bone's.
 Each site also carries the reference rates of its basic multicellular units
 (:class:`SiteRates`), which the cell layer (:mod:`voxelbone.biology`) scales with the
 hormone state: activation frequency (0.13 /yr iliac premenopausal, Recker et al. 2004;
-vertebral cancellous bone turns over faster), erosion depth 47 µm and surface density.
+vertebral cancellous bone turns over faster), erosion depth 47 µm and surface density,
+and the share of trabecular and cortical mineral in the site's DXA region
+(:class:`DxaWeights`), with which the compartments' relative changes add up to the
+DXA-equivalent areal BMD change (``abmd_pct``, :mod:`voxelbone.metrics.morphometry`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 
-__all__ = ["SITES", "SiteRates", "SiteSpec", "get_site"]
+__all__ = ["SITES", "DxaWeights", "SiteRates", "SiteSpec", "get_site"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,57 @@ class SiteRates:
     refill: float = 1.0
     bs_bv_per_mm: float = 17.0
     description: str = ""
+
+
+@dataclass(frozen=True)
+class DxaWeights:
+    """Share of the site's DXA bone mineral content held by each compartment.
+
+    A DXA scan projects the whole bone of its region: its relative change is the
+    mineral-weighted mean of the compartments' relative changes,
+    ``Σ_c w_c · (M_c(t)/M_c(0) − 1)``, whatever share of cortex a simulated sample holds.
+
+    Attributes
+    ----------
+    trabecular, cortical : float
+        Mineral shares (non-negative, summing to 1).
+    region : str
+        The DXA region the shares describe.
+    sources : tuple of str
+        Where the shares come from.
+    """
+
+    trabecular: float
+    cortical: float
+    region: str = ""
+    sources: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if min(self.trabecular, self.cortical) < 0 or abs(self.trabecular + self.cortical - 1.0) > 1e-9:
+            raise ValueError(f"DXA mineral shares must be non-negative and sum to 1, got trabecular {self.trabecular}, "
+                             f"cortical {self.cortical}")
+
+
+#: Lumbar spine, AP L1–L4: the posterior elements (cortical bone, mostly) hold 51.4 ± 4.2 % of
+#: the BMC of an AP DXA scan (Lee et al. 2009, QCT and DXA of L3 in 574 subjects); the vertebral
+#: body's cortical shell holds 21–39 % of the body's bone mass (Eswaran et al. 2006, 2007;
+#: micro-CT of 13 vertebrae), ~30 % taken here. Trabecular share 0.486 × 0.70 = 0.34.
+LUMBAR_SPINE_DXA = DxaWeights(
+    trabecular=0.34, cortical=0.66, region="AP lumbar spine L1–L4",
+    sources=("Lee DC et al. 2009 J Bone Miner Res 24:1398 (posterior elements 51.4 % of AP BMC)",
+             "Eswaran SK et al. 2006 J Bone Miner Res 21:307; 2007 Comput Methods Appl Mech Eng 196:3025 "
+             "(vertebral shell 21–39 % of the body's bone mass)"),
+)
+
+#: Femoral neck: QCT of 20 femoral necks in 2 mm slices (Invest Radiol 1997; PMID 9039579):
+#: trabecular bone is 78 % of the bone mass at the head end, 21 % at the trochanter end and 33 %
+#: at the smallest cross-section, which the DXA neck box is centred on.
+FEMORAL_NECK_DXA = DxaWeights(
+    trabecular=0.33, cortical=0.67, region="femoral neck box",
+    sources=("Distribution of trabecular and cortical bone related to geometry: a QCT study of the femoral neck. "
+             "Invest Radiol 1997 32:83 (PMID 9039579): trabecular 33 % of the bone mass at the smallest neck "
+             "cross-section",),
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +116,8 @@ class SiteSpec:
         Generator parameters (µm, fractions) tuned so the phantom meets the targets.
     remodeling : SiteRates
         Reference BMU rates of the site (the cell layer scales them with the hormones).
+    dxa : DxaWeights
+        Trabecular and cortical shares of the mineral in the site's DXA region.
     """
 
     name: str
@@ -75,6 +131,7 @@ class SiteSpec:
     description: str
     sources: tuple[str, ...]
     remodeling: SiteRates
+    dxa: DxaWeights
     lattice: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -96,6 +153,7 @@ SITES: dict[str, SiteSpec] = {
         description="vertebral body: sparse rod-like trabeculae, thin cortical shell",
         sources=("Hildebrand T et al. 1999 J Bone Miner Res 14:1167",),
         remodeling=SiteRates(0.13 * 1.45, 0.08, description="vertebral cancellous bone turns over faster than iliac"),
+        dxa=LUMBAR_SPINE_DXA,
         # Rod-like (SMI 2.2–2.4, Conn.D 3–4.5 /mm³): a dense rod lattice with every horizontal strut
         # present but thin (~75 µm against ~140 µm vertical rods; Mosekilde 1988 Bone 9:247: the
         # horizontal trabeculae of vertebrae are thinner and lost first), and plates, which bring
@@ -123,6 +181,7 @@ SITES: dict[str, SiteSpec] = {
             "Bousson V et al. 2001 J Bone Miner Res 16:1308",
         ),
         remodeling=SiteRates(0.13 * 1.0, 0.07, bs_bv_per_mm=12.0, description="lower trabecular turnover, cortex-dominated"),
+        dxa=FEMORAL_NECK_DXA,
         lattice=dict(
             spacing_um=720.0, z_stretch=1.15, jitter=0.22, rod_radius_um=90.0, horizontal_radius_scale=0.85,
             drop_horizontal=0.25, plate_half_thickness_um=80.0, ct_th_scale=1.0,

@@ -224,8 +224,9 @@ def coarsen(volume: BoneVolume, factor: int) -> BoneVolume:
     """Block-average a volume by an integer ``factor`` (the same structure, larger voxels).
 
     Bone and mineral fractions are averaged (partial volume kept, so the 0.5 iso-surface
-    stays sub-voxel); a block's region is cortical or trabecular when that compartment
-    fills at least half of it, else outside. Edges that do not fill a whole block are cut.
+    stays sub-voxel); a block more than half inside the bone takes the compartment that fills
+    more of it (cortical on a tie), else it is outside. Edges that do not fill a whole block
+    are cut.
     """
     if not (isinstance(factor, int) and factor >= 1):
         raise ValueError(f"factor must be a positive integer, got {factor!r}")
@@ -240,9 +241,15 @@ def coarsen(volume: BoneVolume, factor: int) -> BoneVolume:
         a = a[: s[0], : s[1], : s[2]].astype(xp.float32)
         return a.reshape(s[0] // factor, factor, s[1] // factor, factor, s[2] // factor, factor).mean(axis=(1, 3, 5))
 
+    # a block is inside the bone when more than half of it is (a block half outside, at the
+    # periosteal surface, holds half a voxel of bone: labelled cortical it would be a spurious
+    # pore along the whole surface, on which tunnelling BMUs start); inside, the larger
+    # compartment names it
+    trab, cort = mean(volume.region == int(Region.TRABECULAR)), mean(volume.region == int(Region.CORTICAL))
     region = xp.full(tuple(d // factor for d in s), int(Region.OUTSIDE), dtype=xp.uint8)
-    for label in (Region.TRABECULAR, Region.CORTICAL):
-        region[mean(volume.region == int(label)) >= 0.5] = int(label)
+    inside = (trab + cort) > 0.5
+    region[inside & (trab > cort)] = int(Region.TRABECULAR)
+    region[inside & (cort >= trab)] = int(Region.CORTICAL)
     bone = mean(volume.bone)
     return BoneVolume(bone, xp.minimum(mean(volume.mineral), bone), region, volume.voxel_size_um * factor,
                       volume.site, {**volume.meta, "coarsened_from_um": volume.voxel_size_um})

@@ -3,18 +3,20 @@
 from .anisotropy import Anisotropy, mean_intercept_length
 from .connectivity import connectivity_density, euler_characteristic, inscribed_box
 from .cortical import CorticalMetrics, cortical_metrics, segment_compartments
-from .morphometry import ASBMR, Morphometry, bmd_proxy_mg_cm3, morphometry
+from .morphometry import ASBMR, ArealBmdReference, Morphometry, bmd_proxy_mg_cm3, compartment_vbmd_mg_cm3, morphometry
 from .surface import bone_surface_mm2, structure_model_index
 from .thickness import ThicknessStats, local_thickness, thickness_stats
 
 __all__ = [
     "ASBMR",
     "Anisotropy",
+    "ArealBmdReference",
     "CorticalMetrics",
     "Morphometry",
     "ThicknessStats",
     "bmd_proxy_mg_cm3",
     "bone_surface_mm2",
+    "compartment_vbmd_mg_cm3",
     "connectivity_density",
     "cortical_metrics",
     "euler_characteristic",

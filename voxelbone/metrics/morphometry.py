@@ -15,9 +15,14 @@ Conn.D                  (1 − Δχ)/TV on the largest box inside the VOI, Odgaa
 SMI                     structure model index on the marching-cubes mesh (option; 0 plate, 3 rod, 4 sphere)
 DA                      MIL fabric: BoneJ 1 − λmin/λmax (``da``) and Scanco r_max/r_min (``da_ratio``)
 Ct.Th, Ct.Po            see :mod:`.cortical`
-BMD                     mean over the VOI of bone fraction × tissue mineral density, mg HA/cm³
+BMD (cube mean)         mean of bone fraction × tissue mineral density over the cube's bone region
+                        (trabecular VOI + cortex), mg HA/cm³: it depends on the cube's cortex share
+Tb.vBMD, Ct.vBMD        the same mean within the trabecular / cortical compartment (QCT, HR-pQCT)
 TMD                     mean tissue mineral density of the bone, mg HA/cm³
 ======================  =====================================================================
+
+The site's DXA-equivalent areal BMD change, ``abmd_pct``, needs the day-0 volume: see
+:class:`ArealBmdReference`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import asnumpy
+from ..sites import DxaWeights
 from ..volume import BONE_THRESHOLD, TMD_MAX_MG_CM3, BoneVolume, Region
 from .anisotropy import mean_intercept_length
 from .connectivity import connectivity_density, euler_characteristic, inscribed_box
@@ -36,7 +42,7 @@ from .cortical import cortical_metrics
 from .surface import bone_surface_mm2, mesh_smi, surface_mesh
 from .thickness import local_thickness
 
-__all__ = ["ASBMR", "Morphometry", "morphometry"]
+__all__ = ["ASBMR", "ArealBmdReference", "Morphometry", "compartment_vbmd_mg_cm3", "morphometry"]
 
 #: ASBMR names (Bouxsein et al. 2010) of the fields, with units, for tables and plots.
 ASBMR: dict[str, tuple[str, str]] = {
@@ -60,8 +66,10 @@ ASBMR: dict[str, tuple[str, str]] = {
     "ct_po": ("Ct.Po", ""),
     "ct_po_dm_um": ("Ct.Po.Dm", "µm"),
     "ct_canal_n_per_mm2": ("Ct.Canal.N", "1/mm²"),
-    "bmd_mg_cm3": ("BMD", "mg HA/cm³"),
-    "tb_bmd_mg_cm3": ("Tb.BMD", "mg HA/cm³"),
+    "bmd_mg_cm3": ("BMD (cube mean)", "mg HA/cm³"),
+    "tb_vbmd_mg_cm3": ("Tb.vBMD", "mg HA/cm³"),
+    "ct_vbmd_mg_cm3": ("Ct.vBMD", "mg HA/cm³"),
+    "abmd_pct": ("aBMD change (DXA-equivalent)", "%"),
     "tmd_mg_cm3": ("TMD", "mg HA/cm³"),
     "voxel_size_um": ("voxel size", "µm"),
 }
@@ -93,7 +101,8 @@ class Morphometry:
     ct_po_dm_um: float
     ct_canal_n_per_mm2: float
     bmd_mg_cm3: float
-    tb_bmd_mg_cm3: float
+    tb_vbmd_mg_cm3: float
+    ct_vbmd_mg_cm3: float
     tmd_mg_cm3: float
 
     def as_row(self) -> dict[str, float]:
@@ -119,7 +128,10 @@ def _stats(lt: Any, sel: Any) -> tuple[float, float, float]:
 
 
 def bmd_proxy_mg_cm3(mineral: Any, region: Any) -> float:
-    """BMD proxy (mg HA/cm³): mineral averaged over the bone region (trabecular VOI + cortex).
+    """The cube's mean BMD (mg HA/cm³): mineral averaged over its bone region (trabecular VOI + cortex).
+
+    A property of the sample (it moves with the cube's cortex share); compare therapies on
+    :func:`compartment_vbmd_mg_cm3` and ``abmd_pct`` (:class:`ArealBmdReference`).
 
     Cheap (one sum, on the arrays' device), so it can be sampled every step; NaN for a
     volume without tissue.
@@ -127,6 +139,65 @@ def bmd_proxy_mg_cm3(mineral: Any, region: Any) -> float:
     tissue = region != Region.OUTSIDE
     n = int(tissue.sum())
     return TMD_MAX_MG_CM3 * float(mineral[tissue].sum(dtype=np.float64)) / n if n else float("nan")
+
+
+def compartment_vbmd_mg_cm3(mineral: Any, region: Any, compartment: Region) -> float:
+    """Volumetric BMD (mg HA/cm³) within one compartment: bone fraction × tissue mineral, averaged.
+
+    The trabecular value is QCT's and HR-pQCT's Tb.vBMD, the cortical one their Ct.vBMD
+    (pores included). Cheap (one masked sum); NaN for an empty compartment.
+    """
+    inside = region == int(compartment)
+    n = int(inside.sum())
+    return TMD_MAX_MG_CM3 * float(mineral[inside].sum(dtype=np.float64)) / n if n else float("nan")
+
+
+@dataclass(frozen=True)
+class ArealBmdReference:
+    """The day-0 compartments of a run, against which the DXA-equivalent change is measured.
+
+    ``abmd_pct(t) = 100 · Σ_c w_c · (M_c(t)/M_c(0) − 1)``, where ``M_c`` is the mineral within
+    compartment ``c`` *as it was on day 0* (the masks are fixed, so bone that changes
+    compartment — trabecularised cortex — moves no mineral between the terms) and ``w_c`` the
+    site's share of that compartment in the DXA region (:class:`voxelbone.sites.DxaWeights`).
+    The cube's own cortex share does not enter. A sample without one of the compartments
+    reports the other's change (weights renormalised over the compartments it holds).
+
+    Build it with :meth:`of` from the day-0 volume (after spin-up: a run's first metrics
+    row); a resumed run rebuilds it from the day-0 snapshot, so it gives the same numbers.
+    """
+
+    trabecular: Any
+    cortical: Any
+    trabecular_mineral: float
+    cortical_mineral: float
+    weights: DxaWeights
+
+    @classmethod
+    def of(cls, volume: BoneVolume, weights: DxaWeights) -> "ArealBmdReference":
+        """The reference of ``volume`` (day 0) with the site's DXA ``weights``."""
+        if not isinstance(volume, BoneVolume):
+            raise TypeError(f"ArealBmdReference.of needs a BoneVolume, got {type(volume).__name__}")
+        trab = volume.region == int(Region.TRABECULAR)
+        cort = volume.region == int(Region.CORTICAL)
+        m = volume.mineral
+        return cls(trab, cort, float(m[trab].sum(dtype=np.float64)), float(m[cort].sum(dtype=np.float64)), weights)
+
+    def abmd_pct(self, volume: BoneVolume) -> float:
+        """DXA-equivalent areal BMD of ``volume`` relative to day 0, %."""
+        if tuple(volume.shape) != tuple(self.trabecular.shape):
+            raise ValueError(f"volume {tuple(volume.shape)} is not the shape of the day-0 reference "
+                             f"{tuple(self.trabecular.shape)}")
+        m = volume.mineral
+        terms = []
+        for mask, m0, w in ((self.trabecular, self.trabecular_mineral, self.weights.trabecular),
+                            (self.cortical, self.cortical_mineral, self.weights.cortical)):
+            if m0 > 0:
+                terms.append((w, float(m[mask].sum(dtype=np.float64)) / m0 - 1.0))
+        w_sum = sum(w for w, _ in terms)
+        if not terms or w_sum <= 0:
+            return float("nan")
+        return 100.0 * sum(w * d for w, d in terms) / w_sum
 
 
 def morphometry(
@@ -218,7 +289,8 @@ def morphometry(
         ct = (nan, nan, nan, nan)
 
     bmd = bmd_proxy_mg_cm3(mineral, region)
-    tb_bmd = TMD_MAX_MG_CM3 * float(mineral[trab].sum(dtype=np.float64)) / n_trab if n_trab else nan
+    tb_vbmd = compartment_vbmd_mg_cm3(mineral, region, Region.TRABECULAR)
+    ct_vbmd = compartment_vbmd_mg_cm3(mineral, region, Region.CORTICAL)
     b_sum = float(bone[tissue].sum(dtype=np.float64))
     tmd = TMD_MAX_MG_CM3 * float(mineral[tissue].sum(dtype=np.float64)) / b_sum if b_sum > 0 else nan
     return Morphometry(
@@ -226,5 +298,5 @@ def morphometry(
         tb_sp_um=tb_sp_m, tb_sp_sd_um=tb_sp_sd, tb_sp_max_um=tb_sp_max, tb_n_per_mm=tb_n,
         tb_th_plate_um=tb_th_plate, bs_bv_per_mm=bs_bv, bs_tv_per_mm=bs_tv, euler=euler, conn_d_per_mm3=conn_d,
         smi=smi_value, da=da, da_ratio=da_ratio, ct_th_um=ct[0], ct_po=ct[1], ct_po_dm_um=ct[2], ct_canal_n_per_mm2=ct[3],
-        bmd_mg_cm3=bmd, tb_bmd_mg_cm3=tb_bmd, tmd_mg_cm3=tmd,
+        bmd_mg_cm3=bmd, tb_vbmd_mg_cm3=tb_vbmd, ct_vbmd_mg_cm3=ct_vbmd, tmd_mg_cm3=tmd,
     )

@@ -175,6 +175,25 @@ def _clamp01(x: np.ndarray) -> np.ndarray:
     return np.minimum(np.maximum(x, _ZERO), _ONE)
 
 
+def spheroid_frac(w: np.ndarray, rho2: np.ndarray, a: np.float32, b: np.float32) -> np.ndarray:
+    """Share of each voxel inside a trabecular half-spheroid cavity (``vb_spheroid_frac``).
+
+    Semi-axes ``a`` (along the normal) and ``b`` (across), in voxels; ``w`` the depth and
+    ``rho2`` the squared lateral distance from the centre. The ramp is one voxel wide across
+    the cavity wall, from the wall's signed distance ``(s − 1)/|∇s|``: a ramp in ``s`` scaled
+    by min(a, b) is b/a voxels wide at the rim, so on coarse voxels (a ≈ 1 voxel) every BMU
+    owned a rim of surface voxels several voxels wide, from which no BMU could start — 30 %
+    fewer trabecular activations per µm² at 40 µm than at 20 µm.
+    """
+    wa = w / a
+    rb2 = rho2 / (b * b)
+    s = np.sqrt(wa * wa + rb2)
+    g = np.sqrt(wa * wa / (a * a) + rb2 / (b * b))
+    ok = g > f32(1e-6)
+    safe = np.where(ok, g, _ONE)
+    return np.where(ok, _clamp01(_HALF - (s - _ONE) * s / safe), _ONE).astype(f32)
+
+
 def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = _ZERO) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices and 64-bit claim codes of the voxels cavity ``c`` claims (``vb_claim`` body)."""
     bone, region = state.bone, state.region
@@ -214,10 +233,8 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
         extra = np.where(above, np.uint64(FLAG_OVERFILL), np.uint64(0))
         d2 = (dz * dz + dy * dy) + dx * dx
         rho2 = np.maximum(d2 - w * w, _ZERO)
-        wa = w / c.a
         rb2 = rho2 / (c.b * c.b)
-        s = np.sqrt(wa * wa + rb2)
-        frac = _clamp01((_ONE - s) * np.minimum(c.a, c.b) + _HALF)
+        frac = spheroid_frac(w, rho2, c.a, c.b)
         wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))
         depth = np.maximum(wf, _ONE)
         u = np.minimum(np.maximum((wf - w) / depth, _ZERO), f32(2.0))

@@ -1,0 +1,94 @@
+"""Site-level BMD outputs: compartment vBMD and the DXA-equivalent areal BMD change (``abmd_pct``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voxelbone.metrics import ArealBmdReference, compartment_vbmd_mg_cm3, morphometry
+from voxelbone.sites import SITES, DxaWeights
+from voxelbone.volume import TMD_MAX_MG_CM3, BoneVolume, Region
+
+W = DxaWeights(trabecular=0.4, cortical=0.6)
+
+
+def _volume(cortex_layers: int, n: int = 24) -> BoneVolume:
+    """A cube: a solid cortex of ``cortex_layers`` planes, trabecular plates beyond."""
+    region = np.full((n, n, n), int(Region.TRABECULAR), dtype=np.uint8)
+    region[:cortex_layers] = int(Region.CORTICAL)
+    bone = np.zeros((n, n, n), dtype=np.float32)
+    bone[:cortex_layers] = 1.0
+    bone[cortex_layers:, :, ::6] = 1.0
+    return BoneVolume(bone, 0.8 * bone, region, 30.0, "lumbar_spine")
+
+
+def _scaled(volume: BoneVolume, trabecular: float, cortical: float) -> BoneVolume:
+    """The volume with its trabecular / cortical mineral scaled by the given factors."""
+    v = volume.copy()
+    v.mineral[v.region == int(Region.TRABECULAR)] *= np.float32(trabecular)
+    v.mineral[v.region == int(Region.CORTICAL)] *= np.float32(cortical)
+    return v
+
+
+def test_abmd_weights_the_compartments_relative_changes():
+    day0 = _volume(6)
+    ref = ArealBmdReference.of(day0, W)
+    assert ref.abmd_pct(day0) == 0.0
+    # trabecular mineral +10 %, cortical −5 %: 0.4·10 − 0.6·5 = +1 %
+    assert ref.abmd_pct(_scaled(day0, 1.10, 0.95)) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("layers", [2, 6, 12])
+def test_abmd_does_not_depend_on_the_cubes_cortex_share(layers):
+    # the same relative compartment changes in cubes with 8 % to 50 % cortex give the same abmd
+    day0 = _volume(layers)
+    later = _scaled(day0, 0.97, 0.99)
+    assert ArealBmdReference.of(day0, W).abmd_pct(later) == pytest.approx(0.4 * -3.0 + 0.6 * -1.0, abs=1e-4)
+
+
+def test_abmd_uses_the_day0_compartments_so_trabecularisation_moves_no_mineral():
+    day0 = _volume(6)
+    ref = ArealBmdReference.of(day0, W)
+    later = day0.copy()
+    later.region[4:6] = int(Region.TRABECULAR)  # the inner cortex relabelled trabecular, bone unchanged
+    assert ref.abmd_pct(later) == pytest.approx(0.0, abs=1e-9)
+    # while the current-compartment vBMDs move (the cube's own labels)
+    assert compartment_vbmd_mg_cm3(later.mineral, later.region, Region.TRABECULAR) > \
+        compartment_vbmd_mg_cm3(day0.mineral, day0.region, Region.TRABECULAR)
+
+
+def test_abmd_of_a_sample_without_cortex_is_the_trabecular_change():
+    v = _volume(0)
+    assert ArealBmdReference.of(v, W).abmd_pct(_scaled(v, 0.98, 1.0)) == pytest.approx(-2.0, abs=1e-4)
+
+
+def test_abmd_refuses_a_volume_of_another_shape():
+    ref = ArealBmdReference.of(_volume(6), W)
+    with pytest.raises(ValueError, match="shape of the day-0 reference"):
+        ref.abmd_pct(_volume(6, n=20))
+
+
+def test_compartment_vbmd_in_morphometry():
+    v = _volume(6)
+    m = morphometry(v, tb_sp=False, connectivity=False, surface=False)
+    trab = v.region == int(Region.TRABECULAR)
+    assert m.tb_vbmd_mg_cm3 == pytest.approx(TMD_MAX_MG_CM3 * float(v.mineral[trab].mean()), rel=1e-6)
+    assert m.ct_vbmd_mg_cm3 == pytest.approx(TMD_MAX_MG_CM3 * 0.8, rel=1e-6)
+    # the cube's mean lies between the two, weighted by the cube's own cortex share
+    assert m.tb_vbmd_mg_cm3 < m.bmd_mg_cm3 < m.ct_vbmd_mg_cm3
+
+
+def test_site_dxa_weights_are_shares():
+    for site in SITES.values():
+        assert site.dxa.trabecular + site.dxa.cortical == pytest.approx(1.0) and site.dxa.sources
+    with pytest.raises(ValueError, match="sum to 1"):
+        DxaWeights(trabecular=0.5, cortical=0.6)
+
+
+def test_a_run_reports_abmd_from_day0():
+    from voxelbone.calibration import bmd_change
+
+    r = bmd_change("postmenopausal_untreated", seed=1, size=32, voxel_size_um=40.0, years=0.2, step_days=10,
+                   backend="numpy")
+    assert r.abmd_pct[0] == 0.0
+    assert np.all(np.isfinite(r.abmd_pct)) and r.abmd_pct[-1] != 0.0

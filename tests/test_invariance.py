@@ -1,0 +1,61 @@
+"""Effects that belong to the bone, not to the sample: the same annual change at every edge and voxel size.
+
+The same lumbar structure (20 µm phantoms) is run as a 1.92 mm cube at 20 µm and, block-
+averaged (``volume.coarsen``: the structure a 20 µm scan holds, at 40 µm), as 1.92 mm and
+3.84 mm cubes at 40 µm; three seeds each, one year, 10-day steps. The mean annual change of
+``abmd_pct``, Tb.vBMD and BV/TV must agree across the three geometries: each within
+max(0.5 %/yr, 20 % of the effect) of their mean (issue: invariance across edges and voxel
+sizes).
+
+MHT agrees; ``postmenopausal_untreated`` and ``teriparatide`` do not yet (README,
+"Invariance": at 40 µm the trabecular loss is about half the loss at 20 µm), and are marked
+as expected failures until the voxel layer's dependence on the voxel size is removed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from voxelbone.calibration import bmd_change
+
+SEEDS = (1, 2, 3)
+PRESETS = ("postmenopausal_untreated", "mht_estradiol_progesterone", "teriparatide")
+GEOMETRIES = ((96, 1), (96, 2), (192, 2))  # (edge of the 20 µm phantom in voxels, coarsening factor)
+METRICS = ("abmd_pct", "tb_vbmd_mg_cm3", "bv_tv")
+
+
+@functools.lru_cache(maxsize=None)
+def _phantom(edge: int, factor: int, seed: int):
+    from voxelbone.phantom import make_phantom
+    from voxelbone.volume import coarsen
+
+    return coarsen(make_phantom("lumbar_spine", edge, 20.0, seed=seed), factor)
+
+
+@functools.lru_cache(maxsize=None)
+def _changes(preset: str, edge: int, factor: int) -> dict[str, float]:
+    runs = [bmd_change(preset, seed=s, volume=_phantom(edge, factor, s), years=1.0, step_days=10, backend="numpy")
+            for s in SEEDS]
+    return {m: float(np.mean([r.annual_change_pct(m) for r in runs])) for m in METRICS}
+
+
+NOT_YET = pytest.mark.xfail(reason="at 40 µm the voxel layer loses about half as much trabecular bone as at 20 µm, "
+                                   "and 2 mm cubes' cortex gains mineral (README, Invariance)",
+                            raises=AssertionError, strict=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=[] if p == "mht_estradiol_progesterone" else [NOT_YET])
+                                    for p in PRESETS])
+def test_annual_changes_agree_across_edges_and_voxel_sizes(preset):
+    got = {(e, f): _changes(preset, e, f) for e, f in GEOMETRIES}
+    for m in METRICS:
+        values = [g[m] for g in got.values()]
+        effect = float(np.mean(values))
+        tol = max(0.5, 0.2 * abs(effect))
+        text = ", ".join(f"{e * 0.02:.2f} mm @ {20 * f} µm: {g[m]:+.2f}" for (e, f), g in got.items())
+        worst = max(abs(v - effect) for v in values)
+        assert worst <= tol, f"{preset} {m} %/yr: {text} (mean {effect:+.2f}, tolerance ±{tol:.2f})"

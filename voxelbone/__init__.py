@@ -57,6 +57,8 @@ _LAZY: dict[str, str] = {
     "ActivityCourse": "biology",
     "DAYS_PER_YEAR": "units",
     "simulate_replicates": "replicates",
+    "apparent_modulus": "mechanics",
+    "MechanicsResult": "mechanics",
     "RunFolder": "runfolder",
     "RunState": "runfolder",
 }
@@ -69,6 +71,7 @@ __all__ = [
     "DAYS_PER_YEAR",
     "HormoneCourse",
     "HormoneState",
+    "MechanicsResult",
     "Morphometry",
     "Period",
     "Preset",
@@ -81,6 +84,8 @@ __all__ = [
     "RunState",
     "SITES",
     "Scenario",
+    "__version__",
+    "apparent_modulus",
     "cell_activity",
     "get_backend",
     "list_presets",
@@ -93,7 +98,6 @@ __all__ = [
     "scenario_to_toml",
     "simulate",
     "simulate_replicates",
-    "__version__",
 ]
 
 

@@ -78,6 +78,7 @@ REGISTERS_PER_SM = 65536  # sm_90
 
 def _block_sizes() -> dict[str, int]:
     """Threads per block of every kernel's launch (voxelbone/*/gpu.py)."""
+    from voxelbone.mechanics import gpu as feg
     from voxelbone.metrics import gpu as mg
     from voxelbone.remodel import gpu as rg
 
@@ -87,6 +88,7 @@ def _block_sizes() -> dict[str, int]:
         "vb_euler8": mg.euler_launch(shape).threads, "vb_ridge_flags": mg.ridge_launch(shape).threads,
         "vb_insert_balls": mg.balls_launch(100, shape).threads, "vb_surface_area": mg.surface_launch(shape).threads,
         "vb_uniform_fill": 1024,  # no device launch yet: hold it to the largest block
+        **{kernel: feg._BLOCK for kernel in feg.FE_KERNELS},
     }
 
 

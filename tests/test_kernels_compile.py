@@ -70,6 +70,17 @@ def test_kernels_are_named_by_their_specialisation():
     assert 'extern "C" __global__ void vb_update_i32(' in src and "vb_update(" not in src
 
 
+def test_fe_defines_switch_to_64bit_indices_past_2_31_dofs():
+    """The FE kernels index dofs (3 per node): 32-bit up to ~800³ elements, 64-bit beyond."""
+    from voxelbone.mechanics.gpu import fe_defines
+
+    assert fe_defines((800, 800, 800)) == (("VB_INDEX32", 1),)  # 1.54e9 dofs + one grid stride
+    assert fe_defines((900, 900, 900)) == (("VB_INDEX32", 0),)  # 2.19e9 dofs
+    assert fe_defines((2, 3, 4)) == (("VB_INDEX32", 1),)
+    with pytest.raises(ValueError, match="three positive"):
+        fe_defines((0, 4, 4))
+
+
 # ---------------------------------------------------------------------------------------
 # compiled as CuPy compiles: -ftz=true, an sm_90 cubin, ptxas -v
 # ---------------------------------------------------------------------------------------

@@ -295,7 +295,9 @@ def test_kernel_under_thread_sanitizer(case):
     """A small grid of every kernel under ThreadSanitizer: no data race is reported."""
     kwargs = dict(tsan=True, order="shuffled", order_seed=3, workers=4)
     size = {"remodel": dict(n=20, steps=3, capacity=48), "random": dict(n=2000),
-            "metrics_thickness": dict(n=20)}.get(case[0], dict(n=12))
+            "metrics_thickness": dict(n=20),
+            "fe_solver": dict(n=28, threads=8),  # hundreds of short blocks: every worker takes some
+            }.get(case[0], dict(n=12))
     _DISTINCT[case](**size, **kwargs)
 
 

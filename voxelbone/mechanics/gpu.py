@@ -2,7 +2,9 @@
 
 Same contract as :class:`voxelbone.mechanics.solver.CpuOps` (the kernels mirror
 :mod:`voxelbone.mechanics.cpu` line by line); the conjugate-gradient and V-cycle vector
-operations run as CuPy array expressions. The coarsest grid is solved on the host
+operations run as CuPy array expressions. Every launch uses the index-width
+specialisation of the finest grid (:func:`fe_defines`: 32-bit index arithmetic below 2³¹
+degrees of freedom), like the other device code. The coarsest grid is solved on the host
 (a few thousand unknowns: one small transfer each way per V-cycle).
 
 Device memory per voxel of the fine grid (node grid ≈ voxel grid), float64 vectors of
@@ -46,6 +48,12 @@ def fe_defines(shape: tuple[int, int, int]) -> tuple[tuple[str, int], ...]:
     ----------
     shape : tuple of int
         Elements ``(nz, ny, nx)`` of the finest level.
+
+    Returns
+    -------
+    tuple
+        ``(("VB_INDEX32", 1),)`` or ``(("VB_INDEX32", 0),)``, for
+        :func:`voxelbone.kernels.get_function`.
     """
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape must be three positive element counts (nz, ny, nx), got {shape}")

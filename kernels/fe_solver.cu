@@ -9,15 +9,22 @@
 //
 // Every kernel loops (grid-stride) over a list of active nodes and writes only that node's
 // entries (gather form): no two threads write the same address, no atomics.
+//
+// Index arithmetic in vb_idx (vb_common.cuh): 32-bit when the launch was specialised with
+// VB_INDEX32=1 (voxelbone.mechanics.gpu.fe_defines: every dof index 3 n + 2, padded element
+// index and grid stride below 2^31), so a node's (k, j, i) comes from 32-bit divisions.
+// Sizes and node lists stay 64-bit in the signatures (one launch contract for both).
+// Arithmetic: no contraction (--fmad=false), the Numba twin's order of operations, so the
+// device gives the twin's bits.
 #include "vb_common.cuh"
 
 // y_n = scale * sum_e E_e * K^[a(n,e), :] u_e  (three components), before masking.
 __device__ __forceinline__ void vb_fe_node_apply(const double* __restrict__ x, const double* __restrict__ emod,
-                                                 const double* __restrict__ kb, vb_i64 n, vb_i64 NY, vb_i64 NX,
+                                                 const double* __restrict__ kb, vb_idx n, vb_idx NY, vb_idx NX,
                                                  double* a_out) {
-    const vb_i64 sy = NX, sz = NY * NX;
-    const vb_i64 k = n / sz, j = (n / sy) % NY, i = n % NX;
-    const vb_i64 ey = NX + 1, ez = (NY + 1) * (NX + 1);  // padded element strides
+    const vb_idx sy = NX, sz = NY * NX;
+    const vb_idx k = n / sz, j = (n / sy) % NY, i = n % NX;
+    const vb_idx ey = NX + 1, ez = (NY + 1) * (NX + 1);  // padded element strides
     double a0 = 0.0, a1 = 0.0, a2 = 0.0;
     for (int oz = 0; oz < 2; ++oz)
         for (int oy = 0; oy < 2; ++oy)
@@ -25,10 +32,10 @@ __device__ __forceinline__ void vb_fe_node_apply(const double* __restrict__ x, c
                 const double e = emod[(k + oz) * ez + (j + oy) * ey + (i + ox)];
                 if (e == 0.0) continue;
                 const int a = (1 - oz) * 4 + (1 - oy) * 2 + (1 - ox);
-                const vb_i64 base = n + (oz - 1) * sz + (oy - 1) * sy + (ox - 1);
+                const vb_idx base = n + (oz - 1) * sz + (oy - 1) * sy + (ox - 1);
                 double s0 = 0.0, s1 = 0.0, s2 = 0.0;
                 for (int b = 0; b < 8; ++b) {
-                    const vb_i64 m = base + (b >> 2) * sz + ((b >> 1) & 1) * sy + (b & 1);
+                    const vb_idx m = base + (b >> 2) * sz + ((b >> 1) & 1) * sy + (b & 1);
                     const double u0 = x[3 * m], u1 = x[3 * m + 1], u2 = x[3 * m + 2];
                     const double* kk = kb + (a * 8 + b) * 9;
                     s0 += kk[0] * u0 + kk[1] * u1 + kk[2] * u2;
@@ -48,10 +55,11 @@ extern "C" __global__ void vb_fe_apply(const double* __restrict__ x, double* __r
                                        const double* __restrict__ emod, const vb_i64* __restrict__ nodes,
                                        vb_i64 n_active, const unsigned char* __restrict__ mask,
                                        const double* __restrict__ kb, double scale, vb_i64 NZ, vb_i64 NY, vb_i64 NX) {
-    for (vb_i64 t = vb_tid(); t < n_active; t += vb_stride()) {
-        const vb_i64 n = nodes[t];
+    const vb_idx na = (vb_idx)n_active, ny = (vb_idx)NY, nx = (vb_idx)NX;
+    for (vb_idx t = vb_tid(); t < na; t += vb_stride()) {
+        const vb_idx n = (vb_idx)nodes[t];
         double a[3];
-        vb_fe_node_apply(x, emod, kb, n, NY, NX, a);
+        vb_fe_node_apply(x, emod, kb, n, ny, nx, a);
         y[3 * n] = scale * a[0] * (double)mask[3 * n];
         y[3 * n + 1] = scale * a[1] * (double)mask[3 * n + 1];
         y[3 * n + 2] = scale * a[2] * (double)mask[3 * n + 2];
@@ -61,10 +69,11 @@ extern "C" __global__ void vb_fe_apply(const double* __restrict__ x, double* __r
 extern "C" __global__ void vb_fe_diag(double* __restrict__ out, const double* __restrict__ emod,
                                       const vb_i64* __restrict__ nodes, vb_i64 n_active,
                                       const double* __restrict__ kb, double scale, vb_i64 NZ, vb_i64 NY, vb_i64 NX) {
-    const vb_i64 sz = NY * NX, ey = NX + 1, ez = (NY + 1) * (NX + 1);
-    for (vb_i64 t = vb_tid(); t < n_active; t += vb_stride()) {
-        const vb_i64 n = nodes[t];
-        const vb_i64 k = n / sz, j = (n / NX) % NY, i = n % NX;
+    const vb_idx na = (vb_idx)n_active, ny = (vb_idx)NY, nx = (vb_idx)NX;
+    const vb_idx sz = ny * nx, ey = nx + 1, ez = (ny + 1) * (nx + 1);
+    for (vb_idx t = vb_tid(); t < na; t += vb_stride()) {
+        const vb_idx n = (vb_idx)nodes[t];
+        const vb_idx k = n / sz, j = (n / nx) % ny, i = n % nx;
         double d0 = 0.0, d1 = 0.0, d2 = 0.0;
         for (int oz = 0; oz < 2; ++oz)
             for (int oy = 0; oy < 2; ++oy)
@@ -89,21 +98,23 @@ extern "C" __global__ void vb_fe_restrict(const double* __restrict__ rf, double*
                                           const vb_i64* __restrict__ nodes_c, vb_i64 n_active,
                                           const unsigned char* __restrict__ mask_c, vb_i64 NZf, vb_i64 NYf,
                                           vb_i64 NXf, vb_i64 NZc, vb_i64 NYc, vb_i64 NXc) {
-    for (vb_i64 t = vb_tid(); t < n_active; t += vb_stride()) {
-        const vb_i64 n = nodes_c[t];
-        const vb_i64 K = n / (NYc * NXc), J = (n / NXc) % NYc, I = n % NXc;
+    const vb_idx na = (vb_idx)n_active, zf = (vb_idx)NZf, yf = (vb_idx)NYf, xf = (vb_idx)NXf;
+    const vb_idx yc = (vb_idx)NYc, xc = (vb_idx)NXc;
+    for (vb_idx t = vb_tid(); t < na; t += vb_stride()) {
+        const vb_idx n = (vb_idx)nodes_c[t];
+        const vb_idx K = n / (yc * xc), J = (n / xc) % yc, I = n % xc;
         double s0 = 0.0, s1 = 0.0, s2 = 0.0;
         for (int dz = -1; dz <= 1; ++dz) {
-            const vb_i64 k = 2 * K + dz;
-            if (k < 0 || k >= NZf) continue;
+            const vb_idx k = 2 * K + dz;
+            if (k < 0 || k >= zf) continue;
             for (int dy = -1; dy <= 1; ++dy) {
-                const vb_i64 j = 2 * J + dy;
-                if (j < 0 || j >= NYf) continue;
+                const vb_idx j = 2 * J + dy;
+                if (j < 0 || j >= yf) continue;
                 for (int dx = -1; dx <= 1; ++dx) {
-                    const vb_i64 i = 2 * I + dx;
-                    if (i < 0 || i >= NXf) continue;
+                    const vb_idx i = 2 * I + dx;
+                    if (i < 0 || i >= xf) continue;
                     const double w = vb_fe_w(dz) * vb_fe_w(dy) * vb_fe_w(dx);
-                    const vb_i64 m = (k * NYf + j) * NXf + i;
+                    const vb_idx m = (k * yf + j) * xf + i;
                     s0 += w * rf[3 * m];
                     s1 += w * rf[3 * m + 1];
                     s2 += w * rf[3 * m + 2];
@@ -121,27 +132,29 @@ extern "C" __global__ void vb_fe_prolong_add(const double* __restrict__ ec, doub
                                              const vb_i64* __restrict__ nodes_f, vb_i64 n_active,
                                              const unsigned char* __restrict__ mask_f, vb_i64 NZf, vb_i64 NYf,
                                              vb_i64 NXf, vb_i64 NZc, vb_i64 NYc, vb_i64 NXc) {
-    for (vb_i64 t = vb_tid(); t < n_active; t += vb_stride()) {
-        const vb_i64 n = nodes_f[t];
-        const vb_i64 k = n / (NYf * NXf), j = (n / NXf) % NYf, i = n % NXf;
+    const vb_idx na = (vb_idx)n_active, yf = (vb_idx)NYf, xf_ = (vb_idx)NXf;
+    const vb_idx zc = (vb_idx)NZc, yc = (vb_idx)NYc, xc = (vb_idx)NXc;
+    for (vb_idx t = vb_tid(); t < na; t += vb_stride()) {
+        const vb_idx n = (vb_idx)nodes_f[t];
+        const vb_idx k = n / (yf * xf_), j = (n / xf_) % yf, i = n % xf_;
         double s0 = 0.0, s1 = 0.0, s2 = 0.0;
         for (int cz = 0; cz < 2; ++cz) {
-            const vb_i64 K = (k + cz) / 2;
+            const vb_idx K = (k + cz) / 2;
             if ((k & 1) == 0 && cz == 1) continue;
             const double wz = (k & 1) == 0 ? 1.0 : 0.5;
-            if (K >= NZc) continue;
+            if (K >= zc) continue;
             for (int cy = 0; cy < 2; ++cy) {
-                const vb_i64 J = (j + cy) / 2;
+                const vb_idx J = (j + cy) / 2;
                 if ((j & 1) == 0 && cy == 1) continue;
                 const double wy = (j & 1) == 0 ? 1.0 : 0.5;
-                if (J >= NYc) continue;
+                if (J >= yc) continue;
                 for (int cx = 0; cx < 2; ++cx) {
-                    const vb_i64 I = (i + cx) / 2;
+                    const vb_idx I = (i + cx) / 2;
                     if ((i & 1) == 0 && cx == 1) continue;
                     const double wx = (i & 1) == 0 ? 1.0 : 0.5;
-                    if (I >= NXc) continue;
+                    if (I >= xc) continue;
                     const double w = wz * wy * wx;
-                    const vb_i64 m = (K * NYc + J) * NXc + I;
+                    const vb_idx m = (K * yc + J) * xc + I;
                     s0 += w * ec[3 * m];
                     s1 += w * ec[3 * m + 1];
                     s2 += w * ec[3 * m + 2];
@@ -158,17 +171,18 @@ extern "C" __global__ void vb_fe_prolong_add(const double* __restrict__ ec, doub
 extern "C" __global__ void vb_fe_energy(const double* __restrict__ x, const double* __restrict__ emod,
                                         const double* __restrict__ kb, double* __restrict__ out,
                                         vb_i64 nz, vb_i64 ny, vb_i64 nx) {
-    const vb_i64 NY = ny + 1, NX = nx + 1, n = nz * ny * nx;
-    for (vb_i64 t = vb_tid(); t < n; t += vb_stride()) {
-        const vb_i64 k = t / (ny * nx), j = (t / nx) % ny, i = t % nx;
-        const double e = emod[((k + 1) * (ny + 2) + (j + 1)) * (nx + 2) + (i + 1)];
+    const vb_idx ey = (vb_idx)ny, ex = (vb_idx)nx, n = (vb_idx)(nz * ny * nx);
+    const vb_idx NY = ey + 1, NX = ex + 1;
+    for (vb_idx t = vb_tid(); t < n; t += vb_stride()) {
+        const vb_idx k = t / (ey * ex), j = (t / ex) % ey, i = t % ex;
+        const double e = emod[((k + 1) * (ey + 2) + (j + 1)) * (ex + 2) + (i + 1)];
         if (e == 0.0) {
             out[t] = 0.0;
             continue;
         }
         double ue[24];
         for (int b = 0; b < 8; ++b) {
-            const vb_i64 m = ((k + (b >> 2)) * NY + j + ((b >> 1) & 1)) * NX + i + (b & 1);
+            const vb_idx m = ((k + (b >> 2)) * NY + j + ((b >> 1) & 1)) * NX + i + (b & 1);
             ue[3 * b] = x[3 * m];
             ue[3 * b + 1] = x[3 * m + 1];
             ue[3 * b + 2] = x[3 * m + 2];

@@ -281,6 +281,115 @@ def test_simulate_on_the_device_path_equals_numpy(device_cupy, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
+# the micro-FE solver (mechanics/gpu.py) through the stand-in
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fe_levels():
+    from fe_reference import random_structure
+    from voxelbone.mechanics import problem
+
+    mask = random_structure((14, 12, 10), 7)
+    e = np.where(problem.load_bearing(mask), 10_000.0, 0.0) * np.random.default_rng(0).uniform(0.5, 1.5, mask.shape)
+    return problem.build_levels(e, "frictionless", coarse_dofs=60)
+
+
+def test_fe_operators_on_the_device_path_equal_the_cpu_operators(device_cupy, fe_levels):
+    """GpuOps (the real launches of mechanics/gpu.py) give CpuOps' bits on every level."""
+    from voxelbone.mechanics.gpu import FE_KERNELS, GpuOps
+    from voxelbone.mechanics.solver import CpuOps
+
+    assert len(fe_levels) >= 2
+    c, g = CpuOps(fe_levels, 0.3), GpuOps(fe_levels, 0.3)
+    assert g.defines == (("VB_INDEX32", 1),)
+    rng = np.random.default_rng(5)
+    for lv in range(len(fe_levels)):
+        x = rng.standard_normal(3 * fe_levels[lv].n_nodes)
+        for masked in (True, False):
+            yc, yg = c.zeros(lv), g.zeros(lv)
+            c.apply(lv, x, yc, masked)
+            g.apply(lv, device_cupy.asarray(x), yg, masked)
+            np.testing.assert_array_equal(device_cupy.asnumpy(yg), yc)
+        np.testing.assert_array_equal(device_cupy.asnumpy(g.diag(lv)), c.diag(lv))
+        if lv + 1 < len(fe_levels):
+            rc_c, rc_g = c.zeros(lv + 1), g.zeros(lv + 1)
+            c.restrict(lv, x, rc_c)
+            g.restrict(lv, device_cupy.asarray(x), rc_g)
+            np.testing.assert_array_equal(device_cupy.asnumpy(rc_g), rc_c)
+            assert np.count_nonzero(rc_c) > 0
+            xf_c, xf_g = x.copy(), device_cupy.asarray(x)
+            c.prolong_add(lv, rc_c, xf_c)
+            g.prolong_add(lv, rc_g, xf_g)
+            np.testing.assert_array_equal(device_cupy.asnumpy(xf_g), xf_c)
+    x = rng.standard_normal(3 * fe_levels[0].n_nodes)
+    sed = c.energy(x)
+    assert (sed > 0).any()
+    np.testing.assert_array_equal(device_cupy.asnumpy(g.energy(device_cupy.asarray(x))), sed)
+    if _is_standin(device_cupy):
+        assert all(g._k[k].launches > 0 for k in FE_KERNELS)
+        assert {g._k[k].name for k in FE_KERNELS} == {k + "_i32" for k in FE_KERNELS}
+
+
+def test_fe_solve_on_the_device_path_equals_the_cpu_solve(device_cupy):
+    """apparent_modulus on a device mask: the whole PCG + multigrid solve through mechanics/gpu.py."""
+    from fe_reference import random_structure
+    from voxelbone.mechanics import apparent_modulus
+
+    mask = random_structure((16, 14, 12), 1)
+    for boundary in ("constrained", "frictionless"):
+        c = apparent_modulus(mask, boundary=boundary, rtol=1e-9)
+        g = apparent_modulus(device_cupy.asarray(mask), boundary=boundary, rtol=1e-9)
+        assert g.backend == "cupy" and isinstance(g.sed_mpa, device_cupy.ndarray)
+        assert c.e_app_mpa > 0 and c.iterations > 1 and c.levels >= 2  # PCG with a V-cycle
+        # same kernels bit for bit; dot products are summed in another order (Numba's parallel
+        # reduction vs the array module's): the stand-in agrees to rounding (measured 2e-15),
+        # a device's reductions to the solver's tolerance
+        rel, its = (1e-12, 0) if _is_standin(device_cupy) else (1e-7, 1)
+        assert g.e_app_mpa == pytest.approx(c.e_app_mpa, rel=rel)
+        assert abs(g.iterations - c.iterations) <= its
+        np.testing.assert_allclose(device_cupy.asnumpy(g.sed_mpa), c.sed_mpa, rtol=1e-4 if its else 1e-9, atol=1e-6)
+
+
+def _captured_fe_apply(fake_cupy, fe_levels):
+    """The launch mechanics/gpu.py makes of vb_fe_apply (captured, not run)."""
+    from voxelbone.mechanics.gpu import GpuOps
+
+    g = GpuOps(fe_levels, 0.3)
+    seen = []
+    kernel = g._k["vb_fe_apply"]
+    g._k["vb_fe_apply"] = lambda grid, block, args, **kw: seen.append((grid, block, args))
+    g.apply(0, g.zeros(0), g.zeros(0))
+    assert len(seen) == 1
+    return kernel, seen[0]
+
+
+@pytest.mark.parametrize("index,bad,expected", [
+    (3, "int32", r"vb_fe_apply_i32: argument 3 \(long long\* nodes\) needs an array of dtype int64, got int32"),
+    (5, "float64", r"argument 5 \(unsigned char\* mask\) needs an array of dtype uint8, got float64"),
+    (7, "float32", r"argument 7 \(double scale\) needs a numpy.float64 scalar, got float32"),
+    (4, "int32", r"argument 4 \(long long n_active\) needs a numpy.int64 scalar, got int32"),
+])
+def test_a_wrong_fe_launch_argument_is_caught(fake_cupy, fe_levels, index, bad, expected):
+    kernel, (grid, block, args) = _captured_fe_apply(fake_cupy, fe_levels)
+    a = args[index]
+    wrong = {"int32": lambda: a.astype(np.int32), "float64": lambda: a.astype(np.float64),
+             "float32": lambda: np.float32(a)}[bad]()
+    with pytest.raises(fakecupy.LaunchArgumentError, match=expected):
+        kernel(grid, block, args[:index] + (wrong,) + args[index + 1:])
+    kernel(grid, block, args)  # the captured arguments themselves pass
+
+
+def test_a_planted_wrong_node_dtype_in_the_fe_solver_is_caught(fake_cupy, fe_levels):
+    """Node lists handed to GpuOps as int32 (the C type is long long*) fail the first launch."""
+    from voxelbone.mechanics.gpu import GpuOps
+
+    planted = [dataclasses.replace(lv, nodes=lv.nodes.astype(np.int32)) for lv in fe_levels]
+    g = GpuOps(planted, 0.3)
+    with pytest.raises(fakecupy.LaunchArgumentError,
+                       match=r"vb_fe_diag_i32: argument 2 \(long long\* nodes\) needs an array of dtype int64"):
+        g.diag(0)
+
+
+# ---------------------------------------------------------------------------------------
 # benchmark honesty
 # ---------------------------------------------------------------------------------------
 def test_step_traffic_table_matches_the_kernels():

@@ -70,6 +70,17 @@ def test_kernels_are_named_by_their_specialisation():
     assert 'extern "C" __global__ void vb_update_i32(' in src and "vb_update(" not in src
 
 
+def test_fe_defines_switch_to_64bit_indices_past_2_31_dofs():
+    """The FE kernels index dofs (3 per node): 32-bit up to ~800³ elements, 64-bit beyond."""
+    from voxelbone.mechanics.gpu import fe_defines
+
+    assert fe_defines((800, 800, 800)) == (("VB_INDEX32", 1),)  # 1.54e9 dofs + one grid stride
+    assert fe_defines((900, 900, 900)) == (("VB_INDEX32", 0),)  # 2.19e9 dofs
+    assert fe_defines((2, 3, 4)) == (("VB_INDEX32", 1),)
+    with pytest.raises(ValueError, match="three positive"):
+        fe_defines((0, 4, 4))
+
+
 # ---------------------------------------------------------------------------------------
 # compiled as CuPy compiles: -ftz=true, an sm_90 cubin, ptxas -v
 # ---------------------------------------------------------------------------------------
@@ -78,6 +89,7 @@ REGISTERS_PER_SM = 65536  # sm_90
 
 def _block_sizes() -> dict[str, int]:
     """Threads per block of every kernel's launch (voxelbone/*/gpu.py)."""
+    from voxelbone.mechanics import gpu as feg
     from voxelbone.metrics import gpu as mg
     from voxelbone.remodel import gpu as rg
 
@@ -87,6 +99,7 @@ def _block_sizes() -> dict[str, int]:
         "vb_euler8": mg.euler_launch(shape).threads, "vb_ridge_flags": mg.ridge_launch(shape).threads,
         "vb_insert_balls": mg.balls_launch(100, shape).threads, "vb_surface_area": mg.surface_launch(shape).threads,
         "vb_uniform_fill": 1024,  # no device launch yet: hold it to the largest block
+        **{kernel: feg._BLOCK for kernel in feg.FE_KERNELS},
     }
 
 

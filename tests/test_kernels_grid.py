@@ -114,6 +114,124 @@ def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=
     assert drawn > 0, "the case should start BMUs (vb_claim needs seeds)"
 
 
+# ---- micro-FE operators (kernels/fe_solver.cu) against the Numba twin (voxelbone/mechanics/cpu.py),
+# launched as mechanics/gpu.py launches them: 256 threads, _grid(items) blocks, fe_defines(shape)
+def _fe_levels(n: int):
+    from fe_reference import random_structure
+    from voxelbone.mechanics import problem
+
+    mask = random_structure((n, n - 2, n - 4), 7)
+    rng = np.random.default_rng(0)
+    e = np.where(problem.load_bearing(mask), 10_000.0, 0.0) * rng.uniform(0.5, 1.5, mask.shape)
+    fine = problem._level(e, 1.0, "frictionless")
+    coarse = problem._level(problem.coarsen_moduli(e), 2.0, "frictionless")
+    assert fine.nodes.size > 256 and coarse.nodes.size > 0  # several blocks on the fine grid
+    return fine, coarse
+
+
+def _fe_launch(kernel: str, shape, n_items: int, args, defines=None, threads=None, **launch) -> None:
+    from voxelbone.mechanics import gpu as feg
+
+    block = threads or feg._BLOCK
+    # threads given: a quarter of the blocks the items need, so every thread runs several
+    # rounds of the grid-stride loop (mechanics/gpu.py's launch reaches that past 2^27 items)
+    grid = feg._grid(n_items)[0] if threads is None else max(1, n_items // (4 * block))
+    host_grid_launch("fe_solver", kernel, grid, block, args,
+                     defines=feg.fe_defines(shape) if defines is None else defines, **launch)
+
+
+def _case_fe_apply(n: int = 14, **launch) -> None:
+    from voxelbone.mechanics import cpu
+    from voxelbone.mechanics.elements import hex_stiffness_blocks
+
+    fine, _ = _fe_levels(n)
+    kb = hex_stiffness_blocks(0.3)
+    x = np.random.default_rng(1).standard_normal(3 * fine.n_nodes)
+    for masked in (fine.free, np.ones_like(fine.free)):
+        want = np.full_like(x, 7.0)
+        cpu.fe_apply(x, want, fine.emod, fine.nodes, masked, kb, 2.0, *fine.node_shape)
+        got = np.full_like(x, 7.0)  # untouched outside the active nodes, as in the twin
+        _fe_launch("vb_fe_apply", fine.shape, fine.nodes.size,
+                   [x, got, fine.emod, fine.nodes, np.int64(fine.nodes.size), masked, kb.reshape(-1), np.float64(2.0)]
+                   + [np.int64(v) for v in fine.node_shape], **launch)
+        assert np.abs(want).max() > 1 and (want == 7.0).any()
+        np.testing.assert_array_equal(got, want)  # no contraction on either side: the same bits
+
+
+def _case_fe_diag(n: int = 14, **launch) -> None:
+    from voxelbone.mechanics import cpu
+    from voxelbone.mechanics.elements import hex_stiffness_blocks
+
+    fine, _ = _fe_levels(n)
+    kb = hex_stiffness_blocks(0.3)
+    want = np.zeros(3 * fine.n_nodes)
+    cpu.fe_diag(want, fine.emod, fine.nodes, kb, 2.0, *fine.node_shape)
+    got = np.zeros_like(want)
+    _fe_launch("vb_fe_diag", fine.shape, fine.nodes.size,
+               [got, fine.emod, fine.nodes, np.int64(fine.nodes.size), kb.reshape(-1), np.float64(2.0)]
+               + [np.int64(v) for v in fine.node_shape], **launch)
+    assert (want > 0).sum() == 3 * fine.nodes.size
+    np.testing.assert_array_equal(got, want)
+
+
+def _case_fe_restrict(n: int = 14, **launch) -> np.ndarray:
+    from voxelbone.mechanics import cpu
+
+    fine, coarse = _fe_levels(n)
+    rf = np.random.default_rng(2).standard_normal(3 * fine.n_nodes)
+    dims = fine.node_shape + coarse.node_shape
+    want = np.zeros(3 * coarse.n_nodes)
+    cpu.fe_restrict(rf, want, coarse.nodes, coarse.free, *dims)
+    got = np.zeros_like(want)
+    _fe_launch("vb_fe_restrict", fine.shape, coarse.nodes.size,
+               [rf, got, coarse.nodes, np.int64(coarse.nodes.size), coarse.free] + [np.int64(v) for v in dims],
+               **launch)
+    assert np.count_nonzero(want) > 0
+    np.testing.assert_array_equal(got, want)
+    return got
+
+
+def _case_fe_prolong(n: int = 14, **launch) -> None:
+    from voxelbone.mechanics import cpu
+
+    fine, coarse = _fe_levels(n)
+    rng = np.random.default_rng(3)
+    ec = rng.standard_normal(3 * coarse.n_nodes) * coarse.free  # on the masked coarse space
+    dims = fine.node_shape + coarse.node_shape
+    start = rng.standard_normal(3 * fine.n_nodes)  # prolong *adds*
+    want = start.copy()
+    cpu.fe_prolong_add(ec, want, fine.nodes, fine.free, *dims)
+    got = start.copy()
+    _fe_launch("vb_fe_prolong_add", fine.shape, fine.nodes.size,
+               [ec, got, fine.nodes, np.int64(fine.nodes.size), fine.free] + [np.int64(v) for v in dims], **launch)
+    assert not np.array_equal(want, start)
+    np.testing.assert_array_equal(got, want)
+    # the grid kernels are adjoint on the masked spaces (R = Pᵀ): <R rf, ec> = <rf, P ec>
+    rf = rng.standard_normal(3 * fine.n_nodes) * fine.free
+    rc = np.zeros(3 * coarse.n_nodes)
+    _fe_launch("vb_fe_restrict", fine.shape, coarse.nodes.size,
+               [rf, rc, coarse.nodes, np.int64(coarse.nodes.size), coarse.free] + [np.int64(v) for v in dims],
+               **launch)
+    assert rc @ ec == pytest.approx(rf @ (got - start), rel=1e-12) and abs(rc @ ec) > 1e-3
+
+
+def _case_fe_energy(n: int = 14, **launch) -> None:
+    from voxelbone.mechanics import cpu
+    from voxelbone.mechanics.elements import hex_stiffness_blocks
+
+    fine, _ = _fe_levels(n)
+    kb = hex_stiffness_blocks(0.3)
+    x = np.random.default_rng(4).standard_normal(3 * fine.n_nodes)
+    nz, ny, nx = fine.shape
+    want = np.empty(nz * ny * nx)
+    cpu.fe_energy(x, fine.emod, kb, want, nz, ny, nx)
+    got = np.full_like(want, np.nan)
+    _fe_launch("vb_fe_energy", fine.shape, want.size,
+               [x, fine.emod, kb.reshape(-1), got, np.int64(nz), np.int64(ny), np.int64(nx)], **launch)
+    assert (want > 0).sum() == (fine.emod > 0).sum() > 0
+    np.testing.assert_array_equal(got, want)
+
+
 CASES = {
     ("random", "vb_uniform_fill"): _case_uniform,
     ("metrics_euler", "vb_euler8"): _case_euler,
@@ -124,6 +242,11 @@ CASES = {
     ("remodel", "vb_activate"): _case_remodel,
     ("remodel", "vb_claim"): _case_remodel,
     ("remodel", "vb_update"): _case_remodel,
+    ("fe_solver", "vb_fe_apply"): _case_fe_apply,
+    ("fe_solver", "vb_fe_diag"): _case_fe_diag,
+    ("fe_solver", "vb_fe_restrict"): _case_fe_restrict,
+    ("fe_solver", "vb_fe_prolong_add"): _case_fe_prolong,
+    ("fe_solver", "vb_fe_energy"): _case_fe_energy,
 }
 _DISTINCT = {k: v for k, v in CASES.items() if k[1] not in ("vb_claim", "vb_update")}
 
@@ -155,12 +278,26 @@ def test_remodel_64bit_index_path_equals_twin():
     _case_remodel(n=24, steps=3, defines=(("VB_INDEX32", 0),), order="reverse")
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] == "fe_solver"], ids=lambda c: c[1])
+def test_fe_64bit_index_path_equals_twin(case):
+    """The FE kernels' 64-bit index specialisation (grids past 2^31 dofs) computes the same bits."""
+    CASES[case](defines=(("VB_INDEX32", 0),), order="shuffled", order_seed=5)
+
+
+def test_fe_kernels_with_small_blocks():
+    """Blocks of one warp, each thread running several rounds of the grid-stride loop: the same bits."""
+    for case in (_case_fe_apply, _case_fe_prolong, _case_fe_energy):
+        case(n=10, threads=32, order="shuffled", order_seed=6)
+
+
 @pytest.mark.parametrize("case", list(_DISTINCT), ids=lambda c: c[1])
 def test_kernel_under_thread_sanitizer(case):
     """A small grid of every kernel under ThreadSanitizer: no data race is reported."""
     kwargs = dict(tsan=True, order="shuffled", order_seed=3, workers=4)
     size = {"remodel": dict(n=20, steps=3, capacity=48), "random": dict(n=2000),
-            "metrics_thickness": dict(n=20)}.get(case[0], dict(n=12))
+            "metrics_thickness": dict(n=20),
+            "fe_solver": dict(n=28, threads=8),  # hundreds of short blocks: every worker takes some
+            }.get(case[0], dict(n=12))
     _DISTINCT[case](**size, **kwargs)
 
 
@@ -186,8 +323,8 @@ def plant(monkeypatch, tmp_path):
 
 def test_tsan_reports_a_non_atomic_update(plant):
     plant("metrics_euler.cu", "atomicAdd(total, (unsigned long long)acc)", "(*total += (unsigned long long)acc)")
-    with pytest.raises(HostRaceError, match="data race"):
-        _case_euler(n=12, tsan=True, order="forward")
+    with pytest.raises(HostRaceError, match="data race"):  # 62 blocks: a cross-worker race (9 missed it once)
+        _case_euler(n=24, tsan=True, order="forward")
 
 
 def test_tsan_reports_a_missing_syncthreads(plant):

@@ -2,7 +2,9 @@
 
 Same contract as :class:`voxelbone.mechanics.solver.CpuOps` (the kernels mirror
 :mod:`voxelbone.mechanics.cpu` line by line); the conjugate-gradient and V-cycle vector
-operations run as CuPy array expressions. The coarsest grid is solved on the host
+operations run as CuPy array expressions. Every launch uses the index-width
+specialisation of the finest grid (:func:`fe_defines`: 32-bit index arithmetic below 2³¹
+degrees of freedom), like the other device code. The coarsest grid is solved on the host
 (a few thousand unknowns: one small transfer each way per V-cycle).
 
 Device memory per voxel of the fine grid (node grid ≈ voxel grid), float64 vectors of
@@ -17,17 +19,49 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels import get_function
+from ..kernels import get_function, index_defines
 from .elements import hex_stiffness_blocks
 from .problem import Level
 
-__all__ = ["GpuOps"]
+__all__ = ["FE_KERNELS", "GpuOps", "fe_defines"]
+
+#: The kernels of ``kernels/fe_solver.cu``.
+FE_KERNELS = ("vb_fe_apply", "vb_fe_diag", "vb_fe_restrict", "vb_fe_prolong_add", "vb_fe_energy")
 
 _BLOCK = 256
+_MAX_BLOCKS = 65535 * 8
 
 
 def _grid(n: int) -> tuple[int]:
-    return (max(1, min((n + _BLOCK - 1) // _BLOCK, 65535 * 8)),)
+    return (max(1, min((n + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS)),)
+
+
+def fe_defines(shape: tuple[int, int, int]) -> tuple[tuple[str, int], ...]:
+    """Index-width specialisation of the FE kernels for a fine grid of ``shape`` elements.
+
+    The largest index any FE kernel forms is a degree of freedom of the fine node grid
+    (``3 (nz+1)(ny+1)(nx+1)``) or a padded element (``(nz+2)(ny+2)(nx+2)``); coarser levels
+    are smaller. One grid stride of the largest launch is added
+    (:func:`voxelbone.kernels.index_defines`).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Elements ``(nz, ny, nx)`` of the finest level.
+
+    Returns
+    -------
+    tuple
+        ``(("VB_INDEX32", 1),)`` or ``(("VB_INDEX32", 0),)``, for
+        :func:`voxelbone.kernels.get_function`.
+    """
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be three positive element counts (nz, ny, nx), got {shape}")
+    nz, ny, nx = (int(v) for v in shape)
+    dofs = 3 * (nz + 1) * (ny + 1) * (nx + 1)
+    padded = (nz + 2) * (ny + 2) * (nx + 2)
+    stride = _grid(max(dofs, nz * ny * nx))[0] * _BLOCK
+    return index_defines(max(dofs, padded) + stride)
 
 
 class GpuOps:
@@ -43,8 +77,8 @@ class GpuOps:
         self.nodes = [cupy.asarray(lv.nodes) for lv in levels]
         self.free = [cupy.asarray(lv.free) for lv in levels]
         self.ones = [cupy.ones_like(f) for f in self.free]
-        self._k = {name: get_function("fe_solver", name) for name in
-                   ("vb_fe_apply", "vb_fe_diag", "vb_fe_restrict", "vb_fe_prolong_add", "vb_fe_energy")}
+        self.defines = fe_defines(levels[0].shape)
+        self._k = {name: get_function("fe_solver", name, self.defines) for name in FE_KERNELS}
 
     def zeros(self, level: int) -> Any:
         return self.xp.zeros(3 * self.levels[level].n_nodes)

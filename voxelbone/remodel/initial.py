@@ -49,8 +49,8 @@ def bone_turnover_per_yr(volume: BoneVolume, rates: Rates, params: RemodelParams
     out.append(rates.activation_trabecular_per_yr * s_t * (2.0 / 3.0) * rates.erosion_depth_um / (n_bt * v**3) if n_bt else 0.0)
     n_bc = int((solid & cort).sum())
     s_c = float((surf & cort).sum()) * v * v / k
-    r_o, r_c = params.osteon_radius_um, params.canal_radius_um
-    out.append(rates.activation_cortical_per_yr * s_c * r_o**2 / (3.0 * r_c) / (n_bc * v**3) if n_bc else 0.0)
+    # pore-wall cavities: half-spheroids of depth E.De, as trabecular ones (2/3 · E.De per area)
+    out.append(rates.activation_cortical_per_yr * s_c * (2.0 / 3.0) * rates.erosion_depth_um / (n_bc * v**3) if n_bc else 0.0)
     return out[0], out[1]
 
 

@@ -94,6 +94,7 @@ struct vb_cavity {
     vb_i64 ez, ey, ex;     // half-extent of the bounding box
     int perforated;
     float bz;              // pore-wall (osteonal) cavity: semi-axis along z
+    int cortical;          // seeded in the cortex (endocortical or pore wall): claims carry VB_FLAG_OSTEONAL
 };
 
 __device__ __forceinline__ float vb_bone_at(const float* __restrict__ bone, const vb_grid g, vb_i64 z, vb_i64 y, vb_i64 x) {
@@ -150,6 +151,7 @@ __device__ __forceinline__ vb_cavity vb_make_wall_cavity(const float* __restrict
                                                          float lateral_um, float osteon_half_length_um) {
     vb_cavity c;
     c.osteonal = 1;
+    c.cortical = 1;
     c.rc = 0.0f;
     float gy = vb_grad_axis(bone, g, z, y, x, 1);
     float gx = vb_grad_axis(bone, g, z, y, x, 2);
@@ -223,6 +225,7 @@ __device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bo
     c.perforated = 0;
     c.rc = 0.0f;
     c.bz = 0.0f;
+    c.cortical = region[vb_index(g, z, y, x)] == VB_CORTICAL;
     if (type == 2) {
         return vb_make_wall_cavity(bone, region, g, z, y, x, fdz, fdy, fdx, j1, j2, voxel_um, depth_um, lateral_um,
                                    osteon_half_length_um);
@@ -353,6 +356,7 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
             if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0) continue;
             vb_u64 code = c.osteonal ? vb_claim_code_wall(c, si, qz, qy, qx, overfill, bone[j] > 0.0f)
                                      : vb_claim_code(c, si, qz, qy, qx, overfill, bone[j] > 0.0f);
+            if (c.cortical && code != VB_CLAIM_NONE) code |= ((vb_u64)VB_FLAG_OSTEONAL << 24);
             if (code != VB_CLAIM_NONE) atomicMin(&claim[j], code);
         }
     }
@@ -422,7 +426,9 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
             }
             if (flags & VB_FLAG_RESORBED) {
                 int osteonal = (flags & VB_FLAG_OSTEONAL) != 0;
-                float r = (flags & VB_FLAG_PERFORATED) ? refill_perforated : (osteonal ? refill_cort : refill_trab);
+                // a cortical cavity that broke into a pore is closed again only by a positive balance
+                float r_perf = (osteonal && refill_cort >= 1.0f) ? refill_cort : refill_perforated;
+                float r = (flags & VB_FLAG_PERFORATED) ? r_perf : (osteonal ? refill_cort : refill_trab);
                 float k = (float)bmu_k[i] * 0.125f;
                 float h0 = vb_level(d0, r, t_form_start, t_form);
                 float h1 = vb_level(d1, r, t_form_start, t_form);

@@ -75,6 +75,7 @@ class Cavity:
     ex: int
     perforated: bool
     bz: np.float32 = _ZERO
+    cortical: bool = False  # seeded in the cortex (endocortical or pore wall): flagged FLAG_OSTEONAL
 
 
 def _grad_axis(bone: np.ndarray, z: int, y: int, x: int, axis: int) -> np.float32:
@@ -144,7 +145,8 @@ def make_cavity(state: RemodelState, si: int, seed: int, step: int, sc: StepScal
         elif entered:
             perforated = True
             break
-    return Cavity(False, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, e, e, e, perforated)
+    return Cavity(False, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, e, e, e, perforated,
+                  cortical=bool(region[z, y, x] == _CORT))
 
 
 def _perforates(state: RemodelState, cz: np.float32, cy: np.float32, cx: np.float32, n_z: np.float32,
@@ -202,7 +204,7 @@ def make_wall_cavity(state: RemodelState, z: int, y: int, x: int, first: int, j1
     e = int(np.ceil(np.maximum(a, b) + _ONE))
     ez = int(np.ceil(np.maximum(a, bz) + _ONE))
     perforated = _perforates(state, cz, cy, cx, n_z, n_y, n_x, a)
-    return Cavity(True, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, ez, e, e, perforated, bz)
+    return Cavity(True, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, ez, e, e, perforated, bz, True)
 
 
 def _clamp01(x: np.ndarray) -> np.ndarray:
@@ -263,7 +265,7 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
     valid &= fq > 0
     uq = (u * f32(127.5) + _HALF).astype(np.uint64)
     kq = (np.minimum(depth, f32(31.875)) * f32(8.0) + _HALF).astype(np.uint64)
-    flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal else 0)) | extra
+    flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal or c.cortical else 0)) | extra
     code = (np.uint64(si) << np.uint64(28)) | (flags << np.uint64(24)) | (fq << np.uint64(16)) | (uq << np.uint64(8)) | kq
     return flat[valid].astype(np.int64), code[valid]
 
@@ -345,7 +347,10 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         # formation
         forming = (flags & FLAG_RESORBED) != 0
         osteonal = (flags & FLAG_OSTEONAL) != 0
-        r = np.where((flags & FLAG_PERFORATED) != 0, sc.refill_perforated,
+        # a cortical cavity that broke into a pore is closed again only by a positive balance
+        # (the breach stays open, and pores coalesce, when resorption outpaces formation)
+        perf = np.where(osteonal & (sc.refill_cort >= _ONE), sc.refill_cort, sc.refill_perforated)
+        r = np.where((flags & FLAG_PERFORATED) != 0, perf,
                      np.where(osteonal, sc.refill_cort, sc.refill_trab)).astype(f32)
         k = k_a[own].astype(f32) * f32(0.125)
         h0, h1 = _level(d0, r, sc), _level(d1, r, sc)

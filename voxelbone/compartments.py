@@ -129,16 +129,16 @@ def _edtsq(mask: Any, xp: Any) -> Any:
     than any in the grid.
     """
     if bool(mask.all()):
-        return xp.full(mask.shape, np.int64(sum(n * n for n in mask.shape) + 1), dtype=xp.int64)
+        return xp.full(mask.shape, sum(n * n for n in mask.shape) + 1, dtype=xp.int32)
     if xp is np:
         import edt  # noqa: PLC0415
 
         d = edt.edtsq(np.ascontiguousarray(mask, dtype=np.uint8), black_border=False, parallel=1)
-        return np.rint(d).astype(np.int64)
+        return np.rint(d).astype(np.int32)
     from cupyx.scipy.ndimage import distance_transform_edt  # noqa: PLC0415
 
     d = distance_transform_edt(xp.ascontiguousarray(mask, dtype=xp.uint8), float64_distances=True)
-    return xp.rint(d * d).astype(xp.int64)
+    return xp.rint(d * d).astype(xp.int32)
 
 
 def _dilate(mask: Any, r2: float, xp: Any) -> Any:

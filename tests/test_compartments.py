@@ -70,7 +70,7 @@ def test_a_pore_opened_into_the_marrow_is_marrow():
     v = 20.0
     bone, region, canal, cortex = _hollow_cylinder(v)
     before = segment_compartments(bone, v, envelope=region != Region.OUTSIDE)
-    n_z, n_xy = bone.shape[0], bone.shape[1]
+    n_xy = bone.shape[1]
     c0 = (n_xy - 1) / 2.0
     one = canal & np.broadcast_to((np.arange(n_xy)[None, None, :] - c0) * v > 300.0, bone.shape)
     one &= np.broadcast_to(np.abs(np.arange(n_xy)[None, :, None] - c0) * v < 100.0, bone.shape)

@@ -18,11 +18,13 @@ et al. 2001; Liu et al. 2008):
    refilled; new bone enters as osteoid and mineralises (primary within weeks, secondary
    over years; Ruffoni et al. 2007);
 4. every few weeks, **fragments** — bone no longer connected to the main structure — are
-   removed and counted apart from resorption, and the **compartments** are contoured again
-   from the bone (:mod:`voxelbone.compartments`): pores that have opened into the marrow
-   join it, so their walls become endocortical surfaces (hemi-osteonal BMUs at the
-   trabecular activation frequency) and the cortex trabecularises from the endosteum
-   (Zebaze et al. 2010 Lancet 375:1729). The periosteal envelope does not move: periosteal
+   removed and counted apart from resorption; with ``params.contour_compartments`` the
+   **compartments** are also contoured again from the bone (:mod:`voxelbone.compartments`):
+   pores that have opened into the marrow join it, so their walls become endocortical
+   surfaces (hemi-osteonal BMUs at the trabecular activation frequency) as the cortex
+   trabecularises from the endosteum (Zebaze et al. 2010 Lancet 375:1729). The metrics
+   contour the cortex at every evaluation either way. The periosteal envelope does not
+   move: periosteal
    surfaces start no BMU and periosteal apposition is not simulated (0 µm/yr; it slows
    after menopause, Szulc et al. 2006 J Bone Miner Res 21:1856).
 

@@ -24,9 +24,8 @@ et al. 2001; Liu et al. 2008):
    surfaces (hemi-osteonal BMUs at the trabecular activation frequency) as the cortex
    trabecularises from the endosteum (Zebaze et al. 2010 Lancet 375:1729). The metrics
    contour the cortex at every evaluation either way. The periosteal envelope does not
-   move: periosteal
-   surfaces start no BMU and periosteal apposition is not simulated (0 µm/yr; it slows
-   after menopause, Szulc et al. 2006 J Bone Miner Res 21:1856).
+   move: periosteal surfaces start no BMU and periosteal apposition is not simulated
+   (0 µm/yr; it slows after menopause, Szulc et al. 2006 J Bone Miner Res 21:1856).
 
 The arrays stay on the module of the volume given (NumPy: :mod:`.cpu`; CuPy: :mod:`.gpu`,
 kernels in ``kernels/remodel.cu``); both implementations give identical volumes.

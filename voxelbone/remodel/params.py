@@ -121,8 +121,8 @@ class RemodelParams:
         endocortical surfaces (trabecular activation, hemi-osteonal cavities). Off by
         default: the labels (and so the trabecular VOI of the metrics) stay those of the
         starting volume, while the cortical metrics contour the cortex at every evaluation.
-        On, it adds bone loss (lumbar, 96³ at 40 µm, seed 1: premenopausal −0.52 → −0.64
-        %/yr, untreated −2.71 → −2.99 %/yr) and trabecularised cortex enters the
+        On, it adds bone loss (lumbar, 96³ at 40 µm, seed 1: premenopausal −0.40 → −0.52
+        %/yr, untreated −2.35 → −2.62 %/yr) and trabecularised cortex enters the
         trabecular VOI.
     measure_surface_density : bool
         Replace ``surface_voxels_per_area`` by the value measured on the starting volume

@@ -147,12 +147,13 @@ def test_untreated_loss_thins_perforates_and_opens_the_cortex():
     assert last["tb_th_um"] < first["tb_th_um"] - 10
     # Pores open within the starting cortex (its porosity rises by 0.02 and more: measured
     # 0.049 -> 0.089). The contoured cortex moves with them: its inner, most porous layer
-    # opens into the marrow and leaves the cortex (trabecularisation), so the contoured Ct.Th
-    # falls while Ct.Po rises less (measured 323 -> 312 µm, 0.025 -> 0.032 in this 320 µm
-    # cortex; the thick femoral-neck cortex is judged in test_cortex_remodel.py).
+    # opens into the marrow and leaves it (trabecularisation), so the contoured Ct.Th falls
+    # (measured 323 -> 312 µm) while the contoured Ct.Po of this 320 µm cortex goes either
+    # way with the seed (seed 1 0.025 -> 0.032, seed 2 0.038 -> 0.040, seed 3 0.037 -> 0.020
+    # as its porous inner layer leaves); Ct.Po rising is judged in the thick femoral-neck
+    # cortex (test_cortex_remodel.py).
     assert last["ct_po_starting_cortex"] > first["ct_po_starting_cortex"] + 0.02
     assert last["ct_th_um"] < first["ct_th_um"] - 5.0
-    assert last["ct_po"] > first["ct_po"] + 0.003
     # perforations and fragment losses are counted apart from thinning
     assert last["engine_perforations"] > first["engine_perforations"]
     assert last["engine_fragments_removed"] > 0 and last["engine_fragment_volume_mm3"] > 0

@@ -103,6 +103,8 @@ struct vb_cavity {
     float rc;              // osteonal: canal radius left open
     vb_i64 ez, ey, ex;     // half-extent of the bounding box
     int perforated;
+    float bz;              // pore-wall (osteonal) cavity: semi-axis along z
+    int cortical;          // seeded in the cortex (endocortical or pore wall): claims carry VB_FLAG_OSTEONAL
 };
 
 __device__ __forceinline__ float vb_bone_at(const float* __restrict__ bone, const vb_grid g, vb_i64 z, vb_i64 y, vb_i64 x) {
@@ -121,6 +123,103 @@ __device__ __forceinline__ float vb_grad_axis(const float* __restrict__ bone, co
     return (bh - bl) / (float)(hi - lo);
 }
 
+// --- intracortical BMUs on pore walls (cortex remodeling; NumPy twin: cpu.make_wall_cavity) ---
+// A tunnelling BMU re-excavating a canal erodes its wall to the erosion depth and refills it
+// to the cortical balance, so each cycle widens the canal by the deficit: a half-spheroid of
+// depth E.De along the wall normal taken in the xy plane (canals run along z), lateral
+// semi-axis `lateral_um` around the canal and `osteon_half_length_um` along it. A cavity
+// that reaches another pore or the marrow through the wall is a perforation (not refilled):
+// neighbouring canals coalesce and canals near the endosteum open into the marrow.
+
+// March into the bone along -n up to depth a: leaving the bone again perforates the wall.
+__device__ __forceinline__ int vb_wall_perforates(const float* __restrict__ bone, const unsigned char* __restrict__ region,
+                                                  const vb_grid g, float cz, float cy, float cx,
+                                                  float nz_, float ny_, float nx_, float a) {
+    int entered = 0;
+    int kmax = (int)floorf(2.0f * a);
+    for (int k = 1; k <= kmax; ++k) {
+        float s = 0.5f * (float)k;
+        vb_i64 pz = (vb_i64)floorf(cz - s * nz_ + 0.5f);
+        vb_i64 py = (vb_i64)floorf(cy - s * ny_ + 0.5f);
+        vb_i64 px = (vb_i64)floorf(cx - s * nx_ + 0.5f);
+        if (pz < 0 || pz >= g.nz || py < 0 || py >= g.ny || px < 0 || px >= g.nx) break;
+        vb_i64 j = vb_index(g, pz, py, px);
+        if (region[j] == VB_OUTSIDE) break;
+        if (bone[j] >= 0.5f) {
+            entered = 1;
+        } else if (entered) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+__device__ __forceinline__ vb_cavity vb_make_wall_cavity(const float* __restrict__ bone,
+                                                         const unsigned char* __restrict__ region, const vb_grid g,
+                                                         vb_i64 z, vb_i64 y, vb_i64 x, int fdz, int fdy, int fdx,
+                                                         float j1, float j2, float voxel_um, float depth_um,
+                                                         float lateral_um, float osteon_half_length_um) {
+    vb_cavity c;
+    c.osteonal = 1;
+    c.cortical = 1;
+    c.rc = 0.0f;
+    float gy = vb_grad_axis(bone, g, z, y, x, 1);
+    float gx = vb_grad_axis(bone, g, z, y, x, 2);
+    float norm2 = gy * gy + gx * gx;
+    c.a = depth_um * j1 / voxel_um;
+    c.b = lateral_um * j2 / voxel_um;
+    if (norm2 < 1e-6f) {   // no in-plane gradient (the end of a canal): the first pore neighbour, round cavity
+        c.nz_ = (float)fdz; c.ny_ = (float)fdy; c.nx_ = (float)fdx;
+        c.bz = c.b;
+    } else {
+        float inv = 1.0f / sqrtf(norm2);
+        c.nz_ = 0.0f; c.ny_ = -gy * inv; c.nx_ = -gx * inv;
+        c.bz = osteon_half_length_um * j2 / voxel_um;
+    }
+    float off = vb_bone_at(bone, g, z, y, x) - 0.5f;
+    c.cz = (float)z + off * c.nz_;
+    c.cy = (float)y + off * c.ny_;
+    c.cx = (float)x + off * c.nx_;
+    vb_i64 e = (vb_i64)ceilf(fmaxf(c.a, c.b) + 1.0f);
+    c.ey = e; c.ex = e;
+    c.ez = (vb_i64)ceilf(fmaxf(c.a, c.bz) + 1.0f);
+    c.perforated = vb_wall_perforates(bone, region, g, c.cz, c.cy, c.cx, c.nz_, c.ny_, c.nx_, c.a);
+    return c;
+}
+
+// Claim code of a pore-wall cavity: the hemi-osteonal rule of vb_claim_code with the
+// lateral semi-axis c.bz along z.
+__device__ __forceinline__ vb_u64 vb_claim_code_wall(const vb_cavity c, vb_i64 si, vb_i64 qz, vb_i64 qy, vb_i64 qx,
+                                                   float over, int has_bone) {
+    float dz = (float)qz - c.cz;
+    float dy = (float)qy - c.cy;
+    float dx = (float)qx - c.cx;
+    unsigned int extra = 0u;
+    float w = -((dz * c.nz_ + dy * c.ny_) + dx * c.nx_);
+    if (w <= -0.5f) {
+        if (!(over > 0.0f) || w <= -0.5f - over * c.a) return VB_CLAIM_NONE;
+        extra = VB_FLAG_OVERFILL;
+    } else if (!has_bone) {
+        return VB_CLAIM_NONE;
+    }
+    float d2 = (dz * dz + dy * dy) + dx * dx;
+    float rho2 = fmaxf(d2 - w * w, 0.0f);
+    float dz2 = dz * dz;
+    float wa = w / c.a;
+    float rb2 = fmaxf(rho2 - dz2, 0.0f) / (c.b * c.b) + dz2 / (c.bz * c.bz);
+    float s = sqrtf(wa * wa + rb2);
+    float frac = vb_clamp01((1.0f - s) * fminf(c.a, c.b) + 0.5f);
+    float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));
+    float depth = fmaxf(wf, 1.0f);
+    float u = fminf(fmaxf((wf - w) / depth, 0.0f), 2.0f);
+    unsigned int fq = (unsigned int)(frac * 255.0f + 0.5f);
+    if (fq == 0u) return VB_CLAIM_NONE;
+    unsigned int uq = (unsigned int)(u * 127.5f + 0.5f);
+    unsigned int kq = (unsigned int)(fminf(depth, 31.875f) * 8.0f + 0.5f);
+    unsigned int flags = (c.perforated ? VB_FLAG_PERFORATED : 0u) | VB_FLAG_OSTEONAL | extra;
+    return ((vb_u64)si << 28) | ((vb_u64)flags << 24) | ((vb_u64)fq << 16) | ((vb_u64)uq << 8) | (vb_u64)kq;
+}
+
 __device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bone, const unsigned char* __restrict__ region,
                                                     const vb_grid g, vb_i64 si, vb_u64 seed, vb_u64 step, float voxel_um,
                                                     float depth_um, float lateral_um, float osteon_radius_um,
@@ -135,19 +234,11 @@ __device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bo
     vb_neighbour(first < 0 ? 0 : first, &fdz, &fdy, &fdx);
     c.perforated = 0;
     c.rc = 0.0f;
+    c.bz = 0.0f;
+    c.cortical = region[vb_index(g, z, y, x)] == VB_CORTICAL;
     if (type == 2) {
-        c.osteonal = 1;
-        c.a = osteon_radius_um * j1 / voxel_um;
-        c.b = osteon_half_length_um * j2 / voxel_um;
-        c.rc = canal_radius_um / voxel_um;
-        c.cz = (float)z;
-        c.cy = (float)(y + fdy);
-        c.cx = (float)(x + fdx);
-        c.nz_ = 0.0f; c.ny_ = 0.0f; c.nx_ = 0.0f;
-        c.ez = (vb_i64)ceilf(c.b + 1.0f);
-        c.ey = (vb_i64)ceilf(c.a + 1.0f);
-        c.ex = c.ey;
-        return c;
+        return vb_make_wall_cavity(bone, region, g, z, y, x, fdz, fdy, fdx, j1, j2, voxel_um, depth_um, lateral_um,
+                                   osteon_half_length_um);
     }
     c.osteonal = 0;
     float gz = vb_grad_axis(bone, g, z, y, x, 0);
@@ -288,7 +379,9 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
             if (qz < 0 || qz >= nz || qy < 0 || qy >= ny || qx < 0 || qx >= nx) continue;
             vb_i64 j = vb_index(g, qz, qy, qx);
             if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0) continue;
-            vb_u64 code = vb_claim_code(c, si, qz, qy, qx, overfill, bone[j] > 0.0f);
+            vb_u64 code = c.osteonal ? vb_claim_code_wall(c, si, qz, qy, qx, overfill, bone[j] > 0.0f)
+                                     : vb_claim_code(c, si, qz, qy, qx, overfill, bone[j] > 0.0f);
+            if (c.cortical && code != VB_CLAIM_NONE) code |= ((vb_u64)VB_FLAG_OSTEONAL << 24);
             if (code != VB_CLAIM_NONE) atomicMin(&claim[j], code);
         }
     }
@@ -359,7 +452,9 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
             }
             if (flags & VB_FLAG_RESORBED) {
                 int osteonal = (flags & VB_FLAG_OSTEONAL) != 0;
-                float r = (flags & VB_FLAG_PERFORATED) ? refill_perforated : (osteonal ? refill_cort : refill_trab);
+                // a cortical cavity that broke into a pore is closed again only by a positive balance
+                float r_perf = (osteonal && refill_cort >= 1.0f) ? refill_cort : refill_perforated;
+                float r = (flags & VB_FLAG_PERFORATED) ? r_perf : (osteonal ? refill_cort : refill_trab);
                 r = vb_mech_scale(r, refill_mod, i);
                 float k = (float)bmu_k[i] * 0.125f;
                 float h0 = vb_level(d0, r, t_form_start, t_form);

@@ -141,16 +141,31 @@ def test_balanced_premenopausal_bone_holds_steady():
 
 
 def test_untreated_loss_thins_perforates_and_opens_the_cortex():
-    from voxelbone.simulate import simulate
+    from voxelbone.metrics.cortical import cortical_metrics
+    from voxelbone.simulate import _default_measure, simulate
     from voxelbone.scenario import Period, Scenario
+
+    def measure(vol):
+        # beside the metrics (cortex contoured from the bone), the porosity of the starting
+        # cortex (the engine's labels, which stay those of the starting volume)
+        labelled = cortical_metrics(vol.bone, vol.region, vol.voxel_size_um, resegment=False)
+        return {**_default_measure(vol), "ct_po_starting_cortex": labelled.ct_po}
 
     sc = Scenario(name="pm", site="lumbar_spine", periods=(Period(str(ROOT / "samples" / "early_postmenopause.toml"), 3.0),),
                   size=96, voxel_size_um=40.0, seed=1, step_days=5, metrics_every_days=365)
-    rows = simulate(sc, None, progress=False, render=False, backend="numpy").rows
+    rows = simulate(sc, None, progress=False, render=False, backend="numpy", measure=measure).rows
     first, last = rows[0], rows[-1]
     assert last["bv_tv"] < 0.93 * first["bv_tv"]
     assert last["tb_th_um"] < first["tb_th_um"] - 10
-    assert last["ct_po"] > first["ct_po"] + 0.02
+    # Pores open within the starting cortex (its porosity rises by 0.02 and more: measured
+    # 0.049 -> 0.089). The contoured cortex moves with them: its inner, most porous layer
+    # opens into the marrow and leaves it (trabecularisation), so the contoured Ct.Th falls
+    # (measured 323 -> 312 µm) while the contoured Ct.Po of this 320 µm cortex goes either
+    # way with the seed (seed 1 0.025 -> 0.032, seed 2 0.038 -> 0.040, seed 3 0.037 -> 0.020
+    # as its porous inner layer leaves); Ct.Po rising is judged in the thick femoral-neck
+    # cortex (test_cortex_remodel.py).
+    assert last["ct_po_starting_cortex"] > first["ct_po_starting_cortex"] + 0.02
+    assert last["ct_th_um"] < first["ct_th_um"] - 5.0
     # perforations and fragment losses are counted apart from thinning
     assert last["engine_perforations"] > first["engine_perforations"]
     assert last["engine_fragments_removed"] > 0 and last["engine_fragment_volume_mm3"] > 0

@@ -399,10 +399,10 @@ def choose_compartments(bone_mask: Any, voxel_size_um: float, compartments: str 
         labels = np.where(fov, np.uint8(Region.TRABECULAR), np.uint8(Region.OUTSIDE)).astype(np.uint8)
         return labels, f"trabecular (asked): the field of view ({100 * fov.mean():.1f} % of the grid) is the trabecular VOI"
     if compartments == "auto":
-        labels = np.asarray(segment_regions(m, voxel_size_um), dtype=np.uint8)
-        if not (labels == Region.CORTICAL).any() and (labels != Region.OUTSIDE).all():
-            return labels, "auto: the bone fills the grid without an outer envelope; all trabecular"
+        # the shell is decided first: the contouring calls a volume whose shell it does not
+        # recognise as cortex all trabecular, empty corners included
         if has_periosteal_shell(m, voxel_size_um):
+            labels = np.asarray(segment_regions(m, voxel_size_um), dtype=np.uint8)
             # marrow open at the cut faces is trabecular; outside is only the space beyond the shell
             outside = (labels == Region.OUTSIDE) & _exterior(m, labels, voxel_size_um)
             labels = np.where((labels == Region.OUTSIDE) & ~outside, np.uint8(Region.TRABECULAR), labels)

@@ -14,10 +14,10 @@ BS/BV, BS/TV            marching-cubes surface / bone volume (or VOI volume), mm
 Conn.D                  (1 − Δχ)/TV on the largest box inside the VOI, Odgaard-Gundersen corrected
 SMI                     structure model index on the marching-cubes mesh (option; 0 plate, 3 rod, 4 sphere)
 DA                      MIL fabric: BoneJ 1 − λmin/λmax (``da``) and Scanco r_max/r_min (``da_ratio``)
-Ct.Th, Ct.Po            see :mod:`.cortical`
+Ct.Th, Ct.Po, Ct.vBMD   see :mod:`.cortical` (cortex contoured from the bone at each call)
 BMD (cube mean)         mean of bone fraction × tissue mineral density over the cube's bone region
                         (trabecular VOI + cortex), mg HA/cm³: it depends on the cube's cortex share
-Tb.vBMD, Ct.vBMD        the same mean within the trabecular / cortical compartment (QCT, HR-pQCT)
+Tb.vBMD                 the same mean within the trabecular compartment (QCT, HR-pQCT)
 TMD                     mean tissue mineral density of the bone, mg HA/cm³
 ======================  =====================================================================
 
@@ -100,9 +100,9 @@ class Morphometry:
     ct_po: float
     ct_po_dm_um: float
     ct_canal_n_per_mm2: float
+    ct_vbmd_mg_cm3: float
     bmd_mg_cm3: float
     tb_vbmd_mg_cm3: float
-    ct_vbmd_mg_cm3: float
     tmd_mg_cm3: float
 
     def as_row(self) -> dict[str, float]:
@@ -209,7 +209,7 @@ def morphometry(
     anisotropy: bool = False,
     smi: bool = False,
     cortical: bool = True,
-    resegment_cortex: bool = False,
+    resegment_cortex: bool = True,
 ) -> Morphometry:
     """Measure a bone volume.
 
@@ -226,7 +226,9 @@ def morphometry(
     tb_sp, surface, connectivity, anisotropy, smi, cortical : bool
         Which (costlier) parts to compute; skipped ones are NaN.
     resegment_cortex : bool
-        Recompute the endosteal envelope from the bone (trabecularisation thins Ct.Th).
+        Contour the cortex from the bone inside the periosteal envelope (default;
+        :mod:`voxelbone.compartments`), so Ct.Th, Ct.Po and Ct.vBMD follow the bone as the
+        endocortical cortex trabecularises; False measures the labelled cortex.
 
     Returns
     -------
@@ -283,14 +285,13 @@ def morphometry(
                     pass
 
     if cortical:
-        c = cortical_metrics(mask, region, v, resegment=resegment_cortex)
-        ct = (c.ct_th_um, c.ct_po, c.ct_po_dm_um, c.ct_canal_n_per_mm2)
+        c = cortical_metrics(mask, region, v, mineral=mineral, resegment=resegment_cortex)
+        ct = (c.ct_th_um, c.ct_po, c.ct_po_dm_um, c.ct_canal_n_per_mm2, c.ct_vbmd_mg_cm3)
     else:
-        ct = (nan, nan, nan, nan)
+        ct = (nan, nan, nan, nan, nan)
 
     bmd = bmd_proxy_mg_cm3(mineral, region)
     tb_vbmd = compartment_vbmd_mg_cm3(mineral, region, Region.TRABECULAR)
-    ct_vbmd = compartment_vbmd_mg_cm3(mineral, region, Region.CORTICAL)
     b_sum = float(bone[tissue].sum(dtype=np.float64))
     tmd = TMD_MAX_MG_CM3 * float(mineral[tissue].sum(dtype=np.float64)) / b_sum if b_sum > 0 else nan
     return Morphometry(
@@ -298,5 +299,5 @@ def morphometry(
         tb_sp_um=tb_sp_m, tb_sp_sd_um=tb_sp_sd, tb_sp_max_um=tb_sp_max, tb_n_per_mm=tb_n,
         tb_th_plate_um=tb_th_plate, bs_bv_per_mm=bs_bv, bs_tv_per_mm=bs_tv, euler=euler, conn_d_per_mm3=conn_d,
         smi=smi_value, da=da, da_ratio=da_ratio, ct_th_um=ct[0], ct_po=ct[1], ct_po_dm_um=ct[2], ct_canal_n_per_mm2=ct[3],
-        bmd_mg_cm3=bmd, tb_vbmd_mg_cm3=tb_vbmd, ct_vbmd_mg_cm3=ct_vbmd, tmd_mg_cm3=tmd,
+        bmd_mg_cm3=bmd, tb_vbmd_mg_cm3=tb_vbmd, ct_vbmd_mg_cm3=ct[4], tmd_mg_cm3=tmd,
     )

@@ -94,6 +94,8 @@ class Cavity:
     ey: int
     ex: int
     perforated: bool
+    bz: np.float32 = _ZERO
+    cortical: bool = False  # seeded in the cortex (endocortical or pore wall): flagged FLAG_OSTEONAL
 
 
 def _grad_axis(bone: np.ndarray, z: int, y: int, x: int, axis: int) -> np.float32:
@@ -130,12 +132,7 @@ def make_cavity(state: RemodelState, si: int, seed: int, step: int, sc: StepScal
     j2 = f32(0.8) + f32(0.4) * uniform(seed, step, Stream.CAVITY_SHAPE, idx)[0]
     fdz, fdy, fdx = _NEIGHBOURS[first if first >= 0 else 0]
     if osteonal:
-        a = sc.osteon_radius_um * j1 / sc.voxel_um
-        b = sc.osteon_half_length_um * j2 / sc.voxel_um
-        ez = int(np.ceil(b + _ONE))
-        ey = int(np.ceil(a + _ONE))
-        return Cavity(True, f32(z), f32(y + fdy), f32(x + fdx), _ZERO, _ZERO, _ZERO, a, b,
-                      sc.canal_radius_um / sc.voxel_um, ez, ey, ey, False)
+        return make_wall_cavity(state, z, y, x, first, j1, j2, sc)
     gz = _grad_axis(bone, z, y, x, 0)
     gy = _grad_axis(bone, z, y, x, 1)
     gx = _grad_axis(bone, z, y, x, 2)
@@ -168,7 +165,66 @@ def make_cavity(state: RemodelState, si: int, seed: int, step: int, sc: StepScal
         elif entered:
             perforated = True
             break
-    return Cavity(False, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, e, e, e, perforated)
+    return Cavity(False, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, e, e, e, perforated,
+                  cortical=bool(region[z, y, x] == _CORT))
+
+
+def _perforates(state: RemodelState, cz: np.float32, cy: np.float32, cx: np.float32, n_z: np.float32,
+                n_y: np.float32, n_x: np.float32, a: np.float32) -> bool:
+    """March into the bone along −n up to the cavity depth: leaving the bone again perforates."""
+    bone, region = state.bone, state.region
+    nz, ny, nx = bone.shape
+    entered = False
+    for k in range(1, int(np.floor(f32(2.0) * a)) + 1):
+        s = _HALF * f32(k)
+        pz = int(np.floor(cz - s * n_z + _HALF))
+        py = int(np.floor(cy - s * n_y + _HALF))
+        px = int(np.floor(cx - s * n_x + _HALF))
+        if not (0 <= pz < nz and 0 <= py < ny and 0 <= px < nx):
+            break
+        if region[pz, py, px] == _OUT:
+            break
+        if bone[pz, py, px] >= _HALF:
+            entered = True
+        elif entered:
+            return True
+    return False
+
+
+def make_wall_cavity(state: RemodelState, z: int, y: int, x: int, first: int, j1: np.float32, j2: np.float32,
+                     sc: StepScalars) -> Cavity:
+    """Cavity of an intracortical BMU on a pore wall (``vb_make_wall_cavity``).
+
+    A tunnelling BMU re-excavating a canal erodes its wall to the erosion depth E.De and
+    refills it to the cortical balance, so each cycle widens the canal by the deficit
+    (Parfitt 1994; Bjørnerem 2016): a half-spheroid of depth E.De along the wall normal
+    taken in the xy plane (canals run along z), lateral semi-axis ``lateral_um`` around the
+    canal and ``osteon_half_length_um`` along it. A cavity that reaches another pore or the
+    marrow through the wall is a perforation and is not refilled: neighbouring canals
+    coalesce and canals near the endosteum open into the marrow (Zebaze et al. 2010).
+    """
+    bone = state.bone
+    fdz, fdy, fdx = _NEIGHBOURS[first if first >= 0 else 0]
+    gy = _grad_axis(bone, z, y, x, 1)
+    gx = _grad_axis(bone, z, y, x, 2)
+    norm2 = gy * gy + gx * gx
+    a = sc.depth_um * j1 / sc.voxel_um
+    b = sc.lateral_um * j2 / sc.voxel_um
+    if norm2 < f32(1e-6):  # no in-plane gradient (the end of a canal): the first pore neighbour, round cavity
+        n_z, n_y, n_x = f32(fdz), f32(fdy), f32(fdx)
+        bz = b
+    else:
+        inv = _ONE / np.sqrt(norm2)
+        n_z, n_y, n_x = _ZERO, -gy * inv, -gx * inv
+        bz = sc.osteon_half_length_um * j2 / sc.voxel_um
+    off = bone[z, y, x] - _HALF
+    cz = f32(z) + off * n_z
+    cy = f32(y) + off * n_y
+    cx = f32(x) + off * n_x
+    e = int(np.ceil(np.maximum(a, b) + _ONE))
+    ez = int(np.ceil(np.maximum(a, bz) + _ONE))
+    perforated = _perforates(state, cz, cy, cx, n_z, n_y, n_x, a)
+    return Cavity(True, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, ez, e, e, perforated, bz, True)
 
 
 def _clamp01(x: np.ndarray) -> np.ndarray:
@@ -215,17 +271,21 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
     dy = qy.astype(f32) - c.cy
     dx = qx.astype(f32) - c.cx
     if c.osteonal:
-        r = np.sqrt(dy * dy + dx * dx)
-        rr = r / c.a
-        hh = dz / c.b
-        s = np.sqrt(rr * rr + hh * hh)
+        # pore-wall cavity: as a hemi-osteonal one, elongated along z (``vb_claim_code_wall``)
+        w = -((dz * c.nz + dy * c.ny) + dx * c.nx)
+        above = w <= f32(-0.5)
+        valid = np.where(above, (over > _ZERO) & (w > f32(-0.5) - over * c.a), has_bone)
+        extra = np.where(above, np.uint64(FLAG_OVERFILL), np.uint64(0))
+        d2 = (dz * dz + dy * dy) + dx * dx
+        rho2 = np.maximum(d2 - w * w, _ZERO)
+        dz2 = dz * dz
+        wa = w / c.a
+        rb2 = np.maximum(rho2 - dz2, _ZERO) / (c.b * c.b) + dz2 / (c.bz * c.bz)
+        s = np.sqrt(wa * wa + rb2)
         frac = _clamp01((_ONE - s) * np.minimum(c.a, c.b) + _HALF)
-        rw = c.a * np.sqrt(np.maximum(_ONE - hh * hh, _ZERO))
-        depth = np.maximum(rw - c.rc, _ONE)
-        u = np.minimum(np.maximum((rw - r) / depth, _ZERO), f32(2.0))
-        # the canal (no bone, inside the osteon) is narrowed by a positive balance
-        valid = np.where(has_bone, True, (over > _ZERO) & (r < rw))
-        extra = np.where(has_bone, np.uint64(0), np.uint64(FLAG_OVERFILL))
+        wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))
+        depth = np.maximum(wf, _ONE)
+        u = np.minimum(np.maximum((wf - w) / depth, _ZERO), f32(2.0))
     else:
         w = -((dz * c.nz + dy * c.ny) + dx * c.nx)
         above = w <= f32(-0.5)  # above the opening: overfill voxels (any bone fraction)
@@ -242,7 +302,7 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
     valid &= fq > 0
     uq = (u * f32(127.5) + _HALF).astype(np.uint64)
     kq = (np.minimum(depth, f32(31.875)) * f32(8.0) + _HALF).astype(np.uint64)
-    flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal else 0)) | extra
+    flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal or c.cortical else 0)) | extra
     code = (np.uint64(si) << np.uint64(28)) | (flags << np.uint64(24)) | (fq << np.uint64(16)) | (uq << np.uint64(8)) | kq
     return flat[valid].astype(np.int64), code[valid]
 
@@ -329,7 +389,10 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         # formation
         forming = (flags & FLAG_RESORBED) != 0
         osteonal = (flags & FLAG_OSTEONAL) != 0
-        r = np.where((flags & FLAG_PERFORATED) != 0, sc.refill_perforated,
+        # a cortical cavity that broke into a pore is closed again only by a positive balance
+        # (the breach stays open, and pores coalesce, when resorption outpaces formation)
+        perf = np.where(osteonal & (sc.refill_cort >= _ONE), sc.refill_cort, sc.refill_perforated)
+        r = np.where((flags & FLAG_PERFORATED) != 0, perf,
                      np.where(osteonal, sc.refill_cort, sc.refill_trab)).astype(f32)
         if refill_mod is not None:
             r = r * refill_mod.ravel()[own]

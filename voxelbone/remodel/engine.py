@@ -18,7 +18,14 @@ et al. 2001; Liu et al. 2008):
    refilled; new bone enters as osteoid and mineralises (primary within weeks, secondary
    over years; Ruffoni et al. 2007);
 4. every few weeks, **fragments** — bone no longer connected to the main structure — are
-   removed and counted apart from resorption.
+   removed and counted apart from resorption; with ``params.contour_compartments`` the
+   **compartments** are also contoured again from the bone (:mod:`voxelbone.compartments`):
+   pores that have opened into the marrow join it, so their walls become endocortical
+   surfaces (hemi-osteonal BMUs at the trabecular activation frequency) as the cortex
+   trabecularises from the endosteum (Zebaze et al. 2010 Lancet 375:1729). The metrics
+   contour the cortex at every evaluation either way. The periosteal envelope does not
+   move: periosteal surfaces start no BMU and periosteal apposition is not simulated
+   (0 µm/yr; it slows after menopause, Szulc et al. 2006 J Bone Miner Res 21:1856).
 
 The arrays stay on the module of the volume given (NumPy: :mod:`.cpu`; CuPy: :mod:`.gpu`,
 kernels in ``kernels/remodel.cu``); both implementations give identical volumes.
@@ -77,6 +84,8 @@ class Remodeler:
                 self.params = dataclasses.replace(self.params, surface_voxels_per_area=kappa)
         #: Mechanical modulation of activation and refill (:mod:`.mechanostat`); ``None``: off.
         self.modulation: Any = None
+        if _state is None and self.params.contour_compartments:
+            self.update_compartments()
         self._gpu = None
         if is_device_array(volume.bone):
             from .gpu import GpuStep  # noqa: PLC0415
@@ -161,13 +170,33 @@ class Remodeler:
         idx, codes = cpu.claim(self.state, seeds, self.seed, int(step_index), sc)
         cpu.update(self.state, idx, codes, sc, refill_mod)
 
+    def update_compartments(self) -> None:
+        """Contour the cortical and trabecular compartments again from the bone (in place).
+
+        The periosteal envelope (``region != OUTSIDE``) is kept; inside it the endosteal
+        envelope follows the bone (:func:`voxelbone.compartments.segment_compartments`).
+        A volume without a periosteal shell keeps its labels. On the device it stays there
+        (a few scalars come back).
+        """
+        from ..compartments import segment_compartments  # noqa: PLC0415
+
+        st = self.state
+        c = segment_compartments(st.bone, self.voxel_size_um, envelope=st.region != Region.OUTSIDE)
+        if c.has_periosteal_shell:
+            st.region[...] = c.region_labels()
+
     def remove_fragments(self) -> None:
         """Remove bone not connected to the main structure (counted separately).
+
+        With ``params.contour_compartments`` the compartments are contoured again first
+        (:meth:`update_compartments`), so this runs every few simulated weeks.
 
         Components of ``bone ≥ 0.5`` (26-connectivity) are kept if they hold cortical bone
         or are the largest; other components, and partial-volume voxels with no kept bone
         voxel among their 26 neighbours, lose their bone and any BMU state.
         """
+        if self.params.contour_compartments:
+            self.update_compartments()
         xp, st = self.xp, self.state
         ndi = ndimage_module(xp)
         structure = xp.ones((3, 3, 3), dtype=bool)

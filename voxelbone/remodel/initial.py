@@ -21,21 +21,59 @@ from scipy.special import ndtr
 
 from ..units import DAYS_PER_YEAR
 from ..volume import BONE_THRESHOLD, BoneVolume, Region
-from .cpu import surface_flags
+from .cpu import claim_codes, make_cavity, surface_flags
 from .params import RemodelParams
-from .state import Rates
+from .state import Rates, RemodelState, step_scalars
 
 __all__ = ["bone_turnover_per_yr", "equilibrate_mineral"]
 
 PACKET_UM = 150.0
+CAVITY_SAMPLE = 400  # cortical surface voxels whose cavities are measured (turnover within a few %)
 
 
-def bone_turnover_per_yr(volume: BoneVolume, rates: Rates, params: RemodelParams) -> tuple[float, float]:
+def _cortical_excavation_per_yr(volume: BoneVolume, rates: Rates, params: RemodelParams, seed: int) -> float:
+    """Bone volume (voxels) the cortical BMUs excavate per year at ``rates``.
+
+    The cavities are those of the engine (:func:`voxelbone.remodel.cpu.make_cavity` and
+    :func:`~voxelbone.remodel.cpu.claim_codes`) seeded on a sample of the cortical surface
+    voxels, each weighted by its activation rate (pore walls: the cortical Ac.f over the
+    pore-wall footprint; endocortical voxels facing the marrow: the trabecular Ac.f over the
+    hemi-osteonal footprint), so the estimate holds whatever the shape of the canals (a
+    pore-wall cavity around a narrow canal takes more than ⅔·E.De per area of wall).
+    """
+    v = float(volume.voxel_size_um)
+    bone = np.asarray(volume.bone, dtype=np.float32)
+    region = np.asarray(volume.region)
+    any_m, any_tm = surface_flags(bone, region)
+    cand = np.flatnonzero(((region == Region.CORTICAL) & (bone >= 0.5) & any_m).ravel())
+    if cand.size == 0:
+        return 0.0
+    k = params.surface_voxels_per_area
+    per_voxel_osteonal = float(rates.activation_cortical_per_yr) * v * v / (k * np.pi * params.lateral_radius_um
+                                                                             * params.osteon_half_length_um)
+    per_voxel_hemi = float(rates.activation_trabecular_per_yr) * v * v / (k * np.pi * params.lateral_radius_um**2)
+    rng = np.random.default_rng([int(seed), 7708])
+    sample = np.sort(rng.choice(cand, size=min(CAVITY_SAMPLE, cand.size), replace=False))
+    state = RemodelState.new(bone, np.asarray(volume.mineral, dtype=np.float32), region)
+    sc = step_scalars(rates, params, v, 1)
+    flat = bone.ravel()
+    total = 0.0
+    for si in sample.tolist():
+        c = make_cavity(state, si, int(seed), 0, sc)
+        idx, code = claim_codes(state, si, c)
+        frac = ((code >> np.uint64(16)) & np.uint64(255)).astype(np.float64) / 255.0
+        dug = float((flat[idx] * frac).sum())
+        total += dug * (per_voxel_osteonal if c.osteonal else per_voxel_hemi)
+    return total * cand.size / sample.size
+
+
+def bone_turnover_per_yr(volume: BoneVolume, rates: Rates, params: RemodelParams, seed: int = 0) -> tuple[float, float]:
     """Fraction of trabecular and of cortical bone renewed per year at ``rates``.
 
     Trabecular: Ac.f × BS/BV × mean cavity depth (⅔ of the erosion depth); BS from the
-    surface-voxel count (κ voxels per voxel-face area). Cortical: each osteonal activation
-    re-excavates a tunnel of volume ⁴⁄₃πR²H around a canal wall patch of area 4πr_cH.
+    surface-voxel count (κ voxels per voxel-face area). Cortical: the volume the engine's
+    cavities excavate on the cortical surfaces per year (measured on a seeded sample of
+    them, see ``_cortical_excavation_per_yr``) over the cortical bone volume.
     """
     v = float(volume.voxel_size_um)
     bone, region = np.asarray(volume.bone), np.asarray(volume.region)
@@ -49,9 +87,7 @@ def bone_turnover_per_yr(volume: BoneVolume, rates: Rates, params: RemodelParams
     s_t = float((surf & trab).sum()) * v * v / k
     out.append(rates.activation_trabecular_per_yr * s_t * (2.0 / 3.0) * rates.erosion_depth_um / (n_bt * v**3) if n_bt else 0.0)
     n_bc = int((solid & cort).sum())
-    s_c = float((surf & cort).sum()) * v * v / k
-    r_o, r_c = params.osteon_radius_um, params.canal_radius_um
-    out.append(rates.activation_cortical_per_yr * s_c * r_o**2 / (3.0 * r_c) / (n_bc * v**3) if n_bc else 0.0)
+    out.append(_cortical_excavation_per_yr(volume, rates, params, seed) / n_bc if n_bc else 0.0)
     return out[0], out[1]
 
 
@@ -74,7 +110,7 @@ def equilibrate_mineral(volume: BoneVolume, rates: Rates, params: RemodelParams,
     BoneVolume
         A new volume; bone and regions unchanged.
     """
-    f_trab, f_cort = bone_turnover_per_yr(volume, rates, params)
+    f_trab, f_cort = bone_turnover_per_yr(volume, rates, params, seed)
     rng = np.random.default_rng([int(seed), 7707])
     sigma = max(PACKET_UM / float(volume.voxel_size_um) / 2.0, 0.5)
     z = ndi.gaussian_filter(rng.standard_normal(volume.shape).astype(np.float32), sigma)

@@ -8,10 +8,19 @@ Values (human, trabecular iliac unless noted):
 * trabecular cavity: depth = erosion depth E.De from the cell layer (47–52 µm; HRT biopsy
   data), lateral semi-axis ≈ 120 µm (hemiosteons are shallow and wide: Parfitt 1994 J Cell
   Biochem 55:273);
-* cortical tunnelling BMUs: osteon radius ≈ 100 µm (osteon diameter ~200 µm), half-length
-  ≈ 250 µm per activation (an osteon of ~2.5 mm is cut by several activations over
-  its life; a shorter reach per activation keeps canals within one cortex section), Haversian canal radius ≈ 35 µm left open by a balanced BMU
-  (Cooper et al. 2006; Bousson et al. 2001);
+* cortical (intracortical) BMUs re-excavate the walls of the canals: the wall is eroded to
+  the cell layer's erosion depth E.De and refilled to the cortical balance, so a canal
+  widens by the deficit at each cycle (Parfitt 1994; Bjørnerem 2016 Curr Osteoporos Rep
+  14:28); the cavity reaches ``lateral_radius_um`` around the canal and
+  ``osteon_half_length_um`` ≈ 250 µm along it per activation (an osteon of ~2.5 mm is cut
+  by several activations over its life). ``osteon_radius_um`` ≈ 100 µm and
+  ``canal_radius_um`` ≈ 35 µm (Cooper et al. 2006; Bousson et al. 2001) describe human
+  osteons; the pore-wall rule does not use them (the canals are those of the volume);
+* the metrics contour the compartments from the bone at every evaluation; with
+  ``contour_compartments`` the engine's own labels follow too (every few weeks), so the
+  walls of pores opened into the marrow become endocortical surfaces; periosteal
+  apposition is not simulated (0 µm/yr; it slows after menopause, Szulc et al. 2006
+  J Bone Miner Res 21:1856);
 * mineralisation: primary to ≈ 65 % of the mature level within weeks, secondary over years
   (Ruffoni et al. 2007 Bone 40:1308; Boivin & Meunier 2002 Calcif Tissue Int 70:503).
 """
@@ -97,14 +106,24 @@ class RemodelParams:
         Lateral semi-axis of a trabecular (hemi-osteonal) cavity; its depth is the cell
         layer's erosion depth.
     osteon_radius_um, osteon_half_length_um, canal_radius_um : float
-        Cortical tunnelling BMU: cutting-cone radius, half-length per activation (along z,
-        the bone's long axis), and the canal a balanced BMU leaves open.
+        Osteon and Haversian canal radii of human cortex (not used by the pore-wall rule),
+        and the reach of an intracortical BMU along its canal per activation (along z, the
+        bone's long axis).
     surface_voxels_per_area : float
         Surface voxels (bone voxels with a marrow face-neighbour) per voxel-face area of
         true surface (κ): 1 for a plane aligned with the grid, max(|nx|, |ny|, |nz|) for a
         plane of normal n, 0.83 on average over orientations (0.81–0.83 measured on
         voxelised spheres at 10–30 µm). Turns an activation frequency per surface area into
         a probability per surface voxel.
+    contour_compartments : bool
+        Contour the engine's compartment labels from the bone at the start and at every
+        fragment removal (:mod:`voxelbone.compartments`), so opened pores work as
+        endocortical surfaces (trabecular activation, hemi-osteonal cavities). Off by
+        default: the labels (and so the trabecular VOI of the metrics) stay those of the
+        starting volume, while the cortical metrics contour the cortex at every evaluation.
+        On, it adds bone loss (lumbar, 96³ at 40 µm, seed 1: premenopausal −0.40 → −0.52
+        %/yr, untreated −2.35 → −2.62 %/yr) and trabecularised cortex enters the
+        trabecular VOI.
     measure_surface_density : bool
         Replace ``surface_voxels_per_area`` by the value measured on the starting volume
         (:func:`voxelbone.remodel.engine.measure_surface_density`), so activation per µm²
@@ -127,6 +146,7 @@ class RemodelParams:
     perforated_refill: float = 0.0
     mineralisation: MineralisationLaw = MineralisationLaw()
     measure_surface_density: bool = True
+    contour_compartments: bool = False
 
     def __post_init__(self) -> None:
         for name in ("resorption_days", "formation_days", "lateral_radius_um", "osteon_radius_um",

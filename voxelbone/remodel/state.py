@@ -170,7 +170,7 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
 
     The activation frequency Ac.f is the fraction of bone surface on which a new BMU starts
     per year. A BMU covers a footprint of area A (π·b² for a trabecular cavity of lateral
-    semi-axis b; the canal wall 2π·r_c·2H it re-excavates for an osteon), and there are
+    semi-axis b; π·b·H for a pore-wall cavity elongated to H along the canal), and there are
     κ surface voxels per voxel-face area of true surface, so a surface voxel starts a BMU in
     a step with probability ``p = 1 − exp(−Ac.f · dt/DAYS_PER_YEAR · v² / (κ · A))``: the surface
     fraction activated per year is Ac.f whatever the voxel size v.
@@ -192,7 +192,7 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     kappa = params.surface_voxels_per_area
     years = dt_days / DAYS_PER_YEAR
     area_hemi = math.pi * params.lateral_radius_um**2
-    area_osteon = 2.0 * math.pi * params.canal_radius_um * 2.0 * params.osteon_half_length_um
+    area_osteon = math.pi * params.lateral_radius_um * params.osteon_half_length_um  # pore-wall cavity footprint
     p_hemi = -math.expm1(-float(rates.activation_trabecular_per_yr) * years * v * v / (kappa * area_hemi))
     p_ost = -math.expm1(-float(rates.activation_cortical_per_yr) * years * v * v / (kappa * area_osteon))
     mm = params.mineralisation

@@ -1,0 +1,110 @@
+"""Compartments contoured from the bone (voxelbone.compartments): shapes with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voxelbone.compartments import ContourParams, segment_compartments
+from voxelbone.metrics.cortical import cortical_metrics
+from voxelbone.volume import Region
+
+
+def _hollow_cylinder(voxel_um: float, length_um: float = 640.0, canals: bool = True, knob: bool = False):
+    """A cortex 360–600 µm from the axis (240 µm thick) around marrow with two rods.
+
+    Returns bone mask, labels and the Haversian canal mask (radius 30 µm at 480 µm from the axis).
+    """
+    n_xy = int(round(1440.0 / voxel_um))
+    n_z = int(round(length_um / voxel_um))
+    c = (n_xy - 1) / 2.0
+    z, y, x = np.ogrid[:n_z, :n_xy, :n_xy]
+    ry, rx = (y - c) * voxel_um, (x - c) * voxel_um
+    rr = np.broadcast_to(np.hypot(ry, rx), (n_z, n_xy, n_xy))
+    cortex = (rr <= 600.0) & (rr > 360.0)
+    canal = np.zeros(cortex.shape, bool)
+    if canals:
+        for ang in np.linspace(0, 2 * np.pi, 10, endpoint=False):
+            cy, cx = 480.0 * np.sin(ang), 480.0 * np.cos(ang)
+            canal |= np.broadcast_to((ry - cy) ** 2 + (rx - cx) ** 2 <= 30.0**2, cortex.shape)
+    # two 80-µm rods across the marrow, fused to the endocortical surface
+    rods = ((np.abs(ry) <= 40.0) | (np.abs(rx) <= 40.0)) & (rr <= 360.0)
+    rods = np.broadcast_to(rods & (np.abs((z - n_z / 2) * voxel_um) <= 80.0), cortex.shape)
+    if knob:  # a 360-µm-wide ridge of the cortex reaching 240 µm into the marrow, instead of the rods
+        rods = np.broadcast_to((np.abs(rx) <= 180.0) & (ry >= 120.0) & (np.hypot(ry, rx) <= 360.0), cortex.shape)
+    bone = (cortex & ~canal) | rods
+    region = np.where(rr <= 600.0, np.where(rr > 360.0, Region.CORTICAL, Region.TRABECULAR), Region.OUTSIDE)
+    return bone, region.astype(np.uint8), canal, cortex
+
+
+def test_hollow_cylinder_with_canals_and_rods_is_contoured():
+    bone, region, canal, cortex = _hollow_cylinder(20.0)
+    for envelope in (region != Region.OUTSIDE, None):  # labelled periosteum, and detected from the bone
+        c = segment_compartments(bone, 20.0, envelope=envelope)
+        assert c.has_periosteal_shell
+        assert np.array_equal(c.outside, region == Region.OUTSIDE)
+        assert (c.cortex ^ cortex).sum() <= 0.01 * cortex.sum()  # the rods are trabecular, the canals cortical
+        assert not (c.cortex & ~cortex & bone).any() or (c.cortex & ~cortex & bone).sum() < 0.05 * (bone & ~cortex).sum()
+        assert (c.cortex & canal).sum() == canal.sum()  # closed canals are pores of the cortex
+        assert not (c.marrow & bone).any() and (c.marrow | c.cortex | c.outside | bone).all()
+        assert 0.9 < c.cortical_bone_share < 1.0
+        labels = c.region_labels()
+        assert set(np.unique(labels).tolist()) == {0, 1, 2}
+    m = cortical_metrics(bone, region, 20.0)
+    assert m.ct_po == pytest.approx(canal.sum() / cortex.sum(), abs=0.005)
+    assert abs(m.ct_th_um - 240.0) <= 20.0
+
+
+def test_contouring_does_not_depend_on_the_voxel_size():
+    th = {}
+    for v in (20.0, 40.0):
+        bone, region, _, cortex = _hollow_cylinder(v, knob=True)
+        knob = bone & ~cortex
+        c = segment_compartments(bone, v, envelope=region != Region.OUTSIDE)
+        assert (c.cortex ^ cortex ^ knob).sum() <= 0.03 * cortex.sum(), f"{v} µm"  # the ridge is cortex
+        th[v] = cortical_metrics(bone, region, v).ct_th_um
+    assert abs(th[20.0] - th[40.0]) <= 40.0, th  # within a voxel
+
+
+def test_a_pore_opened_into_the_marrow_is_marrow():
+    v = 20.0
+    bone, region, canal, cortex = _hollow_cylinder(v)
+    before = segment_compartments(bone, v, envelope=region != Region.OUTSIDE)
+    n_xy = bone.shape[1]
+    c0 = (n_xy - 1) / 2.0
+    one = canal & np.broadcast_to((np.arange(n_xy)[None, None, :] - c0) * v > 300.0, bone.shape)
+    one &= np.broadcast_to(np.abs(np.arange(n_xy)[None, :, None] - c0) * v < 100.0, bone.shape)
+    assert one.any() and before.cortex[one].all()
+    # the wall between that canal (450–510 µm from the axis) and the marrow is resorbed
+    y = np.arange(n_xy)[None, :, None]
+    x = np.arange(n_xy)[None, None, :]
+    breach = np.broadcast_to((np.abs(y - c0) * v <= 30.0) & ((x - c0) * v > 340.0) & ((x - c0) * v < 470.0), bone.shape)
+    opened = bone & ~breach
+    after = segment_compartments(opened, v, envelope=region != Region.OUTSIDE)
+    assert (after.marrow & one).sum() == one.sum()  # the whole canal is marrow once it opens
+    other = canal & ~one
+    assert (after.cortex & other).sum() == other.sum()  # the closed canals stay pores
+    assert cortical_metrics(opened, region, v).ct_po < cortical_metrics(bone, region, v).ct_po
+
+
+def test_trabecular_core_without_shell_is_all_trabecular():
+    rng = np.random.default_rng(0)
+    from scipy import ndimage as ndi
+
+    field = ndi.gaussian_filter(rng.standard_normal((48, 48, 48)), 3.0)
+    bone = field > np.quantile(field, 0.75)  # BV/TV 0.25, a random foam reaching every face
+    c = segment_compartments(bone, 30.0)
+    assert not c.has_periosteal_shell
+    assert c.trabecular.all() and not c.cortex.any() and not c.outside.any()
+    assert c.cortical_bone_share == 0.0
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="3-D"):
+        segment_compartments(np.zeros((4, 4)), 20.0)
+    with pytest.raises(ValueError, match="voxel_size_um"):
+        segment_compartments(np.zeros((4, 4, 4)), 0.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        segment_compartments(np.zeros((4, 4, 4)), 20.0, envelope=np.ones((4, 4, 5), bool))
+    with pytest.raises(ValueError, match="trabecular_close_um"):
+        ContourParams(trabecular_close_um=-1.0)

@@ -330,7 +330,7 @@ def _network_sd(rng: np.random.Generator, shape: tuple[int, int, int], v: float,
     _paint_rods(sd, float(v), np.ascontiguousarray(a), np.ascontiguousarray(b), radius)
     plates = [f for f, n in faces if abs(n[0]) < p["plate_max_nz"]]
     normals = np.array([n for _, n in faces if abs(n[0]) < p["plate_max_nz"]], dtype=np.float64).reshape(-1, 3)
-    half = p["plate_half_thickness_um"] * np.exp(rng.normal(0.0, 0.10, len(plates)))
+    half = p["plate_half_thickness_um"] * np.exp(rng.normal(0.0, p["plate_spread"], len(plates)))
     order = rng.permutation(len(plates)).astype(np.int64)
     if plates:
         tris, first = [], [0]
@@ -353,12 +353,12 @@ NETWORK: dict[str, dict[str, float]] = {
     # trabeculae of vertebrae are thinner and lost first), and plates ~125 µm thick on
     # near-vertical faces only, added until BV/TV reaches its target; one cavity (~50 µm deep)
     # seldom perforates them, while it cuts a thin strut: untreated loss lowers Conn.D.
-    "lumbar_spine": dict(cell_um=880.0, z_stretch=1.3, jitter=0.35, rod_radius_um=64.0,
-                         horizontal_radius_scale=0.53, radius_spread=0.15, plate_half_thickness_um=60.0,
+    "lumbar_spine": dict(cell_um=880.0, z_stretch=1.3, jitter=0.35, rod_radius_um=60.0,
+                         horizontal_radius_scale=0.53, radius_spread=0.25, plate_half_thickness_um=57.0, plate_spread=0.2,
                          plate_max_nz=0.35, drop_horizontal=0.25),
     # Denser, more plate-like femoral neck trabeculae (Hildebrand 1999, femoral head SMI <1).
-    "femoral_neck": dict(cell_um=800.0, z_stretch=1.3, jitter=0.35, rod_radius_um=75.0,
-                         horizontal_radius_scale=0.8, radius_spread=0.15, plate_half_thickness_um=85.0,
+    "femoral_neck": dict(cell_um=760.0, z_stretch=1.3, jitter=0.35, rod_radius_um=70.0,
+                         horizontal_radius_scale=0.8, radius_spread=0.25, plate_half_thickness_um=80.0, plate_spread=0.2,
                          plate_max_nz=0.8, drop_horizontal=0.3),
 }
 

@@ -313,11 +313,13 @@ def _voronoi_network(rng: np.random.Generator, fov_um: float, p: dict[str, Any])
 
 
 def _network_sd(rng: np.random.Generator, shape: tuple[int, int, int], v: float, p: dict[str, Any],
-                counted: np.ndarray, want: int) -> np.ndarray:
-    """Signed distance (µm, > 0 in bone) of the irregular rod-and-plate network.
+                counted: np.ndarray, want: int) -> tuple[np.ndarray, dict[str, float]]:
+    """Signed distance (µm, > 0 in bone) of the irregular rod-and-plate network, and its census.
 
     Rods first; then plates, in random order, until ``want`` bone voxels lie in the
-    ``counted`` (y, x) columns (the trabecular compartment).
+    ``counted`` (y, x) columns (the trabecular compartment). The census gives the number of
+    rods and plates and the mean diameters of near-vertical (|cos| to z ≥ 0.8) and
+    near-horizontal (< 0.5) rods and the mean thickness of the plates, in µm.
     """
     fov = shape[0] * v
     a, b, cos_z, faces = _voronoi_network(rng, fov, p)
@@ -328,10 +330,17 @@ def _network_sd(rng: np.random.Generator, shape: tuple[int, int, int], v: float,
     radius = p["rod_radius_um"] * (hs + (1.0 - hs) * cos_z**2) * np.exp(rng.normal(0.0, p["radius_spread"], cos_z.size))
     sd = np.full(shape, -1e9, dtype=np.float32)
     _paint_rods(sd, float(v), np.ascontiguousarray(a), np.ascontiguousarray(b), radius)
-    plates = [f for f, n in faces if abs(n[0]) < p["plate_max_nz"]]
-    normals = np.array([n for _, n in faces if abs(n[0]) < p["plate_max_nz"]], dtype=np.float64).reshape(-1, 3)
-    half = p["plate_half_thickness_um"] * np.exp(rng.normal(0.0, p["plate_spread"], len(plates)))
-    order = rng.permutation(len(plates)).astype(np.int64)
+    # near-vertical faces first, in random order; the others (drawn from a child stream, so
+    # the main stream is the same whether or not they are needed) only if those cannot reach BV/TV
+    upright = np.array([abs(n[0]) < p["plate_max_nz"] for _, n in faces], dtype=bool)
+    plates = [f for (f, _), u in zip(faces, upright) if u] + [f for (f, _), u in zip(faces, upright) if not u]
+    normals = np.array([n for (_, n), u in zip(faces, upright) if u] + [n for (_, n), u in zip(faces, upright) if not u],
+                       dtype=np.float64).reshape(-1, 3)
+    n_up, n_rest = int(upright.sum()), int((~upright).sum())
+    extra = rng.spawn(1)[0]
+    half = p["plate_half_thickness_um"] * np.exp(np.concatenate([rng.normal(0.0, p["plate_spread"], n_up),
+                                                                  extra.normal(0.0, p["plate_spread"], n_rest)]))
+    order = np.concatenate([rng.permutation(n_up), n_up + extra.permutation(n_rest)]).astype(np.int64)
     if plates:
         tris, first = [], [0]
         for poly in plates:  # fan from the centroid
@@ -340,9 +349,16 @@ def _network_sd(rng: np.random.Generator, shape: tuple[int, int, int], v: float,
             tris.append(np.stack([np.broadcast_to(c, poly.shape), poly, nxt], axis=1))
             first.append(first[-1] + len(poly))
         have = int(((sd >= 0) & counted[None]).sum())
-        _paint_plates(sd, float(v), np.concatenate(tris), np.asarray(first, np.int64), half, normals, order,
-                      counted, have, int(want))
-    return sd
+        _, used = _paint_plates(sd, float(v), np.concatenate(tris), np.asarray(first, np.int64), half, normals, order,
+                                counted, have, int(want))
+    else:
+        used = 0
+    vert, horiz = cos_z >= 0.8, cos_z < 0.5
+    census = dict(rods=int(cos_z.size), plates=int(used),
+                  vertical_rod_diameter_um=float(2 * radius[vert].mean()) if vert.any() else float("nan"),
+                  horizontal_rod_diameter_um=float(2 * radius[horiz].mean()) if horiz.any() else float("nan"),
+                  plate_thickness_um=float(2 * half[order[:used]].mean()) if used else float("nan"))
+    return sd, census
 
 
 #: Generator parameters of the irregular network, per site (µm, fractions); the targets of
@@ -485,9 +501,11 @@ def make_phantom(
     if structure == "network":
         trab2d = region2d == Region.TRABECULAR
         want = int(math.ceil(bv_tv * n * int(trab2d.sum())))
-        sd_trab = np.minimum(_network_sd(rng, shape, v, lat, trab2d, want), clip)
+        sd_net, census = _network_sd(rng, shape, v, lat, trab2d, want)
+        sd_trab = np.minimum(sd_net, clip)
     else:
         sd_trab = _lattice_sd(rng, shape, v, fov, lat, region2d, clip, sd_cortex, bv_tv)
+        census = {}
     sd = np.maximum(sd_trab, sd_cortex[None, :, :])
     bone = np.clip(0.5 + sd / v, 0.0, 1.0).astype(np.float32)
     region = np.broadcast_to(region2d, shape).copy()
@@ -495,7 +513,7 @@ def make_phantom(
     return _finish(bone, region, rng, v, dict(
         generator="voxelbone.phantom.make_phantom", structure=structure, site=site, seed=int(seed), size=n,
         voxel_size_um=v, field_of_view_mm=fov / 1000.0, bone_radius_um=radius, cortex_area_mm2=area / 1e6,
-        canals=n_canals, targets=targets, parameters=lat), site)
+        canals=n_canals, targets=targets, parameters=lat, elements=census), site)
 
 
 def _lattice_sd(rng: np.random.Generator, shape: tuple[int, int, int], v: float, fov: float, lat: dict[str, Any],

@@ -157,8 +157,8 @@ def test_same_structure_at_every_voxel_size():
     fine = make_phantom("lumbar_spine", 96, 20.0, seed=4).bone
     coarse = make_phantom("lumbar_spine", 48, 40.0, seed=4).bone
     blocks = fine.reshape(48, 2, 48, 2, 48, 2).mean(axis=(1, 3, 5))
-    assert np.abs(blocks - coarse).mean() < 0.05
-    assert np.corrcoef(blocks.ravel(), coarse.ravel())[0, 1] > 0.85
+    assert np.abs(blocks - coarse).mean() < 0.02  # 0.009 measured
+    assert np.corrcoef(blocks.ravel(), coarse.ravel())[0, 1] > 0.95  # 0.985 measured
 
 
 def test_target_overrides_structures_and_bad_arguments():

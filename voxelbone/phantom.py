@@ -372,9 +372,9 @@ NETWORK: dict[str, dict[str, float]] = {
     # them, while it cuts a thin strut: untreated loss lowers Conn.D. Measured at 20-40 µm
     # (seeds 1-3): BV/TV 0.11, Tb.Th 130-150 ± 30 µm, Tb.Sp 820-900 µm, Tb.N 1.0 /mm,
     # Conn.D 4.1-4.6 /mm³, SMI 1.95-2.2, DA (MIL ratio) 1.9-2.3 along z.
-    "lumbar_spine": dict(cell_um=880.0, z_stretch=1.3, jitter=0.35, rod_radius_um=60.0,
-                         horizontal_radius_scale=0.53, radius_spread=0.25, plate_half_thickness_um=57.0, plate_spread=0.2,
-                         plate_max_nz=0.35, drop_horizontal=0.25),
+    "lumbar_spine": dict(cell_um=960.0, z_stretch=1.3, jitter=0.35, rod_radius_um=55.0,
+                         horizontal_radius_scale=0.53, radius_spread=0.25, plate_half_thickness_um=66.0, plate_spread=0.1,
+                         plate_max_nz=0.35, drop_horizontal=0.0),
     # Denser femoral neck trabeculae with more and thicker plates, on faces of any orientation
     # but the near-horizontal; measured: BV/TV 0.20, Tb.Th ~190 ± 40 µm, Tb.Sp ~710 µm,
     # Conn.D 3.7-5.8 /mm³, SMI 1.75-2.15 (more rod-like than femoral bone, SMI ~0.5-1.5 in

@@ -365,13 +365,14 @@ def _network_sd(rng: np.random.Generator, shape: tuple[int, int, int], v: float,
 #: :mod:`voxelbone.sites` scale them (Tb.Th the radii, Tb.Sp the cell size).
 NETWORK: dict[str, dict[str, float]] = {
     # Rod-like older-adult vertebra (Hildebrand 1999: SMI ~2, Conn.D 2-6 /mm³): near-vertical
-    # rods ~115 µm across, near-horizontal struts ~70 µm (Mosekilde 1988 Bone 9:247: the
-    # horizontal trabeculae of vertebrae are thinner and lost first), a quarter of the
-    # horizontal edges absent (nodes of degree 3-4), and plates ~115 µm thick on near-vertical
-    # faces, added until BV/TV reaches its target; one cavity (~50 µm deep) seldom perforates
-    # them, while it cuts a thin strut: untreated loss lowers Conn.D. Measured at 20-40 µm
-    # (seeds 1-3): BV/TV 0.11, Tb.Th 130-150 ± 30 µm, Tb.Sp 820-900 µm, Tb.N 1.0 /mm,
-    # Conn.D 4.1-4.6 /mm³, SMI 1.95-2.2, DA (MIL ratio) 1.9-2.3 along z.
+    # rods ~100 µm across, near-horizontal struts ~60 µm (Mosekilde 1988 Bone 9:247: the
+    # horizontal trabeculae of vertebrae are thinner and lost first), every Voronoi edge kept
+    # (each rod closes a loop, so a cut rod lowers Conn.D rather than freeing a dangling
+    # branch), and plates ~130 µm thick on near-vertical faces, added until BV/TV reaches its
+    # target; one cavity (~50 µm deep) seldom perforates them, while it cuts a thin strut:
+    # untreated loss lowers Conn.D. Measured at 20-40 µm (seeds 1-3): BV/TV 0.11, Tb.Th
+    # 140-156 ± 25-31 µm, Tb.Sp 925-940 µm, Tb.N 0.91-0.94 /mm, Conn.D 3.8-4.8 /mm³,
+    # SMI 2.2-2.5, DA (MIL ratio) 1.9-2.15 along z.
     "lumbar_spine": dict(cell_um=960.0, z_stretch=1.3, jitter=0.35, rod_radius_um=55.0,
                          horizontal_radius_scale=0.53, radius_spread=0.25, plate_half_thickness_um=66.0, plate_spread=0.1,
                          plate_max_nz=0.35, drop_horizontal=0.0),

@@ -1,6 +1,6 @@
 # voxelbone — two commands for a new user:
 #   make demo   run the default scenario, write results/demo/ (metrics.csv, plots, renders)
-#   make test   run the whole test suite
+#   make test   build the docs strictly and run the whole test suite
 # Each target creates .venv and installs what it needs; reruns skip the install
 # unless pyproject.toml changed.
 
@@ -12,18 +12,23 @@ GPU_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/de
 PYTEST_ARGS ?= -n auto
 DEMO_ARGS ?=
 
-.PHONY: demo test bench clean help
+.PHONY: demo test docs bench clean help
 
 help:
 	@echo "make demo   - run the default scenario into results/demo/"
 	@echo "make test   - run the test suite"
+	@echo "make docs   - build the documentation site into build/site/"
 	@echo "make bench  - run the quick benchmark (prints a table)"
 
 demo: $(VENV)/.stamp-run
 	$(BIN)/voxelbone run --out results/demo $(DEMO_ARGS)
 
-test: $(VENV)/.stamp-dev
+test: $(VENV)/.stamp-dev docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The documentation site, built strictly: a broken reference or a stale generated table fails.
+docs: $(VENV)/.stamp-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 bench: $(VENV)/.stamp-run
 	$(BIN)/voxelbone bench --quick

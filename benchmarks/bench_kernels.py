@@ -1,10 +1,11 @@
-"""Benchmark group 'kernels' of `voxelbone bench` (see voxelbone/bench_cases.py); prints a table, --json writes a record."""
+"""Benchmark group 'kernels' of `voxelbone bench` (cases in voxelbone/bench_cases.py); prints a table, --json writes a record.
+
+Takes the options of `voxelbone bench` (--sizes, --backend, --quick, --repeats, --json).
+"""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import main  # noqa: E402
+from voxelbone.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main("kernels", __doc__))
+    sys.exit(main(["bench", "--cases", "kernels", *sys.argv[1:]]))

@@ -8,7 +8,11 @@
 //   2. vb_insert_balls: every kept centre writes its diameter 2*sqrt(k) into each mask voxel
 //      of its ball, keeping the largest; diameters are positive floats, so their bit
 //      patterns order as integers and atomicMax on the int view keeps the largest. One
-//      block per ball, its threads over the ball's rows (launch: 128 threads per block).
+//      warp per ball (several balls per block, so a small ball never leaves a block
+//      idle); the lanes walk a small ball's bounding cube, or a large ball's slabs one
+//      at a time, with x fastest, so a warp's loads and stores hit consecutive voxels. The pre-check that skips voxels already
+//      holding a larger diameter is a relaxed atomic load, not a plain read racing with
+//      the atomicMax of other warps.
 #include "vb_common.cuh"
 
 // floor(sqrt(v)) for 0 <= v < 2^52: the double square root is correctly rounded.
@@ -17,11 +21,12 @@ __device__ __forceinline__ vb_i64 vb_isqrt(vb_i64 v) { return (vb_i64)sqrt((doub
 extern "C" __global__ void vb_ridge_flags(const int* __restrict__ k2, const int* __restrict__ table, vb_i64 k_max,
                                           vb_i64 nz, vb_i64 ny, vb_i64 nx, unsigned char* __restrict__ keep) {
     const vb_i64 n = nz * ny * nx;
-    for (vb_i64 i = vb_tid(); i < n; i += vb_stride()) {
+    const vb_idx nxi = (vb_idx)nx, nyi = (vb_idx)ny;
+    for (vb_idx i = vb_tid(); i < (vb_idx)n; i += vb_stride()) {
         const int k = k2[i];
         unsigned char flag = 0;
         if (k > 0) {
-            const vb_i64 x = i % nx, y = (i / nx) % ny, z = i / (nx * ny);
+            const vb_idx x = i % nxi, y = (i / nxi) % nyi, z = i / (nxi * nyi);
             int contained = 0;
             for (int dz = -1; dz <= 1 && !contained; ++dz) {
                 const vb_i64 zz = z + dz;
@@ -47,25 +52,32 @@ extern "C" __global__ void vb_insert_balls(const long long* __restrict__ cz, con
                                            const long long* __restrict__ cx, const int* __restrict__ ck,
                                            vb_i64 n_centres, const unsigned char* __restrict__ mask,
                                            vb_i64 nz, vb_i64 ny, vb_i64 nx, int* __restrict__ out_bits) {
-    // one block per ball (grid-stride over balls), its threads over the ball's (z, y) rows:
-    // a marrow ball of radius 30 voxels has ~2800 rows, so large balls no longer serialise
-    // on one thread while the rest of its warp idles
-    for (vb_i64 i = blockIdx.x; i < n_centres; i += gridDim.x) {
-        const vb_i64 k = ck[i];
+    const vb_i64 warps_per_block = (vb_i64)(blockDim.x >> 5);
+    const vb_i64 first = (vb_i64)blockIdx.x * warps_per_block + (vb_i64)(threadIdx.x >> 5);
+    const vb_i64 step = (vb_i64)gridDim.x * warps_per_block;
+    const int lane = (int)(threadIdx.x & 31u);
+    for (vb_i64 i = first; i < n_centres; i += step) {
+        const int k = ck[i];
         const int bits = __float_as_int(2.0f * (float)sqrt((double)k));
-        const vb_i64 r = vb_isqrt(k);
-        const vb_i64 side = 2 * r + 1;
-        for (vb_i64 row = threadIdx.x; row < side * side; row += blockDim.x) {
-            const vb_i64 dz = row / side - r, dy = row % side - r;
-            const vb_i64 z = cz[i] + dz, y = cy[i] + dy;
-            const vb_i64 rem = k - dz * dz - dy * dy;
-            if (rem < 0 || z < 0 || z >= nz || y < 0 || y >= ny) continue;
-            const vb_i64 rx = vb_isqrt(rem);
-            const vb_i64 x0 = cx[i] - rx < 0 ? 0 : cx[i] - rx;
-            const vb_i64 x1 = cx[i] + rx > nx - 1 ? nx - 1 : cx[i] + rx;
-            for (vb_i64 x = x0; x <= x1; ++x) {
+        const int r = (int)vb_isqrt(k);
+        const int side = 2 * r + 1;
+        // small balls: the lanes walk the whole bounding cube (one or a few passes);
+        // large balls: one z slab at a time, over the square that holds the slab's disc
+        const int small = side <= 15;
+        const int slabs = small ? 1 : side;
+        for (int s = 0; s < slabs; ++s) {
+            const int ez_slab = s - r;
+            const int rs = small ? r : (int)vb_isqrt(k - ez_slab * ez_slab);
+            const int ss = 2 * rs + 1;
+            const int count = small ? side * side * side : ss * ss;   // fits: r < 23170 voxels
+            for (int t = lane; t < count; t += 32) {
+                const int ex = t % ss - rs, ey = (t / ss) % ss - rs;
+                const int ez = small ? t / (ss * ss) - r : ez_slab;
+                if ((vb_i64)ez * ez + (vb_i64)ey * ey + (vb_i64)ex * ex > (vb_i64)k) continue;
+                const vb_i64 z = cz[i] + ez, y = cy[i] + ey, x = cx[i] + ex;
+                if (z < 0 || z >= nz || y < 0 || y >= ny || x < 0 || x >= nx) continue;
                 const vb_i64 j = (z * ny + y) * nx + x;
-                if (mask[j] && out_bits[j] < bits) atomicMax(&out_bits[j], bits);
+                if (mask[j] && vb_load_relaxed(&out_bits[j]) < bits) atomicMax(&out_bits[j], bits);
             }
         }
     }

@@ -4,7 +4,7 @@
 // out[i] = uniform draw for item first + i at (seed, step, stream).
 extern "C" __global__ void vb_uniform_fill(vb_u64 seed, vb_u64 step, vb_u64 stream,
                                            vb_u64 first, vb_i64 n, float* __restrict__ out) {
-    for (vb_i64 i = vb_tid(); i < n; i += vb_stride()) {
+    for (vb_idx i = vb_tid(); i < (vb_idx)n; i += vb_stride()) {
         out[i] = vb_uniform(seed, step, stream, first + (vb_u64)i);
     }
 }

@@ -25,6 +25,7 @@
 #define VB_C_HEMI 0
 #define VB_C_OSTEONAL 1
 #define VB_C_PERFORATED 2
+#define VB_C_SEED_OVERFLOW 4
 
 struct vb_grid { vb_i64 nz, ny, nx; };
 
@@ -69,10 +70,10 @@ extern "C" __global__ void vb_activate(const float* __restrict__ bone, const uns
                                        vb_i64* __restrict__ seeds, unsigned int* __restrict__ seed_count,
                                        unsigned int capacity) {
     const vb_grid g = {nz, ny, nx};
-    const vb_i64 n = nz * ny * nx;
-    for (vb_i64 i = vb_tid(); i < n; i += vb_stride()) {
+    const vb_idx n = (vb_idx)(nz * ny * nx), nxi = (vb_idx)nx, nyi = (vb_idx)ny;
+    for (vb_idx i = vb_tid(); i < n; i += vb_stride()) {
         if (region[i] == VB_OUTSIDE || bmu_day[i] >= 0 || bone[i] < 0.5f) continue;
-        vb_i64 x = i % nx, y = (i / nx) % ny, z = i / (nx * ny);
+        vb_idx x = i % nxi, y = (i / nxi) % nyi, z = i / (nxi * nyi);
         int first;
         int type = vb_surface_type(bone, region, g, z, y, x, &first);
         if (type == 0) continue;
@@ -242,6 +243,8 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
                                     float overfill, vb_u64* __restrict__ claim, vb_u64* __restrict__ counters) {
     const vb_grid g = {nz, ny, nx};
     unsigned int ns = *seed_count;
+    // seeds beyond capacity were counted by vb_activate but not stored: record the overflow
+    if (blockIdx.x == 0 && threadIdx.x == 0 && ns > capacity) atomicAdd(&counters[VB_C_SEED_OVERFLOW], (vb_u64)(ns - capacity));
     if (ns > capacity) ns = capacity;
     for (vb_i64 s = (vb_i64)blockIdx.x; s < (vb_i64)ns; s += (vb_i64)gridDim.x) {
         vb_i64 si = seeds[s];
@@ -254,9 +257,9 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
         vb_i64 x0 = si % nx, y0 = (si / nx) % ny, z0 = si / (nx * ny);
         vb_i64 ycen = c.osteonal ? (vb_i64)c.cy : y0;
         vb_i64 xcen = c.osteonal ? (vb_i64)c.cx : x0;
-        vb_i64 sz = 2 * c.ez + 1, sy = 2 * c.ey + 1, sx = 2 * c.ex + 1;
-        vb_i64 box = sz * sy * sx;
-        for (vb_i64 q = (vb_i64)threadIdx.x; q < box; q += (vb_i64)blockDim.x) {
+        vb_idx sz = (vb_idx)(2 * c.ez + 1), sy = (vb_idx)(2 * c.ey + 1), sx = (vb_idx)(2 * c.ex + 1);
+        vb_idx box = sz * sy * sx;
+        for (vb_idx q = (vb_idx)threadIdx.x; q < box; q += (vb_idx)blockDim.x) {
             vb_i64 qz = z0 - c.ez + q / (sy * sx);
             vb_i64 qy = ycen - c.ey + (q / sx) % sy;
             vb_i64 qx = xcen - c.ex + q % sx;
@@ -294,7 +297,7 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
                                      float t_resorb, float t_form_start, float t_form, float t_end,
                                      float refill_trab, float refill_cort, float refill_perforated,
                                      float m_mature, float e_primary, float e_secondary, float c_osteoid) {
-    for (vb_i64 i = vb_tid(); i < n; i += vb_stride()) {
+    for (vb_idx i = vb_tid(); i < (vb_idx)n; i += vb_stride()) {
         vb_u64 code = claim[i];
         int day = (int)bmu_day[i];
         unsigned int flags = bmu_flags[i];
@@ -324,9 +327,9 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
                 if (d1 >= t_start) {
                     float frac = amount;
                     float removed = b * frac;
-                    b = b - removed;
-                    m = m - m * frac;
-                    o = o - o * frac;
+                    b = vb_flush(b - removed);
+                    m = vb_flush(m - m * frac);
+                    o = vb_flush(o - o * frac);
                     amount = removed;
                     flags |= VB_FLAG_RESORBED;
                 }
@@ -370,8 +373,8 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
         // mineralised bone (secondary) with tau_s; see MineralisationLaw.
         if (o > 0.0f || m < m_mature * b) {
             m = m * e_secondary + (m_mature * b) * (1.0f - e_secondary) + c_osteoid * o;
-            m = fminf(fmaxf(m, 0.0f), b);
-            o = o * e_primary;
+            m = vb_flush(fminf(fmaxf(m, 0.0f), b));
+            o = vb_flush(o * e_primary);   // decays geometrically: flushed, never subnormal
         }
         bone[i] = b;
         mineral[i] = m;

@@ -1,12 +1,13 @@
 // voxelbone — definitions shared by every kernel.
 //
 // Compiled two ways:
-//   * by NVRTC at run time (CuPy RawModule), with -I pointing at this folder;
-//   * by the host C++ compiler for the CPU tests, with host_shim.h force-included,
-//     which maps the CUDA built-ins onto a single sequential "thread".
-// Kernels therefore use grid-stride loops only, never __syncthreads or shared
-// memory, and every per-voxel rule lives in a __device__ function so the host
-// build executes exactly the arithmetic the GPU executes.
+//   * by NVRTC at run time (CuPy RawModule); voxelbone/kernels.py inlines this header
+//     into the source string, so CuPy's cache key (source + options) covers it;
+//   * by the host C++ compiler for the CPU tests, with host_grid.h force-included,
+//     which runs the real launch grid on CPU threads (fibers per block, so
+//     __syncthreads, shared memory and warp shuffles behave as on a device).
+// Every per-voxel rule lives in a __device__ function so the host build executes
+// exactly the arithmetic the GPU executes.
 // No standard headers: NVRTC has none.
 #pragma once
 
@@ -19,12 +20,55 @@ typedef long long vb_i64;
 #define VB_TRABECULAR 1
 #define VB_CORTICAL 2
 
-// First index and stride of a 1-D grid-stride loop (64-bit: volumes pass 2^31 voxels).
-__device__ __forceinline__ vb_i64 vb_tid() {
-    return (vb_i64)blockIdx.x * (vb_i64)blockDim.x + (vb_i64)threadIdx.x;
+// Index arithmetic: 64-bit by default (volumes pass 2^31 voxels); compiled with
+// -DVB_INDEX32=1 when every index of the launch, plus one grid stride, fits in a signed
+// 32-bit int (voxelbone.kernels.index_defines decides), so the divisions and modulos
+// of the grid-stride loops are 32-bit instead of 64-bit software sequences.
+#if defined(VB_INDEX32) && VB_INDEX32
+typedef int vb_idx;
+#else
+typedef long long vb_idx;
+#endif
+
+// First index and stride of a 1-D grid-stride loop.
+__device__ __forceinline__ vb_idx vb_tid() {
+    return (vb_idx)blockIdx.x * (vb_idx)blockDim.x + (vb_idx)threadIdx.x;
 }
-__device__ __forceinline__ vb_i64 vb_stride() {
-    return (vb_i64)blockDim.x * (vb_i64)gridDim.x;
+__device__ __forceinline__ vb_idx vb_stride() {
+    return (vb_idx)blockDim.x * (vb_idx)gridDim.x;
+}
+
+// Dynamic shared memory: `VB_EXTERN_SHARED(float, buf);` declares `buf` (host build: the
+// block's buffer of shared_mem bytes).
+#ifdef VB_HOST_GRID
+#define VB_EXTERN_SHARED(type, name) type* name = (type*)vbh_dynamic_shared()
+#else
+#define VB_EXTERN_SHARED(type, name) extern __shared__ type name[]
+#endif
+
+// Relaxed atomic load (reads a word other threads update with atomics, without a race).
+#ifdef VB_HOST_GRID
+__device__ __forceinline__ int vb_load_relaxed(const int* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+#else
+__device__ __forceinline__ int vb_load_relaxed(const int* p) {
+    int v;
+    asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+#endif
+
+// The rule that keeps the float32 twins bit-identical under flush-to-zero: the device
+// runs with -ftz=true (CuPy always passes it), NumPy keeps subnormals. Every quantity
+// that decays towards zero (osteoid and mineral after mineralisation, bone, mineral and
+// osteoid after a partial excavation) goes through vb_flush, which maps anything below
+// VB_TINY to exactly 0 in both twins (voxelbone.remodel.cpu.flush_tiny). VB_TINY = 2^-64
+// of a voxel is far below anything measurable and far above FLT_MIN (2^-126): the
+// product of a stored value with any coefficient above 2^-62 (all of the model's: step
+// factors, fractions >= 1/255) stays normal, so nothing subnormal ever reaches either
+// twin's arithmetic (tests/test_kernels_grid.py runs 1120 days against the FTZ build).
+#define VB_TINY 5.421010862427522e-20f
+__device__ __forceinline__ float vb_flush(float x) {
+    return (x < VB_TINY && x > -VB_TINY) ? 0.0f : x;
 }
 
 // ---------------------------------------------------------------------------

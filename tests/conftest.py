@@ -1,4 +1,7 @@
-"""Shared fixtures: array modules (NumPy always, CuPy when a GPU answers) and the host kernel build."""
+"""Shared fixtures: array modules (NumPy always, CuPy when a GPU answers).
+
+The kernels run on the CPU through the grid host build (tests/hostkernels.py).
+"""
 
 from __future__ import annotations
 
@@ -33,11 +36,3 @@ def xp(request):
     import cupy
 
     return cupy
-
-
-@pytest.fixture(scope="session")
-def hostlib(tmp_path_factory):
-    """Every kernel in kernels/ compiled for the host with host_shim.h (ctypes library)."""
-    from voxelbone.kernels import build_host_library, kernel_names
-
-    return build_host_library(kernel_names(), tmp_path_factory.mktemp("hostkernels"))

@@ -76,3 +76,24 @@ def test_bench_gpu_floor_ratios(tmp_path):
     for case in ("remodel.step", "remodel.activate", "remodel.update"):
         m = [m for m in ms if m.case == case][0]
         assert m.ok and m.ratio_to_floor is not None and m.ratio_to_floor > 0.5, case
+
+
+def test_bench_refuses_contradictory_arguments(tmp_path, capsys):
+    from voxelbone.cli import main
+
+    rec = tmp_path / "r.json"
+    rec.write_text("{}")
+    assert main(["bench", "--compare", str(rec), str(rec), "--sizes", "64"]) == 2
+    assert "--compare" in capsys.readouterr().err
+
+
+def test_benchmark_scripts_call_the_command_line(tmp_path):
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_transfer.py"
+    out = tmp_path / "t.json"
+    proc = subprocess.run([sys.executable, str(script), "--backend", "numpy", "--sizes", "48", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rec = json.loads(out.read_text())
+    assert rec["sizes"] == [48] and rec["environment"]["voxelbone_version"]

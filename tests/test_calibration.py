@@ -165,3 +165,12 @@ def test_untreated_loss_cuts_struts_and_lowers_conn_d(preset, years, ratio):
         assert last["tb_th_um"] < first["tb_th_um"], f"seed {seed}"
         assert last["conn_d_per_mm3"] < ratio * first["conn_d_per_mm3"], (
             f"seed {seed}: Conn.D {first['conn_d_per_mm3']:.2f} -> {last['conn_d_per_mm3']:.2f} /mm³")
+
+
+def test_calibrate_command_refuses_bad_arguments_before_running(capsys):
+    from voxelbone.cli import main
+
+    assert main(["calibrate", "--presets", "trt,no_such_preset"]) == 2
+    assert "no clinical target for no_such_preset" in capsys.readouterr().err
+    assert main(["calibrate", "--seeds", "1,x"]) == 2
+    assert "--seeds" in capsys.readouterr().err

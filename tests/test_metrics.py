@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes as C
 import math
 
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from hostkernels import host_euler8, host_insert_balls, host_ridge_flags, host_surface_area
 from voxelbone.metrics import (
     connectivity_density,
     cortical_metrics,
@@ -17,7 +17,6 @@ from voxelbone.metrics import (
     morphometry,
     thickness_stats,
 )
-from voxelbone.metrics.connectivity import euler_lut
 from voxelbone.metrics.surface import bone_surface_mm2, structure_model_index
 from voxelbone.volume import BoneVolume, Region
 
@@ -147,16 +146,10 @@ def test_euler_matches_skimage(seed):
     assert euler_characteristic(m) == euler_number(m, connectivity=3)
 
 
-def test_euler_kernel_host_build_matches_numpy(hostlib):
-    m = _random_trabecular(7, n=30, sigma=1.2, bvtv=0.35).astype(np.uint8)
-    lut = np.ascontiguousarray(euler_lut().astype(np.int32))
-    total = np.zeros(1, dtype=np.uint64)
-    hostlib.vb_euler8.restype = None
-    hostlib.vb_euler8(C.c_void_p(m.ctypes.data), C.c_longlong(30), C.c_longlong(30), C.c_longlong(30),
-                      C.c_void_p(lut.ctypes.data), C.c_void_p(total.ctypes.data))
-    value = int(total[0])
-    value = value - (1 << 64) if value >= 1 << 63 else value
-    assert value // 8 == euler_characteristic(m.astype(bool))
+def test_euler_kernel_host_build_matches_numpy():
+    m = _random_trabecular(7, n=30, sigma=1.2, bvtv=0.35)
+    value = host_euler8(m)
+    assert value // 8 == euler_characteristic(m)
     assert value % 8 == 0
 
 
@@ -265,23 +258,16 @@ def test_surface_matches_skimage_marching_cubes(seed, sigma):
     assert 0.975 < bone_surface_mm2(f, 30.0, sigma_voxels=0) / ref < 1.003
 
 
-def test_surface_kernel_host_build_matches_the_cpu_path(hostlib):
-    from voxelbone.metrics.marching_cubes import _as_arguments, surface_area_voxels
+def test_surface_kernel_host_build_matches_the_cpu_path():
+    from voxelbone.metrics.marching_cubes import surface_area_voxels
 
     f = np.ascontiguousarray(_smooth_random(5, n=28))
     within = np.zeros(f.shape, np.uint8)
     within[4:20, 2:26, 6:28] = 1
-    table, edges, faces = _as_arguments(np)
-    L = C.c_longlong
-    hostlib.vb_surface_area.restype = None
     for use in (0, 1):
-        partial = np.zeros(1, np.float64)
-        hostlib.vb_surface_area(C.c_void_p(f.ctypes.data), L(28), L(28), L(28), C.c_double(0.5),
-                                C.c_void_p(table.ctypes.data), C.c_void_p(within.ctypes.data), C.c_int(use),
-                                C.c_void_p(edges.ctypes.data), C.c_void_p(faces.ctypes.data),
-                                C.c_void_p(partial.ctypes.data))
         want = surface_area_voxels(f, 0.5, within.astype(bool) if use else None)
-        assert partial[0] == pytest.approx(want, rel=1e-12) and want > 0
+        got = host_surface_area(f, 0.5, within if use else None)
+        assert got == pytest.approx(want, rel=1e-12) and want > 0
     assert surface_area_voxels(f, 0.5, within.astype(bool)) < 0.8 * surface_area_voxels(f, 0.5)
 
 
@@ -467,31 +453,16 @@ def test_metrics_agree_on_every_array_module(xp):
         assert got == pytest.approx(bone_surface_mm2(f, 20.0, within=w, drop_cut_planes=cut), rel=1e-9)
 
 
-def test_thickness_kernels_host_build_match_the_cpu_path(hostlib):
+def test_thickness_kernels_host_build_match_the_cpu_path():
     from voxelbone.metrics.thickness import _ridge_flags, _squared_distance, ball_containment_table
 
     m = _random_trabecular(12, n=32, sigma=1.6, bvtv=0.35)
-    nz, ny, nx = m.shape
     k2 = np.ascontiguousarray(_squared_distance(m))
-    k_max = int(k2.max())
-    table = np.ascontiguousarray(ball_containment_table(k_max))
-    keep = np.zeros(m.shape, np.uint8)
-    L = C.c_longlong
-    hostlib.vb_ridge_flags.restype = None
-    hostlib.vb_ridge_flags(C.c_void_p(k2.ctypes.data), C.c_void_p(table.ctypes.data), L(k_max), L(nz), L(ny), L(nx),
-                           C.c_void_p(keep.ctypes.data))
+    table = np.ascontiguousarray(ball_containment_table(int(k2.max())))
+    keep = host_ridge_flags(k2, table)
     np.testing.assert_array_equal(keep.astype(bool), _ridge_flags(k2, table))
     assert 0 < keep.sum() < m.sum()  # the ridge test drops centres
-    flat = np.flatnonzero(keep)
-    cz, rest = np.divmod(flat, ny * nx)
-    cy, cx = np.divmod(rest, nx)
-    cz, cy, cx = (np.ascontiguousarray(a, dtype=np.int64) for a in (cz, cy, cx))
-    ck = np.ascontiguousarray(k2.ravel()[flat])
-    mask8 = np.ascontiguousarray(m, dtype=np.uint8)
-    out = np.zeros(m.shape, np.int32)
-    hostlib.vb_insert_balls.restype = None
-    hostlib.vb_insert_balls(*(C.c_void_p(a.ctypes.data) for a in (cz, cy, cx, ck)), L(flat.size),
-                            C.c_void_p(mask8.ctypes.data), L(nz), L(ny), L(nx), C.c_void_p(out.ctypes.data))
+    out = host_insert_balls(keep, k2, m)
     np.testing.assert_array_equal(out.view(np.float32), local_thickness(m, 1.0))
 
 

@@ -172,3 +172,80 @@ def test_untreated_states_start_where_they_stand(preset):
         return
     assert a.activation_trabecular_per_yr[1] == pytest.approx(a.initial_rates.activation_trabecular_per_yr, rel=0.01)
     assert a.refill_trabecular[1] == pytest.approx(a.initial_rates.refill_trabecular, abs=0.01)
+
+
+def test_presets_command_refuses_a_name_without_show(capsys):
+    from voxelbone.cli import main
+
+    assert main(["presets", "list", "trt"]) == 2
+    assert "presets show trt" in capsys.readouterr().err
+    assert main(["presets", "show"]) == 2
+    assert "needs a preset name" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ one definition per fact
+def test_cell_outputs_hold_what_their_names_say():
+    # at the reference levels, adapted to them, the cell model sits on its steady state:
+    # every named output must equal the steady-state quantity of the same name
+    from voxelbone.biology import _constant_course
+    from voxelbone.sites import get_site
+
+    course = _constant_course(REFERENCE_STATE, days=60.0)
+    a = cell_activity(course, "lumbar_spine", adapted=REFERENCE_STATE)
+    ss = steady_state(REFERENCE_STATE)
+    for name in ("OBp", "OBa", "OCa", "RANKL", "OPG"):
+        np.testing.assert_allclose(a.cells[name], ss[name], rtol=1e-9, err_msg=name)
+    np.testing.assert_allclose(a.cells["bone_volume_internal"], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(a.cells["pth_anabolic_signal"], 0.0, atol=1e-12)
+    # oc_flux and oc_apoptosis set Ac.f and E.De: the site's reference rates at the reference state
+    rates = get_site("lumbar_spine").remodeling
+    np.testing.assert_allclose(a.activation_trabecular_per_yr, rates.activation_trabecular_per_yr, rtol=1e-9)
+    np.testing.assert_allclose(a.erosion_depth_um, rates.erosion_depth_um, rtol=1e-9)
+    np.testing.assert_allclose(a.refill_trabecular, rates.refill, rtol=1e-9)
+
+
+def test_cell_state_is_packed_by_name():
+    from voxelbone.biology import CELL_STATE, CellState, _pack_state
+
+    values = {name: float(i + 1) for i, name in enumerate(CELL_STATE)}
+    x0 = _pack_state(**values)
+    assert x0.dtype == np.float64 and x0.shape == (len(CELL_STATE),)
+    for name in CELL_STATE:
+        assert x0[CellState[name]] == values[name]
+    with pytest.raises(ValueError, match="missing.*OCa"):
+        _pack_state(**{k: v for k, v in values.items() if k != "OCa"})
+    with pytest.raises(ValueError, match="unknown.*OBx"):
+        _pack_state(**values, OBx=1.0)
+
+
+def test_reference_levels_and_site_rates_have_one_home():
+    from voxelbone import biology, hormones, sites
+
+    assert biology.HormoneEffects().reference is hormones.REFERENCE_STATE
+    assert not [f for f in biology.HormoneEffects.__dataclass_fields__ if f.startswith("ref_")]
+    assert not hasattr(biology, "SITE_RATES")
+    # the reference is the premenopausal woman's baseline (populations.toml holds her as data)
+    from voxelbone.presets import populations
+
+    assert populations()["premenopausal_woman"].baseline == hormones.REFERENCE_STATE
+    # the cell layer reads the site's rates from sites.SITES: a changed rate moves Ac.f
+    spec = sites.SITES["femoral_neck"]
+    course = biology._constant_course(REFERENCE_STATE, days=3.0)
+    base = cell_activity(course, "femoral_neck", adapted=REFERENCE_STATE).initial_rates
+    assert base.activation_trabecular_per_yr == pytest.approx(spec.remodeling.activation_trabecular_per_yr)
+    assert base.activation_cortical_per_yr == pytest.approx(spec.remodeling.activation_cortical_per_yr)
+    with pytest.raises(ValueError, match="unknown site 'femur'.*femoral_neck"):
+        cell_activity(course, "femur")
+
+
+def test_toml_errors_of_presets_and_scenarios_name_the_same_line(tmp_path):
+    from voxelbone.scenario import load_scenario
+
+    from voxelbone._toml import toml_line
+
+    text = 'title = "x"\n\n[[drug]]\nname = "a"\n\n[[drug]]\nname = "b"\nroute = "im"\n'
+    assert [toml_line(text, "drug"), toml_line(text, "name", 1), toml_line(text, "route", 3), toml_line(text, "x")] == [3, 7, 8, None]
+    bad = tmp_path / "s.toml"
+    bad.write_text('name = "s"\nseed = 1\nsizes = 3\n\n[[period]]\npreset = "premenopausal"\nyears = 1\n')
+    with pytest.raises(ValueError, match=r"sizes.*\(line 3\)"):
+        load_scenario(bad)

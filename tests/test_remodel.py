@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from hostkernels import HostRemodel
-from voxelbone.kernels import build_host_library
 from voxelbone.phantom import make_phantom
 from voxelbone.remodel import DeviceMemoryError, RemodelParams, Remodeler, step_scalars
 from voxelbone.remodel import cpu
@@ -38,19 +37,15 @@ def small():
     return make_phantom("femoral_neck", 56, 40.0, seed=3, ct_th_um=400, tb_sp_um=450, bv_tv=0.2, tb_th_um=100)
 
 
-@pytest.fixture(scope="module")
-def remodel_lib(tmp_path_factory):
-    return build_host_library(["remodel"], tmp_path_factory.mktemp("remodel"))
-
-
 # ---------------------------------------------------------------------------------------
 # CPU twin == CUDA kernels (host build)
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dt,steps,refill", [(1, 50, 1.0), (3, 30, 1.0), (2, 40, 1.6)])
-def test_kernels_match_numpy_bit_for_bit(small, remodel_lib, dt, steps, refill):
+@pytest.mark.parametrize("dt,steps,refill,order", [(1, 50, 1.0, "forward"), (3, 30, 1.0, "reverse"),
+                                                   (2, 40, 1.6, "shuffled")])
+def test_kernels_match_numpy_bit_for_bit(small, dt, steps, refill, order):
     a = Remodeler(small.copy(), seed=5)
     b = Remodeler(small.copy(), seed=5)
-    host = HostRemodel(remodel_lib, small.shape)
+    host = HostRemodel(small.shape, order=order, order_seed=dt)
     seen_perforation = False
     rates = dataclasses.replace(FAST, refill_trabecular=refill)  # 1.6: positive balance, marrow overfilled
     for k in range(steps):
@@ -403,3 +398,15 @@ def test_gpu_step_does_not_wait_for_the_device(small):
     pending = not cupy.cuda.get_current_stream().done
     cupy.cuda.get_current_stream().synchronize()
     assert pending and host_s < 0.5
+
+
+def test_claim_sentinel_is_the_kernels():
+    # the GPU step fills its claim scratch with CLAIM_NONE; the kernel reads it as VB_CLAIM_NONE
+    import re
+
+    from voxelbone.kernels import kernel_source
+    from voxelbone.remodel.state import CLAIM_NONE
+
+    m = re.search(r"#define\s+VB_CLAIM_NONE\s+(0x[0-9A-Fa-f]+)ULL", kernel_source("remodel"))
+    assert m is not None, "kernels/remodel.cu no longer defines VB_CLAIM_NONE"
+    assert CLAIM_NONE.dtype == np.uint64 and int(CLAIM_NONE) == int(m.group(1), 16)

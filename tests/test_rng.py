@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import pytest
 
+from hostkernels import host_uniform
 from voxelbone.rng import Stream, hash64, uniform
 
 
-def _kernel_uniform(hostlib, seed, step, stream, first, n):
-    out = np.empty(n, dtype=np.float32)
-    f = hostlib.vb_uniform_fill
-    f.restype = None
-    f(ctypes.c_uint64(seed), ctypes.c_uint64(step), ctypes.c_uint64(stream), ctypes.c_uint64(first),
-      ctypes.c_int64(n), out.ctypes.data_as(ctypes.c_void_p))
-    return out
-
-
 @pytest.mark.parametrize("seed,step,stream", [(0, 0, 1), (12345, 77, 2), (2**63 + 5, 2**40, 255)])
-def test_numpy_twin_matches_kernel_bit_for_bit(hostlib, seed, step, stream):
+def test_numpy_twin_matches_kernel_bit_for_bit(seed, step, stream):
     n = 10_000
-    ref = _kernel_uniform(hostlib, seed, step, stream, 1000, n)
+    ref = host_uniform(seed, step, stream, 1000, n)
     ours = uniform(seed, step, stream, np.arange(1000, 1000 + n, dtype=np.uint64))
     np.testing.assert_array_equal(ours, ref)
 

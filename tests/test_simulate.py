@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from voxelbone.results import iter_snapshots, load_rows, open_snapshot
+from voxelbone.results import load_rows, open_snapshot
+from voxelbone.runfolder import RunFolder
 from voxelbone.scenario import Period, Scenario
 from voxelbone.simulate import simulate
 
@@ -78,7 +79,7 @@ def test_interrupted_run_resumes_to_identical_result(reference, tmp_path, sig):
     for ra, rb in zip(a, b):
         for k in ("bv_tv", "tb_th_um", "conn_d_per_mm3", "bmd_mg_cm3"):
             assert ra[k] == rb[k], (k, ra["day"])
-    sa, sb = list(iter_snapshots(ref)), list(iter_snapshots(out))
+    sa, sb = RunFolder(ref).snapshots(), RunFolder(out).snapshots()
     assert [d for d, _ in sa] == [d for d, _ in sb]
     fa, fb = open_snapshot(sa[-1][1]), open_snapshot(sb[-1][1])
     for k in ("bone", "mineral", "region"):
@@ -128,3 +129,98 @@ def test_unknown_preset_lists_close_matches():
 
     with pytest.raises(PresetError, match="trt_anastrozole_excess"):
         load_preset("trt_anastrazole_excess")
+
+
+# ------------------------------------------------------------------ the end of a run, progress, --resume
+TINY = Scenario(name="tiny", site="lumbar_spine", periods=(Period("postmenopausal_untreated", 0.1),), size=48, seed=5,
+                step_days=1, metrics_every_days=30, snapshot_every_days=30, checkpoint_every_days=10, spin_up_days=10)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A tiny run with figures whose animation fails; what the failing render saw, and stderr."""
+    import contextlib
+    import io
+
+    import voxelbone.render
+    from voxelbone.runfolder import RunFolder
+
+    out = tmp_path_factory.mktemp("fig") / "run"
+    seen = {}
+
+    def failing_animation(*args, **kwargs):
+        folder = RunFolder(out)
+        seen.update(state=folder.state(), checkpoint=folder.checkpoint.exists())
+        raise RuntimeError("no OpenGL context for the animation")
+
+    err = io.StringIO()  # not a terminal
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
+        mp.setattr(voxelbone.render, "animate", failing_animation)
+        simulate(TINY, out, backend="numpy", progress=True, render=True)
+    return out, seen, err.getvalue()
+
+
+def test_a_failing_figure_leaves_the_run_completed_with_the_error_recorded(finished):
+    from voxelbone.runfolder import RunFolder, RunState
+
+    out, seen, err = finished
+    assert seen == {"state": RunState.COMPLETED, "checkpoint": False}  # final before any figure is drawn
+    folder = RunFolder(out)
+    info = folder.info()
+    assert folder.state() is RunState.COMPLETED and info["status"] == "completed"
+    assert info["figure_errors"] == {"structure": "RuntimeError: no OpenGL context for the animation"}
+    assert "figure 'structure' not drawn: RuntimeError: no OpenGL context" in err
+    # the other figures were drawn, those after the failing one included
+    for path in (folder.render_path("change"), folder.render_path("thickness_end"), folder.plot_path("metrics")):
+        assert path.is_file(), path
+    assert info["timings_s"]["figures"] > 0 and info["timings_s"]["total"] >= info["timings_s"]["figures"]
+
+
+def test_progress_without_a_terminal_is_plain_lines(finished):
+    _, _, err = finished
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("tiny 0.1 yr:")]
+    assert 10 <= len(lines) <= 21, lines  # one per 5 % of 37 steps, not one per redraw
+    assert lines[-1].startswith("tiny 0.1 yr: 100% (37/37 steps") and "BV/TV" in lines[-1]
+
+
+def test_step_time_is_charged_to_the_steps(finished):
+    from voxelbone.runfolder import RunFolder
+
+    t = RunFolder(finished[0]).info()["timings_s"]
+    assert t["steps"] > 0 and t["metrics"] > 0
+    parts = t["setup"] + t["spin_up"] + t["steps"] + t["metrics"] + t["io"] + t["figures"]
+    assert parts <= t["total"] + 0.01
+
+
+def test_resume_of_a_completed_run_says_so_and_succeeds(finished, capsys):
+    from voxelbone.cli import main
+
+    out = finished[0]
+    before = (out / "run.json").read_text()
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "holds a completed run" in captured.err and "BV/TV" in captured.out
+    assert (out / "run.json").read_text() == before  # nothing rerun, nothing rewritten
+
+
+def test_resume_with_scenario_flags_is_a_usage_error(finished, capsys):
+    from voxelbone.cli import main
+
+    assert main(["run", "--resume", str(finished[0]), "--preset", "trt", "--years", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--preset, --years" in err
+
+
+def test_a_run_that_fails_is_recorded_as_failed(tmp_path):
+    from voxelbone.runfolder import RunFolder, RunState
+
+    def broken(volume):
+        raise ArithmeticError("metric diverged")
+
+    with pytest.raises(ArithmeticError):
+        simulate(TINY.with_overrides(periods=(Period("postmenopausal_untreated", 0.02),)), tmp_path / "run",
+                 backend="numpy", progress=False, render=False, measure=broken)
+    folder = RunFolder(tmp_path / "run")
+    assert folder.state() is RunState.FAILED
+    assert folder.info()["error"] == "ArithmeticError: metric diverged"

@@ -83,3 +83,12 @@ def test_killed_worker_gets_its_run_retried(tmp_path):
     t.join(timeout=600)
     rep = result["rep"]
     assert set(rep.statuses.values()) == {"completed"}, rep.errors
+
+
+def test_workers_and_a_scheduler_together_are_a_usage_error(tmp_path, capsys):
+    from voxelbone.cli import main
+
+    assert main(["sweep", "samples/sweep_small.toml", "--out", str(tmp_path), "--scheduler", "tcp://127.0.0.1:1",
+                 "--workers", "2"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was written

@@ -59,3 +59,50 @@ def test_from_mask():
     assert (v.region == Region.TRABECULAR).all()
     with pytest.raises(ValueError, match="mineralisation"):
         BoneVolume.from_mask(m, 15.0, mineralisation=0.0)
+
+
+# -- compartments of a loaded volume ------------------------------------------------------
+from scan_writers import cored_cylinder, trabecular_roi  # noqa: E402
+
+from voxelbone.phantom import make_phantom  # noqa: E402
+from voxelbone.volume import choose_compartments, field_of_view, has_periosteal_shell  # noqa: E402
+
+
+@pytest.mark.parametrize("site", ["lumbar_spine", "femoral_neck"])
+def test_phantoms_have_a_periosteal_shell(site):
+    p = make_phantom(site, size=64, voxel_size_um=30.0, seed=1)
+    assert has_periosteal_shell(p.mask(), 30.0)
+
+
+def test_volumes_cut_inside_trabecular_bone_have_no_shell():
+    box = trabecular_roi(48, 2.5, seed=1)
+    cored, cylinder = cored_cylinder(box)
+    assert not has_periosteal_shell(box, 30.0)
+    assert not has_periosteal_shell(cored, 30.0)  # the empty corners are joined to the marrow
+    fov = field_of_view(cored)
+    assert fov.all(axis=0).sum() == fov[0].sum()  # extruded along z
+    assert (fov == cylinder).mean() > 0.98  # the cylinder up to its rim voxels
+    assert field_of_view(box).all()
+
+
+def test_a_sealed_tube_has_a_shell():
+    z, y, x = np.ogrid[:32, :48, :48]
+    r = np.sqrt((y - 23.5) ** 2 + (x - 23.5) ** 2)
+    tube = np.broadcast_to((r >= 15) & (r <= 19), (32, 48, 48))  # cortex 4 voxels, marrow inside, air outside
+    assert has_periosteal_shell(tube, 30.0)
+    labels, how = choose_compartments(tube, 30.0, "auto")
+    assert how.startswith("auto: periosteal shell found")
+
+
+def test_choose_compartments_checks_given_labels():
+    m = trabecular_roi(24, 2.0, seed=3)
+    with pytest.raises(ValueError, match=r"lab.npy: region of shape \(24, 24, 23\) does not match"):
+        choose_compartments(m, 30.0, "given", region=np.ones((24, 24, 23), np.uint8), source="lab.npy")
+    with pytest.raises(ValueError, match=r"lab.npy: region labels must be 0 .* found \[0, 1, 5\]"):
+        bad = np.ones(m.shape, np.int16)
+        bad[0, 0, :2] = (0, 5)
+        choose_compartments(m, 30.0, "given", region=bad, source="lab.npy")
+    with pytest.raises(ValueError, match="compartments must be 'auto', 'trabecular' or a region file"):
+        choose_compartments(m, 30.0, "cortical")
+    labels, how = choose_compartments(m, 30.0, "trabecular")
+    assert (labels == Region.TRABECULAR).all() and how.startswith("trabecular")

@@ -2,10 +2,17 @@
 
 * GPU cases are timed with CUDA events after warm-up (kernel compilation excluded), never
   with a host clock around asynchronous work; CPU cases with ``time.perf_counter``.
-  Each case reports the median of its repeats and the spread (min–max).
-* GPU cases carry the bytes the algorithm must move (counted from the algorithm, not
-  measured), the device-to-device copy bandwidth measured in the same run, and the ratio
-  of the achieved time to that memory-bandwidth floor.
+  Each case reports the median of its repeats and the spread (min–max). A GPU case's
+  timed function queues device work only: no ``.get()``, ``int()``/``float()`` of a device
+  value inside (results stay device scalars and are read after the stop event). Where a
+  size must come back to the host (local thickness), the case is *staged*
+  (``clock="stages"``): CUDA events around each device stage, summed, and the sizing
+  stages' host time reported apart (``extra["sizing_s"]``). Whole pipelines that read
+  values back by design (morphometry, a scenario) are timed as wall time
+  (``clock="wall"``, the device synchronised at the end); ``extra["timing"]`` names the clock.
+* GPU cases carry the bytes the kernels move (counted from each kernel's reads and writes
+  per voxel, not measured), the device-to-device copy bandwidth measured in the same run,
+  and the ratio of the achieved time to that memory-bandwidth floor.
 * CPU cases are run beside the reference library that computes the same thing (porespy,
   ITK BoneMorphometry, edt, SciPy, scikit-image) in the same run, with the ratio.
 * Peak device memory (CuPy pool) and peak host memory (resident set, sampled) per case;
@@ -31,19 +38,24 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import __version__
-from .backend import Backend
+from ._version import __version__
+from .backend import Backend, get_backend
+from .results import write_json
+from .runfolder import git_commit
 
 __all__ = [
     "Case",
     "Measurement",
     "compare_records",
+    "EventStages",
     "device_copy_bandwidth",
     "environment",
     "format_table",
     "measure",
     "time_cpu",
     "time_gpu",
+    "time_gpu_stages",
+    "time_wall",
 ]
 
 
@@ -110,7 +122,7 @@ def time_cpu(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> list[f
 
 def time_gpu(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2) -> list[float]:
     """Device times of ``fn()`` in seconds, measured with CUDA events on the current stream."""
-    import cupy  # noqa: PLC0415
+    import cupy  # deferred: GPU only, heavy import  # noqa: PLC0415
 
     for _ in range(warmup):
         fn()
@@ -126,9 +138,82 @@ def time_gpu(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2) -> list[
     return out
 
 
+class EventStages:
+    """A stage clock (:class:`voxelbone.metrics.gpu.StageClock`) for one call of a staged case.
+
+    ``stage("device", name)`` opens a stage bracketed by CUDA events on the current stream;
+    ``stage("sizing", name)`` one timed by the host clock (it reads a value back, i.e.
+    synchronises); each call closes the stage before it, ``stage(None, None)`` the last.
+    """
+
+    def __init__(self) -> None:
+        self.device_events: list[tuple[str, Any, Any]] = []
+        self.sizing_s = 0.0
+        self._open: tuple[str, str, Any] | None = None
+
+    def stage(self, kind: str | None, name: str | None) -> None:
+        import cupy  # noqa: PLC0415
+
+        if self._open is not None:
+            open_kind, open_name, start = self._open
+            if open_kind == "device":
+                stop = cupy.cuda.Event()
+                stop.record()
+                self.device_events.append((open_name, start, stop))
+            else:
+                self.sizing_s += time.perf_counter() - start
+            self._open = None
+        if kind == "device":
+            start = cupy.cuda.Event()
+            start.record()
+            self._open = ("device", str(name), start)
+        elif kind == "sizing":
+            self._open = ("sizing", str(name), time.perf_counter())
+        elif kind is not None:
+            raise ValueError(f"unknown stage kind {kind!r} (device, sizing or None)")
+
+    def device_s(self) -> float:
+        """Sum of the device stages' event times, in seconds (waits for the last stage)."""
+        import cupy  # noqa: PLC0415
+
+        if self._open is not None:
+            raise RuntimeError(f"stage {self._open[1]!r} was never closed (stage(None, None))")
+        if not self.device_events:
+            return 0.0
+        self.device_events[-1][2].synchronize()
+        return sum(cupy.cuda.get_elapsed_time(a, b) for _, a, b in self.device_events) / 1000.0
+
+
+def time_gpu_stages(fn: Callable[[EventStages], Any], repeats: int = 10,
+                    warmup: int = 2) -> tuple[list[float], list[float]]:
+    """Device time (sum of event-timed device stages) and sizing time of ``fn(clock)``, per repeat."""
+    import cupy  # noqa: PLC0415
+
+    for _ in range(warmup):
+        fn(EventStages())
+    cupy.cuda.get_current_stream().synchronize()
+    device, sizing = [], []
+    for _ in range(repeats):
+        clock = EventStages()
+        fn(clock)
+        device.append(clock.device_s())
+        sizing.append(clock.sizing_s)
+    return device, sizing
+
+
+def time_wall(fn: Callable[[], Any], backend: Backend, repeats: int = 5, warmup: int = 1) -> list[float]:
+    """Wall times of ``fn()`` with the device synchronised before the start and at the end."""
+    def run() -> None:
+        fn()
+        backend.synchronize()
+
+    backend.synchronize()
+    return time_cpu(run, repeats=repeats, warmup=warmup)
+
+
 def device_copy_bandwidth(nbytes: int = 1 << 30) -> float:
     """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
-    import cupy  # noqa: PLC0415
+    import cupy  # deferred: GPU only, heavy import  # noqa: PLC0415
 
     free = cupy.cuda.runtime.memGetInfo()[0]
     nbytes = int(min(nbytes, free // 4))
@@ -175,14 +260,26 @@ def measure(case: Case, backend: Backend, size: int, *, repeats: int, floor_band
     m = Measurement(case.name, size, case.impl, backend.name)
     pool = None
     if backend.is_gpu:
-        import cupy  # noqa: PLC0415
+        import cupy  # deferred: GPU only, heavy import  # noqa: PLC0415
 
         pool = cupy.get_default_memory_pool()
         pool.free_all_blocks()
     try:
         with _HostPeak() as host:
             fn, info = case.setup(backend, size)
-            times = (time_gpu(fn, repeats=repeats) if backend.is_gpu else time_cpu(fn, repeats=repeats))
+            clock = info.pop("clock", "events") if backend.is_gpu else "host"
+            sizing: list[float] = []
+            if clock == "stages":
+                times, sizing = time_gpu_stages(fn, repeats=repeats)
+            elif clock == "wall":
+                times = time_wall(fn, backend, repeats=repeats)
+            elif clock == "events":
+                times = time_gpu(fn, repeats=repeats)
+            elif clock == "host":
+                info.pop("clock", None)
+                times = time_cpu(fn, repeats=repeats)
+            else:
+                raise ValueError(f"case {case.name}: unknown clock {clock!r} (events, stages or wall)")
         m.peak_host_bytes = host.peak
         if pool is not None:
             m.peak_device_bytes = int(pool.total_bytes())
@@ -211,6 +308,11 @@ def measure(case: Case, backend: Backend, size: int, *, repeats: int, floor_band
     m.error = info["error_of"]() if "error_of" in info else info.get("error")
     m.error_label = info.get("error_label")
     m.extra = {k: v for k, v in info.items() if k not in {"bytes_moved", "reference", "error", "error_of", "error_label"}}
+    if backend.is_gpu:
+        m.extra["timing"] = {"events": "CUDA events", "stages": "CUDA events, device stages summed; sizing apart",
+                             "wall": "wall clock, device synchronised at the end"}[clock]
+    if sizing:
+        m.extra["sizing_s"] = statistics.median(sizing)
     if backend.is_gpu and m.bytes_moved and floor_bandwidth:
         m.floor_s = m.bytes_moved / floor_bandwidth
         m.ratio_to_floor = m.median_s / m.floor_s
@@ -231,16 +333,13 @@ def skip(reason: str) -> None:
 # ------------------------------------------------------------------------------------
 def environment(backend: Backend | None = None) -> dict[str, Any]:
     """Machine and software description for the JSON record."""
-    from .backend import _cpu_model  # noqa: PLC0415
-    from .simulate import git_commit  # noqa: PLC0415
-
     env: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "voxelbone_version": __version__,
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "cpu": _cpu_model(),
+        "cpu": get_backend("numpy").device,
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
     }
@@ -309,8 +408,6 @@ def link_references(measurements: Iterable[Measurement]) -> None:
 
 def write_record(path: str | Path, measurements: Sequence[Measurement], env: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
     """Write the JSON record (environment + measurements)."""
-    from .results import write_json  # noqa: PLC0415
-
     write_json(path, {"environment": env, **(extra or {}),
                       "measurements": [dataclasses.asdict(m) for m in measurements]})
 

@@ -3,8 +3,8 @@
 Groups:
 
 * ``kernels`` — the remodeling step and its parts (activation, claims, update) on the
-  site phantom; GPU cases carry the bytes a step must move (every state array read and
-  written once, plus the claim scratch array);
+  site phantom; GPU cases carry the bytes the step's kernels move per voxel, read off their
+  loads and stores (:data:`STEP_KERNEL_TRAFFIC`: 46 bytes per voxel for a step);
 * ``metrics`` — local thickness, Euler characteristic, EDT, marching-cubes surface and the
   whole per-step metric set, each beside the reference library that computes the same
   thing (porespy, scikit-image, SciPy, ITK BoneMorphometry);
@@ -15,51 +15,61 @@ Groups:
 
 from __future__ import annotations
 
-import argparse
 from typing import Any, Callable, Sequence
 
+import edt
 import numpy as np
+from scipy import ndimage as ndi
+from scipy.ndimage import distance_transform_edt, gaussian_filter
+from skimage.measure import euler_number, marching_cubes, mesh_surface_area
 
-from .backend import Backend, cupy_available, get_backend
+from .backend import Backend, asnumpy, cupy_available, get_backend
 from .bench import (
     Case,
     Measurement,
-    compare_records,
     device_copy_bandwidth,
     environment,
-    format_table,
     link_references,
-    load_record,
     measure,
     skip,
-    write_record,
 )
+from .biology import RemodelingRates
+from .metrics import bone_surface_mm2, euler_characteristic, local_thickness, morphometry
+from .phantom import make_phantom
+from .remodel import Remodeler
+from .remodel import cpu as remodel_cpu
+from .remodel.state import RemodelState, step_scalars
+from .scenario import Period, Scenario
+from .simulate import simulate
 
-__all__ = ["CASES", "bench_cli", "run_bench"]
+__all__ = ["CASES", "DEFAULT_SIZES", "QUICK_SIZES", "STEP_KERNEL_TRAFFIC", "kernel_bytes_per_voxel", "run_bench",
+           "step_bytes_per_voxel"]
 
 QUICK_SIZES = (64, 96)
 DEFAULT_SIZES = (128, 256, 512)
 
 
-def _phantom(be: Backend, size: int) -> Any:
-    from .phantom import make_phantom  # noqa: PLC0415
+_phantoms: dict[int, Any] = {}
 
+
+def _phantom(be: Backend, size: int) -> Any:
+    """The lumbar phantom at 30 µm, built once per size (minutes at 512³ on a few cores), a fresh copy per case."""
     if size < 48:
         skip("phantoms need at least 48³")
-    return make_phantom("lumbar_spine", size, 30.0, seed=1).to(be.xp)
+    if size not in _phantoms:
+        _phantoms.clear()  # one size at a time: 1.2 GB of host memory at 512³
+        _phantoms[size] = make_phantom("lumbar_spine", size, 30.0, seed=1)
+    v = _phantoms[size]
+    return v.copy() if be.xp is np else v.to(be.xp)
 
 
 def _rates() -> Any:
-    from .biology import RemodelingRates  # noqa: PLC0415
-
     return RemodelingRates(0.45, 0.1, 55.0, 0.8, 0.8)
 
 
 # ----------------------------------------------------------------------------- kernels
 def _warm_engine(be: Backend, size: int) -> tuple[Any, Any]:
     """An engine on the site phantom with a remodeling space in flight (30 steps of 5 days), as in a run."""
-    from .remodel import Remodeler  # noqa: PLC0415
-
     rem = Remodeler(_phantom(be, size), seed=1)
     rates = _rates()
     for k in range(30):
@@ -68,8 +78,6 @@ def _warm_engine(be: Backend, size: int) -> tuple[Any, Any]:
 
 
 def _step(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .remodel.state import RemodelState  # noqa: PLC0415
-
     rem, rates = _warm_engine(be, size)
     k = [30]
 
@@ -77,28 +85,57 @@ def _step(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
         rem.step(k[0], rates, 1)
         k[0] += 1
 
-    n = size**3
-    return fn, {"bytes_moved": n * (2 * RemodelState.bytes_per_voxel() + 16)}
+    return fn, {"bytes_moved": size**3 * step_bytes_per_voxel()}
 
 
-#: bytes a voxel outside any BMU must move in each launch (reads + writes), the floor
-_PART_BYTES_PER_VOXEL = {
-    "activate": 4 + 1 + 2,                  # bone (stencil cached), region, bmu_day
-    "update": 8 + 2 + 3 * 4 + 3 * 4,        # claim, bmu_day; bone/mineral/osteoid read and written
+#: Global-memory traffic of the step's kernels (``kernels/remodel.cu``) per voxel outside any
+#: BMU — the steady state of all but a few per cent of the voxels —, in bytes: the arrays each
+#: kernel loads and stores for such a voxel, each element counted once (the 6-neighbour
+#: ``bone`` stencil of ``vb_activate`` is served by the cache: neighbouring threads read it).
+#:
+#: * ``vb_activate`` reads ``region``, then ``bmu_day`` and ``bone`` (tests for a surface
+#:   voxel not yet in a BMU); it writes only the few seeds.
+#: * ``vb_claim`` runs one block per seed over that seed's cavity box: its traffic scales with
+#:   the seeds (~10⁻⁴ of the voxels per day), not with the grid, and is left out.
+#: * ``vb_update`` reads ``claim``, ``bmu_day``, ``bmu_flags``, ``bmu_amount``, ``bone``,
+#:   ``mineral``, ``osteoid`` for every voxel and writes ``bone``, ``mineral``, ``osteoid``
+#:   back (unconditionally); ``bmu_*`` and ``claim`` are written only inside BMUs.
+#:
+#: 7 + 39 = 46 bytes per voxel: the step's memory-bandwidth floor. (Until 2026-11 the floor
+#: assumed every state array read and written plus the claim scratch, 60 bytes, which made
+#: ``ratio_to_floor`` look ~1.3× better than it was.) ``tests/test_device_path.py`` checks
+#: every name against the kernel's signature and each size against the parameter's C type.
+STEP_KERNEL_TRAFFIC: dict[str, dict[str, dict[str, int]]] = {
+    "vb_activate": {"reads": {"region": 1, "bmu_day": 2, "bone": 4}, "writes": {}},
+    "vb_update": {
+        "reads": {"claim": 8, "bmu_day": 2, "bmu_flags": 1, "bmu_amount": 4, "bone": 4, "mineral": 4, "osteoid": 4},
+        "writes": {"bone": 4, "mineral": 4, "osteoid": 4},
+    },
 }
+
+
+def kernel_bytes_per_voxel(kernel: str) -> int:
+    """Bytes one launch of ``kernel`` moves per voxel outside any BMU (reads + writes)."""
+    t = STEP_KERNEL_TRAFFIC[kernel]
+    return sum(t["reads"].values()) + sum(t["writes"].values())
+
+
+def step_bytes_per_voxel() -> int:
+    """Bytes a remodeling step moves per voxel (all its grid-wide kernels): the bandwidth floor."""
+    return sum(kernel_bytes_per_voxel(k) for k in STEP_KERNEL_TRAFFIC)
+
+
+_PART_KERNEL = {"activate": "vb_activate", "update": "vb_update"}
 
 
 def _part(part: str) -> Callable[[Backend, int], tuple[Callable[[], Any], dict[str, Any]]]:
     """One launch of the step (GPU: the CUDA kernel; CPU: the NumPy twin)."""
     def setup(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-        from .remodel import cpu  # noqa: PLC0415
-        from .remodel.state import step_scalars  # noqa: PLC0415
-
         rem, rates = _warm_engine(be, size)
         sc = step_scalars(rates, rem.params, rem.voxel_size_um, 1)
         st = rem.state
         n = size**3
-        info = {"bytes_moved": n * _PART_BYTES_PER_VOXEL[part]} if part in _PART_BYTES_PER_VOXEL else {}
+        info = {"bytes_moved": n * kernel_bytes_per_voxel(_PART_KERNEL[part])} if part in _PART_KERNEL else {}
         if be.is_gpu:
             g = rem._gpu
             g.activate(st, 1, 99, sc)
@@ -108,12 +145,12 @@ def _part(part: str) -> Callable[[Backend, int], tuple[Callable[[], Any], dict[s
                 return (lambda: g.claim_cavities(st, 1, 99, sc)), info
             return (lambda: g.update(st, sc)), info
         if part == "activate":
-            return (lambda: cpu.activate(st, 1, 99, sc)), info
-        seeds = cpu.activate(st, 1, 99, sc)
+            return (lambda: remodel_cpu.activate(st, 1, 99, sc)), info
+        seeds = remodel_cpu.activate(st, 1, 99, sc)
         if part == "claim":
-            return (lambda: cpu.claim(st, seeds, 1, 99, sc)), info
+            return (lambda: remodel_cpu.claim(st, seeds, 1, 99, sc)), info
         empty_i, empty_c = np.empty(0, np.int64), np.empty(0, np.uint64)
-        return (lambda: cpu.update(st, empty_i, empty_c, sc)), info
+        return (lambda: remodel_cpu.update(st, empty_i, empty_c, sc)), info
     return setup
 
 
@@ -131,8 +168,6 @@ def _structure(size: int) -> dict[str, np.ndarray]:
     128³, 256³ and 512³ compare the same structure on more voxels.
     """
     if size not in _structures:
-        from scipy import ndimage as ndi  # noqa: PLC0415
-
         f = ndi.gaussian_filter(np.random.default_rng(size).standard_normal((size,) * 3, dtype=np.float32), 3.0,
                                 mode="wrap")
         np.abs(f, out=f)
@@ -148,8 +183,6 @@ def _mask(be: Backend, size: int) -> tuple[float, Any]:
 
 def _exact_mean_um(size: int, phase: str) -> float:
     """Mean of the exact local-thickness map (CPU path) over the phase, in voxels (computed once per size)."""
-    from .metrics import local_thickness  # noqa: PLC0415
-
     if (size, phase) not in _exact_means:
         m = _structure(size)[phase]
         _exact_means[(size, phase)] = float(local_thickness(m, 1.0)[m].mean())
@@ -164,20 +197,29 @@ def _thickness(phase: str, impl: str) -> Callable[[Backend, int], tuple[Callable
     ``localthickness`` return radii, doubled here.
     """
     def setup(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-        from .backend import asnumpy  # noqa: PLC0415
-
         m = _structure(size)[phase]
+        if impl == "voxelbone" and be.is_gpu:  # device stages timed with events, the two sizing reads apart
+            from .metrics.gpu import local_thickness_gpu  # noqa: PLC0415
+
+            dm = be.xp.asarray(m)
+            last_gpu: dict[str, Any] = {}
+
+            def staged(clock: Any) -> None:
+                last_gpu["map"] = local_thickness_gpu(dm, 1.0, clock=clock)
+
+            def gpu_error() -> float:
+                return float(asnumpy(last_gpu["map"])[m].mean()) / _exact_mean_um(size, phase) - 1.0
+            return staged, {"clock": "stages", "error_of": gpu_error, "error_label": "mean vs exact"}
         if impl == "voxelbone":
-            from .metrics import local_thickness  # noqa: PLC0415
 
             dm = be.xp.asarray(m)
             run: Callable[[], Any] = lambda: local_thickness(dm, 1.0)  # noqa: E731
         elif impl == "porespy":
-            import porespy  # noqa: PLC0415
+            import porespy  # deferred: optional reference library (dev extra), slow import  # noqa: PLC0415
 
             run = lambda: porespy.filters.local_thickness(m, method="dt", smooth=False)  # noqa: E731
         else:
-            import localthickness  # noqa: PLC0415
+            import localthickness  # deferred: optional reference library (dev extra)  # noqa: PLC0415
 
             run = lambda: localthickness.local_thickness(m)  # noqa: E731
         scale = 1.0 if impl == "voxelbone" else 2.0
@@ -196,22 +238,26 @@ def _thickness(phase: str, impl: str) -> Callable[[Backend, int], tuple[Callable
 
 
 def _euler(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .metrics import euler_characteristic  # noqa: PLC0415
 
     _, m = _mask(be, size)
-    return (lambda: euler_characteristic(m)), {"bytes_moved": 2 * size**3}
+    if not be.is_gpu:
+        return (lambda: euler_characteristic(m)), {}
+    from .metrics.gpu import euler_gpu, euler_sum_device  # noqa: PLC0415
+
+    # timed: the bool -> uint8 copy (1 B read, 1 B written) and vb_euler8 (1 B read; the
+    # 2×2×2 neighbours come from cache), the sum staying on the device; checked after
+    want = euler_characteristic(asnumpy(m))
+    return (lambda: euler_sum_device(m)), {"bytes_moved": 3 * size**3,
+                                           "error_of": lambda: float(euler_gpu(m) - want),
+                                           "error_label": "χ vs CPU"}
 
 
 def _euler_skimage(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from skimage.measure import euler_number  # noqa: PLC0415
-
     _, m = _mask(be, size)
     return (lambda: euler_number(m, connectivity=3)), {}
 
 
 def _edt(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    import edt  # noqa: PLC0415
-
     if be.is_gpu:
         skip("edt runs on the CPU")
     _, m = _mask(be, size)
@@ -219,23 +265,31 @@ def _edt(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
 
 
 def _edt_scipy(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from scipy.ndimage import distance_transform_edt  # noqa: PLC0415
-
     _, m = _mask(be, size)
     return (lambda: distance_transform_edt(m)), {}
 
 
 def _surface(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .metrics import bone_surface_mm2  # noqa: PLC0415
 
     vox, m = _mask(be, size)
-    return (lambda: bone_surface_mm2(m, vox)), {}
+    if not be.is_gpu:
+        return (lambda: bone_surface_mm2(m, vox)), {}
+    from .metrics.gpu import surface_area_device  # noqa: PLC0415
+    from .metrics.surface import smoothed_field  # noqa: PLC0415 - keeps this GPU-only case self-contained
+
+    # timed: what bone_surface_mm2 queues (smoothing, cubes, the fixed-order sum), the area
+    # staying a device scalar; it is read once, after the timed runs
+    last: dict[str, Any] = {}
+
+    def fn() -> None:
+        last["area"] = surface_area_device(smoothed_field(m, None), 0.5)
+
+    def error() -> float:
+        return float(last["area"]) * (vox / 1000.0) ** 2 / bone_surface_mm2(m, vox) - 1.0
+    return fn, {"error_of": error, "error_label": "vs bone_surface_mm2"}
 
 
 def _surface_skimage(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from scipy.ndimage import gaussian_filter  # noqa: PLC0415
-    from skimage.measure import marching_cubes, mesh_surface_area  # noqa: PLC0415
-
     vox, m = _mask(be, size)
 
     def fn() -> float:  # the same smoothed field and iso-level as bone_surface_mm2
@@ -245,25 +299,24 @@ def _surface_skimage(be: Backend, size: int) -> tuple[Callable[[], Any], dict[st
 
 
 def _morphometry(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .metrics import morphometry  # noqa: PLC0415
 
     v = _phantom(be, size)
-    return (lambda: morphometry(v)), {}
+    # the metric set reads its scalars back as it goes (by design): timed as wall time
+    return (lambda: morphometry(v)), {"clock": "wall"}
 
 
 def _plate_model(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .metrics import bone_surface_mm2  # noqa: PLC0415
 
     vox, m = _mask(be, size)
 
     def fn() -> tuple[float, float]:
         bv = float(m.sum())
         return bv / m.size, bone_surface_mm2(m, vox) / max(bv, 1.0)
-    return fn, {}
+    return fn, {"clock": "wall"}  # reads BV back before BS: wall time on a GPU
 
 
 def _plate_model_itk(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    import itk  # noqa: PLC0415
+    import itk  # deferred: optional reference library (dev extra), slow import  # noqa: PLC0415
 
     vox, m = _mask(be, size)
     img = itk.image_from_array(np.asarray(m, dtype=np.int16))
@@ -279,13 +332,11 @@ def _plate_model_itk(be: Backend, size: int) -> tuple[Callable[[], Any], dict[st
 
 # ----------------------------------------------------------------------------- scenario
 def _scenario(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    from .scenario import Period, Scenario  # noqa: PLC0415
-    from .simulate import simulate  # noqa: PLC0415
-
     years = 0.25
     sc = Scenario(name="bench", site="lumbar_spine", periods=(Period("postmenopausal_untreated", years),), size=size,
                   seed=1, step_days=1, metrics_every_days=30, spin_up_days=10)
-    return (lambda: simulate(sc, None, backend=be, progress=False, render=False)), {"simulated_years": years}
+    return (lambda: simulate(sc, None, backend=be, progress=False, render=False)), {"simulated_years": years,
+                                                                                     "clock": "wall"}
 
 
 # ----------------------------------------------------------------------------- transfer
@@ -370,42 +421,3 @@ def run_bench(sizes: Sequence[int], backends: Sequence[str], *, groups: Sequence
     if bandwidth:
         env["device_copy_bandwidth_bytes_per_s"] = bandwidth
     return out, env
-
-
-def bench_cli(args: argparse.Namespace) -> int:
-    """``voxelbone bench``."""
-    if args.compare:
-        print(compare_records(load_record(args.compare[0]), load_record(args.compare[1])))
-        return 0
-    if args.sizes:
-        try:
-            sizes = tuple(int(s) for s in args.sizes.split(","))
-        except ValueError:
-            raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
-        if any(s < 16 for s in sizes):
-            raise ValueError(f"sizes must be at least 16 voxels, got {sizes}")
-    else:
-        sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
-    if args.backend == "all":
-        backends = ["numpy", "cupy"] if cupy_available() else ["numpy"]
-    elif args.backend == "auto":
-        backends = [get_backend("auto").name]
-    else:
-        backends = [args.backend]
-    repeats = args.repeats or (2 if args.quick else 5)
-    groups = args.cases.split(",") if args.cases else None
-    ms, env = run_bench(sizes, backends, groups=groups, repeats=repeats,
-                        progress=lambda s: print(f"  {s}", flush=True), quick_scenario=bool(args.quick))
-    print()
-    print(format_table(ms))
-    for m in ms:
-        if m.ok and "achieved_gb_per_s" in m.extra:
-            print(f"{m.case} {m.size}³: {m.extra['achieved_gb_per_s']:.1f} GB/s host to device")
-        if m.ok and "years_per_second" in m.extra:
-            print(f"{m.case} {m.size}³ {m.backend}: {m.extra['years_per_second']:.3g} simulated years per second")
-    if env.get("device_copy_bandwidth_bytes_per_s"):
-        print(f"device copy bandwidth: {env['device_copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s")
-    if args.json:
-        write_record(args.json, ms, env, {"sizes": list(sizes), "backends": backends, "quick": bool(args.quick)})
-        print(f"record: {args.json}")
-    return 0

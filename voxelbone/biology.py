@@ -47,28 +47,33 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from enum import IntEnum
 from typing import Any
 
 import numba
 import numpy as np
 from scipy.optimize import brentq
 
-from .hormones import HormoneCourse, HormoneState
+from .hormones import REFERENCE_STATE, STEPS_PER_DAY, HormoneCourse, HormoneState
+from .presets import populations
 from .remodel.state import RemodelingRates
+from .sites import get_site
+from .units import DAYS_PER_YEAR
 
 __all__ = [
+    "CELL_OUTPUTS",
+    "CELL_STATE",
     "ActivityCourse",
+    "CellOutput",
     "CellParameters",
+    "CellState",
     "HormoneEffects",
     "RemodelingRates",
-    "SITE_RATES",
-    "SiteRates",
     "cell_activity",
     "steady_state",
 ]
 
 PTH_PG_ML_PER_PM = 9.4  # PTH(1-84), 9.4 kDa: 1 pM = 9.4 pg/mL
-DAYS_PER_YEAR = 365.25
 
 
 @dataclass(frozen=True)
@@ -103,40 +108,34 @@ class HormoneEffects:
 
     Estradiol acts through a threshold-like Hill function of its level; testosterone and
     IGF-1 as power laws of their ratio to the reference (premenopausal) level; cortisol and
-    cytokine excesses are relative to their reference.
+    cytokine excesses are relative to their reference. The reference levels are
+    ``reference`` (default :data:`voxelbone.hormones.REFERENCE_STATE`).
     The parameters marked *fitted* were adjusted so the cell layer reproduces model.md §2
     (Ac.f 0.13 → 0.24 /yr one year after menopause, E.De 47 → 52 µm, BMU balance → −5.7 µm
     at two years) and the clinical BMD table of model.md §3.
     """
 
+    reference: HormoneState = REFERENCE_STATE  # levels every effect is relative to
     K_estradiol_pg_ml: float = 15.0
     estradiol_hill: float = 2.0            # threshold-like response (Khosla et al. 2001: ~25 pg/mL in men)
-    ref_estradiol_pg_ml: float = 100.0
     estradiol_rankl: float = 7.0          # fitted: PMO RANKL production (× β_RANKL) at full deficiency
     estradiol_opg: float = 0.3             # OPG production change per unit of relative E2 signal
     estradiol_oc_apoptosis: float = 0.3   # fitted: E.De 47 → 52 µm early after menopause
     erosion_depth_exponent: float = 1.0    # E.De ∝ (osteoclast life span)^exponent
-    ref_testosterone_ng_dl: float = 30.0
     testosterone_ob: float = 0.05           # fitted: AR drive on osteoblast commitment, ∝ (T/T_ref)^this
     testosterone_ob_survival: float = 0.05  # fitted: AR drive on osteoblast survival
-    ref_igf1_ng_ml: float = 180.0
     igf1_obu: float = 1.2                  # fitted: osteoblast recruitment ∝ (IGF-1/ref)^this
     igf1_ocp: float = 1.0                  # fitted: osteoclastogenesis (turnover) ∝ (IGF-1/ref)^this
-    ref_pth_pg_ml: float = 30.0
     K_pth_receptor_pm: float = 20.0        # PTH1R occupancy half-saturation
     pth_desensitise_per_day: float = 2.0  # desensitisation of occupied receptors
     pth_recover_per_day: float = 4.0       # resensitisation
     pth_adapt_days: float = 3.0            # adaptation of the osteoblast response
     pth_anabolic: float = 100.0              # fitted: OB commitment per unit anabolic signal
     pth_ob_survival: float = 10.0           # fitted: OB apoptosis reduction per unit anabolic signal
-    ref_cortisol_ug_dl: float = 12.0
     cortisol_ob_apoptosis: float = 0.15
     cortisol_ob_differentiation: float = 0.1
     cortisol_rankl_transient: float = 0.6
     cortisol_adapt_days: float = 90.0
-    ref_il6_pg_ml: float = 1.5
-    ref_il1_pg_ml: float = 0.5
-    ref_tnf_pg_ml: float = 5.0
     cytokine_rankl: float = 0.15
     cytokine_ob: float = 0.06
     mechanical_feedback: float = 2.4       # fitted: OB recruitment per unit SED stimulus (loss slows)
@@ -148,24 +147,6 @@ class HormoneEffects:
     # of each osteoblast team (wall thickness: the later gain). Untreated courses: factor 1.
     igf1_activation: float = 0.6           # fitted: Ac.f ∝ (IGF-1/IGF-1 adapted)^this (GH dip)
     igf1_refill: float = 1.0               # fitted: refill ∝ (IGF-1/IGF-1 adapted)^this (GH gain)
-
-
-@dataclass(frozen=True)
-class SiteRates:
-    """Reference BMU rates of an anatomical site (premenopausal steady state)."""
-
-    activation_trabecular_per_yr: float
-    activation_cortical_per_yr: float
-    erosion_depth_um: float = 47.0
-    refill: float = 1.0
-    bs_bv_per_mm: float = 17.0
-    description: str = ""
-
-
-SITE_RATES: dict[str, SiteRates] = {
-    "lumbar_spine": SiteRates(0.13 * 1.45, 0.08, description="vertebral cancellous bone turns over faster than iliac"),
-    "femoral_neck": SiteRates(0.13 * 1.0, 0.07, bs_bv_per_mm=12.0, description="lower trabecular turnover, cortex-dominated"),
-}
 
 
 @dataclass
@@ -201,17 +182,18 @@ class ActivityCourse:
 # hormone signals → modifiers (vectorised over the course)
 # --------------------------------------------------------------------------------------
 def _modifiers(course: HormoneCourse, fx: HormoneEffects) -> dict[str, np.ndarray]:
+    ref = fx.reference
     E = np.asarray(course.estradiol_pg_ml)
     n = fx.estradiol_hill
     sE = E**n / (E**n + fx.K_estradiol_pg_ml**n)
-    sE0 = fx.ref_estradiol_pg_ml**n / (fx.ref_estradiol_pg_ml**n + fx.K_estradiol_pg_ml**n)
+    sE0 = ref.estradiol_pg_ml**n / (ref.estradiol_pg_ml**n + fx.K_estradiol_pg_ml**n)
     eE = sE / sE0
-    lT = np.log(np.maximum(np.asarray(course.testosterone_ng_dl), 1.0) / fx.ref_testosterone_ng_dl)
-    lI = np.log(np.maximum(np.asarray(course.igf1_ng_ml), 1.0) / fx.ref_igf1_ng_ml)
-    xC = np.maximum(np.asarray(course.cortisol_ug_dl) / fx.ref_cortisol_ug_dl - 1.0, 0.0)
-    xI = (np.maximum(np.log(np.maximum(course.il6_pg_ml, 1e-3) / fx.ref_il6_pg_ml), 0)
-          + np.maximum(np.log(np.maximum(course.il1_pg_ml, 1e-3) / fx.ref_il1_pg_ml), 0)
-          + np.maximum(np.log(np.maximum(course.tnf_pg_ml, 1e-3) / fx.ref_tnf_pg_ml), 0)) / 3.0
+    lT = np.log(np.maximum(np.asarray(course.testosterone_ng_dl), 1.0) / ref.testosterone_ng_dl)
+    lI = np.log(np.maximum(np.asarray(course.igf1_ng_ml), 1.0) / ref.igf1_ng_ml)
+    xC = np.maximum(np.asarray(course.cortisol_ug_dl) / ref.cortisol_ug_dl - 1.0, 0.0)
+    xI = (np.maximum(np.log(np.maximum(course.il6_pg_ml, 1e-3) / ref.il6_pg_ml), 0)
+          + np.maximum(np.log(np.maximum(course.il1_pg_ml, 1e-3) / ref.il1_pg_ml), 0)
+          + np.maximum(np.log(np.maximum(course.tnf_pg_ml, 1e-3) / ref.tnf_pg_ml), 0)) / 3.0
     return {
         "rankl_extra": fx.estradiol_rankl * np.maximum(1.0 - eE, 0.0) + fx.cytokine_rankl * xI,
         "cortisol_excess": xC,
@@ -225,6 +207,78 @@ def _modifiers(course: HormoneCourse, fx: HormoneEffects) -> dict[str, np.ndarra
         "d_ocp": np.exp(fx.igf1_ocp * lI),
         "pth_pm": np.asarray(course.pth_pg_ml) / PTH_PG_ML_PER_PM,
     }
+
+
+# --------------------------------------------------------------------------------------
+# named slots of the integrator's flat vectors (one definition of each order)
+# --------------------------------------------------------------------------------------
+#: Starting values of the cell model, in the order of its flat state vector: the integrated
+#: variables, then the adapted set points the internal bone volume is balanced against.
+CELL_STATE = (
+    "OBp",                  # precursor osteoblasts, pM
+    "OBa",                  # active osteoblasts, pM
+    "OCa",                  # active osteoclasts, pM
+    "bone_volume",          # internal bone volume relative to the adapted state
+    "receptor",             # free (sensitive) fraction of PTH receptors
+    "receptor_adapted",     # adapted level of active receptor (anabolic PTH signal baseline)
+    "cortisol_adapted",     # adapted cortisol excess (its RANKL transient decays)
+    "oca_lagged",           # osteoclasts of ~formation_lag_days before (formation follows resorption)
+    "adapted_OBa",          # set point: OBa of the population's adapted steady state
+    "adapted_OCa",          # set point: OCa of the population's adapted steady state
+)
+#: Outputs of the cell model per sample, in the order of its output columns.
+CELL_OUTPUTS = (
+    "OBp",
+    "OBa",
+    "OCa",
+    "bone_volume_internal",
+    "oc_flux",              # osteoclast generation flux D_OCp · π_act,OCp^RANKL (drives Ac.f)
+    "oc_apoptosis",         # osteoclast apoptosis rate (sets E.De)
+    "oca_lagged",
+    "RANKL",
+    "OPG",
+    "pth_anabolic_signal",
+)
+#: Hormone-effect constants of the integrator, in the order of its flat vector (names of
+#: :class:`HormoneEffects` fields, plus ``bone_volume_rate`` set from the site).
+_EFFECT_SLOTS = (
+    "K_pth_receptor_pm",
+    "pth_desensitise_per_day",
+    "pth_recover_per_day",
+    "pth_adapt_days",
+    "pth_anabolic",
+    "pth_ob_survival",
+    "cortisol_rankl_transient",
+    "cortisol_adapt_days",
+    "mechanical_feedback",
+    "bone_volume_rate",
+    "formation_lag_days",
+)
+#: Slot index of each :data:`CELL_STATE` name (``CellState.OBa`` ...), used by the integrator.
+CellState = IntEnum("CellState", CELL_STATE, start=0)
+#: Column index of each :data:`CELL_OUTPUTS` name (``CellOutput.RANKL`` ...).
+CellOutput = IntEnum("CellOutput", CELL_OUTPUTS, start=0)
+_Effect = IntEnum("_Effect", _EFFECT_SLOTS, start=0)
+_N_OUTPUTS = len(CELL_OUTPUTS)
+_STATE_DTYPE = np.dtype([(name, np.float64) for name in CELL_STATE])
+_OUTPUT_DTYPE = np.dtype([(name, np.float64) for name in CELL_OUTPUTS])
+
+
+def _pack_state(**values: float) -> np.ndarray:
+    """The integrator's flat starting vector from one value per :data:`CELL_STATE` name."""
+    missing = sorted(set(CELL_STATE) - set(values))
+    unknown = sorted(set(values) - set(CELL_STATE))
+    if missing or unknown:
+        raise ValueError(f"cell state needs exactly {', '.join(CELL_STATE)}; missing {missing}, unknown {unknown}")
+    x0 = np.zeros((), dtype=_STATE_DTYPE)
+    for name, v in values.items():
+        x0[name] = v
+    return x0.reshape(1).view(np.float64)
+
+
+def _named_outputs(samples: np.ndarray) -> np.ndarray:
+    """Output rows (n, len(CELL_OUTPUTS)) as a structured array with one field per output name."""
+    return np.ascontiguousarray(samples).view(_OUTPUT_DTYPE).reshape(samples.shape[0])
 
 
 # --------------------------------------------------------------------------------------
@@ -252,11 +306,30 @@ def _fluxes(OBp, OBa, OCa, pth, rankl_extra, opg_mod, p):  # pragma: no cover - 
 
 @numba.njit(cache=True)
 def _integrate(dt, pth, rankl_extra, cort, opg_mod, a_oca, d_obu, d_obp, a_oba, d_ocp, p, fx, x0):  # pragma: no cover
-    """Heun's method; returns states and fluxes at every sample."""
-    (K_R, k_des, k_rec, tau_adapt, k_ana, k_surv, c_rankl, tau_cort, mech, lam, tau_lag) = fx
+    """Heun's method; returns the :data:`CELL_OUTPUTS` at every sample (slots named by :class:`CellState`)."""
+    K_R = fx[_Effect.K_pth_receptor_pm]
+    k_des = fx[_Effect.pth_desensitise_per_day]
+    k_rec = fx[_Effect.pth_recover_per_day]
+    tau_adapt = fx[_Effect.pth_adapt_days]
+    k_ana = fx[_Effect.pth_anabolic]
+    k_surv = fx[_Effect.pth_ob_survival]
+    c_rankl = fx[_Effect.cortisol_rankl_transient]
+    tau_cort = fx[_Effect.cortisol_adapt_days]
+    mech = fx[_Effect.mechanical_feedback]
+    lam = fx[_Effect.bone_volume_rate]
+    tau_lag = fx[_Effect.formation_lag_days]
     n = pth.shape[0]
-    out = np.empty((n, 10))
-    OBp, OBa, OCa, vbv, R, S_ad, c_ad, oca_lag = x0[0], x0[1], x0[2], x0[3], x0[4], x0[5], x0[6], x0[7]
+    out = np.empty((n, _N_OUTPUTS))
+    OBp = x0[CellState.OBp]
+    OBa = x0[CellState.OBa]
+    OCa = x0[CellState.OCa]
+    vbv = x0[CellState.bone_volume]
+    R = x0[CellState.receptor]
+    S_ad = x0[CellState.receptor_adapted]
+    c_ad = x0[CellState.cortisol_adapted]
+    oca_lag = x0[CellState.oca_lagged]
+    oba_home = x0[CellState.adapted_OBa]
+    oca_home = x0[CellState.adapted_OCa]
     D_OBu = p[0]
     D_OBp = p[1]
     D_OCp = p[2]
@@ -296,18 +369,18 @@ def _integrate(dt, pth, rankl_extra, cort, opg_mod, a_oca, d_obu, d_obp, a_oba, 
         S_ad = S_ad + (active - S_ad) * (1.0 - math.exp(-dt / tau_adapt))
         c_ad = c_ad + (cort[i] - c_ad) * (1.0 - math.exp(-dt / tau_cort))
         oca_lag = oca_lag + (OCa - oca_lag) * (1.0 - math.exp(-dt / tau_lag))
-        out[i, 0] = OBp
-        out[i, 1] = OBa
-        out[i, 2] = OCa
-        out[i, 3] = vbv
-        out[i, 4] = docp * o1
-        out[i, 5] = aoca
-        out[i, 6] = oca_lag
-        out[i, 7] = rankl
-        out[i, 8] = opg
-        out[i, 9] = ana
+        out[i, CellOutput.OBp] = OBp
+        out[i, CellOutput.OBa] = OBa
+        out[i, CellOutput.OCa] = OCa
+        out[i, CellOutput.bone_volume_internal] = vbv
+        out[i, CellOutput.oc_flux] = docp * o1
+        out[i, CellOutput.oc_apoptosis] = aoca
+        out[i, CellOutput.oca_lagged] = oca_lag
+        out[i, CellOutput.RANKL] = rankl
+        out[i, CellOutput.OPG] = opg
+        out[i, CellOutput.pth_anabolic_signal] = ana
         # internal bone volume: formation − resorption relative to the adapted state (lam set by caller)
-        vbv = vbv + dt * lam * (OBa / x0[8] - oca_lag / x0[9])
+        vbv = vbv + dt * lam * (OBa / oba_home - oca_lag / oca_home)
         if vbv < 0.2:
             vbv = 0.2
     return out
@@ -318,13 +391,13 @@ def _param_vector(cp: CellParameters) -> np.ndarray:
 
 
 def _fx_vector(fx: HormoneEffects, lam: float) -> np.ndarray:
-    return np.array([fx.K_pth_receptor_pm, fx.pth_desensitise_per_day, fx.pth_recover_per_day, fx.pth_adapt_days,
-                     fx.pth_anabolic, fx.pth_ob_survival, fx.cortisol_rankl_transient, fx.cortisol_adapt_days,
-                     fx.mechanical_feedback, lam, fx.formation_lag_days], dtype=np.float64)
+    """The integrator's effect constants (:data:`_EFFECT_SLOTS`); ``lam`` is the bone-volume rate."""
+    return np.array([lam if name == "bone_volume_rate" else getattr(fx, name) for name in _EFFECT_SLOTS],
+                    dtype=np.float64)
 
 
 def _constant_course(state: HormoneState, days: float = 2.0) -> HormoneCourse:
-    d = np.arange(0.0, days, 1.0 / 24)
+    d = np.arange(0.0, days, 1.0 / STEPS_PER_DAY)
     arrays = {f.name: np.full(d.shape, getattr(state, f.name)) for f in fields(HormoneState)}
     return HormoneCourse(d, **arrays)
 
@@ -339,6 +412,13 @@ def steady_state(state: HormoneState, cp: CellParameters | None = None, fx: Horm
     Solved exactly: for given OCa, OBp and OBa follow from the osteoblast equations, and
     OCa is the root of the osteoclast equation (``brentq``). Returns OBp, OBa, OCa (pM), the
     osteoclast generation flux and apoptosis rate, and the receptor's steady state.
+
+    Examples
+    --------
+    >>> from voxelbone.hormones import REFERENCE_STATE
+    >>> ss = steady_state(REFERENCE_STATE)
+    >>> round(ss["OCa"] * 1e4, 2), ss["oc_apoptosis"]
+    (8.46, 0.7)
     """
     cp = cp or CellParameters()
     fx = fx or HormoneEffects()
@@ -400,9 +480,12 @@ def equilibrium_bone_volume(state: HormoneState, home: dict[str, float], cp: Cel
     return float(brentq(imbalance, lo, hi, xtol=1e-6))
 
 
-REFERENCE_STATE = HormoneState(100.0, 30.0, 180.0, 30.0, 12.0, 1.5, 0.5, 5.0)
 #: The calibrated hormone effects used when none are given.
 DEFAULT_EFFECTS = HormoneEffects()
+
+
+#: The cell outputs an :class:`ActivityCourse` carries in ``cells``.
+_ACTIVITY_CELLS = ("OBp", "OBa", "OCa", "bone_volume_internal", "RANKL", "OPG", "pth_anabolic_signal")
 
 
 def cell_activity(
@@ -432,18 +515,25 @@ def cell_activity(
     ActivityCourse
         Daily rates and cell populations. The cells start at the quasi-steady state of the
         hormone levels on day 0.
-    """
-    from .presets import populations  # noqa: PLC0415
 
-    if site not in SITE_RATES:
-        raise ValueError(f"unknown site {site!r}; known: {', '.join(SITE_RATES)}")
+    Examples
+    --------
+    A year without estradiol: turnover stays high and each BMU removes more than it rebuilds.
+
+    >>> from voxelbone.presets import course_for_periods
+    >>> a = cell_activity(course_for_periods([("postmenopausal_untreated", 1.0)]), "lumbar_spine")
+    >>> a.days.size, sorted(a.cells)[:3]
+    (365, ['OBa', 'OBp', 'OCa'])
+    >>> round(float(a.activation_trabecular_per_yr[-1]), 2), round(float(a.bmu_balance_um()[-1]), 1)
+    (0.49, -4.7)
+    """
+    sr = get_site(site).remodeling
     cp = cp or CellParameters()
     fx = fx or DEFAULT_EFFECTS
-    sr = SITE_RATES[site]
     if adapted is None:
         pops = populations()
-        adapted = pops[course.adapted_to].circulating if course.adapted_to in pops else REFERENCE_STATE
-    ref = steady_state(REFERENCE_STATE, cp, fx)
+        adapted = pops[course.adapted_to].circulating if course.adapted_to in pops else fx.reference
+    ref = steady_state(fx.reference, cp, fx)
     home = steady_state(adapted, cp, fx)
     start_state = course.pre_state or HormoneState(**{f.name: float(getattr(course, f.name)[0]) for f in fields(HormoneState)})
     vbv0 = course.initial_bone_volume
@@ -454,14 +544,16 @@ def cell_activity(
     dt = course.dt_days
     # internal bone volume: relative change per day at the reference turnover and a unit imbalance
     lam = sr.activation_trabecular_per_yr / DAYS_PER_YEAR * sr.bs_bv_per_mm * (2.0 / 3.0) * sr.erosion_depth_um / 1000.0
-    x0 = np.array([start["OBp"], start["OBa"], start["OCa"], vbv0, start["receptor"], start["receptor_active"],
-                   mods["cortisol_excess"][0], start["OCa"], home["OBa"], home["OCa"]])
+    x0 = _pack_state(OBp=start["OBp"], OBa=start["OBa"], OCa=start["OCa"], bone_volume=vbv0,
+                     receptor=start["receptor"], receptor_adapted=start["receptor_active"],
+                     cortisol_adapted=mods["cortisol_excess"][0], oca_lagged=start["OCa"],
+                     adapted_OBa=home["OBa"], adapted_OCa=home["OCa"])
     out = _integrate(dt, mods["pth_pm"], mods["rankl_extra"], mods["cortisol_excess"], mods["opg"], mods["a_oca"],
                      mods["d_obu"], mods["d_obp"], mods["a_oba"], mods["d_ocp"], _param_vector(cp), _fx_vector(fx, lam), x0)
     per = max(int(round(1.0 / dt)), 1)
     n = out.shape[0] // per
-    daily = out[: n * per].reshape(n, per, out.shape[1]).mean(axis=1)
-    OBa, OCa, flux, aoca = daily[:, 1], daily[:, 2], daily[:, 4], daily[:, 5]
+    daily = _named_outputs(out[: n * per].reshape(n, per, out.shape[1]).mean(axis=1))
+    OBa, OCa, flux, aoca = daily["OBa"], daily["OCa"], daily["oc_flux"], daily["oc_apoptosis"]
     igf = course.daily_mean().igf1_ng_ml[:n] if course.dt_days < 1.0 else np.asarray(course.igf1_ng_ml)[:n]
     igf_rel = np.maximum(igf, 1.0) / max(start_state.igf1_ng_ml, 1.0)
     acf_scale = flux / ref["oc_flux"] * igf_rel**fx.igf1_activation
@@ -490,7 +582,6 @@ def cell_activity(
         erosion_depth_um=depth,
         refill_trabecular=refill,
         refill_cortical=refill,
-        cells={"OBp": daily[:, 0], "OBa": OBa, "OCa": OCa, "bone_volume_internal": daily[:, 3],
-               "RANKL": daily[:, 7], "OPG": daily[:, 8], "pth_anabolic_signal": daily[:, 9]},
+        cells={name: daily[name] for name in _ACTIVITY_CELLS},
     )
 

@@ -7,22 +7,25 @@ year (the first two years for GH therapy, whose gain follows an early dip).
 
 :func:`bmd_change` runs one preset on a phantom measuring only the BMD proxy (cheap: a sum
 of the mineral field), so the table can be checked in seconds per run;
-``python -m voxelbone.calibration`` prints the whole table.
+:func:`calibration_checks` runs the whole table; ``voxelbone calibrate`` (or
+``python -m voxelbone.calibration``) prints it.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from .metrics import bmd_proxy_mg_cm3
 from .scenario import Period, Scenario
+from .simulate import simulate
 from .volume import BoneVolume
 
-__all__ = ["CLINICAL_TARGETS", "CalibrationResult", "Target", "bmd_change", "bmd_proxy", "main"]
+__all__ = ["CLINICAL_TARGETS", "CalibrationCheck", "CalibrationResult", "Target", "bmd_change", "bmd_proxy",
+           "calibration_checks"]
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,6 @@ CLINICAL_TARGETS: dict[str, Target] = {
 
 def bmd_proxy(volume: BoneVolume) -> float:
     """BMD proxy (mg HA/cm³) of a volume (:func:`voxelbone.metrics.bmd_proxy_mg_cm3`)."""
-    from .metrics import bmd_proxy_mg_cm3  # noqa: PLC0415
-
     return bmd_proxy_mg_cm3(volume.mineral, volume.region)
 
 
@@ -103,8 +104,6 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
         Start from this (phantom-like) volume instead of the site's phantom; its mineral is
         equilibrated to the starting rates like a phantom's.
     """
-    from .simulate import simulate  # noqa: PLC0415
-
     target = CLINICAL_TARGETS.get(preset)
     yrs = float(years if years is not None else (target.years if target else 1.0))
     every = measure_every_days or step_days
@@ -119,30 +118,52 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
     return CalibrationResult(preset, site, seed, float(res.volume.voxel_size_um), step_days, float(pct), t, b)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the calibration table: model vs clinical range for every target, site and seed."""
-    ap = argparse.ArgumentParser(prog="python -m voxelbone.calibration", description=main.__doc__)
-    ap.add_argument("--presets", default=",".join(CLINICAL_TARGETS))
-    ap.add_argument("--sites", default="lumbar_spine,femoral_neck")
-    ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--size", type=int, default=None)
-    ap.add_argument("--voxel-size-um", type=float, default=None)
-    ap.add_argument("--step-days", type=int, default=10)
-    args = ap.parse_args(argv)
-    print(f"{'preset':32s} {'site':14s} {'seed':>4s} {'%/yr':>7s} {'target':>14s}  ok")
-    bad = 0
-    for preset in args.presets.split(","):
-        for site in args.sites.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                r = bmd_change(preset, site, seed=seed, size=args.size, voxel_size_um=args.voxel_size_um,
-                               step_days=args.step_days)
-                lo, hi = CLINICAL_TARGETS[preset].range(site) if preset in CLINICAL_TARGETS else (np.nan, np.nan)
-                ok = lo <= r.percent_per_year <= hi
-                bad += not ok
-                print(f"{preset:32s} {site:14s} {seed:4d} {r.percent_per_year:+7.2f} {f'{lo:+.1f}..{hi:+.1f}':>14s}  "
-                      f"{'yes' if ok else 'NO'}", flush=True)
-    return 1 if bad else 0
+@dataclass(frozen=True)
+class CalibrationCheck:
+    """One run of the calibration table beside its clinical range."""
+
+    result: CalibrationResult
+    low: float
+    high: float
+
+    @property
+    def ok(self) -> bool:
+        """True when the annualised change lies in the clinical range."""
+        return self.low <= self.result.percent_per_year <= self.high
+
+
+def calibration_checks(presets: Sequence[str], sites: Sequence[str], seeds: Sequence[int], *, size: int | None = None,
+                       voxel_size_um: float | None = None, step_days: int = 10,
+                       backend: str | None = None) -> Iterator[CalibrationCheck]:
+    """Run every preset, site and seed and yield each result beside its clinical range, as it finishes.
+
+    Parameters
+    ----------
+    presets
+        Presets of :data:`CLINICAL_TARGETS`.
+    sites, seeds
+        Phantom sites and seeds.
+    size, voxel_size_um, step_days, backend
+        As in :func:`bmd_change`.
+
+    Raises
+    ------
+    ValueError
+        For a preset with no clinical target (before anything runs).
+    """
+    unknown = [p for p in presets if p not in CLINICAL_TARGETS]
+    if unknown:
+        raise ValueError(f"no clinical target for {', '.join(unknown)}; presets with one: {', '.join(CLINICAL_TARGETS)}")
+    for preset in presets:
+        for site in sites:
+            for seed in seeds:
+                r = bmd_change(preset, site, seed=int(seed), size=size, voxel_size_um=voxel_size_um, step_days=step_days,
+                               backend=backend)
+                lo, hi = CLINICAL_TARGETS[preset].range(site)
+                yield CalibrationCheck(r, lo, hi)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from .cli import main
+
+    sys.exit(main(["calibrate", *sys.argv[1:]]))

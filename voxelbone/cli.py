@@ -1,21 +1,46 @@
-"""Command line: ``voxelbone run|presets|compare|render|bench|sweep``.
+"""Command line: ``voxelbone run|presets|compare|render|sweep|bench|calibrate``.
 
-Each subcommand is a thin layer over the Python API; errors a user can fix (bad
-arguments, missing files, a GPU that is not there) are printed as one line and exit
-with status 2, never as a traceback.
+All argument parsing and printing lives here; each subcommand is a thin layer over the
+Python API (library modules take typed arguments and return values). Errors a user can
+fix (bad arguments or combinations of them, missing files, a GPU that is not there) are
+printed as one line and exit with status 2, never as a traceback. The scripts in
+``benchmarks/`` and ``python -m voxelbone.calibration`` call :func:`main`.
+
+The subcommands' heavy modules (simulation, figures, sweeps, benchmark cases) are imported
+when the subcommand runs: ``voxelbone --help`` and argument errors then answer without
+importing Numba, matplotlib, PyVista or Dask (~2 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from . import __version__
-from .backend import BackendError, get_backend
+from ._version import __version__
+from .backend import BackendError, cupy_available, get_backend
+from .bench import compare_records, format_table, load_record, write_record
+from .runfolder import RunFolder, RunState, StudyFolder
+from .rve import rve_warnings
+from .scenario import Period, Scenario, load_scenario
+from .units import DAYS_PER_YEAR
 
-__all__ = ["main"]
+__all__ = ["UsageError", "build_parser", "main", "replicates_summary_table", "summary_table"]
+
+#: (column, label, unit, scale) of the table printed at the end of ``voxelbone run``
+SUMMARY_METRICS: tuple[tuple[str, str, str, float], ...] = (
+    ("bv_tv", "BV/TV", "", 1.0),
+    ("tb_th_um", "Tb.Th", "µm", 1.0),
+    ("tb_sp_um", "Tb.Sp", "µm", 1.0),
+    ("tb_n_per_mm", "Tb.N", "/mm", 1.0),
+    ("conn_d_per_mm3", "Conn.D", "/mm³", 1.0),
+    ("ct_th_um", "Ct.Th", "µm", 1.0),
+    ("ct_po", "Ct.Po", "%", 100.0),
+    ("bmd_mg_cm3", "BMD", "mg HA/cm³", 1.0),
+)
+DEFAULT_RUN_DIR = Path("results/run")
 
 EPILOG = """examples:
   voxelbone run                                  default scenario into results/run
@@ -24,13 +49,15 @@ EPILOG = """examples:
   voxelbone presets show trt                     regimen, mean hormone levels, hormone plot
   voxelbone compare postmenopausal_untreated mht_estradiol_progesterone --years 2 --out results/cmp
   voxelbone render results/run                   re-render a finished run
+  voxelbone run --replicates 4 --size 96 --years 1 --out results/reps   4 seeds in parallel, 95 % intervals
   voxelbone sweep samples/sweep_small.toml --out results/sweep
   voxelbone bench --quick --json bench.json      benchmark (table + JSON record)
+  voxelbone calibrate --seeds 1                  model vs clinical BMD changes
 """
 
 
 class UsageError(Exception):
-    """An error the user can fix; printed without a traceback."""
+    """A bad argument or combination of arguments; printed without a traceback, exit status 2."""
 
 
 def _positive_int(text: str) -> int:
@@ -47,6 +74,24 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _replicate_count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of replicates ≥ 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of replicates ≥ 1, got {text}")
+    return v
+
+
+def _add_replicate_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicates", type=_replicate_count, default=None, metavar="N",
+                   help="run N independent replicates (own seeds, derived from --seed) in parallel and report means "
+                        "with 95 %% intervals (OUT/summary.csv)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="local worker processes for the replicates (default: one per core or GPU)")
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
@@ -60,27 +105,197 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, help="therapy preset name (see 'voxelbone presets'); default postmenopausal_untreated")
     p.add_argument("--scenario", type=Path, default=None, help="scenario TOML file (overrides the defaults; flags override the file)")
     p.add_argument("--site", default=None, help="phantom site: lumbar_spine or femoral_neck")
-    p.add_argument("--input", type=Path, default=None, help="start from a micro-CT file (.npy/.npz, TIFF stack, NIfTI) instead of a phantom")
+    p.add_argument("--input", type=Path, default=None,
+                   help="start from a micro-CT scan instead of a phantom: .npy/.npz, TIFF stack or folder, NIfTI, NRRD, "
+                        ".mha/.mhd, Scanco .aim/.isq, or a DICOM series folder (NRRD/MHA/Scanco/DICOM need "
+                        "'pip install voxelbone[scans]'); voxel sizes 5-100 µm, with a warning outside 10-40 µm")
+    p.add_argument("--compartments", default=None, metavar="auto|trabecular|FILE",
+                   help="compartments of --input: auto (default: contour the bone; a volume cut inside trabecular "
+                        "bone, with no periosteal shell, is all trabecular), trabecular, or a region file of the "
+                        "scan's shape (0 outside, 1 trabecular, 2 cortical)")
     p.add_argument("--seed", type=int, default=None, help="random seed (structure and remodeling)")
     p.add_argument("--size", type=_positive_int, default=None, help="phantom edge length in voxels")
-    p.add_argument("--voxel-size-um", type=_positive_float, default=None, help="voxel edge in micrometres (10-40)")
+    p.add_argument("--voxel-size-um", type=_positive_float, default=None,
+                   help="voxel edge in micrometres, 5-100 (10-40 is the calibrated range; outside it a warning says "
+                        "what is less accurate); with --input it overrides the file's header, with a warning")
     p.add_argument("--years", type=_positive_float, default=None, help="simulated time in years")
     p.add_argument("--step-days", type=_positive_int, default=None, help="remodeling time step in days (default 1)")
     p.add_argument("--metrics-every-days", type=_positive_int, default=None, help="days between metric evaluations")
     p.add_argument("--snapshot-every-days", type=_positive_int, default=None, help="days between saved volumes")
     p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=None, help="array backend (default: $VOXELBONE_BACKEND or auto)")
     p.add_argument("--no-render", action="store_true", help="skip 3-D renders (plots and metrics only)")
-    p.add_argument("--resume", type=Path, default=None, help="continue an interrupted run from its folder")
-    p.add_argument("--out", type=Path, default=Path("results/run"), help="output folder (default results/run)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue an interrupted run from its folder (a completed run: says so, exit 0)")
+    p.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_RUN_DIR})")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_replicate_flags(p)
     p.set_defaults(func=_cmd_run)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    backend = get_backend(args.backend)  # fail early and clearly on a forced, unusable backend
-    from .simulate import run_cli  # noqa: PLC0415
+#: ``run`` flags that define a scenario, which ``--resume`` takes from the folder instead
+_SCENARIO_FLAGS = ("preset", "scenario", "site", "input", "seed", "size", "voxel_size_um", "years", "step_days",
+                   "metrics_every_days", "snapshot_every_days", "out")
 
-    return run_cli(args, backend)
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    """The scenario of ``voxelbone run`` arguments (flags override the scenario file)."""
+    base = load_scenario(args.scenario) if args.scenario else Scenario(name="default")
+    periods = base.periods
+    if args.preset:
+        periods = (Period(args.preset, args.years or base.years),)
+    elif args.years:
+        if len(base.periods) > 1:
+            raise UsageError("--years cannot change a scenario with several periods; edit its [[period]] tables")
+        periods = (Period(base.periods[0].preset, args.years),)
+    name = base.name
+    if args.preset and not args.scenario:
+        name = args.preset
+    return base.with_overrides(
+        name=name, periods=periods, site=args.site, seed=args.seed, size=args.size,
+        voxel_size_um=args.voxel_size_um, step_days=args.step_days, metrics_every_days=args.metrics_every_days,
+        snapshot_every_days=args.snapshot_every_days, input=str(args.input) if args.input else None,
+        compartments=str(args.compartments) if args.compartments else None,
+    )
+
+
+def summary_table(rows: Sequence[dict[str, Any]], voxel_size_um: float | None = None) -> str:
+    """Start, end and annualised change of the key metrics, as aligned text."""
+    first, last = rows[0], rows[-1]
+    years = max(float(last["year"]) - float(first["year"]), 1e-9)
+    lines = [f"{'metric':<8} {'day 0':>12} {'year ' + format(float(last['year']), '.2f'):>12} {'change %/yr':>12}"]
+    for key, label, unit, scale in SUMMARY_METRICS:
+        if key not in first:
+            continue
+        a, b = float(first[key]), float(last[key])
+        rate = (b - a) / abs(a) / years * 100 if a != 0.0 and math.isfinite(a) and math.isfinite(b) else float("nan")
+        lines.append(f"{label:<8} {a * scale:>12.4g} {b * scale:>12.4g} {rate:>+12.2f}   {unit}")
+    lines.append(f"(voxel size {rows[0].get('voxel_size_um', voxel_size_um)} µm; one sample, no interval: "
+                 "--replicates N gives each change with its 95 % interval)")
+    return "\n".join(lines)
+
+
+def replicates_summary_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Means at the start and the end and the mean change with its 95 % interval, from ``summary.csv`` rows.
+
+    A change whose interval includes zero is marked ``unresolved`` (the spread between
+    replicates is larger than the change).
+    """
+    from .replicates import summary_intervals  # deferred, see the module docstring  # noqa: PLC0415
+
+    by_metric = {str(r["metric"]): r for r in rows}
+    intervals = summary_intervals(rows)
+    n = int(rows[0]["n_replicates"]) if rows else 0
+    lines = [f"{'metric':<8} {'day 0':>11} {'end':>11}   change %/yr, mean [95 % interval] of {n} replicates"]
+    for key, label, unit, scale in SUMMARY_METRICS:
+        if key not in by_metric:
+            continue
+        r = by_metric[key]
+        lines.append(f"{label:<8} {float(r['start_mean']) * scale:>11.4g} {float(r['end_mean']) * scale:>11.4g}   "
+                     f"{intervals[key].format():<36} {unit}")
+    return "\n".join(lines)
+
+
+def _print_rve_warnings(scenario: Scenario) -> None:
+    for text in rve_warnings(scenario, [key for key, *_ in SUMMARY_METRICS]):
+        print(f"voxelbone run: warning: {text}", file=sys.stderr)
+
+
+def _cmd_run_replicates(args: argparse.Namespace) -> int:
+    from .replicates import resume_replicates, simulate_replicates  # deferred, see the module docstring  # noqa: PLC0415
+
+    if args.resume:
+        study = StudyFolder(args.resume)
+        info = study.replicates_info()
+        if args.replicates is not None and args.replicates != int(info["n_replicates"]):
+            raise UsageError(f"{study.path} holds {info['n_replicates']} replicates; leave out --replicates to "
+                             "resume them")
+        print(f"voxelbone {__version__}: resuming the replicates in {study.path}", file=sys.stderr)
+        result = resume_replicates(study.path, n_workers=args.workers, backend=args.backend,
+                                   render=not args.no_render, progress=_replicate_progress(args))
+    else:
+        scenario = scenario_from_args(args)
+        study = StudyFolder(args.out or DEFAULT_RUN_DIR)
+        get_backend(args.backend)
+        _print_rve_warnings(scenario)
+        print(f"voxelbone {__version__}: {scenario.name} — {args.replicates} replicates in parallel, site "
+              f"{scenario.site}, {' → '.join(f'{p.preset} {p.years:g} yr' for p in scenario.periods)}", file=sys.stderr)
+        result = simulate_replicates(scenario, study.path, args.replicates, n_workers=args.workers,
+                                     backend=args.backend, render=not args.no_render,
+                                     progress=_replicate_progress(args))
+    for rid, err in result.errors.items():
+        print(f"voxelbone run: replicate {rid} failed: {err}", file=sys.stderr)
+    if not result.completed:
+        return 1
+    print(replicates_summary_table(result.summary))
+    print(f"summary: {study.summary_csv}; one run folder per replicate in {study.runs_dir}/")
+    return 0
+
+
+def _replicate_progress(args: argparse.Namespace) -> Callable[[str, str], None] | None:
+    if args.quiet:
+        return None
+    return lambda rid, status: print(f"{status:>10}  {rid}", file=sys.stderr, flush=True)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .simulate import RunInterrupted, simulate  # deferred, see the module docstring  # noqa: PLC0415
+
+    replicated = bool(args.resume) and StudyFolder(args.resume).holds_replicates()
+    if args.resume and args.replicates is not None and not replicated:
+        raise UsageError(f"{args.resume} holds no replicates (no replicates.json); resume it without "
+                         "--replicates, or start replicates in a new --out folder")
+    if args.workers is not None and args.replicates is None and not replicated:
+        raise UsageError("--workers sizes the cluster of --replicates; give --replicates N too")
+    if args.replicates is not None or replicated:
+        if args.resume:
+            given = [f"--{name.replace('_', '-')}" for name in _SCENARIO_FLAGS if getattr(args, name) is not None]
+            if given:
+                raise UsageError(f"--resume continues the replicates recorded in {args.resume}; "
+                                 f"leave out {', '.join(given)}")
+        return _cmd_run_replicates(args)
+    if args.resume:
+        given = [f"--{name.replace('_', '-')}" for name in _SCENARIO_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"--resume continues the run recorded in {args.resume} (its scenario and folder); "
+                             f"leave out {', '.join(given)}")
+        folder = RunFolder(args.resume)
+        state = folder.state()
+        if state is RunState.EMPTY:
+            raise FileNotFoundError(f"{args.resume} is not a voxelbone results folder (no run.json there)")
+        scenario = folder.recorded_scenario()
+        if state is RunState.COMPLETED:
+            print(f"voxelbone run: {folder.path} holds a completed run ({scenario.name}, day "
+                  f"{folder.info().get('day_reached')}); nothing to resume", file=sys.stderr)
+            rows = folder.read_metrics()
+            if rows:
+                print(summary_table(rows, scenario.voxel_size_um))
+            return 0
+        if state is not RunState.INTERRUPTED:
+            raise FileNotFoundError(f"{folder.path} holds no checkpoint (the run is {state.value}: it stopped before "
+                                    "its first checkpoint); start it again with --out")
+    else:
+        scenario = scenario_from_args(args)
+        folder = RunFolder(args.out or DEFAULT_RUN_DIR)
+        if folder.state() is RunState.INTERRUPTED:
+            raise UsageError(f"{folder.path} holds an interrupted run; continue it with --resume {folder.path} "
+                             "or choose another --out")
+        if StudyFolder(folder.path).holds_replicates():
+            raise UsageError(f"{folder.path} holds replicates; add --replicates N, --resume {folder.path}, "
+                             "or choose another --out")
+        _print_rve_warnings(scenario)
+    backend = get_backend(args.backend)  # fail early and clearly on a forced, unusable backend
+    print(f"voxelbone {__version__}: {scenario.name} — site {scenario.site}, "
+          f"{' → '.join(f'{p.preset} {p.years:g} yr' for p in scenario.periods)}, backend {backend.name} ({backend.device})",
+          file=sys.stderr)
+    try:
+        result = simulate(scenario, folder.path, backend=backend, progress=not args.quiet, resume=bool(args.resume),
+                          render=not args.no_render)
+    except RunInterrupted as exc:
+        print(f"voxelbone run: {exc}", file=sys.stderr)
+        return 130
+    print(summary_table(result.rows, scenario.voxel_size_um))
+    print(f"results in {folder.path}/")
+    return 0
 
 
 def _add_presets(sub: argparse._SubParsersAction) -> None:
@@ -92,10 +307,54 @@ def _add_presets(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_presets)
 
 
-def _cmd_presets(args: argparse.Namespace) -> int:
-    from .presets import presets_cli  # noqa: PLC0415
+def _regimen_lines(preset: Any) -> list[str]:
+    if not preset.drugs:
+        return ["  (no drugs: the population's own hormone levels)"]
+    out = []
+    for d in preset.drugs:
+        dose = f"{d.dosing.dose_mg * 1000:g} µg" if d.dosing.dose_mg < 1 else f"{d.dosing.dose_mg:g} mg"
+        every = "daily" if d.dosing.every_days == 1 else f"every {d.dosing.every_days:g} days"
+        extra = f" from day {d.dosing.start_day:g}" if d.dosing.start_day else ""
+        extra += f" for {d.dosing.duration_days:g} days" if d.dosing.duration_days else ""
+        out.append(f"  {d.spec.name:<26} {dose:>9} {every:<16} {d.dosing.route}{extra}")
+    return out
 
-    return presets_cli(args)
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from .plots import plot_hormones  # deferred, see the module docstring  # noqa: PLC0415
+    from .presets import list_presets, load_preset  # deferred, see the module docstring  # noqa: PLC0415
+
+    if args.action == "list":
+        if args.name:
+            raise UsageError(f"'presets list' takes no name; to see one preset: voxelbone presets show {args.name}")
+        rows = list_presets()
+        w = max(len(p.name) for p in rows)
+        print(f"{'preset':<{w}}  {'population':<22} {'evidence':<12} summary")
+        for p in rows:
+            print(f"{p.name:<{w}}  {p.population.name:<22} {p.evidence:<12} {p.summary}")
+        return 0
+    if not args.name:
+        raise UsageError("'presets show' needs a preset name or file (see 'voxelbone presets')")
+    p = load_preset(args.name)
+    days = max(args.years * DAYS_PER_YEAR, 7.0)
+    course = p.hormone_course(days)
+    mean = course.mean(start_day=min(28.0, days / 2))
+    print(f"{p.name}: {p.title}")
+    print(f"population: {p.population.name} — {p.population.description}")
+    print(f"evidence: {p.evidence}" + (f" — mechanism: {p.mechanism}" if p.mechanism else ""))
+    print("regimen:")
+    print("\n".join(_regimen_lines(p)))
+    print(f"mean levels (after the first 4 weeks, over {args.years:g} yr):")
+    for h, v in mean.__dict__.items():
+        print(f"  {h:<20} {v:10.1f}")
+    print("references:")
+    for r in p.references:
+        print(f"  - {r}")
+    out = Path(args.out or "results/presets")
+    out.mkdir(parents=True, exist_ok=True)
+    path = plot_hormones({p.name: course}, out / f"{p.name}_hormones.png", days=min(days, 90.0))
+    print(f"hormone plot: {path}")
+    return 0
 
 
 def _add_render(sub: argparse._SubParsersAction) -> None:
@@ -110,17 +369,19 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .plots import plot_run  # noqa: PLC0415
-    from .render import RenderOptions, render_results  # noqa: PLC0415
+    from .figures import draw_run_figures  # deferred, see the module docstring  # noqa: PLC0415
+    from .render import RenderOptions  # deferred, see the module docstring  # noqa: PLC0415
 
-    if not args.result_dir.is_dir():
-        raise FileNotFoundError(f"no results folder at {args.result_dir}")
-    written = [] if args.no_plots else plot_run(args.result_dir)
-    written += render_results(args.result_dir, options=RenderOptions(window_size=(args.width, args.height),
-                                                                     max_voxels=args.max_voxels))
-    for path in written:
+    folder = RunFolder(args.result_dir)
+    if not folder.path.is_dir():
+        raise FileNotFoundError(f"no results folder at {folder.path}")
+    drawn = draw_run_figures(folder, with_plots=not args.no_plots,
+                             options=RenderOptions(window_size=(args.width, args.height), max_voxels=args.max_voxels))
+    if folder.state() is RunState.COMPLETED:
+        folder.update_info(figure_errors=drawn.errors)
+    for path in drawn.written:
         print(path)
-    return 0
+    return 1 if drawn.errors else 0
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -140,17 +401,20 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-render", action="store_true", help="leave out the 3-D renders")
     p.add_argument("--out", type=Path, default=Path("results/compare"), help="report folder (default results/compare)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_replicate_flags(p)
     p.set_defaults(func=_cmd_compare)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    if args.workers is not None and args.replicates is None:
+        raise UsageError("--workers sizes the cluster of --replicates; give --replicates N too")
     get_backend(args.backend)
-    from .report import compare  # noqa: PLC0415
+    from .report import compare  # deferred, see the module docstring  # noqa: PLC0415
 
     path = compare(args.presets, args.out, years=args.years, site=args.site, size=args.size,
                    voxel_size_um=args.voxel_size_um, seed=args.seed, step_days=args.step_days,
                    metrics_every_days=args.metrics_every_days, backend=args.backend, progress=not args.quiet,
-                   render=not args.no_render)
+                   render=not args.no_render, replicates=args.replicates, n_workers=args.workers)
     print(f"report: {path}")
     return 0
 
@@ -165,15 +429,22 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_positive_int, default=None, help="local worker processes (default: cores or GPUs)")
     p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=None)
     p.add_argument("--render", action="store_true", help="plots and renders for every run")
+    p.add_argument("--replicates", type=_replicate_count, default=None, metavar="N",
+                   help="N replicates of every grid point (own seeds, derived from its seed), with a summary.csv "
+                        "of 95 %% intervals per point")
     p.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, run_sweep  # noqa: PLC0415
+    from .sweep import load_sweep, run_sweep  # deferred, see the module docstring  # noqa: PLC0415
+
+    if args.scheduler and args.workers:
+        raise UsageError("--workers sizes the local cluster; with --scheduler the cluster is already there")
 
     sweep = load_sweep(args.sweep_file)
     report = run_sweep(sweep, args.out, scheduler=args.scheduler, n_workers=args.workers, backend=args.backend,
-                       render=args.render, progress=lambda rid, st: print(f"{st:>10}  {rid}", flush=True))
+                       render=args.render, progress=lambda rid, st: print(f"{st:>10}  {rid}", flush=True),
+                       replicates=args.replicates)
     n_ok = sum(1 for s in report.statuses.values() if s == "completed")
     print(f"{n_ok}/{len(report.statuses)} runs completed; table: {report.table_csv}")
     for rid, err in report.errors.items():
@@ -196,10 +467,82 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench_cases import bench_cli  # noqa: PLC0415
+def _sizes(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise UsageError(f"{flag} must be comma-separated integers, got {text!r}") from None
+    if any(s < 16 for s in sizes):
+        raise UsageError(f"{flag}: sizes must be at least 16 voxels, got {sizes}")
+    return sizes
 
-    return bench_cli(args)
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench_cases import DEFAULT_SIZES, QUICK_SIZES, run_bench  # deferred, see the module docstring  # noqa: PLC0415
+
+    if args.compare:
+        if args.sizes or args.cases or args.json:
+            raise UsageError("--compare prints two existing records; it takes no --sizes, --cases or --json")
+        print(compare_records(load_record(args.compare[0]), load_record(args.compare[1])))
+        return 0
+    sizes = _sizes(args.sizes, "--sizes") if args.sizes else (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    if args.backend == "all":
+        backends = ["numpy", "cupy"] if cupy_available() else ["numpy"]
+    elif args.backend == "auto":
+        backends = [get_backend("auto").name]
+    else:
+        backends = [args.backend]
+    repeats = args.repeats or (2 if args.quick else 5)
+    groups = args.cases.split(",") if args.cases else None
+    ms, env = run_bench(sizes, backends, groups=groups, repeats=repeats,
+                        progress=lambda s: print(f"  {s}", flush=True), quick_scenario=bool(args.quick))
+    print()
+    print(format_table(ms))
+    for m in ms:
+        if m.ok and "achieved_gb_per_s" in m.extra:
+            print(f"{m.case} {m.size}³: {m.extra['achieved_gb_per_s']:.1f} GB/s host to device")
+        if m.ok and "years_per_second" in m.extra:
+            print(f"{m.case} {m.size}³ {m.backend}: {m.extra['years_per_second']:.3g} simulated years per second")
+    if env.get("device_copy_bandwidth_bytes_per_s"):
+        print(f"device copy bandwidth: {env['device_copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s")
+    if args.json:
+        write_record(args.json, ms, env, {"sizes": list(sizes), "backends": backends, "quick": bool(args.quick)})
+        print(f"record: {args.json}")
+    return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="check the model's annual BMD changes against the clinical ranges",
+                       description="Run each preset of the clinical acceptance table on phantoms of each site and seed "
+                                   "and print the annualised change of the BMD proxy beside its clinical range. Exit "
+                                   "status 1 when a run lands outside its range.")
+    p.add_argument("--presets", default=None, help="comma-separated presets (default: every preset with a target)")
+    p.add_argument("--sites", default="lumbar_spine,femoral_neck", help="comma-separated sites")
+    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
+    p.add_argument("--size", type=_positive_int, default=None, help="phantom edge in voxels")
+    p.add_argument("--voxel-size-um", type=_positive_float, default=None, help="voxel edge in micrometres")
+    p.add_argument("--step-days", type=_positive_int, default=10, help="remodeling step in days (default 10)")
+    p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=None)
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import CLINICAL_TARGETS, calibration_checks  # deferred, see the module docstring  # noqa: PLC0415
+
+    presets = args.presets.split(",") if args.presets else list(CLINICAL_TARGETS)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    print(f"{'preset':32s} {'site':14s} {'seed':>4s} {'%/yr':>7s} {'target':>14s}  ok")
+    bad = 0
+    for c in calibration_checks(presets, args.sites.split(","), seeds, size=args.size, voxel_size_um=args.voxel_size_um,
+                                step_days=args.step_days, backend=args.backend):
+        bad += not c.ok
+        r = c.result
+        print(f"{r.preset:32s} {r.site:14s} {r.seed:4d} {r.percent_per_year:+7.2f} "
+              f"{f'{c.low:+.1f}..{c.high:+.1f}':>14s}  {'yes' if c.ok else 'NO'}", flush=True)
+    return 1 if bad else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,14 +557,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_presets, _add_compare, _add_render,
-                                                                   _add_sweep, _add_bench]
+                                                                   _add_sweep, _add_bench, _add_calibrate]
     for add in adders:
         add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``voxelbone`` command."""
+    """Entry point of the ``voxelbone`` command; returns the exit status.
+
+    Examples
+    --------
+    >>> main(["bench", "--sizes", "8"])  # sizes under 16 voxels: a usage error, status 2
+    2
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -28,16 +28,17 @@ import numpy as np
 from scipy.signal import lfilter
 
 from .pharmacokinetics import Dosing, DrugSpec, dose_train, drug_level
+from .units import DAYS_PER_YEAR, HOURS_PER_DAY
 
 __all__ = [
     "HORMONES",
     "HormoneCourse",
     "HormoneState",
+    "REFERENCE_STATE",
     "Population",
     "build_course",
 ]
 
-DAYS_PER_YEAR = 365.25
 #: Fields of a hormone state, in order.
 HORMONES = (
     "estradiol_pg_ml",
@@ -63,7 +64,8 @@ BOUNDS = {
 AROMATISATION_PG_ML_PER_NG_DL = 0.05
 LH_FEEDBACK_NG_DL = 60.0
 IGF1_TIME_CONSTANT_DAYS = 4.0
-STEPS_PER_DAY = 24
+#: Steps per day of a hormone course: hourly, so a daily injection stays a pulse.
+STEPS_PER_DAY = HOURS_PER_DAY
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,21 @@ class HormoneState:
     il6_pg_ml: float
     il1_pg_ml: float
     tnf_pg_ml: float
+
+
+#: Reference levels (premenopausal woman) to which every hormone effect of the cell layer is
+#: relative (:class:`voxelbone.biology.HormoneEffects`) and at which the sites' reference BMU
+#: rates hold.
+REFERENCE_STATE = HormoneState(
+    estradiol_pg_ml=100.0,
+    testosterone_ng_dl=30.0,
+    igf1_ng_ml=180.0,
+    pth_pg_ml=30.0,
+    cortisol_ug_dl=12.0,
+    il6_pg_ml=1.5,
+    il1_pg_ml=0.5,
+    tnf_pg_ml=5.0,
+)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,14 @@ def dose_train(dosing: Dosing, days: np.ndarray, end_day: float | None = None) -
 
     Bolus routes put each dose in the interval containing its time; transdermal delivery
     spreads it evenly over the dosing interval.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> weekly = Dosing("testosterone_cypionate", dose_mg=140.0, every_days=7.0, route="im")
+    >>> train = dose_train(weekly, np.arange(0.0, 28.0, 1.0))
+    >>> np.flatnonzero(train).tolist(), float(train.sum())
+    ([0, 7, 14, 21], 560.0)
     """
     dt = float(days[1] - days[0])
     n = days.size
@@ -137,6 +145,19 @@ def drug_level(spec: DrugSpec, train_mg: np.ndarray, dt_days: float) -> np.ndarr
     follow ``A' = −ka·A``, ``C' = ka·A − ke·C``; the recursion below is the exact average of
     the Bateman response over each step (a second-order IIR filter), so the area under the
     curve — and the mean level — is exact even for drugs cleared within a step.
+
+    Examples
+    --------
+    At steady state the mean level is ``level_per_mg_per_day`` times the dose rate:
+
+    >>> import numpy as np
+    >>> spec = DrugSpec("depot", "testosterone_ng_dl", absorption_half_life_days=1.0,
+    ...                 elimination_half_life_days=8.0, level_per_mg_per_day=3.0, routes=("im",))
+    >>> weekly = Dosing("depot", dose_mg=140.0, every_days=7.0, route="im")
+    >>> dt = 0.25
+    >>> level = drug_level(spec, dose_train(weekly, np.arange(0.0, 700.0, dt)), dt)
+    >>> round(float(level[-int(28 / dt):].mean()), 6), 3.0 * weekly.mg_per_day
+    (60.0, 60.0)
     """
     ka, ke = spec.ka, spec.ke
     if abs(ka - ke) < 1e-9 * ka:

@@ -1,25 +1,36 @@
 """Plots (matplotlib, Agg backend): metrics over time, hormone courses, thickness histograms.
 
 Every function takes data (rows, courses, volumes) or a results folder and writes one PNG;
-runs drawn together share their axes so presets can be compared by eye.
+runs drawn together share their axes so presets can be compared by eye. A run given as
+replicates (several metrics tables of the same scenario on different seeds) is drawn as
+its mean with a band: the 95 % interval of the mean at each time point (:func:`metric_band`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .results import iter_snapshots, load_rows, load_snapshot
+from .intervals import t_interval
+from .metrics import local_thickness
+from .results import load_rows, load_snapshot
+from .runfolder import RunFolder, StudyFolder
+from .units import DAYS_PER_YEAR
 
 __all__ = [
     "HORMONE_PANELS",
     "METRIC_PANELS",
+    "Band",
+    "metric_band",
+    "replicate_plots",
     "plot_activity",
     "plot_hormones",
     "plot_metrics",
     "plot_run",
+    "run_plots",
     "plot_thickness_histograms",
 ]
 
@@ -48,6 +59,7 @@ HORMONE_PANELS: tuple[tuple[str, str], ...] = (
 
 
 def _pyplot() -> Any:
+    # deferred: matplotlib costs ~0.5 s to import, and only figures need it
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg", force=True)
@@ -72,18 +84,77 @@ def _save(fig: Any, path: str | Path) -> Path:
 def _as_rows(run: str | Path | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     if isinstance(run, (str, Path)):
         p = Path(run)
-        return load_rows(p / "metrics.csv" if p.is_dir() else p)
+        return RunFolder(p).read_metrics() if p.is_dir() else load_rows(p)
     return list(run)
 
 
-def plot_metrics(runs: Mapping[str, str | Path | Sequence[Mapping[str, Any]]], path: str | Path, *,
+Rows = Sequence[Mapping[str, Any]]
+
+
+def _as_tables(run: str | Path | Rows | Sequence[Rows]) -> list[list[Mapping[str, Any]]]:
+    """One metrics table per replicate (a single run is a list of one table)."""
+    if isinstance(run, (str, Path)) and Path(run).is_dir() and StudyFolder(run).holds_replicates():
+        return [f.read_metrics() for f in StudyFolder(run).replicates()]
+    if isinstance(run, (list, tuple)) and run and isinstance(run[0], (list, tuple)):
+        return [list(rows) for rows in run]
+    return [_as_rows(run)]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Band:
+    """A metric over time across replicates: the mean and its 95 % interval at each time point."""
+
+    years: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def metric_band(tables: Sequence[Rows], column: str, *, scale: float = 1.0, relative: bool = False) -> Band:
+    """Mean and 95 % Student-t interval of ``column`` at each time point across replicates.
+
+    Parameters
+    ----------
+    tables
+        One metrics table per replicate, at the same time points.
+    column
+        Metric column.
+    scale
+        Factor applied to the values (e.g. 100 for a fraction in %).
+    relative
+        Use each replicate's change from its own first row in % instead of the values.
+
+    Returns
+    -------
+    Band
+        ``low``/``high`` are NaN for a single replicate.
+    """
+    if not tables or any(not rows for rows in tables):
+        raise ValueError("a band needs at least one replicate with metrics rows")
+    n_rows = {len(rows) for rows in tables}
+    days = [[float(r["day"]) for r in rows] for rows in tables]
+    if len(n_rows) != 1 or any(d != days[0] for d in days):
+        raise ValueError("replicates must have their metrics at the same days to be drawn as a band")
+    values = np.array([[float(r[column]) if r.get(column) not in ("", None) else np.nan for r in rows]
+                       for rows in tables]) * scale
+    if relative:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = 100.0 * (values / values[:, :1] - 1.0)
+    stats = [t_interval(values[:, j]) for j in range(values.shape[1])]
+    return Band(np.array([float(r["year"]) for r in tables[0]]), np.array([s.mean for s in stats]),
+                np.array([s.low for s in stats]), np.array([s.high for s in stats]))
+
+
+def plot_metrics(runs: Mapping[str, str | Path | Rows | Sequence[Rows]], path: str | Path, *,
                  metrics: Sequence[tuple[str, str, float]] = METRIC_PANELS, relative: bool = False) -> Path:
     """Each metric over simulated years, one line per run, shared axes per metric.
 
     Parameters
     ----------
     runs
-        Label → metrics rows (``metrics.csv`` rows, a results folder or a CSV path).
+        Label → metrics rows (``metrics.csv`` rows, a results folder or a CSV path), or
+        replicates (a list of metrics tables, or a folder of replicates): drawn as the
+        mean with a shaded band, the 95 % interval of the mean (:func:`metric_band`).
     path
         PNG to write.
     metrics
@@ -98,18 +169,24 @@ def plot_metrics(runs: Mapping[str, str | Path | Sequence[Mapping[str, Any]]], p
     """
     if not runs:
         raise ValueError("plot_metrics needs at least one run")
-    data = {label: _as_rows(r) for label, r in runs.items()}
-    for label, rows in data.items():
-        if not rows:
+    data = {label: _as_tables(r) for label, r in runs.items()}
+    for label, tables in data.items():
+        if not all(tables):
             raise ValueError(f"run {label!r} has no metrics rows")
-    panels = [m for m in metrics if any(m[0] in rows[0] for rows in data.values())]
+    panels = [m for m in metrics if any(m[0] in tables[0][0] for tables in data.values())]
     plt = _pyplot()
     nr, nc = _grid(len(panels))
     fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 2.9 * nr), squeeze=False, sharex=True)
     for ax, (col, label, scale) in zip(axes.flat, panels):
-        for run_label, rows in data.items():
-            if col not in rows[0]:
+        for run_label, tables in data.items():
+            if col not in tables[0][0]:
                 continue
+            if len(tables) > 1:
+                band = metric_band(tables, col, scale=scale, relative=relative)
+                line = ax.plot(band.years, band.mean, label=f"{run_label} (mean of {len(tables)}, 95 % band)", lw=1.6)[0]
+                ax.fill_between(band.years, band.low, band.high, color=line.get_color(), alpha=0.25, lw=0)
+                continue
+            rows = tables[0]
             x = np.array([float(r["year"]) for r in rows])
             y = np.array([float(r[col]) if r[col] not in ("", None) else np.nan for r in rows]) * scale
             if relative:
@@ -167,7 +244,7 @@ def plot_activity(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
             ("erosion_depth_um", "erosion depth (µm)"), ("refill_trabecular", "refill fraction (trabecular)")]
     cols = [c for c in cols if rows and c[0] in rows[0]]
     fig, axes = plt.subplots(1, len(cols), figsize=(3.6 * len(cols), 2.8), squeeze=False)
-    t = np.array([float(r["day"]) for r in rows]) / 365.25
+    t = np.array([float(r["day"]) for r in rows]) / DAYS_PER_YEAR
     for ax, (c, title) in zip(axes.flat, cols):
         ax.plot(t, [float(r[c]) for r in rows], lw=1.4)
         ax.set_title(title, fontsize=10)
@@ -187,8 +264,6 @@ def plot_thickness_histograms(volumes: Mapping[str, Any], path: str | Path, *, b
     bins_um
         Bin width in µm (default: the voxel size).
     """
-    from .metrics import local_thickness  # noqa: PLC0415
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for label, vol in volumes.items():
@@ -209,29 +284,51 @@ def plot_thickness_histograms(volumes: Mapping[str, Any], path: str | Path, *, b
     return _save(fig, path)
 
 
-def plot_run(result_dir: str | Path) -> list[Path]:
-    """All plots of one results folder into ``result_dir/plots/``.
+def run_plots(folder: RunFolder) -> dict[str, Callable[[], Path]]:
+    """The plots of one run folder, by name, each ready to draw into ``folder``'s ``plots/``.
 
-    Writes ``metrics.png`` (values), ``metrics_change.png`` (% from start),
-    ``hormones.png`` and ``activity.png`` (when the courses were written) and
-    ``thickness_histogram.png`` (first and last snapshot).
+    ``metrics`` (values) and ``metrics_change`` (% from start), ``hormones`` and
+    ``activity`` (when the daily courses were written) and ``thickness_histogram`` (first
+    and last snapshot). Nothing is read or drawn until a figure is called.
     """
-    out = Path(result_dir)
-    plots = out / "plots"
-    written: list[Path] = []
-    rows = load_rows(out / "metrics.csv")
-    if rows:
-        written.append(plot_metrics({out.name: rows}, plots / "metrics.png"))
-        written.append(plot_metrics({out.name: rows}, plots / "metrics_change.png", relative=True))
-    if (out / "hormones.csv").exists():
-        hrows = load_rows(out / "hormones.csv")
+    label = folder.path.name
+
+    def hormones() -> Path:
+        hrows = folder.read_hormones()
         table = {k: [r[k] for r in hrows] for k in hrows[0]}
-        written.append(plot_hormones({out.name: table}, plots / "hormones.png"))
-    if (out / "activity.csv").exists():
-        written.append(plot_activity(load_rows(out / "activity.csv"), plots / "activity.png"))
-    snaps = list(iter_snapshots(out))
-    if len(snaps) >= 1:
+        return plot_hormones({label: table}, folder.plot_path("hormones"))
+
+    def histogram() -> Path:
+        snaps = folder.snapshots()
         chosen = [snaps[0], snaps[-1]] if len(snaps) > 1 else snaps
-        vols = {f"year {day / 365.25:.1f}": load_snapshot(p) for day, p in chosen}
-        written.append(plot_thickness_histograms(vols, plots / "thickness_histogram.png"))
-    return written
+        vols = {f"year {day / DAYS_PER_YEAR:.1f}": load_snapshot(p) for day, p in chosen}
+        return plot_thickness_histograms(vols, folder.plot_path("thickness_histogram"))
+
+    figures: dict[str, Callable[[], Path]] = {
+        "metrics": lambda: plot_metrics({label: folder.read_metrics()}, folder.plot_path("metrics")),
+        "metrics_change": lambda: plot_metrics({label: folder.read_metrics()}, folder.plot_path("metrics_change"),
+                                               relative=True),
+    }
+    if folder.hormones_csv.exists():
+        figures["hormones"] = hormones
+    if folder.activity_csv.exists():
+        figures["activity"] = lambda: plot_activity(folder.read_activity(), folder.plot_path("activity"))
+    if folder.snapshots():
+        figures["thickness_histogram"] = histogram
+    return figures
+
+
+def replicate_plots(study: StudyFolder) -> dict[str, Callable[[], Path]]:
+    """The plots of a set of replicates (``metrics`` and ``metrics_change`` with bands) into ``study``'s ``plots/``."""
+    label = study.path.name
+
+    def draw(name: str, relative: bool) -> Path:
+        return plot_metrics({label: [f.read_metrics() for f in study.replicates()]}, study.plot_path(name),
+                            relative=relative)
+
+    return {"metrics": lambda: draw("metrics", False), "metrics_change": lambda: draw("metrics_change", True)}
+
+
+def plot_run(result_dir: str | Path) -> list[Path]:
+    """All plots of one results folder into its ``plots/`` (see :func:`run_plots`); raises on the first failure."""
+    return [draw() for draw in run_plots(RunFolder(result_dir)).values()]

@@ -20,18 +20,24 @@ caption says so.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import imageio.v2 as imageio
 import numpy as np
 from scipy.ndimage import grey_dilation
+from skimage.measure import marching_cubes
 
 from .backend import asnumpy
 from .metrics import local_thickness
-from .results import iter_snapshots, load_rows, load_snapshot
+from .results import load_snapshot
+from .runfolder import RunFolder
+from .units import DAYS_PER_YEAR
 from .volume import BONE_THRESHOLD, BoneVolume, Region, coarsen
 
 __all__ = [
@@ -43,6 +49,7 @@ __all__ = [
     "render_grid",
     "render_results",
     "render_thickness",
+    "run_renders",
 ]
 
 DEFAULT_MAX_VOXELS = 192**3
@@ -76,6 +83,7 @@ class RenderOptions:
 def _pyvista() -> Any:
     if not os.environ.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in os.environ:
         os.environ["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"
+    # deferred: PyVista/VTK cost ~0.3 s to import and need the OpenGL choice made first
     import pyvista as pv  # noqa: PLC0415
 
     pv.OFF_SCREEN = True
@@ -112,7 +120,6 @@ def bone_surface(field: np.ndarray, spacing_um: float, *, level: float = BONE_TH
         Optional per-voxel values sampled at each vertex (nearest voxel inside the bone).
     """
     pv = _pyvista()
-    from skimage.measure import marching_cubes  # noqa: PLC0415
 
     if not np.any(field > level):
         return pv.PolyData()
@@ -332,8 +339,6 @@ def animate(frames: Sequence[tuple[str, BoneVolume]], path: str | Path, *, fps: 
     list of Path
         The files written (MP4 is skipped with a warning when no ffmpeg is available).
     """
-    import imageio.v2 as imageio  # noqa: PLC0415
-
     if not frames:
         raise ValueError("animate needs at least one frame")
     opts = options or RenderOptions()
@@ -366,14 +371,12 @@ def animate(frames: Sequence[tuple[str, BoneVolume]], path: str | Path, *, fps: 
                 w.append_data(im)
         written.append(mp4)
     except Exception as exc:  # noqa: BLE001 — no ffmpeg: the GIF still stands
-        import warnings  # noqa: PLC0415
-
         warnings.warn(f"MP4 not written ({exc}); the GIF was", RuntimeWarning, stacklevel=2)
     return written
 
 
 def _frame_text(day: int, row: Mapping[str, Any] | None) -> str:
-    text = f"year {day / 365.25:.2f}"
+    text = f"year {day / DAYS_PER_YEAR:.2f}"
     if row:
         parts = []
         for key, label, scale, unit in (("bv_tv", "BV/TV", 100, "%"), ("tb_th_um", "Tb.Th", 1, " µm"),
@@ -391,34 +394,63 @@ def _row_at(rows: Sequence[Mapping[str, Any]], day: int) -> Mapping[str, Any] | 
     return min(rows, key=lambda r: abs(float(r.get("day", 0.0)) - day))
 
 
-def render_results(result_dir: str | Path, *, options: RenderOptions | None = None, max_frames: int = 24) -> list[Path]:
-    """Renders of a results folder into ``result_dir/renders/`` from its snapshots.
+def run_renders(folder: RunFolder, *, options: RenderOptions | None = None,
+                max_frames: int = 24) -> dict[str, Callable[[], Path | list[Path]]]:
+    """The renders of one run folder, by name, each ready to draw into ``folder``'s ``renders/``.
 
-    Writes ``thickness_start.png``, ``thickness_end.png``, ``before_after.png``,
-    ``change.png``, ``cortex_cutaway.png`` and ``structure.gif``/``.mp4``.
+    ``thickness_start``, ``thickness_end``, and with more than one snapshot
+    ``before_after``, ``change`` and the animation ``structure`` (GIF and MP4);
+    ``cortex_cutaway`` when the last volume has a cortex. Snapshots are read once, when the
+    first figure needs them.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder holds no snapshots.
     """
-    out = Path(result_dir)
-    snaps = list(iter_snapshots(out))
+    snaps = folder.snapshots()
     if not snaps:
-        raise FileNotFoundError(f"{out} has no snapshots to render (snapshots/day_*.npz|zarr)")
+        raise FileNotFoundError(f"{folder.path} has no snapshots to render")
     opts = options or RenderOptions()
-    rows = load_rows(out / "metrics.csv") if (out / "metrics.csv").exists() else []
-    rdir = out / "renders"
-    written: list[Path] = []
     (d0, p0), (d1, p1) = snaps[0], snaps[-1]
-    v0, v1 = load_snapshot(p0), load_snapshot(p1)
-    y0, y1 = f"year {d0 / 365.25:.1f}", f"year {d1 / 365.25:.1f}"
-    written.append(render_thickness(v0, rdir / "thickness_start.png", title=y0, options=opts))
-    written.append(render_thickness(v1, rdir / "thickness_end.png", title=y1, options=opts))
-    if len(snaps) > 1:
-        written.append(render_grid({y0: v0, y1: v1}, rdir / "before_after.png", options=opts))
-        written.append(render_change(v0, v1, rdir / "change.png", title=f"{y0} to {y1}", options=opts))
-    if (np.asarray(v1.region) == int(Region.CORTICAL)).any():
-        written.append(render_cortex_cutaway(v1, rdir / "cortex_cutaway.png", title=y1, options=opts))
-    if len(snaps) > 1:
+    y0, y1 = f"year {d0 / DAYS_PER_YEAR:.1f}", f"year {d1 / DAYS_PER_YEAR:.1f}"
+    volume = functools.lru_cache(maxsize=2)(load_snapshot)
+
+    def cutaway() -> list[Path]:
+        v1 = volume(p1)
+        if not (np.asarray(v1.region) == int(Region.CORTICAL)).any():
+            return []  # no cortex in this volume: nothing to cut away
+        return [render_cortex_cutaway(v1, folder.render_path("cortex_cutaway"), title=y1, options=opts)]
+
+    def animation() -> list[Path]:
+        rows = folder.read_metrics()
         step = max(1, int(math.ceil(len(snaps) / max_frames)))
         chosen = snaps[::step] if snaps[::step][-1] == snaps[-1] else [*snaps[::step], snaps[-1]]
         frames = [(_frame_text(d, _row_at(rows, d)), load_snapshot(p)) for d, p in chosen]
         small = RenderOptions(window_size=(480, 480), max_voxels=min(opts.max_voxels, 128**3), decimate=opts.decimate)
-        written.extend(animate(frames, rdir / "structure", options=small))
+        return animate(frames, folder.render_path("structure", suffix=""), options=small)
+
+    figures: dict[str, Callable[[], Path | list[Path]]] = {
+        "thickness_start": lambda: render_thickness(volume(p0), folder.render_path("thickness_start"), title=y0,
+                                                    options=opts),
+        "thickness_end": lambda: render_thickness(volume(p1), folder.render_path("thickness_end"), title=y1,
+                                                  options=opts),
+    }
+    if len(snaps) > 1:
+        figures["before_after"] = lambda: render_grid({y0: volume(p0), y1: volume(p1)},
+                                                      folder.render_path("before_after"), options=opts)
+        figures["change"] = lambda: render_change(volume(p0), volume(p1), folder.render_path("change"),
+                                                  title=f"{y0} to {y1}", options=opts)
+    figures["cortex_cutaway"] = cutaway
+    if len(snaps) > 1:
+        figures["structure"] = animation
+    return figures
+
+
+def render_results(result_dir: str | Path, *, options: RenderOptions | None = None, max_frames: int = 24) -> list[Path]:
+    """Every render of a results folder into its ``renders/`` (see :func:`run_renders`); raises on the first failure."""
+    written: list[Path] = []
+    for draw in run_renders(RunFolder(result_dir), options=options, max_frames=max_frames).values():
+        out = draw()
+        written.extend([out] if isinstance(out, Path) else out)
     return written

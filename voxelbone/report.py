@@ -6,6 +6,14 @@ phantom) into ``out/runs/<preset>/``, then writes ``out/report.html``: a table o
 metrics at each year with the difference from the first preset, the metric plots on
 shared axes, and the renders side by side at the same time points. Images are embedded
 (base64), so the file opens in a browser with no server and no network.
+
+With ``replicates=N`` every preset runs as N replicates on the same N seeds
+(:mod:`voxelbone.replicates`: replicate ``i`` of every preset has the same starting
+structure and random keys), all in parallel on the local Dask cluster, into
+``out/runs/<preset>/runs/rep_NN/``. The report then gives each preset's mean annual change
+with its 95 % interval, and the *paired* interval of each preset's difference from the
+first (the per-replicate differences, then a Student-t interval), saying which changes and
+differences are resolved (their interval excludes zero); the plots show bands.
 """
 
 from __future__ import annotations
@@ -17,8 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .results import iter_snapshots, load_rows, read_run_json
-from .scenario import DAYS_PER_YEAR, Period, Scenario
+from .intervals import Interval, paired_interval
+from .plots import plot_metrics
+from .presets import load_preset
+from .render import render_grid
+from .replicates import (check_replicate_count, prepare_folder, replicate_changes, replicate_jobs, summary_intervals,
+                         write_summary)
+from .results import load_snapshot
+from .runfolder import RunFolder, RunState, StudyFolder
+from .scenario import Period, Scenario
+from .simulate import simulate
+from .sweep import Job, run_jobs
+from .units import DAYS_PER_YEAR
 
 __all__ = ["CompareRun", "compare", "write_report"]
 
@@ -43,22 +61,10 @@ class CompareRun:
     reused: bool
 
 
-def _completed(out: Path, scenario: Scenario) -> bool:
-    from .scenario import scenario_to_toml  # noqa: PLC0415
-
-    try:
-        info = read_run_json(out)
-    except (FileNotFoundError, ValueError):
-        return False
-    stored = out / "scenario.toml"
-    return (info.get("status") == "completed" and stored.exists()
-            and stored.read_text() == scenario_to_toml(scenario) and (out / "metrics.csv").exists())
-
-
 def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, site: str = "lumbar_spine",
             size: int | None = None, voxel_size_um: float | None = None, seed: int = 0, step_days: int = 1,
             metrics_every_days: int = 30, backend: str | None = None, progress: bool = True,
-            render: bool = True) -> Path:
+            render: bool = True, replicates: int | None = None, n_workers: int | None = None) -> Path:
     """Run (or reuse) presets on the same starting volume and write ``out_dir/report.html``.
 
     Parameters
@@ -71,35 +77,122 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
         Scenario fields shared by every run.
     render
         Include 3-D renders (side by side at the start and the end).
+    replicates
+        Run each preset as this many replicates on the same seeds (derived from ``seed``),
+        in parallel on a local Dask cluster of ``n_workers`` processes (default one per
+        core), and report intervals and paired differences.
 
     Returns
     -------
     Path
         The report written.
     """
-    from .presets import load_preset  # noqa: PLC0415
-    from .simulate import simulate  # noqa: PLC0415
-
     if not presets:
         raise ValueError("compare needs at least one preset")
     if len(set(presets)) != len(presets):
         raise ValueError(f"presets repeated: {list(presets)}")
     for name in presets:
         load_preset(name)  # unknown names fail here, before any run, with close matches
-    out = Path(out_dir)
+    study = StudyFolder(out_dir)
     runs: list[CompareRun] = []
     snapshot_every = max(int(round(years * DAYS_PER_YEAR / 4)), 1)
-    for name in presets:
-        scenario = Scenario(name=name, site=site, periods=(Period(name, years),), size=size, voxel_size_um=voxel_size_um,
-                            seed=seed, step_days=step_days, metrics_every_days=metrics_every_days,
-                            snapshot_every_days=snapshot_every)
-        run_dir = out / "runs" / name
-        reused = _completed(run_dir, scenario)
+    scenarios = {name: Scenario(name=name, site=site, periods=(Period(name, years),), size=size,
+                                voxel_size_um=voxel_size_um, seed=seed, step_days=step_days,
+                                metrics_every_days=metrics_every_days, snapshot_every_days=snapshot_every)
+                 for name in presets}
+    if replicates is not None:
+        return _compare_replicates(study, scenarios, check_replicate_count(replicates), n_workers=n_workers,
+                                   backend=backend, render=render)
+    for name, scenario in scenarios.items():
+        if study.study(name).holds_replicates():
+            raise ValueError(f"{study.run(name).path} holds replicates; add --replicates, or choose another --out")
+        folder = study.run(name)
+        reused = folder.holds(scenario)
         if not reused:
-            simulate(scenario, run_dir, backend=backend, progress=progress, render=False)
-        runs.append(CompareRun(name, run_dir, reused))
-    return write_report({r.label: r.out_dir for r in runs}, out, render=render,
+            simulate(scenario, folder.path, backend=backend, progress=progress, render=False)
+        runs.append(CompareRun(name, folder.path, reused))
+    return write_report({r.label: r.out_dir for r in runs}, study.path, render=render,
                         reused=[r.label for r in runs if r.reused])
+
+
+def _compare_replicates(study: StudyFolder, scenarios: Mapping[str, Scenario], n: int, *, n_workers: int | None,
+                        backend: str | None, render: bool) -> Path:
+    """Every preset as ``n`` replicates on the same seeds, all on one cluster; then the report."""
+    jobs: list[Job] = []
+    reused = []
+    for name, scenario in scenarios.items():
+        if study.run(name).state() is not RunState.EMPTY:
+            raise ValueError(f"{study.run(name).path} holds a run without replicates; choose another --out for "
+                             "--replicates")
+        point = study.study(name)
+        prepare_folder(point, scenario, n, resume=True)
+        mine = replicate_jobs(scenario, point, n, name_prefix=f"{name}/")
+        if all(RunFolder(j.run_dir).state() is RunState.COMPLETED for j in mine):
+            reused.append(name)
+        jobs += mine
+    done = run_jobs(jobs, n_workers=n_workers, backend=backend)
+    failed = {k: v["error"] for k, v in done.items() if v["status"] != RunState.COMPLETED.value}
+    if failed:
+        raise ValueError("replicates failed (their folders keep error.txt): "
+                         + "; ".join(f"{k}: {e}" for k, e in failed.items()))
+    for name in scenarios:
+        write_summary(study.study(name))
+    return write_report({name: study.study(name).path for name in scenarios}, study.path, render=render,
+                        reused=reused)
+
+
+def _cell(iv: Interval, *, say_resolved: bool = False) -> str:
+    """``mean [low, high]``, marked ``unresolved`` (or, with ``say_resolved``, ``resolved``)."""
+    cls = "resolved" if iv.resolved else "unresolved"
+    text = iv.format() + (" resolved" if iv.resolved and say_resolved else "")
+    return f'<td class="{cls}">{html.escape(text)}</td>'
+
+
+def _interval_table(sets: Mapping[str, StudyFolder]) -> str:
+    """Each preset's mean annual change with its 95 % interval, per metric."""
+    labels = list(sets)
+    intervals = {lab: summary_intervals(s.read_summary()) for lab, s in sets.items()}
+    head = "".join(f"<th>{html.escape(lab)}</th>" for lab in labels)
+    out = [f'<table id="intervals"><thead><tr><th>metric</th>{head}</tr></thead><tbody>']
+    for key, name, _scale, _unit in TABLE_METRICS:
+        if not all(key in intervals[lab] for lab in labels):
+            continue
+        out.append(f"<tr><td>{name}</td>{''.join(_cell(intervals[lab][key]) for lab in labels)}</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def paired_differences(sets: Mapping[str, StudyFolder]) -> dict[str, dict[str, Interval]]:
+    """Preset → metric → paired interval of its annual change minus the first preset's (%/yr points).
+
+    Raises
+    ------
+    ValueError
+        When the presets' replicates were not run on the same seeds (no pairs).
+    """
+    labels = list(sets)
+    ref_seeds, ref = replicate_changes(sets[labels[0]])
+    out: dict[str, dict[str, Interval]] = {}
+    for lab in labels[1:]:
+        seeds, changes = replicate_changes(sets[lab])
+        if seeds != ref_seeds:
+            raise ValueError(f"{lab!r} and {labels[0]!r} were not run on the same seeds ({seeds} vs {ref_seeds}); "
+                             "their differences cannot be paired")
+        out[lab] = {m: paired_interval(ref[m], changes[m]) for m in ref if m in changes}
+    return out
+
+
+def _difference_table(sets: Mapping[str, StudyFolder]) -> str:
+    labels = list(sets)
+    diffs = paired_differences(sets)
+    head = "".join(f"<th>{html.escape(lab)} − {html.escape(labels[0])}</th>" for lab in labels[1:])
+    out = [f'<table id="differences"><thead><tr><th>metric</th>{head}</tr></thead><tbody>']
+    for key, name, _scale, _unit in TABLE_METRICS:
+        if not all(key in diffs[lab] for lab in labels[1:]):
+            continue
+        out.append(f"<tr><td>{name}</td>{''.join(_cell(diffs[lab][key], say_resolved=True) for lab in labels[1:])}</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
 
 
 def _img(path: Path) -> str:
@@ -153,22 +246,28 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
     render
         Add renders of the first and last snapshot of every run side by side.
     """
-    from .plots import plot_metrics  # noqa: PLC0415
-
-    out = Path(out_dir)
-    img_dir = out / "images"
+    study = StudyFolder(out_dir)
+    img_dir = study.images_dir
     img_dir.mkdir(parents=True, exist_ok=True)
-    runs = {lab: load_rows(Path(d) / "metrics.csv") for lab, d in run_dirs.items()}
+    sets = {lab: StudyFolder(d) for lab, d in run_dirs.items()}
+    replicated = [lab for lab, st in sets.items() if st.holds_replicates()]
+    if replicated and len(replicated) != len(sets):
+        raise ValueError(f"either every run is a set of replicates or none is; replicates: {replicated}")
+    if replicated:
+        folders = {lab: st.replicate(0) for lab, st in sets.items()}
+        plotted: dict[str, Any] = {lab: [f.read_metrics() for f in st.replicates()] for lab, st in sets.items()}
+    else:
+        folders = {lab: RunFolder(d) for lab, d in run_dirs.items()}
+        plotted = {lab: f.read_metrics() for lab, f in folders.items()}
+    runs = {lab: f.read_metrics() for lab, f in folders.items()}
     for lab, rows in runs.items():
         if not rows:
             raise ValueError(f"run {lab!r} in {run_dirs[lab]} has no metrics")
-    figures = [plot_metrics(runs, img_dir / "metrics.png"), plot_metrics(runs, img_dir / "metrics_change.png", relative=True)]
+    figures = [plot_metrics(plotted, img_dir / "metrics.png"),
+               plot_metrics(plotted, img_dir / "metrics_change.png", relative=True)]
     renders: list[Path] = []
     if render:
-        from .render import render_grid  # noqa: PLC0415
-        from .results import load_snapshot  # noqa: PLC0415
-
-        snaps = {lab: list(iter_snapshots(d)) for lab, d in run_dirs.items()}
+        snaps = {lab: f.snapshots() for lab, f in folders.items()}
         if all(snaps.values()):
             first_label = next(iter(snaps))
             d0, p0 = snaps[first_label][0]
@@ -176,10 +275,13 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
                                        img_dir / "render_start.png"))
             last = {f"{lab} (year {s[-1][0] / DAYS_PER_YEAR:.1f})": load_snapshot(s[-1][1]) for lab, s in snaps.items()}
             renders.append(render_grid(last, img_dir / "render_end.png", columns=min(len(last), 3)))
-    meta = {lab: read_run_json(d) for lab, d in run_dirs.items()}
+    meta = {lab: f.info() for lab, f in folders.items()}
     first_meta = next(iter(meta.values()))
     scen = first_meta.get("scenario", {})
-    info = (f"site {html.escape(str(scen.get('site', '?')))}, seed {scen.get('seed', '?')}, "
+    seeds = (f"{len(sets[replicated[0]].replicates())} replicates on the same seeds "
+             f"{[int(f.info()['seed']) for f in sets[replicated[0]].replicates()]}" if replicated
+             else f"seed {scen.get('seed', '?')}")
+    info = (f"site {html.escape(str(scen.get('site', '?')))}, {html.escape(seeds)}, "
             f"backend {html.escape(str(first_meta.get('backend', '?')))} ({html.escape(str(first_meta.get('device', '?')))}), "
             f"voxelbone {html.escape(str(first_meta.get('voxelbone_version', '?')))}")
     parts = [
@@ -199,15 +301,30 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{', '.join(html.escape(k) for k in run_dirs)} — {info}. "
         + (f"Reused finished runs: {html.escape(', '.join(reused))}." if reused else "") + "</p>",
-        "<h2>Metrics at each year</h2>",
-        _table(runs),
-        "<h2>Metrics over time</h2>",
+    ]
+    if replicated:
+        parts += [
+            "<h2>Annual change, mean [95 % interval] (%/yr)</h2>",
+            "<p>Each replicate's change from its first to its last evaluation, annualised; the interval is the "
+            "Student-t 95 % interval of the mean over replicates. <b>unresolved</b>: the interval includes zero "
+            "(the spread between replicates is larger than the change); do not read it as an effect.</p>",
+            _interval_table(sets),
+            f"<h2>Differences from {html.escape(next(iter(sets)))}, paired by seed (%/yr points)</h2>",
+            "<p>Replicate <i>i</i> of every preset starts from the same structure with the same random keys; each "
+            "difference is the mean of the per-replicate differences with its paired 95 % interval. "
+            "<b>resolved</b>: the interval excludes zero.</p>",
+            _difference_table(sets) if len(sets) > 1 else "<p>(one preset: no differences)</p>",
+            "<h2>Metrics over time (mean and 95 % band over replicates)</h2>",
+        ]
+    else:
+        parts += ["<h2>Metrics at each year</h2>", _table(runs), "<h2>Metrics over time</h2>"]
+    parts += [
         *(_img(f) for f in figures),
     ]
     if renders:
         parts += ["<h2>Renders (bone coloured by local thickness, same camera)</h2>", *(_img(f) for f in renders)]
     parts += ["<h2>Runs</h2><pre>", html.escape(json.dumps({k: str(v) for k, v in run_dirs.items()}, indent=2)),
               "</pre></body></html>"]
-    path = out / "report.html"
+    path = study.report_html
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

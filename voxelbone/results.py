@@ -1,17 +1,8 @@
-"""The results folder: reading and writing what a run leaves behind.
+"""File formats of a run's results: atomic writes, CSV tables, volume snapshots.
 
-Layout (a stable contract; scripts and other tools read it)::
-
-    DIR/metrics.csv       one row per metric evaluation, first row day 0
-    DIR/run.json          scenario, seed, backend, device, version, git commit, timings, status
-    DIR/scenario.toml     the scenario, re-runnable with ``voxelbone run --scenario``
-    DIR/hormones.csv      daily hormone levels;  DIR/activity.csv  daily remodeling rates
-    DIR/snapshots/day_NNNNN.npz   (or .zarr for large volumes) bone, mineral, region, voxel size
-    DIR/checkpoint.npz    only while a run is unfinished (resume point)
-    DIR/plots/*.png  DIR/renders/*.png, animation.gif/.mp4
-
-Every file is written atomically (temporary name, then rename), so an interruption never
-leaves a half-written file under its final name.
+What goes where in a results folder is :mod:`voxelbone.runfolder`'s business; this module
+writes and reads the files it names. Every file is written atomically (temporary name,
+then rename), so an interruption never leaves a half-written file under its final name.
 """
 
 from __future__ import annotations
@@ -22,7 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -33,11 +24,9 @@ __all__ = [
     "ZARR_THRESHOLD_BYTES",
     "atomic_write",
     "csv_text",
-    "iter_snapshots",
     "load_rows",
     "load_snapshot",
     "open_snapshot",
-    "read_run_json",
     "save_snapshot",
     "write_json",
 ]
@@ -69,14 +58,6 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     """Atomically write ``data`` as indented JSON."""
     atomic_write(path, lambda fh: fh.write(json.dumps(data, indent=2, default=str).encode()))
-
-
-def read_run_json(result_dir: str | Path) -> dict[str, Any]:
-    """The ``run.json`` of a results folder."""
-    p = Path(result_dir) / "run.json"
-    if not p.is_file():
-        raise FileNotFoundError(f"{result_dir} is not a voxelbone results folder (no run.json)")
-    return json.loads(p.read_text(encoding="utf-8"))
 
 
 def csv_text(columns: list[str], rows: list[Mapping[str, Any]]) -> str:
@@ -122,8 +103,8 @@ def save_snapshot(volume: BoneVolume, path_stem: str | Path, day: int, *, zarr_t
         arrays.update(voxel_size_um=np.float64(volume.voxel_size_um), day=np.int64(day))
         atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
         return path
-    import zarr  # noqa: PLC0415
-    from zarr.codecs import ZstdCodec  # noqa: PLC0415
+    import zarr  # deferred: optional (the sweep extra), needed only for large volumes  # noqa: PLC0415
+    from zarr.codecs import ZstdCodec  # deferred with zarr  # noqa: PLC0415
 
     path = stem.with_suffix(".zarr")
     tmp = stem.with_name(f".{stem.name}.{os.getpid()}.tmp.zarr")
@@ -155,7 +136,7 @@ def open_snapshot(path: str | Path) -> dict[str, Any]:
     """
     p = Path(path)
     if p.suffix == ".zarr":
-        import zarr  # noqa: PLC0415
+        import zarr  # deferred: optional (the sweep extra), needed only for .zarr snapshots  # noqa: PLC0415
 
         g = zarr.open_group(str(p), mode="r")
         out: dict[str, Any] = {a: g[a] for a in _SNAPSHOT_ARRAYS}
@@ -174,12 +155,3 @@ def load_snapshot(path: str | Path, *, step: int = 1) -> BoneVolume:
     arrays = {a: np.asarray(snap[a][sl]) for a in _SNAPSHOT_ARRAYS}
     return BoneVolume(arrays["bone"], np.minimum(arrays["mineral"], arrays["bone"]), arrays["region"],
                       snap["voxel_size_um"] * step, meta={"day": snap["day"], "source": str(path)})
-
-
-def iter_snapshots(result_dir: str | Path) -> Iterator[tuple[int, Path]]:
-    """``(day, path)`` of a results folder's snapshots, in time order."""
-    found = []
-    for p in Path(result_dir, "snapshots").iterdir() if Path(result_dir, "snapshots").is_dir() else []:
-        if p.name.startswith("day_") and p.suffix in (".npz", ".zarr"):
-            found.append((int(p.stem.split("_")[1]), p))
-    yield from sorted(found)

@@ -26,21 +26,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ._toml import toml_line, tomllib
+from .units import DAYS_PER_YEAR
 
 __all__ = ["DEFAULT_PRESET", "Period", "Scenario", "load_scenario", "scenario_to_toml"]
 
 DEFAULT_PRESET = "postmenopausal_untreated"
-DAYS_PER_YEAR = 365.25
 
 
 @dataclass(frozen=True)
@@ -91,6 +87,22 @@ class Scenario:
         remodeling space of its first period's turnover.
     input : str, optional
         A micro-CT file to start from instead of a phantom.
+    compartments : str
+        Compartments of the input file: ``auto``, ``trabecular`` or a region file
+        (:func:`voxelbone.io.load_volume`).
+
+    Examples
+    --------
+    Two years untreated after the menopause, then five years of hormone therapy:
+
+    >>> s = Scenario(name="mht", periods=(Period("postmenopausal_untreated", 2),
+    ...                                   Period("mht_estradiol_progesterone", 5)))
+    >>> s.years, s.days, s.period_at(800).preset
+    (7.0, 2557, 'mht_estradiol_progesterone')
+    >>> Period("trt", -1)
+    Traceback (most recent call last):
+    ...
+    ValueError: period years must be a positive number, got -1 (preset trt)
     """
 
     name: str = "default"
@@ -106,6 +118,7 @@ class Scenario:
     fragments_every_days: int = 30
     spin_up_days: int = 200
     input: str | None = None
+    compartments: str = "auto"
 
     def __post_init__(self) -> None:
         periods = tuple(p if isinstance(p, Period) else Period(**p) for p in self.periods)
@@ -192,13 +205,6 @@ class Scenario:
         return cls(**data)
 
 
-def _line_of(text: str, key: str) -> str:
-    for i, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*{re.escape(key)}\s*=", line) or line.strip() in (f"[{key}]", f"[[{key}]]"):
-            return f" (line {i})"
-    return ""
-
-
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario TOML file.
 
@@ -231,7 +237,8 @@ def load_scenario(path: str | Path) -> Scenario:
         head = msg.split("known fields")[0]
         for key in data:
             if re.search(rf"\b{re.escape(key)}\b", head):
-                msg += _line_of(text, key)
+                line = toml_line(text, key)
+                msg += f" (line {line})" if line else ""
                 break
         raise ValueError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
 
@@ -245,7 +252,22 @@ def _toml_value(v: Any) -> str:
 
 
 def scenario_to_toml(scenario: Scenario) -> str:
-    """TOML text that :func:`load_scenario` reads back to an equal scenario."""
+    """TOML text that :func:`load_scenario` reads back to an equal scenario.
+
+    Examples
+    --------
+    >>> text = scenario_to_toml(Scenario(name="trt", periods=(Period("trt", 1.5),)))
+    >>> print(text[text.index("[[period]]"):], end="")
+    [[period]]
+    preset = "trt"
+    years = 1.5
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "trt.toml"
+    ...     _ = path.write_text(text)
+    ...     load_scenario(path) == Scenario(name="trt", periods=(Period("trt", 1.5),))
+    True
+    """
     d = scenario.to_dict()
     periods = d.pop("periods")
     lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if v is not None]

@@ -23,7 +23,8 @@ interrupted one resumes from its checkpoint, a failing run is reported and does 
 the others, and a run on a worker that dies is retried on another.
 
 The gathered table (``OUT/sweep.csv`` and ``OUT/sweep.parquet``) has one row per run and
-time point: the grid values, the run id and status, then the run's ``metrics.csv`` row.
+time point: the grid values, the run id and status, then the run's metrics row. The
+layout of ``OUT`` and of each run folder is :mod:`voxelbone.runfolder`'s.
 """
 
 from __future__ import annotations
@@ -41,17 +42,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import __version__
+from ._version import __version__
+from .backend import cupy_available
+from .results import atomic_write, csv_text, write_json
+from .runfolder import RunFolder, RunState, StudyFolder, git_commit
 from .scenario import Scenario
+from .simulate import simulate
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RunSpec", "Sweep", "SweepReport", "expand_grid", "load_sweep", "run_sweep"]
+__all__ = ["Job", "RunSpec", "Sweep", "SweepReport", "expand_grid", "load_sweep", "local_cluster", "run_jobs", "run_sweep"]
 
-SWEEP_JSON = "sweep.json"
 SHORTHANDS = ("preset", "years")
 
 
@@ -167,44 +171,112 @@ def load_sweep(path: str | Path) -> Sweep:
 # ------------------------------------------------------------------------------------
 # running
 # ------------------------------------------------------------------------------------
-def run_status(run_dir: Path) -> str:
-    """``completed``, ``interrupted`` (checkpoint present), ``failed``, ``running`` or ``new``."""
-    rj = run_dir / "run.json"
-    if not rj.exists():
-        return "new"
-    try:
-        status = json.loads(rj.read_text()).get("status", "new")
-    except (OSError, ValueError):
-        return "new"
-    if status != "completed" and (run_dir / "checkpoint.npz").exists():
-        return "interrupted"
-    return status
+@dataclass(frozen=True)
+class Job:
+    """One run to execute on the cluster: a name, its scenario and its results folder."""
+
+    name: str
+    scenario: Scenario
+    run_dir: Path
 
 
-def _run_one(spec: RunSpec, run_dir: str, backend: str | None, render: bool) -> dict[str, Any]:
+def _run_one(job: Job, backend: str | None, render: bool) -> dict[str, Any]:
     """Executed on a worker: run (or resume) one scenario, never raise for a model error."""
-    from .simulate import simulate  # noqa: PLC0415
-
-    path = Path(run_dir)
-    status = run_status(path)
-    if status == "completed":
-        return {"run_id": spec.run_id, "status": "completed", "error": ""}
+    folder = RunFolder(job.run_dir)
+    state = folder.state()
+    done = {"name": job.name, "status": RunState.COMPLETED.value, "error": "", "pid": os.getpid()}
+    if state is RunState.COMPLETED:
+        return done
     try:
-        simulate(spec.scenario, path, backend=backend, progress=False, resume=status == "interrupted", render=render)
+        simulate(job.scenario, folder.path, backend=backend, progress=False, resume=state is RunState.INTERRUPTED,
+                 render=render)
     except Exception as exc:  # reported per run; the sweep goes on
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "error.txt").write_text(traceback.format_exc())
-        return {"run_id": spec.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    return {"run_id": spec.run_id, "status": "completed", "error": ""}
+        folder.write_error(traceback.format_exc())
+        return {**done, "status": RunState.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
+    return done
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    backend: str | None = None,
+    render: bool = False,
+    retries: int = 2,
+    progress: Callable[[str, str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run jobs in parallel on a Dask cluster (a local one unless ``scheduler`` is given).
+
+    Finished runs are kept, interrupted ones resume from their checkpoint, a failing run
+    is reported and does not stop the others, and a run whose worker dies is retried.
+
+    Parameters
+    ----------
+    jobs
+        The runs (unique names).
+    scheduler, n_workers, backend, render, retries, progress
+        As in :func:`run_sweep`; the local cluster has at most one worker per job.
+
+    Returns
+    -------
+    dict
+        Job name → ``{"status", "error", "pid"}`` (``pid``: the worker process that ran it,
+        ``None`` for a run that was already complete or whose worker died).
+    """
+    # deferred: distributed is optional (the sweep extra) and costs ~0.4 s to import
+    import dask  # noqa: PLC0415
+    from distributed import Client, as_completed  # noqa: PLC0415
+
+    names = [j.name for j in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"job names repeat: {names}")
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for j in jobs:
+        if RunFolder(j.run_dir).state() is RunState.COMPLETED:
+            results[j.name] = {"name": j.name, "status": RunState.COMPLETED.value, "error": "", "pid": None}
+        else:
+            todo.append(j)
+    if not todo:
+        return results
+    cluster = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        else:
+            with dask.config.set({"distributed.scheduler.allowed-failures": int(retries)}):
+                cluster = local_cluster(n_workers or min(len(todo), max(1, os.cpu_count() or 1)))
+            client = Client(cluster)
+        with client:
+            futures = {
+                client.submit(_run_one, j, backend, render, key=f"voxelbone-{j.name}-{time.time_ns()}", pure=False): j
+                for j in todo
+            }
+            for fut in as_completed(futures):
+                j = futures[fut]
+                try:
+                    res = fut.result()
+                except Exception as exc:  # worker died more often than retries allow
+                    res = {"name": j.name, "status": RunState.FAILED.value, "error": f"{type(exc).__name__}: {exc}",
+                           "pid": None}
+                results[j.name] = res
+                if progress:
+                    progress(j.name, res["status"])
+    finally:
+        if cluster is not None:
+            cluster.close()
+    return results
 
 
 def _gpu_count() -> int:
     try:
-        from .backend import cupy_available  # noqa: PLC0415
-
         if not cupy_available():
             return 0
-        import cupy  # noqa: PLC0415
+        import cupy  # deferred: only where a GPU answers  # noqa: PLC0415
 
         return int(cupy.cuda.runtime.getDeviceCount())
     except Exception:
@@ -213,6 +285,7 @@ def _gpu_count() -> int:
 
 def local_cluster(n_workers: int | None = None, gpus: int | None = None) -> Any:
     """A local Dask cluster of worker processes; one per GPU (pinned) when GPUs are present."""
+    # deferred: distributed is optional (the sweep extra) and costs ~0.4 s to import
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster  # noqa: PLC0415
 
     gpus = _gpu_count() if gpus is None else gpus
@@ -227,15 +300,15 @@ def local_cluster(n_workers: int | None = None, gpus: int | None = None) -> Any:
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40)
 
 
-def _check_out_dir(out: Path) -> None:
-    meta = out / SWEEP_JSON
+def _check_out_dir(study: StudyFolder) -> None:
+    meta = study.sweep_json
     if meta.exists():
         try:
             version = json.loads(meta.read_text()).get("voxelbone_version")
         except ValueError:
             version = "unknown"
         if version != __version__:
-            raise ValueError(f"{out} holds a sweep made by voxelbone {version}; this is {__version__}. "
+            raise ValueError(f"{study.path} holds a sweep made by voxelbone {version}; this is {__version__}. "
                              "Use a new --out folder (finished runs there are kept).")
 
 
@@ -249,6 +322,7 @@ def run_sweep(
     render: bool = False,
     retries: int = 2,
     progress: Callable[[str, str], None] | None = None,
+    replicates: int | None = None,
 ) -> SweepReport:
     """Run every scenario of a sweep and gather the results.
 
@@ -272,61 +346,68 @@ def run_sweep(
         setting). A run resumes from its last checkpoint when attempted again.
     progress : callable, optional
         Called as ``progress(run_id, status)`` as runs finish.
+    replicates : int, optional
+        Run every grid point as this many replicates (:mod:`voxelbone.replicates`): point
+        ``<run id>`` becomes a set of replicates in ``out_dir/runs/<run id>/`` with its own
+        ``summary.csv``; a point is completed when all its replicates are.
     """
-    from distributed import Client, as_completed  # noqa: PLC0415
+    if replicates is not None:
+        from .replicates import check_replicate_count  # deferred: replicates imports this module  # noqa: PLC0415
 
-    out = Path(out_dir)
+        check_replicate_count(replicates)
+    study = StudyFolder(out_dir)
     runs = sweep.runs()
-    _check_out_dir(out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    _write_sweep_json(out, sweep, runs)
+    _check_out_dir(study)
+    study.runs_dir.mkdir(parents=True, exist_ok=True)
+    _write_sweep_json(study, sweep, runs)
 
-    statuses = {r.run_id: run_status(out / "runs" / r.run_id) for r in runs}
+    if replicates is not None:
+        return _run_replicated_sweep(study, runs, replicates, scheduler=scheduler, n_workers=n_workers,
+                                     backend=backend, render=render, retries=retries, progress=progress)
+    statuses: dict[str, str] = {rid: st.value for rid, st in study.states([r.run_id for r in runs]).items()}
     errors: dict[str, str] = {}
-    todo = [r for r in runs if statuses[r.run_id] != "completed"]
-    if todo:
-        cluster = None
-        try:
-            if scheduler:
-                try:
-                    client = Client(scheduler, timeout="10s")
-                except (OSError, TimeoutError) as exc:
-                    raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-            else:
-                import dask  # noqa: PLC0415
-
-                with dask.config.set({"distributed.scheduler.allowed-failures": int(retries)}):
-                    cluster = local_cluster(n_workers)
-                client = Client(cluster)
-            with client:
-                futures = {
-                    client.submit(_run_one, r, str(out / "runs" / r.run_id), backend, render,
-                                  key=f"voxelbone-{r.run_id}-{time.time_ns()}", pure=False): r
-                    for r in todo
-                }
-                for fut in as_completed(futures):
-                    r = futures[fut]
-                    try:
-                        res = fut.result()
-                    except Exception as exc:  # worker died more often than retries allow
-                        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                    statuses[r.run_id] = res["status"]
-                    if res["error"]:
-                        errors[r.run_id] = res["error"]
-                    if progress:
-                        progress(r.run_id, res["status"])
-        finally:
-            if cluster is not None:
-                cluster.close()
-    csv_path, pq_path = gather(out, runs, statuses)
-    return SweepReport(out, statuses, errors, csv_path, pq_path)
+    jobs = [Job(r.run_id, r.scenario, study.run(r.run_id).path) for r in runs
+            if statuses[r.run_id] != RunState.COMPLETED.value]
+    if jobs:
+        done = run_jobs(jobs, scheduler=scheduler, n_workers=n_workers, backend=backend, render=render,
+                        retries=retries, progress=progress)
+        for name, res in done.items():
+            statuses[name] = res["status"]
+            if res["error"]:
+                errors[name] = res["error"]
+    csv_path, pq_path = gather(study, runs, statuses)
+    return SweepReport(study.path, statuses, errors, csv_path, pq_path)
 
 
-def _write_sweep_json(out: Path, sweep: Sweep, runs: list[RunSpec]) -> None:
-    from .results import write_json  # noqa: PLC0415
-    from .simulate import git_commit  # noqa: PLC0415
+def _run_replicated_sweep(study: StudyFolder, runs: list[RunSpec], n: int, *, progress: Callable[[str, str], None] | None,
+                          **cluster: Any) -> SweepReport:
+    """Every grid point as ``n`` replicates, all on one cluster; a summary per point."""
+    from .replicates import prepare_folder, replicate_jobs, write_summary  # deferred: imports this module  # noqa: PLC0415
 
-    write_json(out / SWEEP_JSON, {
+    jobs: list[Job] = []
+    for r in runs:
+        point = study.study(r.run_id)
+        if study.run(r.run_id).state() is not RunState.EMPTY:
+            raise ValueError(f"{point.path} holds a run without replicates; use a new --out folder for --replicates")
+        prepare_folder(point, r.scenario, n, resume=True)
+        jobs += replicate_jobs(r.scenario, point, n, name_prefix=f"{r.run_id}/")
+    done = run_jobs(jobs, progress=progress, **cluster)
+    statuses: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for r in runs:
+        mine = {k: v for k, v in done.items() if k.startswith(f"{r.run_id}/")}
+        failed = {k: v["error"] for k, v in mine.items() if v["status"] != RunState.COMPLETED.value}
+        statuses[r.run_id] = RunState.FAILED.value if failed else RunState.COMPLETED.value
+        if failed:
+            errors[r.run_id] = "; ".join(f"{k}: {e}" for k, e in failed.items())
+        else:
+            write_summary(study.study(r.run_id))
+    csv_path, pq_path = gather(study, runs, statuses, replicates=True)
+    return SweepReport(study.path, statuses, errors, csv_path, pq_path)
+
+
+def _write_sweep_json(study: StudyFolder, sweep: Sweep, runs: list[RunSpec]) -> None:
+    write_json(study.sweep_json, {
         "voxelbone_version": __version__,
         "git_commit": git_commit(),
         "source": sweep.source,
@@ -335,21 +416,29 @@ def _write_sweep_json(out: Path, sweep: Sweep, runs: list[RunSpec]) -> None:
         "runs": [r.run_id for r in runs],
     })
     src = Path(sweep.source)
-    if src.is_file() and src.resolve() != (out / "sweep.toml").resolve():
-        shutil.copyfile(src, out / "sweep.toml")
+    if src.is_file() and src.resolve() != study.sweep_toml.resolve():
+        shutil.copyfile(src, study.sweep_toml)
 
 
-def gather(out: Path, runs: list[RunSpec], statuses: Mapping[str, str]) -> tuple[Path | None, Path | None]:
-    """Collect every run's metrics into ``sweep.csv`` and ``sweep.parquet`` (one row per run and time)."""
-    from .results import atomic_write, csv_text, load_rows  # noqa: PLC0415
+def gather(study: StudyFolder, runs: list[RunSpec], statuses: Mapping[str, str], *,
+           replicates: bool = False) -> tuple[Path | None, Path | None]:
+    """Collect every run's metrics into the sweep's CSV and Parquet tables (one row per run and time).
 
+    With ``replicates``, each grid point is a set of replicates: one row per point,
+    replicate and time, with the replicate's index and seed.
+    """
     rows: list[dict[str, Any]] = []
     for r in runs:
-        metrics = out / "runs" / r.run_id / "metrics.csv"
-        base = {"run_id": r.run_id, "status": statuses.get(r.run_id, "new"), **{f"grid_{k}": v for k, v in r.values.items()}}
-        if metrics.exists() and statuses.get(r.run_id) == "completed":
-            for m in load_rows(metrics):
-                rows.append({**base, **m})
+        status = statuses.get(r.run_id, RunState.EMPTY.value)
+        base = {"run_id": r.run_id, "status": status, **{f"grid_{k}": v for k, v in r.values.items()}}
+        done = status == RunState.COMPLETED.value
+        if replicates:
+            folders = study.study(r.run_id).replicates() if done else []
+            tables = [({"replicate": i, "seed": f.info().get("seed")}, f.read_metrics()) for i, f in enumerate(folders)]
+        else:
+            tables = [({}, study.run(r.run_id).read_metrics() if done else [])]
+        if any(metrics for _, metrics in tables):
+            rows.extend({**base, **extra, **m} for extra, metrics in tables for m in metrics)
         else:
             rows.append(base)
     if not rows:
@@ -357,11 +446,12 @@ def gather(out: Path, runs: list[RunSpec], statuses: Mapping[str, str]) -> tuple
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    csv_path = out / "sweep.csv"
+    csv_path = study.table_csv
     text = csv_text(columns, rows)
     atomic_write(csv_path, lambda fh: fh.write(text.encode()))
-    pq_path: Path | None = out / "sweep.parquet"
+    pq_path: Path | None = study.table_parquet
     try:
+        # deferred: pyarrow is optional (the sweep extra) and heavy to import
         import pyarrow as pa  # noqa: PLC0415
         import pyarrow.parquet as pq  # noqa: PLC0415
 

@@ -13,6 +13,10 @@ A volume holds, per voxel of an isotropic (z, y, x) grid:
   (cortical bone + intracortical pores, between the periosteal and endosteal envelopes).
 
 Arrays may be NumPy or CuPy; a volume's arrays all live on the same device.
+
+Compartments of a loaded scan: :func:`choose_compartments` (``auto``, ``trabecular`` or
+given labels) with :func:`has_periosteal_shell` and :func:`field_of_view`; the contouring
+itself is reached through one entry point, :func:`segment_regions`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import numpy as np
 
 from .backend import array_module, asnumpy, is_device_array
 
-__all__ = ["BONE_THRESHOLD", "BoneVolume", "Region", "TMD_MAX_MG_CM3"]
+__all__ = ["BONE_THRESHOLD", "BoneVolume", "COMPARTMENT_CHOICES", "Region", "TMD_MAX_MG_CM3", "choose_compartments",
+           "field_of_view", "has_periosteal_shell", "segment_regions"]
 
 #: Tissue mineral density of fully mineralised bone, mg HA/cm³ (mineral == bone).
 TMD_MAX_MG_CM3 = 1200.0
@@ -242,3 +247,191 @@ def coarsen(volume: BoneVolume, factor: int) -> BoneVolume:
     return BoneVolume(bone, xp.minimum(mean(volume.mineral), bone), region, volume.voxel_size_um * factor,
                       volume.site, {**volume.meta, "coarsened_from_um": volume.voxel_size_um})
 
+
+
+# -- compartments of a loaded volume --------------------------------------------------
+#: Choices of :func:`choose_compartments` besides a region file.
+COMPARTMENT_CHOICES = ("auto", "trabecular")
+
+
+def segment_regions(bone_mask: Any, voxel_size_um: float) -> np.ndarray:
+    """Outside / trabecular / cortical labels of an unlabelled bone mask.
+
+    The one entry point through which loading calls the compartment contouring
+    (today :func:`voxelbone.metrics.segment_compartments`); swap the method here.
+    """
+    from .metrics import segment_compartments  # noqa: PLC0415
+
+    return segment_compartments(bone_mask, voxel_size_um)
+
+
+def has_periosteal_shell(bone_mask: Any, voxel_size_um: float, *, canal_radius_um: float = 60.0,
+                         min_space_fraction: float = 0.02) -> bool:
+    """Whether the bone has a periosteal shell: a bone layer sealing the space outside off the marrow.
+
+    A shell splits the non-bone space of the grid in two: outside the bone (soft tissue,
+    air, mounting medium) and the marrow inside. After closing the bone over canals up to
+    ``canal_radius_um`` (pores through the cortex do not open it), the shell is there when
+    the non-bone space holds two separate parts of at least ``min_space_fraction`` of the
+    grid each. In a volume cut inside trabecular bone (a box, or a cored cylinder with
+    empty corners) the marrow is one connected space, open at the cut faces and to the
+    corners: no shell.
+
+    Parameters
+    ----------
+    bone_mask : array of bool, (nz, ny, nx)
+        Bone voxels.
+    voxel_size_um : float
+        Voxel edge, µm.
+    canal_radius_um : float
+        Pores up to this radius through the shell do not open it.
+    min_space_fraction : float
+        Smallest separate non-bone space, as a fraction of the grid, that counts (smaller
+        sealed pockets are cut or closed marrow spaces).
+
+    Returns
+    -------
+    bool
+
+    Notes
+    -----
+    A block of compact bone without marrow has no second space and reads as having no
+    shell; give it a region file.
+    """
+    m = asnumpy(bone_mask).astype(bool)
+    if m.ndim != 3:
+        raise ValueError(f"bone_mask must be 3-D, got shape {m.shape}")
+    _, _, big = _non_bone_spaces(m, voxel_size_um, canal_radius_um, min_space_fraction)
+    return len(big) >= 2
+
+
+def _non_bone_spaces(m: np.ndarray, voxel_size_um: float, canal_radius_um: float = 60.0,
+                     min_space_fraction: float = 0.02) -> tuple[np.ndarray, int, list[int]]:
+    """Connected non-bone spaces once canals are closed: (labels, canal radius in voxels, large ones)."""
+    from scipy import ndimage as ndi  # noqa: PLC0415
+
+    rc = max(1, int(round(canal_radius_um / float(voxel_size_um))))
+    z, y, x = np.ogrid[-rc:rc + 1, -rc:rc + 1, -rc:rc + 1]
+    ball = (z * z + y * y + x * x) <= rc * rc
+    closed = ndi.binary_closing(np.pad(m, rc, mode="edge"), structure=ball)[rc:-rc, rc:-rc, rc:-rc] | m
+    labels, n = ndi.label(~closed)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    big = [int(i) for i in np.flatnonzero(sizes >= min_space_fraction * m.size) if i > 0]
+    return labels, rc, big
+
+
+def _exterior(m: np.ndarray, labels: np.ndarray, voxel_size_um: float) -> np.ndarray:
+    """The space outside a shelled bone, among the large non-bone spaces the shell separates.
+
+    The contouring puts some of the marrow inside its envelope (marrow it sees enclosed in
+    a slice) but none of the space beyond the periosteal surface: the outside is the large
+    spaces of which (almost) nothing lies inside the envelope. Returns them grown over the
+    canal-closing layer at the periosteal surface (bone excluded).
+    """
+    from scipy import ndimage as ndi  # noqa: PLC0415
+
+    space, rc, big = _non_bone_spaces(m, voxel_size_um)
+    sizes = np.bincount(space.ravel())
+    enclosed = np.bincount(space[labels != Region.OUTSIDE], minlength=sizes.size) / np.maximum(sizes, 1)
+    outer = np.isin(space, [i for i in big if enclosed[i] < 0.25 * max(enclosed[j] for j in big)])
+    return ndi.binary_dilation(outer, structure=np.ones((3, 3, 3), bool), iterations=rc + 1) & ~m
+
+
+def field_of_view(bone_mask: Any) -> np.ndarray:
+    """The scanned tissue of a volume cut from bone: the convex hull of the bone seen along z.
+
+    A box cut inside the bone gives the whole grid; a cored cylinder (long axis z) gives
+    the cylinder, leaving out the empty corners of its bounding box.
+    """
+    from skimage.morphology import convex_hull_image  # noqa: PLC0415
+
+    m = asnumpy(bone_mask).astype(bool)
+    footprint = m.any(axis=0)
+    if footprint.all() or not footprint.any():
+        return np.ones(m.shape, bool)
+    hull = convex_hull_image(footprint) | footprint
+    return np.broadcast_to(hull, m.shape).copy()
+
+
+def choose_compartments(bone_mask: Any, voxel_size_um: float, compartments: str = "auto", *,
+                        region: Any | None = None, source: str = "the volume") -> tuple[np.ndarray, str]:
+    """Compartment labels of a loaded volume, and a sentence saying how they were chosen.
+
+    Parameters
+    ----------
+    bone_mask : array of bool, (nz, ny, nx)
+        Bone voxels.
+    voxel_size_um : float
+        Voxel edge, µm.
+    compartments : {"auto", "trabecular", "given"}
+        ``auto``: contour the bone (:func:`segment_regions`); when it has no periosteal
+        shell (:func:`has_periosteal_shell`: a volume cut inside trabecular bone, a box or
+        a cored cylinder) the whole field of view (:func:`field_of_view`) is trabecular.
+        ``trabecular``: the field of view is trabecular, without contouring.
+        ``given``: use ``region`` (labels 0 outside, 1 trabecular, 2 cortical).
+    region : array, optional
+        The labels for ``given``.
+    source : str
+        Where ``region`` came from, for the messages.
+
+    Returns
+    -------
+    (labels, how)
+        uint8 :class:`Region` labels and a one-line description of the choice.
+
+    Raises
+    ------
+    ValueError
+        An unknown choice; ``given`` labels of another shape or with values other than
+        0, 1, 2; a cortex that holds most of the bone of a volume without a periosteal
+        shell (a trabecular region of interest read as cortex).
+    """
+    m = asnumpy(bone_mask).astype(bool)
+    if compartments == "trabecular":
+        fov = field_of_view(m)
+        labels = np.where(fov, np.uint8(Region.TRABECULAR), np.uint8(Region.OUTSIDE)).astype(np.uint8)
+        return labels, f"trabecular (asked): the field of view ({100 * fov.mean():.1f} % of the grid) is the trabecular VOI"
+    if compartments == "auto":
+        labels = np.asarray(segment_regions(m, voxel_size_um), dtype=np.uint8)
+        if not (labels == Region.CORTICAL).any() and (labels != Region.OUTSIDE).all():
+            return labels, "auto: the bone fills the grid without an outer envelope; all trabecular"
+        if has_periosteal_shell(m, voxel_size_um):
+            # marrow open at the cut faces is trabecular; outside is only the space beyond the shell
+            outside = (labels == Region.OUTSIDE) & _exterior(m, labels, voxel_size_um)
+            labels = np.where((labels == Region.OUTSIDE) & ~outside, np.uint8(Region.TRABECULAR), labels)
+            share = _cortical_share(m, labels)
+            return labels.astype(np.uint8), (f"auto: periosteal shell found; cortex and trabecular compartment "
+                                             f"contoured (cortex holds {100 * share:.0f} % of the bone)")
+        fov = field_of_view(m)
+        labels = np.where(fov, np.uint8(Region.TRABECULAR), np.uint8(Region.OUTSIDE)).astype(np.uint8)
+        return labels, ("auto: no periosteal shell (the space outside the bone is the marrow, open at the cut "
+                        f"faces); the field of view ({100 * fov.mean():.1f} % of the grid) is all trabecular")
+    if compartments != "given":
+        raise ValueError(f"compartments must be 'auto', 'trabecular' or a region file, got {compartments!r}")
+    if region is None:
+        raise ValueError("compartments='given' needs the region labels")
+    reg = asnumpy(region)
+    if reg.shape != m.shape:
+        raise ValueError(f"{source}: region of shape {reg.shape} does not match the image's {m.shape}; "
+                         "give labels on the same grid (z, y, x)")
+    if reg.dtype.kind == "f":
+        if not np.all(np.isfinite(reg)) or not np.all(reg == np.round(reg)):
+            raise ValueError(f"{source}: region must hold whole-number labels 0, 1, 2, found fractional values")
+    values = np.unique(reg)
+    if values.size and (values.min() < 0 or values.max() > max(Region)):
+        raise ValueError(f"{source}: region labels must be 0 (outside), 1 (trabecular) or 2 (cortical); "
+                         f"found {sorted(int(v) for v in values)[:8]}")
+    labels = reg.astype(np.uint8)
+    share = _cortical_share(m, labels)
+    if share > 0.5 and not has_periosteal_shell(m, voxel_size_um):
+        raise ValueError(
+            f"{source}: its cortex holds {100 * share:.0f} % of the bone, but the volume has no periosteal shell "
+            "(the space outside the bone is the marrow itself, open at the cut faces): a volume cut inside "
+            "trabecular bone has no cortex, and trabeculae labelled cortical would be measured and remodelled as "
+            "cortex. Use compartments 'auto' or 'trabecular', or labels whose cortex is a shell around the marrow")
+    return labels, f"given: labels from {source} (cortex holds {100 * share:.0f} % of the bone)"
+
+
+def _cortical_share(mask: np.ndarray, labels: np.ndarray) -> float:
+    n = int(mask.sum())
+    return int((mask & (labels == Region.CORTICAL)).sum()) / n if n else 0.0

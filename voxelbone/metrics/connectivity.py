@@ -26,32 +26,10 @@ from typing import Any
 import numpy as np
 
 from ..backend import array_module, asnumpy
+from ._common import check_mask, euler_lut
+from .gpu import euler_gpu
 
 __all__ = ["connectivity_density", "euler_characteristic", "euler_lut", "inscribed_box"]
-
-
-@functools.cache
-def euler_lut() -> np.ndarray:
-    """χ contribution ×8 of each 2×2×2 configuration (bit ``4z + 2y + x`` set = voxel set)."""
-    lut = np.zeros(256, dtype=np.int64)
-    for cfg in range(256):
-        vox = {(z, y, x): bool(cfg >> (4 * z + 2 * y + x) & 1) for z, y, x in itertools.product((0, 1), repeat=3)}
-        v = int(any(vox.values()))
-        # half-edges from the centre along ±axis: adjacent to the 4 voxels on that side
-        e = 0
-        for axis in range(3):
-            for side in (0, 1):
-                e += int(any(val for key, val in vox.items() if key[axis] == side))
-        # quarter-faces: in the plane normal to `axis`, quadrant (a, b) of the other two axes:
-        # adjacent to the 2 voxels with those coordinates
-        f = 0
-        for axis in range(3):
-            others = [a for a in range(3) if a != axis]
-            for a_side, b_side in itertools.product((0, 1), repeat=2):
-                f += int(any(val for key, val in vox.items() if key[others[0]] == a_side and key[others[1]] == b_side))
-        c = sum(vox.values())
-        lut[cfg] = 8 * v - 4 * e + 2 * f - c
-    return lut
 
 
 @functools.cache
@@ -76,21 +54,6 @@ def _configs(m: Any, xp: Any) -> Any:
     return idx
 
 
-def _check_mask(mask: Any, ndim: int = 3) -> Any:
-    xp = array_module(mask)
-    m = xp.asarray(mask)
-    if m.ndim != ndim:
-        raise ValueError(f"mask must be {ndim}-D, got shape {m.shape}")
-    if m.dtype != xp.bool_:
-        if m.dtype.kind == "f" and bool(xp.isnan(m).any()):
-            raise ValueError("mask contains NaN")
-        vals = xp.unique(m)
-        if vals.size > 2 or not bool(xp.all((vals == 0) | (vals == 1))):
-            raise ValueError("mask must be binary (bool or 0/1); threshold fractional images first")
-        m = m.astype(bool)
-    return m
-
-
 def euler_characteristic(mask: Any, connectivity: int = 26) -> int:
     """Euler characteristic χ = components − tunnels + cavities of a binary 3-D image.
 
@@ -105,14 +68,26 @@ def euler_characteristic(mask: Any, connectivity: int = 26) -> int:
     -------
     int
         χ of the structure as if surrounded by background.
+
+    Examples
+    --------
+    A solid cube is one component; a cavity adds one, a tunnel through it removes one:
+
+    >>> import numpy as np
+    >>> cube = np.zeros((20, 20, 20), dtype=bool)
+    >>> cube[5:15, 5:15, 5:15] = True
+    >>> hollow = cube.copy()
+    >>> hollow[9:11, 9:11, 9:11] = False
+    >>> ring = cube.copy()
+    >>> ring[5:15, 9:11, 9:11] = False
+    >>> euler_characteristic(cube), euler_characteristic(hollow), euler_characteristic(ring)
+    (1, 2, 0)
     """
     if connectivity != 26:
         raise ValueError("only 26-connectivity (BoneJ's convention) is supported")
-    m = _check_mask(mask)
+    m = check_mask(mask)
     xp = array_module(m)
     if xp is not np:
-        from .gpu import euler_gpu  # noqa: PLC0415
-
         return euler_gpu(m)
     counts = np.bincount(_configs(m, np).ravel(), minlength=256)
     total = int(counts @ euler_lut())
@@ -136,7 +111,7 @@ def delta_euler(mask: Any) -> float:
     χ of the box runs where the mask lives (CUDA kernel for CuPy); only its six faces come to
     the host for the 2-D, 1-D and corner corrections.
     """
-    m = _check_mask(mask)
+    m = check_mask(mask)
     chi = euler_characteristic(m)
     faces = [asnumpy(f) for f in (m[0], m[-1], m[:, 0], m[:, -1], m[:, :, 0], m[:, :, -1])]
     z0, z1, y0, y1 = faces[0], faces[1], faces[2], faces[3]
@@ -154,7 +129,7 @@ def connectivity_density(mask: Any, voxel_size_um: float) -> float:
     A box with no bone, or all bone, holds no network: the formula would give 1/TV there
     (Δχ = 0), so 0 is returned instead, with a warning.
     """
-    m = _check_mask(mask)
+    m = check_mask(mask)
     if voxel_size_um <= 0:
         raise ValueError(f"voxel_size_um must be > 0, got {voxel_size_um}")
     if not bool(m.any()) or bool(m.all()):

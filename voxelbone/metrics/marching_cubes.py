@@ -238,7 +238,7 @@ def surface_area_voxels(field: np.ndarray, level: float = 0.5, within: np.ndarra
     return float(planes.sum())
 
 
-def _as_arguments(xp: Any) -> tuple[Any, Any, Any]:
+def kernel_tables(xp: Any) -> tuple[Any, Any, Any]:
     """Table, edge corners and face corners as int arrays of module ``xp`` (kernel arguments)."""
     return (xp.asarray(polygon_table()), xp.asarray(EDGE_CORNERS.astype(np.int32)),
             xp.asarray(FACE_CORNERS.astype(np.int32)))

@@ -33,7 +33,7 @@ from ..volume import BONE_THRESHOLD, TMD_MAX_MG_CM3, BoneVolume, Region
 from .anisotropy import mean_intercept_length
 from .connectivity import connectivity_density, euler_characteristic, inscribed_box
 from .cortical import cortical_metrics
-from .surface import _mesh, _smi, bone_surface_mm2
+from .surface import bone_surface_mm2, mesh_smi, surface_mesh
 from .thickness import local_thickness
 
 __all__ = ["ASBMR", "Morphometry", "morphometry"]
@@ -193,7 +193,7 @@ def morphometry(
     bv_mm3 = n_bone * vox_mm3
     bs_bv = bs_mm2 / bv_mm3 if surface and bv_mm3 > 0 else nan
     bs_tv = bs_mm2 / (n_trab * vox_mm3) if surface and n_trab else nan
-    smi_value = _smi(_mesh(trab_bone, 0.5, None)) if smi and n_trab else nan
+    smi_value = mesh_smi(surface_mesh(trab_bone, 0.5, None)) if smi and n_trab else nan
     tb_th_plate = 2000.0 / bs_bv if surface and bs_bv and bs_bv > 0 and math.isfinite(bs_bv) else nan
 
     euler = conn_d = da = da_ratio = nan

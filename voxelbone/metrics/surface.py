@@ -15,8 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from skimage.measure import marching_cubes, mesh_surface_area
 
 from ..backend import array_module, asnumpy, is_device_array, ndimage_module
+from .gpu import surface_area_gpu
 from .marching_cubes import surface_area_voxels
 
 __all__ = ["bone_surface_mm2", "structure_model_index"]
@@ -27,7 +29,7 @@ def _is_binary(f: Any) -> bool:
     return f.dtype == bool or f.dtype.kind in "iu" or bool(((f == 0) | (f == 1)).all())
 
 
-def _smoothed(field: Any, sigma_voxels: float | None) -> Any:
+def smoothed_field(field: Any, sigma_voxels: float | None) -> Any:
     """The field as float32, Gaussian-smoothed when it is a mask (default σ 0.7) or when asked, on its device."""
     xp = array_module(field)
     if field.ndim != 3:
@@ -40,11 +42,9 @@ def _smoothed(field: Any, sigma_voxels: float | None) -> Any:
     return f
 
 
-def _mesh(field: Any, level: float, sigma_voxels: float | None) -> tuple[np.ndarray, np.ndarray] | None:
+def surface_mesh(field: Any, level: float, sigma_voxels: float | None) -> tuple[np.ndarray, np.ndarray] | None:
     """scikit-image marching-cubes mesh (vertices in voxel units, faces) of a field padded by one voxel; None if no surface."""
-    from skimage.measure import marching_cubes  # noqa: PLC0415
-
-    f = np.pad(asnumpy(_smoothed(field, sigma_voxels)), 1)  # close the surface at the border of the grid
+    f = np.pad(asnumpy(smoothed_field(field, sigma_voxels)), 1)  # close the surface at the border of the grid
     if not (f.min() < level < f.max()):
         return None
     verts, faces, _, _ = marching_cubes(f, level=level, allow_degenerate=False)
@@ -96,7 +96,7 @@ def bone_surface_mm2(
     """
     if voxel_size_um <= 0:
         raise ValueError(f"voxel_size_um must be positive, got {voxel_size_um}")
-    f = _smoothed(field, sigma_voxels)
+    f = smoothed_field(field, sigma_voxels)
     w = within
     if w is not None and tuple(w.shape) != tuple(f.shape):
         raise ValueError(f"within has shape {tuple(w.shape)} but the field has {tuple(f.shape)}; pass a VOI mask of the field's shape")
@@ -105,8 +105,6 @@ def bone_surface_mm2(
         f = xp.pad(f, 1)
         w = None if w is None else xp.pad(w.astype(bool), 1)
     if is_device_array(f):
-        from .gpu import surface_area_gpu  # noqa: PLC0415
-
         area = surface_area_gpu(f, level, w)
     else:
         area = surface_area_voxels(f, level, w)
@@ -158,14 +156,22 @@ def structure_model_index(
     -------
     float
         SMI (dimensionless); NaN for an empty or full field.
+
+    Examples
+    --------
+    A ball is close to the ideal sphere's 4:
+
+    >>> import numpy as np
+    >>> z, y, x = np.ogrid[:40, :40, :40]
+    >>> ball = (z - 20) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 15**2
+    >>> round(float(structure_model_index(ball)), 1)
+    3.9
     """
-    return _smi(_mesh(field, level, sigma_voxels), step_voxels)
+    return mesh_smi(surface_mesh(field, level, sigma_voxels), step_voxels)
 
 
-def _smi(mesh: tuple[np.ndarray, np.ndarray] | None, step_voxels: float = 0.01) -> float:
-    """SMI of a closed mesh from :func:`_mesh` (NaN for none)."""
-    from skimage.measure import mesh_surface_area  # noqa: PLC0415
-
+def mesh_smi(mesh: tuple[np.ndarray, np.ndarray] | None, step_voxels: float = 0.01) -> float:
+    """SMI of a closed mesh from :func:`surface_mesh` (NaN for none)."""
     if mesh is None:
         return float("nan")
     verts, faces = mesh

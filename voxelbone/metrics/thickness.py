@@ -28,42 +28,21 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import edt
 import numba
 import numpy as np
+
+from ..backend import array_module, asnumpy
+from ._common import ball_containment_table, check_mask
+from .gpu import local_thickness_gpu
 
 __all__ = ["ThicknessStats", "ball_containment_table", "local_thickness", "thickness_stats"]
 
 
 def _squared_distance(mask: np.ndarray) -> np.ndarray:
     """Squared EDT (voxel units, exact integers) of a mask with some background; border not background."""
-    import edt  # noqa: PLC0415
-
     d = edt.edtsq(np.ascontiguousarray(mask, dtype=np.uint8), black_border=False, parallel=0)
     return np.rint(d).astype(np.int32)
-
-
-def ball_containment_table(k_max: int) -> np.ndarray:
-    """Smallest squared radius of a neighbour's ball that holds a discrete ball, per offset class.
-
-    ``table[c - 1, k]`` is ``max{|p - d|² : p ∈ Z³, |p|² ≤ k}`` for a neighbour offset ``d`` with
-    ``|d|² = c`` (1: face, 2: edge, 3: corner); by the ball's symmetry it depends only on the
-    class. A centre of squared radius ``k`` whose neighbour at offset class ``c`` has squared
-    distance ``≥ table[c - 1, k]`` lies, as a set of voxels, inside that neighbour's larger
-    ball, so dropping it leaves the thickness map unchanged (the test of Dougherty's Distance
-    Ridge, on discrete balls).
-    """
-    r = int(np.ceil(np.sqrt(max(k_max, 0)))) + 1
-    g = np.arange(-r, 1, dtype=np.int64)  # one octant (p ≤ 0) holds the maximum for d ≥ 0
-    pz, py, px = np.meshgrid(g, g, g, indexing="ij", sparse=True)
-    s = (pz * pz + py * py + px * px).ravel()
-    order = np.argsort(s, kind="stable")
-    s = s[order]
-    last = np.searchsorted(s, np.arange(k_max + 1), side="right") - 1
-    table = np.empty((3, k_max + 1), dtype=np.int32)
-    for c, (dz, dy, dx) in enumerate(((1, 0, 0), (1, 1, 0), (1, 1, 1))):
-        far = ((pz - dz) ** 2 + (py - dy) ** 2 + (px - dx) ** 2).ravel()[order]
-        table[c] = np.maximum.accumulate(far)[last]
-    return table
 
 
 @numba.njit(parallel=True, cache=True)
@@ -191,14 +170,22 @@ def local_thickness(mask: Any, voxel_size_um: float = 1.0) -> Any:
         Diameter of the largest inscribed ball containing each voxel, in µm; 0 outside
         the mask. A mask that fills the grid has no background, so its thickness is
         unbounded: it is reported as the grid's smallest extent, with a warning.
-    """
-    from ..backend import array_module  # noqa: PLC0415
-    from .connectivity import _check_mask  # noqa: PLC0415
 
+    Examples
+    --------
+    A plate six voxels thick at 20 µm is 120 µm thick everywhere:
+
+    >>> import numpy as np
+    >>> plate = np.zeros((32, 32, 32), dtype=bool)
+    >>> plate[:, :, 12:18] = True
+    >>> lt = local_thickness(plate, voxel_size_um=20.0)
+    >>> lt.dtype, float(lt[plate].min()), float(lt[plate].max()), float(lt[~plate].max())
+    (dtype('float32'), 120.0, 120.0, 0.0)
+    """
     xp = array_module(mask)
     if not voxel_size_um > 0:
         raise ValueError(f"voxel_size_um must be > 0, got {voxel_size_um}")
-    m = _check_mask(mask)
+    m = check_mask(mask)
     if not bool(m.any()):
         return xp.zeros(m.shape, dtype=xp.float32)
     if bool(m.all()):
@@ -206,8 +193,6 @@ def local_thickness(mask: Any, voxel_size_um: float = 1.0) -> Any:
                       "reported as the grid's smallest extent", RuntimeWarning, stacklevel=2)
         return xp.full(m.shape, np.float32(min(m.shape) * voxel_size_um), dtype=xp.float32)
     if xp is not np:  # CuPy: the same algorithm in CUDA kernels
-        from .gpu import local_thickness_gpu  # noqa: PLC0415
-
         return local_thickness_gpu(m, voxel_size_um)
     m = np.ascontiguousarray(m)
     k2 = _squared_distance(m)
@@ -267,8 +252,6 @@ def thickness_stats(
     ThicknessStats
         Zeros (with a warning) for an empty structure.
     """
-    from ..backend import array_module, asnumpy  # noqa: PLC0415
-
     xp = array_module(mask)
     m = xp.asarray(mask).astype(bool)
     lt = local_thickness(m, voxel_size_um) if thickness_map is None else thickness_map

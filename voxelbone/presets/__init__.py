@@ -24,21 +24,16 @@ this module; a user's own file works the same way (``load_preset("my_regimen.tom
 from __future__ import annotations
 
 import functools
-import re
-import sys
 from dataclasses import dataclass, replace
 from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..hormones import HormoneCourse, Population, Segment, build_course, state_from_mapping
+from .._toml import toml_line, tomllib
+from ..hormones import STEPS_PER_DAY, HormoneCourse, Population, Segment, build_course, state_from_mapping
 from ..pharmacokinetics import Dosing, DrugSpec
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..units import DAYS_PER_YEAR
 
 __all__ = [
     "Preset",
@@ -48,10 +43,8 @@ __all__ = [
     "list_presets",
     "load_preset",
     "populations",
-    "presets_cli",
 ]
 
-DAYS_PER_YEAR = 365.25
 EVIDENCE = ("clinical", "extrapolated")
 _PRESET_KEYS = {"title", "population", "evidence", "summary", "mechanism", "references", "drug", "population_overrides"}
 _DRUG_KEYS = {"name", "dose_mg", "every_days", "route", "start_day", "duration_days"}
@@ -91,19 +84,13 @@ class Preset:
         )
         return Segment(self.population, dosings, start_day, end_day)
 
-    def hormone_course(self, days: float, steps_per_day: int = 24) -> HormoneCourse:
+    def hormone_course(self, days: float, steps_per_day: int = STEPS_PER_DAY) -> HormoneCourse:
         """Hormone course of this preset held for ``days``."""
         return build_course([self.segment(0.0, days)], days, steps_per_day)
 
 
-def _line(text: str, key: str, occurrence: int = 0) -> int | None:
-    hits = [i for i, ln in enumerate(text.splitlines(), 1)
-            if re.match(rf"\s*{re.escape(key)}\s*=", ln) or ln.strip() in (f"[{key}]", f"[[{key}]]")]
-    return hits[occurrence] if len(hits) > occurrence else (hits[0] if hits else None)
-
-
 def _err(source: str, text: str, key: str, msg: str, occurrence: int = 0) -> PresetError:
-    line = _line(text, key, occurrence)
+    line = toml_line(text, key, occurrence)
     where = f"{source}, line {line}" if line else source
     return PresetError(f"{where}: {msg}")
 
@@ -245,6 +232,16 @@ def load_preset(name_or_path: str | Path) -> Preset:
     PresetError
         For an unknown name (listing close matches) or a malformed file (naming the field
         and line).
+
+    Examples
+    --------
+    >>> trt = load_preset("trt")
+    >>> trt.population.name, trt.evidence, [d.spec.name for d in trt.drugs]
+    ('hypogonadal_man', 'clinical', ['testosterone_cypionate'])
+    >>> load_preset("trtt")
+    Traceback (most recent call last):
+    ...
+    voxelbone.presets.PresetError: unknown preset 'trtt'; did you mean trt? (run 'voxelbone presets' for the list)
     """
     key = str(name_or_path)
     if key.endswith(".toml") or Path(key).is_file():
@@ -262,12 +259,30 @@ def load_preset(name_or_path: str | Path) -> Preset:
 
 
 def list_presets() -> list[Preset]:
-    """Every shipped preset, sorted by name."""
+    """Every shipped preset, sorted by name.
+
+    Examples
+    --------
+    >>> names = [p.name for p in list_presets()]
+    >>> "teriparatide" in names and names == sorted(names)
+    True
+    """
     return [load_preset(n) for n in _builtin_names()]
 
 
-def course_for_periods(periods: Sequence[tuple[str, float]], steps_per_day: int = 24, extra_days: float = 0.0) -> HormoneCourse:
-    """Hormone course of consecutive ``(preset, years)`` periods (drug levels decay across boundaries)."""
+def course_for_periods(periods: Sequence[tuple[str, float]], steps_per_day: int = STEPS_PER_DAY, extra_days: float = 0.0) -> HormoneCourse:
+    """Hormone course of consecutive ``(preset, years)`` periods (drug levels decay across boundaries).
+
+    Examples
+    --------
+    Half a year before the menopause, then half a year after it, on an hourly grid:
+
+    >>> course = course_for_periods([("premenopausal", 0.5), ("postmenopausal_untreated", 0.5)])
+    >>> float(course.days[-1]), course.days.size
+    (365.25, 8767)
+    >>> round(course.at(30.0).estradiol_pg_ml, 1), round(course.at(300.0).estradiol_pg_ml, 1)
+    (101.5, 9.3)
+    """
     segments = []
     t = 0.0
     for preset_name, years in periods:
@@ -276,56 +291,3 @@ def course_for_periods(periods: Sequence[tuple[str, float]], steps_per_day: int 
         segments.append(p.segment(t, end))
         t = end
     return build_course(segments, t + extra_days, steps_per_day)
-
-
-# --------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------
-def _regimen_lines(p: Preset) -> list[str]:
-    if not p.drugs:
-        return ["  (no drugs: the population's own hormone levels)"]
-    out = []
-    for d in p.drugs:
-        dose = f"{d.dosing.dose_mg * 1000:g} µg" if d.dosing.dose_mg < 1 else f"{d.dosing.dose_mg:g} mg"
-        every = "daily" if d.dosing.every_days == 1 else f"every {d.dosing.every_days:g} days"
-        extra = f" from day {d.dosing.start_day:g}" if d.dosing.start_day else ""
-        extra += f" for {d.dosing.duration_days:g} days" if d.dosing.duration_days else ""
-        out.append(f"  {d.spec.name:<26} {dose:>9} {every:<16} {d.dosing.route}{extra}")
-    return out
-
-
-def presets_cli(args: Any) -> int:
-    """``voxelbone presets [list|show NAME]``."""
-    if args.action == "list":
-        rows = list_presets()
-        w = max(len(p.name) for p in rows)
-        print(f"{'preset':<{w}}  {'population':<22} {'evidence':<12} summary")
-        for p in rows:
-            print(f"{p.name:<{w}}  {p.population.name:<22} {p.evidence:<12} {p.summary}")
-        return 0
-    if not args.name:
-        raise PresetError("'presets show' needs a preset name or file")
-    p = load_preset(args.name)
-    days = max(args.years * DAYS_PER_YEAR, 7.0)
-    course = p.hormone_course(days)
-    mean = course.mean(start_day=min(28.0, days / 2))
-    print(f"{p.name}: {p.title}")
-    print(f"population: {p.population.name} — {p.population.description}")
-    print(f"evidence: {p.evidence}" + (f" — mechanism: {p.mechanism}" if p.mechanism else ""))
-    print("regimen:")
-    print("\n".join(_regimen_lines(p)))
-    print(f"mean levels (after the first 4 weeks, over {args.years:g} yr):")
-    for h, v in mean.__dict__.items():
-        print(f"  {h:<20} {v:10.1f}")
-    print("references:")
-    for r in p.references:
-        print(f"  - {r}")
-    out = Path(args.out or "results/presets")
-    out.mkdir(parents=True, exist_ok=True)
-    from ..plots import plot_hormones  # noqa: PLC0415
-
-    path = plot_hormones({p.name: course}, out / f"{p.name}_hormones.png", days=min(days, 90.0))
-    print(f"hormone plot: {path}")
-    return 0
-
-

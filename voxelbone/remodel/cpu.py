@@ -22,6 +22,19 @@ __all__ = ["activate", "claim", "update"]
 f32 = np.float32
 _OUT, _TRAB, _CORT = int(Region.OUTSIDE), int(Region.TRABECULAR), int(Region.CORTICAL)
 _HALF, _ONE, _ZERO = f32(0.5), f32(1.0), f32(0.0)
+
+#: Magnitudes below this (2^-64 of a voxel) are exactly 0 in both twins: the device runs
+#: with flush-to-zero (CuPy compiles with ``-ftz=true``), NumPy keeps subnormals, so a
+#: decaying float32 (osteoid after ~844 days) would otherwise part the twins. See
+#: ``vb_flush`` in kernels/vb_common.cuh.
+TINY = f32(2.0**-64)
+
+
+def flush_tiny(x: np.ndarray) -> np.ndarray:
+    """``x`` with every value of magnitude below :data:`TINY` set to exactly 0 (``vb_flush``)."""
+    return np.where(np.abs(x) < TINY, _ZERO, x).astype(f32, copy=False)
+
+
 _NEIGHBOURS = ((-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1))
 
 
@@ -279,9 +292,9 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         dig = ((flags & FLAG_RESORBED) == 0) & (d1 >= t_start)
         frac = amount
         removed = b * frac
-        b = np.where(dig, b - removed, b)
-        m = np.where(dig, m - m * frac, m)
-        o = np.where(dig, o - o * frac, o)
+        b = np.where(dig, flush_tiny(b - removed), b)
+        m = np.where(dig, flush_tiny(m - m * frac), m)
+        o = np.where(dig, flush_tiny(o - o * frac), o)
         amount = np.where(dig, removed, amount)
         flags = np.where(dig, flags | FLAG_RESORBED, flags)
         # formation
@@ -317,5 +330,5 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
     if act.size:
         b, m, o = bone[act], mineral[act], osteoid[act]
         m = m * sc.e_secondary + (sc.m_mature * b) * (_ONE - sc.e_secondary) + sc.c_osteoid * o
-        mineral[act] = np.minimum(np.maximum(m, _ZERO), b)
-        osteoid[act] = o * sc.e_primary
+        mineral[act] = flush_tiny(np.minimum(np.maximum(m, _ZERO), b))
+        osteoid[act] = flush_tiny(o * sc.e_primary)

@@ -6,35 +6,54 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels import get_function
-from .state import RemodelState, StepScalars
+from ..kernels import get_function, index_defines
+from .state import CLAIM_NONE, RemodelState, StepScalars
 
-__all__ = ["GpuStep"]
+__all__ = ["GpuStep", "claim_blocks", "step_blocks", "step_defines"]
 
 _THREADS = 256
 _CLAIM_THREADS = 128
 _CLAIM_BLOCKS = 2048
 
 
+def step_blocks(n_voxels: int, sm_count: int) -> int:
+    """Blocks of the per-voxel launches (``vb_activate``, ``vb_update``; ``_THREADS`` each).
+
+    Enough to cover the grid once, at most 32 per SM (grid-stride loops do the rest).
+    """
+    return int(min(max(1, -(-n_voxels // _THREADS)), sm_count * 32))
+
+
+def claim_blocks(capacity: int) -> int:
+    """Blocks of ``vb_claim`` (one seed per block at a time, ``_CLAIM_THREADS`` threads)."""
+    return int(max(1, min(_CLAIM_BLOCKS, capacity)))
+
+
+def step_defines(n_voxels: int, blocks: int) -> tuple[tuple[str, int], ...]:
+    """Index width of the step's kernels: 32-bit while voxels plus one grid stride fit."""
+    return index_defines(n_voxels + blocks * _THREADS)
+
+
 class GpuStep:
     """Device buffers (seed list, claim scratch) and the three kernel launches of a step."""
 
     def __init__(self, state: RemodelState) -> None:
-        import cupy  # noqa: PLC0415
+        import cupy  # noqa: PLC0415 - cupy: optional GPU dependency, loaded only for a device run
 
         self.cp = cupy
         self.shape = state.bone.shape
         self.n = int(np.prod(self.shape))
         dev = cupy.cuda.Device()
         sms = dev.attributes["MultiProcessorCount"]
-        self.blocks = int(min(max(1, -(-self.n // _THREADS)), sms * 32))
-        self.claim = cupy.full(self.shape, np.uint64(0xFFFFFFFFFFFFFFFF), dtype=cupy.uint64)
+        self.blocks = step_blocks(self.n, sms)
+        defines = step_defines(self.n, self.blocks)
+        self.claim = cupy.full(self.shape, CLAIM_NONE, dtype=cupy.uint64)
         self.seed_count = cupy.zeros(1, dtype=cupy.uint32)
         self.capacity = 0
         self.seeds = None
-        self._activate = get_function("remodel", "vb_activate")
-        self._claim = get_function("remodel", "vb_claim")
-        self._update = get_function("remodel", "vb_update")
+        self._activate = get_function("remodel", "vb_activate", defines)
+        self._claim = get_function("remodel", "vb_claim", defines)
+        self._update = get_function("remodel", "vb_update", defines)
 
     def _ensure_capacity(self, sc: StepScalars) -> None:
         # Expected seeds ≤ p · (surface voxels) ≤ p · n; ten times that (plus a floor) is
@@ -56,18 +75,18 @@ class GpuStep:
         )
 
     def claim_cavities(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
-        """``vb_claim``: each seed's cavity claims its voxels (lowest seed index wins)."""
-        cp = self.cp
+        """``vb_claim``: each seed's cavity claims its voxels (lowest seed index wins).
+
+        Seeds beyond capacity (counted by ``vb_activate``, not stored) are added to the
+        ``seed_overflow`` counter by the kernel itself: no extra launches.
+        """
         nz, ny, nx = (np.int64(v) for v in self.shape)
         self._claim(
-            (min(_CLAIM_BLOCKS, self.capacity),), (_CLAIM_THREADS,),
+            (claim_blocks(self.capacity),), (_CLAIM_THREADS,),
             (st.bone, st.region, st.bmu_day, nz, ny, nx, sc.voxel_um, np.uint64(seed), np.uint64(step),
              self.seeds, self.seed_count, np.uint32(self.capacity), sc.depth_um, sc.lateral_um,
              sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, sc.overfill, self.claim, st.counters),
         )
-        # seeds beyond capacity were counted but not stored: record the overflow on the device
-        over = cp.maximum(self.seed_count.astype(cp.int64) - self.capacity, 0).astype(cp.uint64)
-        st.counters[4:5] += over
 
     def update(self, st: RemodelState, sc: StepScalars) -> None:
         """``vb_update``: take claims, excavate, refill, release, mineralise."""
@@ -80,7 +99,7 @@ class GpuStep:
         )
 
     def step(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
-        """The three launches of one step, in order, with no host synchronisation."""
+        """The launches of one step (a memset and three kernels), in order, with no host synchronisation."""
         self.activate(st, seed, step, sc)
         self.claim_cavities(st, seed, step, sc)
         self.update(st, sc)

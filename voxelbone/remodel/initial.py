@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.special import ndtr
 
+from ..units import DAYS_PER_YEAR
 from ..volume import BONE_THRESHOLD, BoneVolume, Region
 from .cpu import surface_flags
 from .params import RemodelParams
@@ -82,7 +83,7 @@ def equilibrate_mineral(volume: BoneVolume, rates: Rates, params: RemodelParams,
     region = np.asarray(volume.region)
     rate = np.where(region == Region.CORTICAL, f_cort, f_trab)
     # packets younger than a few primary time constants would carry osteoid; start them mineralised
-    age_days = np.maximum(-np.log(u) / np.maximum(rate, 1e-4) * 365.25, 10.0 * params.mineralisation.primary_days)
+    age_days = np.maximum(-np.log(u) / np.maximum(rate, 1e-4) * DAYS_PER_YEAR, 10.0 * params.mineralisation.primary_days)
     degree = params.mineralisation.degree_at_age(age_days).astype(np.float32)
     bone = np.asarray(volume.bone)
     mineral = np.minimum(bone * degree, bone).astype(np.float32)

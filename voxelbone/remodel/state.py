@@ -8,9 +8,12 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import array_module
+from ..units import DAYS_PER_YEAR
 from .params import RemodelParams
 
 __all__ = [
+    "CLAIM_NONE",
     "COUNTERS",
     "FLAG_OSTEONAL",
     "FLAG_OVERFILL",
@@ -28,11 +31,11 @@ FLAG_PERFORATED = 1
 FLAG_OSTEONAL = 2
 FLAG_RESORBED = 4
 FLAG_OVERFILL = 8  # a marrow voxel above the cavity opening, filled by a positive BMU balance
+#: Claim code of a voxel no cavity claims (``VB_CLAIM_NONE`` in ``kernels/remodel.cu``).
 CLAIM_NONE = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 #: Order of the uint64 counters array (kernels index it the same way).
 COUNTERS = ("bmus_trabecular", "bmus_osteonal", "perforations", "fragments_removed", "seed_overflow")
-DAYS_PER_YEAR = 365.25
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,6 @@ class RemodelState:
 
 
 def _xp(a: Any) -> Any:
-    from ..backend import array_module  # noqa: PLC0415
-
     return array_module(a)
 
 
@@ -171,8 +172,18 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     per year. A BMU covers a footprint of area A (π·b² for a trabecular cavity of lateral
     semi-axis b; the canal wall 2π·r_c·2H it re-excavates for an osteon), and there are
     κ surface voxels per voxel-face area of true surface, so a surface voxel starts a BMU in
-    a step with probability ``p = 1 − exp(−Ac.f · dt/365.25 · v² / (κ · A))``: the surface
+    a step with probability ``p = 1 − exp(−Ac.f · dt/DAYS_PER_YEAR · v² / (κ · A))``: the surface
     fraction activated per year is Ac.f whatever the voxel size v.
+
+    Examples
+    --------
+    >>> from voxelbone.remodel import RemodelParams
+    >>> rates = RemodelingRates(activation_trabecular_per_yr=0.2, activation_cortical_per_yr=0.05,
+    ...                         erosion_depth_um=50.0, refill_trabecular=1.0, refill_cortical=1.0)
+    >>> daily = step_scalars(rates, RemodelParams(), voxel_um=30.0, dt_days=1)
+    >>> weekly = step_scalars(rates, RemodelParams(), voxel_um=30.0, dt_days=7)
+    >>> float(daily.depth_um), round(float(weekly.p_hemi / daily.p_hemi), 3)
+    (50.0, 7.0)
     """
     params.check_step(dt_days)
     _check_rates(rates)

@@ -1,0 +1,342 @@
+"""Every kernel run as a grid on CPU threads (grid host build): block orders, ThreadSanitizer,
+the launcher's argument checks, and defects planted in the kernels to see each check fail.
+
+Each case launches a kernel as voxelbone's GPU code launches it (tests/hostkernels.py uses
+the launch configuration functions of remodel/gpu.py and metrics/gpu.py) and compares the
+result with the NumPy/Numba twin.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import voxelbone.kernels as K
+from hostkernels import (
+    HostRemodel,
+    host_euler8,
+    host_insert_balls,
+    host_ridge_flags,
+    host_surface_area,
+    host_uniform,
+)
+from voxelbone.kernels import HostRaceError, host_grid_launch, host_kernel_params, kernel_entry_points, kernel_names
+
+
+def _random_mask(seed: int, n: int, sigma: float = 1.4, fraction: float = 0.35) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    f = ndi.gaussian_filter(rng.standard_normal((n, n, n)), sigma, mode="wrap")
+    return f > np.quantile(f, 1 - fraction)
+
+
+# ---------------------------------------------------------------------------------------
+# one case per kernel: run it as the device code does, compare with the twin
+# ---------------------------------------------------------------------------------------
+def _case_uniform(n: int = 3000, **launch) -> None:
+    from voxelbone.rng import uniform
+
+    got = host_uniform(77, 5, 2, 10, n, **launch)
+    np.testing.assert_array_equal(got, uniform(77, 5, 2, np.arange(10, 10 + n, dtype=np.uint64)))
+
+
+def _case_euler(n: int = 20, **launch) -> None:
+    from voxelbone.metrics import euler_characteristic
+
+    m = _random_mask(4, n)
+    value = host_euler8(m, **launch)
+    assert value % 8 == 0 and value // 8 == euler_characteristic(m)
+
+
+def _thickness_inputs(n: int):
+    from voxelbone.metrics.thickness import _squared_distance, ball_containment_table
+
+    m = _random_mask(12, n, sigma=1.6)
+    z, y, x = np.ogrid[:n, :n, :n]
+    m |= (z - n / 2) ** 2 + (y - n / 2) ** 2 + (x - n / 3) ** 2 <= (0.42 * n) ** 2  # a ball wider than 15 voxels
+    k2 = np.ascontiguousarray(_squared_distance(m))
+    return m, k2, np.ascontiguousarray(ball_containment_table(int(k2.max())))
+
+
+def _case_ridge(n: int = 20, **launch) -> None:
+    from voxelbone.metrics.thickness import _ridge_flags
+
+    _, k2, table = _thickness_inputs(n)
+    np.testing.assert_array_equal(host_ridge_flags(k2, table, **launch).astype(bool), _ridge_flags(k2, table))
+
+
+def _case_balls(n: int = 20, **launch) -> None:
+    from voxelbone.metrics import local_thickness
+    from voxelbone.metrics.thickness import _ridge_flags
+
+    m, k2, table = _thickness_inputs(n)
+    keep = _ridge_flags(k2, table)
+    assert 2 * int(np.sqrt(k2[keep].max())) + 1 > 15 and k2[keep].min() <= 2  # both insertion paths run
+    out = host_insert_balls(keep, k2, m, **launch)
+    np.testing.assert_array_equal(out.view(np.float32), local_thickness(m, 1.0))
+
+
+def _case_surface(n: int = 16, **launch) -> None:
+    from voxelbone.metrics.marching_cubes import surface_area_voxels
+
+    f = ndi.gaussian_filter(np.random.default_rng(5).random((n, n, n)), 1.5).astype(np.float32)
+    f = (f - f.min()) / (f.max() - f.min())
+    assert host_surface_area(f, 0.5, **launch) == pytest.approx(surface_area_voxels(f, 0.5), rel=1e-12)
+
+
+def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=None, **launch) -> None:
+    from test_remodel import FAST
+    from voxelbone.phantom import make_phantom
+    from voxelbone.remodel import Remodeler, step_scalars
+
+    vol = make_phantom("femoral_neck", n, 40.0, seed=3, ct_th_um=300, tb_sp_um=400, bv_tv=0.25, tb_th_um=100)
+    a, b = Remodeler(vol.copy(), seed=9), Remodeler(vol.copy(), seed=9)
+    host = HostRemodel(vol.shape, capacity=capacity, **launch)
+    if defines is not None:
+        host.launch["defines"] = defines
+    drawn = 0
+    for k in range(steps):
+        sc = step_scalars(FAST, a.params, a.voxel_size_um, 3)
+        a.step(k, FAST, 3)
+        drawn += host.step(b.state, 9, k, sc).size
+        for name, arr in a.state.arrays().items():
+            np.testing.assert_array_equal(arr, b.state.arrays()[name], err_msg=f"{name} differs at step {k}")
+    assert drawn > 0, "the case should start BMUs (vb_claim needs seeds)"
+
+
+CASES = {
+    ("random", "vb_uniform_fill"): _case_uniform,
+    ("metrics_euler", "vb_euler8"): _case_euler,
+    ("metrics_thickness", "vb_ridge_flags"): _case_ridge,
+    ("metrics_thickness", "vb_insert_balls"): _case_balls,
+    ("metrics_surface", "vb_surface_area"): _case_surface,
+    # one step runs all three; listed per kernel so the coverage check sees each
+    ("remodel", "vb_activate"): _case_remodel,
+    ("remodel", "vb_claim"): _case_remodel,
+    ("remodel", "vb_update"): _case_remodel,
+}
+_DISTINCT = {k: v for k, v in CASES.items() if k[1] not in ("vb_claim", "vb_update")}
+
+
+def test_every_kernel_has_a_grid_case():
+    kernels = {(f, k) for f in kernel_names() for k in kernel_entry_points(f)}
+    assert kernels == set(CASES), "add a case for each new kernel (and its twin comparison) to CASES"
+
+
+@pytest.mark.parametrize("order,seed", [("forward", 0), ("reverse", 0), ("shuffled", 1), ("shuffled", 2)])
+@pytest.mark.parametrize("case", list(_DISTINCT), ids=lambda c: c[1])
+def test_kernel_grid_equals_twin_in_every_block_order(case, order, seed):
+    _DISTINCT[case](order=order, order_seed=seed)
+
+
+def test_euler_block_reduction_for_every_block_size():
+    """The warp/block reduction holds for one warp, partial block counts and 1024 threads."""
+    for threads in (32, 96, 1024):
+        _case_euler(n=14, threads=threads, order="shuffled", order_seed=threads)
+
+
+def test_remodel_64bit_index_path_equals_twin():
+    """The 64-bit index specialisation (volumes past 2^31 voxels) computes the same step."""
+    _case_remodel(n=24, steps=3, defines=(("VB_INDEX32", 0),), order="reverse")
+
+
+@pytest.mark.parametrize("case", list(_DISTINCT), ids=lambda c: c[1])
+def test_kernel_under_thread_sanitizer(case):
+    """A small grid of every kernel under ThreadSanitizer: no data race is reported."""
+    kwargs = dict(tsan=True, order="shuffled", order_seed=3, workers=4)
+    size = {"remodel": dict(n=20, steps=3, capacity=48), "random": dict(n=2000),
+            "metrics_thickness": dict(n=20)}.get(case[0], dict(n=12))
+    _DISTINCT[case](**size, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# planted defects: each check must fail on its defect
+# ---------------------------------------------------------------------------------------
+@pytest.fixture
+def plant(monkeypatch, tmp_path):
+    """Replace text in a copy of kernels/ and make voxelbone.kernels use the copy."""
+    src = K.kernel_dir()
+    dst = tmp_path / "kernels"
+    shutil.copytree(src, dst)
+
+    def _plant(filename: str, old: str, new: str) -> None:
+        path = dst / filename
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {filename}: update the planted defect"
+        path.write_text(text.replace(old, new))
+
+    monkeypatch.setattr(K, "kernel_dir", lambda: dst)
+    return _plant
+
+
+def test_tsan_reports_a_non_atomic_update(plant):
+    plant("metrics_euler.cu", "atomicAdd(total, (unsigned long long)acc)", "(*total += (unsigned long long)acc)")
+    with pytest.raises(HostRaceError, match="data race"):
+        _case_euler(n=12, tsan=True, order="forward")
+
+
+def test_tsan_reports_a_missing_syncthreads(plant):
+    plant("metrics_euler.cu", "    __syncthreads();\n", "\n")
+    with pytest.raises(HostRaceError, match="data race"):
+        _case_euler(n=12, tsan=True, order="forward")
+
+
+def test_tsan_reports_a_plain_read_racing_with_atomic_max(plant):
+    plant("metrics_thickness.cu", "vb_load_relaxed(&out_bits[j])", "out_bits[j]")
+    with pytest.raises(HostRaceError, match="data race"):
+        _case_balls(n=20, tsan=True, order="shuffled", order_seed=1)
+
+
+def test_barrier_not_reached_by_every_thread_is_an_error(plant):
+    plant("metrics_euler.cu", "    __syncthreads();\n", "    if (threadIdx.x != 5u) __syncthreads();\n")
+    with pytest.raises(RuntimeError, match="deadlock"):
+        _case_euler(n=12)
+
+
+# ---------------------------------------------------------------------------------------
+# the launcher itself
+# ---------------------------------------------------------------------------------------
+def test_params_come_from_the_compiler():
+    params = host_kernel_params("random", "vb_uniform_fill")
+    assert [p.c_type() for p in params] == ["unsigned long long"] * 4 + ["long long", "float*"]
+    bone = host_kernel_params("remodel", "vb_activate")[0]
+    assert bone.pointer and bone.const and (bone.kind, bone.size) == ("f", 4)
+
+
+def test_launch_arguments_are_checked():
+    out = np.zeros(64, np.float32)
+    good = [np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(0), np.int64(64), out]
+
+    def launch(args):
+        host_grid_launch("random", "vb_uniform_fill", 1, 64, args)
+
+    launch(good)
+    with pytest.raises(TypeError, match="argument 4 is long long, got a int32 scalar"):
+        launch(good[:4] + [np.int32(64), out])
+    with pytest.raises(TypeError, match="argument 5 is float\\*, got an array of float64"):
+        launch(good[:5] + [np.zeros(64)])
+    with pytest.raises(TypeError, match="pass a NumPy scalar"):
+        launch([1] + good[1:])
+    with pytest.raises(TypeError, match="takes 6 arguments, got 5"):
+        launch(good[:5])
+    with pytest.raises(TypeError, match="C-contiguous"):
+        launch(good[:5] + [np.zeros(128, np.float32)[::2]])
+    with pytest.raises(ValueError, match="no kernel 'vb_nothing'"):
+        host_grid_launch("random", "vb_nothing", 1, 1, [])
+    with pytest.raises(ValueError, match="at most 1024"):
+        host_grid_launch("random", "vb_uniform_fill", 1, (64, 32), good)
+    with pytest.raises(ValueError, match="order must be one of"):
+        host_grid_launch("random", "vb_uniform_fill", 1, 64, good, order="random")
+
+
+def test_ftz_flushes_float32_subnormals_in_the_workers(plant):
+    """ftz=True: results and inputs below FLT_MIN are 0 in every worker (FTZ and DAZ), as on the device."""
+    plant("random.cu", "// out[i] = uniform", """extern "C" __global__ void vb_probe(const float* a, float* out) {
+    const int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    out[2 * i] = a[0] * a[0];      // 1e-20 * 1e-20: a subnormal result
+    out[2 * i + 1] = a[1] * 2.0f;  // a subnormal input
+}
+// out[i] = uniform""")
+    a = np.array([1e-20, 1e-40], np.float32)
+    assert a[1] != 0
+    for ftz in (False, True):
+        out = np.full(2 * 8 * 4, np.nan, np.float32)
+        host_grid_launch("random", "vb_probe", 8, 4, [a, out], ftz=ftz, workers=3)
+        if ftz:
+            assert (out == 0).all()
+        else:
+            assert (out[0::2] == np.float32(1e-20) * np.float32(1e-20)).all() and (out[0::2] > 0).all()
+            assert (out[1::2] == a[1] * np.float32(2)).all() and (out[1::2] > 0).all()
+
+
+# ---------------------------------------------------------------------------------------
+# flush-to-zero: NumPy twin vs the device's arithmetic over a long horizon
+# ---------------------------------------------------------------------------------------
+_LONG_DT = 40  # the longest step the engine allows (the resorption phase)
+_LONG_STEPS = 28  # 1120 simulated days
+
+
+def _long_horizon(n: int = 32) -> int | None:
+    """Run NumPy twin and FTZ grid build side by side; the first day they differ (None: never)."""
+    from test_remodel import FAST
+    from voxelbone.phantom import make_phantom
+    from voxelbone.remodel import Remodeler, step_scalars
+
+    vol = make_phantom("femoral_neck", n, 40.0, seed=3, ct_th_um=300, tb_sp_um=400, bv_tv=0.25, tb_th_um=100)
+    a, b = Remodeler(vol.copy(), seed=11), Remodeler(vol.copy(), seed=11)
+    host = HostRemodel(vol.shape, ftz=True, order="shuffled", order_seed=7)
+    for k in range(_LONG_STEPS):
+        sc = step_scalars(FAST, a.params, a.voxel_size_um, _LONG_DT)
+        a.step(k, FAST, _LONG_DT)
+        host.step(b.state, 11, k, sc)
+        for name, arr in a.state.arrays().items():
+            if not np.array_equal(arr, b.state.arrays()[name]):
+                return (k + 1) * _LONG_DT
+    assert (a.state.osteoid > 0).any(), "formation should leave osteoid to decay"
+    return None
+
+
+def test_long_horizon_numpy_twin_equals_ftz_device_arithmetic():
+    """≥ 1000 days: the NumPy twin and the kernels under flush-to-zero stay bit-identical."""
+    assert _LONG_DT * _LONG_STEPS >= 1000
+    assert _long_horizon() is None
+
+
+def test_long_horizon_parts_without_the_flush_rule(plant, monkeypatch):
+    """Without vb_flush / flush_tiny, decaying osteoid goes subnormal on the CPU only (~850 days)."""
+    from voxelbone.remodel import cpu
+
+    plant("vb_common.cuh", "return (x < VB_TINY && x > -VB_TINY) ? 0.0f : x;", "return x;")
+    monkeypatch.setattr(cpu, "flush_tiny", lambda x: x)
+    day = _long_horizon()
+    assert day is not None and 800 <= day <= _LONG_DT * _LONG_STEPS
+
+
+def test_launch_from_the_source_string_cupy_is_given():
+    """A CuPy stand-in holds only (code, options, kernel name): that is enough to launch."""
+    from voxelbone.kernels import NVRTC_OPTIONS, _define_options, defines_from_options, specialised_source
+    from voxelbone.rng import uniform
+
+    defines = (("VB_INDEX32", 1),)
+    code, options = specialised_source("random", defines), NVRTC_OPTIONS + _define_options(defines)
+    out = np.zeros(500, np.float32)
+    host_grid_launch("random", "vb_uniform_fill_i32", 2, 128,
+                     [np.uint64(3), np.uint64(1), np.uint64(2), np.uint64(0), np.int64(500), out],
+                     source=code, defines=defines_from_options(options), order="reverse")
+    np.testing.assert_array_equal(out, uniform(3, 1, 2, np.arange(500, dtype=np.uint64)))
+    with pytest.raises(ValueError, match="no kernel 'vb_uniform_fill'.*vb_uniform_fill_i32"):
+        host_grid_launch("random", "vb_uniform_fill", 1, 1, [], source=code)
+
+
+def test_warp_intrinsics_and_shared_memory_behave_as_on_a_device(plant):
+    """Shuffles, ballot and a block-wide exchange through shared memory, 2 blocks of 2 warps."""
+    plant("random.cu", "// out[i] = uniform", """extern "C" __global__ void vb_probe(int* out) {
+    __shared__ int tile[64];
+    const int t = (int)threadIdx.x, lane = t & 31;
+    const int g = (int)(blockIdx.x * blockDim.x) + t;
+    out[5 * g] = __shfl_down_sync(0xffffffffu, 100 * t, 3);
+    out[5 * g + 1] = __shfl_xor_sync(0xffffffffu, 100 * t, 5);
+    out[5 * g + 2] = __shfl_sync(0xffffffffu, 100 * t, 7);
+    out[5 * g + 3] = (int)__ballot_sync(0xffffffffu, lane % 3 == 0);
+    tile[t] = 1000 * (int)blockIdx.x + t;
+    __syncthreads();
+    out[5 * g + 4] = tile[63 - t];
+}
+// out[i] = uniform""")
+    out = np.zeros(5 * 128, np.int32)
+    host_grid_launch("random", "vb_probe", 2, 64, [out], order="shuffled", order_seed=4, workers=2)
+    got = out.reshape(2, 64, 5)
+    t = np.arange(64)
+    lane, warp = t % 32, t // 32
+    down = np.where(lane + 3 < 32, t + 3, t) * 100
+    xor = (warp * 32 + (lane ^ 5)) * 100
+    src7 = (warp * 32 + 7) * 100
+    ballot = sum(1 << k for k in range(0, 32, 3))
+    for b in range(2):
+        np.testing.assert_array_equal(got[b, :, 0], down)
+        np.testing.assert_array_equal(got[b, :, 1], xor)
+        np.testing.assert_array_equal(got[b, :, 2], src7)
+        np.testing.assert_array_equal(got[b, :, 3].astype(np.uint32), np.full(64, ballot, np.uint32))
+        np.testing.assert_array_equal(got[b, :, 4], 1000 * b + 63 - t)

@@ -48,6 +48,7 @@ import numba
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import Voronoi
+from scipy.special import ndtr, ndtri
 
 from .sites import SiteSpec, get_site
 from .volume import BoneVolume, Region
@@ -327,7 +328,11 @@ def _network_sd(rng: np.random.Generator, shape: tuple[int, int, int], v: float,
     a, b, cos_z = a[keep], b[keep], cos_z[keep]
     # radius from horizontal (scale × rod radius) to vertical (rod radius) with the rod's z alignment
     hs = p["horizontal_radius_scale"]
-    radius = p["rod_radius_um"] * (hs + (1.0 - hs) * cos_z**2) * np.exp(rng.normal(0.0, p["radius_spread"], cos_z.size))
+    # each rod's radius is log-normal about that median, truncated below at the thinnest
+    # trabecula adult vertebrae show (drawn by inverse CDF: one uniform per rod)
+    median = p["rod_radius_um"] * (hs + (1.0 - hs) * cos_z**2)
+    floor = ndtr(np.log(p["min_radius_um"] / median) / p["radius_spread"])
+    radius = median * np.exp(p["radius_spread"] * ndtri(floor + (1.0 - floor) * rng.uniform(size=cos_z.size)))
     sd = np.full(shape, -1e9, dtype=np.float32)
     _paint_rods(sd, float(v), np.ascontiguousarray(a), np.ascontiguousarray(b), radius)
     # near-vertical faces first, in random order; the others (drawn from a child stream, so
@@ -373,15 +378,16 @@ NETWORK: dict[str, dict[str, float]] = {
     # untreated loss lowers Conn.D. Measured at 20-40 µm (seeds 1-3): BV/TV 0.11, Tb.Th
     # 140-156 ± 25-31 µm, Tb.Sp 925-940 µm, Tb.N 0.91-0.94 /mm, Conn.D 3.8-4.8 /mm³,
     # SMI 2.2-2.5, DA (MIL ratio) 1.9-2.15 along z.
-    "lumbar_spine": dict(cell_um=960.0, z_stretch=1.3, jitter=0.35, rod_radius_um=55.0,
-                         horizontal_radius_scale=0.53, radius_spread=0.25, plate_half_thickness_um=66.0, plate_spread=0.1,
+    "lumbar_spine": dict(cell_um=960.0, z_stretch=1.3, jitter=0.35, rod_radius_um=57.0,
+                         horizontal_radius_scale=0.35, radius_spread=0.25, min_radius_um=32.5, plate_half_thickness_um=69.0,
+                         plate_spread=0.1,
                          plate_max_nz=0.35, drop_horizontal=0.0),
     # Denser femoral neck trabeculae with more and thicker plates, on faces of any orientation
     # but the near-horizontal; measured: BV/TV 0.20, Tb.Th ~190 ± 40 µm, Tb.Sp ~710 µm,
     # Conn.D 3.7-5.8 /mm³, SMI 1.75-2.15 (more rod-like than femoral bone, SMI ~0.5-1.5 in
     # Hildebrand 1999's femoral head), DA 1.3-1.6.
     "femoral_neck": dict(cell_um=760.0, z_stretch=1.3, jitter=0.35, rod_radius_um=70.0,
-                         horizontal_radius_scale=0.8, radius_spread=0.25, plate_half_thickness_um=80.0, plate_spread=0.2,
+                         horizontal_radius_scale=0.8, radius_spread=0.25, min_radius_um=35.0, plate_half_thickness_um=80.0, plate_spread=0.2,
                          plate_max_nz=0.8, drop_horizontal=0.3),
 }
 
@@ -456,6 +462,8 @@ def make_phantom(
     # targets scale the generator: thickness → rod/plate size, separation → cell size (spacing)
     th_scale = targets["tb_th_um"] / spec.tb_th_um
     lat["rod_radius_um"] *= th_scale
+    if "min_radius_um" in lat:
+        lat["min_radius_um"] *= th_scale
     lat["plate_half_thickness_um"] *= th_scale
     cell_key = "cell_um" if structure == "network" else "spacing_um"
     lat[cell_key] *= targets["tb_sp_um"] / spec.tb_sp_um

@@ -379,7 +379,7 @@ NETWORK: dict[str, dict[str, float]] = {
     # 140-156 ± 25-31 µm, Tb.Sp 925-940 µm, Tb.N 0.91-0.94 /mm, Conn.D 3.8-4.8 /mm³,
     # SMI 2.2-2.5, DA (MIL ratio) 1.9-2.15 along z.
     "lumbar_spine": dict(cell_um=960.0, z_stretch=1.3, jitter=0.35, rod_radius_um=57.0,
-                         horizontal_radius_scale=0.35, radius_spread=0.25, min_radius_um=32.5, plate_half_thickness_um=68.0,
+                         horizontal_radius_scale=0.35, radius_spread=0.25, min_radius_um=32.5, plate_half_thickness_um=67.0,
                          plate_spread=0.1,
                          plate_max_nz=0.4, drop_horizontal=0.0),
     # Denser femoral neck trabeculae with more and thicker plates, on faces of any orientation

@@ -321,7 +321,8 @@ def _network_sd(rng: np.random.Generator, shape: tuple[int, int, int], v: float,
     Rods first; then plates, in random order, until ``want`` bone voxels lie in the
     ``counted`` (y, x) columns (the trabecular compartment). The census gives the number of
     rods and plates and the mean diameters of near-vertical (|cos| to z ≥ 0.8) and
-    near-horizontal (< 0.5) rods and the mean thickness of the plates, in µm.
+    near-horizontal (< 0.5) rods, the diameter of the thinnest rod and the mean thickness of
+    the plates, in µm.
     """
     fov = shape[0] * v
     a, b, cos_z, faces = _voronoi_network(rng, fov, p)
@@ -363,6 +364,7 @@ def _network_sd(rng: np.random.Generator, shape: tuple[int, int, int], v: float,
     census = dict(rods=int(cos_z.size), plates=int(used),
                   vertical_rod_diameter_um=float(2 * radius[vert].mean()) if vert.any() else float("nan"),
                   horizontal_rod_diameter_um=float(2 * radius[horiz].mean()) if horiz.any() else float("nan"),
+                  thinnest_rod_diameter_um=float(2 * radius.min()) if radius.size else float("nan"),
                   plate_thickness_um=float(2 * half[order[:used]].mean()) if used else float("nan"))
     return sd, census
 

@@ -54,11 +54,14 @@ def small_opts():
 
 
 def test_thickness_render_matches_reference(tmp_path, small_opts):
+    # the default (irregular network) lumbar phantom, 1.92 mm at 30 µm
+    from voxelbone.phantom import make_phantom
     from voxelbone.render import render_thickness
 
-    out = render_thickness(_lattice(), tmp_path / "t.png", title="lattice", options=small_opts)
+    out = render_thickness(make_phantom("lumbar_spine", 64, 30.0, seed=1), tmp_path / "t.png", title="lumbar phantom",
+                           options=small_opts)
     img = _png(out)
-    ref_path = DATA / "ref_thickness_lattice.png"
+    ref_path = DATA / "ref_thickness_phantom.png"
     if os.environ.get("VOXELBONE_UPDATE_REFERENCE") == "1":  # deliberate update of the stored image
         shutil.copy(out, ref_path)
     ref = _png(ref_path)

@@ -68,8 +68,24 @@ def test_abmd_refuses_a_volume_of_another_shape():
         ref.abmd_pct(_volume(6, n=20))
 
 
+def _tube(n: int = 64) -> BoneVolume:
+    """A solid cortical tube (300 µm wall, what the contouring recognises as a cortex) around
+    plates 600 µm apart, 30 µm voxels."""
+    _, y, x = np.mgrid[:n, :n, :n]
+    r = np.hypot(y - n / 2 + 0.5, x - n / 2 + 0.5)
+    region = np.zeros((n, n, n), dtype=np.uint8)
+    region[r <= 30] = int(Region.TRABECULAR)
+    region[(r <= 30) & (r > 20)] = int(Region.CORTICAL)
+    bone = np.zeros((n, n, n), dtype=np.float32)
+    bone[(r <= 30) & (r > 20)] = 1.0
+    bone[(r <= 20) & (x % 20 == 0)] = 1.0
+    return BoneVolume(bone, 0.8 * bone, region, 30.0, "lumbar_spine")
+
+
 def test_compartment_vbmd_in_morphometry():
-    v = _volume(6)
+    # Ct.vBMD is measured in the cortex contoured from the bone (a shell), Tb.vBMD in the
+    # trabecular compartment
+    v = _tube()
     m = morphometry(v, tb_sp=False, connectivity=False, surface=False)
     trab = v.region == int(Region.TRABECULAR)
     assert m.tb_vbmd_mg_cm3 == pytest.approx(TMD_MAX_MG_CM3 * float(v.mineral[trab].mean()), rel=1e-6)
@@ -88,7 +104,7 @@ def test_site_dxa_weights_are_shares():
 def test_a_run_reports_abmd_from_day0():
     from voxelbone.calibration import bmd_change
 
-    r = bmd_change("postmenopausal_untreated", seed=1, size=32, voxel_size_um=40.0, years=0.2, step_days=10,
+    r = bmd_change("postmenopausal_untreated", seed=1, size=48, voxel_size_um=40.0, years=0.2, step_days=10,
                    backend="numpy")
     assert r.abmd_pct[0] == 0.0
     assert np.all(np.isfinite(r.abmd_pct)) and r.abmd_pct[-1] != 0.0

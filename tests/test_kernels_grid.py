@@ -93,7 +93,8 @@ def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=
     from voxelbone.remodel import Remodeler, step_scalars
     from voxelbone.remodel.mechanostat import Modulation
 
-    vol = make_phantom("femoral_neck", n, 40.0, seed=3, ct_th_um=300, tb_sp_um=400, bv_tv=0.25, tb_th_um=100)
+    vol = make_phantom("femoral_neck", n, 40.0, seed=3, ct_th_um=300, tb_sp_um=400, bv_tv=0.25, tb_th_um=100,
+                       structure="lattice")  # a small grid for the kernels; the network needs a larger cube
     a, b = Remodeler(vol.copy(), seed=9), Remodeler(vol.copy(), seed=9)
     mod = None
     if modulated:  # the mechanostat's per-voxel factors on activation and refill
@@ -414,7 +415,8 @@ def _long_horizon(n: int = 32) -> int | None:
     from voxelbone.phantom import make_phantom
     from voxelbone.remodel import Remodeler, step_scalars
 
-    vol = make_phantom("femoral_neck", n, 40.0, seed=3, ct_th_um=300, tb_sp_um=400, bv_tv=0.25, tb_th_um=100)
+    vol = make_phantom("femoral_neck", n, 40.0, seed=3, ct_th_um=300, tb_sp_um=400, bv_tv=0.25, tb_th_um=100,
+                       structure="lattice")  # a small grid for the kernels; the network needs a larger cube
     a, b = Remodeler(vol.copy(), seed=11), Remodeler(vol.copy(), seed=11)
     host = HostRemodel(vol.shape, ftz=True, order="shuffled", order_seed=7)
     for k in range(_LONG_STEPS):

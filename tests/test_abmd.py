@@ -108,3 +108,12 @@ def test_a_run_reports_abmd_from_day0():
                    backend="numpy")
     assert r.abmd_pct[0] == 0.0
     assert np.all(np.isfinite(r.abmd_pct)) and r.abmd_pct[-1] != 0.0
+
+
+def test_run_summary_gives_the_abmd_change_in_points_per_year():
+    from voxelbone.cli import summary_table
+
+    rows = [{"year": 0.0, "bv_tv": 0.1, "abmd_pct": 0.0}, {"year": 2.0, "bv_tv": 0.09, "abmd_pct": -4.0}]
+    lines = {ln.split()[0]: ln.split() for ln in summary_table(rows).splitlines()[1:3]}
+    assert float(lines["aBMD"][3]) == pytest.approx(-2.0)
+    assert float(lines["BV/TV"][3]) == pytest.approx(-5.0)

@@ -38,8 +38,13 @@ SUMMARY_METRICS: tuple[tuple[str, str, str, float], ...] = (
     ("conn_d_per_mm3", "Conn.D", "/mm³", 1.0),
     ("ct_th_um", "Ct.Th", "µm", 1.0),
     ("ct_po", "Ct.Po", "%", 100.0),
-    ("bmd_mg_cm3", "BMD", "mg HA/cm³", 1.0),
+    ("tb_vbmd_mg_cm3", "Tb.vBMD", "mg HA/cm³", 1.0),
+    ("ct_vbmd_mg_cm3", "Ct.vBMD", "mg HA/cm³", 1.0),
+    ("bmd_mg_cm3", "BMD cube", "mg HA/cm³", 1.0),
+    ("abmd_pct", "aBMD", "% of day 0 (DXA-equivalent): change in points/yr", 1.0),
 )
+#: Metrics that are already a change from day 0 (their annual change is a difference, not a ratio).
+RELATIVE_METRICS = frozenset({"abmd_pct"})
 DEFAULT_RUN_DIR = Path("results/run")
 
 EPILOG = """examples:
@@ -167,7 +172,10 @@ def summary_table(rows: Sequence[dict[str, Any]], voxel_size_um: float | None = 
         if key not in first:
             continue
         a, b = float(first[key]), float(last[key])
-        rate = (b - a) / abs(a) / years * 100 if a != 0.0 and math.isfinite(a) and math.isfinite(b) else float("nan")
+        if key in RELATIVE_METRICS:
+            rate = (b - a) / years
+        else:
+            rate = (b - a) / abs(a) / years * 100 if a != 0.0 and math.isfinite(a) and math.isfinite(b) else float("nan")
         lines.append(f"{label:<8} {a * scale:>12.4g} {b * scale:>12.4g} {rate:>+12.2f}   {unit}")
     lines.append(f"(voxel size {rows[0].get('voxel_size_um', voxel_size_um)} µm; one sample, no interval: "
                  "--replicates N gives each change with its 95 % interval)")

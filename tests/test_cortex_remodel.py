@@ -18,9 +18,11 @@ Measured (seeds 1-5; Ct.Th in µm, late mean; mean ± standard error):
 - hypogonadal untreated minus start: -8.0, -15.3, +2.1, -1.9, +31.9 (+1.7 ± 8.1);
   TRT minus hypogonadal: +30.8, +27.5, +8.7, +16.6, +13.8 (+19.5 ± 4.2).
 
-A 20 µm margin (half a voxel) is asked only where the paired mean clears it with that
-confidence (MHT against untreated; teriparatide's loss from the start); elsewhere the
-spread supports the sign of the effect, not its size.
+Three further seeds (6-8), held out, confirm every claim below at the same level. A
+20 µm margin (half a voxel) is asked only for teriparatide's loss from the start, which
+it bounds on both seed sets; the MHT gap clears 20 µm on seeds 1-5 (p = 0.010) but not on
+seeds 6-8 (+13.8, +30.4, +23.7; p = 0.32), so for it, as for the other gaps, the spread
+supports the sign of the effect, not its size.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def test_untreated_postmenopausal_cortex_thins_and_porosity_rises_mht_prevents_i
     gap_th = _gap(mht, pm, _th_late)
     gap_po = _gap(mht, pm, lambda c: _end(c, "ct_po"))
     gap_bmd = _gap(mht, pm, lambda c: _end(c, "ct_vbmd"))
-    assert _surely_above(gap_th, 20.0), gap_th
+    assert _surely_above(gap_th, 0.0), gap_th
     assert _surely_below(gap_po, 0.0), gap_po
     assert _surely_above(gap_bmd, 0.0), gap_bmd
 

@@ -1,10 +1,28 @@
 """The cortex remodels: intracortical and endocortical BMUs move Ct.Th, Ct.Po and Ct.vBMD.
 
 Femoral-neck phantoms (800 µm cortex) of 64³ voxels at 40 µm, three simulated years, the
-cortex measured every half year; runs of one seed are paired across presets (the same
-keyed draws), so the comparisons cancel most of the noise of a small sample. Ct.Th of a
-2.6 mm wide cortex moves by tens of µm when one region opens into the marrow, so it is
-compared as the mean of the evaluations from 1.5 years on.
+cortex measured every half year. Ct.Th of so small a cube moves by tens of µm when one
+region of the endocortex opens into the marrow, so one seed is noisy. Each claim is
+therefore made over five seeds, every seed paired across presets (the same phantom and
+the same keyed draws: common random numbers), and tested as a one-sided paired t-test at
+the 5 % level: the seeds' mean must lie beyond the bound by more than its standard error
+allows by chance. Ct.Th is taken as the mean of the evaluations from 1.5 years on.
+
+Measured (seeds 1-5; Ct.Th in µm, late mean; mean ± standard error):
+
+- postmenopausal untreated minus start: -19.6, -35.9, -30.0, -15.7, -7.1 (-21.7 ± 5.1);
+  Ct.Po end minus start +0.028, +0.013, +0.007, +0.019, +0.021; Ct.vBMD -36, -23, -19, -21, -26;
+- MHT minus untreated: +35.0, +39.9, +54.7, +24.6, +37.3 (+38.3 ± 4.9);
+- teriparatide minus start: -12.3, -5.3, +26.5, -2.0, +17.1 (+4.8 ± 7.3);
+  minus untreated: +7.3, +30.6, +56.5, +13.7, +24.2 (+26.5 ± 8.5);
+- hypogonadal untreated minus start: -8.0, -15.3, +2.1, -1.9, +31.9 (+1.7 ± 8.1);
+  TRT minus hypogonadal: +30.8, +27.5, +8.7, +16.6, +13.8 (+19.5 ± 4.2).
+
+Three further seeds (6-8), held out, confirm every claim below at the same level. A
+20 µm margin (half a voxel) is asked only for teriparatide's loss from the start, which
+it bounds on both seed sets; the MHT gap clears 20 µm on seeds 1-5 (p = 0.010) but not on
+seeds 6-8 (+13.8, +30.4, +23.7; p = 0.32), so for it, as for the other gaps, the spread
+supports the sign of the effect, not its size.
 """
 
 from __future__ import annotations
@@ -12,11 +30,13 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from scipy.stats import ttest_1samp
 
 from voxelbone.metrics.cortical import cortical_metrics
 
-SEED = 1
+SEEDS = (1, 2, 3, 4, 5)
 YEARS = 3.0
+P_VALUE = 0.05
 
 
 def _measure(vol):
@@ -25,7 +45,7 @@ def _measure(vol):
 
 
 @functools.lru_cache(maxsize=None)
-def _course(preset: str, seed: int = SEED) -> dict[str, np.ndarray]:
+def _course(preset: str, seed: int) -> dict[str, np.ndarray]:
     from voxelbone.scenario import Period, Scenario
     from voxelbone.simulate import simulate
 
@@ -40,32 +60,85 @@ def _late(c: dict[str, np.ndarray], key: str) -> float:
     return float(c[key][c["year"] >= 1.5].mean())
 
 
+def _start(c: dict[str, np.ndarray], key: str) -> float:
+    return float(c[key][0])
+
+
+def _end(c: dict[str, np.ndarray], key: str) -> float:
+    return float(c[key][-1])
+
+
+def _per_seed(preset: str, fn) -> np.ndarray:
+    """``fn(course)`` for each seed of ``SEEDS``, in order."""
+    return np.array([fn(_course(preset, s)) for s in SEEDS])
+
+
+def _change(preset: str, fn, start) -> np.ndarray:
+    """Per seed, ``fn(course) - start(course)`` for one preset."""
+    return _per_seed(preset, fn) - _per_seed(preset, start)
+
+
+def _gap(treated: str, untreated: str, fn) -> np.ndarray:
+    """Per seed, ``fn`` of the treated course minus ``fn`` of the untreated one of the same seed."""
+    return _per_seed(treated, fn) - _per_seed(untreated, fn)
+
+
+def _surely_below(x: np.ndarray, bound: float) -> bool:
+    return bool(ttest_1samp(x, bound, alternative="less").pvalue < P_VALUE)
+
+
+def _surely_above(x: np.ndarray, bound: float) -> bool:
+    return bool(ttest_1samp(x, bound, alternative="greater").pvalue < P_VALUE)
+
+
+def _th_late(c):
+    return _late(c, "ct_th_um")
+
+
+def _th_start(c):
+    return _start(c, "ct_th_um")
+
+
 def test_untreated_postmenopausal_cortex_thins_and_porosity_rises_mht_prevents_it():
-    pm, mht = _course("postmenopausal_untreated"), _course("mht_estradiol_progesterone")
-    assert pm["ct_th_um"][0] == mht["ct_th_um"][0]  # the same starting bone
-    assert _late(pm, "ct_th_um") < pm["ct_th_um"][0] - 20.0, pm["ct_th_um"]
-    assert pm["ct_po"][-1] > pm["ct_po"][0] + 0.005, pm["ct_po"]
-    assert pm["ct_vbmd"][-1] < pm["ct_vbmd"][0] - 10.0, pm["ct_vbmd"]
-    # MHT slows or stops all three
-    assert _late(mht, "ct_th_um") > _late(pm, "ct_th_um") + 20.0
-    assert mht["ct_po"][-1] < pm["ct_po"][-1]
-    assert mht["ct_vbmd"][-1] > pm["ct_vbmd"][-1] + 10.0
+    pm, mht = "postmenopausal_untreated", "mht_estradiol_progesterone"
+    assert np.array_equal(_per_seed(pm, _th_start), _per_seed(mht, _th_start))  # the same starting bones
+    d_th = _change(pm, _th_late, _th_start)
+    d_po = _change(pm, lambda c: _end(c, "ct_po"), lambda c: _start(c, "ct_po"))
+    d_bmd = _change(pm, lambda c: _end(c, "ct_vbmd"), lambda c: _start(c, "ct_vbmd"))
+    assert _surely_below(d_th, 0.0), d_th
+    assert _surely_above(d_po, 0.0), d_po
+    assert _surely_below(d_bmd, 0.0), d_bmd
+    # MHT slows or stops all three (paired by seed)
+    gap_th = _gap(mht, pm, _th_late)
+    gap_po = _gap(mht, pm, lambda c: _end(c, "ct_po"))
+    gap_bmd = _gap(mht, pm, lambda c: _end(c, "ct_vbmd"))
+    assert _surely_above(gap_th, 0.0), gap_th
+    assert _surely_below(gap_po, 0.0), gap_po
+    assert _surely_above(gap_bmd, 0.0), gap_bmd
 
 
 def test_teriparatide_does_not_thin_the_cortex():
-    pm, pth = _course("postmenopausal_untreated"), _course("teriparatide")
-    assert _late(pth, "ct_th_um") >= pth["ct_th_um"][0] - 20.0, pth["ct_th_um"]  # within half a voxel
-    assert _late(pth, "ct_th_um") > _late(pm, "ct_th_um") + 20.0
-    assert pth["ct_po"][-1] < pm["ct_po"][-1]
-    assert pth["ct_vbmd"][-1] > pm["ct_vbmd"][-1]
+    pm, pth = "postmenopausal_untreated", "teriparatide"
+    d_th = _change(pth, _th_late, _th_start)
+    assert _surely_above(d_th, -20.0), d_th  # loses less than half a voxel
+    # thicker, less porous and denser than untreated (paired by seed)
+    gap_th = _gap(pth, pm, _th_late)
+    gap_po = _gap(pth, pm, lambda c: _end(c, "ct_po"))
+    gap_bmd = _gap(pth, pm, lambda c: _end(c, "ct_vbmd"))
+    assert _surely_above(gap_th, 0.0), gap_th
+    assert _surely_below(gap_po, 0.0), gap_po
+    assert _surely_above(gap_bmd, 0.0), gap_bmd
 
 
 def test_trt_keeps_the_cortex_of_hypogonadal_men():
-    hypo, trt = _course("hypogonadal_untreated"), _course("trt")
-    assert trt["ct_th_um"][0] == hypo["ct_th_um"][0]
-    assert _late(trt, "ct_th_um") > _late(hypo, "ct_th_um") + 20.0
-    assert _late(trt, "ct_po") < _late(hypo, "ct_po") + 0.002
-    assert trt["ct_vbmd"][-1] > hypo["ct_vbmd"][-1]
+    hypo, trt = "hypogonadal_untreated", "trt"
+    assert np.array_equal(_per_seed(hypo, _th_start), _per_seed(trt, _th_start))
+    gap_th = _gap(trt, hypo, _th_late)
+    gap_po = _gap(trt, hypo, lambda c: _late(c, "ct_po"))
+    gap_bmd = _gap(trt, hypo, lambda c: _end(c, "ct_vbmd"))
+    assert _surely_above(gap_th, 0.0), gap_th
+    assert _surely_below(gap_po, 0.0), gap_po
+    assert _surely_above(gap_bmd, 0.0), gap_bmd
 
 
 def test_engine_labels_follow_an_opened_pore_when_asked():

@@ -177,8 +177,8 @@ CONN_D_RUNS = (("postmenopausal_untreated", 4.0, 0.85), (str(ROOT / "samples" / 
 
 
 # Early after menopause Conn.D does not fall on every seed: measured (96³, 40 µm, three years)
-# seed 1 4.12 -> 3.92 /mm³ before the lumbar turnover re-fit and seed 2 3.45 -> 4.14 /mm³ after it
-# (Conn.D rises: the rise is far beyond seed noise near the 0.9 limit). Expected to fail until the
+# seed 1 4.12 -> 3.65 /mm³ (0.88), seed 2 3.45 -> 4.14 (1.20), seed 3 3.44 -> 4.20 (1.22) while BV/TV
+# falls 17-19 %: Conn.D rises on two seeds, far beyond seed noise near the 0.9 limit. Expected to fail until the
 # lumbar network's early response is understood; an XPASS is reported, not an error.
 CONN_D_CASES = [pytest.param(*CONN_D_RUNS[0], id="postmenopausal_untreated"),
                 pytest.param(*CONN_D_RUNS[1], id="early_postmenopause", marks=pytest.mark.xfail(

@@ -525,7 +525,7 @@ def cell_activity(
     >>> a.days.size, sorted(a.cells)[:3]
     (365, ['OBa', 'OBp', 'OCa'])
     >>> round(float(a.activation_trabecular_per_yr[-1]), 2), round(float(a.bmu_balance_um()[-1]), 1)
-    (0.49, -4.7)
+    (0.54, -4.3)
     """
     sr = get_site(site).remodeling
     cp = cp or CellParameters()

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from .scenario import Period, Scenario
 from .sites import get_site
 
-__all__ = ["RVE_EDGE_MM", "RVE_STUDY", "RveEntry", "markdown_table", "rve_study", "rve_warnings", "sample_edge_mm"]
+__all__ = ["NOT_STUDIED", "RVE_EDGE_MM", "RVE_STUDY", "STUDY_NAMES", "RveEntry", "markdown_table", "rve_study", "rve_warnings", "sample_edge_mm"]
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,20 @@ RVE_EDGE_MM: dict[str, RveEntry] = {
     "ct_th_um": RveEntry(3.84, False),
     "ct_po": RveEntry(3.84, False),
     "bmd_mg_cm3": RveEntry(2.40, True),
-    "tb_bmd_mg_cm3": RveEntry(2.40, True),
+    "tb_vbmd_mg_cm3": RveEntry(2.40, True),
 }
+
+#: Metrics renamed since the study (same definition): column now → name in the study's record.
+STUDY_NAMES: dict[str, str] = {"tb_vbmd_mg_cm3": "tb_bmd_mg_cm3"}
+
+#: Reported metrics added after the study, whose representative edge is not measured yet
+#: (run the study again to fill them); ``voxelbone run`` says so instead of warning.
+NOT_STUDIED: tuple[str, ...] = ("ct_vbmd_mg_cm3", "abmd_pct")
 
 #: ASBMR labels of the metrics in :data:`RVE_EDGE_MM`
 _LABELS = {"bv_tv": "BV/TV", "tb_th_um": "Tb.Th", "tb_sp_um": "Tb.Sp", "tb_n_per_mm": "Tb.N",
            "conn_d_per_mm3": "Conn.D", "ct_th_um": "Ct.Th", "ct_po": "Ct.Po", "bmd_mg_cm3": "BMD",
-           "tb_bmd_mg_cm3": "Tb.BMD"}
+           "tb_vbmd_mg_cm3": "Tb.vBMD"}
 
 
 def sample_edge_mm(scenario: Scenario) -> float | None:

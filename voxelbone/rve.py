@@ -64,7 +64,7 @@ RVE_EDGE_MM: dict[str, RveEntry] = {
 STUDY_NAMES: dict[str, str] = {"tb_vbmd_mg_cm3": "tb_bmd_mg_cm3"}
 
 #: Reported metrics added after the study, whose representative edge is not measured yet
-#: (run the study again to fill them); ``voxelbone run`` says so instead of warning.
+#: (run the study again to fill them); no warning is given for them until then.
 NOT_STUDIED: tuple[str, ...] = ("ct_vbmd_mg_cm3", "abmd_pct")
 
 #: ASBMR labels of the metrics in :data:`RVE_EDGE_MM`

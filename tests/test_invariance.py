@@ -7,9 +7,9 @@ averaged (``volume.coarsen``: the structure a 20 µm scan holds, at 40 µm), as 
 max(0.5 %/yr, 20 % of the effect) of their mean (issue: invariance across edges and voxel
 sizes).
 
-MHT agrees; ``postmenopausal_untreated`` and ``teriparatide`` do not yet (README,
-"Invariance": at 40 µm the trabecular loss is about half the loss at 20 µm), and are marked
-as expected failures until the voxel layer's dependence on the voxel size is removed.
+MHT and ``postmenopausal_untreated`` agree (the untreated case since the living cortex and
+the network phantom landed); ``teriparatide`` does not yet and is marked as an expected
+failure until the voxel layer's dependence on the voxel size is removed.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ NOT_YET = pytest.mark.xfail(reason="at 40 µm the voxel layer loses about half a
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", [pytest.param(p, marks=[] if p == "mht_estradiol_progesterone" else [NOT_YET])
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=[NOT_YET] if p == "teriparatide" else [])
                                     for p in PRESETS])
 def test_annual_changes_agree_across_edges_and_voxel_sizes(preset):
     got = {(e, f): _changes(preset, e, f) for e, f in GEOMETRIES}

@@ -149,22 +149,7 @@ def make_cavity(state: RemodelState, si: int, seed: int, step: int, sc: StepScal
     cy = f32(y) + off * n_y
     cx = f32(x) + off * n_x
     e = int(np.ceil(np.maximum(a, b) + _ONE))
-    perforated = False
-    entered = False
-    for k in range(1, int(np.floor(f32(2.0) * a)) + 1):
-        s = _HALF * f32(k)
-        pz = int(np.floor(cz - s * n_z + _HALF))
-        py = int(np.floor(cy - s * n_y + _HALF))
-        px = int(np.floor(cx - s * n_x + _HALF))
-        if not (0 <= pz < nz and 0 <= py < ny and 0 <= px < nx):
-            break
-        if region[pz, py, px] == _OUT:
-            break
-        if bone[pz, py, px] >= _HALF:
-            entered = True
-        elif entered:
-            perforated = True
-            break
+    perforated = _perforates(state, cz, cy, cx, n_z, n_y, n_x, a)
     return Cavity(False, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, e, e, e, perforated,
                   cortical=bool(region[z, y, x] == _CORT))
 

@@ -127,6 +127,70 @@ def test_animation_frames_change(tmp_path, small_opts):
     assert np.abs(np.asarray(frames[0], float) - np.asarray(frames[1], float)).mean() > 1.0
 
 
+def _column_and_branch(n: int = 48) -> BoneVolume:
+    """A column from the bottom face to the top face and, at mid-height, a side branch with a free end."""
+    m = np.zeros((n, 32, 40), bool)
+    m[:, 13:19, 4:10] = True          # the column along z carries the compression
+    m[21:27, 13:19, 10:22] = True     # the branch along x carries nothing beyond its root
+    return BoneVolume.from_mask(m, 30.0)
+
+
+def test_sed_render_colours_the_loaded_column_hotter_than_the_unloaded_branch(tmp_path, small_opts):
+    from voxelbone.render import SedField, render_sed, sed_field
+
+    field = sed_field(_column_and_branch(), options=small_opts)
+    assert isinstance(field, SedField) and field.factor == 1 and field.e_app_mpa > 0
+    column = float(field.sed_mpa[5:-5, 13:19, 4:10].mean())
+    branch = float(field.sed_mpa[21:27, 13:19, 14:22].mean())
+    assert column > 20 * branch > 0 or (column > 0 and branch == 0)
+    # the marrow beside the surface holds the nearest bone's value (the surface samples it)
+    assert field.sed_mpa[10, 12, 6] == field.sed_mpa[10, 13, 6] > 0.5 * column
+    img = _png(render_sed(field, tmp_path / "sed.png", title="column", options=small_opts))
+    h, w = img.shape[:2]
+    ink = _ink(img)
+    ink[: int(0.08 * h)] = False   # the title
+    ink[int(0.78 * h):] = False    # the colour bar and the caption
+    red = img[..., 0] > img[..., 2] + 25    # hue, not brightness: the lit side is darker than the colour map
+    blue = img[..., 2] > img[..., 0] + 25
+    # above the branch only the column is drawn; left of the column only the branch
+    top = np.zeros_like(ink)
+    top[int(0.1 * h):int(0.35 * h)] = True
+    cols = np.nonzero((ink & top).any(axis=0))[0]
+    assert cols.size > 5
+    left = np.zeros_like(ink)
+    left[int(0.35 * h):int(0.75 * h), : cols.min() - 3] = True
+    col_px, branch_px = ink & top, ink & left
+    assert col_px.sum() > 100 and branch_px.sum() > 100
+    assert red[col_px].mean() > 0.7, f"column pixels red: {red[col_px].mean():.2f}"
+    assert blue[branch_px].mean() > 0.7, f"branch pixels blue: {blue[branch_px].mean():.2f}"
+
+
+def test_run_renders_offer_sed_scenes(tmp_path):
+    from voxelbone.backend import get_backend
+    from voxelbone.render import RenderOptions, run_renders
+    from voxelbone.runfolder import RunFolder, RunState
+    from voxelbone.scenario import Scenario
+
+    folder = RunFolder(tmp_path / "run")
+    folder.create()
+    v = _column_and_branch(32)
+    folder.save_snapshot(v, 0)
+    folder.save_snapshot(v, 365)
+    folder.write_status(RunState.COMPLETED, scenario=Scenario(fe_every_days=0), backend=get_backend("numpy"),
+                        timings={})
+    default = run_renders(folder)
+    assert "thickness_end" in default and "sed_end" not in default
+    sed = run_renders(folder, options=RenderOptions(color="sed"))
+    assert {"sed_end", "sed_before_after"} <= set(sed) and "thickness_end" not in sed and "before_after" not in sed
+    folder.write_status(RunState.COMPLETED, scenario=Scenario(fe_every_days=28), backend=get_backend("numpy"),
+                        timings={})
+    mech = run_renders(folder)
+    assert "thickness_end" in mech and "sed_end" in mech
+    assert set(run_renders(folder, options=RenderOptions(color="thickness"))) == set(default)
+    with pytest.raises(ValueError, match="color must be"):
+        RenderOptions(color="strain")
+
+
 def test_metric_plot_draws_each_run(tmp_path):
     from voxelbone.plots import plot_metrics
 
@@ -140,6 +204,63 @@ def test_metric_plot_draws_each_run(tmp_path):
     assert orange(two) > orange(one) + 50
     with pytest.raises(ValueError, match="at least one run"):
         plot_metrics({}, tmp_path / "none.png")
+
+
+def _run_with(path, days, **columns):
+    """A completed run folder whose metrics rows hold the given columns (no simulation)."""
+    from voxelbone.backend import get_backend
+    from voxelbone.runfolder import RunFolder, RunState
+    from voxelbone.scenario import Scenario
+
+    folder = RunFolder(path)
+    folder.create()
+    table = folder.metrics_table()
+    for k, day in enumerate(days):
+        table.append({"day": float(day), "year": day / 365.25, "period": "p", "preset": "p", "bv_tv": 0.2 - 0.01 * k,
+                      **{c: float(v[k]) for c, v in columns.items()}})
+    folder.write_status(RunState.COMPLETED, scenario=Scenario(fe_every_days=28 if "e_app_z_mpa" in columns else 0),
+                        backend=get_backend("numpy"), timings={})
+    return folder
+
+
+def test_bmd_stiffness_plot_draws_abmd_beside_the_stiffness_change(tmp_path, monkeypatch):
+    from voxelbone import plots
+
+    days = [0, 365, 730]
+    on = _run_with(tmp_path / "on", days, abmd_pct=[0.0, -1.5, -2.5], e_app_z_mpa=[2000.0, 1900.0, 1700.0])
+    off = _run_with(tmp_path / "off", days, abmd_pct=[0.0, -1.0, -2.0])
+    assert "bmd_stiffness" in plots.run_plots(on) and "bmd_stiffness" not in plots.run_plots(off)
+    captured = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: captured.append(fig) or path)
+    plots.plot_bmd_stiffness({"on": on.path, "off": off.path}, tmp_path / "bs.png")
+    bmd_ax, stiff_ax = captured[0].axes[:2]
+    assert "aBMD" in bmd_ax.get_title() and "stiffness" in stiff_ax.get_title()
+    assert [list(line.get_ydata()) for line in bmd_ax.lines[:2]] == [[0.0, -1.5, -2.5], [0.0, -1.0, -2.0]]
+    stiff = [line for line in stiff_ax.lines if len(line.get_xdata()) == 3]
+    assert len(stiff) == 1  # the run without mechanics has no stiffness line
+    assert list(stiff[0].get_ydata()) == pytest.approx([0.0, -5.0, -15.0])
+    assert stiff[0].get_color() == bmd_ax.lines[0].get_color()  # one colour per run across the panels
+    with pytest.raises(ValueError, match="fe_every_days"):
+        plots.plot_bmd_stiffness({"off": off.path}, tmp_path / "none.png")
+
+
+def test_report_shows_stiffness_change_beside_abmd(tmp_path):
+    from voxelbone.report import write_report
+
+    days = [0, 365, 730]
+    a = _run_with(tmp_path / "a", days, abmd_pct=[0.0, -1.5, -2.5], e_app_z_mpa=[2000.0, 1900.0, 1700.0])
+    b = _run_with(tmp_path / "b", days, abmd_pct=[0.0, 0.5, 1.0], e_app_z_mpa=[2000.0, 2050.0, 2100.0])
+    page = write_report({"a": a.path, "b": b.path}, tmp_path / "report", render=False).read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr><td>2\.00</td><td>([^<(]+) \(.*?</tr>", page)}
+    assert "aBMD change" in rows and "E_app,z change" in rows and "E_app,z" in rows
+    # year 2: −2.5 % and +1 % aBMD; −15 % and +5 % stiffness, and b − a
+    assert "<td>-2.5</td><td>1</td><td>+3.5</td>" in rows["aBMD change"]
+    assert "<td>-15</td><td>5</td><td>+20</td>" in rows["E_app,z change"]
+    assert 'id="stiffness"' in page and page.count("<img") == 3
+    # runs without mechanics: no stiffness rows, no stiffness figure
+    c = _run_with(tmp_path / "c", days, abmd_pct=[0.0, -1.0, -2.0])
+    page = write_report({"c": c.path}, tmp_path / "report_off", render=False).read_text()
+    assert "aBMD change" in page and "E_app,z" not in page and 'id="stiffness"' not in page
 
 
 def _chromium() -> str | None:

@@ -54,6 +54,7 @@ EPILOG = """examples:
   voxelbone presets show trt                     regimen, mean hormone levels, hormone plot
   voxelbone compare postmenopausal_untreated mht_estradiol_progesterone --years 2 --out results/cmp
   voxelbone render results/run                   re-render a finished run
+  voxelbone render results/run --color sed       bone coloured by strain energy density (micro-FE)
   voxelbone run --replicates 4 --size 96 --years 1 --out results/reps   4 seeds in parallel, 95 % intervals
   voxelbone sweep samples/sweep_small.toml --out results/sweep
   voxelbone bench --quick --json bench.json      benchmark (table + JSON record)
@@ -373,6 +374,11 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=_positive_int, default=800, help="panel height in pixels")
     p.add_argument("--max-voxels", type=_positive_int, default=192**3, help="block-average larger volumes before meshing")
     p.add_argument("--no-plots", action="store_true", help="renders only")
+    p.add_argument("--color", choices=["thickness", "sed"], default=None,
+                   help="colour the start/end scenes by local thickness, or by strain energy density of a micro-FE "
+                        "compression along --axis (one solve per volume); default: thickness, plus sed_end when "
+                        "the run had mechanics on")
+    p.add_argument("--axis", choices=["z", "y", "x"], default="z", help="load axis of the SED scenes (default z)")
     p.set_defaults(func=_cmd_render)
 
 
@@ -384,7 +390,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if not folder.path.is_dir():
         raise FileNotFoundError(f"no results folder at {folder.path}")
     drawn = draw_run_figures(folder, with_plots=not args.no_plots,
-                             options=RenderOptions(window_size=(args.width, args.height), max_voxels=args.max_voxels))
+                             options=RenderOptions(window_size=(args.width, args.height), max_voxels=args.max_voxels,
+                                                         color=args.color, sed_axis=args.axis))
     if folder.state() is RunState.COMPLETED:
         folder.update_info(figure_errors=drawn.errors)
     for path in drawn.written:
@@ -407,6 +414,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-every-days", type=_positive_int, default=30, help="days between metric evaluations")
     p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=None)
     p.add_argument("--no-render", action="store_true", help="leave out the 3-D renders")
+    p.add_argument("--fe-every-days", type=int, default=0,
+                   help="load-driven remodelling: days between micro-FE solves in every run (default 0: off); "
+                        "the report then shows stiffness change beside aBMD change")
     p.add_argument("--out", type=Path, default=Path("results/compare"), help="report folder (default results/compare)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_replicate_flags(p)
@@ -422,7 +432,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     path = compare(args.presets, args.out, years=args.years, site=args.site, size=args.size,
                    voxel_size_um=args.voxel_size_um, seed=args.seed, step_days=args.step_days,
                    metrics_every_days=args.metrics_every_days, backend=args.backend, progress=not args.quiet,
-                   render=not args.no_render, replicates=args.replicates, n_workers=args.workers)
+                   render=not args.no_render, replicates=args.replicates, n_workers=args.workers,
+                   fe_every_days=args.fe_every_days)
     print(f"report: {path}")
     return 0
 

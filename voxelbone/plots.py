@@ -8,6 +8,7 @@ its mean with a band: the 95 % interval of the mean at each time point (:func:`m
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -24,7 +25,10 @@ __all__ = [
     "HORMONE_PANELS",
     "METRIC_PANELS",
     "Band",
+    "CHANGE_PANELS",
+    "has_stiffness",
     "metric_band",
+    "plot_bmd_stiffness",
     "replicate_plots",
     "plot_activity",
     "plot_hormones",
@@ -46,6 +50,13 @@ METRIC_PANELS: tuple[tuple[str, str, float], ...] = (
     ("ct_po", "Ct.Po (%)", 100.0),
     ("bmd_mg_cm3", "BMD (mg HA/cm³)", 1.0),
     ("e_app_z_mpa", "E_app,z (MPa)", 1.0),  # runs with mechanics on (Scenario.fe_every_days)
+)
+
+#: (column, panel title, relative) of the density-and-stiffness figure: ``abmd_pct`` is a change
+#: from day 0 already (%), the apparent modulus is drawn as its change from the first row (%)
+CHANGE_PANELS: tuple[tuple[str, str, bool], ...] = (
+    ("abmd_pct", "aBMD change (%)", False),
+    ("e_app_z_mpa", "stiffness change: E_app,z (%)", True),
 )
 
 #: (column, label with unit) of the hormone panels
@@ -204,6 +215,76 @@ def plot_metrics(runs: Mapping[str, str | Path | Rows | Sequence[Rows]], path: s
     return _save(fig, path)
 
 
+def _header_has(csv_path: Path, column: str) -> bool:
+    """Whether a CSV file exists and its header names ``column`` (the rows are not read)."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            return column in next(csv.reader(f), [])
+    except OSError:
+        return False
+
+
+def has_stiffness(runs: Mapping[str, str | Path | Rows | Sequence[Rows]]) -> bool:
+    """Whether any of the runs reports the apparent modulus (``e_app_z_mpa``: mechanics on)."""
+    return any(tables[0] and "e_app_z_mpa" in tables[0][0] for tables in (_as_tables(r) for r in runs.values()))
+
+
+def plot_bmd_stiffness(runs: Mapping[str, str | Path | Rows | Sequence[Rows]], path: str | Path) -> Path:
+    """Areal BMD change and apparent stiffness change (% from day 0) side by side, one line per run.
+
+    Clinical trials report the change of DXA aBMD; a voxel model also gives the change of
+    stiffness, which falls faster than density when struts are lost (E ~ ρ^2; Testosterone
+    Trials: finite-element strength beside BMD). Runs without mechanics (no
+    ``e_app_z_mpa``) appear in the aBMD panel only.
+
+    Parameters
+    ----------
+    runs
+        Label → metrics rows, a results folder or a CSV path, or replicates (drawn as the
+        mean with its 95 % band, :func:`metric_band`).
+    path
+        PNG to write.
+
+    Returns
+    -------
+    Path
+        The PNG written.
+
+    Raises
+    ------
+    ValueError
+        When no run reports ``e_app_z_mpa`` (mechanics off in every run; see
+        :func:`has_stiffness`).
+    """
+    if not runs:
+        raise ValueError("plot_bmd_stiffness needs at least one run")
+    data = {label: _as_tables(r) for label, r in runs.items()}
+    if not has_stiffness(data):
+        raise ValueError("no run reports e_app_z_mpa: turn mechanics on (Scenario.fe_every_days > 0) to plot "
+                         "stiffness change")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(CHANGE_PANELS), figsize=(4.6 * len(CHANGE_PANELS), 3.3), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, (col, title, relative) in zip(axes.flat, CHANGE_PANELS):
+        for i, (run_label, tables) in enumerate(data.items()):
+            color = f"C{i % 10}"  # one colour per run in both panels
+            if not tables[0] or col not in tables[0][0]:
+                continue
+            band = metric_band(tables, col, relative=relative)
+            label = run_label if len(tables) == 1 else f"{run_label} (mean of {len(tables)}, 95 % band)"
+            ax.plot(band.years, band.mean, label=label, lw=1.6, color=color)
+            if len(tables) > 1:
+                ax.fill_between(band.years, band.low, band.high, color=color, alpha=0.25, lw=0)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("years")
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("change from day 0 (%)")
+    axes.flat[0].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_hormones(courses: Mapping[str, Any], path: str | Path, *, days: float | None = None,
                   panels: Sequence[tuple[str, str]] = HORMONE_PANELS) -> Path:
     """Hormone time courses, one line per course, one panel per hormone.
@@ -288,9 +369,10 @@ def plot_thickness_histograms(volumes: Mapping[str, Any], path: str | Path, *, b
 def run_plots(folder: RunFolder) -> dict[str, Callable[[], Path]]:
     """The plots of one run folder, by name, each ready to draw into ``folder``'s ``plots/``.
 
-    ``metrics`` (values) and ``metrics_change`` (% from start), ``hormones`` and
-    ``activity`` (when the daily courses were written) and ``thickness_histogram`` (first
-    and last snapshot). Nothing is read or drawn until a figure is called.
+    ``metrics`` (values) and ``metrics_change`` (% from start), ``bmd_stiffness`` (aBMD
+    and stiffness change, when the run had mechanics on), ``hormones`` and ``activity``
+    (when the daily courses were written) and ``thickness_histogram`` (first and last
+    snapshot). Nothing is read or drawn until a figure is called.
     """
     label = folder.path.name
 
@@ -310,6 +392,9 @@ def run_plots(folder: RunFolder) -> dict[str, Callable[[], Path]]:
         "metrics_change": lambda: plot_metrics({label: folder.read_metrics()}, folder.plot_path("metrics_change"),
                                                relative=True),
     }
+    if _header_has(folder.metrics_csv, "e_app_z_mpa"):
+        figures["bmd_stiffness"] = lambda: plot_bmd_stiffness({label: folder.read_metrics()},
+                                                              folder.plot_path("bmd_stiffness"))
     if folder.hormones_csv.exists():
         figures["hormones"] = hormones
     if folder.activity_csv.exists():
@@ -320,14 +405,20 @@ def run_plots(folder: RunFolder) -> dict[str, Callable[[], Path]]:
 
 
 def replicate_plots(study: StudyFolder) -> dict[str, Callable[[], Path]]:
-    """The plots of a set of replicates (``metrics`` and ``metrics_change`` with bands) into ``study``'s ``plots/``."""
+    """The plots of a set of replicates (``metrics``, ``metrics_change`` and, with mechanics on,
+    ``bmd_stiffness``, with bands) into ``study``'s ``plots/``."""
     label = study.path.name
 
     def draw(name: str, relative: bool) -> Path:
         return plot_metrics({label: [f.read_metrics() for f in study.replicates()]}, study.plot_path(name),
                             relative=relative)
 
-    return {"metrics": lambda: draw("metrics", False), "metrics_change": lambda: draw("metrics_change", True)}
+    figures = {"metrics": lambda: draw("metrics", False), "metrics_change": lambda: draw("metrics_change", True)}
+    reps = study.replicates()
+    if reps and _header_has(reps[0].metrics_csv, "e_app_z_mpa"):
+        figures["bmd_stiffness"] = lambda: plot_bmd_stiffness({label: [f.read_metrics() for f in study.replicates()]},
+                                                              study.plot_path("bmd_stiffness"))
+    return figures
 
 
 def plot_run(result_dir: str | Path) -> list[Path]:

@@ -3,6 +3,9 @@
 Scenes:
 
 * :func:`render_thickness` — bone isosurface coloured by local thickness (µm colour bar);
+* :func:`render_sed` and :func:`render_sed_grid` — bone coloured by the strain energy
+  density of a micro-FE compression (:func:`sed_field`: the solver of
+  :mod:`voxelbone.mechanics` run on the volume as drawn);
 * :func:`render_change` — bone resorbed (red) and formed (green) between two volumes, the
   unchanged bone translucent grey;
 * :func:`render_grid` — several volumes side by side with one shared camera (before/after,
@@ -30,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import imageio.v2 as imageio
 import numpy as np
-from scipy.ndimage import grey_dilation
+from scipy.ndimage import distance_transform_edt, grey_dilation
 from skimage.measure import marching_cubes
 
 from .backend import asnumpy
@@ -41,20 +44,31 @@ from .units import DAYS_PER_YEAR
 from .volume import BONE_THRESHOLD, BoneVolume, Region, coarsen
 
 __all__ = [
+    "COLORINGS",
     "RenderOptions",
+    "SedField",
     "animate",
     "bone_surface",
     "render_change",
     "render_cortex_cutaway",
     "render_grid",
     "render_results",
+    "render_sed",
+    "render_sed_grid",
     "render_thickness",
     "run_renders",
+    "sed_field",
 ]
 
 DEFAULT_MAX_VOXELS = 192**3
 RESORBED_RGB = (0.85, 0.15, 0.12)
 FORMED_RGB = (0.15, 0.65, 0.25)
+#: What the single-volume scenes of a run are coloured by (:attr:`RenderOptions.color`).
+COLORINGS = ("thickness", "sed")
+#: Colour map of strain energy density: blue (unloaded) to red (most loaded).
+SED_COLORMAP = "coolwarm"
+#: Relative residual of the solves behind SED renders (the mechanostat's; a picture needs no more).
+SED_RTOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,14 @@ class RenderOptions:
         Fraction of triangles removed from meshes over 400 000 triangles (0 keeps all).
     azimuth_deg, elevation_deg : float
         Camera direction relative to the isometric view.
+    color : {None, "thickness", "sed"}
+        What the start and end scenes of a run (:func:`run_renders`) are coloured by:
+        ``"thickness"`` local thickness; ``"sed"`` strain energy density of a micro-FE
+        compression along ``sed_axis`` (``sed_end`` and ``sed_before_after`` replace the
+        thickness scenes); ``None`` thickness, plus ``sed_end`` when the run had
+        mechanics on (``fe_every_days > 0``).
+    sed_axis : {"z", "y", "x"}
+        Load axis of the SED scenes.
     """
 
     window_size: tuple[int, int] = (800, 800)
@@ -78,6 +100,14 @@ class RenderOptions:
     decimate: float = 0.5
     azimuth_deg: float = 0.0
     elevation_deg: float = 0.0
+    color: str | None = None
+    sed_axis: str = "z"
+
+    def __post_init__(self) -> None:
+        if self.color is not None and self.color not in COLORINGS:
+            raise ValueError(f"color must be one of {COLORINGS} or None, got {self.color!r}")
+        if self.sed_axis not in ("z", "y", "x"):
+            raise ValueError(f"sed_axis must be 'z', 'y' or 'x', got {self.sed_axis!r}")
 
 
 def _pyvista() -> Any:
@@ -163,12 +193,12 @@ _THICKNESS_BAR = {"title": "local thickness (µm)", "color": "black", "fmt": "%.
                   "vertical": False, "position_x": 0.25, "position_y": 0.08, "width": 0.5}
 
 
-def _title_over_bar(p: Any) -> None:
+def _title_over_bar(p: Any, title: str = _THICKNESS_BAR["title"]) -> None:
     """Put the colour bar's labels under it and its title over it (VTK draws both on one side, overlapping)."""
     bar = p.scalar_bar
     bar.SetTextPositionToPrecedeScalarBar()
     bar.SetTitle("")
-    p.add_text(_THICKNESS_BAR["title"], position=(0.25, 0.175), viewport=True, font_size=9, color="black")
+    p.add_text(title, position=(0.25, 0.175), viewport=True, font_size=9, color="black")
 
 
 def _thickness_mesh(volume: BoneVolume, opts: RenderOptions) -> tuple[Any, int]:
@@ -211,27 +241,176 @@ def render_grid(volumes: Mapping[str, BoneVolume], path: str | Path, *, columns:
     opts = options or RenderOptions()
     if not volumes:
         raise ValueError("render_grid needs at least one volume")
-    n = len(volumes)
+    meshes = {label: _thickness_mesh(v, opts) for label, v in volumes.items()}
+    panels = {label: (mesh, _caption(volumes[label], k)) for label, (mesh, k) in meshes.items()}
+    return _draw_panels(panels, path, scalars="thickness (µm)", cmap="viridis", clim=clim_um, bar=_THICKNESS_BAR,
+                        columns=columns, opts=opts)
+
+
+def _draw_panels(panels: Mapping[str, tuple[Any, str]], path: str | Path, *, scalars: str, cmap: str,
+                 clim: tuple[float, float] | None, bar: Mapping[str, Any], columns: int | None,
+                 opts: RenderOptions) -> Path:
+    """Meshes coloured by one point field, side by side with one camera and one colour scale.
+
+    ``panels``: title → (mesh, caption); ``clim`` default 0 to the 99th percentile of the field.
+    """
+    n = len(panels)
     nc = columns or min(n, 4)
     nr = (n + nc - 1) // nc
-    meshes = {label: _thickness_mesh(v, opts) for label, v in volumes.items()}
-    if clim_um is None:
-        vals = [m.point_data["thickness (µm)"] for m, _ in meshes.values() if m.n_points]
+    if clim is None:
+        vals = [m.point_data[scalars] for m, _ in panels.values() if m.n_points]
         hi = float(np.percentile(np.concatenate(vals), 99)) if vals else 1.0
-        clim_um = (0.0, max(hi, 1.0))
+        clim = (0.0, hi if hi > 0 else 1.0)
     p = _plotter((nr, nc), opts)
-    for i, (label, (mesh, k)) in enumerate(meshes.items()):
+    for i, (label, (mesh, caption)) in enumerate(panels.items()):
         p.subplot(i // nc, i % nc)
         if mesh.n_points:
-            p.add_mesh(mesh, scalars="thickness (µm)", cmap="viridis", clim=clim_um, smooth_shading=True,
-                       show_scalar_bar=(i == 0), scalar_bar_args=_THICKNESS_BAR)
+            p.add_mesh(mesh, scalars=scalars, cmap=cmap, clim=clim, smooth_shading=True,
+                       show_scalar_bar=(i == 0), scalar_bar_args=dict(bar))
             if i == 0:
-                _title_over_bar(p)
+                _title_over_bar(p, bar["title"])
         p.add_text(label, position="upper_left", font_size=11, color="black")
-        p.add_text(_caption(volumes[label], k), position="lower_left", font_size=7, color="black")
+        p.add_text(caption, position="lower_left", font_size=7, color="black")
         _camera(p, opts)
     p.link_views()
     return _screenshot(p, path)
+
+
+_SED_NAME = "SED (MPa)"
+
+
+@dataclass(frozen=True)
+class SedField:
+    """Strain energy density of a volume as drawn (block-averaged to ``max_voxels``).
+
+    Attributes
+    ----------
+    bone : ndarray, float32
+        Bone fraction of the drawn grid (its 0.5 isosurface is the surface drawn).
+    voxel_size_um : float
+        Voxel edge of the drawn grid (µm).
+    factor : int
+        Block-averaging factor from the volume to the drawn grid (1: none).
+    sed_mpa : ndarray, float32
+        SED per voxel of the drawn grid (MPa = mJ/mm³) from
+        :func:`voxelbone.mechanics.apparent_modulus`; each marrow voxel holds the value of
+        the nearest bone voxel, so the surface between them takes the bone's value.
+        Bone that carries no load (not connected face to face between the loaded faces) is 0.
+    e_app_mpa : float
+        Apparent modulus of the same solve (MPa).
+    axis : str
+        Load axis.
+    caption : str
+        Grid size, voxel size and load case, for the picture.
+    """
+
+    bone: np.ndarray
+    voxel_size_um: float
+    factor: int
+    sed_mpa: np.ndarray
+    e_app_mpa: float
+    axis: str
+    caption: str
+
+
+def sed_field(volume: BoneVolume, *, axis: str = "z", options: RenderOptions | None = None,
+              tissue_modulus_mpa: float | None = None) -> SedField:
+    """Solve a constrained compression of the volume as drawn and return its SED per voxel.
+
+    The volume is block-averaged as every render is (``options.max_voxels``), then
+    :func:`voxelbone.mechanics.apparent_modulus` compresses it along ``axis`` by 1 %
+    (bottom face fixed, top face displaced; tissue modulus from mineral) to a relative
+    residual of ``SED_RTOL``, on the CPU (the drawn grid is a host copy).
+
+    Parameters
+    ----------
+    volume
+        The volume to draw (host or device arrays).
+    axis : {"z", "y", "x"}
+        Load axis.
+    options
+        ``max_voxels`` of the drawn grid.
+    tissue_modulus_mpa
+        Modulus of fully mineralised tissue (default that of :mod:`voxelbone.mechanics`).
+
+    Returns
+    -------
+    SedField
+
+    Warns
+    -----
+    voxelbone.mechanics.MechanicsWarning
+        When no bone connects the loaded faces (the SED is then 0 everywhere).
+    """
+    from .mechanics import apparent_modulus  # noqa: PLC0415 — numba kernels compile on first use
+
+    opts = options or RenderOptions()
+    cv, k = _coarse(volume, opts)
+    res = apparent_modulus(cv, axis=axis, tissue_modulus_mpa=tissue_modulus_mpa, rtol=SED_RTOL, backend="numpy")
+    bone = np.asarray(cv.bone, dtype=np.float32)
+    sed = np.asarray(asnumpy(res.sed_mpa), dtype=np.float32)
+    is_bone = bone >= BONE_THRESHOLD
+    if is_bone.any() and not is_bone.all():
+        nearest = distance_transform_edt(~is_bone, return_distances=False, return_indices=True)
+        sed = sed[tuple(nearest)]
+    caption = _caption(volume, k, f"{abs(100 * res.strain):g} % compression along {axis}: "
+                                  f"E_app = {res.e_app_mpa:.0f} MPa")
+    return SedField(bone, cv.voxel_size_um, k, sed, float(res.e_app_mpa), axis, caption)
+
+
+def _sed_mesh(field: SedField, opts: RenderOptions) -> Any:
+    return bone_surface(field.bone, field.voxel_size_um, decimate=opts.decimate, scalars=field.sed_mpa,
+                        scalars_name=_SED_NAME)
+
+
+def _sed_bar(axis: str) -> dict[str, Any]:
+    return {**_THICKNESS_BAR, "title": f"strain energy density (MPa), compression along {axis}", "fmt": "%.2f"}
+
+
+def render_sed_grid(volumes: Mapping[str, BoneVolume | SedField], path: str | Path, *, axis: str = "z",
+                    columns: int | None = None, clim_mpa: tuple[float, float] | None = None,
+                    options: RenderOptions | None = None) -> Path:
+    """Several volumes side by side, bone coloured by strain energy density on one scale.
+
+    Parameters
+    ----------
+    volumes
+        Panel title → volume (solved here by :func:`sed_field`) or an already solved
+        :class:`SedField`.
+    path
+        PNG to write.
+    axis : {"z", "y", "x"}
+        Load axis of the volumes solved here.
+    columns
+        Panels per row (default: all in one row up to 4).
+    clim_mpa
+        Colour range in MPa (default 0 to the 99th percentile of the SED on the surfaces).
+
+    Returns
+    -------
+    Path
+        The PNG written.
+    """
+    opts = options or RenderOptions()
+    if not volumes:
+        raise ValueError("render_sed_grid needs at least one volume")
+    fields = {label: v if isinstance(v, SedField) else sed_field(v, axis=axis, options=opts)
+              for label, v in volumes.items()}
+    panels = {label: (_sed_mesh(f, opts), f.caption) for label, f in fields.items()}
+    axes = sorted({f.axis for f in fields.values()})
+    return _draw_panels(panels, path, scalars=_SED_NAME, cmap=SED_COLORMAP, clim=clim_mpa,
+                        bar=_sed_bar("/".join(axes)), columns=columns, opts=opts)
+
+
+def render_sed(volume: BoneVolume | SedField, path: str | Path, *, title: str = "", axis: str = "z",
+               clim_mpa: tuple[float, float] | None = None, options: RenderOptions | None = None) -> Path:
+    """Bone isosurface coloured by the strain energy density of a 1 % compression along ``axis``.
+
+    Where the bone carries the load the surface is red, where it carries little it is blue
+    (:data:`SED_COLORMAP`); the caption gives the load case and the apparent modulus. See
+    :func:`sed_field` for the solve and :func:`render_sed_grid` for the parameters.
+    """
+    return render_sed_grid({title: volume}, path, axis=axis, clim_mpa=clim_mpa, options=options)
 
 
 def _screenshot(p: Any, path: str | Path) -> Path:
@@ -394,14 +573,27 @@ def _row_at(rows: Sequence[Mapping[str, Any]], day: int) -> Mapping[str, Any] | 
     return min(rows, key=lambda r: abs(float(r.get("day", 0.0)) - day))
 
 
+def _had_mechanics(folder: RunFolder) -> bool:
+    """Whether the run in ``folder`` had load-driven remodelling on (its scenario's ``fe_every_days`` > 0)."""
+    try:
+        scenario = folder.info().get("scenario") or {}
+    except (OSError, ValueError):
+        return False
+    return int(scenario.get("fe_every_days") or 0) > 0
+
+
 def run_renders(folder: RunFolder, *, options: RenderOptions | None = None,
                 max_frames: int = 24) -> dict[str, Callable[[], Path | list[Path]]]:
     """The renders of one run folder, by name, each ready to draw into ``folder``'s ``renders/``.
 
     ``thickness_start``, ``thickness_end``, and with more than one snapshot
     ``before_after``, ``change`` and the animation ``structure`` (GIF and MP4);
-    ``cortex_cutaway`` when the last volume has a cortex. Snapshots are read once, when the
-    first figure needs them.
+    ``cortex_cutaway`` when the last volume has a cortex. With ``options.color == "sed"``
+    the thickness scenes are replaced by ``sed_end`` and (more than one snapshot)
+    ``sed_before_after``, the bone coloured by strain energy density (:func:`render_sed`;
+    one solve per volume, shared by the scenes); with ``options.color`` left ``None``, a
+    run that had mechanics on gets ``sed_end`` beside the thickness scenes. Snapshots are
+    read once, when the first figure needs them.
 
     Raises
     ------
@@ -415,6 +607,7 @@ def run_renders(folder: RunFolder, *, options: RenderOptions | None = None,
     (d0, p0), (d1, p1) = snaps[0], snaps[-1]
     y0, y1 = f"year {d0 / DAYS_PER_YEAR:.1f}", f"year {d1 / DAYS_PER_YEAR:.1f}"
     volume = functools.lru_cache(maxsize=2)(load_snapshot)
+    sed = functools.lru_cache(maxsize=2)(lambda p: sed_field(volume(p), axis=opts.sed_axis, options=opts))
 
     def cutaway() -> list[Path]:
         v1 = volume(p1)
@@ -430,15 +623,21 @@ def run_renders(folder: RunFolder, *, options: RenderOptions | None = None,
         small = RenderOptions(window_size=(480, 480), max_voxels=min(opts.max_voxels, 128**3), decimate=opts.decimate)
         return animate(frames, folder.render_path("structure", suffix=""), options=small)
 
-    figures: dict[str, Callable[[], Path | list[Path]]] = {
-        "thickness_start": lambda: render_thickness(volume(p0), folder.render_path("thickness_start"), title=y0,
-                                                    options=opts),
-        "thickness_end": lambda: render_thickness(volume(p1), folder.render_path("thickness_end"), title=y1,
-                                                  options=opts),
-    }
+    figures: dict[str, Callable[[], Path | list[Path]]] = {}
+    if opts.color != "sed":
+        figures["thickness_start"] = lambda: render_thickness(volume(p0), folder.render_path("thickness_start"),
+                                                              title=y0, options=opts)
+        figures["thickness_end"] = lambda: render_thickness(volume(p1), folder.render_path("thickness_end"),
+                                                            title=y1, options=opts)
+    if opts.color == "sed" or (opts.color is None and _had_mechanics(folder)):
+        figures["sed_end"] = lambda: render_sed(sed(p1), folder.render_path("sed_end"), title=y1, options=opts)
     if len(snaps) > 1:
-        figures["before_after"] = lambda: render_grid({y0: volume(p0), y1: volume(p1)},
-                                                      folder.render_path("before_after"), options=opts)
+        if opts.color == "sed":
+            figures["sed_before_after"] = lambda: render_sed_grid({y0: sed(p0), y1: sed(p1)},
+                                                                  folder.render_path("sed_before_after"), options=opts)
+        else:
+            figures["before_after"] = lambda: render_grid({y0: volume(p0), y1: volume(p1)},
+                                                          folder.render_path("before_after"), options=opts)
         figures["change"] = lambda: render_change(volume(p0), volume(p1), folder.render_path("change"),
                                                   title=f"{y0} to {y1}", options=opts)
     figures["cortex_cutaway"] = cutaway

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .intervals import Interval, paired_interval
-from .plots import plot_metrics
+from .intervals import Interval, annual_change_pct, paired_interval, t_interval
+from .plots import has_stiffness, plot_bmd_stiffness, plot_metrics
 from .presets import load_preset
 from .render import render_grid
-from .replicates import (check_replicate_count, prepare_folder, replicate_changes, replicate_jobs, summary_intervals,
-                         write_summary)
+from .replicates import check_replicate_count, prepare_folder, replicate_jobs, write_summary
 from .results import load_snapshot
 from .runfolder import RunFolder, RunState, StudyFolder
 from .scenario import Period, Scenario
@@ -38,8 +37,15 @@ from .simulate import simulate
 from .sweep import Job, run_jobs
 from .units import DAYS_PER_YEAR
 
-__all__ = ["CompareRun", "compare", "write_report"]
+__all__ = ["STIFFNESS_CHANGE", "TABLE_METRICS", "CompareRun", "annual_changes", "compare", "with_stiffness_change",
+           "write_report"]
 
+#: Column added to each run's rows in the report: the apparent modulus's change from the run's first row (%)
+STIFFNESS_CHANGE = "e_app_z_change_pct"
+
+#: (column, name, scale, unit) of the report's tables; rows whose column no run has are left out.
+#: In the tables of replicates (annual changes, %/yr) ``abmd_pct`` is its end value per year and
+#: ``e_app_z_mpa`` is the stiffness change.
 TABLE_METRICS: tuple[tuple[str, str, float, str], ...] = (
     ("bv_tv", "BV/TV", 100.0, "%"),
     ("tb_th_um", "Tb.Th", 1.0, "µm"),
@@ -49,6 +55,9 @@ TABLE_METRICS: tuple[tuple[str, str, float, str], ...] = (
     ("ct_th_um", "Ct.Th", 1.0, "µm"),
     ("ct_po", "Ct.Po", 100.0, "%"),
     ("bmd_mg_cm3", "BMD", 1.0, "mg HA/cm³"),
+    ("abmd_pct", "aBMD change", 1.0, "% from day 0"),
+    ("e_app_z_mpa", "E_app,z", 1.0, "MPa"),
+    (STIFFNESS_CHANGE, "E_app,z change", 1.0, "% from day 0"),
 )
 
 
@@ -64,7 +73,8 @@ class CompareRun:
 def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, site: str = "lumbar_spine",
             size: int | None = None, voxel_size_um: float | None = None, seed: int = 0, step_days: int = 1,
             metrics_every_days: int = 30, backend: str | None = None, progress: bool = True,
-            render: bool = True, replicates: int | None = None, n_workers: int | None = None) -> Path:
+            render: bool = True, replicates: int | None = None, n_workers: int | None = None,
+            fe_every_days: int = 0) -> Path:
     """Run (or reuse) presets on the same starting volume and write ``out_dir/report.html``.
 
     Parameters
@@ -81,6 +91,9 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
         Run each preset as this many replicates on the same seeds (derived from ``seed``),
         in parallel on a local Dask cluster of ``n_workers`` processes (default one per
         core), and report intervals and paired differences.
+    fe_every_days
+        Load-driven remodelling in every run (:class:`~voxelbone.scenario.Scenario`; 0:
+        off); with it on the report shows the stiffness change beside the aBMD change.
 
     Returns
     -------
@@ -98,7 +111,8 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
     snapshot_every = max(int(round(years * DAYS_PER_YEAR / 4)), 1)
     scenarios = {name: Scenario(name=name, site=site, periods=(Period(name, years),), size=size,
                                 voxel_size_um=voxel_size_um, seed=seed, step_days=step_days,
-                                metrics_every_days=metrics_every_days, snapshot_every_days=snapshot_every)
+                                metrics_every_days=metrics_every_days, snapshot_every_days=snapshot_every,
+                                fe_every_days=fe_every_days)
                  for name in presets}
     if replicates is not None:
         return _compare_replicates(study, scenarios, check_replicate_count(replicates), n_workers=n_workers,
@@ -148,10 +162,42 @@ def _cell(iv: Interval, *, say_resolved: bool = False) -> str:
     return f'<td class="{cls}">{html.escape(text)}</td>'
 
 
+def with_stiffness_change(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with :data:`STIFFNESS_CHANGE` (% change of ``e_app_z_mpa`` from the first row) when they have the modulus."""
+    out = [dict(r) for r in rows]
+    if not out or "e_app_z_mpa" not in out[0]:
+        return out
+    e0 = float(out[0]["e_app_z_mpa"])
+    for r in out:
+        r[STIFFNESS_CHANGE] = 100.0 * (float(r["e_app_z_mpa"]) / e0 - 1.0) if e0 > 0 else float("nan")
+    return out
+
+
+def annual_changes(study: StudyFolder) -> tuple[list[int], dict[str, list[float]]]:
+    """Each replicate's seed and, per metric of :data:`TABLE_METRICS`, its annualised change in %/yr.
+
+    Replicates in folder order. The relative change from the first to the last row (:func:`voxelbone.intervals.annual_change_pct`),
+    except ``abmd_pct``, which is a change from day 0 already: its last value per year.
+    """
+    folders = study.replicates()
+    tables = [f.read_metrics() for f in folders]
+    seeds = [int(f.info()["seed"]) for f in folders]
+    if not tables or not tables[0]:
+        return seeds, {}
+    metrics = [key for key, *_ in TABLE_METRICS if key in tables[0][0]]
+    changes: dict[str, list[float]] = {}
+    for m in metrics:
+        if m == "abmd_pct":
+            changes[m] = [float(rows[-1][m]) / (float(rows[-1]["year"]) - float(rows[0]["year"])) for rows in tables]
+        else:
+            changes[m] = [annual_change_pct(rows, m) for rows in tables]
+    return seeds, changes
+
+
 def _interval_table(sets: Mapping[str, StudyFolder]) -> str:
     """Each preset's mean annual change with its 95 % interval, per metric."""
     labels = list(sets)
-    intervals = {lab: summary_intervals(s.read_summary()) for lab, s in sets.items()}
+    intervals = {lab: {m: t_interval(v) for m, v in annual_changes(s)[1].items()} for lab, s in sets.items()}
     head = "".join(f"<th>{html.escape(lab)}</th>" for lab in labels)
     out = [f'<table id="intervals"><thead><tr><th>metric</th>{head}</tr></thead><tbody>']
     for key, name, _scale, _unit in TABLE_METRICS:
@@ -171,10 +217,10 @@ def paired_differences(sets: Mapping[str, StudyFolder]) -> dict[str, dict[str, I
         When the presets' replicates were not run on the same seeds (no pairs).
     """
     labels = list(sets)
-    ref_seeds, ref = replicate_changes(sets[labels[0]])
+    ref_seeds, ref = annual_changes(sets[labels[0]])
     out: dict[str, dict[str, Interval]] = {}
     for lab in labels[1:]:
-        seeds, changes = replicate_changes(sets[lab])
+        seeds, changes = annual_changes(sets[lab])
         if seeds != ref_seeds:
             raise ValueError(f"{lab!r} and {labels[0]!r} were not run on the same seeds ({seeds} vs {ref_seeds}); "
                              "their differences cannot be paired")
@@ -219,10 +265,10 @@ def _table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     out = [f'<table id="metrics"><thead><tr><th>year</th><th>metric</th>{head}</tr></thead><tbody>']
     for y, ref_row in ref.items():
         for key, name, scale, unit in TABLE_METRICS:
-            if key not in ref_row:
+            if not any(rows and key in rows[0] for rows in runs.values()):
                 continue
             cells = []
-            r0 = float(ref_row[key]) * scale
+            r0 = float(ref_row[key]) * scale if key in ref_row else float("nan")
             for i, lab in enumerate(labels):
                 row = _at_years(runs[lab]).get(y)
                 v = float(row[key]) * scale if row and key in row else float("nan")
@@ -259,12 +305,13 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
     else:
         folders = {lab: RunFolder(d) for lab, d in run_dirs.items()}
         plotted = {lab: f.read_metrics() for lab, f in folders.items()}
-    runs = {lab: f.read_metrics() for lab, f in folders.items()}
+    runs = {lab: with_stiffness_change(f.read_metrics()) for lab, f in folders.items()}
     for lab, rows in runs.items():
         if not rows:
             raise ValueError(f"run {lab!r} in {run_dirs[lab]} has no metrics")
     figures = [plot_metrics(plotted, img_dir / "metrics.png"),
                plot_metrics(plotted, img_dir / "metrics_change.png", relative=True)]
+    stiffness = plot_bmd_stiffness(plotted, img_dir / "bmd_stiffness.png") if has_stiffness(plotted) else None
     renders: list[Path] = []
     if render:
         snaps = {lab: f.snapshots() for lab, f in folders.items()}
@@ -321,6 +368,11 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
     parts += [
         *(_img(f) for f in figures),
     ]
+    if stiffness is not None:
+        parts += ['<h2 id="stiffness">aBMD and stiffness change</h2>',
+                  "<p>The site's DXA-equivalent areal BMD change beside the change of the apparent modulus "
+                  "E_app,z (micro-FE, 1 % compression along z) from day 0, for the runs with mechanics on.</p>",
+                  _img(stiffness)]
     if renders:
         parts += ["<h2>Renders (bone coloured by local thickness, same camera)</h2>", *(_img(f) for f in renders)]
     parts += ["<h2>Runs</h2><pre>", html.escape(json.dumps({k: str(v) for k, v in run_dirs.items()}, indent=2)),

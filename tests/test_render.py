@@ -191,6 +191,21 @@ def test_run_renders_offer_sed_scenes(tmp_path):
         RenderOptions(color="strain")
 
 
+def test_render_command_passes_the_colouring(tmp_path, monkeypatch):
+    import voxelbone.figures
+    from voxelbone.cli import main
+    from voxelbone.figures import FigureReport
+
+    seen = {}
+    monkeypatch.setattr(voxelbone.figures, "draw_run_figures",
+                        lambda folder, **kw: seen.update(kw) or FigureReport())
+    (tmp_path / "run").mkdir()
+    assert main(["render", str(tmp_path / "run"), "--color", "sed", "--axis", "y", "--no-plots"]) == 0
+    assert seen["options"].color == "sed" and seen["options"].sed_axis == "y" and seen["with_plots"] is False
+    assert main(["render", str(tmp_path / "run")]) == 0
+    assert seen["options"].color is None
+
+
 def test_metric_plot_draws_each_run(tmp_path):
     from voxelbone.plots import plot_metrics
 

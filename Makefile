@@ -12,16 +12,21 @@ GPU_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/de
 PYTEST_ARGS ?= -n auto
 DEMO_ARGS ?=
 
-.PHONY: demo test docs bench clean help
+.PHONY: demo demo-mechanics test docs bench clean help
 
 help:
 	@echo "make demo   - run the default scenario into results/demo/"
 	@echo "make test   - run the test suite"
 	@echo "make docs   - build the documentation site into build/site/"
 	@echo "make bench  - run the quick benchmark (prints a table)"
+	@echo "make demo-mechanics - a run with load-driven remodelling into results/demo-mechanics/"
 
 demo: $(VENV)/.stamp-run
 	$(BIN)/voxelbone run --out results/demo $(DEMO_ARGS)
+
+# Load-driven remodelling: micro-FE every 28 days, stiffness beside aBMD, bone coloured by SED
+demo-mechanics: $(VENV)/.stamp-run
+	$(BIN)/voxelbone run --scenario samples/mechanics_demo.toml --out results/demo-mechanics $(DEMO_ARGS)
 
 test: $(VENV)/.stamp-dev docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -37,17 +37,17 @@ STEP_DAYS = 7
 PRESET = "postmenopausal_untreated"
 
 
-def scenario(seed: int, fe_every_days: int) -> Scenario:
+def scenario(seed: int, fe_every_days: int, size: int = SIZE) -> Scenario:
     """The study's scenario for one seed and interval (0: mechanics off)."""
     return Scenario(name=f"fe{fe_every_days}_seed{seed}", site="lumbar_spine", periods=(Period(PRESET, YEARS),),
-                    size=SIZE, voxel_size_um=VOXEL_SIZE_UM, seed=seed, step_days=STEP_DAYS,
+                    size=size, voxel_size_um=VOXEL_SIZE_UM, seed=seed, step_days=STEP_DAYS,
                     metrics_every_days=int(round(YEARS * 365.25)), fe_every_days=fe_every_days)
 
 
-def run_one(seed: int, fe_every_days: int) -> dict:
+def run_one(seed: int, fe_every_days: int, size: int = SIZE) -> dict:
     """One run's end values (E_app of a mechanics-off run is solved on its last volume)."""
     t0 = time.perf_counter()
-    result = simulate(scenario(seed, fe_every_days), None, backend="numpy", progress=False, render=False)
+    result = simulate(scenario(seed, fe_every_days, size), None, backend="numpy", progress=False, render=False)
     first, last = result.rows[0], result.rows[-1]
     if fe_every_days > 0:
         e0, e1 = float(first["e_app_z_mpa"]), float(last["e_app_z_mpa"])
@@ -55,7 +55,9 @@ def run_one(seed: int, fe_every_days: int) -> dict:
         e0, e1 = float("nan"), float(apparent_modulus(result.volume, rtol=1e-4).e_app_mpa)
     return {"seed": seed, "fe_every_days": fe_every_days, "bv_tv_0": float(first["bv_tv"]),
             "bv_tv": float(last["bv_tv"]), "abmd_pct": float(last["abmd_pct"]), "e_app_z_mpa_0": e0,
-            "e_app_z_mpa": e1, "mechanics_s": float(result.timings_s.get("mechanics", 0.0)),
+            "e_app_z_mpa": e1, "perforations": int(last["engine_perforations"]),
+            "fragment_volume_mm3": float(last["engine_fragment_volume_mm3"]),
+            "mechanics_s": float(result.timings_s.get("mechanics", 0.0)),
             "total_s": time.perf_counter() - t0}
 
 
@@ -72,7 +74,7 @@ def table(runs: list[dict], intervals: list[int]) -> str:
                 "e_app_pct": 100.0 * (r["e_app_z_mpa"] / e0[r["seed"]] - 1.0)}
 
     lines = ["| fe_every_days | solves / yr | BV/TV end (%) | aBMD change (%) | E_app,z change (%) "
-             "| max \\|Δ\\| vs 7 d: BV/TV (pp) | aBMD (pp) | E_app,z (pp) | mechanics time / run (s) |",
+             f"| max \\|Δ\\| vs {finest} d: BV/TV (pp) | aBMD (pp) | E_app,z (pp) | mechanics time / run (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for fe in intervals:
         rows = [by[(s, fe)] for s in seeds if (s, fe) in by and s in e0]
@@ -102,21 +104,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--intervals", type=int, nargs="+", default=[7, 14, 28, 56, 112],
                     help="fe_every_days values; mechanics-off runs (0) are added")
+    ap.add_argument("--size", type=int, default=SIZE, help=f"phantom edge in voxels (default {SIZE})")
     ap.add_argument("--table-only", action="store_true", help="print the table of OUT.json, run nothing")
     args = ap.parse_args(argv)
     intervals = [0, *sorted(i for i in set(args.intervals) if i > 0)]
-    data = json.loads(args.out.read_text()) if args.out.exists() else {
-        "study": {"size": SIZE, "voxel_size_um": VOXEL_SIZE_UM, "years": YEARS, "step_days": STEP_DAYS,
-                  "preset": PRESET, "site": "lumbar_spine", "machine": platform.processor() or platform.machine(),
-                  "voxelbone": __version__, "commit": git_commit()},
-        "runs": []}
+    if args.out.exists():
+        data = json.loads(args.out.read_text())
+        if data["study"]["size"] != args.size:
+            raise SystemExit(f"{args.out} holds a study at {data['study']['size']}³; choose another OUT for --size {args.size}")
+    else:
+        data = {"study": {"size": args.size, "voxel_size_um": VOXEL_SIZE_UM, "years": YEARS, "step_days": STEP_DAYS,
+                          "preset": PRESET, "site": "lumbar_spine",
+                          "machine": platform.processor() or platform.machine(), "voxelbone": __version__,
+                          "commit": git_commit()},
+                "runs": []}
     done = {(r["seed"], r["fe_every_days"]) for r in data["runs"]}
     if not args.table_only:
         for seed in args.seeds:
             for fe in intervals:
                 if (seed, fe) in done:
                     continue
-                r = run_one(seed, fe)
+                r = run_one(seed, fe, args.size)
                 data["runs"].append(r)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(data, indent=1))

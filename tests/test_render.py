@@ -221,7 +221,7 @@ def test_metric_plot_draws_each_run(tmp_path):
         plot_metrics({}, tmp_path / "none.png")
 
 
-def _run_with(path, days, **columns):
+def _run_with(path, days, seed=0, **columns):
     """A completed run folder whose metrics rows hold the given columns (no simulation)."""
     from voxelbone.backend import get_backend
     from voxelbone.runfolder import RunFolder, RunState
@@ -233,8 +233,8 @@ def _run_with(path, days, **columns):
     for k, day in enumerate(days):
         table.append({"day": float(day), "year": day / 365.25, "period": "p", "preset": "p", "bv_tv": 0.2 - 0.01 * k,
                       **{c: float(v[k]) for c, v in columns.items()}})
-    folder.write_status(RunState.COMPLETED, scenario=Scenario(fe_every_days=28 if "e_app_z_mpa" in columns else 0),
-                        backend=get_backend("numpy"), timings={})
+    folder.write_status(RunState.COMPLETED, scenario=Scenario(seed=seed, fe_every_days=28 if "e_app_z_mpa" in columns
+                                                                else 0), backend=get_backend("numpy"), timings={})
     return folder
 
 
@@ -276,6 +276,31 @@ def test_report_shows_stiffness_change_beside_abmd(tmp_path):
     c = _run_with(tmp_path / "c", days, abmd_pct=[0.0, -1.0, -2.0])
     page = write_report({"c": c.path}, tmp_path / "report_off", render=False).read_text()
     assert "aBMD change" in page and "E_app,z" not in page and 'id="stiffness"' not in page
+
+
+def test_report_of_replicates_gives_abmd_and_stiffness_changes_per_year(tmp_path):
+    import html
+
+    from voxelbone.intervals import t_interval
+    from voxelbone.report import write_report
+    from voxelbone.runfolder import StudyFolder
+
+    days = [0.0, 365.25, 730.5]  # two years
+    ends = {"a": ([-2.0, -3.0, -2.6], [1800.0, 1700.0, 1760.0]), "b": ([1.0, 0.4, 0.8], [2100.0, 2050.0, 2080.0])}
+    for name, (abmd, e_app) in ends.items():
+        study = StudyFolder(tmp_path / "runs" / name)
+        for i in range(3):
+            _run_with(study.replicate(i).path, days, seed=11 + i, abmd_pct=[0.0, abmd[i] / 2, abmd[i]],
+                      e_app_z_mpa=[2000.0, (2000.0 + e_app[i]) / 2, e_app[i]])
+    page = write_report({k: tmp_path / "runs" / k for k in ends}, tmp_path, render=False).read_text()
+    table = page.split('id="intervals"')[1].split("</table>")[0]
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr><td>([^<]+)</td>.*?</tr>", table)}
+    for name, (abmd, e_app) in ends.items():
+        per_year = t_interval([x / 2.0 for x in abmd])           # aBMD: its end value per year
+        stiff = t_interval([(e / 2000.0 - 1.0) * 100.0 / 2.0 for e in e_app])
+        assert html.escape(per_year.format()) in rows["aBMD change"], name
+        assert html.escape(stiff.format()) in rows["E_app,z"], name
+    assert 'id="stiffness"' in page
 
 
 def _chromium() -> str | None:

@@ -303,6 +303,21 @@ def test_report_of_replicates_gives_abmd_and_stiffness_changes_per_year(tmp_path
     assert 'id="stiffness"' in page
 
 
+def test_compare_runs_every_preset_with_mechanics_when_asked(tmp_path, monkeypatch):
+    import voxelbone.report
+    from voxelbone.cli import main
+
+    seen = []
+    monkeypatch.setattr(voxelbone.report, "simulate", lambda scenario, out, **kw: seen.append(scenario))
+    monkeypatch.setattr(voxelbone.report, "write_report", lambda runs, out, **kw: tmp_path / "report.html")
+    assert main(["compare", "postmenopausal_untreated", "bed_rest", "--fe-every-days", "28", "--out",
+                 str(tmp_path), "--quiet", "--backend", "numpy"]) == 0
+    assert [s.fe_every_days for s in seen] == [28, 28]
+    seen.clear()
+    voxelbone.report.compare(["postmenopausal_untreated"], tmp_path / "off", progress=False)
+    assert [s.fe_every_days for s in seen] == [0]
+
+
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)

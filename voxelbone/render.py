@@ -363,8 +363,8 @@ def _sed_mesh(field: SedField, opts: RenderOptions) -> Any:
                         scalars_name=_SED_NAME)
 
 
-def _sed_bar(axis: str) -> dict[str, Any]:
-    return {**_THICKNESS_BAR, "title": f"strain energy density (MPa), compression along {axis}", "fmt": "%.2f"}
+#: The SED colour bar (the load case is in each panel's caption).
+_SED_BAR = {**_THICKNESS_BAR, "title": "strain energy density (MPa)", "fmt": "%.2f"}
 
 
 def render_sed_grid(volumes: Mapping[str, BoneVolume | SedField], path: str | Path, *, axis: str = "z",
@@ -397,9 +397,8 @@ def render_sed_grid(volumes: Mapping[str, BoneVolume | SedField], path: str | Pa
     fields = {label: v if isinstance(v, SedField) else sed_field(v, axis=axis, options=opts)
               for label, v in volumes.items()}
     panels = {label: (_sed_mesh(f, opts), f.caption) for label, f in fields.items()}
-    axes = sorted({f.axis for f in fields.values()})
-    return _draw_panels(panels, path, scalars=_SED_NAME, cmap=SED_COLORMAP, clim=clim_mpa,
-                        bar=_sed_bar("/".join(axes)), columns=columns, opts=opts)
+    return _draw_panels(panels, path, scalars=_SED_NAME, cmap=SED_COLORMAP, clim=clim_mpa, bar=_SED_BAR,
+                        columns=columns, opts=opts)
 
 
 def render_sed(volume: BoneVolume | SedField, path: str | Path, *, title: str = "", axis: str = "z",

@@ -232,10 +232,10 @@ def has_stiffness(runs: Mapping[str, str | Path | Rows | Sequence[Rows]]) -> boo
 def plot_bmd_stiffness(runs: Mapping[str, str | Path | Rows | Sequence[Rows]], path: str | Path) -> Path:
     """Areal BMD change and apparent stiffness change (% from day 0) side by side, one line per run.
 
-    Clinical trials report the change of DXA aBMD; a voxel model also gives the change of
-    stiffness, which falls faster than density when struts are lost (E ~ ρ^2; Testosterone
-    Trials: finite-element strength beside BMD). Runs without mechanics (no
-    ``e_app_z_mpa``) appear in the aBMD panel only.
+    Trials report the change of DXA aBMD, and some the change of finite-element strength
+    beside it (the Testosterone Trials, Snyder et al. 2017); a run with mechanics on gives
+    the change of its apparent modulus ``e_app_z_mpa``. Runs without mechanics appear in
+    the aBMD panel only.
 
     Parameters
     ----------

@@ -26,13 +26,26 @@ follows the strain. Where a strut carries less than the set point its BMUs start
 often and refill less (it thins and goes); where it carries more they start less often
 and refill more (Frost's mechanostat; Huiskes et al. 2000; Schulte et al. 2013 Bone 52:485).
 
-**Set points.** ``S_set`` of resorption and of formation are fixed on the first solve so
-that, at the habitual load (``load_scale = 1``) and the starting hormone state, the mean
-of ``a`` over the bone surface is exactly 1 and the mean of ``f`` over the BMUs (the
-surface weighted by ``a``) is exactly 1: mechanics redistributes where BMUs act, and the
-calibrated mean rates and bone balance of the cell layer (:mod:`voxelbone.biology`)
-stay. Disuse (``load_scale < 1``) lowers every ``s`` and so raises resorption and lowers
-refill everywhere.
+**Load: a force, not a displacement.** The habitual load is a force (Huiskes et al. 2000 and
+Schulte et al. 2013 load their models with forces; so does the body): the solver prescribes
+a 1 % displacement, and linear elasticity gives the strain under the habitual force ``F₀``
+(the reaction of the first solve) by scaling: ``S ∝ F₀ / F = E_app,0 / E_app``. Bone lost
+therefore raises the strain in what remains, and bone gained lowers it — the negative
+feedback that lets a structure settle (Badilatti et al. 2016 J Biomech:
+homeostasis under a constant load). Under a prescribed displacement a thickening loaded
+strut would keep its 1 % strain and grow without end.
+
+**Set points, one per compartment.** ``S_set`` of resorption and of formation are fixed on
+the first solve, separately for the trabecular and the cortical compartment (the cell layer
+calibrates their rates separately, :class:`voxelbone.sites.SiteRates`), so that, at the
+habitual load and the starting hormone state, the mean of ``a`` over each compartment's bone
+surface is exactly 1 and the mean of ``f`` over its BMUs (the surface weighted by ``a``) is
+exactly 1: mechanics redistributes where BMUs act *within* each compartment, and the
+calibrated mean rates and bone balance of each compartment stay. (One set point for both
+would hand the cortex — a vertical wall carrying about twice the trabeculae's strain — fewer
+BMUs that refill more and the trabeculae the rest: the cortex would gain and the
+trabeculae lose faster whatever the hormones.) Disuse (``load_scale < 1``) lowers every
+``s`` and so raises resorption and lowers refill everywhere.
 
 **Hormones** (Frost 1987 Bone Miner 2:73; Lanyon & Skerry 2001 J Bone Miner Res 16:1937:
 estrogen deficiency raises the strain threshold at which bone is kept). Both set points are
@@ -41,6 +54,9 @@ the cell layer's estradiol signal (the Hill function of :func:`voxelbone.biology
 1 at the premenopausal reference, clipped to ≤ 1). ``k_E = 0.1`` — a 10 % higher set point
 at full deficiency — is an assumption: the mechanostat theory gives the direction, no
 study gives the size; it is not fitted.
+
+The set points are single numbers per compartment, never per voxel: a voxel at its own set
+point would feel no load at all.
 
 GPU and CPU apply the same fields (``vb_mech_scale`` in ``kernels/remodel.cu``) with the
 same random keys; with mechanics off no field is passed and the engine is unchanged.
@@ -57,7 +73,7 @@ import numpy as np
 from ..backend import array_module, asnumpy, ndimage_module
 from ..volume import BoneVolume, Region
 
-__all__ = ["MechanostatParams", "Mechanostat", "Modulation", "estradiol_signal", "local_signal", "surface_mask"]
+__all__ = ["COMPARTMENTS", "MechanostatParams", "Mechanostat", "Modulation", "estradiol_signal", "local_signal", "surface_mask"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,9 @@ class MechanostatParams:
         Clip of ``s = S / S_set`` (keeps unloaded and overloaded voxels finite).
     estradiol_setpoint_shift : float
         ``k_E``: relative rise of the set points at full estradiol deficiency (assumed).
+    force_control : bool
+        Scale the signal by ``E_app,0 / E_app`` (the habitual load is a force); ``False``
+        keeps the prescribed displacement's strain (no feedback of bone mass on strain).
     axis : str
         Load axis of the solve.
     rtol : float
@@ -91,6 +110,7 @@ class MechanostatParams:
     signal_ratio_min: float = 0.5
     signal_ratio_max: float = 2.0
     estradiol_setpoint_shift: float = 0.1
+    force_control: bool = True
     axis: str = "z"
     rtol: float = 1e-4
 
@@ -180,6 +200,10 @@ def _solve_setpoint(values: np.ndarray, exponent: float, lo: float, hi: float, s
     return math.exp(brentq(g, a, b, xtol=1e-12, rtol=1e-12))
 
 
+#: Compartments with a set point of their own (their rates are calibrated separately).
+COMPARTMENTS: dict[str, int] = {"trabecular": int(Region.TRABECULAR), "cortical": int(Region.CORTICAL)}
+
+
 class Mechanostat:
     """Solves the load case, holds the signal and set points, and builds the modulation.
 
@@ -191,11 +215,15 @@ class Mechanostat:
 
     def __init__(self, params: MechanostatParams | None = None) -> None:
         self.params = params or MechanostatParams()
-        self.setpoint_resorption: float | None = None
-        self.setpoint_formation: float | None = None
+        #: Set points per compartment (``COMPARTMENTS`` names); ``None`` until :meth:`calibrate`.
+        self.setpoint_resorption: dict[str, float] | None = None
+        self.setpoint_formation: dict[str, float] | None = None
         self.shift_start: float | None = None
+        #: Apparent modulus of the calibration solve: the habitual force is ``E_app,0·|ε|·area``.
+        self.reference_e_app_mpa: float | None = None
         self.result: Any = None
         self.signal: Any = None
+        self.region: Any = None
 
     def solve(self, volume: BoneVolume, keep: bool = True) -> Any:
         """Compress ``volume`` along the load axis (warm start) and update the signal.
@@ -212,53 +240,90 @@ class Mechanostat:
         self.result = res
         self.signal = local_signal(res.effective_strain, volume.bone, volume.voxel_size_um,
                                    self.params.influence_distance_um)
+        self.region = volume.region.copy()  # the compartments this signal belongs to
         return res
 
     def _shift(self, estradiol_pg_ml: float) -> float:
         return 1.0 + self.params.estradiol_setpoint_shift * max(1.0 - estradiol_signal(estradiol_pg_ml), 0.0)
 
-    def calibrate(self, volume: BoneVolume, estradiol_pg_ml: float) -> None:
-        """Fix both set points so the mean modulation over the bone surface is 1 (habitual load).
+    def force_ratio(self) -> float:
+        """``E_app,0 / E_app`` of the current solve: strain under the habitual force per strain solved.
 
-        Activation: its mean over the surface voxels is 1. Refill: its mean over the BMUs
-        (the surface weighted by activation) is 1, so the net bone balance of the cell
-        layer stays too (BMUs start more often where they refill less).
+        1 with ``force_control`` off. A structure that no longer carries load (``E_app = 0``)
+        gets a ratio large enough to put every loaded voxel at the clip.
+        """
+        if not self.params.force_control or self.reference_e_app_mpa is None:
+            return 1.0
+        e_now = float(self.result.e_app_mpa)
+        return self.reference_e_app_mpa / e_now if e_now > self.reference_e_app_mpa * 1e-6 else 1e6
+
+    def calibrate(self, volume: BoneVolume, estradiol_pg_ml: float) -> None:
+        """Fix the set points so each compartment's mean modulation is 1 (habitual load).
+
+        Per compartment (trabecular, cortical; one without bone surface gets none and
+        borrows the other's): activation's mean over its surface voxels is 1; refill's mean
+        over its BMUs (the surface weighted by activation) is 1, so the net bone balance of
+        the cell layer stays too (BMUs start more often where they refill less).
         """
         if self.signal is None:
             raise ValueError("calibrate needs a solve first (Mechanostat.solve)")
         p = self.params
         surf = asnumpy(surface_mask(volume.bone, volume.region))
-        values = asnumpy(self.signal)[surf]
+        region = asnumpy(volume.region)
+        signal = asnumpy(self.signal)
         lo, hi, w = p.signal_ratio_min, p.signal_ratio_max, p.mechanical_share
-        self.setpoint_resorption = _solve_setpoint(values, -p.resorption_exponent, lo, hi, w)
-        act = (1.0 - w) + w * np.clip(values / self.setpoint_resorption, lo, hi) ** (-p.resorption_exponent)
-        # refill is averaged over the BMUs (weighted by activation), so the bone balance stays
-        self.setpoint_formation = _solve_setpoint(values, p.formation_exponent, lo, hi, w, weights=act)
+        res, form = {}, {}
+        for name, label in COMPARTMENTS.items():
+            values = signal[surf & (region == label)]
+            if not (values > 0).any():
+                continue
+            res[name] = _solve_setpoint(values, -p.resorption_exponent, lo, hi, w)
+            act = (1.0 - w) + w * np.clip(values / res[name], lo, hi) ** (-p.resorption_exponent)
+            # refill is averaged over the BMUs (weighted by activation), so the bone balance stays
+            form[name] = _solve_setpoint(values, p.formation_exponent, lo, hi, w, weights=act)
+        if not res:
+            raise ValueError("no loaded bone surface: the structure carries no load along the axis")
+        self.setpoint_resorption, self.setpoint_formation = res, form
         self.shift_start = self._shift(estradiol_pg_ml)
+        self.reference_e_app_mpa = float(self.result.e_app_mpa)
+
+    def _setpoint_field(self, setpoints: dict[str, float], factor: float) -> Any:
+        """Per voxel ``factor / S_set`` of its compartment (float32)."""
+        xp = array_module(self.signal)
+        first = next(iter(setpoints.values()))
+        trab = np.float32(factor / setpoints.get("trabecular", first))
+        cort = np.float32(factor / setpoints.get("cortical", first))
+        return xp.where(self.region == int(Region.CORTICAL), cort, trab).astype(xp.float32)
 
     def modulation(self, load_scale: float, estradiol_pg_ml: float) -> Modulation:
         """The activation and refill factors for the current signal, load and hormones."""
-        if self.setpoint_resorption is None or self.signal is None:
+        if self.setpoint_resorption is None or self.setpoint_formation is None or self.signal is None:
             raise ValueError("modulation needs a solve and a calibration first")
         if not (math.isfinite(load_scale) and load_scale >= 0):
             raise ValueError(f"load_scale must be a finite number ≥ 0, got {load_scale!r}")
         p = self.params
         xp = array_module(self.signal)
-        rel = self._shift(estradiol_pg_ml) / self.shift_start
+        factor = load_scale * self.force_ratio() * self.shift_start / self._shift(estradiol_pg_ml)
         w = p.mechanical_share
-        s_r = xp.clip(self.signal * (load_scale / (self.setpoint_resorption * rel)), p.signal_ratio_min, p.signal_ratio_max)
-        s_f = xp.clip(self.signal * (load_scale / (self.setpoint_formation * rel)), p.signal_ratio_min, p.signal_ratio_max)
+        s_r = xp.clip(self.signal * self._setpoint_field(self.setpoint_resorption, factor),
+                      p.signal_ratio_min, p.signal_ratio_max)
+        s_f = xp.clip(self.signal * self._setpoint_field(self.setpoint_formation, factor),
+                      p.signal_ratio_min, p.signal_ratio_max)
         act = (1.0 - w) + w * s_r ** (-p.resorption_exponent)
         ref = (1.0 - w) + w * s_f ** p.formation_exponent
         return Modulation(xp.ascontiguousarray(act, dtype=xp.float32), xp.ascontiguousarray(ref, dtype=xp.float32))
 
-    def state(self) -> dict[str, float | None]:
-        """Set points for a checkpoint."""
+    def state(self) -> dict[str, Any]:
+        """Set points and the habitual load's reference for a checkpoint."""
         return {"setpoint_resorption": self.setpoint_resorption, "setpoint_formation": self.setpoint_formation,
-                "shift_start": self.shift_start}
+                "shift_start": self.shift_start, "reference_e_app_mpa": self.reference_e_app_mpa}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Set points from :meth:`state`."""
-        self.setpoint_resorption = state.get("setpoint_resorption")
-        self.setpoint_formation = state.get("setpoint_formation")
+        def per_compartment(v: Any) -> dict[str, float] | None:
+            return {"trabecular": float(v)} if isinstance(v, (int, float)) else v  # one set point: older checkpoints
+
+        self.setpoint_resorption = per_compartment(state.get("setpoint_resorption"))
+        self.setpoint_formation = per_compartment(state.get("setpoint_formation"))
         self.shift_start = state.get("shift_start")
+        self.reference_e_app_mpa = state.get("reference_e_app_mpa")

@@ -26,26 +26,28 @@ follows the strain. Where a strut carries less than the set point its BMUs start
 often and refill less (it thins and goes); where it carries more they start less often
 and refill more (Frost's mechanostat; Huiskes et al. 2000; Schulte et al. 2013 Bone 52:485).
 
-**Load: a force, not a displacement.** The habitual load is a force (Huiskes et al. 2000 and
-Schulte et al. 2013 load their models with forces; so does the body): the solver prescribes
-a 1 % displacement, and linear elasticity gives the strain under the habitual force ``F₀``
-(the reaction of the first solve) by scaling: ``S ∝ F₀ / F = E_app,0 / E_app``. Bone lost
-therefore raises the strain in what remains, and bone gained lowers it — the negative
-feedback that lets a structure settle (Badilatti et al. 2016 J Biomech:
-homeostasis under a constant load). Under a prescribed displacement a thickening loaded
-strut would keep its 1 % strain and grow without end.
-
-**Set points, one per compartment.** ``S_set`` of resorption and of formation are fixed on
-the first solve, separately for the trabecular and the cortical compartment (the cell layer
-calibrates their rates separately, :class:`voxelbone.sites.SiteRates`), so that, at the
+**Set points, one per compartment, accommodating.** ``S_set`` of resorption and of
+formation are fitted separately for the trabecular and the cortical compartment (the cell
+layer calibrates their rates separately, :class:`voxelbone.sites.SiteRates`) so that, at the
 habitual load and the starting hormone state, the mean of ``a`` over each compartment's bone
 surface is exactly 1 and the mean of ``f`` over its BMUs (the surface weighted by ``a``) is
-exactly 1: mechanics redistributes where BMUs act *within* each compartment, and the
-calibrated mean rates and bone balance of each compartment stay. (One set point for both
-would hand the cortex — a vertical wall carrying about twice the trabeculae's strain — fewer
-BMUs that refill more and the trabeculae the rest: the cortex would gain and the
-trabeculae lose faster whatever the hormones.) Disuse (``load_scale < 1``) lowers every
-``s`` and so raises resorption and lowers refill everywhere.
+exactly 1. They are fitted again on every solve: the bone cells accommodate to the habitual
+strain (Turner 1999 J Bone Miner Res 14:1; Schriefer et al. 2005 J Biomech 38:1838), so
+mechanics redistributes where BMUs act *within* each compartment and the calibrated mean
+rates and bone balance of each compartment stay. Two things this excludes, each measured:
+
+* one set point for both compartments would hand the cortex — a vertical wall carrying
+  about twice the trabeculae's strain — fewer BMUs that refill more, and the trabeculae the
+  rest (lumbar cube: cortex refill ×1.63, activation ×0.70);
+* set points fixed on day 0 under the habitual *force* would feed bone lost back as higher
+  strain and slow the loss, but the cell layer already holds that feedback of bone mass on
+  formation (``mechanical_feedback`` of :class:`voxelbone.biology.HormoneEffects`, fitted to
+  the clinical loss): counting it twice cut the untreated loss several-fold.
+
+The load and the hormones then move ``s`` away from the set points: disuse
+(``load_scale < 1``) lowers every ``s`` and so raises resorption and lowers refill
+everywhere; estrogen deficiency raises the set points (below). The set points are single
+numbers per compartment, never per voxel: a voxel at its own set point would feel no load.
 
 **Hormones** (Frost 1987 Bone Miner 2:73; Lanyon & Skerry 2001 J Bone Miner Res 16:1937:
 estrogen deficiency raises the strain threshold at which bone is kept). Both set points are
@@ -54,9 +56,6 @@ the cell layer's estradiol signal (the Hill function of :func:`voxelbone.biology
 1 at the premenopausal reference, clipped to ≤ 1). ``k_E = 0.1`` — a 10 % higher set point
 at full deficiency — is an assumption: the mechanostat theory gives the direction, no
 study gives the size; it is not fitted.
-
-The set points are single numbers per compartment, never per voxel: a voxel at its own set
-point would feel no load at all.
 
 GPU and CPU apply the same fields (``vb_mech_scale`` in ``kernels/remodel.cu``) with the
 same random keys; with mechanics off no field is passed and the engine is unchanged.
@@ -94,9 +93,9 @@ class MechanostatParams:
         Clip of ``s = S / S_set`` (keeps unloaded and overloaded voxels finite).
     estradiol_setpoint_shift : float
         ``k_E``: relative rise of the set points at full estradiol deficiency (assumed).
-    force_control : bool
-        Scale the signal by ``E_app,0 / E_app`` (the habitual load is a force); ``False``
-        keeps the prescribed displacement's strain (no feedback of bone mass on strain).
+    accommodate : bool
+        Fit the set points again on every solve (default); ``False`` keeps those of the
+        first calibration (a structure that changes then drifts from a mean of 1).
     axis : str
         Load axis of the solve.
     rtol : float
@@ -110,7 +109,7 @@ class MechanostatParams:
     signal_ratio_min: float = 0.5
     signal_ratio_max: float = 2.0
     estradiol_setpoint_shift: float = 0.1
-    force_control: bool = True
+    accommodate: bool = True
     axis: str = "z"
     rtol: float = 1e-4
 
@@ -219,8 +218,6 @@ class Mechanostat:
         self.setpoint_resorption: dict[str, float] | None = None
         self.setpoint_formation: dict[str, float] | None = None
         self.shift_start: float | None = None
-        #: Apparent modulus of the calibration solve: the habitual force is ``E_app,0·|ε|·area``.
-        self.reference_e_app_mpa: float | None = None
         self.result: Any = None
         self.signal: Any = None
         self.region: Any = None
@@ -241,32 +238,30 @@ class Mechanostat:
         self.signal = local_signal(res.effective_strain, volume.bone, volume.voxel_size_um,
                                    self.params.influence_distance_um)
         self.region = volume.region.copy()  # the compartments this signal belongs to
+        if self.params.accommodate and self.setpoint_resorption is not None:
+            self._fit_setpoints(volume)
         return res
 
     def _shift(self, estradiol_pg_ml: float) -> float:
         return 1.0 + self.params.estradiol_setpoint_shift * max(1.0 - estradiol_signal(estradiol_pg_ml), 0.0)
 
-    def force_ratio(self) -> float:
-        """``E_app,0 / E_app`` of the current solve: strain under the habitual force per strain solved.
-
-        1 with ``force_control`` off. A structure that no longer carries load (``E_app = 0``)
-        gets a ratio large enough to put every loaded voxel at the clip.
-        """
-        if not self.params.force_control or self.reference_e_app_mpa is None:
-            return 1.0
-        e_now = float(self.result.e_app_mpa)
-        return self.reference_e_app_mpa / e_now if e_now > self.reference_e_app_mpa * 1e-6 else 1e6
-
     def calibrate(self, volume: BoneVolume, estradiol_pg_ml: float) -> None:
         """Fix the set points so each compartment's mean modulation is 1 (habitual load).
 
-        Per compartment (trabecular, cortical; one without bone surface gets none and
+        ``estradiol_pg_ml`` is the hormone state the set points belong to (the start of the
+        run); later solves fit them again at that state (``accommodate``).
+        """
+        if self.signal is None:
+            raise ValueError("calibrate needs a solve first (Mechanostat.solve)")
+        self._fit_setpoints(volume)
+        self.shift_start = self._shift(estradiol_pg_ml)
+
+    def _fit_setpoints(self, volume: BoneVolume) -> None:
+        """Per compartment (trabecular, cortical; one without loaded surface gets none and
         borrows the other's): activation's mean over its surface voxels is 1; refill's mean
         over its BMUs (the surface weighted by activation) is 1, so the net bone balance of
         the cell layer stays too (BMUs start more often where they refill less).
         """
-        if self.signal is None:
-            raise ValueError("calibrate needs a solve first (Mechanostat.solve)")
         p = self.params
         surf = asnumpy(surface_mask(volume.bone, volume.region))
         region = asnumpy(volume.region)
@@ -284,8 +279,6 @@ class Mechanostat:
         if not res:
             raise ValueError("no loaded bone surface: the structure carries no load along the axis")
         self.setpoint_resorption, self.setpoint_formation = res, form
-        self.shift_start = self._shift(estradiol_pg_ml)
-        self.reference_e_app_mpa = float(self.result.e_app_mpa)
 
     def _setpoint_field(self, setpoints: dict[str, float], factor: float) -> Any:
         """Per voxel ``factor / S_set`` of its compartment (float32)."""
@@ -303,7 +296,7 @@ class Mechanostat:
             raise ValueError(f"load_scale must be a finite number ≥ 0, got {load_scale!r}")
         p = self.params
         xp = array_module(self.signal)
-        factor = load_scale * self.force_ratio() * self.shift_start / self._shift(estradiol_pg_ml)
+        factor = load_scale * self.shift_start / self._shift(estradiol_pg_ml)
         w = p.mechanical_share
         s_r = xp.clip(self.signal * self._setpoint_field(self.setpoint_resorption, factor),
                       p.signal_ratio_min, p.signal_ratio_max)
@@ -314,9 +307,9 @@ class Mechanostat:
         return Modulation(xp.ascontiguousarray(act, dtype=xp.float32), xp.ascontiguousarray(ref, dtype=xp.float32))
 
     def state(self) -> dict[str, Any]:
-        """Set points and the habitual load's reference for a checkpoint."""
+        """Set points for a checkpoint."""
         return {"setpoint_resorption": self.setpoint_resorption, "setpoint_formation": self.setpoint_formation,
-                "shift_start": self.shift_start, "reference_e_app_mpa": self.reference_e_app_mpa}
+                "shift_start": self.shift_start}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Set points from :meth:`state`."""
@@ -326,4 +319,3 @@ class Mechanostat:
         self.setpoint_resorption = per_compartment(state.get("setpoint_resorption"))
         self.setpoint_formation = per_compartment(state.get("setpoint_formation"))
         self.shift_start = state.get("shift_start")
-        self.reference_e_app_mpa = state.get("reference_e_app_mpa")

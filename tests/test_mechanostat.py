@@ -98,8 +98,8 @@ def test_disuse_and_estrogen_deficiency_shift_the_balance_towards_resorption(sol
 
 
 def _run(vol: BoneVolume, mech: Mechanostat | None, years: float, rates: RemodelingRates, load: float = 1.0,
-         fe_every_days: int = 30, dt: int = 5) -> np.ndarray:
-    rem = Remodeler(vol.copy(), seed=1)
+         fe_every_days: int = 30, dt: int = 5, seed: int = 1) -> np.ndarray:
+    rem = Remodeler(vol.copy(), seed=seed)
     for k in range(int(years * 365 / dt)):
         if mech is not None and (k * dt) % fe_every_days == 0:
             mech.solve(rem.volume)

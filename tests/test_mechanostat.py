@@ -112,22 +112,9 @@ def _run(vol: BoneVolume, mech: Mechanostat | None, years: float, rates: Remodel
     return rem.volume.bone
 
 
-#: fast turnover (2 /yr) with a BMU deficit of 10 %, so half a year shows the pattern
+#: fast turnover (2 /yr) with a BMU deficit of 10 %, so months show the pattern
+#: (what must emerge from it: tests/test_mechanostat_emergence.py)
 LOSS = RemodelingRates(2.0, 2.0, 50.0, 0.9, 0.9)
-
-
-@pytest.mark.slow
-def test_unloaded_horizontal_struts_go_first_and_loaded_vertical_struts_keep():
-    vol, vert, hor = lattice(30, 10, 3)
-    kept = {}
-    for on in (False, True):
-        b = _run(vol, Mechanostat() if on else None, 0.5, LOSS, fe_every_days=60)
-        kept[on] = (b[vert].sum() / vol.bone[vert].sum(), b[hor].sum() / vol.bone[hor].sum())
-    (v_off, h_off), (v_on, h_on) = kept[False], kept[True]
-    # blind BMUs thin both alike; load-driven ones spare the vertical and take the horizontal
-    assert abs(v_off - h_off) < 0.03
-    assert v_on - h_on > 0.04
-    assert v_on > v_off and h_on < h_off
 
 
 def test_disuse_loses_bone_faster_than_habitual_load(solved):

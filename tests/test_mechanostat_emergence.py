@@ -79,23 +79,28 @@ def test_loaded_vertical_struts_keep_their_thickness_better_than_horizontal_ones
     assert on["bv"] == pytest.approx(off["bv"], abs=0.04)
 
 
-def _lumbar(preset: str, years: float, fe_every_days: int, seed: int = 1, size: int = 32, step_days: int = 10):
+def _lumbar(preset: str, years: float, fe_every_days: int, seed: int = 1, size: int = 48, step_days: int = 10):
     s = Scenario(name="m", size=size, voxel_size_um=40.0, periods=(Period(preset, years),), step_days=step_days,
-                 seed=seed, metrics_every_days=365, checkpoint_every_days=10**6, fe_every_days=fe_every_days)
+                 seed=seed, metrics_every_days=fe_every_days, checkpoint_every_days=10**6,
+                 fe_every_days=fe_every_days)
     r = simulate(s, None, backend="numpy", progress=False, render=False, measure=lambda v: {"bv": float(v.bone.sum())})
     return r.column("bv") / r.column("bv")[0], r.column("abmd_pct")
 
 
+@pytest.mark.slow
 def test_disuse_loses_bone_faster_than_estrogen_loss_alone():
-    # bed rest (balanced hormones, a fifth of the load) against postmenopausal loss at habitual load
-    bed = _lumbar("bed_rest", 0.3, 30)
-    meno = _lumbar("postmenopausal_untreated", 0.3, 30)
-    assert bed[1][-1] < meno[1][-1] - 1.0  # abmd_pct
-    assert bed[0][-1] < meno[0][-1] - 0.01  # bone volume
+    # bed rest (balanced hormones, a fifth of the load) against postmenopausal loss at the
+    # habitual load, through the whole run (presets, cell layer, spin-up); ~1 min on 2 cores.
+    # measured (48³, 40 µm, 0.2 yr): abmd_pct −1.33 vs −0.35 %, bone volume −1.5 vs −0.7 %
+    bed = _lumbar("bed_rest", 0.2, 60)
+    meno = _lumbar("postmenopausal_untreated", 0.2, 60)
+    assert bed[1][-1] < meno[1][-1] - 0.5  # abmd_pct
+    assert bed[0][-1] < meno[0][-1] - 0.004  # bone volume
 
 
 @pytest.mark.slow
 def test_balanced_hormones_and_constant_load_keep_bone_volume_for_ten_years():
     # Badilatti et al. 2016: BV/TV within 5 % over 10 simulated years under a constant load
+    # a 48³ lumbar cube at 40 µm, 20-day steps, a solve every 180 days: a few minutes on 2 cores
     bv, _ = _lumbar("premenopausal", 10.0, 180, step_days=20)
     assert np.all(np.abs(bv - 1.0) < 0.05), bv

@@ -165,3 +165,67 @@ def test_a_modulation_of_ones_leaves_the_step_unchanged():
     for name, arr in plain.state.arrays().items():
         np.testing.assert_array_equal(arr, ones.state.arrays()[name], err_msg=name)
     assert plain.stats().bmus_trabecular > 0
+
+
+def _with_cortex(n: int = 24) -> BoneVolume:
+    """The lattice beside a solid vertical wall three voxels thick labelled cortical (a vertebral shell)."""
+    vol = lattice(n)[0]
+    bone, region = vol.bone.copy(), vol.region.copy()
+    bone[:, :3, :] = 1.0
+    region[:, :3, :] = int(Region.CORTICAL)
+    return BoneVolume(bone, bone * np.float32(0.9), region, vol.voxel_size_um)
+
+
+def test_each_compartment_keeps_its_own_mean_rates():
+    """The cortex wall carries more strain than the lattice; its BMUs must not be traded against the trabeculae's."""
+    vol = _with_cortex()
+    m = Mechanostat()
+    m.solve(vol)
+    m.calibrate(vol, E2_PREMENOPAUSAL)
+    assert set(m.setpoint_resorption) == {"trabecular", "cortical"}
+    assert m.setpoint_resorption["cortical"] > 1.5 * m.setpoint_resorption["trabecular"]
+    mod = m.modulation(1.0, E2_PREMENOPAUSAL)
+    surf = surface_mask(vol.bone, vol.region)
+    for label in (Region.TRABECULAR, Region.CORTICAL):
+        s = surf & (vol.region == int(label))
+        a, f = mod.activation[s].astype(float), mod.refill[s].astype(float)
+        assert a.mean() == pytest.approx(1.0, abs=1e-4), label.name
+        assert (a * f).sum() / a.sum() == pytest.approx(1.0, abs=1e-4), label.name
+    # a checkpoint of the older single set point still restores
+    old = Mechanostat()
+    old.restore({"setpoint_resorption": 0.002, "setpoint_formation": 0.003, "shift_start": 1.0})
+    assert old.setpoint_resorption == {"trabecular": 0.002}
+
+
+def test_set_points_accommodate_to_the_changed_structure():
+    vol, vert, _ = lattice()
+    thin = vol.copy()
+    thin.bone[vert & (np.arange(vol.shape[2])[None, None, :] % 8 == 3)] = 0.0  # shave one face of every vertical rod
+    surf = surface_mask(thin.bone, thin.region)
+    means = {}
+    for accommodate in (True, False):
+        m = Mechanostat(MechanostatParams(accommodate=accommodate))
+        m.solve(vol)
+        m.calibrate(vol, E2_PREMENOPAUSAL)
+        m.solve(thin)  # the rods carry the same displacement on less bone
+        means[accommodate] = float(m.modulation(1.0, E2_PREMENOPAUSAL).activation[surf].mean())
+    assert means[True] == pytest.approx(1.0, abs=1e-4)
+    assert abs(means[False] - 1.0) > 0.01  # fixed set points would drift with the structure
+
+
+def test_the_spin_up_is_steered_by_the_mechanostat(monkeypatch):
+    """The cavities open on day 0 must lie where the mechanostat puts them (else a spurious early gain)."""
+    seen = []
+    step = Remodeler.step
+
+    def spy(self, k, rates, dt=1):
+        seen.append(self.modulation is not None)
+        return step(self, k, rates, dt)
+
+    monkeypatch.setattr(Remodeler, "step", spy)
+    vol = lattice()[0]
+    s = Scenario(name="s", voxel_size_um=40.0, periods=(Period("premenopausal", 0.05),), step_days=5, spin_up_days=20,
+                 metrics_every_days=30, fe_every_days=30)
+    simulate(s, None, backend="numpy", progress=False, render=False, volume=vol, equilibrate=False,
+             measure=lambda v: {"bv": float(v.bone.sum())})
+    assert len(seen) > 4 and all(seen)

@@ -229,3 +229,20 @@ def test_the_spin_up_is_steered_by_the_mechanostat(monkeypatch):
     simulate(s, None, backend="numpy", progress=False, render=False, volume=vol, equilibrate=False,
              measure=lambda v: {"bv": float(v.bone.sum())})
     assert len(seen) > 4 and all(seen)
+
+
+def test_a_mechanical_refill_builds_as_the_same_refill_from_the_cell_layer():
+    """Refill 0.9 ×1.5 from the mechanostat must build as refill 1.35 does: above the old surface too."""
+    from voxelbone.remodel.mechanostat import Modulation
+
+    vol = lattice()[0]
+    ones = np.ones(vol.shape, np.float32)
+    bv = {}
+    for factor, refill in ((1.5, 0.9), (1.0, 1.35), (1.0, 0.9)):
+        rem = Remodeler(vol.copy(), seed=3)
+        rem.modulation = Modulation(ones, ones * np.float32(factor))
+        for k in range(60):  # 300 days: most BMUs of the first months have refilled
+            rem.step(k, RemodelingRates(2.0, 2.0, 50.0, refill, refill), 5)
+        bv[factor, refill] = float(rem.volume.bone.sum()) / float(vol.bone.sum())
+    assert bv[1.5, 0.9] == pytest.approx(bv[1.0, 1.35], abs=0.005)
+    assert bv[1.5, 0.9] > bv[1.0, 0.9] + 0.05

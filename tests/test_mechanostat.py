@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from voxelbone.remodel import Remodeler
-from voxelbone.remodel.mechanostat import Mechanostat, MechanostatParams, estradiol_signal, surface_mask
+from voxelbone.remodel.mechanostat import (Mechanostat, MechanostatParams, cavity_weights, estradiol_signal,
+                                           surface_mask)
 from voxelbone.remodel.state import RemodelingRates
 from voxelbone.scenario import Period, Scenario
 from voxelbone.simulate import simulate
@@ -102,9 +103,9 @@ def _run(vol: BoneVolume, mech: Mechanostat | None, years: float, rates: Remodel
     rem = Remodeler(vol.copy(), seed=seed)
     for k in range(int(years * 365 / dt)):
         if mech is not None and (k * dt) % fe_every_days == 0:
-            mech.solve(rem.volume)
+            mech.solve(rem.volume, cavities=cavity_weights(rem.state))
             if mech.setpoint_resorption is None:
-                mech.calibrate(rem.volume, E2_PREMENOPAUSAL)
+                mech.calibrate(rem.volume, E2_PREMENOPAUSAL, cavities=cavity_weights(rem.state))
             rem.modulation = mech.modulation(load, E2_PREMENOPAUSAL)
         rem.step(k, rates, dt)
         if k % 6 == 5:

@@ -360,16 +360,21 @@ class _Mechanics:
         self.load_used: float | None = None
         timings.setdefault("mechanics", 0.0)
 
+    def _cavities(self) -> Any:
+        from .remodel.mechanostat import cavity_weights  # noqa: PLC0415
+
+        return cavity_weights(self.rem.state)
+
     def _solve(self, day: int) -> None:
         t0 = time.perf_counter()
-        self.mech.solve(self.rem.volume)
+        self.mech.solve(self.rem.volume, cavities=self._cavities())
         self.solved_day = day
         self.timings["mechanics"] += time.perf_counter() - t0
 
     def _modulate(self, day: int) -> None:
         e2 = float(self.course.at(float(day)).estradiol_pg_ml)
         if self.mech.setpoint_resorption is None:
-            self.mech.calibrate(self.rem.volume, e2)
+            self.mech.calibrate(self.rem.volume, e2, cavities=self._cavities())
         self.load_used = self.load[self.scenario.period_at(day).preset]
         self.rem.modulation = self.mech.modulation(self.load_used, e2)
 
@@ -377,7 +382,7 @@ class _Mechanics:
         """Solve the starting volume and steer the spin-up at the habitual load (``load_scale`` 1)."""
         self._solve(0)
         e2 = float(self.course.at(0.0).estradiol_pg_ml)
-        self.mech.calibrate(self.rem.volume, e2)
+        self.mech.calibrate(self.rem.volume, e2, cavities=self._cavities())
         self.rem.modulation = self.mech.modulation(1.0, e2)
 
     def update(self, day: int, calibrate: bool = False) -> None:

@@ -72,7 +72,7 @@ import numpy as np
 from ..backend import array_module, asnumpy, ndimage_module
 from ..volume import BoneVolume, Region
 
-__all__ = ["COMPARTMENTS", "MechanostatParams", "Mechanostat", "Modulation", "estradiol_signal", "local_signal", "surface_mask"]
+__all__ = ["COMPARTMENTS", "cavity_weights", "MechanostatParams", "Mechanostat", "Modulation", "estradiol_signal", "local_signal", "surface_mask"]
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,26 @@ def _solve_setpoint(values: np.ndarray, exponent: float, lo: float, hi: float, s
     return math.exp(brentq(g, a, b, xtol=1e-12, rtol=1e-12))
 
 
+#: Fewest cavity voxels in flight over which a compartment's refill set point is fitted.
+MIN_CAVITY_VOXELS = 50
+
+
+def cavity_weights(state: Any) -> Any:
+    """Per voxel, the bone fraction its BMU in flight removes (or removed); 0 elsewhere (float32).
+
+    From the engine's state (:class:`voxelbone.remodel.state.RemodelState`): voxels owned
+    by a BMU, dug (``bmu_amount`` is the bone removed) or still to dig (``bmu_amount`` of
+    the voxel's bone); overfill voxels above the old surface removed nothing.
+    """
+    from .state import FLAG_OVERFILL, FLAG_RESORBED  # noqa: PLC0415
+
+    xp = array_module(state.bone)
+    owned = (state.bmu_day >= 0) & ((state.bmu_flags & FLAG_OVERFILL) == 0)
+    dug = (state.bmu_flags & FLAG_RESORBED) != 0
+    removed = xp.where(dug, state.bmu_amount, state.bmu_amount * state.bone)
+    return xp.where(owned, removed, 0.0).astype(xp.float32)
+
+
 #: Compartments with a set point of their own (their rates are calibrated separately).
 COMPARTMENTS: dict[str, int] = {"trabecular": int(Region.TRABECULAR), "cortical": int(Region.CORTICAL)}
 
@@ -222,11 +242,13 @@ class Mechanostat:
         self.signal: Any = None
         self.region: Any = None
 
-    def solve(self, volume: BoneVolume, keep: bool = True) -> Any:
+    def solve(self, volume: BoneVolume, keep: bool = True, cavities: Any = None) -> Any:
         """Compress ``volume`` along the load axis (warm start) and update the signal.
 
         With ``keep=False`` (a measurement only) the signal and the warm start stay as they
-        were. Returns the :class:`~voxelbone.mechanics.MechanicsResult`.
+        were. ``cavities``: :func:`cavity_weights` of the engine (the BMUs in flight), over
+        which the refill set points are fitted when there are enough of them. Returns the
+        :class:`~voxelbone.mechanics.MechanicsResult`.
         """
         from ..mechanics import apparent_modulus  # noqa: PLC0415
 
@@ -239,33 +261,42 @@ class Mechanostat:
                                    self.params.influence_distance_um)
         self.region = volume.region.copy()  # the compartments this signal belongs to
         if self.params.accommodate and self.setpoint_resorption is not None:
-            self._fit_setpoints(volume)
+            self._fit_setpoints(volume, cavities)
         return res
 
     def _shift(self, estradiol_pg_ml: float) -> float:
         return 1.0 + self.params.estradiol_setpoint_shift * max(1.0 - estradiol_signal(estradiol_pg_ml), 0.0)
 
-    def calibrate(self, volume: BoneVolume, estradiol_pg_ml: float) -> None:
+    def calibrate(self, volume: BoneVolume, estradiol_pg_ml: float, cavities: Any = None) -> None:
         """Fix the set points so each compartment's mean modulation is 1 (habitual load).
 
         ``estradiol_pg_ml`` is the hormone state the set points belong to (the start of the
-        run); later solves fit them again at that state (``accommodate``).
+        run); later solves fit them again at that state (``accommodate``). ``cavities``: as
+        in :meth:`solve`.
         """
         if self.signal is None:
             raise ValueError("calibrate needs a solve first (Mechanostat.solve)")
-        self._fit_setpoints(volume)
+        self._fit_setpoints(volume, cavities)
         self.shift_start = self._shift(estradiol_pg_ml)
 
-    def _fit_setpoints(self, volume: BoneVolume) -> None:
+    def _fit_setpoints(self, volume: BoneVolume, cavities: Any = None) -> None:
         """Per compartment (trabecular, cortical; one without loaded surface gets none and
         borrows the other's): activation's mean over its surface voxels is 1; refill's mean
-        over its BMUs (the surface weighted by activation) is 1, so the net bone balance of
-        the cell layer stays too (BMUs start more often where they refill less).
+        over its BMUs is 1, so the net bone balance of the cell layer stays too.
+
+        The BMUs are those in flight (``cavities``: each voxel weighted by the bone its BMU
+        removes) when a compartment holds at least ``MIN_CAVITY_VOXELS`` of them, else the
+        surface weighted by activation (BMUs start more often where they refill less). The
+        cavities matter: a cavity weakens its strut, so the next solve finds more strain
+        around it and it would refill more than the surface's mean says — a gain from every
+        BMU's own hole (measured: the lumbar cortex gained 0.4–2.2 % a year more than blind
+        remodelling under untreated loss).
         """
         p = self.params
         surf = asnumpy(surface_mask(volume.bone, volume.region))
         region = asnumpy(volume.region)
         signal = asnumpy(self.signal)
+        weight = None if cavities is None else asnumpy(cavities)
         lo, hi, w = p.signal_ratio_min, p.signal_ratio_max, p.mechanical_share
         res, form = {}, {}
         for name, label in COMPARTMENTS.items():
@@ -273,9 +304,13 @@ class Mechanostat:
             if not (values > 0).any():
                 continue
             res[name] = _solve_setpoint(values, -p.resorption_exponent, lo, hi, w)
-            act = (1.0 - w) + w * np.clip(values / res[name], lo, hi) ** (-p.resorption_exponent)
-            # refill is averaged over the BMUs (weighted by activation), so the bone balance stays
-            form[name] = _solve_setpoint(values, p.formation_exponent, lo, hi, w, weights=act)
+            in_flight = None if weight is None else (weight > 0) & (region == label) & (signal > 0)
+            if in_flight is not None and int(in_flight.sum()) >= MIN_CAVITY_VOXELS:
+                form[name] = _solve_setpoint(signal[in_flight], p.formation_exponent, lo, hi, w,
+                                             weights=weight[in_flight])
+            else:
+                act = (1.0 - w) + w * np.clip(values / res[name], lo, hi) ** (-p.resorption_exponent)
+                form[name] = _solve_setpoint(values, p.formation_exponent, lo, hi, w, weights=act)
         if not res:
             raise ValueError("no loaded bone surface: the structure carries no load along the axis")
         self.setpoint_resorption, self.setpoint_formation = res, form

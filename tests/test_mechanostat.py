@@ -247,3 +247,19 @@ def test_a_mechanical_refill_builds_as_the_same_refill_from_the_cell_layer():
         bv[factor, refill] = float(rem.volume.bone.sum()) / float(vol.bone.sum())
     assert bv[1.5, 0.9] == pytest.approx(bv[1.0, 1.35], abs=0.005)
     assert bv[1.5, 0.9] > bv[1.0, 0.9] + 0.05
+
+
+def test_the_bmus_in_flight_refill_as_the_cell_layer_says_on_average():
+    """A cavity weakens its strut and raises the strain around it; its BMU must not refill more for that."""
+    vol = lattice()[0]
+    rem = Remodeler(vol.copy(), seed=4)
+    for k in range(12):  # 60 days at fast turnover: cavities dug, some refilling
+        rem.step(k, LOSS, 5)
+    cav = cavity_weights(rem.state)
+    assert int((cav > 0).sum()) >= 200
+    m = Mechanostat()
+    m.solve(rem.volume, cavities=cav)
+    m.calibrate(rem.volume, E2_PREMENOPAUSAL, cavities=cav)
+    f = m.modulation(1.0, E2_PREMENOPAUSAL).refill
+    w = cav > 0
+    assert float((f[w] * cav[w]).sum() / cav[w].sum()) == pytest.approx(1.0, abs=1e-3)

@@ -81,7 +81,7 @@ def test_loaded_vertical_struts_keep_their_thickness_better_than_horizontal_ones
 
 def _lumbar(preset: str, years: float, fe_every_days: int, seed: int = 1, size: int = 48, step_days: int = 10):
     s = Scenario(name="m", size=size, voxel_size_um=40.0, periods=(Period(preset, years),), step_days=step_days,
-                 seed=seed, metrics_every_days=fe_every_days, checkpoint_every_days=10**6,
+                 seed=seed, metrics_every_days=fe_every_days or 180, checkpoint_every_days=10**6,
                  fe_every_days=fe_every_days)
     r = simulate(s, None, backend="numpy", progress=False, render=False, measure=lambda v: {"bv": float(v.bone.sum())})
     return r.column("bv") / r.column("bv")[0], r.column("abmd_pct")
@@ -100,7 +100,11 @@ def test_disuse_loses_bone_faster_than_estrogen_loss_alone():
 
 @pytest.mark.slow
 def test_balanced_hormones_and_constant_load_keep_bone_volume_for_ten_years():
-    # Badilatti et al. 2016: BV/TV within 5 % over 10 simulated years under a constant load
-    # a 48³ lumbar cube at 40 µm, 20-day steps, a solve every 180 days: a few minutes on 2 cores
-    bv, _ = _lumbar("premenopausal", 10.0, 180, step_days=20)
-    assert np.all(np.abs(bv - 1.0) < 0.05), bv
+    # Badilatti et al. 2016: BV/TV within 5 % over 10 simulated years under a constant load.
+    # A 48³ lumbar cube at 40 µm, 20-day steps, a solve every 180 days: minutes on 2 cores.
+    # Paired with blind remodelling on the same seed: a cube this small can lose a loose piece
+    # (fragment removal) either way, which is the sample's, not the mechanostat's.
+    bv_on, _ = _lumbar("premenopausal", 10.0, 180, step_days=20)
+    bv_off, _ = _lumbar("premenopausal", 10.0, 0, step_days=20)
+    assert np.all(np.abs(bv_on - bv_off[: bv_on.size]) < 0.05), (bv_on, bv_off)
+    assert np.all(np.abs(bv_on - 1.0) < 0.05), bv_on

@@ -353,7 +353,8 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
                                     const vb_i64* __restrict__ seeds, const unsigned int* __restrict__ seed_count,
                                     unsigned int capacity, float depth_um, float lateral_um,
                                     float osteon_radius_um, float osteon_half_length_um, float canal_radius_um,
-                                    float overfill, vb_u64* __restrict__ claim, vb_u64* __restrict__ counters) {
+                                    float overfill, vb_u64* __restrict__ claim, vb_u64* __restrict__ counters,
+                                    float refill_trab, const float* __restrict__ refill_mod) {
     const vb_grid g = {nz, ny, nx};
     unsigned int ns = *seed_count;
     // seeds beyond capacity were counted by vb_activate but not stored: record the overflow
@@ -363,6 +364,8 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
         vb_i64 si = seeds[s];
         vb_cavity c = vb_make_cavity(bone, region, g, si, seed, step, voxel_um, depth_um, lateral_um,
                                      osteon_radius_um, osteon_half_length_um, canal_radius_um);
+        // mechanics: the seed's own refill sets how far it builds above the old surface
+        float over = refill_mod ? fminf(fmaxf(refill_trab * refill_mod[si] - 1.0f, 0.0f), 1.0f) : overfill;
         if (threadIdx.x == 0) {
             atomicAdd(&counters[c.osteonal ? VB_C_OSTEONAL : VB_C_HEMI], 1ULL);
             if (c.perforated) atomicAdd(&counters[VB_C_PERFORATED], 1ULL);
@@ -379,8 +382,8 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
             if (qz < 0 || qz >= nz || qy < 0 || qy >= ny || qx < 0 || qx >= nx) continue;
             vb_i64 j = vb_index(g, qz, qy, qx);
             if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0) continue;
-            vb_u64 code = c.osteonal ? vb_claim_code_wall(c, si, qz, qy, qx, overfill, bone[j] > 0.0f)
-                                     : vb_claim_code(c, si, qz, qy, qx, overfill, bone[j] > 0.0f);
+            vb_u64 code = c.osteonal ? vb_claim_code_wall(c, si, qz, qy, qx, over, bone[j] > 0.0f)
+                                     : vb_claim_code(c, si, qz, qy, qx, over, bone[j] > 0.0f);
             if (c.cortical && code != VB_CLAIM_NONE) code |= ((vb_u64)VB_FLAG_OSTEONAL << 24);
             if (code != VB_CLAIM_NONE) atomicMin(&claim[j], code);
         }

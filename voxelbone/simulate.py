@@ -266,12 +266,14 @@ def simulate(
             if checkpoint is None:
                 t0 = time.perf_counter()
                 balanced = dataclasses.replace(activity.initial_rates, refill_trabecular=1.0, refill_cortical=1.0)
+                if mech is not None and spin_steps > 0:
+                    mech.before_spin_up()
                 for k in range(spin_steps):
                     rem.step(k, balanced, dt)
                 be.synchronize()
                 timings["spin_up"] = time.perf_counter() - t0
                 if mech is not None:
-                    mech.update(0)
+                    mech.update(0, calibrate=True)
                 evaluate(0)
                 if folder is not None:
                     folder.save_snapshot(rem.volume, 0)
@@ -332,8 +334,12 @@ def simulate(
 class _Mechanics:
     """Load-driven remodelling in the loop (:mod:`voxelbone.remodel.mechanostat`).
 
+    ``before_spin_up()`` solves the starting volume and steers the spin-up's BMUs at the
+    habitual load, so the remodelling space open on day 0 lies where the mechanostat puts
+    it (BMUs started by blind activation and refilled by the mechanostat would, in flight,
+    refill the loaded struts more than the mean: a spurious gain in the first months).
     ``update(day)`` solves the load case on the current volume (warm-started), fixes the
-    set points on the first solve, and hands the engine its modulation; ``follow_load``
+    set points on day 0 (``calibrate=True``), and hands the engine its modulation; ``follow_load``
     refreshes the modulation when a period with another ``load_scale`` begins. Metric
     evaluations report ``e_app_z_mpa`` of the volume they measure (a solve of its own on
     days between mechanics solves). A resumed run solves again on the day it resumes, so
@@ -354,22 +360,36 @@ class _Mechanics:
         self.load_used: float | None = None
         timings.setdefault("mechanics", 0.0)
 
+    def _cavities(self) -> Any:
+        from .remodel.mechanostat import cavity_weights  # noqa: PLC0415
+
+        return cavity_weights(self.rem.state)
+
     def _solve(self, day: int) -> None:
         t0 = time.perf_counter()
-        self.mech.solve(self.rem.volume)
+        self.mech.solve(self.rem.volume, cavities=self._cavities())
         self.solved_day = day
         self.timings["mechanics"] += time.perf_counter() - t0
 
     def _modulate(self, day: int) -> None:
         e2 = float(self.course.at(float(day)).estradiol_pg_ml)
         if self.mech.setpoint_resorption is None:
-            self.mech.calibrate(self.rem.volume, e2)
+            self.mech.calibrate(self.rem.volume, e2, cavities=self._cavities())
         self.load_used = self.load[self.scenario.period_at(day).preset]
         self.rem.modulation = self.mech.modulation(self.load_used, e2)
 
-    def update(self, day: int) -> None:
-        """Solve on today's volume and steer the BMUs by its signal."""
+    def before_spin_up(self) -> None:
+        """Solve the starting volume and steer the spin-up at the habitual load (``load_scale`` 1)."""
+        self._solve(0)
+        e2 = float(self.course.at(0.0).estradiol_pg_ml)
+        self.mech.calibrate(self.rem.volume, e2, cavities=self._cavities())
+        self.rem.modulation = self.mech.modulation(1.0, e2)
+
+    def update(self, day: int, calibrate: bool = False) -> None:
+        """Solve on today's volume and steer the BMUs by its signal (``calibrate``: set points from it)."""
         self._solve(day)
+        if calibrate:
+            self.mech.setpoint_resorption = None
         self._modulate(day)
 
     def follow_load(self, day: int) -> None:

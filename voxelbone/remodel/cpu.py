@@ -292,16 +292,23 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
     return flat[valid].astype(np.int64), code[valid]
 
 
-def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: StepScalars) -> tuple[np.ndarray, np.ndarray]:
-    """Resolve the claims of all seeds: per voxel the smallest code (lowest seed index) wins."""
+def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: StepScalars,
+          refill_mod: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Resolve the claims of all seeds: per voxel the smallest code (lowest seed index) wins.
+
+    ``refill_mod`` (mechanics): each seed builds above the old surface by its own refill,
+    ``clip(refill_trab·refill_mod[seed] − 1, 0, 1)``, instead of the step's ``overfill``.
+    """
     counters = state.counters
     all_idx, all_code = [], []
+    mod = None if refill_mod is None else refill_mod.ravel()
     for si in seeds.tolist():
         c = make_cavity(state, si, seed, step, sc)
         counters[1 if c.osteonal else 0] += np.uint64(1)
         if c.perforated:
             counters[2] += np.uint64(1)
-        idx, code = claim_codes(state, si, c, sc.overfill)
+        over = sc.overfill if mod is None else min(max(sc.refill_trab * mod[si] - _ONE, _ZERO), _ONE)
+        idx, code = claim_codes(state, si, c, over)
         all_idx.append(idx)
         all_code.append(code)
     if not all_idx:

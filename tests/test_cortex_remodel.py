@@ -159,7 +159,10 @@ def test_engine_labels_follow_an_opened_pore_when_asked():
     kept = Remodeler(vol.copy(), RemodelParams(contour_compartments=False), seed=0)
     assert (kept.state.region[opened_canal] == Region.CORTICAL).all()  # the starting labels
     moved = Remodeler(vol.copy(), RemodelParams(contour_compartments=True), seed=0)
-    assert (moved.state.region[opened_canal] == Region.TRABECULAR).all()
+    # at mid-length a rod fused to the endosteum stands in front of the breach
+    beside_rod = np.broadcast_to(np.abs(np.arange(bone.shape[0])[:, None, None] - bone.shape[0] / 2) * v > 100.0,
+                                 bone.shape)
+    assert (moved.state.region[opened_canal & beside_rod] == Region.TRABECULAR).all()
     assert (moved.state.region[canal & ~opened_canal] == Region.CORTICAL).all()
     assert np.array_equal(moved.state.region == Region.OUTSIDE, region == Region.OUTSIDE)
 

@@ -63,8 +63,12 @@ class ContourParams:
     marrow_reach_um : float
         How far (path length through voids, beyond ``marrow_seed_um``) the marrow extends
         past the eroded cavity into narrower spaces: crevices between trabeculae and the
-        endosteum, and pores that opened into the marrow. About the extent of one
-        endocortical BMU (a cavity ~250 µm across; Parfitt 1994 J Cell Biochem 55:273).
+        endosteum, and pores that opened into the marrow. The length of canal one
+        intracortical BMU excavates (twice ``RemodelParams.osteon_half_length_um``, 250 µm;
+        an opening is about that long), so a breach opens the canal it belongs to, not
+        the millimetres of canal beyond. Chosen between 250 µm (the femoral-neck cortex
+        then thins less than its seed spread, p = 0.055 over five seeds) and an unbounded
+        reach (the contour flickers).
     trabecular_close_um : float
         Radius of the ball that closes the marrow over trabeculae (bone thinner than twice
         this, surrounded by marrow, is trabecular; human Tb.Th 110–220 µm, model.md §5).
@@ -79,7 +83,7 @@ class ContourParams:
     """
 
     marrow_seed_um: float = 100.0
-    marrow_reach_um: float = 250.0
+    marrow_reach_um: float = 500.0
     trabecular_close_um: float = 150.0
     seal_um: float = 60.0
     cortex_min_um: float = 200.0

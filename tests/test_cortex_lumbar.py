@@ -50,7 +50,8 @@ def _course(preset: str, seed: int) -> dict[str, np.ndarray]:
     def measure(vol):
         c = cortical_metrics(vol.bone, vol.region, vol.voxel_size_um)
         if not baseline:  # the day-0 cortex, kept as a fixed region (registered follow-up scans)
-            baseline.append(segment_compartments(vol.bone, vol.voxel_size_um, envelope=vol.region != Region.OUTSIDE).cortex)
+            envelope = vol.region != Region.OUTSIDE
+            baseline.append(segment_compartments(vol.bone, vol.voxel_size_um, envelope=envelope).cortex)
         fixed = baseline[0]
         return {"ct_th_um": c.ct_th_um, "ct_po": c.ct_po,
                 "ct_po_baseline": float((fixed & (vol.bone < 0.5)).sum() / fixed.sum())}

@@ -8,20 +8,22 @@ the same keyed draws: common random numbers), and tested as a one-sided paired t
 the 5 % level: the seeds' mean must lie beyond the bound by more than its standard error
 allows by chance. Ct.Th is taken as the mean of the evaluations from 1.5 years on.
 
-Measured (seeds 1-5; Ct.Th in µm, late mean; mean ± standard error):
+Measured (seeds 1-5; Ct.Th in µm, late mean; mean ± standard error), with the marrow's reach
+bounded in the contour (``ContourParams.marrow_reach_um``, 500 µm):
 
-- postmenopausal untreated minus start: -19.6, -35.9, -30.0, -15.7, -7.1 (-21.7 ± 5.1);
-  Ct.Po end minus start +0.028, +0.013, +0.007, +0.019, +0.021; Ct.vBMD -36, -23, -19, -21, -26;
-- MHT minus untreated: +35.0, +39.9, +54.7, +24.6, +37.3 (+38.3 ± 4.9);
-- teriparatide minus start: -12.3, -5.3, +26.5, -2.0, +17.1 (+4.8 ± 7.3);
-  minus untreated: +7.3, +30.6, +56.5, +13.7, +24.2 (+26.5 ± 8.5);
-- hypogonadal untreated minus start: -8.0, -15.3, +2.1, -1.9, +31.9 (+1.7 ± 8.1);
-  TRT minus hypogonadal: +30.8, +27.5, +8.7, +16.6, +13.8 (+19.5 ± 4.2).
+- postmenopausal untreated minus start: -19.8, -12.9, -6.8, -16.9, -1.1 (-11.5 ± 3.4);
+  Ct.Po end minus start +0.013, +0.016, +0.016, +0.016, +0.020; Ct.vBMD -22, -27, -26, -18, -25;
+- MHT minus untreated: +29.6, +18.9, +24.0, +21.8, +19.8 (+22.8 ± 1.9);
+- teriparatide minus start: -5.3, +5.7, +18.7, -3.1, +18.2 (+6.8 ± 5.1);
+  minus untreated: +14.4, +18.6, +25.5, +13.8, +19.3 (+18.3 ± 2.1);
+- hypogonadal untreated minus start: -6.7, +2.1, +9.4, -6.3, +20.0 (+3.7 ± 5.0);
+  TRT minus hypogonadal: +18.7, +10.6, +11.0, +11.6, +7.6 (+11.9 ± 1.8).
 
-Three further seeds (6-8), held out, confirm every claim below at the same level. A
-20 µm margin (half a voxel) is asked only for teriparatide's loss from the start, which
-it bounds on both seed sets; the MHT gap clears 20 µm on seeds 1-5 (p = 0.010) but not on
-seeds 6-8 (+13.8, +30.4, +23.7; p = 0.32), so for it, as for the other gaps, the spread
+Three further seeds (6-8), held out, confirm every claim below at the same level (untreated
+minus start -11.5, -20.9, -12.6; MHT minus untreated +15.2, +24.9, +21.7). With the earlier
+unbounded reach (a breached canal was marrow along its whole length) the untreated loss
+was -21.7 ± 5.1 µm, much of it whole canals flipping into the marrow. A 20 µm margin (half
+a voxel) is asked only for teriparatide's loss from the start; for the gaps the spread
 supports the sign of the effect, not its size.
 """
 
@@ -159,7 +161,10 @@ def test_engine_labels_follow_an_opened_pore_when_asked():
     kept = Remodeler(vol.copy(), RemodelParams(contour_compartments=False), seed=0)
     assert (kept.state.region[opened_canal] == Region.CORTICAL).all()  # the starting labels
     moved = Remodeler(vol.copy(), RemodelParams(contour_compartments=True), seed=0)
-    assert (moved.state.region[opened_canal] == Region.TRABECULAR).all()
+    # at mid-length a rod fused to the endosteum stands in front of the breach
+    beside_rod = np.broadcast_to(np.abs(np.arange(bone.shape[0])[:, None, None] - bone.shape[0] / 2) * v > 100.0,
+                                 bone.shape)
+    assert (moved.state.region[opened_canal & beside_rod] == Region.TRABECULAR).all()
     assert (moved.state.region[canal & ~opened_canal] == Region.CORTICAL).all()
     assert np.array_equal(moved.state.region == Region.OUTSIDE, region == Region.OUTSIDE)
 

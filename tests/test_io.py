@@ -300,8 +300,11 @@ def test_compartment_choices(tmp_path, phantom):
     1,
     pytest.param(2, marks=pytest.mark.xfail(strict=False, reason=(
         "measured: on this network phantom the automatic contour labels 17.1 % of the grid cortex "
-        "against the generator's 15.6 % (a plate meeting the endosteum is taken into the cortex), "
-        "so the trabecular VOI and BV/TV differ: 0.097 against 0.111"))),
+        "against the generator's 15.6 %, so the trabecular VOI and BV/TV differ: 0.097 against 0.111 "
+        "(seed 5 likewise: 17.7 %, 0.088 against 0.111; seeds 1, 3, 4, 6 within 1.2 %). The cause is "
+        "in the phantom: a plate (60-180 µm thick) lies flat on the endosteal surface over ~0.6 mm, "
+        "so shell and plate are one bone thicker than the closing ball (300 µm), which any contour "
+        "of the bone calls cortex while the generator labels it trabecular"))),
     3,
 ])
 def test_contoured_compartments_keep_the_phantoms_bv_tv(tmp_path, seed):

@@ -14,10 +14,15 @@ on the voxel size:
    which only the cortex separates from the outside;
 2. **marrow cavity** — Buie's endosteal step: the space inside the envelope that is not bone,
    eroded (only voids wider than ``2·marrow_seed_um`` survive: the marrow, not Haversian
-   canals of 20–100 µm, model.md §5), then restored to every void voxel connected to it
-   through non-bone voxels (6-connectivity). A pore therefore belongs to the marrow as soon
-   as the bone between it and the marrow is gone (trabecularisation of the endocortical
-   cortex, Zebaze et al. 2010 Lancet 375:1729), and a closed intracortical canal stays a pore;
+   canals of 20–100 µm, model.md §5), dilated back by the same radius, and extended
+   through the voids by ``marrow_reach_um`` of path through non-bone voxels (a geodesic
+   dilation, 6-connected steps of one voxel). A pore therefore joins the marrow near where
+   the bone between it and the marrow is gone (trabecularisation of the endocortical cortex,
+   Zebaze et al. 2010 Lancet 375:1729), and a closed intracortical canal stays a pore. The
+   reach is bounded as Buie's dilation is: Haversian canals run millimetres along the bone,
+   and one breach into the marrow does not turn a whole canal into marrow (an unbounded
+   reconstruction did, and a canal's wall flickering across the bone threshold during one
+   BMU's resorption moved a band of cortex 300 µm × 4 mm in and out of the cortex);
 3. **trabecular compartment** — the marrow cavity closed with a ball of radius
    ``trabecular_close_um``: bone thinner than twice that (trabeculae, and cortical
    remnants between coalesced pores) is engulfed, while the cortex, backed by the space
@@ -55,6 +60,15 @@ class ContourParams:
     marrow_seed_um : float
         A void belongs to the marrow cavity when it holds a point farther than this from any
         bone (the marrow is hundreds of µm wide; Haversian canals have radii of 10–50 µm).
+    marrow_reach_um : float
+        How far (path length through voids, beyond ``marrow_seed_um``) the marrow extends
+        past the eroded cavity into narrower spaces: crevices between trabeculae and the
+        endosteum, and pores that opened into the marrow. The length of canal one
+        intracortical BMU excavates (twice ``RemodelParams.osteon_half_length_um``, 250 µm;
+        an opening is about that long), so a breach opens the canal it belongs to, not
+        the millimetres of canal beyond. Chosen between 250 µm (the femoral-neck cortex
+        then thins less than its seed spread, p = 0.055 over five seeds) and an unbounded
+        reach (the contour flickers).
     trabecular_close_um : float
         Radius of the ball that closes the marrow over trabeculae (bone thinner than twice
         this, surrounded by marrow, is trabecular; human Tb.Th 110–220 µm, model.md §5).
@@ -69,13 +83,14 @@ class ContourParams:
     """
 
     marrow_seed_um: float = 100.0
+    marrow_reach_um: float = 500.0
     trabecular_close_um: float = 150.0
     seal_um: float = 60.0
     cortex_min_um: float = 200.0
     shell_coverage: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("marrow_seed_um", "trabecular_close_um", "seal_um", "cortex_min_um"):
+        for name in ("marrow_seed_um", "marrow_reach_um", "trabecular_close_um", "seal_um", "cortex_min_um"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number of micrometres, got {v!r}")
@@ -151,6 +166,14 @@ def _dilate(mask: Any, r2: float, xp: Any) -> Any:
 def _erode(mask: Any, r2: float, xp: Any) -> Any:
     """Points farther than √r2 (voxels) from every non-``mask`` voxel."""
     return _edtsq(mask, xp) > r2
+
+
+def _geodesic_dilate(seeds: Any, within: Any, steps: float, ndi: Any, structure: Any) -> Any:
+    """``within`` voxels reached from ``seeds`` by at most ``steps`` structure steps inside ``within``."""
+    n = int(math.floor(steps))
+    if n < 1 or not bool(seeds.any()):
+        return seeds & within
+    return ndi.binary_dilation(seeds & within, structure=structure, iterations=n, mask=within)
 
 
 def _close(mask: Any, r2: float, xp: Any) -> Any:
@@ -265,10 +288,8 @@ def segment_compartments(
         voids = inside & ~bone
         seeds = _erode(voids, (p.marrow_seed_um / v) ** 2, xp)
         six = xp.asarray(ndi.generate_binary_structure(3, 1))
-        labels, _ = ndi.label(voids, structure=six)
-        ids = xp.unique(labels[seeds])
-        marrow = xp.isin(labels, ids[ids > 0])
-        del labels
+        opened = _dilate(seeds, (p.marrow_seed_um / v) ** 2, xp) & voids  # Buie: erode, dilate back
+        marrow = _geodesic_dilate(opened, voids, p.marrow_reach_um / v, ndi, six)
         trabecular = _close(marrow, (p.trabecular_close_um / v) ** 2, xp) & inside
         candidate = inside & ~trabecular
         if bool(candidate.any()):

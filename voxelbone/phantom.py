@@ -388,9 +388,12 @@ NETWORK: dict[str, dict[str, float]] = {
                          plate_spread=0.1,
                          plate_max_nz=0.4, drop_horizontal=0.0),
     # Denser femoral neck trabeculae with more and thicker plates, on faces of any orientation
-    # but the near-horizontal; measured: BV/TV 0.20, Tb.Th ~190 ± 40 µm, Tb.Sp ~710 µm,
-    # Conn.D 3.7-5.8 /mm³, SMI 1.75-2.15 (more rod-like than femoral bone, SMI ~0.5-1.5 in
-    # Hildebrand 1999's femoral head), DA 1.3-1.6.
+    # but the near-horizontal. Measured (seed 1 at 20 µm, 1-2 at 30 µm, 3 at 40 µm; the
+    # cases of tests/test_phantom.py): BV/TV 0.20, Tb.Th 185-195 ± 40-49 µm, Tb.Sp
+    # 684-711 µm, Tb.N 1.11-1.15 /mm (as 1/(Tb.Th + Tb.Sp); below the 1.3-1.8 /mm of
+    # model.md §5), Conn.D 4.9-6.0 /mm³, SMI 1.9-2.1 (more rod-like
+    # than femoral bone, SMI ~0.5-1.5 in Hildebrand 1999's femoral head), DA (MIL ratio)
+    # 1.3-1.6; contoured cortex Ct.Th 822-838 µm, Ct.Po 0.070-0.079.
     "femoral_neck": dict(cell_um=760.0, z_stretch=1.3, jitter=0.35, rod_radius_um=70.0,
                          horizontal_radius_scale=0.8, radius_spread=0.25, min_radius_um=35.0, plate_half_thickness_um=80.0, plate_spread=0.2,
                          plate_max_nz=0.8, drop_horizontal=0.3),

@@ -121,9 +121,13 @@ class RemodelParams:
         endocortical surfaces (trabecular activation, hemi-osteonal cavities). Off by
         default: the labels (and so the trabecular VOI of the metrics) stay those of the
         starting volume, while the cortical metrics contour the cortex at every evaluation.
-        On, it adds bone loss (lumbar, 96³ at 40 µm, seed 1: premenopausal −0.40 → −0.52
-        %/yr, untreated −2.35 → −2.62 %/yr) and trabecularised cortex enters the
-        trabecular VOI.
+        On, opened pores remodel as endocortical surface (at the trabecular Ac.f), so the
+        cortex trabecularises faster and bone loss rises (lumbar, 96³ at 40 µm, one year,
+        seeds 1 and 2, ``abmd_pct``: premenopausal −0.41, −0.24 → −0.47, −0.26 %/yr,
+        untreated −1.90, −1.84 → −2.17, −2.16 %/yr; lumbar 64³ at 30 µm, two untreated
+        years, six seeds: the shell's Ct.Th falls by 8.1 instead of 4.8 µm, late mean), and
+        trabecularised cortex enters the trabecular VOI. Kept off until the clinical table
+        is fitted again with it on.
     measure_surface_density : bool
         Replace ``surface_voxels_per_area`` by the value measured on the starting volume
         (:func:`voxelbone.remodel.engine.measure_surface_density`), so activation per µm²

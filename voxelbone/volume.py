@@ -225,7 +225,8 @@ def coarsen(volume: BoneVolume, factor: int) -> BoneVolume:
 
     Bone and mineral fractions are averaged (partial volume kept, so the 0.5 iso-surface
     stays sub-voxel); a block more than half inside the bone takes the compartment that fills
-    more of it (cortical on a tie), else it is outside. Edges that do not fill a whole block
+    more of it (on a tie, cortical when the block is bone, trabecular when it is marrow), else
+    it is outside. Edges that do not fill a whole block
     are cut.
     """
     if not (isinstance(factor, int) and factor >= 1):
@@ -244,13 +245,19 @@ def coarsen(volume: BoneVolume, factor: int) -> BoneVolume:
     # a block is inside the bone when more than half of it is (a block half outside, at the
     # periosteal surface, holds half a voxel of bone: labelled cortical it would be a spurious
     # pore along the whole surface, on which tunnelling BMUs start); inside, the larger
-    # compartment names it
+    # compartment names it. A tie (the endosteal envelope through the block's centre) goes
+    # to the compartment of what the block holds: cortical when it is bone, trabecular when
+    # it is marrow, so the endosteal envelope follows the bone. Cortical on every tie made
+    # each half-marrow block along an endosteal face a spurious pore (lumbar phantoms, 20 µm
+    # → 40 µm: Ct.Po 0.07 → 0.10, endocortical surface 17 → 11 mm², pore walls 15 → 22 mm²),
+    # turning endocortical surface (hemi-osteonal BMUs) into canal walls.
     trab, cort = mean(volume.region == int(Region.TRABECULAR)), mean(volume.region == int(Region.CORTICAL))
+    bone = mean(volume.bone)
     region = xp.full(tuple(d // factor for d in s), int(Region.OUTSIDE), dtype=xp.uint8)
     inside = (trab + cort) > 0.5
-    region[inside & (trab > cort)] = int(Region.TRABECULAR)
-    region[inside & (cort >= trab)] = int(Region.CORTICAL)
-    bone = mean(volume.bone)
+    cortical = (cort > trab) | ((cort == trab) & (bone >= BONE_THRESHOLD))
+    region[inside & ~cortical] = int(Region.TRABECULAR)
+    region[inside & cortical] = int(Region.CORTICAL)
     return BoneVolume(bone, xp.minimum(mean(volume.mineral), bone), region, volume.voxel_size_um * factor,
                       volume.site, {**volume.meta, "coarsened_from_um": volume.voxel_size_um})
 

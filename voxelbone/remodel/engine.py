@@ -191,8 +191,9 @@ class Remodeler:
         With ``params.contour_compartments`` the compartments are contoured again first
         (:meth:`update_compartments`), so this runs every few simulated weeks.
 
-        Components of ``bone ≥ 0.5`` (26-connectivity) are kept if they hold cortical bone
-        or are the largest; other components, and partial-volume voxels with no kept bone
+        Components of ``bone ≥ 0.5`` (26-connectivity) are kept if they hold cortical bone,
+        reach a face of the grid where it cuts the trabecular compartment (the bone continues
+        beyond the sample there), or are the largest; other components, and partial-volume voxels with no kept bone
         voxel among their 26 neighbours, lose their bone and any BMU state.
         """
         if self.params.contour_compartments:
@@ -210,6 +211,11 @@ class Remodeler:
         keep_ids[xp.argmax(sizes)] = True
         cortical = labels[(st.region == Region.CORTICAL) & solid]
         keep_ids[cortical] = True
+        # bone on a face where the grid cuts the trabecular compartment continues beyond the
+        # sample: it is not a loose fragment (a small cube would otherwise lose whole
+        # branches of the network that the bone around it holds)
+        for face in _cut_faces(labels, st.region):
+            keep_ids[face] = True
         keep_ids[0] = False
         kept = keep_ids[labels]
         near = ndi.binary_dilation(kept, structure=structure)
@@ -242,6 +248,16 @@ class Remodeler:
             fragment_volume_mm3=float(asnumpy(self.state.fragment_bone)[0]) * voxel_mm3,
             active_bmu_voxels=int((self.state.bmu_day >= 0).sum()),
         )
+
+
+def _cut_faces(labels: Any, region: Any) -> list[Any]:
+    """Component labels on the grid's faces where the trabecular compartment is cut."""
+    out = []
+    for axis in range(labels.ndim):
+        for end in (0, -1):
+            sl = tuple(end if a == axis else slice(None) for a in range(labels.ndim))
+            out.append(labels[sl][region[sl] == Region.TRABECULAR])
+    return out
 
 
 def measure_surface_density(volume: BoneVolume, max_edge: int = 128) -> float | None:

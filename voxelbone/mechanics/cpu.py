@@ -27,46 +27,64 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["fe_apply", "fe_diag", "fe_dot", "fe_energy", "fe_prolong_add", "fe_restrict"]
+__all__ = ["fe_apply", "fe_diag", "fe_dot", "fe_energy", "fe_galerkin_coarse", "fe_galerkin_fine", "fe_prolong_add",
+           "fe_restrict", "fe_stencil_apply"]
 
 _opts = dict(parallel=True, cache=True, fastmath=False, nogil=True)
+
+
+@nb.njit(inline="always")
+def _node_row(x, emod, kb, n, NY, NX, diag_only):
+    """``Σ_e E_e K̂[a(n,e), :] uₑ`` at node ``n`` (three components), or with ``diag_only`` the diagonal ``Σ_e E_e K̂[a,a]``.
+
+    The one element loop of :func:`fe_apply` and :func:`fe_diag` (``vb_fe_node_row`` in
+    ``kernels/fe_solver.cu``, the same order of arithmetic): node ``(k, j, i)`` finds its
+    elements at padded ``(k+oz, j+oy, i+ox)`` and is their local corner ``a``.
+    """
+    sy = NX
+    sz = NY * NX
+    k = n // sz
+    j = (n // sy) % NY
+    i = n % NX
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    for oz in range(2):
+        for oy in range(2):
+            for ox in range(2):
+                e = emod[k + oz, j + oy, i + ox]
+                a = (1 - oz) * 4 + (1 - oy) * 2 + (1 - ox)
+                if diag_only:
+                    a0 += e * kb[a, a, 0, 0]
+                    a1 += e * kb[a, a, 1, 1]
+                    a2 += e * kb[a, a, 2, 2]
+                    continue
+                if e == 0.0:
+                    continue
+                base = n + (oz - 1) * sz + (oy - 1) * sy + (ox - 1)
+                s0 = 0.0
+                s1 = 0.0
+                s2 = 0.0
+                for b in range(8):
+                    m = base + (b >> 2) * sz + ((b >> 1) & 1) * sy + (b & 1)
+                    u0 = x[3 * m]
+                    u1 = x[3 * m + 1]
+                    u2 = x[3 * m + 2]
+                    s0 += kb[a, b, 0, 0] * u0 + kb[a, b, 0, 1] * u1 + kb[a, b, 0, 2] * u2
+                    s1 += kb[a, b, 1, 0] * u0 + kb[a, b, 1, 1] * u1 + kb[a, b, 1, 2] * u2
+                    s2 += kb[a, b, 2, 0] * u0 + kb[a, b, 2, 1] * u1 + kb[a, b, 2, 2] * u2
+                a0 += e * s0
+                a1 += e * s1
+                a2 += e * s2
+    return a0, a1, a2
 
 
 @nb.njit(**_opts)
 def fe_apply(x, y, emod, nodes, mask, kb, scale, NZ, NY, NX):
     """``y[free dofs of active nodes] = (A x)``, ``0`` on their fixed dofs; other nodes untouched."""
-    sy = NX
-    sz = NY * NX
     for t in nb.prange(nodes.shape[0]):
         n = nodes[t]
-        k = n // sz
-        j = (n // sy) % NY
-        i = n % NX
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        for oz in range(2):
-            for oy in range(2):
-                for ox in range(2):
-                    e = emod[k + oz, j + oy, i + ox]
-                    if e == 0.0:
-                        continue
-                    a = (1 - oz) * 4 + (1 - oy) * 2 + (1 - ox)
-                    base = n + (oz - 1) * sz + (oy - 1) * sy + (ox - 1)
-                    s0 = 0.0
-                    s1 = 0.0
-                    s2 = 0.0
-                    for b in range(8):
-                        m = base + (b >> 2) * sz + ((b >> 1) & 1) * sy + (b & 1)
-                        u0 = x[3 * m]
-                        u1 = x[3 * m + 1]
-                        u2 = x[3 * m + 2]
-                        s0 += kb[a, b, 0, 0] * u0 + kb[a, b, 0, 1] * u1 + kb[a, b, 0, 2] * u2
-                        s1 += kb[a, b, 1, 0] * u0 + kb[a, b, 1, 1] * u1 + kb[a, b, 1, 2] * u2
-                        s2 += kb[a, b, 2, 0] * u0 + kb[a, b, 2, 1] * u1 + kb[a, b, 2, 2] * u2
-                    a0 += e * s0
-                    a1 += e * s1
-                    a2 += e * s2
+        a0, a1, a2 = _node_row(x, emod, kb, n, NY, NX, False)
         y[3 * n] = scale * a0 * mask[3 * n]
         y[3 * n + 1] = scale * a1 * mask[3 * n + 1]
         y[3 * n + 2] = scale * a2 * mask[3 * n + 2]
@@ -75,24 +93,9 @@ def fe_apply(x, y, emod, nodes, mask, kb, scale, NZ, NY, NX):
 @nb.njit(**_opts)
 def fe_diag(out, emod, nodes, kb, scale, NZ, NY, NX):
     """Diagonal of ``A`` at the active nodes."""
-    sy = NX
-    sz = NY * NX
     for t in nb.prange(nodes.shape[0]):
         n = nodes[t]
-        k = n // sz
-        j = (n // sy) % NY
-        i = n % NX
-        d0 = 0.0
-        d1 = 0.0
-        d2 = 0.0
-        for oz in range(2):
-            for oy in range(2):
-                for ox in range(2):
-                    e = emod[k + oz, j + oy, i + ox]
-                    a = (1 - oz) * 4 + (1 - oy) * 2 + (1 - ox)
-                    d0 += e * kb[a, a, 0, 0]
-                    d1 += e * kb[a, a, 1, 1]
-                    d2 += e * kb[a, a, 2, 2]
+        d0, d1, d2 = _node_row(out, emod, kb, n, NY, NX, True)
         out[3 * n] = scale * d0
         out[3 * n + 1] = scale * d1
         out[3 * n + 2] = scale * d2
@@ -215,3 +218,180 @@ def fe_dot(a, b):
     for t in nb.prange(a.shape[0]):
         s += a[t] * b[t]
     return s
+
+
+# ------------------------------------------------------------------ Galerkin coarse levels
+# A coarse level's operator is a 27-point node stencil of 3×3 blocks, ``st[t, o, c, d]``
+# for the t-th active node, neighbour offset ``o = 9 (dz+1) + 3 (dy+1) + (dx+1)``.
+
+
+@nb.njit(**_opts)
+def fe_stencil_apply(x, y, st, nodes, mask, NZ, NY, NX):
+    """``y = m ⊙ (S x)`` at the active nodes of a stencil level (other nodes untouched)."""
+    sz = NY * NX
+    for t in nb.prange(nodes.shape[0]):
+        n = nodes[t]
+        k = n // sz
+        j = (n // NX) % NY
+        i = n % NX
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        for dz in range(-1, 2):
+            if k + dz < 0 or k + dz >= NZ:
+                continue
+            for dy in range(-1, 2):
+                if j + dy < 0 or j + dy >= NY:
+                    continue
+                for dx in range(-1, 2):
+                    if i + dx < 0 or i + dx >= NX:
+                        continue
+                    o = (dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)
+                    m = n + dz * sz + dy * NX + dx
+                    u0 = x[3 * m]
+                    u1 = x[3 * m + 1]
+                    u2 = x[3 * m + 2]
+                    a0 += st[t, o, 0, 0] * u0 + st[t, o, 0, 1] * u1 + st[t, o, 0, 2] * u2
+                    a1 += st[t, o, 1, 0] * u0 + st[t, o, 1, 1] * u1 + st[t, o, 1, 2] * u2
+                    a2 += st[t, o, 2, 0] * u0 + st[t, o, 2, 1] * u1 + st[t, o, 2, 2] * u2
+        y[3 * n] = a0 * mask[3 * n]
+        y[3 * n + 1] = a1 * mask[3 * n + 1]
+        y[3 * n + 2] = a2 * mask[3 * n + 2]
+
+
+@nb.njit(**_opts)
+def fe_galerkin_fine(st, emod, nodes_c, free_f, kb, gk, wt, scale, NZf, NYf, NXf, NZc, NYc, NXc):
+    """``st = Pᵀ (M A M) P`` at the active nodes of the first coarse level, from the fine elements.
+
+    ``M`` masks the fine fixed dofs, ``P`` is the trilinear prolongation. Coarse node ``N``
+    is corner ``a`` of its ≤ 8 coarse cells; each cell holds ≤ 8 fine elements (octant
+    ``o``), whose contribution to the block ``(a, b)`` is ``E·scale·gk[o, a, b]``
+    (``gk[o] = W_oᵀ K̂ W_o``, ``W_o[p, a] = wt[o, p, a]`` the weight of coarse corner ``a``
+    at the element's corner ``p``), or, for an element with a fixed dof,
+    ``E·scale·Σ_pq W_o[p,a] W_o[q,b] M_p K̂[p,q] M_q``. ``st`` must be zero on entry.
+    """
+    szf = NYf * NXf
+    for t in nb.prange(nodes_c.shape[0]):
+        n = nodes_c[t]
+        K = n // (NYc * NXc)
+        J = (n // NXc) % NYc
+        I = n % NXc
+        for cz in range(2):
+            Kc = K - 1 + cz
+            if Kc < 0 or Kc >= NZc - 1:
+                continue
+            for cy in range(2):
+                Jc = J - 1 + cy
+                if Jc < 0 or Jc >= NYc - 1:
+                    continue
+                for cx in range(2):
+                    Ic = I - 1 + cx
+                    if Ic < 0 or Ic >= NXc - 1:
+                        continue
+                    a = (1 - cz) * 4 + (1 - cy) * 2 + (1 - cx)
+                    for o in range(8):
+                        kz = 2 * Kc + (o >> 2)
+                        jy = 2 * Jc + ((o >> 1) & 1)
+                        ix = 2 * Ic + (o & 1)
+                        e = emod[kz + 1, jy + 1, ix + 1]
+                        if e == 0.0:
+                            continue
+                        es = e * scale
+                        base = kz * szf + jy * NXf + ix
+                        whole = True
+                        for p in range(8):
+                            mp = base + (p >> 2) * szf + ((p >> 1) & 1) * NXf + (p & 1)
+                            if free_f[3 * mp] == 0 or free_f[3 * mp + 1] == 0 or free_f[3 * mp + 2] == 0:
+                                whole = False
+                        for b in range(8):
+                            ob = (b >> 2) * 9 + ((b >> 1) & 1) * 3 + (b & 1) + (cz - 1) * 9 + (cy - 1) * 3 + (cx - 1) + 13
+                            for c in range(3):
+                                for d in range(3):
+                                    if whole:
+                                        v = gk[o, a, b, c, d]
+                                    else:
+                                        v = 0.0
+                                        for p in range(8):
+                                            mp = base + (p >> 2) * szf + ((p >> 1) & 1) * NXf + (p & 1)
+                                            wp = wt[o, p, a] * free_f[3 * mp + c]
+                                            if wp == 0.0:
+                                                continue
+                                            r = 0.0
+                                            for q in range(8):
+                                                mq = base + (q >> 2) * szf + ((q >> 1) & 1) * NXf + (q & 1)
+                                                r += kb[p, q, c, d] * (wt[o, q, b] * free_f[3 * mq + d])
+                                            v += wp * r
+                                    st[t, ob, c, d] += es * v
+
+
+@nb.njit(**_opts)
+def fe_galerkin_coarse(st_c, st_f, index_f, nodes_c, free_f, NZf, NYf, NXf, NZc, NYc, NXc):
+    """``st_c = Pᵀ (M S_f M) P`` at the active nodes of a coarse level, from the stencil level below.
+
+    ``index_f`` maps a fine node to its row of ``st_f`` (−1: inactive). ``st_c`` must be
+    zero on entry.
+    """
+    szf = NYf * NXf
+    for t in nb.prange(nodes_c.shape[0]):
+        n = nodes_c[t]
+        K = n // (NYc * NXc)
+        J = (n // NXc) % NYc
+        I = n % NXc
+        for dz in range(-1, 2):
+            k = 2 * K + dz
+            if k < 0 or k >= NZf:
+                continue
+            for dy in range(-1, 2):
+                j = 2 * J + dy
+                if j < 0 or j >= NYf:
+                    continue
+                for dx in range(-1, 2):
+                    i = 2 * I + dx
+                    if i < 0 or i >= NXf:
+                        continue
+                    fi = (k * NYf + j) * NXf + i
+                    tf = index_f[fi]
+                    if tf < 0:
+                        continue
+                    wi = _w(dz) * _w(dy) * _w(dx)
+                    for q in range(27):
+                        qz = q // 9 - 1
+                        qy = (q // 3) % 3 - 1
+                        qx = q % 3 - 1
+                        kq = k + qz
+                        jq = j + qy
+                        iq = i + qx
+                        if kq < 0 or kq >= NZf or jq < 0 or jq >= NYf or iq < 0 or iq >= NXf:
+                            continue
+                        fj = (kq * NYf + jq) * NXf + iq
+                        # the coarse nodes that interpolate to fine node fj, and their weights
+                        for mz in range(2):
+                            if (kq & 1) == 0 and mz == 1:
+                                continue
+                            Mz = (kq + mz) // 2 if (kq & 1) == 1 else kq // 2
+                            wz = 1.0 if (kq & 1) == 0 else 0.5
+                            if Mz >= NZc:
+                                continue
+                            for my in range(2):
+                                if (jq & 1) == 0 and my == 1:
+                                    continue
+                                My = (jq + my) // 2 if (jq & 1) == 1 else jq // 2
+                                wy = 1.0 if (jq & 1) == 0 else 0.5
+                                if My >= NYc:
+                                    continue
+                                for mx in range(2):
+                                    if (iq & 1) == 0 and mx == 1:
+                                        continue
+                                    Mx = (iq + mx) // 2 if (iq & 1) == 1 else iq // 2
+                                    wx = 1.0 if (iq & 1) == 0 else 0.5
+                                    if Mx >= NXc:
+                                        continue
+                                    w = wi * (wz * wy * wx)
+                                    oc = (Mz - K + 1) * 9 + (My - J + 1) * 3 + (Mx - I + 1)
+                                    for c in range(3):
+                                        if free_f[3 * fi + c] == 0:
+                                            continue
+                                        for d in range(3):
+                                            if free_f[3 * fj + d] == 0:
+                                                continue
+                                            st_c[t, oc, c, d] += w * st_f[tf, q, c, d]

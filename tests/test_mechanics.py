@@ -108,6 +108,21 @@ def test_modulus_follows_mineral():
     assert eh == pytest.approx(20_000.0 * 0.5**2.5, rel=1e-8)
 
 
+def test_multigrid_converges_in_few_iterations_on_trabecular_bone():
+    """The 48³ lumbar phantom (3 levels) to rtol 1e-6 within 80 PCG iterations.
+
+    Measured: 59 (constrained; 68 frictionless) with Galerkin coarse levels and the
+    W-cycle; the rediscretised V-cycle this replaced took 148 (147).
+    """
+    boundary = "constrained"
+    from voxelbone.phantom import make_phantom
+
+    vol = make_phantom("lumbar_spine", 48, 30.0, seed=1)
+    r = apparent_modulus(vol, rtol=1e-6, boundary=boundary)
+    assert r.levels >= 3 and r.relative_residual <= 1e-6
+    assert r.iterations <= 80
+
+
 # ------------------------------------------------------------------------ bad input
 def test_no_bone_path_gives_zero_with_a_warning():
     m = np.ones((12, 10, 10), bool)

@@ -232,7 +232,7 @@ class Multigrid:
         Steps of the power iteration that estimates ``λ_max(D⁻¹A)`` per level (default 12).
     """
 
-    def __init__(self, ops: Any, nu: float, degree: int = 4, lower_ratio: float = 10.0, cycles: int = 2,
+    def __init__(self, ops: Any, nu: float, degree: int = 3, lower_ratio: float = 10.0, cycles: int = 2,
                  max_degree: int = 16, power_iterations: int = 12) -> None:
         if degree < 1:
             raise ValueError(f"Chebyshev degree must be ≥ 1, got {degree}")

@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         c0 = time.process_time()
         # moduli as given per voxel: a mask with a plain modulus would lose them, so pass the volume
         r = apparent_modulus(vol, rtol=args.rtol, boundary="constrained")
-        row = {"size": size, "bone_elements": r.bone_elements, "voxelbone_e_app_mpa": r.e_app_mpa,
+        import numba  # noqa: PLC0415
+
+        row = {"size": size, "numba_threads": numba.get_num_threads(), "levels": r.levels,
+               "bone_elements": r.bone_elements, "voxelbone_e_app_mpa": r.e_app_mpa,
                "voxelbone_s": time.perf_counter() - t0, "voxelbone_cpu_s": time.process_time() - c0,
                "voxelbone_iterations": r.iterations,
                "voxelbone_s_per_iteration": r.solve_s / max(r.iterations, 1),

@@ -139,6 +139,19 @@ def fe_restrict(rf, rc, nodes_c, mask_c, NZf, NYf, NXf, NZc, NYc, NXc):
         rc[3 * n + 2] = s2 * mask_c[3 * n + 2]
 
 
+@nb.njit(inline="always")
+def _parents(k, NC):
+    """The coarse nodes interpolating fine node ``k`` along one axis: ``(lo, w_lo, hi, w_hi, count)``.
+
+    Even ``k``: the coincident coarse node (weight 1); odd: the two neighbours (½ each), in
+    increasing order; those at or past ``NC`` (the coarse node count) are not counted.
+    """
+    if (k & 1) == 0:
+        return k // 2, 1.0, k // 2, 0.0, (1 if k // 2 < NC else 0)
+    lo = k // 2
+    return lo, 0.5, lo + 1, 0.5, (1 if lo < NC else 0) + (1 if lo + 1 < NC else 0)
+
+
 @nb.njit(**_opts)
 def fe_prolong_add(ec, xf, nodes_f, mask_f, NZf, NYf, NXf, NZc, NYc, NXc):
     """``xf += m_f ⊙ P ec`` at the active fine nodes (trilinear interpolation)."""
@@ -147,32 +160,17 @@ def fe_prolong_add(ec, xf, nodes_f, mask_f, NZf, NYf, NXf, NZc, NYc, NXc):
         k = n // (NYf * NXf)
         j = (n // NXf) % NYf
         i = n % NXf
+        z0, wz0, z1, wz1, nz_ = _parents(k, NZc)
+        y0, wy0, y1, wy1, ny_ = _parents(j, NYc)
+        x0, wx0, x1, wx1, nx_ = _parents(i, NXc)
         s0 = 0.0
         s1 = 0.0
         s2 = 0.0
-        for cz in range(2):
-            K = (k + cz) // 2
-            if (k & 1) == 0 and cz == 1:
-                continue
-            wz = 1.0 if (k & 1) == 0 else 0.5
-            if K >= NZc:
-                continue
-            for cy in range(2):
-                J = (j + cy) // 2
-                if (j & 1) == 0 and cy == 1:
-                    continue
-                wy = 1.0 if (j & 1) == 0 else 0.5
-                if J >= NYc:
-                    continue
-                for cx in range(2):
-                    I = (i + cx) // 2
-                    if (i & 1) == 0 and cx == 1:
-                        continue
-                    wx = 1.0 if (i & 1) == 0 else 0.5
-                    if I >= NXc:
-                        continue
-                    w = wz * wy * wx
-                    m = (K * NYc + J) * NXc + I
+        for cz in range(nz_):
+            for cy in range(ny_):
+                for cx in range(nx_):
+                    w = (wz0 if cz == 0 else wz1) * (wy0 if cy == 0 else wy1) * (wx0 if cx == 0 else wx1)
+                    m = ((z0 if cz == 0 else z1) * NYc + (y0 if cy == 0 else y1)) * NXc + (x0 if cx == 0 else x1)
                     s0 += w * ec[3 * m]
                     s1 += w * ec[3 * m + 1]
                     s2 += w * ec[3 * m + 2]
@@ -365,27 +363,18 @@ def fe_galerkin_coarse(st_c, st_f, index_f, nodes_c, free_f, NZf, NYf, NXf, NZc,
                             continue
                         fj = (kq * NYf + jq) * NXf + iq
                         # the coarse nodes that interpolate to fine node fj, and their weights
-                        for mz in range(2):
-                            if (kq & 1) == 0 and mz == 1:
-                                continue
-                            Mz = (kq + mz) // 2 if (kq & 1) == 1 else kq // 2
-                            wz = 1.0 if (kq & 1) == 0 else 0.5
-                            if Mz >= NZc:
-                                continue
-                            for my in range(2):
-                                if (jq & 1) == 0 and my == 1:
-                                    continue
-                                My = (jq + my) // 2 if (jq & 1) == 1 else jq // 2
-                                wy = 1.0 if (jq & 1) == 0 else 0.5
-                                if My >= NYc:
-                                    continue
-                                for mx in range(2):
-                                    if (iq & 1) == 0 and mx == 1:
-                                        continue
-                                    Mx = (iq + mx) // 2 if (iq & 1) == 1 else iq // 2
-                                    wx = 1.0 if (iq & 1) == 0 else 0.5
-                                    if Mx >= NXc:
-                                        continue
+                        z0, wz0, z1, wz1, nz_ = _parents(kq, NZc)
+                        y0, wy0, y1, wy1, ny_ = _parents(jq, NYc)
+                        x0, wx0, x1, wx1, nx_ = _parents(iq, NXc)
+                        for mz in range(nz_):
+                            Mz = z0 if mz == 0 else z1
+                            wz = wz0 if mz == 0 else wz1
+                            for my in range(ny_):
+                                My = y0 if my == 0 else y1
+                                wy = wy0 if my == 0 else wy1
+                                for mx in range(nx_):
+                                    Mx = x0 if mx == 0 else x1
+                                    wx = wx0 if mx == 0 else wx1
                                     w = wi * (wz * wy * wx)
                                     oc = (Mz - K + 1) * 9 + (My - J + 1) * 3 + (Mx - I + 1)
                                     for c in range(3):

@@ -272,7 +272,8 @@ extern "C" __global__ void vb_fe_galerkin_fine(double* __restrict__ st, const do
                         bool whole = true;
                         for (int p = 0; p < 8; ++p) {
                             const vb_idx mp = base + (p >> 2) * szf + ((p >> 1) & 1) * xf + (p & 1);
-                            if (free_f[3 * mp] == 0 || free_f[3 * mp + 1] == 0 || free_f[3 * mp + 2] == 0) whole = false;
+                            if (free_f[3 * mp] == 0 || free_f[3 * mp + 1] == 0 || free_f[3 * mp + 2] == 0)
+                                whole = false;
                         }
                         for (int b = 0; b < 8; ++b) {
                             const int ob = (b >> 2) * 9 + ((b >> 1) & 1) * 3 + (b & 1) + (cz - 1) * 9 + (cy - 1) * 3 +

@@ -9,7 +9,10 @@ same memory and no colouring is needed:
 * :func:`fe_diag` — the diagonal of ``A`` (Jacobi scaling of the smoother);
 * :func:`fe_restrict` / :func:`fe_prolong_add` — full-weighting restriction and trilinear
   prolongation between a grid and the grid of twice the spacing (``R = Pᵀ``);
-* :func:`fe_energy` — strain energy density ``½ E_e uₑᵀK̂uₑ`` per element.
+* :func:`fe_energy` — strain energy density ``½ E_e uₑᵀK̂uₑ`` per element;
+* :func:`fe_galerkin_fine` / :func:`fe_galerkin_coarse` — the Galerkin operator ``PᵀAP`` of
+  a coarse level as a 27-point node stencil of 3×3 blocks, from the fine elements or from
+  the stencil level below; :func:`fe_stencil_apply` applies it.
 
 Array layout (shared with ``kernels/fe_solver.cu``): a node grid of ``(NZ, NY, NX) =
 (nz+1, ny+1, nx+1)`` nodes, vectors flat float64 of length ``3·NZ·NY·NX`` (node-major,
@@ -17,7 +20,7 @@ component in axis order), the element moduli zero-padded by one element on every
 shape ``(nz+2, ny+2, nx+2)``, so node ``(k, j, i)`` finds its elements at padded indices
 ``(k+oz, j+oy, i+ox)``, ``o ∈ {0, 1}³``; masks uint8 per degree of freedom (1 = free).
 
-Threads: Numba's OpenMP workers spin between the many short kernels of a V-cycle; on a
+Threads: Numba's OpenMP workers spin between the many short kernels of a multigrid cycle; on a
 machine shared with other jobs ``OMP_WAIT_POLICY=PASSIVE`` or ``NUMBA_NUM_THREADS=1`` is
 faster (benchmarks/RESULTS.md, micro-FE section).
 """
@@ -35,7 +38,7 @@ _opts = dict(parallel=True, cache=True, fastmath=False, nogil=True)
 
 @nb.njit(inline="always")
 def _node_row(x, emod, kb, n, NY, NX, diag_only):
-    """``Σ_e E_e K̂[a(n,e), :] uₑ`` at node ``n`` (three components), or with ``diag_only`` the diagonal ``Σ_e E_e K̂[a,a]``.
+    """``Σ_e E_e K̂[a(n,e), :] uₑ`` at node ``n`` (three components); with ``diag_only`` ``Σ_e E_e diag K̂[a,a]``.
 
     The one element loop of :func:`fe_apply` and :func:`fe_diag` (``vb_fe_node_row`` in
     ``kernels/fe_solver.cu``, the same order of arithmetic): node ``(k, j, i)`` finds its
@@ -302,7 +305,8 @@ def fe_galerkin_fine(st, emod, nodes_c, free_f, kb, gk, wt, scale, NZf, NYf, NXf
                             if free_f[3 * mp] == 0 or free_f[3 * mp + 1] == 0 or free_f[3 * mp + 2] == 0:
                                 whole = False
                         for b in range(8):
-                            ob = (b >> 2) * 9 + ((b >> 1) & 1) * 3 + (b & 1) + (cz - 1) * 9 + (cy - 1) * 3 + (cx - 1) + 13
+                            # neighbour offset of corner b of this cell from node N (13 = N itself)
+                            ob = (b >> 2) * 9 + ((b >> 1) & 1) * 3 + (b & 1) + (cz - 1) * 9 + (cy - 1) * 3 + cx + 12
                             for c in range(3):
                                 for d in range(3):
                                     if whole:
@@ -329,7 +333,6 @@ def fe_galerkin_coarse(st_c, st_f, index_f, nodes_c, free_f, NZf, NYf, NXf, NZc,
     ``index_f`` maps a fine node to its row of ``st_f`` (−1: inactive). ``st_c`` must be
     zero on entry.
     """
-    szf = NYf * NXf
     for t in nb.prange(nodes_c.shape[0]):
         n = nodes_c[t]
         K = n // (NYc * NXc)

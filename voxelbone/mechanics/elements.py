@@ -33,8 +33,8 @@ import functools
 
 import numpy as np
 
-__all__ = ["POISSON_RATIO", "corner_offsets", "elasticity_matrix", "galerkin_blocks", "hex_stiffness", "hex_stiffness_blocks",
-           "jacobi_bound", "octant_weights"]
+__all__ = ["POISSON_RATIO", "corner_offsets", "elasticity_matrix", "galerkin_blocks", "hex_stiffness",
+           "hex_stiffness_blocks", "jacobi_bound", "octant_weights"]
 
 #: Poisson's ratio of bone tissue in voxel µFE (model.md §6).
 POISSON_RATIO = 0.3
@@ -150,7 +150,7 @@ def _galerkin_blocks(nu: float) -> np.ndarray:
 
 
 def galerkin_blocks(nu: float = POISSON_RATIO) -> np.ndarray:
-    """``(8, 8, 8, 3, 3)``: ``Wₒᵀ K̂ Wₒ`` as blocks ``[o, a, b]``, a fine element of octant ``o`` seen from the coarse cell.
+    """``(8, 8, 8, 3, 3)``: ``Wₒᵀ K̂ Wₒ`` as blocks ``[o, a, b]``: the element of octant ``o`` seen from its coarse cell.
 
     The Galerkin operator ``PᵀAP`` of the first coarse level is the sum over fine elements
     of ``E_e h`` times these blocks (elements with a fixed degree of freedom excepted).

@@ -1,11 +1,11 @@
 """GPU grid operators of the micro-FE solver: CuPy launches of ``kernels/fe_solver.cu``.
 
 Same contract as :class:`voxelbone.mechanics.solver.CpuOps` (the kernels mirror
-:mod:`voxelbone.mechanics.cpu` line by line); the conjugate-gradient and V-cycle vector
+:mod:`voxelbone.mechanics.cpu` line by line); the conjugate-gradient and multigrid vector
 operations run as CuPy array expressions. Every launch uses the index-width
 specialisation of the finest grid (:func:`fe_defines`: 32-bit index arithmetic below 2³¹
 degrees of freedom), like the other device code. The coarsest grid is solved on the host
-(a few thousand unknowns: one small transfer each way per V-cycle).
+(a few thousand unknowns: one small transfer each way per coarsest solve).
 
 Device memory per voxel of the fine grid (node grid ≈ voxel grid), float64 vectors of
 3 components: the solver holds 9 vectors for the solve (conjugate gradients, prescribed and

@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-parosol", action="store_true", help="run voxelbone only")
     ap.add_argument("--json", default=None, help="write the record here")
     args = ap.parse_args(argv)
+    env = environment()  # the code that runs: taken before the runs, not after
     py = None if args.no_parosol else parosol_python()
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"environment": environment(), "rtol": args.rtol, "rows": rows},
+        Path(args.json).write_text(json.dumps({"environment": env, "rtol": args.rtol, "rows": rows},
                                               indent=2) + "\n")
         print(f"record: {args.json}")
     return 0

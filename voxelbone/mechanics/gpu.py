@@ -9,8 +9,8 @@ degrees of freedom), like the other device code. The coarsest grid is solved on 
 
 Device memory per voxel of the fine grid (node grid ≈ voxel grid), float64 vectors of
 3 components: the solver holds 9 vectors for the solve (conjugate gradients, prescribed and
-total displacement, forces) and 7 per multigrid level (x, r, d, t, b, and c, e of the
-W-cycle) plus the inverse diagonal, the padded fine moduli (8 B), the dof masks and the
+total displacement, forces) and 5 per multigrid level (x, r, d, t, b; 7 on the coarse
+levels, with c, e of the W-cycle) plus the inverse diagonal, the padded fine moduli (8 B), the dof masks and the
 Galerkin stencils of the coarse levels (243 float64 per active coarse node);
 ``MechanicsResult.state_bytes`` counts what is actually allocated (the same arrays as the
 CPU solver's, :func:`voxelbone.mechanics.solver.state_bytes`).

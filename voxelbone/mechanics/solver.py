@@ -248,8 +248,9 @@ class Multigrid:
             d = ops.diag(lv)
             free = ops.free[lv]
             self.inv_diag.append(self.xp.where(free != 0, 1.0 / self.xp.where(d > 0, d, 1.0), 0.0))
-        names = ("x", "r", "d", "t", "b") + (("c", "e") if cycles > 1 else ())
-        self.buf = [{k: ops.zeros(lv) for k in names} for lv in range(n)]
+        # c, e: the repeated coarse iterations of a W-cycle, on the coarse levels only
+        names = [("x", "r", "d", "t", "b") + (("c", "e") if cycles > 1 and lv > 0 else ()) for lv in range(n)]
+        self.buf = [{k: ops.zeros(lv) for k in names[lv]} for lv in range(n)]
         self.theta, self.delta, self.lam = [], [], []
         for lv in range(n - 1):
             lam = 1.1 * self._power(lv, power_iterations)

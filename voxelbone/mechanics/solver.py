@@ -218,7 +218,7 @@ class Multigrid:
     nu
         Poisson's ratio (for the fine level's spectral bound).
     degree
-        Degree of the Chebyshev smoother on the fine level, pre and post (default 4);
+        Degree of the Chebyshev smoother on the fine level, pre and post (default 3);
         level ``l`` uses ``degree·2^l``, at most ``max_degree``.
     lower_ratio
         The smoother damps ``[λ/lower_ratio, λ]`` (default 10).

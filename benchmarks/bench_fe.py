@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-parosol", action="store_true", help="run voxelbone only")
     ap.add_argument("--json", default=None, help="write the record here")
     args = ap.parse_args(argv)
+    env = environment()  # the code that runs: taken before the runs, not after
     py = None if args.no_parosol else parosol_python()
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
@@ -112,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         c0 = time.process_time()
         # moduli as given per voxel: a mask with a plain modulus would lose them, so pass the volume
         r = apparent_modulus(vol, rtol=args.rtol, boundary="constrained")
-        row = {"size": size, "bone_elements": r.bone_elements, "voxelbone_e_app_mpa": r.e_app_mpa,
+        import numba  # noqa: PLC0415
+
+        row = {"size": size, "numba_threads": numba.get_num_threads(), "levels": r.levels,
+               "bone_elements": r.bone_elements, "voxelbone_e_app_mpa": r.e_app_mpa,
                "voxelbone_s": time.perf_counter() - t0, "voxelbone_cpu_s": time.process_time() - c0,
                "voxelbone_iterations": r.iterations,
                "voxelbone_s_per_iteration": r.solve_s / max(r.iterations, 1),
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"environment": environment(), "rtol": args.rtol, "rows": rows},
+        Path(args.json).write_text(json.dumps({"environment": env, "rtol": args.rtol, "rows": rows},
                                               indent=2) + "\n")
         print(f"record: {args.json}")
     return 0

@@ -339,7 +339,7 @@ def test_fe_solve_on_the_device_path_equals_the_cpu_solve(device_cupy):
         c = apparent_modulus(mask, boundary=boundary, rtol=1e-9)
         g = apparent_modulus(device_cupy.asarray(mask), boundary=boundary, rtol=1e-9)
         assert g.backend == "cupy" and isinstance(g.sed_mpa, device_cupy.ndarray)
-        assert c.e_app_mpa > 0 and c.iterations > 1 and c.levels >= 2  # PCG with a V-cycle
+        assert c.e_app_mpa > 0 and c.iterations > 1 and c.levels >= 2  # PCG with a multigrid cycle
         # same kernels bit for bit; dot products are summed in another order (Numba's parallel
         # reduction vs the array module's): the stand-in agrees to rounding (measured 2e-15),
         # a device's reductions to the solver's tolerance
@@ -383,7 +383,11 @@ def test_a_planted_wrong_node_dtype_in_the_fe_solver_is_caught(fake_cupy, fe_lev
     from voxelbone.mechanics.gpu import GpuOps
 
     planted = [dataclasses.replace(lv, nodes=lv.nodes.astype(np.int32)) for lv in fe_levels]
-    g = GpuOps(planted, 0.3)
+    with pytest.raises(fakecupy.LaunchArgumentError,  # the first launch: the Galerkin stencil of level 1
+                       match=r"vb_fe_galerkin_fine_i32: argument 2 \(long long\* nodes_c\) needs an array of dtype"):
+        GpuOps(planted, 0.3)
+    g = GpuOps(fe_levels[:1], 0.3)  # one level: no stencils; the fine operators' launches check too
+    g.nodes[0] = g.nodes[0].astype(np.int32)
     with pytest.raises(fakecupy.LaunchArgumentError,
                        match=r"vb_fe_diag_i32: argument 2 \(long long\* nodes\) needs an array of dtype int64"):
         g.diag(0)

@@ -233,6 +233,62 @@ def _case_fe_energy(n: int = 14, **launch) -> None:
     np.testing.assert_array_equal(got, want)
 
 
+def _fe_stencil_levels(n: int):
+    """Fine level, first coarse level and its Galerkin stencil (the Numba twin's), second coarse level."""
+    from fe_reference import random_structure
+    from voxelbone.mechanics import problem
+    from voxelbone.mechanics.solver import CpuOps
+
+    mask = random_structure((n, n - 2, n - 4), 7)
+    e = np.where(problem.load_bearing(mask), 10_000.0, 0.0) * np.random.default_rng(0).uniform(0.5, 1.5, mask.shape)
+    levels = problem.build_levels(e, "frictionless", coarse_dofs=20)
+    assert len(levels) >= 3
+    return levels, CpuOps(levels, 0.3)
+
+
+def _case_fe_stencil_apply(n: int = 14, **launch) -> None:
+    from voxelbone.mechanics import cpu
+
+    levels, ops = _fe_stencil_levels(n)
+    lv = levels[1]
+    x = np.random.default_rng(6).standard_normal(3 * lv.n_nodes)
+    want = np.full_like(x, 7.0)
+    cpu.fe_stencil_apply(x, want, ops.stencils[1], lv.nodes, ops.free[1], *lv.node_shape)
+    got = np.full_like(x, 7.0)
+    _fe_launch("vb_fe_stencil_apply", levels[0].shape, lv.nodes.size,
+               [x, got, ops.stencils[1], lv.nodes, np.int64(lv.nodes.size), ops.free[1]]
+               + [np.int64(v) for v in lv.node_shape], **launch)
+    assert np.abs(want).max() > 1
+    np.testing.assert_array_equal(got, want)
+
+
+def _case_fe_galerkin_fine(n: int = 14, **launch) -> None:
+    from voxelbone.mechanics.elements import galerkin_blocks, hex_stiffness_blocks, octant_weights
+
+    levels, ops = _fe_stencil_levels(n)
+    f, c = levels[0], levels[1]
+    got = np.zeros((c.nodes.size, 27, 3, 3))
+    _fe_launch("vb_fe_galerkin_fine", f.shape, c.nodes.size,
+               [got, f.emod, c.nodes, np.int64(c.nodes.size), ops.free[0], hex_stiffness_blocks(0.3).reshape(-1),
+                galerkin_blocks(0.3).reshape(-1), octant_weights().reshape(-1), np.float64(f.scale)]
+               + [np.int64(v) for v in f.node_shape + c.node_shape], **launch)
+    assert np.abs(ops.stencils[1]).max() > 1
+    np.testing.assert_array_equal(got, ops.stencils[1])
+
+
+def _case_fe_galerkin_coarse(n: int = 14, **launch) -> None:
+    levels, ops = _fe_stencil_levels(n)
+    f, c = levels[1], levels[2]
+    index = np.full(f.n_nodes, -1, dtype=np.int64)
+    index[f.nodes] = np.arange(f.nodes.size)
+    got = np.zeros((c.nodes.size, 27, 3, 3))
+    _fe_launch("vb_fe_galerkin_coarse", levels[0].shape, c.nodes.size,
+               [got, ops.stencils[1], index, c.nodes, np.int64(c.nodes.size), ops.free[1]]
+               + [np.int64(v) for v in f.node_shape + c.node_shape], **launch)
+    assert np.abs(ops.stencils[2]).max() > 1
+    np.testing.assert_array_equal(got, ops.stencils[2])
+
+
 CASES = {
     ("random", "vb_uniform_fill"): _case_uniform,
     ("metrics_euler", "vb_euler8"): _case_euler,
@@ -248,6 +304,9 @@ CASES = {
     ("fe_solver", "vb_fe_restrict"): _case_fe_restrict,
     ("fe_solver", "vb_fe_prolong_add"): _case_fe_prolong,
     ("fe_solver", "vb_fe_energy"): _case_fe_energy,
+    ("fe_solver", "vb_fe_stencil_apply"): _case_fe_stencil_apply,
+    ("fe_solver", "vb_fe_galerkin_fine"): _case_fe_galerkin_fine,
+    ("fe_solver", "vb_fe_galerkin_coarse"): _case_fe_galerkin_coarse,
 }
 _DISTINCT = {k: v for k, v in CASES.items() if k[1] not in ("vb_claim", "vb_update")}
 

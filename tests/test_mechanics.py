@@ -108,6 +108,70 @@ def test_modulus_follows_mineral():
     assert eh == pytest.approx(20_000.0 * 0.5**2.5, rel=1e-8)
 
 
+def _prolongation(fine_nodes, coarse_nodes):
+    """Trilinear interpolation from a node grid to the grid of half its spacing (SciPy, independent of the kernels)."""
+    import scipy.sparse as sp
+
+    def one_axis(nf, nc):
+        rows, cols, vals = [], [], []
+        for i in range(nf):
+            for c, w in ((i // 2, 1.0),) if i % 2 == 0 else ((i // 2, 0.5), (i // 2 + 1, 0.5)):
+                if c < nc:
+                    rows.append(i)
+                    cols.append(c)
+                    vals.append(w)
+        return sp.csr_matrix((vals, (rows, cols)), shape=(nf, nc))
+
+    p = sp.kron(sp.kron(one_axis(fine_nodes[0], coarse_nodes[0]), one_axis(fine_nodes[1], coarse_nodes[1])),
+                one_axis(fine_nodes[2], coarse_nodes[2]))
+    return sp.kron(p, sp.identity(3)).tocsr()
+
+
+@pytest.mark.parametrize("boundary", ["constrained", "frictionless"])
+def test_coarse_stencils_are_the_galerkin_product(boundary):
+    """Every coarse stencil equals Pᵀ A P assembled independently (masked P, SciPy), level after level."""
+    import scipy.sparse as sp
+
+    from voxelbone.mechanics.solver import CpuOps, assemble, assemble_stencil
+
+    mask = random_structure((14, 12, 13), 7)
+    e = np.where(problem.load_bearing(mask), 10_000.0, 0.0) * np.random.default_rng(0).uniform(0.5, 1.5, mask.shape)
+    levels = problem.build_levels(e, boundary, coarse_dofs=20)
+    assert len(levels) >= 3
+    ops = CpuOps(levels, 0.3)
+    a, _ = assemble(levels[0], 0.3, free_only=False)
+    m = sp.diags(ops.free[0].astype(float))
+    a = m @ a @ m
+    for lv in range(1, len(levels)):
+        p = sp.diags(ops.free[lv - 1].astype(float)) @ _prolongation(levels[lv - 1].node_shape, levels[lv].node_shape) \
+            @ sp.diags(ops.free[lv].astype(float))
+        want = (p.T @ a @ p).toarray()
+        got, keep = assemble_stencil(ops.stencils[lv], levels[lv].nodes, np.ones_like(ops.free[lv]),
+                                     levels[lv].node_shape)
+        full = np.zeros_like(want)
+        full[np.ix_(keep, keep)] = got.toarray()
+        m = sp.diags(ops.free[lv].astype(float))
+        full = (m @ full @ m)  # the stencil rows of fixed coarse dofs are masked by the apply
+        assert np.abs(want).max() > 1e3
+        np.testing.assert_allclose(full, want, rtol=0, atol=1e-9 * np.abs(want).max())
+        a = sp.csr_matrix(full)
+
+
+def test_multigrid_converges_in_few_iterations_on_trabecular_bone():
+    """The 48³ lumbar phantom (3 levels) to rtol 1e-6 within 80 PCG iterations.
+
+    Measured: 59 (constrained; 68 frictionless) with Galerkin coarse levels and the
+    W-cycle; the rediscretised V-cycle this replaced took 148 (147).
+    """
+    boundary = "constrained"
+    from voxelbone.phantom import make_phantom
+
+    vol = make_phantom("lumbar_spine", 48, 30.0, seed=1)
+    r = apparent_modulus(vol, rtol=1e-6, boundary=boundary)
+    assert r.levels >= 3 and r.relative_residual <= 1e-6
+    assert r.iterations <= 80
+
+
 # ------------------------------------------------------------------------ bad input
 def test_no_bone_path_gives_zero_with_a_warning():
     m = np.ones((12, 10, 10), bool)

@@ -3,7 +3,7 @@
 One 8-node hexahedron per bone voxel (:mod:`.elements`), tissue modulus from mineral
 (:mod:`.stiffness`), uniaxial compression with constrained or frictionless faces
 (:mod:`.problem`), solved matrix-free by conjugate gradients preconditioned with a
-geometric multigrid V-cycle (:mod:`.solver`), as ParOSol does (Flaig & Arbenz 2011):
+geometric multigrid W-cycle over Galerkin coarse levels (:mod:`.solver`), after ParOSol (Flaig & Arbenz 2011):
 Numba kernels on the CPU (:mod:`.cpu`), CUDA kernels from ``kernels/fe_solver.cu`` on a
 GPU (:mod:`.gpu`), one contract.
 

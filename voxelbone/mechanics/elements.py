@@ -33,7 +33,8 @@ import functools
 
 import numpy as np
 
-__all__ = ["POISSON_RATIO", "corner_offsets", "elasticity_matrix", "hex_stiffness", "hex_stiffness_blocks", "jacobi_bound"]
+__all__ = ["POISSON_RATIO", "corner_offsets", "elasticity_matrix", "galerkin_blocks", "hex_stiffness",
+           "hex_stiffness_blocks", "jacobi_bound", "octant_weights"]
 
 #: Poisson's ratio of bone tissue in voxel µFE (model.md §6).
 POISSON_RATIO = 0.3
@@ -123,3 +124,35 @@ def jacobi_bound(nu: float = POISSON_RATIO) -> float:
     k = hex_stiffness(nu)
     s = 1.0 / np.sqrt(np.diag(k))
     return float(np.linalg.eigvalsh(k * s[:, None] * s[None, :]).max())
+
+
+def octant_weights() -> np.ndarray:
+    """``(8, 8, 8)`` trilinear weights ``W[o, p, a]``: coarse corner ``a`` at corner ``p`` of fine octant ``o``.
+
+    A coarse cell of edge 2 holds 8 fine elements (octant ``o = 4·oz + 2·oy + ox``); the
+    fine corner ``p`` of octant ``o`` sits at ``(o + p)/2`` in the cell's unit coordinates,
+    where the hat function of coarse corner ``a`` is ``Π_d (a_d ? x_d : 1 - x_d)``.
+    """
+    c = corner_offsets()
+    x = (c[:, None, :] + c[None, :, :]) / 2.0  # (o, p, axis)
+    a = c[None, None, :, :]
+    return np.prod(np.where(a == 1, x[:, :, None, :], 1.0 - x[:, :, None, :]), axis=-1)
+
+
+@functools.cache
+def _galerkin_blocks(nu: float) -> np.ndarray:
+    w = octant_weights()
+    k = hex_stiffness(nu).reshape(8, 3, 8, 3)
+    g = np.einsum("opa,pcqd,oqb->oabcd", w, k, w)
+    g = np.ascontiguousarray(g)
+    g.setflags(write=False)
+    return g
+
+
+def galerkin_blocks(nu: float = POISSON_RATIO) -> np.ndarray:
+    """``(8, 8, 8, 3, 3)``: ``Wₒᵀ K̂ Wₒ`` as blocks ``[o, a, b]``: the element of octant ``o`` seen from its coarse cell.
+
+    The Galerkin operator ``PᵀAP`` of the first coarse level is the sum over fine elements
+    of ``E_e h`` times these blocks (elements with a fixed degree of freedom excepted).
+    """
+    return _galerkin_blocks(float(nu))

@@ -30,9 +30,10 @@ about ``A``), so a solid block gives ``E_app = E`` exactly.
 Grid hierarchy (geometric multigrid, Flaig & Arbenz 2011)
 ---------------------------------------------------------
 Level ``l+1`` has elements of twice the edge of level ``l``; the modulus of a coarse
-element is the mean of its 8 children (empty children count as 0), its stiffness is
-``E_c · 2^{l+1} · K̂`` in fine-voxel units. The fixed degrees of freedom of every level
-follow the same rules on that level's elements.
+element is the mean of its 8 children (empty children count as 0). The coarse moduli only
+decide which coarse nodes are active (those of a cell holding any bone) and which are fixed
+(the same rules on that level's elements); the coarse operators themselves are Galerkin
+products built by the solver (:mod:`voxelbone.mechanics.solver`).
 """
 
 from __future__ import annotations

@@ -7,21 +7,36 @@ degrees of freedom) the free degrees of freedom solve ``A_ff w = b = -(A u_D)_f`
 never assembled on the fine grids: ``A x`` is computed element by element (gather form,
 see :mod:`voxelbone.mechanics.cpu`).
 
-Preconditioner: one V-cycle (Flaig & Arbenz 2011, ParOSol)
-----------------------------------------------------------
+Preconditioner: one W-cycle over Galerkin coarse levels
+--------------------------------------------------------
+Level ``l+1`` has nodes at twice the spacing of level ``l``; ``P`` is trilinear
+interpolation restricted to the free degrees of freedom (``P = M_l P̂ M_{l+1}``) and
+``R = Pᵀ`` (full weighting). The fine operator is applied element by element. Every
+coarse operator is the Galerkin product ``A_{l+1} = Pᵀ A_l P``, stored as a 27-point node
+stencil of 3×3 blocks per active coarse node (:func:`voxelbone.mechanics.cpu.fe_galerkin_fine`
+from the fine elements, :func:`~voxelbone.mechanics.cpu.fe_galerkin_coarse` from the
+stencil level below). Rediscretising the coarse grids from averaged moduli (ParOSol's
+choice, Flaig & Arbenz 2011) makes thin trabeculae soft or stiff at random on the coarse
+grids; the Galerkin operator is exactly the fine energy of the interpolated field, so the
+coarse correction is the best one ``P`` allows. A coarse degree of freedom whose column of
+``P`` meets no free fine one has a zero diagonal and is dropped.
+
 On level ``l`` with right-hand side ``b``:
 
-1. pre-smooth from ``x = 0`` with a Chebyshev polynomial of degree ``k`` in ``D⁻¹A``
+1. pre-smooth from ``x = 0`` with a Chebyshev polynomial of degree ``k_l`` in ``D⁻¹A``
    (``D`` the diagonal), which damps the spectrum on ``[λ/α, λ]`` (Adams, Brezina, Hu &
-   Tuminaro 2003); ``λ = λ_max(D⁻¹A)`` is bounded for every voxel mesh by one number of
-   the element (:func:`voxelbone.mechanics.elements.jacobi_bound`);
-2. restrict the residual (full weighting ``R = Pᵀ``), solve the coarse problem by the next
-   V-cycle, add the trilinear prolongation ``P x_c``;
+   Tuminaro 2003); ``λ`` is 1.1 × a power-iteration estimate of ``λ_max(D⁻¹A)`` on that
+   level (on the fine level at most the bound that holds for every voxel mesh,
+   :func:`voxelbone.mechanics.elements.jacobi_bound`); ``k_l = k·2^l`` (capped): coarse
+   sweeps are cheap;
+2. restrict the residual, solve the coarse problem by ``cycles`` iterations of the next
+   level's cycle (2: a W-cycle, as ParOSol), add ``P x_c``;
 3. post-smooth with the same polynomial from the corrected ``x``.
 
-Pre- and post-smoothers are the same symmetric operator and ``R = Pᵀ``, so the V-cycle is
-a symmetric positive definite preconditioner and conjugate gradients apply. The coarsest
-grid (a few thousand unknowns) is assembled and factorised once (SuperLU, on the host).
+Pre- and post-smoothers are the same symmetric operator, ``R = Pᵀ`` and the coarse
+iterations are a symmetric operator, so the cycle is a symmetric positive definite
+preconditioner and conjugate gradients apply. The coarsest grid (a few thousand unknowns)
+is assembled from its stencil and factorised once (SuperLU, on the host).
 
 Convergence: ``‖b - A_ff w‖₂ ≤ rtol · ‖b‖₂``; a warm start only changes the initial
 ``w``, not the meaning of ``rtol``.
@@ -40,10 +55,14 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from . import cpu
-from .elements import corner_offsets, hex_stiffness, hex_stiffness_blocks, jacobi_bound
+from .elements import corner_offsets, galerkin_blocks, hex_stiffness, hex_stiffness_blocks, jacobi_bound, octant_weights
 from .problem import Level
 
-__all__ = ["ConvergenceError", "CpuOps", "Multigrid", "SOLVE_VECTORS", "assemble", "pcg", "state_bytes"]
+__all__ = ["ConvergenceError", "CpuOps", "Multigrid", "SOLVE_VECTORS", "assemble", "assemble_stencil", "build_galerkin",
+           "pcg", "state_bytes"]
+
+#: Stencil entries per active coarse node: 27 neighbours × 3×3 blocks.
+STENCIL_ENTRIES = 27 * 9
 
 
 class ConvergenceError(RuntimeError):
@@ -74,16 +93,69 @@ def assemble(level: Level, nu: float, free_only: bool = True) -> tuple[sp.csr_ma
     return a[keep][:, keep].tocsc(), keep
 
 
+def assemble_stencil(st: np.ndarray, nodes: np.ndarray, free: np.ndarray,
+                     node_shape: tuple[int, int, int]) -> tuple[sp.csc_matrix, np.ndarray]:
+    """Sparse matrix of a stencil level (host), restricted to its free dofs; returns (matrix, dof indices)."""
+    NZ, NY, NX = node_shape
+    k, j, i = np.unravel_index(nodes, node_shape)
+    off = np.stack(np.meshgrid(*(np.arange(-1, 2),) * 3, indexing="ij"), axis=-1).reshape(27, 3)
+    nk, nj, ni = k[:, None] + off[:, 0], j[:, None] + off[:, 1], i[:, None] + off[:, 2]
+    inside = (nk >= 0) & (nk < NZ) & (nj >= 0) & (nj < NY) & (ni >= 0) & (ni < NX)
+    nb_ = np.where(inside, (nk * NY + nj) * NX + ni, 0)
+    rows = np.broadcast_to((3 * nodes[:, None, None, None] + np.arange(3)[:, None]), st.shape)
+    cols = np.broadcast_to(3 * nb_[:, :, None, None] + np.arange(3)[None, :], st.shape)
+    vals = np.where(inside[:, :, None, None], st, 0.0)
+    n = 3 * NZ * NY * NX
+    a = sp.coo_matrix((vals.ravel(), (rows.ravel(), cols.ravel())), shape=(n, n)).tocsr()
+    keep = np.flatnonzero(free)
+    return a[keep][:, keep].tocsc(), keep
+
+
+def build_galerkin(ops: Any) -> None:
+    """Build the Galerkin stencils of every coarse level of ``ops`` (finest first) and drop dead coarse dofs.
+
+    ``ops`` supplies ``_galerkin(level)`` (the stencil of ``level`` from ``level - 1``) and
+    ``free`` (per-level dof masks, updated here where the Galerkin diagonal is zero).
+    """
+    xp = ops.xp
+    for lv in range(1, len(ops.levels)):
+        ops._galerkin(lv)
+        d = ops.diag(lv)
+        free = ops.free[lv]
+        ops.free[lv] = xp.where((free != 0) & (d > 0), free, 0).astype(free.dtype)
+
+
 class CpuOps:
-    """Grid operators on the host (Numba kernels of :mod:`voxelbone.mechanics.cpu`)."""
+    """Grid operators on the host (Numba kernels of :mod:`voxelbone.mechanics.cpu`).
+
+    Level 0 is applied element by element; every coarser level is a Galerkin stencil
+    (``self.stencils[level]``, shape ``(active nodes, 27, 3, 3)``), built on construction.
+    """
 
     xp = np
 
     def __init__(self, levels: list[Level], nu: float) -> None:
         self.levels = levels
         self.kb = hex_stiffness_blocks(nu)
-        self.free = [lv.free for lv in levels]
+        self.gk = galerkin_blocks(nu)
+        self.wt = octant_weights()
+        self.free = [lv.free.copy() for lv in levels]
         self.ones = [np.ones_like(lv.free) for lv in levels]
+        self.stencils: list[Any] = [None] * len(levels)
+        build_galerkin(self)
+
+    def _galerkin(self, level: int) -> None:
+        f, c = self.levels[level - 1], self.levels[level]
+        st = np.zeros((c.nodes.size, 27, 3, 3))
+        if level == 1:
+            cpu.fe_galerkin_fine(st, f.emod, c.nodes, self.free[0], self.kb, self.gk, self.wt, f.scale,
+                                 *f.node_shape, *c.node_shape)
+        else:
+            index = np.full(f.n_nodes, -1, dtype=np.int64)
+            index[f.nodes] = np.arange(f.nodes.size)
+            cpu.fe_galerkin_coarse(st, self.stencils[level - 1], index, c.nodes, self.free[level - 1],
+                                   *f.node_shape, *c.node_shape)
+        self.stencils[level] = st
 
     def zeros(self, level: int) -> np.ndarray:
         return np.zeros(3 * self.levels[level].n_nodes)
@@ -93,13 +165,20 @@ class CpuOps:
 
     def apply(self, level: int, x: np.ndarray, y: np.ndarray, masked: bool = True) -> None:
         lv = self.levels[level]
-        cpu.fe_apply(x, y, lv.emod, lv.nodes, self.free[level] if masked else self.ones[level], self.kb, lv.scale,
-                     *lv.node_shape)
+        mask = self.free[level] if masked else self.ones[level]
+        if level == 0:
+            cpu.fe_apply(x, y, lv.emod, lv.nodes, mask, self.kb, lv.scale, *lv.node_shape)
+        else:
+            cpu.fe_stencil_apply(x, y, self.stencils[level], lv.nodes, mask, *lv.node_shape)
 
     def diag(self, level: int) -> np.ndarray:
         lv = self.levels[level]
         out = self.zeros(level)
-        cpu.fe_diag(out, lv.emod, lv.nodes, self.kb, lv.scale, *lv.node_shape)
+        if level == 0:
+            cpu.fe_diag(out, lv.emod, lv.nodes, self.kb, lv.scale, *lv.node_shape)
+        else:
+            c = np.arange(3)
+            out.reshape(-1, 3)[lv.nodes] = self.stencils[level][:, 13, c, c]
         return out
 
     def restrict(self, level: int, rf: np.ndarray, rc: np.ndarray) -> None:
@@ -117,8 +196,10 @@ class CpuOps:
         return out.reshape(lv.shape)
 
     def arrays(self) -> list[Any]:
-        """The arrays these operators hold (for the memory count)."""
-        return [a for lv in self.levels for a in (lv.emod, lv.nodes, lv.free, lv.fixed)] + self.ones
+        """The arrays the solve holds (for the memory count): fine moduli, node lists, masks, stencils."""
+        lv0 = self.levels[0]
+        return ([lv0.emod] + [lv.nodes for lv in self.levels] + self.free + self.ones
+                + [s for s in self.stencils if s is not None])
 
     def to_host(self, a: Any) -> np.ndarray:
         return a
@@ -128,67 +209,106 @@ class CpuOps:
 
 
 class Multigrid:
-    """The V-cycle preconditioner over a level hierarchy (finest first).
+    """The W-cycle (or V-cycle) preconditioner over a level hierarchy (finest first).
 
     Parameters
     ----------
     ops
-        Grid operators (:class:`CpuOps` or ``GpuOps``).
+        Grid operators (:class:`CpuOps` or ``GpuOps``), Galerkin coarse levels built.
     nu
-        Poisson's ratio (for the smoother's spectral bound and the coarse matrix).
+        Poisson's ratio (for the fine level's spectral bound).
     degree
-        Degree of the Chebyshev smoother, pre and post (default 2).
+        Degree of the Chebyshev smoother on the fine level, pre and post (default 3);
+        level ``l`` uses ``degree·2^l``, at most ``max_degree``.
     lower_ratio
         The smoother damps ``[λ/lower_ratio, λ]`` (default 10).
     cycles
-        Coarse corrections per level: 1 is a V-cycle (default), 2 a W-cycle. On the
-        64³ lumbar phantom (rtol 1e-6, 2 CPU cores) the W-cycle took 50 iterations and
-        20 s of CPU time, the V-cycle 66 iterations and 14 s.
+        Coarse iterations per level: 1 is a V-cycle, 2 a W-cycle (default). Measured on
+        crops of the 128³ lumbar phantom (rtol 1e-6): the V-cycle needs about twice the
+        iterations of the W-cycle, whose coarse sweeps cost little (benchmarks/RESULTS.md).
+    max_degree
+        Cap of the coarse levels' smoother degree (default 16).
+    power_iterations
+        Steps of the power iteration that estimates ``λ_max(D⁻¹A)`` per level (default 12).
     """
 
-    def __init__(self, ops: Any, nu: float, degree: int = 2, lower_ratio: float = 10.0, cycles: int = 1) -> None:
+    def __init__(self, ops: Any, nu: float, degree: int = 3, lower_ratio: float = 10.0, cycles: int = 2,
+                 max_degree: int = 16, power_iterations: int = 12) -> None:
         if degree < 1:
             raise ValueError(f"Chebyshev degree must be ≥ 1, got {degree}")
         if cycles < 1:
             raise ValueError(f"cycles must be ≥ 1, got {cycles}")
         self.cycles = cycles
         self.ops = ops
-        self.xp = ops.xp
-        self.degree = degree
-        lam = jacobi_bound(nu)
-        self.theta = 0.5 * (lam + lam / lower_ratio)
-        self.delta = 0.5 * (lam - lam / lower_ratio)
+        self.xp = self.ops.xp
         n = len(ops.levels)
+        self.degree = [min(degree * 2**lv, max(degree, max_degree)) for lv in range(n)]
         self.inv_diag = []
         for lv in range(n):
             d = ops.diag(lv)
             free = ops.free[lv]
             self.inv_diag.append(self.xp.where(free != 0, 1.0 / self.xp.where(d > 0, d, 1.0), 0.0))
-        names = ("x", "r", "d", "t", "b") + (("c", "e") if cycles > 1 else ())
-        self.buf = [{k: ops.zeros(lv) for k in names} for lv in range(n)]
-        coarse, self.coarse_dofs = assemble(ops.levels[-1], nu)
+        # c, e: the repeated coarse iterations of a W-cycle, on the coarse levels only
+        names = [("x", "r", "d", "t", "b") + (("c", "e") if cycles > 1 and lv > 0 else ()) for lv in range(n)]
+        self.buf = [{k: ops.zeros(lv) for k in names[lv]} for lv in range(n)]
+        self.theta, self.delta, self.lam = [], [], []
+        for lv in range(n - 1):
+            lam = 1.1 * self._power(lv, power_iterations)
+            if lv == 0:
+                lam = min(lam, jacobi_bound(nu))
+            self.lam.append(lam)
+            self.theta.append(0.5 * (lam + lam / lower_ratio))
+            self.delta.append(0.5 * (lam - lam / lower_ratio))
+        last = ops.levels[-1]
+        if n == 1:
+            coarse, self.coarse_dofs = assemble(last, nu)
+        else:
+            coarse, self.coarse_dofs = assemble_stencil(ops.to_host(ops.stencils[-1]), last.nodes,
+                                                        ops.to_host(ops.free[-1]), last.node_shape)
         self.coarse_lu = spla.splu(coarse) if coarse.shape[0] else None
+
+    def _power(self, level: int, steps: int) -> float:
+        """Power-iteration estimate of ``λ_max(D⁻¹A)`` on ``level`` (a fixed start vector: deterministic)."""
+        ops, dinv = self.ops, self.inv_diag[level]
+        x, y = self.buf[level]["x"], self.buf[level]["t"]
+        start = np.random.default_rng(0).uniform(0.5, 1.5, x.shape[0])
+        x[...] = ops.from_host(start)
+        x *= ops.free[level]
+        lam = 0.0
+        for _ in range(steps):
+            nx = math.sqrt(ops.dot(x, x))
+            if nx == 0.0:
+                return 1.0
+            ops.apply(level, x, y)
+            y *= dinv
+            ny = math.sqrt(ops.dot(y, y))
+            lam = ny / nx
+            self.xp.multiply(y, 1.0 / ny if ny > 0 else 0.0, out=x)
+        x[...] = 0.0
+        y[...] = 0.0
+        return lam if lam > 0 else 1.0
 
     # -- smoother --------------------------------------------------------------------
     def _chebyshev(self, level: int, x: Any, r: Any, final_residual: bool) -> None:
         """``degree`` Chebyshev steps on ``A x = b`` given ``r = b - A x``; updates ``x`` (and ``r``)."""
         ops, buf, dinv = self.ops, self.buf[level], self.inv_diag[level]
         d, t = buf["d"], buf["t"]
-        sigma = self.theta / self.delta
+        theta, delta, degree = self.theta[level], self.delta[level], self.degree[level]
+        sigma = theta / delta
         rho = 1.0 / sigma
         self.xp.multiply(dinv, r, out=d)
-        d *= 1.0 / self.theta
+        d *= 1.0 / theta
         x += d
-        for k in range(1, self.degree + 1):
-            if k == self.degree and not final_residual:
+        for k in range(1, degree + 1):
+            if k == degree and not final_residual:
                 break
             ops.apply(level, d, t)
             r -= t
-            if k == self.degree:
+            if k == degree:
                 break
             rho_new = 1.0 / (2.0 * sigma - rho)
             d *= rho_new * rho
-            d += (2.0 * rho_new / self.delta) * (dinv * r)
+            d += (2.0 * rho_new / delta) * (dinv * r)
             x += d
             rho = rho_new
 

@@ -17,7 +17,7 @@ from ..rng import Stream, uniform
 from ..volume import Region
 from .state import FLAG_OSTEONAL, FLAG_OVERFILL, FLAG_PERFORATED, FLAG_RESORBED, RemodelState, StepScalars
 
-__all__ = ["activate", "claim", "update"]
+__all__ = ["activate", "claim", "model", "update"]
 
 f32 = np.float32
 _OUT, _TRAB, _CORT = int(Region.OUTSIDE), int(Region.TRABECULAR), int(Region.CORTICAL)
@@ -411,3 +411,46 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         m = m * sc.e_secondary + (sc.m_mature * b) * (_ONE - sc.e_secondary) + sc.c_osteoid * o
         mineral[act] = flush_tiny(np.minimum(np.maximum(m, _ZERO), b))
         osteoid[act] = flush_tiny(o * sc.e_primary)
+
+
+def _from_neighbour(a: np.ndarray, d: tuple[int, int, int]) -> np.ndarray:
+    """``out[i] = a[i + d]`` (zero where ``i + d`` is outside the grid)."""
+    out = np.zeros_like(a)
+    dst = tuple(slice(max(-k, 0), n - max(k, 0)) for k, n in zip(d, a.shape))
+    src = tuple(slice(max(k, 0), n - max(-k, 0)) for k, n in zip(d, a.shape))
+    out[dst] = a[src]
+    return out
+
+
+def model(state: RemodelState, sc: StepScalars) -> None:
+    """Modelling-based formation on quiescent surfaces (``vb_model``), after :func:`update`.
+
+    Every quiescent surface voxel — bone (≥ 0.5), not owned by a BMU, with free marrow
+    face-neighbours (marrow of the trabecular compartment not owned by a BMU) — forms
+    ``sc.model_frac`` of a voxel's volume: first into its own empty part (the surface runs
+    through it), the rest in equal shares into those neighbours, each of which gathers its
+    shares in the fixed neighbour order. New bone is osteoid (capped at a full voxel). No
+    random draw: the rate is per µm² of surface
+    (:func:`~voxelbone.remodel.state.step_scalars`). Only called when ``sc.model_frac > 0``.
+    """
+    bone, region, day = state.bone, state.region, state.bmu_day
+    free = (region != _OUT) & (day < 0)
+    marrow = free & (region == _TRAB) & (bone < _HALF)
+    count = np.zeros(bone.shape, dtype=np.int32)
+    for d in _NEIGHBOURS:
+        count += _from_neighbour(marrow, d)
+    surface = free & (bone >= _HALF) & (count > 0)
+    own = np.where(surface, np.minimum(sc.model_frac, _ONE - bone), _ZERO).astype(f32)
+    rest = np.where(surface, (sc.model_frac - own) / np.maximum(count, 1).astype(f32), _ZERO).astype(f32)
+    gathered = np.zeros(bone.shape, dtype=f32)
+    for d in _NEIGHBOURS:
+        gathered = gathered + _from_neighbour(rest, d)
+    acc = np.where(marrow, gathered, own)
+    idx = np.flatnonzero((acc > _ZERO).ravel())
+    if idx.size == 0:
+        return
+    b_flat, o_flat = bone.reshape(-1), state.osteoid.reshape(-1)
+    b = b_flat[idx]
+    nb = np.minimum(b + acc.reshape(-1)[idx], _ONE)
+    o_flat[idx] = o_flat[idx] + (nb - b)
+    b_flat[idx] = nb

@@ -169,6 +169,8 @@ class Remodeler:
         seeds = cpu.activate(self.state, self.seed, int(step_index), sc, act_mod)
         idx, codes = cpu.claim(self.state, seeds, self.seed, int(step_index), sc)
         cpu.update(self.state, idx, codes, sc, refill_mod)
+        if sc.model_frac > 0:
+            cpu.model(self.state, sc)
 
     def update_compartments(self) -> None:
         """Contour the cortical and trabecular compartments again from the bone (in place).

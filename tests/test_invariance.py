@@ -8,8 +8,8 @@ max(0.5 %/yr, 20 % of the effect) of their mean (issue: invariance across edges 
 sizes).
 
 MHT and ``postmenopausal_untreated`` agree (the untreated case since the living cortex and
-the network phantom landed); ``teriparatide`` does not yet and is marked as an expected
-failure until the voxel layer's dependence on the voxel size is removed.
+the network phantom landed); ``teriparatide`` since its modelling-based formation (bone laid
+per µm² of quiescent surface) carries most of its gain.
 """
 
 from __future__ import annotations
@@ -42,14 +42,8 @@ def _changes(preset: str, edge: int, factor: int) -> dict[str, float]:
     return {m: float(np.mean([r.annual_change_pct(m) for r in runs])) for m in METRICS}
 
 
-NOT_YET = pytest.mark.xfail(reason="at 40 µm the voxel layer loses about half as much trabecular bone as at 20 µm, "
-                                   "and 2 mm cubes' cortex gains mineral (README, Invariance)",
-                            raises=AssertionError, strict=False)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", [pytest.param(p, marks=[NOT_YET] if p == "teriparatide" else [])
-                                    for p in PRESETS])
+@pytest.mark.parametrize("preset", PRESETS)
 def test_annual_changes_agree_across_edges_and_voxel_sizes(preset):
     got = {(e, f): _changes(preset, e, f) for e, f in GEOMETRIES}
     for m in METRICS:

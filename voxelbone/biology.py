@@ -40,7 +40,10 @@ mapped to the rates of the voxel layer (:class:`RemodelingRates`):
 * erosion depth ∝ osteoclast life span (1 / apoptosis rate), 47 µm at the reference;
 * refill fraction (W.Th/E.De) = active osteoblasts over the osteoclasts of ~100 days
   before (formation follows resorption), each relative to the population's adapted steady
-  state, so an adapted population is balanced.
+  state, so an adapted population is balanced;
+* modelling-based formation (µm/day per µm² of quiescent surface) while PTH pulses drive
+  osteoblast commitment: a share of formation laid on quiescent surfaces without prior
+  resorption (:func:`modelling_um_per_day`; Dempster et al. 2001, Lindsay et al. 2006).
 """
 
 from __future__ import annotations

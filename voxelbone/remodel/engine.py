@@ -95,9 +95,10 @@ class Remodeler:
     # -- construction helpers ----------------------------------------------------------
     @staticmethod
     def memory_bytes(shape: tuple[int, int, int]) -> int:
-        """Device bytes the engine needs for a volume of ``shape`` (state + claim scratch + labels)."""
+        """Device bytes the engine needs for a volume of ``shape`` (state + claim scratch + labels, and the
+        bone copy ``vb_model`` reads while modelling-based formation is on)."""
         n = int(np.prod(shape))
-        return n * (RemodelState.bytes_per_voxel() + 8 + 4)
+        return n * (RemodelState.bytes_per_voxel() + 8 + 4 + 4)
 
     @staticmethod
     def check_fits(shape: tuple[int, int, int], xp: Any) -> None:

@@ -13,16 +13,20 @@ Measured (seeds 1-5; Ct.Th in µm, late mean; mean ± standard error):
 - postmenopausal untreated minus start: -19.6, -35.9, -30.0, -15.7, -7.1 (-21.7 ± 5.1);
   Ct.Po end minus start +0.028, +0.013, +0.007, +0.019, +0.021; Ct.vBMD -36, -23, -19, -21, -26;
 - MHT minus untreated: +35.0, +39.9, +54.7, +24.6, +37.3 (+38.3 ± 4.9);
-- teriparatide minus start: -12.3, -5.3, +26.5, -2.0, +17.1 (+4.8 ± 7.3);
-  minus untreated: +7.3, +30.6, +56.5, +13.7, +24.2 (+26.5 ± 8.5);
+- teriparatide minus start: +4.4, +16.6, +35.1, -2.1, +36.1 (+18.0 ± 7.8);
+  minus untreated: +23.9, +52.6, +65.1, +13.6, +43.2 (+39.7 ± 9.4); Ct.Po end minus
+  untreated -0.008, -0.001, +0.001, -0.012, -0.004, Ct.vBMD +6, -3, -1, +10, +2 (neither
+  significant; with pth_anabolic, pth_ob_survival at the old 100, 10: -0.018 … -0.040 and
+  +19 … +47);
 - hypogonadal untreated minus start: -8.0, -15.3, +2.1, -1.9, +31.9 (+1.7 ± 8.1);
   TRT minus hypogonadal: +30.8, +27.5, +8.7, +16.6, +13.8 (+19.5 ± 4.2).
 
-Three further seeds (6-8), held out, confirm every claim below at the same level. A
-20 µm margin (half a voxel) is asked only for teriparatide's loss from the start, which
-it bounds on both seed sets; the MHT gap clears 20 µm on seeds 1-5 (p = 0.010) but not on
-seeds 6-8 (+13.8, +30.4, +23.7; p = 0.32), so for it, as for the other gaps, the spread
-supports the sign of the effect, not its size.
+Three further seeds (6-8), held out, confirm every claim below at the same level, except
+teriparatide's since its re-fit to the clinical aBMD gain (minus start -14.0, +8.5, +34.2;
+minus untreated +12.0, +26.1, +51.3: p ≈ 0.06 with three seeds). A 20 µm margin (half a
+voxel) is asked only for teriparatide's loss from the start; the MHT gap clears 20 µm on
+seeds 1-5 (p = 0.010) but not on seeds 6-8 (+13.8, +30.4, +23.7; p = 0.32), so for it, as
+for the other gaps, the spread supports the sign of the effect, not its size.
 """
 
 from __future__ import annotations
@@ -121,13 +125,12 @@ def test_teriparatide_does_not_thin_the_cortex():
     pm, pth = "postmenopausal_untreated", "teriparatide"
     d_th = _change(pth, _th_late, _th_start)
     assert _surely_above(d_th, -20.0), d_th  # loses less than half a voxel
-    # thicker, less porous and denser than untreated (paired by seed)
+    # thicker than untreated (paired by seed). Not asked: lower porosity or higher Ct.vBMD than
+    # untreated; teriparatide raises cortical porosity (Hansen et al. 2013 J Bone Miner Res
+    # 28:736: radius +32 %, tibia +13 % in 18 months, cortices moderately thicker) and lowers
+    # femoral-neck cortical vBMD (McClung et al. 2005: -1.2 % in 18 months).
     gap_th = _gap(pth, pm, _th_late)
-    gap_po = _gap(pth, pm, lambda c: _end(c, "ct_po"))
-    gap_bmd = _gap(pth, pm, lambda c: _end(c, "ct_vbmd"))
     assert _surely_above(gap_th, 0.0), gap_th
-    assert _surely_below(gap_po, 0.0), gap_po
-    assert _surely_above(gap_bmd, 0.0), gap_bmd
 
 
 def test_trt_keeps_the_cortex_of_hypogonadal_men():

@@ -422,24 +422,41 @@ def _from_neighbour(a: np.ndarray, d: tuple[int, int, int]) -> np.ndarray:
     return out
 
 
-def model(state: RemodelState, sc: StepScalars) -> None:
-    """Modelling-based formation on quiescent surfaces (``vb_model``), after :func:`update`.
+def model_surface(bone: np.ndarray, region: np.ndarray, bmu_day: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where modelling-based formation works (``vb_model_marrow``/``vb_model_count``).
 
-    Every quiescent surface voxel — bone (≥ 0.5), not owned by a BMU, with free marrow
-    face-neighbours (marrow of the trabecular compartment not owned by a BMU) — forms
-    ``sc.model_frac`` of a voxel's volume: first into its own empty part (the surface runs
-    through it), the rest in equal shares into those neighbours, each of which gathers its
-    shares in the fixed neighbour order. New bone is osteoid (capped at a full voxel). No
-    random draw: the rate is per µm² of surface
-    (:func:`~voxelbone.remodel.state.step_scalars`). Only called when ``sc.model_frac > 0``.
+    Returns ``(marrow, count, surface)``: the free marrow the new bone goes into, each
+    voxel's number of free marrow face-neighbours, and the quiescent surface voxels (bone
+    ≥ 0.5, not owned by a BMU, ``count > 0``). Free marrow is a voxel of bone < 0.5 not owned
+    by a BMU, of the trabecular compartment or a cortical voxel with a trabecular
+    face-neighbour: a partial-volume voxel on the endocortical boundary (a coarse grid labels
+    the voxels the boundary cuts cortical, though they are mostly marrow) is marrow, not an
+    intracortical canal, so the endocortical surface forms at every voxel size.
     """
-    bone, region, day = state.bone, state.region, state.bmu_day
-    free = (region != _OUT) & (day < 0)
-    marrow = free & (region == _TRAB) & (bone < _HALF)
+    free = (region != _OUT) & (bmu_day < 0)
+    trab = region == _TRAB
+    by_trab = np.zeros(bone.shape, dtype=bool)
+    _shift_or(trab, by_trab)
+    marrow = free & (bone < _HALF) & (trab | ((region == _CORT) & by_trab))
     count = np.zeros(bone.shape, dtype=np.int32)
     for d in _NEIGHBOURS:
         count += _from_neighbour(marrow, d)
     surface = free & (bone >= _HALF) & (count > 0)
+    return marrow, count, surface
+
+
+def model(state: RemodelState, sc: StepScalars) -> None:
+    """Modelling-based formation on quiescent surfaces (``vb_model``), after :func:`update`.
+
+    Every quiescent surface voxel (:func:`model_surface`) forms ``sc.model_frac`` of a
+    voxel's volume: first into its own empty part (the surface runs through it), the rest in
+    equal shares into its free marrow face-neighbours, each of which gathers its shares in the
+    fixed neighbour order. New bone is osteoid (capped at a full voxel). No random draw: the
+    rate is per µm² of surface (:func:`~voxelbone.remodel.state.step_scalars`, with the
+    surface density of these voxels). Only called when ``sc.model_frac > 0``.
+    """
+    bone = state.bone
+    marrow, count, surface = model_surface(bone, state.region, state.bmu_day)
     own = np.where(surface, np.minimum(sc.model_frac, _ONE - bone), _ZERO).astype(f32)
     rest = np.where(surface, (sc.model_frac - own) / np.maximum(count, 1).astype(f32), _ZERO).astype(f32)
     gathered = np.zeros(bone.shape, dtype=f32)

@@ -188,9 +188,11 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     fraction activated per year is Ac.f whatever the voxel size v.
 
     Modelling-based formation lays ``J`` µm of bone per day on each µm² of quiescent surface
-    (``rates.modelling_um_per_day``): each quiescent surface voxel, standing for v²/κ of true
-    surface, hands ``model_frac = J · dt / (κ · v)`` of a voxel's volume per step to its
-    marrow face-neighbours, so the volume formed per µm² does not depend on v.
+    (``rates.modelling_um_per_day``): each quiescent surface voxel, standing for v²/κ_m of true
+    surface, hands ``model_frac = J · dt / (κ_m · v)`` of a voxel's volume per step to its
+    marrow face-neighbours, so the volume formed per µm² does not depend on v. κ_m
+    (``params.modelling_surface_voxels_per_area``, else κ) is measured on the rule's own
+    surface voxels, which include the endocortical surface that κ does not count.
 
     Examples
     --------
@@ -212,7 +214,8 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     area_osteon = math.pi * params.lateral_radius_um * params.osteon_half_length_um  # pore-wall cavity footprint
     p_hemi = -math.expm1(-float(rates.activation_trabecular_per_yr) * years * v * v / (kappa * area_hemi))
     p_ost = -math.expm1(-float(rates.activation_cortical_per_yr) * years * v * v / (kappa * area_osteon))
-    model_frac = float(getattr(rates, "modelling_um_per_day", 0.0)) * dt_days / (kappa * v)
+    kappa_m = params.modelling_surface_voxels_per_area or kappa
+    model_frac = float(getattr(rates, "modelling_um_per_day", 0.0)) * dt_days / (kappa_m * v)
     mm = params.mineralisation
     ep, es, co = mm.step_factors(dt_days)
     t_resorb = f32(params.resorption_days)

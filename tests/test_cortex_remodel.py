@@ -13,9 +13,9 @@ Measured (seeds 1-5; Ct.Th in µm, late mean; mean ± standard error):
 - postmenopausal untreated minus start: -19.6, -35.9, -30.0, -15.7, -7.1 (-21.7 ± 5.1);
   Ct.Po end minus start +0.028, +0.013, +0.007, +0.019, +0.021; Ct.vBMD -36, -23, -19, -21, -26;
 - MHT minus untreated: +35.0, +39.9, +54.7, +24.6, +37.3 (+38.3 ± 4.9);
-- teriparatide minus start: +4.4, +16.6, +35.1, -2.1, +36.1 (+18.0 ± 7.8);
-  minus untreated: +23.9, +52.6, +65.1, +13.6, +43.2 (+39.7 ± 9.4); Ct.Po end minus
-  untreated -0.008, -0.001, +0.001, -0.012, -0.004, Ct.vBMD +6, -3, -1, +10, +2 (neither
+- teriparatide minus start: -8.7, +6.2, +42.4, -3.9, +24.0 (+12.0 ± 9.4);
+  minus untreated: +10.8, +42.2, +72.5, +11.8, +31.1 (+33.7 ± 11.4); Ct.Po end minus
+  untreated -0.009, -0.000, +0.002, -0.011, -0.006, Ct.vBMD +7, -4, -2, +10, +5 (neither
   significant; with pth_anabolic, pth_ob_survival at the old 100, 10: -0.018 … -0.040 and
   +19 … +47);
 - hypogonadal untreated minus start: -8.0, -15.3, +2.1, -1.9, +31.9 (+1.7 ± 8.1);

@@ -503,3 +503,81 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
         osteoid[i] = o;
     }
 }
+
+// --- modelling-based formation (intermittent PTH; NumPy twin: cpu.model) -------------------
+// Bone laid on quiescent surfaces without prior resorption (Dempster et al. 2001; Lindsay et
+// al. 2006). Launched after vb_update only when the rate is positive (a run without it never
+// calls this kernel). Every quiescent surface voxel (bone >= 0.5, not owned by a BMU, with a
+// free marrow face-neighbour: bone < 0.5 not owned by a BMU, of the trabecular compartment or
+// a cortical voxel with a trabecular face-neighbour, i.e. a partial-volume voxel on the
+// endocortical boundary, not an intracortical canal) forms
+// model_frac of a voxel's volume per step: first into its own empty part (the surface runs
+// through it), the rest in equal shares into its free marrow face-neighbours, which gather
+// their shares in the fixed neighbour order. New bone is osteoid (mineralised by vb_update
+// from the next step). Reads the bone of bone_old (a copy taken before the launch), so no
+// thread reads a value another one writes.
+__device__ __forceinline__ int vb_model_marrow(const float* __restrict__ bone_old, const unsigned char* __restrict__ region,
+                                               const short* __restrict__ bmu_day, const vb_grid g,
+                                               vb_i64 z, vb_i64 y, vb_i64 x) {
+    const vb_i64 j = vb_index(g, z, y, x);
+    if (!(bmu_day[j] < 0 && bone_old[j] < 0.5f)) return 0;
+    if (region[j] == VB_TRABECULAR) return 1;
+    if (region[j] != VB_CORTICAL) return 0;
+    for (int q = 0; q < 6; ++q) {   // a cortical voxel on the endocortical boundary
+        int dz, dy, dx;
+        vb_neighbour(q, &dz, &dy, &dx);
+        vb_i64 zz = z + dz, yy = y + dy, xx = x + dx;
+        if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny || xx < 0 || xx >= g.nx) continue;
+        if (region[vb_index(g, zz, yy, xx)] == VB_TRABECULAR) return 1;
+    }
+    return 0;
+}
+
+// Free marrow face-neighbours of voxel (z, y, x).
+__device__ __forceinline__ int vb_model_count(const float* __restrict__ bone_old, const unsigned char* __restrict__ region,
+                                              const short* __restrict__ bmu_day, const vb_grid g,
+                                              vb_i64 z, vb_i64 y, vb_i64 x) {
+    int count = 0;
+    for (int q = 0; q < 6; ++q) {
+        int dz, dy, dx;
+        vb_neighbour(q, &dz, &dy, &dx);
+        vb_i64 zz = z + dz, yy = y + dy, xx = x + dx;
+        if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny || xx < 0 || xx >= g.nx) continue;
+        count += vb_model_marrow(bone_old, region, bmu_day, g, zz, yy, xx);
+    }
+    return count;
+}
+
+extern "C" __global__ void vb_model(float* __restrict__ bone, float* __restrict__ osteoid,
+                                    const float* __restrict__ bone_old, const unsigned char* __restrict__ region,
+                                    const short* __restrict__ bmu_day, vb_i64 nz, vb_i64 ny, vb_i64 nx,
+                                    float model_frac) {
+    const vb_grid g = {nz, ny, nx};
+    const vb_idx n = (vb_idx)(nz * ny * nx), nxi = (vb_idx)nx, nyi = (vb_idx)ny;
+    for (vb_idx i = vb_tid(); i < n; i += vb_stride()) {
+        if (region[i] == VB_OUTSIDE || bmu_day[i] >= 0) continue;
+        vb_i64 x = i % nxi, y = (i / nxi) % nyi, z = i / (nxi * nyi);
+        float acc = 0.0f;
+        if (vb_model_marrow(bone_old, region, bmu_day, g, z, y, x)) {
+            for (int k = 0; k < 6; ++k) {
+                int dz, dy, dx;
+                vb_neighbour(k, &dz, &dy, &dx);
+                vb_i64 zz = z + dz, yy = y + dy, xx = x + dx;
+                if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny || xx < 0 || xx >= g.nx) continue;
+                vb_i64 j = vb_index(g, zz, yy, xx);
+                if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0 || !(bone_old[j] >= 0.5f)) continue;
+                int count = vb_model_count(bone_old, region, bmu_day, g, zz, yy, xx);   // >= 1: i is one
+                float rest = model_frac - fminf(model_frac, 1.0f - bone_old[j]);
+                acc = acc + rest / (float)count;
+            }
+        } else if (bone_old[i] >= 0.5f && vb_model_count(bone_old, region, bmu_day, g, z, y, x) > 0) {
+            acc = fminf(model_frac, 1.0f - bone_old[i]);   // a surface voxel fills its own empty part first
+        }
+        if (acc > 0.0f) {
+            float b = bone[i];
+            float nb = fminf(b + acc, 1.0f);
+            osteoid[i] = osteoid[i] + (nb - b);   // new bone is laid down as osteoid
+            bone[i] = nb;
+        }
+    }
+}

@@ -46,7 +46,8 @@ class HostRemodel:
 
     def step(self, st: RemodelState, seed: int, step: int, sc: StepScalars, act_mod: np.ndarray | None = None,
              refill_mod: np.ndarray | None = None) -> np.ndarray:
-        """One step (``vb_activate``, ``vb_claim``, ``vb_update``); returns the seeds drawn.
+        """One step (``vb_activate``, ``vb_claim``, ``vb_update``, and ``vb_model`` when
+        ``sc.model_frac > 0``); returns the seeds drawn.
 
         ``act_mod``/``refill_mod``: the mechanical modulation fields, ``None`` for a null pointer.
         """
@@ -68,6 +69,9 @@ class HostRemodel:
                    self.claim, np.int64(self.n), np.int32(sc.dt), sc.t_resorb, sc.t_form_start, sc.t_form, sc.t_end,
                    sc.refill_trab, sc.refill_cort, sc.refill_perforated,
                    sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid, null if refill_mod is None else refill_mod))
+        if sc.model_frac > 0:  # modelling-based formation (gpu.GpuStep.model)
+            self._run("vb_model", self.blocks, _THREADS,
+                      (st.bone, st.osteoid, st.bone.copy(), st.region, st.bmu_day, nz, ny, nx, sc.model_frac))
         return seeds
 
 

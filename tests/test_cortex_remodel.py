@@ -25,6 +25,12 @@ unbounded reach (a breached canal was marrow along its whole length) the untreat
 was -21.7 ± 5.1 µm, much of it whole canals flipping into the marrow. A 20 µm margin (half
 a voxel) is asked only for teriparatide's loss from the start; for the gaps the spread
 supports the sign of the effect, not its size.
+
+Teriparatide since the re-fit of its anabolic drive to the clinical aBMD gain (measured with the
+earlier unbounded contour, seeds 1-5): minus start +12.0 ± 9.4, minus untreated +33.7 ± 11.4;
+its Ct.Po and Ct.vBMD no longer differ from untreated (Ct.Po -0.011 … +0.002, Ct.vBMD -4 …
++10 mg/cm³; Hansen et al. 2013 find cortical porosity raised under teriparatide), so the test
+no longer asks for them; held-out seeds 6-8 give p ≈ 0.06 for its thickening with three seeds.
 """
 
 from __future__ import annotations
@@ -123,13 +129,12 @@ def test_teriparatide_does_not_thin_the_cortex():
     pm, pth = "postmenopausal_untreated", "teriparatide"
     d_th = _change(pth, _th_late, _th_start)
     assert _surely_above(d_th, -20.0), d_th  # loses less than half a voxel
-    # thicker, less porous and denser than untreated (paired by seed)
+    # thicker than untreated (paired by seed). Not asked: lower porosity or higher Ct.vBMD than
+    # untreated; teriparatide raises cortical porosity (Hansen et al. 2013 J Bone Miner Res
+    # 28:736: radius +32 %, tibia +13 % in 18 months, cortices moderately thicker) and lowers
+    # femoral-neck cortical vBMD (McClung et al. 2005: -1.2 % in 18 months).
     gap_th = _gap(pth, pm, _th_late)
-    gap_po = _gap(pth, pm, lambda c: _end(c, "ct_po"))
-    gap_bmd = _gap(pth, pm, lambda c: _end(c, "ct_vbmd"))
     assert _surely_above(gap_th, 0.0), gap_th
-    assert _surely_below(gap_po, 0.0), gap_po
-    assert _surely_above(gap_bmd, 0.0), gap_bmd
 
 
 def test_trt_keeps_the_cortex_of_hypogonadal_men():

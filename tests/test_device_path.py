@@ -132,6 +132,24 @@ def test_remodel_steps_on_the_device_path_equal_the_numpy_twin(device_cupy, smal
     assert (a.state.bmu_day >= 0).any() and (a.state.bone < small.bone).any()
 
 
+def test_modelling_based_formation_on_the_device_path_equals_the_numpy_twin(device_cupy, small):
+    """``vb_model`` (launched by remodel/gpu.py only while the modelling rate is positive) matches ``cpu.model``."""
+    from voxelbone.remodel.state import RemodelingRates
+
+    steps, dt = (3, 8) if _is_standin(device_cupy) else (12, 5)
+    a = Remodeler(small.copy(), seed=5)
+    g = Remodeler(small.to(device_cupy), seed=5)
+    for k in range(steps):
+        rates = RemodelingRates(3.0, 3.0, 60.0, 1.3, 0.9, modelling_um_per_day=0.8 if k else 0.0)
+        a.step(k, rates, dt)
+        g.step(k, rates, dt)
+    if _is_standin(device_cupy):
+        assert g._gpu._model.launches == steps - 1  # not on the step without modelling
+    for name, arr in a.state_arrays().items():
+        np.testing.assert_array_equal(arr, device_cupy.asnumpy(g.state_arrays()[name]), err_msg=name)
+    assert (a.state.osteoid[small.bone < 0.5] > 0).any(), "modelling forms bone in the marrow next to surfaces"
+
+
 def test_morphometry_of_a_device_volume_equals_the_numpy_one(device_cupy, small, monkeypatch):
     from voxelbone.metrics import morphometry
 

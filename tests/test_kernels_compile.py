@@ -95,7 +95,7 @@ def _block_sizes() -> dict[str, int]:
 
     shape = (64, 64, 64)
     return {
-        "vb_activate": rg._THREADS, "vb_update": rg._THREADS, "vb_claim": rg._CLAIM_THREADS,
+        "vb_activate": rg._THREADS, "vb_update": rg._THREADS, "vb_claim": rg._CLAIM_THREADS, "vb_model": rg._THREADS,
         "vb_euler8": mg.euler_launch(shape).threads, "vb_ridge_flags": mg.ridge_launch(shape).threads,
         "vb_insert_balls": mg.balls_launch(100, shape).threads, "vb_surface_area": mg.surface_launch(shape).threads,
         "vb_uniform_fill": 1024,  # no device launch yet: hold it to the largest block

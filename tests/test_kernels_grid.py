@@ -87,7 +87,7 @@ def _case_surface(n: int = 16, **launch) -> None:
 
 
 def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=None, modulated: bool = False,
-                  dt: int = 3, **launch) -> None:
+                  dt: int = 3, rates=None, **launch) -> None:
     from test_remodel import FAST
     from voxelbone.phantom import make_phantom
     from voxelbone.remodel import Remodeler, step_scalars
@@ -106,13 +106,22 @@ def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=
     if defines is not None:
         host.launch["defines"] = defines
     drawn = 0
+    rates = rates or FAST
     for k in range(steps):
-        sc = step_scalars(FAST, a.params, a.voxel_size_um, dt)
-        a.step(k, FAST, dt)
+        sc = step_scalars(rates, a.params, a.voxel_size_um, dt)
+        a.step(k, rates, dt)
         drawn += host.step(b.state, 9, k, sc, *((mod.activation, mod.refill) if mod else ())).size
         for name, arr in a.state.arrays().items():
             np.testing.assert_array_equal(arr, b.state.arrays()[name], err_msg=f"{name} differs at step {k}")
     assert drawn > 0, "the case should start BMUs (vb_claim needs seeds)"
+
+
+def _case_model(**launch) -> None:
+    """Modelling-based formation on (``vb_model``, after the step's three kernels) into formation."""
+    from voxelbone.remodel.state import RemodelingRates
+
+    rates = RemodelingRates(3.0, 3.0, 60.0, 1.3, 0.9, modelling_um_per_day=0.8)
+    _case_remodel(**{"n": 24, "steps": 4, "dt": 15, "rates": rates, **launch})
 
 
 # ---- micro-FE operators (kernels/fe_solver.cu) against the Numba twin (voxelbone/mechanics/cpu.py),
@@ -299,6 +308,7 @@ CASES = {
     ("remodel", "vb_activate"): _case_remodel,
     ("remodel", "vb_claim"): _case_remodel,
     ("remodel", "vb_update"): _case_remodel,
+    ("remodel", "vb_model"): _case_model,
     ("fe_solver", "vb_fe_apply"): _case_fe_apply,
     ("fe_solver", "vb_fe_diag"): _case_fe_diag,
     ("fe_solver", "vb_fe_restrict"): _case_fe_restrict,

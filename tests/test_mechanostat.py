@@ -18,7 +18,8 @@ from voxelbone.volume import BoneVolume, Region
 #: sha256 of bone and mineral after the run of ``_reference_run`` with mechanics off: first taken
 #: on the engine before load-driven remodelling existed (commit cceaa92); re-taken on purpose
 #: when the remodelling model itself changed (one-voxel cavity rim, living cortex, network
-#: phantom, lumbar turnover re-fit, bone on cut faces kept as attached), never to absorb a change made by the mechanics code.
+#: phantom, lumbar turnover re-fit, bone on cut faces kept as attached,
+#: PTH anabolic re-fit: the ageing PTH drift moves bone by 1e-5 of its volume), never to absorb a change made by the mechanics code.
 MAIN_HASH = "018c6a4adf7d6faaa94938e59398d636853e350c2b2d87685d9424c4a40756e3"
 E2_PREMENOPAUSAL = 100.0
 

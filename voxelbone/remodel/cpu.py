@@ -17,7 +17,7 @@ from ..rng import Stream, uniform
 from ..volume import Region
 from .state import FLAG_OSTEONAL, FLAG_OVERFILL, FLAG_PERFORATED, FLAG_RESORBED, RemodelState, StepScalars
 
-__all__ = ["activate", "claim", "update"]
+__all__ = ["activate", "claim", "model", "update"]
 
 f32 = np.float32
 _OUT, _TRAB, _CORT = int(Region.OUTSIDE), int(Region.TRABECULAR), int(Region.CORTICAL)
@@ -418,3 +418,63 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         m = m * sc.e_secondary + (sc.m_mature * b) * (_ONE - sc.e_secondary) + sc.c_osteoid * o
         mineral[act] = flush_tiny(np.minimum(np.maximum(m, _ZERO), b))
         osteoid[act] = flush_tiny(o * sc.e_primary)
+
+
+def _from_neighbour(a: np.ndarray, d: tuple[int, int, int]) -> np.ndarray:
+    """``out[i] = a[i + d]`` (zero where ``i + d`` is outside the grid)."""
+    out = np.zeros_like(a)
+    dst = tuple(slice(max(-k, 0), n - max(k, 0)) for k, n in zip(d, a.shape))
+    src = tuple(slice(max(k, 0), n - max(-k, 0)) for k, n in zip(d, a.shape))
+    out[dst] = a[src]
+    return out
+
+
+def model_surface(bone: np.ndarray, region: np.ndarray, bmu_day: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where modelling-based formation works (``vb_model_marrow``/``vb_model_count``).
+
+    Returns ``(marrow, count, surface)``: the free marrow the new bone goes into, each
+    voxel's number of free marrow face-neighbours, and the quiescent surface voxels (bone
+    ≥ 0.5, not owned by a BMU, ``count > 0``). Free marrow is a voxel of bone < 0.5 not owned
+    by a BMU, of the trabecular compartment or a cortical voxel with a trabecular
+    face-neighbour: a partial-volume voxel on the endocortical boundary (a coarse grid labels
+    the voxels the boundary cuts cortical, though they are mostly marrow) is marrow, not an
+    intracortical canal, so the endocortical surface forms at every voxel size.
+    """
+    free = (region != _OUT) & (bmu_day < 0)
+    trab = region == _TRAB
+    by_trab = np.zeros(bone.shape, dtype=bool)
+    _shift_or(trab, by_trab)
+    marrow = free & (bone < _HALF) & (trab | ((region == _CORT) & by_trab))
+    count = np.zeros(bone.shape, dtype=np.int32)
+    for d in _NEIGHBOURS:
+        count += _from_neighbour(marrow, d)
+    surface = free & (bone >= _HALF) & (count > 0)
+    return marrow, count, surface
+
+
+def model(state: RemodelState, sc: StepScalars) -> None:
+    """Modelling-based formation on quiescent surfaces (``vb_model``), after :func:`update`.
+
+    Every quiescent surface voxel (:func:`model_surface`) forms ``sc.model_frac`` of a
+    voxel's volume: first into its own empty part (the surface runs through it), the rest in
+    equal shares into its free marrow face-neighbours, each of which gathers its shares in the
+    fixed neighbour order. New bone is osteoid (capped at a full voxel). No random draw: the
+    rate is per µm² of surface (:func:`~voxelbone.remodel.state.step_scalars`, with the
+    surface density of these voxels). Only called when ``sc.model_frac > 0``.
+    """
+    bone = state.bone
+    marrow, count, surface = model_surface(bone, state.region, state.bmu_day)
+    own = np.where(surface, np.minimum(sc.model_frac, _ONE - bone), _ZERO).astype(f32)
+    rest = np.where(surface, (sc.model_frac - own) / np.maximum(count, 1).astype(f32), _ZERO).astype(f32)
+    gathered = np.zeros(bone.shape, dtype=f32)
+    for d in _NEIGHBOURS:
+        gathered = gathered + _from_neighbour(rest, d)
+    acc = np.where(marrow, gathered, own)
+    idx = np.flatnonzero((acc > _ZERO).ravel())
+    if idx.size == 0:
+        return
+    b_flat, o_flat = bone.reshape(-1), state.osteoid.reshape(-1)
+    b = b_flat[idx]
+    nb = np.minimum(b + acc.reshape(-1)[idx], _ONE)
+    o_flat[idx] = o_flat[idx] + (nb - b)
+    b_flat[idx] = nb

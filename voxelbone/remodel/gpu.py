@@ -54,6 +54,8 @@ class GpuStep:
         self._activate = get_function("remodel", "vb_activate", defines)
         self._claim = get_function("remodel", "vb_claim", defines)
         self._update = get_function("remodel", "vb_update", defines)
+        self._model = get_function("remodel", "vb_model", defines)
+        self.bone_old = None  # copy of the bone read by vb_model (allocated on its first launch)
 
     def _ensure_capacity(self, sc: StepScalars) -> None:
         # Expected seeds ≤ p · (surface voxels) ≤ p · n; ten times that (plus a floor) is
@@ -107,16 +109,30 @@ class GpuStep:
              sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid, refill_mod),
         )
 
+    def model(self, st: RemodelState, sc: StepScalars) -> None:
+        """``vb_model``: modelling-based formation on quiescent surfaces (reads a copy of the bone)."""
+        if self.bone_old is None:
+            self.bone_old = self.cp.empty_like(st.bone)
+        self.cp.copyto(self.bone_old, st.bone)
+        nz, ny, nx = (np.int64(v) for v in self.shape)
+        self._model(
+            (self.blocks,), (_THREADS,),
+            (st.bone, st.osteoid, self.bone_old, st.region, st.bmu_day, nz, ny, nx, sc.model_frac),
+        )
+
     def step(self, st: RemodelState, seed: int, step: int, sc: StepScalars, act_mod: Any = None,
              refill_mod: Any = None) -> None:
-        """The launches of one step (a memset and three kernels), in order, with no host synchronisation."""
+        """The launches of one step (a memset and three kernels, and ``vb_model`` when modelling-based
+        formation is on), in order, with no host synchronisation."""
         self.activate(st, seed, step, sc, act_mod)
         self.claim_cavities(st, seed, step, sc, refill_mod)
         self.update(st, sc, refill_mod)
+        if sc.model_frac > 0:
+            self.model(st, sc)
 
     def scratch_bytes(self) -> int:
         """Device bytes held besides the state."""
-        return int(self.claim.nbytes) + 8 * self.capacity
+        return int(self.claim.nbytes) + 8 * self.capacity + (0 if self.bone_old is None else int(self.bone_old.nbytes))
 
     def __getstate__(self) -> Any:  # pragma: no cover - never pickled
         raise TypeError("GpuStep holds device buffers and cannot be pickled")

@@ -115,6 +115,14 @@ class RemodelParams:
         plane of normal n, 0.83 on average over orientations (0.81–0.83 measured on
         voxelised spheres at 10–30 µm). Turns an activation frequency per surface area into
         a probability per surface voxel.
+    modelling_surface_voxels_per_area : float or None
+        κ of the surface that modelling-based formation works on (the quiescent surface
+        voxels of :func:`voxelbone.remodel.cpu.model_surface`, the endocortical surface
+        included) per voxel-face area of that true surface, without the cut planes; turns
+        the apposition per µm² into a volume per surface voxel. ``None``: use
+        ``surface_voxels_per_area``. Measured on the starting volume with
+        ``measure_surface_density``
+        (:func:`voxelbone.remodel.engine.measure_modelling_surface_density`).
     contour_compartments : bool
         Contour the engine's compartment labels from the bone at the start and at every
         fragment removal (:mod:`voxelbone.compartments`), so opened pores work as
@@ -131,7 +139,8 @@ class RemodelParams:
     measure_surface_density : bool
         Replace ``surface_voxels_per_area`` by the value measured on the starting volume
         (:func:`voxelbone.remodel.engine.measure_surface_density`), so activation per µm²
-        does not depend on how finely the grid resolves the trabeculae.
+        does not depend on how finely the grid resolves the trabeculae, and set
+        ``modelling_surface_voxels_per_area`` the same way.
     perforated_refill : float
         Refill level of a cavity that perforated its trabecula (0: not repaired; van der
         Linden et al. 2001 J Bone Miner Res 16:688).
@@ -151,6 +160,7 @@ class RemodelParams:
     mineralisation: MineralisationLaw = MineralisationLaw()
     measure_surface_density: bool = True
     contour_compartments: bool = False
+    modelling_surface_voxels_per_area: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("resorption_days", "formation_days", "lateral_radius_um", "osteon_radius_um",
@@ -158,6 +168,9 @@ class RemodelParams:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
+        k = self.modelling_surface_voxels_per_area
+        if k is not None and not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
+            raise ValueError(f"modelling_surface_voxels_per_area must be a positive number or None, got {k!r}")
         if self.reversal_days < 0:
             raise ValueError(f"reversal_days must be ≥ 0, got {self.reversal_days!r}")
         if self.canal_radius_um >= self.osteon_radius_um:

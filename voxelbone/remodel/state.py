@@ -19,6 +19,7 @@ __all__ = [
     "FLAG_OVERFILL",
     "FLAG_PERFORATED",
     "FLAG_RESORBED",
+    "MAX_MODELLING_UM_PER_DAY",
     "Rates",
     "RemodelState",
     "RemodelingRates",
@@ -31,6 +32,9 @@ FLAG_PERFORATED = 1
 FLAG_OSTEONAL = 2
 FLAG_RESORBED = 4
 FLAG_OVERFILL = 8  # a marrow voxel above the cavity opening, filled by a positive BMU balance
+#: Upper bound of the modelling-based apposition rate (µm/day per µm² of quiescent surface):
+#: twice the mineral apposition rate of an osteoblast team (~0.63 µm/day; Kragstrup et al. 1983).
+MAX_MODELLING_UM_PER_DAY = 2.0
 #: Claim code of a voxel no cavity claims (``VB_CLAIM_NONE`` in ``kernels/remodel.cu``).
 CLAIM_NONE = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -47,6 +51,9 @@ class RemodelingRates:
     erosion_depth_um: float
     refill_trabecular: float
     refill_cortical: float
+    #: Modelling-based formation: new bone laid on quiescent surfaces without prior
+    #: resorption, µm per day per µm² of quiescent surface (0: none; intermittent PTH).
+    modelling_um_per_day: float = 0.0
 
 
 #: Anything with the fields of :class:`RemodelingRates` (duck-typed in tests).
@@ -146,6 +153,7 @@ class StepScalars:
     e_primary: np.float32
     e_secondary: np.float32
     c_osteoid: np.float32
+    model_frac: np.float32 = np.float32(0.0)
 
 
 def _check_rates(rates: Rates) -> None:
@@ -163,6 +171,10 @@ def _check_rates(rates: Rates) -> None:
         v = float(v)
         if not (math.isfinite(v) and lo <= v <= hi):
             raise ValueError(f"remodeling rate {name}={v!r} is outside the physiological bounds [{lo:g}, {hi:g}]")
+    model = float(getattr(rates, "modelling_um_per_day", 0.0))
+    if not (math.isfinite(model) and 0.0 <= model <= MAX_MODELLING_UM_PER_DAY):
+        raise ValueError(f"remodeling rate modelling_um_per_day={model!r} is outside [0, {MAX_MODELLING_UM_PER_DAY:g}] "
+                         "µm/day (osteoblasts appose at most ~1–2 µm/day)")
 
 
 def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: int) -> StepScalars:
@@ -174,6 +186,13 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     κ surface voxels per voxel-face area of true surface, so a surface voxel starts a BMU in
     a step with probability ``p = 1 − exp(−Ac.f · dt/DAYS_PER_YEAR · v² / (κ · A))``: the surface
     fraction activated per year is Ac.f whatever the voxel size v.
+
+    Modelling-based formation lays ``J`` µm of bone per day on each µm² of quiescent surface
+    (``rates.modelling_um_per_day``): each quiescent surface voxel, standing for v²/κ_m of true
+    surface, hands ``model_frac = J · dt / (κ_m · v)`` of a voxel's volume per step to its
+    marrow face-neighbours, so the volume formed per µm² does not depend on v. κ_m
+    (``params.modelling_surface_voxels_per_area``, else κ) is measured on the rule's own
+    surface voxels, which include the endocortical surface that κ does not count.
 
     Examples
     --------
@@ -195,6 +214,8 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     area_osteon = math.pi * params.lateral_radius_um * params.osteon_half_length_um  # pore-wall cavity footprint
     p_hemi = -math.expm1(-float(rates.activation_trabecular_per_yr) * years * v * v / (kappa * area_hemi))
     p_ost = -math.expm1(-float(rates.activation_cortical_per_yr) * years * v * v / (kappa * area_osteon))
+    kappa_m = params.modelling_surface_voxels_per_area or kappa
+    model_frac = float(getattr(rates, "modelling_um_per_day", 0.0)) * dt_days / (kappa_m * v)
     mm = params.mineralisation
     ep, es, co = mm.step_factors(dt_days)
     t_resorb = f32(params.resorption_days)
@@ -211,4 +232,5 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
         # marrow above the opening is claimed only when the balance is positive (refill > 1)
         overfill=f32(min(max(float(rates.refill_trabecular) - 1.0, 0.0), 1.0)),
         m_mature=f32(mm.mature_degree), e_primary=f32(ep), e_secondary=f32(es), c_osteoid=f32(co),
+        model_frac=f32(model_frac),
     )

@@ -20,7 +20,7 @@ from voxelbone.volume import BoneVolume, Region
 #: when the remodelling model itself changed (one-voxel cavity rim, living cortex, network
 #: phantom, lumbar turnover re-fit, bone on cut faces kept as attached,
 #: PTH anabolic re-fit: the ageing PTH drift moves bone by 1e-5 of its volume), never to absorb a change made by the mechanics code.
-MAIN_HASH = "018c6a4adf7d6faaa94938e59398d636853e350c2b2d87685d9424c4a40756e3"
+MAIN_HASH = "39f16dc6ef6a4c048ce03c4eef881a2aecdae019ca3f854f8d0f6267621d59ae"
 E2_PREMENOPAUSAL = 100.0
 
 

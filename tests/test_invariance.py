@@ -9,7 +9,7 @@ sizes).
 
 MHT and ``postmenopausal_untreated`` agree (the untreated case since the living cortex and
 the network phantom landed); ``teriparatide`` since its modelling-based formation (bone laid
-per µm² of quiescent surface) carries its gain, except BV/TV (an expected failure, below).
+per µm² of quiescent surface) carries its gain and ``coarsen`` keeps the endosteal boundary.
 """
 
 from __future__ import annotations
@@ -42,15 +42,14 @@ def _changes(preset: str, edge: int, factor: int) -> dict[str, float]:
     return {m: float(np.mean([r.annual_change_pct(m) for r in runs])) for m in METRICS}
 
 
-# Modelling-based formation now forms the same volume per µm² at 20 and 40 µm (its own surface
-# density κ_m; endocortical boundary voxels are marrow of the rule: test_pth), but the new bone on
-# the endocortical surface lands in voxels labelled trabecular at 20 µm and in the cortical-labelled
-# boundary voxels at 40 µm, so the trabecular BV/TV still gains more at 20 µm (modelling alone, seed
-# 1: +37.5 vs +25.5 %; more than 120 µm from the cortex +26.3 vs +24.4 %). Seeds 1-3: +25.8 at
-# 20 µm vs +17.2 and +18.5 %/yr at 40 µm, tolerance ±4.1 (on the trabecular voxels more than
-# 120 µm from the cortex +20.2, +16.7, +18.0, which would pass); abmd_pct and Tb.vBMD agree.
-NOT_YET = {("teriparatide", "bv_tv"): "endocortical modelling-based formation lands in trabecular-labelled voxels "
-                                      "at 20 µm, in cortical-labelled boundary voxels at 40 µm (docs/model.md §5)"}
+# Expected failures: none. Teriparatide's BV/TV disagreed (+25.8 at 20 µm vs +17.2 and +18.5 %/yr
+# at 40 µm) while ``coarsen`` labelled every block the endosteal envelope halves as cortex; with
+# half-marrow blocks labelled marrow, the new bone on the endocortical surface lands in the same
+# compartment at both voxel sizes. Seeds 1-3 (1.92 mm@20, 1.92 mm@40, 3.84 mm@40 µm), %/yr:
+# teriparatide abmd_pct +7.3/+6.7/+6.0, Tb.vBMD +19.9/+15.5/+15.9, BV/TV +26.1/+24.4/+21.5;
+# untreated -1.55/-1.11/-1.66, -3.30/-3.21/-3.35, -3.79/-3.04/-3.34; MHT +5.57/+5.02/+5.06,
+# +10.7/+8.7/+9.2, +7.5/+6.3/+6.6.
+NOT_YET: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.slow

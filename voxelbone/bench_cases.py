@@ -9,7 +9,8 @@ Groups:
   whole per-step metric set, each beside the reference library that computes the same
   thing (porespy, scikit-image, SciPy, ITK BoneMorphometry);
 * ``scenario`` — a short postmenopausal run with metrics every 30 days: simulated years
-  per second of wall time;
+  per second of wall time; and one year of the default scenario (``scenario.default_1yr``,
+  at the site's default size only: ``--cases scenario.default_1yr --sizes 128``);
 * ``transfer`` — host↔device copy of a volume (GPU only), counted apart from the rest;
 * ``mechanics`` — the micro-FE apparent modulus of the phantom (both boundary conditions,
   rtol 1e-6) with iterations, time per iteration and the solver's bytes per voxel;
@@ -19,6 +20,7 @@ Groups:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import edt
@@ -43,8 +45,9 @@ from .phantom import make_phantom
 from .remodel import Remodeler
 from .remodel import cpu as remodel_cpu
 from .remodel.state import RemodelState, step_scalars
-from .scenario import Period, Scenario
+from .scenario import DEFAULT_PRESET, Period, Scenario
 from .simulate import simulate
+from .sites import get_site
 
 __all__ = ["CASES", "DEFAULT_SIZES", "QUICK_SIZES", "STEP_KERNEL_TRAFFIC", "kernel_bytes_per_voxel", "run_bench",
            "step_bytes_per_voxel"]
@@ -343,6 +346,17 @@ def _scenario(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]
                                                                                      "clock": "wall"}
 
 
+def _default_year(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    """One simulated year of the default scenario (``voxelbone run`` without options, one year): the site's
+    phantom at its default size, daily steps, metrics every 30 days; phantom, spin-up and metrics included."""
+    site = get_site(Scenario().site)
+    if size != site.default_size:
+        skip(f"the default scenario is {site.default_size}³; time it with --sizes {site.default_size}")
+    sc = dataclasses.replace(Scenario(), name="bench-default", periods=(Period(DEFAULT_PRESET, 1.0),))
+    return (lambda: simulate(sc, None, backend=be, progress=False, render=False)), {"simulated_years": 1.0,
+                                                                                     "clock": "wall"}
+
+
 # ----------------------------------------------------------------------------- transfer
 def _transfer(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
     if not be.is_gpu:
@@ -404,6 +418,7 @@ CASES: tuple[tuple[str, Case], ...] = (
     ("metrics", Case("plate_model", _plate_model)),
     ("metrics", Case("plate_model", _plate_model_itk, impl="itk-bonemorphometry", backends=("numpy",))),
     ("scenario", Case("scenario.pm_0.25yr", _scenario)),
+    ("scenario", Case("scenario.default_1yr", _default_year)),
     ("transfer", Case("transfer.h2d", _transfer, backends=("cupy",))),
     ("mechanics", Case("fe.constrained", _fe("constrained"))),
     ("mechanics", Case("fe.frictionless", _fe("frictionless"))),

@@ -43,7 +43,8 @@ from .volume import BONE_THRESHOLD, BoneVolume, Region
 __all__ = ["CALIBRATION_EDGE_MM", "CALIBRATION_SEEDS", "CALIBRATED_VOXEL_SIZES_UM", "CLINICAL_TARGETS",
            "STUDY_METRICS", "VOXEL_RECIPES", "CalibrationCheck", "CalibrationResult", "StudyCell", "Target",
            "bmd_change", "bmd_proxy", "calibration_cells", "calibration_checks", "calibration_markdown",
-           "cell_intervals", "replace_between_markers", "run_study", "site_measures", "study_volume"]
+           "cell_intervals", "INVARIANCE_EDGES_MM", "INVARIANCE_EXTRA_PRESETS", "INVARIANCE_METRICS",
+           "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "replace_between_markers", "run_study", "site_measures", "study_volume"]
 
 
 @dataclass(frozen=True)
@@ -372,10 +373,14 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
     -------
     dict
         ``{"cells": {key: {**cell fields, "seeds": [...], "change_pct_per_yr": {metric: [one value per seed]},
-        "wall_s": total}}, "wall_s": ..., "n_workers": ..., "git_commit": ..., "date": ..., "machine": ...}``.
+        "wall_s": total, "git_commit": ..., "date": ...}}, "wall_s": ..., "n_workers": ..., "git_commit": ...,
+        "date": ..., "machine": ...}`` (the top-level commit and date: this call's; ``wall_s``: the wall
+        time of every call that made the record).
     """
     from .runfolder import git_commit  # noqa: PLC0415
 
+    commit = git_commit()  # the source that runs (taken before the runs, not after)
+    date = time.strftime("%Y-%m-%d")
     if n_workers < 1:
         raise ValueError(f"n_workers must be ≥ 1, got {n_workers}")
     keys = [c.key for c in cells]
@@ -410,9 +415,10 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
     for c in todo:
         per_seed = results[c.key]
         out_cells[c.key] = {**asdict(c), "years": c.years_run, "seeds": list(c.seeds), "wall_s": walls[c.key],
+                            "git_commit": commit, "date": date,
                             "change_pct_per_yr": {m: [per_seed[s][m] for s in c.seeds] for m in STUDY_METRICS}}
     return {"cells": out_cells, "wall_s": wall + (float(record.get("wall_s", 0.0)) if record else 0.0),
-            "n_workers": n_workers, "git_commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
+            "n_workers": n_workers, "git_commit": commit, "date": date,
             "machine": _machine()}
 
 
@@ -459,6 +465,74 @@ def calibration_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell] |
                      f"| {iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}] | {lo:+g} … {hi:+g} "
                      f"| {'yes' if lo <= iv.mean <= hi else 'no'} | {'yes' if iv.resolved else 'no'} |")
     return "\n".join(lines)
+
+
+#: Presets of the invariance matrix beside those of :data:`CLINICAL_TARGETS` (issue: invariance).
+INVARIANCE_EXTRA_PRESETS = ("teriparatide", "hyperparathyroidism", "glucocorticoid_excess")
+#: Edges (mm) and voxel sizes (µm) of the full invariance matrix: whole numbers of 20, 30 and 40 µm voxels.
+INVARIANCE_EDGES_MM = (1.92, 3.84, 7.68)
+INVARIANCE_VOXEL_SIZES_UM = (20.0, 30.0, 40.0)
+#: Measures the invariance matrix judges, with their labels.
+INVARIANCE_METRICS = {"abmd_pct": "`abmd_pct`", "tb_vbmd_mg_cm3": "Tb.vBMD", "bv_tv": "BV/TV"}
+
+
+def invariance_cells(presets: Sequence[str] | None = None, edges_mm: Sequence[float] = INVARIANCE_EDGES_MM,
+                     voxel_sizes_um: Sequence[float] = INVARIANCE_VOXEL_SIZES_UM,
+                     seeds: Sequence[int] = CALIBRATION_SEEDS, site: str = "lumbar_spine",
+                     years: float = 1.0) -> list[StudyCell]:
+    """The cells of the invariance matrix: every preset × edge × voxel size, one year each (default: the full matrix)."""
+    presets = list(presets) if presets is not None else [*CLINICAL_TARGETS, *INVARIANCE_EXTRA_PRESETS]
+    return [StudyCell(p, site, float(e), float(v), tuple(int(x) for x in seeds), years)
+            for p in presets for e in edges_mm for v in voxel_sizes_um]
+
+
+def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], command: str) -> str:
+    """The invariance matrix as Markdown: one row per preset and geometry, a verdict per preset and metric.
+
+    A cell missing from ``record`` is printed as "not run here" with ``command``. The
+    verdict compares the measured geometries only: each mean within max(0.5 %/yr, 20 % of
+    the effect) of their mean, where the effect is the mean over the geometries.
+    """
+    metrics = list(INVARIANCE_METRICS)
+    head = "| preset | edge | voxel | " + " | ".join(f"{INVARIANCE_METRICS[m]} %/yr" for m in metrics) + " |"
+    lines = [head, "|" + "---|" * (3 + len(metrics))]
+    verdicts = []
+    by_preset: dict[str, list[StudyCell]] = {}
+    for c in cells:
+        by_preset.setdefault(c.preset, []).append(c)
+    for preset, group in by_preset.items():
+        means: dict[str, list[float]] = {m: [] for m in metrics}
+        for c in group:
+            geom = f"| {preset} | {c.edge_mm:.2f} mm | {c.voxel_size_um:g} µm |"
+            if c.key not in record["cells"]:
+                lines.append(geom + " not run here |" * len(metrics))
+                continue
+            ivs = cell_intervals(record, c.key)
+            for m in metrics:
+                means[m].append(ivs[m].mean)
+            lines.append(geom + "".join(f" {ivs[m].format()} |" for m in metrics))
+        for m in metrics:
+            vals = means[m]
+            if len(vals) < 2:
+                verdicts.append(f"| {preset} | {INVARIANCE_METRICS[m]} | {len(vals)} of {len(group)} | – | – | "
+                                "fewer than two geometries measured |")
+                continue
+            effect = float(np.mean(vals))
+            tol = max(0.5, 0.2 * abs(effect))
+            worst = max(abs(v - effect) for v in vals)
+            verdicts.append(f"| {preset} | {INVARIANCE_METRICS[m]} | {len(vals)} of {len(group)} | {effect:+.2f} "
+                            f"| {worst:.2f} (±{tol:.2f}) | {'agree' if worst <= tol else 'disagree'} |")
+    out = ["Cells: mean [95 % interval] of the seeds' annual change, %/yr (`unresolved`: the interval includes "
+           f"zero). A cell marked \"not run here\" is produced by `{command}`.", "", *lines, "",
+           "Agreement over the measured geometries (largest distance of a geometry's mean from the mean over "
+           "them, against max(0.5 %/yr, 20 % of the effect)):", "",
+           "| preset | metric | geometries measured | effect %/yr | largest distance (tolerance) | verdict |",
+           "|---|---|---|---|---|---|", *verdicts]
+    runs = sorted({(record["cells"][c.key].get("date", "?"), str(record["cells"][c.key].get("git_commit"))[:12])
+                   for c in cells if c.key in record["cells"]})
+    out += ["", "Measured cells come from " + "; ".join(f"{d} at commit `{g}`" for d, g in runs)
+            + f" ({record.get('machine', 'unknown machine')})."]
+    return "\n".join(out)
 
 
 def replace_between_markers(text: str, name: str, content: str) -> str:

@@ -28,8 +28,10 @@ MARKER = "calibration-table"
 
 def caption(record: dict) -> str:
     """The line under the table: where, when and how long."""
-    return (f"Measured {record['date']} at commit `{(record.get('git_commit') or 'unknown')[:12]}` on "
-            f"{record['machine']}, {record['n_workers']} worker processes: {record['wall_s'] / 60:.1f} min. "
+    commit = record.get("git_commit") or "unknown"
+    dirty = " with uncommitted changes" if commit.endswith("-dirty") else ""
+    return (f"Measured {record['date']} at commit `{commit[:12]}`{dirty} on {record['machine']}, "
+            f"{record['n_workers']} worker processes: {record['wall_s'] / 60:.1f} min wall time. "
             "Regenerate: `python benchmarks/calibration_table.py`.")
 
 

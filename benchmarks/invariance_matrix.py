@@ -43,9 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--record", type=Path, default=ROOT / "benchmarks" / "invariance_matrix.json")
     ap.add_argument("--from-record", action="store_true", help="rewrite the page from the record, run nothing")
+    ap.add_argument("--reuse", type=Path, action="append", default=[],
+                    help="another study record (e.g. benchmarks/calibration_table.json) whose cells of the matrix "
+                         "(same preset, site, edge, voxel size, years and seeds) are taken instead of run again")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     record = json.loads(args.record.read_text(encoding="utf-8")) if args.record.is_file() else None
+    matrix = {c.key: c for c in invariance_cells(seeds=seeds)}
+    for path in args.reuse:
+        other = json.loads(path.read_text(encoding="utf-8"))
+        record = record or {"cells": {}, "wall_s": 0.0}
+        for key, cell in other["cells"].items():
+            if key in matrix and key not in record["cells"] and tuple(cell["seeds"]) == matrix[key].seeds:
+                record["cells"][key] = {"git_commit": other.get("git_commit"), "date": other.get("date"),
+                                        **cell, "from": path.name}
     if not args.from_record:
         kw = {k: v for k, v in (("edges_mm", args.edges), ("voxel_sizes_um", args.voxels)) if v is not None}
         cells = invariance_cells(args.presets.split(",") if args.presets else None, seeds=seeds, **kw)

@@ -21,6 +21,8 @@ Groups:
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from typing import Any, Callable, Sequence
 
 import edt
@@ -353,8 +355,15 @@ def _default_year(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, 
     if size != site.default_size:
         skip(f"the default scenario is {site.default_size}³; time it with --sizes {site.default_size}")
     sc = dataclasses.replace(Scenario(), name="bench-default", periods=(Period(DEFAULT_PRESET, 1.0),))
-    return (lambda: simulate(sc, None, backend=be, progress=False, render=False)), {"simulated_years": 1.0,
-                                                                                     "clock": "wall"}
+    info: dict[str, Any] = {"simulated_years": 1.0, "clock": "wall"}
+
+    def fn() -> None:
+        # beside the wall time: this process's CPU time (all its threads) and the machine's load
+        # average, so that a time taken on a shared machine can be read
+        load0, cpu0 = os.getloadavg()[0], time.process_time()
+        simulate(sc, None, backend=be, progress=False, render=False)
+        info.update(process_cpu_s=time.process_time() - cpu0, load_average_1min=(load0 + os.getloadavg()[0]) / 2)
+    return fn, info
 
 
 # ----------------------------------------------------------------------------- transfer

@@ -304,9 +304,9 @@ def test_the_rve_table_is_the_recorded_study():
     import json
     from pathlib import Path
 
-    from voxelbone.rve import RVE_EDGE_MM, STUDY_NAMES
+    from voxelbone.rve import RVE_EDGE_MM, RVE_RECORD, STUDY_NAMES
 
-    record = json.loads((Path(__file__).parents[1] / "benchmarks" / "rve_2026-11-30.json").read_text())
+    record = json.loads((Path(__file__).parents[1] / RVE_RECORD).read_text())
     for metric, entry in RVE_EDGE_MM.items():
         found = record["rve"][STUDY_NAMES.get(metric, metric)]
         assert (entry.edge_mm, entry.resolved_in_study) == (pytest.approx(found["edge_mm"]), found["resolved_in_study"])

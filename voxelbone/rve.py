@@ -22,7 +22,8 @@ from typing import Any, Sequence
 from .scenario import Period, Scenario
 from .sites import get_site
 
-__all__ = ["NOT_STUDIED", "RVE_EDGE_MM", "RVE_STUDY", "STUDY_NAMES", "RveEntry", "markdown_table", "rve_study", "rve_warnings", "sample_edge_mm"]
+__all__ = ["NOT_STUDIED", "POINT_METRICS", "RVE_EDGE_MM", "RVE_RECORD", "RVE_STUDY", "STUDY_NAMES", "RveEntry",
+           "markdown_table", "rve_study", "rve_warnings", "sample_edge_mm"]
 
 
 @dataclass(frozen=True)
@@ -44,28 +45,33 @@ class RveEntry:
 
 #: The study that produced :data:`RVE_EDGE_MM` (reproduce with the command).
 RVE_STUDY = ("postmenopausal_untreated, lumbar_spine, 30 µm voxels, 1 year, step 10 days, metrics every 90 days, "
-             "3 replicates (seed 0) per edge at 48³, 80³ and 128³ voxels (1.44, 2.40, 3.84 mm); "
-             "python benchmarks/rve_study.py (2026-11-30; record in benchmarks/rve_2026-11-30.json)")
+             "3 replicates (seed 0) per edge at 48³, 80³, 128³, 160³ and 192³ voxels (1.44, 2.40, 3.84, 4.80, "
+             "5.76 mm); python benchmarks/rve_study.py (2026-11-30; record in benchmarks/rve_2026-11-30.json)")
+
+#: The study's record (relative to the repository root).
+RVE_RECORD = "benchmarks/rve_2026-11-30.json"
 
 #: metric column → representative edge, from :data:`RVE_STUDY` (docs/user-guide/outputs.md)
 RVE_EDGE_MM: dict[str, RveEntry] = {
     "bv_tv": RveEntry(2.40, True),
-    "tb_th_um": RveEntry(1.44, True),
-    "tb_sp_um": RveEntry(3.84, False),
-    "tb_n_per_mm": RveEntry(3.84, False),
-    "conn_d_per_mm3": RveEntry(3.84, True),
-    "ct_th_um": RveEntry(3.84, False),
-    "ct_po": RveEntry(3.84, False),
-    "bmd_mg_cm3": RveEntry(2.40, True),
-    "tb_vbmd_mg_cm3": RveEntry(2.40, True),
+    "tb_th_um": RveEntry(3.84, True),
+    "tb_sp_um": RveEntry(3.84, True),
+    "tb_n_per_mm": RveEntry(4.80, True),
+    "conn_d_per_mm3": RveEntry(4.80, True),
+    "ct_th_um": RveEntry(5.76, True),
+    "ct_po": RveEntry(5.76, False),
+    "bmd_mg_cm3": RveEntry(1.44, True),
+    "tb_vbmd_mg_cm3": RveEntry(1.44, True),
+    "ct_vbmd_mg_cm3": RveEntry(5.76, False),
+    "abmd_pct": RveEntry(1.44, True),
 }
 
 #: Metrics renamed since the study (same definition): column now → name in the study's record.
-STUDY_NAMES: dict[str, str] = {"tb_vbmd_mg_cm3": "tb_bmd_mg_cm3"}
+STUDY_NAMES: dict[str, str] = {}
 
 #: Reported metrics added after the study, whose representative edge is not measured yet
 #: (run the study again to fill them); no warning is given for them until then.
-NOT_STUDIED: tuple[str, ...] = ("ct_vbmd_mg_cm3", "abmd_pct")
+NOT_STUDIED: tuple[str, ...] = ()
 
 #: ASBMR labels of the metrics in :data:`RVE_EDGE_MM`
 _LABELS = {"bv_tv": "BV/TV", "tb_th_um": "Tb.Th", "tb_sp_um": "Tb.Sp", "tb_n_per_mm": "Tb.N",

@@ -120,3 +120,11 @@ def test_study_refuses_bad_cells_before_running_and_reuses_recorded_ones():
     old = {"cells": {cell.key: {"seeds": [1, 2], "change_pct_per_yr": {"abmd_pct": [1.0, 2.0]}}}, "wall_s": 5.0}
     out = run_study([cell], n_workers=1, record=old)
     assert out["cells"] == old["cells"] and out["wall_s"] == pytest.approx(5.0, abs=1.0)
+
+
+def test_invariance_page_holds_the_recorded_matrix():
+    script = _script("invariance_matrix")
+    record = json.loads((ROOT / "benchmarks" / "invariance_matrix.json").read_text(encoding="utf-8"))
+    want = invariance_markdown(record, invariance_cells(), script.COMMAND)
+    assert _between(script.PAGE.read_text(encoding="utf-8"), script.MARKER) == want, \
+        "regenerate with python benchmarks/invariance_matrix.py --from-record"

@@ -97,3 +97,13 @@ def test_benchmark_scripts_call_the_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rec = json.loads(out.read_text())
     assert rec["sizes"] == [48] and rec["environment"]["voxelbone_version"]
+
+
+def test_default_year_case_times_the_default_scenario_only_at_its_size():
+    from voxelbone.backend import get_backend
+    from voxelbone.bench import measure
+    from voxelbone.bench_cases import CASES
+
+    case = dict((c.name, c) for _, c in CASES)["scenario.default_1yr"]
+    m = measure(case, get_backend("numpy"), 64, repeats=1)
+    assert not m.ok and "128³" in m.skipped and "--sizes 128,160" in m.skipped

@@ -304,9 +304,9 @@ def test_the_rve_table_is_the_recorded_study():
     import json
     from pathlib import Path
 
-    from voxelbone.rve import RVE_EDGE_MM, STUDY_NAMES
+    from voxelbone.rve import RVE_EDGE_MM, RVE_RECORD, STUDY_NAMES
 
-    record = json.loads((Path(__file__).parents[1] / "benchmarks" / "rve_2026-11-30.json").read_text())
+    record = json.loads((Path(__file__).parents[1] / RVE_RECORD).read_text())
     for metric, entry in RVE_EDGE_MM.items():
         found = record["rve"][STUDY_NAMES.get(metric, metric)]
         assert (entry.edge_mm, entry.resolved_in_study) == (pytest.approx(found["edge_mm"]), found["resolved_in_study"])
@@ -332,12 +332,12 @@ def test_compare_with_replicates_pairs_presets_on_the_same_seeds(tmp_path, capsy
 
 @pytest.mark.slow
 def test_sweep_with_replicates_summarises_each_point(tmp_path):
-    from voxelbone.sweep import Sweep, run_sweep
+    from voxelbone.sweep import RunOptions, Sweep, run_sweep
 
     base = {"site": "lumbar_spine", "years": 0.05, "size": 48, "step_days": 5, "metrics_every_days": 9,
             "spin_up_days": 10}
     rep = run_sweep(Sweep(base, {"preset": ["postmenopausal_untreated", "trt"]}, "test"), tmp_path / "sw",
-                    n_workers=2, backend="numpy", replicates=2)
+                    options=RunOptions(n_workers=2, backend="numpy"), replicates=2)
     assert set(rep.statuses.values()) == {"completed"}, rep.errors
     for rid in rep.statuses:
         point = StudyFolder(tmp_path / "sw" / "runs" / rid)

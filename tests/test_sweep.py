@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from voxelbone.sweep import Sweep, expand_grid, load_sweep, run_sweep
+from voxelbone.sweep import RunOptions, Sweep, expand_grid, load_sweep, run_sweep
 
 pytest.importorskip("distributed")
 
@@ -39,7 +39,7 @@ def test_grid_expands_and_bad_files_are_explained(tmp_path):
 def test_unreachable_scheduler_is_reported(tmp_path):
     sweep = Sweep(BASE, {"seed": [1]}, "test")
     with pytest.raises(ConnectionError, match="cannot reach"):
-        run_sweep(sweep, tmp_path / "out", scheduler="tcp://127.0.0.1:1")
+        run_sweep(sweep, tmp_path / "out", options=RunOptions(scheduler="tcp://127.0.0.1:1"))
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_sweep_runs_reuses_and_reports_failures(tmp_path):
     # 16³ cannot hold a phantom of the site: those runs fail with their error, the others complete
     sweep = Sweep(BASE, {"seed": [1, 2], "size": [48, 16]}, "test")
     out = tmp_path / "out"
-    rep = run_sweep(sweep, out, n_workers=2, backend="numpy")
+    rep = run_sweep(sweep, out, options=RunOptions(n_workers=2, backend="numpy"))
     assert sorted(rep.statuses.values()) == ["completed", "completed", "failed", "failed"]
     assert len(rep.errors) == 2 and all("too small" in e for e in rep.errors.values()), rep.errors
     import pandas as pd
@@ -58,7 +58,7 @@ def test_sweep_runs_reuses_and_reports_failures(tmp_path):
     assert (out / "sweep.json").exists()
     # a second call reuses the finished runs (their files are not touched)
     stamp = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.csv")}
-    rep2 = run_sweep(sweep, out, n_workers=2, backend="numpy")
+    rep2 = run_sweep(sweep, out, options=RunOptions(n_workers=2, backend="numpy"))
     assert rep2.statuses == rep.statuses
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.csv")} == stamp
 
@@ -69,8 +69,8 @@ def test_killed_worker_gets_its_run_retried(tmp_path):
 
     sweep = Sweep({**BASE, "years": 0.3, "size": 64, "metrics_every_days": 30}, {"seed": [1, 2]}, "test")
     result = {}
-    t = threading.Thread(target=lambda: result.update(rep=run_sweep(sweep, tmp_path / "out", n_workers=2, backend="numpy",
-                                                                     retries=1)))
+    t = threading.Thread(target=lambda: result.update(rep=run_sweep(
+        sweep, tmp_path / "out", options=RunOptions(n_workers=2, backend="numpy", retries=1))))
     t.start()
     deadline = time.time() + 120
     while len(list((tmp_path / "out").glob("runs/*/metrics.csv"))) < 2:  # both runs under way

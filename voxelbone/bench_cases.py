@@ -9,7 +9,8 @@ Groups:
   whole per-step metric set, each beside the reference library that computes the same
   thing (porespy, scikit-image, SciPy, ITK BoneMorphometry);
 * ``scenario`` — a short postmenopausal run with metrics every 30 days: simulated years
-  per second of wall time;
+  per second of wall time; and one year of the default scenario (``scenario.default_1yr``,
+  at 128³ and at the site's default size only: ``--cases scenario.default_1yr --sizes 128,160``);
 * ``transfer`` — host↔device copy of a volume (GPU only), counted apart from the rest;
 * ``mechanics`` — the micro-FE apparent modulus of the phantom (both boundary conditions,
   rtol 1e-6) with iterations, time per iteration and the solver's bytes per voxel;
@@ -19,6 +20,9 @@ Groups:
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import time
 from typing import Any, Callable, Sequence
 
 import edt
@@ -43,8 +47,9 @@ from .phantom import make_phantom
 from .remodel import Remodeler
 from .remodel import cpu as remodel_cpu
 from .remodel.state import RemodelState, step_scalars
-from .scenario import Period, Scenario
+from .scenario import DEFAULT_PRESET, Period, Scenario
 from .simulate import simulate
+from .sites import get_site
 
 __all__ = ["CASES", "DEFAULT_SIZES", "QUICK_SIZES", "STEP_KERNEL_TRAFFIC", "kernel_bytes_per_voxel", "run_bench",
            "step_bytes_per_voxel"]
@@ -343,6 +348,28 @@ def _scenario(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]
                                                                                      "clock": "wall"}
 
 
+#: Edges at which the default scenario's year is timed: 128³ (the 1-minute target) and the site's default.
+DEFAULT_YEAR_SIZES = (128, get_site(Scenario().site).default_size)
+
+
+def _default_year(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    """One simulated year of the default scenario (``voxelbone run`` without options, one year) at ``size``:
+    daily steps, metrics every 30 days; phantom, spin-up and metrics included; at 128³ and the default size."""
+    if size not in DEFAULT_YEAR_SIZES:
+        skip(f"the default scenario's year is timed at {' and '.join(f'{s}³' for s in DEFAULT_YEAR_SIZES)}; "
+             f"time it with --sizes {','.join(str(s) for s in DEFAULT_YEAR_SIZES)}")
+    sc = dataclasses.replace(Scenario(), name="bench-default", periods=(Period(DEFAULT_PRESET, 1.0),), size=size)
+    info: dict[str, Any] = {"simulated_years": 1.0, "clock": "wall"}
+
+    def fn() -> None:
+        # beside the wall time: this process's CPU time (all its threads) and the machine's load
+        # average, so that a time taken on a shared machine can be read
+        load0, cpu0 = os.getloadavg()[0], time.process_time()
+        simulate(sc, None, backend=be, progress=False, render=False)
+        info.update(process_cpu_s=time.process_time() - cpu0, load_average_1min=(load0 + os.getloadavg()[0]) / 2)
+    return fn, info
+
+
 # ----------------------------------------------------------------------------- transfer
 def _transfer(be: Backend, size: int) -> tuple[Callable[[], Any], dict[str, Any]]:
     if not be.is_gpu:
@@ -404,6 +431,7 @@ CASES: tuple[tuple[str, Case], ...] = (
     ("metrics", Case("plate_model", _plate_model)),
     ("metrics", Case("plate_model", _plate_model_itk, impl="itk-bonemorphometry", backends=("numpy",))),
     ("scenario", Case("scenario.pm_0.25yr", _scenario)),
+    ("scenario", Case("scenario.default_1yr", _default_year)),
     ("transfer", Case("transfer.h2d", _transfer, backends=("cupy",))),
     ("mechanics", Case("fe.constrained", _fe("constrained"))),
     ("mechanics", Case("fe.frictionless", _fe("frictionless"))),

@@ -12,23 +12,39 @@ and bone fields (``abmd_pct``, the compartments' vBMD, the cube's mean BMD and B
 the table can be checked in seconds per run;
 :func:`calibration_checks` runs the whole table; ``voxelbone calibrate`` (or
 ``python -m voxelbone.calibration``) prints it.
+
+The study functions run grids of such runs in parallel worker processes and summarise each
+cell (preset, site, cube edge, voxel size) by the mean of its seeds with the 95 % interval
+of :mod:`voxelbone.intervals`: :func:`calibration_cells` is the table the README shows
+(``python benchmarks/calibration_table.py`` regenerates it), :func:`run_study` runs any
+cells (the invariance matrix of ``benchmarks/invariance_matrix.py`` too), and
+:func:`calibration_markdown` writes the table from the study's record.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .intervals import Interval, t_interval
 from .metrics import bmd_proxy_mg_cm3, compartment_vbmd_mg_cm3
 from .scenario import Period, Scenario
 from .simulate import simulate
 from .volume import BONE_THRESHOLD, BoneVolume, Region
 
-__all__ = ["CLINICAL_TARGETS", "CalibrationCheck", "CalibrationResult", "Target", "bmd_change", "bmd_proxy",
-           "calibration_checks", "site_measures"]
+__all__ = ["CALIBRATION_EDGE_MM", "CALIBRATION_SEEDS", "CALIBRATED_VOXEL_SIZES_UM", "CLINICAL_TARGETS",
+           "STUDY_METRICS", "VOXEL_RECIPES", "CalibrationCheck", "CalibrationResult", "StudyCell", "Target",
+           "bmd_change", "bmd_proxy", "calibration_cells", "calibration_checks", "calibration_markdown",
+           "cell_intervals", "INVARIANCE_EDGES_MM", "INVARIANCE_EXTRA_PRESETS", "INVARIANCE_METRICS",
+           "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "replace_between_markers", "run_study", "site_measures", "study_volume"]
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,346 @@ def calibration_checks(presets: Sequence[str], sites: Sequence[str], seeds: Sequ
                                backend=backend)
                 lo, hi = CLINICAL_TARGETS[preset].range(site)
                 yield CalibrationCheck(r, lo, hi)
+
+
+# ----------------------------------------------------------------------------- studies
+#: How a volume at each studied voxel size is made (µm → (phantom voxel size µm, block-averaging
+#: factor)): 20 and 30 µm are the site's phantoms at that voxel size; 40 µm is a 20 µm phantom
+#: block-averaged ×2 (``volume.coarsen``), the structure a 20 µm scan holds, as in
+#: ``tests/test_calibration.py`` and ``tests/test_invariance.py``.
+VOXEL_RECIPES: dict[float, tuple[float, int]] = {20.0: (20.0, 1), 30.0: (30.0, 1), 40.0: (20.0, 2)}
+
+#: The clinical table's geometry in ``tests/test_calibration.py``: a 3.84 mm cube (128³ at 30 µm,
+#: 96³ at 40 µm from 192³ at 20 µm), at both calibrated voxel sizes, seeds 1-3, 10-day steps.
+CALIBRATION_EDGE_MM = 3.84
+CALIBRATED_VOXEL_SIZES_UM = (30.0, 40.0)
+CALIBRATION_SEEDS = (1, 2, 3)
+
+#: Measures a study summarises per cell (annualised change, %/yr; ``abmd_pct``: its end value / years).
+STUDY_METRICS = ("abmd_pct", "tb_vbmd_mg_cm3", "bv_tv", "ct_vbmd_mg_cm3", "bmd_mg_cm3")
+
+
+def _edge_voxels(edge_mm: float, voxel_size_um: float) -> int:
+    n = edge_mm * 1000.0 / voxel_size_um
+    if abs(n - round(n)) > 1e-6 or round(n) < 16:
+        raise ValueError(f"a {edge_mm:g} mm cube is not a whole number (≥ 16) of {voxel_size_um:g} µm voxels; "
+                         "choose an edge that is (e.g. 1.92, 3.84 or 7.68 mm for 20, 30 and 40 µm)")
+    return int(round(n))
+
+
+def study_volume(site: str, edge_mm: float, voxel_size_um: float, seed: int) -> BoneVolume | None:
+    """The starting volume of a study run, or None where the run builds the site's phantom itself.
+
+    Parameters
+    ----------
+    site
+        Phantom site.
+    edge_mm
+        Cube edge in mm (a whole number of voxels at ``voxel_size_um`` and at its phantom's voxel size).
+    voxel_size_um
+        A voxel size of :data:`VOXEL_RECIPES`.
+    seed
+        Phantom seed.
+
+    Returns
+    -------
+    BoneVolume or None
+        The block-averaged phantom for a coarsened voxel size; None for a native one (then
+        :func:`bmd_change` builds the phantom from ``size`` and ``voxel_size_um``).
+    """
+    _check_cell(StudyCell("", site, edge_mm, voxel_size_um))
+    phantom_um, factor = VOXEL_RECIPES[voxel_size_um]
+    if factor == 1:
+        return None
+    from .phantom import make_phantom  # deferred: numba/scikit-image cost  # noqa: PLC0415
+    from .volume import coarsen  # noqa: PLC0415
+
+    return coarsen(make_phantom(site, _edge_voxels(edge_mm, phantom_um), phantom_um, seed=seed), factor)
+
+
+@dataclass(frozen=True)
+class StudyCell:
+    """One cell of a study: a preset at one site, cube edge and voxel size, run on several seeds.
+
+    ``years`` None takes the preset's clinical evaluation window (2 years for GH therapy),
+    else 1 year.
+    """
+
+    preset: str
+    site: str
+    edge_mm: float
+    voxel_size_um: float
+    seeds: tuple[int, ...] = CALIBRATION_SEEDS
+    years: float | None = None
+    step_days: int = 10
+
+    @property
+    def key(self) -> str:
+        """A stable name of the cell (the record's key)."""
+        return f"{self.preset}|{self.site}|{self.edge_mm:g}mm|{self.voxel_size_um:g}um|{self.years_run:g}y"
+
+    @property
+    def years_run(self) -> float:
+        """The simulated years."""
+        if self.years is not None:
+            return float(self.years)
+        target = CLINICAL_TARGETS.get(self.preset)
+        return float(target.years) if target else 1.0
+
+    @property
+    def size(self) -> int:
+        """Edge in voxels at ``voxel_size_um``."""
+        return _edge_voxels(self.edge_mm, self.voxel_size_um)
+
+
+def calibration_cells(presets: Sequence[str] | None = None, sites: Sequence[str] = ("lumbar_spine", "femoral_neck"),
+                      voxel_sizes_um: Sequence[float] = CALIBRATED_VOXEL_SIZES_UM,
+                      seeds: Sequence[int] = CALIBRATION_SEEDS) -> list[StudyCell]:
+    """The cells of the README's calibration table (every preset of :data:`CLINICAL_TARGETS` by default)."""
+    presets = list(presets) if presets is not None else list(CLINICAL_TARGETS)
+    unknown = [p for p in presets if p not in CLINICAL_TARGETS]
+    if unknown:
+        raise ValueError(f"no clinical target for {', '.join(unknown)}; presets with one: {', '.join(CLINICAL_TARGETS)}")
+    return [StudyCell(p, s, CALIBRATION_EDGE_MM, float(v), tuple(int(x) for x in seeds))
+            for p in presets for s in sites for v in voxel_sizes_um]
+
+
+def _volume_task(site: str, edge_mm: float, voxel_size_um: float, seed: int,
+                 runs: Sequence[tuple[str, str, float, int]], backend: str | None) -> list[dict[str, Any]]:
+    """Executed in a worker: every run on one starting volume (built once); one record per run."""
+    try:  # one core per worker process: the study is parallel over processes
+        import numba  # noqa: PLC0415
+
+        numba.set_num_threads(1)
+    except (ImportError, ValueError):  # pragma: no cover
+        pass
+    volume = study_volume(site, edge_mm, voxel_size_um, seed)
+    out = []
+    for key, preset, years, step_days in runs:
+        t0 = time.perf_counter()
+        if volume is None:
+            r = bmd_change(preset, site, seed=seed, years=years, size=_edge_voxels(edge_mm, voxel_size_um),
+                           voxel_size_um=voxel_size_um, step_days=step_days, backend=backend)
+        else:
+            r = bmd_change(preset, site, seed=seed, years=years, volume=volume.copy(), step_days=step_days,
+                           backend=backend)
+        out.append({"key": key, "seed": seed, "wall_s": time.perf_counter() - t0,
+                    "change_pct_per_yr": {m: r.annual_change_pct(m) for m in STUDY_METRICS}})
+    return out
+
+
+def _check_cell(cell: StudyCell) -> None:
+    """A ``ValueError`` for a cell that cannot run: unknown voxel recipe, an edge of no whole number of voxels."""
+    if cell.voxel_size_um not in VOXEL_RECIPES:
+        raise ValueError(f"no volume recipe for {cell.voxel_size_um:g} µm voxels; known: "
+                         f"{', '.join(f'{v:g}' for v in VOXEL_RECIPES)} µm")
+    _edge_voxels(cell.edge_mm, cell.voxel_size_um)
+    _edge_voxels(cell.edge_mm, VOXEL_RECIPES[cell.voxel_size_um][0])
+    if not cell.seeds:
+        raise ValueError(f"cell {cell.key}: give at least one seed")
+
+
+def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | None = "numpy",
+              record: Mapping[str, Any] | None = None,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every cell's seeds in parallel worker processes and return the study's record.
+
+    Runs that share a starting volume (site, edge, voxel size, seed) go to one worker, which
+    builds the volume once. Cells already in ``record`` (same key and seeds) are not run again.
+
+    Parameters
+    ----------
+    cells
+        What to run.
+    n_workers
+        Worker processes (each with one Numba thread).
+    backend
+        Array backend of every run.
+    record
+        An earlier record of this function to extend.
+    progress
+        Called with a line of text as each volume's runs finish.
+
+    Returns
+    -------
+    dict
+        ``{"cells": {key: {**cell fields, "seeds": [...], "change_pct_per_yr": {metric: [one value per seed]},
+        "wall_s": total, "git_commit": ..., "date": ...}}, "wall_s": ..., "n_workers": ..., "git_commit": ...,
+        "date": ..., "machine": ...}`` (the top-level commit and date: this call's; ``wall_s``: the wall
+        time of every call that made the record).
+    """
+    from .runfolder import git_commit  # noqa: PLC0415
+
+    commit = git_commit()  # the source that runs (taken before the runs, not after)
+    date = time.strftime("%Y-%m-%d")
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be ≥ 1, got {n_workers}")
+    keys = [c.key for c in cells]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"study cells repeat: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
+    old = dict(record["cells"]) if record else {}
+    todo = [c for c in cells if not (c.key in old and tuple(old[c.key]["seeds"]) == tuple(c.seeds))]
+    tasks: dict[tuple[str, float, float, int], list[tuple[str, str, float, int]]] = {}
+    for c in todo:
+        _check_cell(c)  # before anything runs
+        for seed in c.seeds:
+            tasks.setdefault((c.site, c.edge_mm, c.voxel_size_um, seed), []).append(
+                (c.key, c.preset, c.years_run, c.step_days))
+    # the largest volumes first, so that the workers finish together
+    order = sorted(tasks, key=lambda k: -(k[1] / k[2]) ** 3 * sum(r[2] for r in tasks[k]))
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    walls: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if order:
+        with ProcessPoolExecutor(max_workers=min(n_workers, len(order)), mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_volume_task, *k, tasks[k], backend): k for k in order}
+            for fut in as_completed(futures):
+                site, edge, vox, seed = futures[fut]
+                for row in fut.result():
+                    results.setdefault(row["key"], {})[row["seed"]] = row["change_pct_per_yr"]
+                    walls[row["key"]] = walls.get(row["key"], 0.0) + row["wall_s"]
+                if progress:
+                    progress(f"{site} {edge:g} mm @ {vox:g} µm seed {seed}: {len(tasks[(site, edge, vox, seed)])} runs "
+                             f"done ({time.perf_counter() - t0:.0f} s)")
+    wall = time.perf_counter() - t0
+    out_cells = dict(old)
+    for c in todo:
+        per_seed = results[c.key]
+        out_cells[c.key] = {**asdict(c), "years": c.years_run, "seeds": list(c.seeds), "wall_s": walls[c.key],
+                            "git_commit": commit, "date": date,
+                            "change_pct_per_yr": {m: [per_seed[s][m] for s in c.seeds] for m in STUDY_METRICS}}
+    return {"cells": out_cells, "wall_s": wall + (float(record.get("wall_s", 0.0)) if record else 0.0),
+            "n_workers": n_workers, "git_commit": commit, "date": date,
+            "machine": _machine()}
+
+
+def _machine() -> str:
+    import platform  # noqa: PLC0415
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def cell_intervals(record: Mapping[str, Any], key: str) -> dict[str, Interval]:
+    """Metric → mean annual change of a recorded cell with its 95 % interval over the seeds."""
+    return {m: t_interval(v) for m, v in record["cells"][key]["change_pct_per_yr"].items()}
+
+
+_SITE_NAMES = {"lumbar_spine": "lumbar spine", "femoral_neck": "femoral neck"}
+
+
+def calibration_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell] | None = None) -> str:
+    """The README's calibration table from a study record: ``abmd_pct`` per preset, site and voxel size.
+
+    Columns: preset, site, voxel size, mean annual change of ``abmd_pct`` (%/yr) with its 95 %
+    interval over the seeds, the clinical range, whether the mean lies in the range (the
+    test's criterion) and whether the change is resolved (its interval excludes zero).
+    """
+    cells = list(cells) if cells is not None else calibration_cells()
+    lines = ["| preset | site | voxel | `abmd_pct` %/yr, mean [95 % interval] | clinical range | in range | resolved |",
+             "|---|---|---|---|---|---|---|"]
+    for c in cells:
+        if c.key not in record["cells"]:
+            lines.append(f"| {c.preset} | {_SITE_NAMES.get(c.site, c.site)} | {c.voxel_size_um:g} µm | not run | | | |")
+            continue
+        iv = cell_intervals(record, c.key)["abmd_pct"]
+        lo, hi = CLINICAL_TARGETS[c.preset].range(c.site)
+        years = f" ({c.years_run:g} yr)" if c.years_run != 1.0 else ""
+        lines.append(f"| {c.preset}{years} | {_SITE_NAMES.get(c.site, c.site)} | {c.voxel_size_um:g} µm "
+                     f"| {iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}] | {lo:+g} … {hi:+g} "
+                     f"| {'yes' if lo <= iv.mean <= hi else 'no'} | {'yes' if iv.resolved else 'no'} |")
+    return "\n".join(lines)
+
+
+#: Presets of the invariance matrix beside those of :data:`CLINICAL_TARGETS` (issue: invariance).
+INVARIANCE_EXTRA_PRESETS = ("teriparatide", "hyperparathyroidism", "glucocorticoid_excess")
+#: Edges (mm) and voxel sizes (µm) of the full invariance matrix: whole numbers of 20, 30 and 40 µm voxels.
+INVARIANCE_EDGES_MM = (1.92, 3.84, 7.68)
+INVARIANCE_VOXEL_SIZES_UM = (20.0, 30.0, 40.0)
+#: Measures the invariance matrix judges, with their labels.
+INVARIANCE_METRICS = {"abmd_pct": "`abmd_pct`", "tb_vbmd_mg_cm3": "Tb.vBMD", "bv_tv": "BV/TV"}
+
+
+def invariance_cells(presets: Sequence[str] | None = None, edges_mm: Sequence[float] = INVARIANCE_EDGES_MM,
+                     voxel_sizes_um: Sequence[float] = INVARIANCE_VOXEL_SIZES_UM,
+                     seeds: Sequence[int] = CALIBRATION_SEEDS, site: str = "lumbar_spine",
+                     years: float = 1.0) -> list[StudyCell]:
+    """The cells of the invariance matrix: every preset × edge × voxel size, one year each (default: the full matrix)."""
+    presets = list(presets) if presets is not None else [*CLINICAL_TARGETS, *INVARIANCE_EXTRA_PRESETS]
+    return [StudyCell(p, site, float(e), float(v), tuple(int(x) for x in seeds), years)
+            for p in presets for e in edges_mm for v in voxel_sizes_um]
+
+
+def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], command: str) -> str:
+    """The invariance matrix as Markdown: one row per preset and geometry, a verdict per preset and metric.
+
+    A cell missing from ``record`` is printed as "not run here" with ``command``. The
+    verdict compares the measured geometries only: each mean within max(0.5 %/yr, 20 % of
+    the effect) of their mean, where the effect is the mean over the geometries.
+    """
+    metrics = list(INVARIANCE_METRICS)
+    head = "| preset | edge | voxel | " + " | ".join(f"{INVARIANCE_METRICS[m]} %/yr" for m in metrics) + " |"
+    lines = [head, "|" + "---|" * (3 + len(metrics))]
+    verdicts = []
+    by_preset: dict[str, list[StudyCell]] = {}
+    for c in cells:
+        by_preset.setdefault(c.preset, []).append(c)
+    for preset, group in by_preset.items():
+        means: dict[str, list[float]] = {m: [] for m in metrics}
+        for c in group:
+            geom = f"| {preset} | {c.edge_mm:.2f} mm | {c.voxel_size_um:g} µm |"
+            if c.key not in record["cells"]:
+                lines.append(geom + " not run here |" * len(metrics))
+                continue
+            ivs = cell_intervals(record, c.key)
+            for m in metrics:
+                means[m].append(ivs[m].mean)
+            lines.append(geom + "".join(f" {ivs[m].format()} |" for m in metrics))
+        for m in metrics:
+            vals = means[m]
+            if len(vals) < 2:
+                verdicts.append(f"| {preset} | {INVARIANCE_METRICS[m]} | {len(vals)} of {len(group)} | – | – | "
+                                "fewer than two geometries measured |")
+                continue
+            effect = float(np.mean(vals))
+            tol = max(0.5, 0.2 * abs(effect))
+            worst = max(abs(v - effect) for v in vals)
+            verdicts.append(f"| {preset} | {INVARIANCE_METRICS[m]} | {len(vals)} of {len(group)} | {effect:+.2f} "
+                            f"| {worst:.2f} (±{tol:.2f}) | {'agree' if worst <= tol else 'disagree'} |")
+    out = ["Cells: mean [95 % interval] of the seeds' annual change, %/yr (`unresolved`: the interval includes "
+           f"zero). A cell marked \"not run here\" is produced by `{command}`.", "", *lines, "",
+           "Agreement over the measured geometries (largest distance of a geometry's mean from the mean over "
+           "them, against max(0.5 %/yr, 20 % of the effect)):", "",
+           "| preset | metric | geometries measured | effect %/yr | largest distance (tolerance) | verdict |",
+           "|---|---|---|---|---|---|", *verdicts]
+    runs = sorted({(record["cells"][c.key].get("date", "?"), str(record["cells"][c.key].get("git_commit"))[:12])
+                   for c in cells if c.key in record["cells"]})
+    out += ["", "Measured cells come from " + "; ".join(f"{d} at commit `{g}`" for d, g in runs)
+            + f" ({record.get('machine', 'unknown machine')})."]
+    return "\n".join(out)
+
+
+def replace_between_markers(text: str, name: str, content: str) -> str:
+    """``text`` with what lies between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced by ``content``.
+
+    Raises
+    ------
+    ValueError
+        When the markers are missing, repeated or out of order.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"expected one '{start}' followed by one '{end}' in the file")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{content}\n{end}{tail}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -455,15 +455,15 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, run_sweep  # deferred, see the module docstring  # noqa: PLC0415
+    from .sweep import RunOptions, load_sweep, run_sweep  # deferred, see the module docstring  # noqa: PLC0415
 
     if args.scheduler and args.workers:
         raise UsageError("--workers sizes the local cluster; with --scheduler the cluster is already there")
 
     sweep = load_sweep(args.sweep_file)
-    report = run_sweep(sweep, args.out, scheduler=args.scheduler, n_workers=args.workers, backend=args.backend,
-                       render=args.render, progress=lambda rid, st: print(f"{st:>10}  {rid}", flush=True),
-                       replicates=args.replicates)
+    options = RunOptions(scheduler=args.scheduler, n_workers=args.workers, backend=args.backend, render=args.render,
+                         progress=lambda rid, st: print(f"{st:>10}  {rid}", flush=True))
+    report = run_sweep(sweep, args.out, options=options, replicates=args.replicates)
     n_ok = sum(1 for s in report.statuses.values() if s == "completed")
     print(f"{n_ok}/{len(report.statuses)} runs completed; table: {report.table_csv}")
     for rid, err in report.errors.items():

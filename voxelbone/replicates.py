@@ -36,7 +36,7 @@ from .hormones import HormoneState
 from .intervals import Interval, annual_change_pct, t_interval
 from .runfolder import RunFolder, RunState, StudyFolder
 from .scenario import Scenario
-from .sweep import Job, run_jobs
+from .sweep import Job, RunOptions, run_jobs
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -205,7 +205,8 @@ def simulate_replicates(scenario: Scenario, out_dir: str | Path, n: int, *, sche
     study = StudyFolder(out_dir)
     prepare_folder(study, scenario, n, resume=resume)
     jobs = replicate_jobs(scenario, study, n)
-    done = run_jobs(jobs, scheduler=scheduler, n_workers=n_workers, backend=backend, render=render, progress=progress)
+    done = run_jobs(jobs, options=RunOptions(scheduler=scheduler, n_workers=n_workers, backend=backend, render=render,
+                                             progress=progress))
     result = ReplicatesResult(study, [j.scenario.seed for j in jobs], {k: v["status"] for k, v in done.items()},
                               {k: v["error"] for k, v in done.items() if v["error"]},
                               {k: v["pid"] for k, v in done.items()}, [])

@@ -34,7 +34,7 @@ from .results import load_snapshot
 from .runfolder import RunFolder, RunState, StudyFolder
 from .scenario import Period, Scenario
 from .simulate import simulate
-from .sweep import Job, run_jobs
+from .sweep import Job, RunOptions, run_jobs
 from .units import DAYS_PER_YEAR
 
 __all__ = ["STIFFNESS_CHANGE", "TABLE_METRICS", "CompareRun", "annual_changes", "compare", "with_stiffness_change",
@@ -144,7 +144,7 @@ def _compare_replicates(study: StudyFolder, scenarios: Mapping[str, Scenario], n
         if all(RunFolder(j.run_dir).state() is RunState.COMPLETED for j in mine):
             reused.append(name)
         jobs += mine
-    done = run_jobs(jobs, n_workers=n_workers, backend=backend)
+    done = run_jobs(jobs, options=RunOptions(n_workers=n_workers, backend=backend))
     failed = {k: v["error"] for k, v in done.items() if v["status"] != RunState.COMPLETED.value}
     if failed:
         raise ValueError("replicates failed (their folders keep error.txt): "

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 from .scenario import Period, Scenario
 from .sites import get_site
 
-__all__ = ["NOT_STUDIED", "RVE_EDGE_MM", "RVE_STUDY", "STUDY_NAMES", "RveEntry", "markdown_table", "rve_study", "rve_warnings", "sample_edge_mm"]
+__all__ = ["NOT_STUDIED", "POINT_METRICS", "RVE_EDGE_MM", "RVE_RECORD", "RVE_STUDY", "STUDY_NAMES", "RveEntry",
+           "markdown_table", "rve_study", "rve_warnings", "sample_edge_mm"]
 
 
 @dataclass(frozen=True)
@@ -44,33 +45,51 @@ class RveEntry:
 
 #: The study that produced :data:`RVE_EDGE_MM` (reproduce with the command).
 RVE_STUDY = ("postmenopausal_untreated, lumbar_spine, 30 µm voxels, 1 year, step 10 days, metrics every 90 days, "
-             "3 replicates (seed 0) per edge at 48³, 80³ and 128³ voxels (1.44, 2.40, 3.84 mm); "
-             "python benchmarks/rve_study.py (2026-11-30; record in benchmarks/rve_2026-11-30.json)")
+             "3 replicates (seed 0) per edge at 48³, 80³, 128³, 160³ and 192³ voxels (1.44, 2.40, 3.84, 4.80, "
+             "5.76 mm); python benchmarks/rve_study.py (2026-11-30; record in benchmarks/rve_2026-11-30.json)")
+
+#: The study's record (relative to the repository root).
+RVE_RECORD = "benchmarks/rve_2026-11-30.json"
 
 #: metric column → representative edge, from :data:`RVE_STUDY` (docs/user-guide/outputs.md)
 RVE_EDGE_MM: dict[str, RveEntry] = {
     "bv_tv": RveEntry(2.40, True),
-    "tb_th_um": RveEntry(1.44, True),
-    "tb_sp_um": RveEntry(3.84, False),
-    "tb_n_per_mm": RveEntry(3.84, False),
-    "conn_d_per_mm3": RveEntry(3.84, True),
-    "ct_th_um": RveEntry(3.84, False),
-    "ct_po": RveEntry(3.84, False),
-    "bmd_mg_cm3": RveEntry(2.40, True),
-    "tb_vbmd_mg_cm3": RveEntry(2.40, True),
+    "tb_th_um": RveEntry(3.84, True),
+    "tb_sp_um": RveEntry(3.84, True),
+    "tb_n_per_mm": RveEntry(4.80, True),
+    "conn_d_per_mm3": RveEntry(4.80, True),
+    "ct_th_um": RveEntry(5.76, True),
+    "ct_po": RveEntry(5.76, False),
+    "bmd_mg_cm3": RveEntry(1.44, True),
+    "tb_vbmd_mg_cm3": RveEntry(1.44, True),
+    "ct_vbmd_mg_cm3": RveEntry(5.76, False),
+    "abmd_pct": RveEntry(1.44, True),
 }
 
 #: Metrics renamed since the study (same definition): column now → name in the study's record.
-STUDY_NAMES: dict[str, str] = {"tb_vbmd_mg_cm3": "tb_bmd_mg_cm3"}
+STUDY_NAMES: dict[str, str] = {}
 
 #: Reported metrics added after the study, whose representative edge is not measured yet
 #: (run the study again to fill them); no warning is given for them until then.
-NOT_STUDIED: tuple[str, ...] = ("ct_vbmd_mg_cm3", "abmd_pct")
+NOT_STUDIED: tuple[str, ...] = ()
 
 #: ASBMR labels of the metrics in :data:`RVE_EDGE_MM`
 _LABELS = {"bv_tv": "BV/TV", "tb_th_um": "Tb.Th", "tb_sp_um": "Tb.Sp", "tb_n_per_mm": "Tb.N",
            "conn_d_per_mm3": "Conn.D", "ct_th_um": "Ct.Th", "ct_po": "Ct.Po", "bmd_mg_cm3": "BMD",
-           "tb_vbmd_mg_cm3": "Tb.vBMD"}
+           "tb_vbmd_mg_cm3": "Tb.vBMD", "ct_vbmd_mg_cm3": "Ct.vBMD", "abmd_pct": "aBMD (abmd_pct)"}
+
+#: Columns that are already a change from day 0 in % (their day-0 value is 0): their annual
+#: change is the change in percentage points per year, not a relative change of the column.
+POINT_METRICS: tuple[str, ...] = ("abmd_pct",)
+
+
+def _points_per_year(rows: Sequence[dict[str, Any]], key: str) -> float:
+    """Change of ``key`` from the first to the last metrics row, in points per year (NaN where missing)."""
+    try:
+        years = float(rows[-1]["year"]) - float(rows[0]["year"])
+        return (float(rows[-1][key]) - float(rows[0][key])) / years if years > 0 else float("nan")
+    except (KeyError, TypeError, ValueError, IndexError):
+        return float("nan")
 
 
 def sample_edge_mm(scenario: Scenario) -> float | None:
@@ -133,28 +152,44 @@ def rve_study(out_dir: str | Path, sizes: Sequence[int], n_replicates: int, *, p
     -------
     dict
         Also written to ``out_dir/rve.json``: ``{"study": text, "edges_mm": [...], "metrics": {metric: [{edge_mm, mean, low, high,
-        resolved}, ...]}, "rve": {metric: {edge_mm, resolved_in_study}}}``.
+        resolved}, ...]}, "rve": {metric: {edge_mm, resolved_in_study}}, "date", "git_commit", "wall_s"}``.
+        ``abmd_pct`` (already a change from day 0) is summarised in points per year.
     """
     # deferred: the study runs simulations (Numba, Dask); the table and the warning do not need them
-    from .replicates import simulate_replicates, summary_intervals  # noqa: PLC0415
-    from .results import write_json  # noqa: PLC0415
-    from .runfolder import StudyFolder  # noqa: PLC0415
+    import time  # noqa: PLC0415
 
+    from .intervals import t_interval  # noqa: PLC0415
+    from .replicates import prepare_folder, replicate_jobs, summary_intervals, write_summary  # noqa: PLC0415
+    from .results import write_json  # noqa: PLC0415
+    from .runfolder import RunState, StudyFolder, git_commit  # noqa: PLC0415
+    from .sweep import RunOptions, run_jobs  # noqa: PLC0415
+
+    commit, t0 = git_commit(), time.perf_counter()
     study = StudyFolder(out_dir)
     study.path.mkdir(parents=True, exist_ok=True)
-    per_metric: dict[str, list[dict[str, Any]]] = {}
-    edges = []
-    for size in sizes:
+    jobs = []
+    for size in sorted(sizes, reverse=True):  # every edge's replicates on one cluster, the largest first
         scenario = Scenario(name=f"rve {size}", site=site, periods=(Period(preset, years),), size=int(size),
                             voxel_size_um=voxel_size_um, seed=seed, step_days=step_days,
                             metrics_every_days=metrics_every_days)
+        point = study.study(f"size={size}")
+        prepare_folder(point, scenario, n_replicates, resume=True)
+        jobs += replicate_jobs(scenario, point, n_replicates, name_prefix=f"size={size}/")
+    done = run_jobs(jobs, options=RunOptions(n_workers=n_workers, backend=backend))
+    failed = {k: v["error"] for k, v in done.items() if v["status"] != RunState.COMPLETED.value}
+    if failed:
+        raise RuntimeError(f"replicates failed: {failed}")
+    per_metric: dict[str, list[dict[str, Any]]] = {}
+    edges = []
+    for size in sizes:
         edge = size * voxel_size_um / 1000.0
         edges.append(edge)
-        res = simulate_replicates(scenario, study.study(f"size={size}").path, n_replicates, n_workers=n_workers,
-                                  backend=backend)
-        if not res.completed:
-            raise RuntimeError(f"replicates at {size}³ failed: {res.errors}")
-        for m, iv in summary_intervals(res.summary).items():
+        point = study.study(f"size={size}")
+        intervals = summary_intervals(write_summary(point))
+        for m in POINT_METRICS:  # a relative change of a column that starts at 0 is undefined
+            if m in intervals:
+                intervals[m] = t_interval([_points_per_year(f.read_metrics(), m) for f in point.replicates()])
+        for m, iv in intervals.items():
             per_metric.setdefault(m, []).append({"edge_mm": edge, "mean": iv.mean, "low": iv.low, "high": iv.high,
                                                  "resolved": iv.resolved})
     rve = {}
@@ -168,7 +203,8 @@ def rve_study(out_dir: str | Path, sizes: Sequence[int], n_replicates: int, *, p
     text = (f"{preset}, {site}, {voxel_size_um:g} µm voxels, {years:g} year, step {step_days} days, metrics every "
             f"{metrics_every_days} days, {n_replicates} replicates (seed {seed}) per edge at "
             f"{', '.join(f'{s}³' for s in sizes)} voxels")
-    result = {"study": text, "edges_mm": edges, "metrics": per_metric, "rve": rve}
+    result = {"study": text, "edges_mm": edges, "metrics": per_metric, "rve": rve, "date": time.strftime("%Y-%m-%d"),
+              "git_commit": commit, "wall_s": time.perf_counter() - t0}
     write_json(study.rve_json, result)
     return result
 

@@ -54,7 +54,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Job", "RunSpec", "Sweep", "SweepReport", "expand_grid", "load_sweep", "local_cluster", "run_jobs", "run_sweep"]
+__all__ = ["Job", "RunOptions", "RunSpec", "Sweep", "SweepReport", "expand_grid", "load_sweep", "local_cluster", "run_jobs", "run_sweep"]
 
 SHORTHANDS = ("preset", "years")
 
@@ -196,17 +196,39 @@ def _run_one(job: Job, backend: str | None, render: bool) -> dict[str, Any]:
     return done
 
 
-def run_jobs(
-    jobs: Sequence[Job],
-    *,
-    scheduler: str | None = None,
-    n_workers: int | None = None,
-    backend: str | None = None,
-    render: bool = False,
-    retries: int = 2,
-    progress: Callable[[str, str], None] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Run jobs in parallel on a Dask cluster (a local one unless ``scheduler`` is given).
+@dataclass(frozen=True)
+class RunOptions:
+    """How the runs of a sweep, a set of replicates or a comparison are executed.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of an existing Dask scheduler (``tcp://host:8786``); default a local cluster.
+    n_workers : int, optional
+        Worker processes of the local cluster (default: one per CPU core, or one per GPU;
+        never more than there are runs).
+    backend : str, optional
+        Array backend for every run.
+    render : bool
+        Write plots and renders for every run.
+    retries : int
+        Extra attempts for a run whose worker died (the local cluster's
+        ``distributed.scheduler.allowed-failures``; an existing scheduler keeps its own
+        setting). A run resumes from its last checkpoint when attempted again.
+    progress : callable, optional
+        Called as ``progress(run name, status)`` as runs finish.
+    """
+
+    scheduler: str | None = None
+    n_workers: int | None = None
+    backend: str | None = None
+    render: bool = False
+    retries: int = 2
+    progress: Callable[[str, str], None] | None = None
+
+
+def run_jobs(jobs: Sequence[Job], *, options: RunOptions | None = None) -> dict[str, dict[str, Any]]:
+    """Run jobs in parallel on a Dask cluster (a local one unless ``options.scheduler`` is given).
 
     Finished runs are kept, interrupted ones resume from their checkpoint, a failing run
     is reported and does not stop the others, and a run whose worker dies is retried.
@@ -215,8 +237,9 @@ def run_jobs(
     ----------
     jobs
         The runs (unique names).
-    scheduler, n_workers, backend, render, retries, progress
-        As in :func:`run_sweep`; the local cluster has at most one worker per job.
+    options
+        How to run them (:class:`RunOptions`; default: a local cluster, the default backend,
+        no renders).
 
     Returns
     -------
@@ -228,6 +251,7 @@ def run_jobs(
     import dask  # noqa: PLC0415
     from distributed import Client, as_completed  # noqa: PLC0415
 
+    opts = options or RunOptions()
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"job names repeat: {names}")
@@ -242,18 +266,19 @@ def run_jobs(
         return results
     cluster = None
     try:
-        if scheduler:
+        if opts.scheduler:
             try:
-                client = Client(scheduler, timeout="10s")
+                client = Client(opts.scheduler, timeout="10s")
             except (OSError, TimeoutError) as exc:
-                raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+                raise ConnectionError(f"cannot reach the Dask scheduler at {opts.scheduler}: {exc}") from None
         else:
-            with dask.config.set({"distributed.scheduler.allowed-failures": int(retries)}):
-                cluster = local_cluster(n_workers or min(len(todo), max(1, os.cpu_count() or 1)))
+            with dask.config.set({"distributed.scheduler.allowed-failures": int(opts.retries)}):
+                cluster = local_cluster(opts.n_workers or min(len(todo), max(1, os.cpu_count() or 1)))
             client = Client(cluster)
         with client:
             futures = {
-                client.submit(_run_one, j, backend, render, key=f"voxelbone-{j.name}-{time.time_ns()}", pure=False): j
+                client.submit(_run_one, j, opts.backend, opts.render, key=f"voxelbone-{j.name}-{time.time_ns()}",
+                              pure=False): j
                 for j in todo
             }
             for fut in as_completed(futures):
@@ -264,8 +289,8 @@ def run_jobs(
                     res = {"name": j.name, "status": RunState.FAILED.value, "error": f"{type(exc).__name__}: {exc}",
                            "pid": None}
                 results[j.name] = res
-                if progress:
-                    progress(j.name, res["status"])
+                if opts.progress:
+                    opts.progress(j.name, res["status"])
     finally:
         if cluster is not None:
             cluster.close()
@@ -312,18 +337,8 @@ def _check_out_dir(study: StudyFolder) -> None:
                              "Use a new --out folder (finished runs there are kept).")
 
 
-def run_sweep(
-    sweep: Sweep,
-    out_dir: str | Path,
-    *,
-    scheduler: str | None = None,
-    n_workers: int | None = None,
-    backend: str | None = None,
-    render: bool = False,
-    retries: int = 2,
-    progress: Callable[[str, str], None] | None = None,
-    replicates: int | None = None,
-) -> SweepReport:
+def run_sweep(sweep: Sweep, out_dir: str | Path, *, options: RunOptions | None = None,
+              replicates: int | None = None) -> SweepReport:
     """Run every scenario of a sweep and gather the results.
 
     Parameters
@@ -332,20 +347,9 @@ def run_sweep(
         The parsed sweep.
     out_dir : path
         Output folder; runs go to ``out_dir/runs/<run id>``.
-    scheduler : str, optional
-        Address of an existing Dask scheduler (``tcp://host:8786``); default a local cluster.
-    n_workers : int, optional
-        Worker processes of the local cluster (default: one per CPU core, or one per GPU).
-    backend : str, optional
-        Array backend for every run.
-    render : bool
-        Write plots and renders for every run.
-    retries : int
-        Extra attempts for a run whose worker died (the local cluster's
-        ``distributed.scheduler.allowed-failures``; an existing scheduler keeps its own
-        setting). A run resumes from its last checkpoint when attempted again.
-    progress : callable, optional
-        Called as ``progress(run_id, status)`` as runs finish.
+    options : RunOptions, optional
+        Cluster, workers, backend, renders, retries and progress of the runs
+        (:class:`RunOptions`; ``progress`` is called with the run id).
     replicates : int, optional
         Run every grid point as this many replicates (:mod:`voxelbone.replicates`): point
         ``<run id>`` becomes a set of replicates in ``out_dir/runs/<run id>/`` with its own
@@ -362,15 +366,13 @@ def run_sweep(
     _write_sweep_json(study, sweep, runs)
 
     if replicates is not None:
-        return _run_replicated_sweep(study, runs, replicates, scheduler=scheduler, n_workers=n_workers,
-                                     backend=backend, render=render, retries=retries, progress=progress)
+        return _run_replicated_sweep(study, runs, replicates, options)
     statuses: dict[str, str] = {rid: st.value for rid, st in study.states([r.run_id for r in runs]).items()}
     errors: dict[str, str] = {}
     jobs = [Job(r.run_id, r.scenario, study.run(r.run_id).path) for r in runs
             if statuses[r.run_id] != RunState.COMPLETED.value]
     if jobs:
-        done = run_jobs(jobs, scheduler=scheduler, n_workers=n_workers, backend=backend, render=render,
-                        retries=retries, progress=progress)
+        done = run_jobs(jobs, options=options)
         for name, res in done.items():
             statuses[name] = res["status"]
             if res["error"]:
@@ -379,8 +381,7 @@ def run_sweep(
     return SweepReport(study.path, statuses, errors, csv_path, pq_path)
 
 
-def _run_replicated_sweep(study: StudyFolder, runs: list[RunSpec], n: int, *, progress: Callable[[str, str], None] | None,
-                          **cluster: Any) -> SweepReport:
+def _run_replicated_sweep(study: StudyFolder, runs: list[RunSpec], n: int, options: RunOptions | None) -> SweepReport:
     """Every grid point as ``n`` replicates, all on one cluster; a summary per point."""
     from .replicates import prepare_folder, replicate_jobs, write_summary  # deferred: imports this module  # noqa: PLC0415
 
@@ -391,7 +392,7 @@ def _run_replicated_sweep(study: StudyFolder, runs: list[RunSpec], n: int, *, pr
             raise ValueError(f"{point.path} holds a run without replicates; use a new --out folder for --replicates")
         prepare_folder(point, r.scenario, n, resume=True)
         jobs += replicate_jobs(r.scenario, point, n, name_prefix=f"{r.run_id}/")
-    done = run_jobs(jobs, progress=progress, **cluster)
+    done = run_jobs(jobs, options=options)
     statuses: dict[str, str] = {}
     errors: dict[str, str] = {}
     for r in runs:

@@ -1,0 +1,63 @@
+"""The README's calibration table: ``abmd_pct`` of every clinical preset at both sites, with 95 % intervals.
+
+    python benchmarks/calibration_table.py [--workers 2] [--record FILE] [--from-record]
+
+Runs every preset of ``voxelbone.calibration.CLINICAL_TARGETS`` at the lumbar spine and the
+femoral neck in the geometry of ``tests/test_calibration.py`` (a 3.84 mm cube: 128³ phantoms
+at 30 µm; 192³ phantoms at 20 µm block-averaged to 96³ at 40 µm; 10-day steps; seeds 1, 2, 3;
+one year, two for GH therapy), in parallel worker processes. Writes the record (per-seed
+annual changes, machine, date, commit, wall time; default ``benchmarks/calibration_table.json``)
+and puts the table between the ``calibration-table`` marker comments of README.md and
+docs/user-guide/calibration.md. ``--from-record`` rewrites the tables from the record
+without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from voxelbone.calibration import calibration_cells, calibration_markdown, replace_between_markers, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = (ROOT / "README.md", ROOT / "docs" / "user-guide" / "calibration.md")
+MARKER = "calibration-table"
+
+
+def caption(record: dict) -> str:
+    """The line under the table: where, when and how long."""
+    commit = record.get("git_commit") or "unknown"
+    dirty = " with uncommitted changes" if commit.endswith("-dirty") else ""
+    return (f"Measured {record['date']} at commit `{commit[:12]}`{dirty} on {record['machine']}, "
+            f"{record['n_workers']} worker processes: {record['wall_s'] / 60:.1f} min wall time. "
+            "Regenerate: `python benchmarks/calibration_table.py`.")
+
+
+def write_pages(record: dict) -> None:
+    """Put the table and its caption between the markers of every page."""
+    block = calibration_markdown(record) + "\n\n" + caption(record)
+    for page in PAGES:
+        page.write_text(replace_between_markers(page.read_text(encoding="utf-8"), MARKER, block), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    ap.add_argument("--record", type=Path, default=ROOT / "benchmarks" / "calibration_table.json")
+    ap.add_argument("--from-record", action="store_true", help="rewrite the tables from the record, run nothing")
+    args = ap.parse_args(argv)
+    if args.from_record:
+        record = json.loads(args.record.read_text(encoding="utf-8"))
+    else:
+        record = run_study(calibration_cells(), n_workers=args.workers, progress=lambda t: print(t, flush=True))
+        args.record.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    write_pages(record)
+    print(calibration_markdown(record))
+    print(caption(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

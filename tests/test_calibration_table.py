@@ -1,0 +1,130 @@
+"""The calibration table and the invariance matrix: built from their recorded studies, with intervals.
+
+Fast: nothing here simulates. The study records (``benchmarks/calibration_table.json``,
+``benchmarks/invariance_matrix.json``) are written by ``benchmarks/calibration_table.py`` and
+``benchmarks/invariance_matrix.py``; the README's and the docs' tables must be what the
+records say.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from voxelbone.calibration import (
+    CLINICAL_TARGETS,
+    StudyCell,
+    calibration_cells,
+    calibration_markdown,
+    invariance_cells,
+    invariance_markdown,
+    replace_between_markers,
+    run_study,
+    study_volume,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _between(text: str, name: str) -> str:
+    return text.split(f"<!-- {name}:start -->\n", 1)[1].split(f"\n<!-- {name}:end -->", 1)[0]
+
+
+def _record(values: dict[str, list[float]]) -> dict:
+    """A study record whose every cell of the calibration table has these abmd_pct values per seed."""
+    cells = {}
+    for c in calibration_cells():
+        v = values.get(c.preset, [1.0, 1.0, 1.0])
+        cells[c.key] = {"change_pct_per_yr": {"abmd_pct": v, "tb_vbmd_mg_cm3": v, "bv_tv": v}, "date": "d",
+                        "git_commit": "c"}
+    return {"cells": cells, "machine": "m"}
+
+
+def test_readme_and_docs_hold_the_recorded_calibration_table():
+    script = _script("calibration_table")
+    record = json.loads((ROOT / "benchmarks" / "calibration_table.json").read_text(encoding="utf-8"))
+    want = calibration_markdown(record) + "\n\n" + script.caption(record)
+    for page in script.PAGES:
+        assert _between(page.read_text(encoding="utf-8"), script.MARKER) == want, f"{page.name}: regenerate with " \
+            "python benchmarks/calibration_table.py --from-record"
+    # every preset of the clinical table at both sites and both calibrated voxel sizes, 3 seeds each
+    assert {(c["preset"], c["site"], c["voxel_size_um"]) for c in record["cells"].values()} == {
+        (p, s, v) for p in CLINICAL_TARGETS for s in ("lumbar_spine", "femoral_neck") for v in (30.0, 40.0)}
+    assert all(len(c["change_pct_per_yr"]["abmd_pct"]) == 3 for c in record["cells"].values())
+
+
+def test_calibration_table_shows_interval_range_and_resolution():
+    # MHT: mean +6 inside +5..+7 at the lumbar spine, interval excludes zero; TRT: mean +1,
+    # interval [-3.97, +5.97] includes zero -> unresolved, and outside +4..+8
+    text = calibration_markdown(_record({"mht_estradiol_progesterone": [5.0, 6.0, 7.0], "trt": [-1.0, 1.0, 3.0]}))
+    mht = next(line for line in text.splitlines() if line.startswith("| mht_estradiol_progesterone | lumbar spine | 30"))
+    trt = next(line for line in text.splitlines() if line.startswith("| trt | lumbar spine | 30"))
+    assert mht.endswith("| +6.00 [+3.52, +8.48] | +5 … +7 | yes | yes |"), mht
+    assert trt.endswith("| +1.00 [-3.97, +5.97] | +4 … +8 | no | no |"), trt
+    gh = next(line for line in text.splitlines() if line.startswith("| gh_peptide_sermorelin"))
+    assert gh.startswith("| gh_peptide_sermorelin (2 yr) |")  # GH is evaluated over two years
+
+
+def test_invariance_page_marks_cells_not_run_and_judges_measured_ones():
+    cells = invariance_cells(["trt"], edges_mm=(1.92, 3.84), voxel_sizes_um=(40.0,))
+    record = {"cells": {c.key: {"change_pct_per_yr": {"abmd_pct": [4.0, 4.2, 4.4], "tb_vbmd_mg_cm3": [8.0] * 3,
+                                                       "bv_tv": v}, "date": "d", "git_commit": "c"}
+                        for c, v in zip(cells, ([2.0] * 3, [4.0] * 3))}, "machine": "m"}
+    full = invariance_cells(["trt"], edges_mm=(1.92, 3.84, 7.68), voxel_sizes_um=(40.0,))
+    text = invariance_markdown(record, full, "CMD")
+    assert "| trt | 7.68 mm | 40 µm | not run here | not run here | not run here |" in text
+    assert "`CMD`" in text
+    # BV/TV +2 and +4 %/yr: 1.0 from their mean +3, tolerance max(0.5, 0.6) -> disagree;
+    # abmd_pct +4.2 at both -> agree
+    assert "| trt | BV/TV | 2 of 3 | +3.00 | 1.00 (±0.60) | disagree |" in text
+    assert "| trt | `abmd_pct` | 2 of 3 | +4.20 | 0.00 (±0.84) | agree |" in text
+
+
+def test_full_invariance_matrix_is_the_issue_s():
+    cells = invariance_cells()
+    assert {c.preset for c in cells} == {*CLINICAL_TARGETS, "teriparatide", "hyperparathyroidism",
+                                         "glucocorticoid_excess"}
+    assert {(c.edge_mm, c.voxel_size_um) for c in cells} == {(e, v) for e in (1.92, 3.84, 7.68) for v in (20, 30, 40)}
+    assert all(c.years_run == 1.0 and c.seeds == (1, 2, 3) for c in cells)
+    assert StudyCell("trt", "lumbar_spine", 7.68, 20.0).size == 384
+
+
+def test_markers_are_replaced_once_and_missing_ones_refused():
+    text = "a\n<!-- t:start -->\nold\n<!-- t:end -->\nb"
+    assert replace_between_markers(text, "t", "new") == "a\n<!-- t:start -->\nnew\n<!-- t:end -->\nb"
+    with pytest.raises(ValueError, match="expected one"):
+        replace_between_markers("no markers", "t", "x")
+    with pytest.raises(ValueError, match="expected one"):
+        replace_between_markers("<!-- t:end --> <!-- t:start -->", "t", "x")
+
+
+def test_study_refuses_bad_cells_before_running_and_reuses_recorded_ones():
+    with pytest.raises(ValueError, match="whole number"):
+        run_study([StudyCell("trt", "lumbar_spine", 2.0, 30.0)], n_workers=1)
+    with pytest.raises(ValueError, match="no volume recipe"):
+        study_volume("lumbar_spine", 1.92, 25.0, 1)
+    with pytest.raises(ValueError, match="repeat"):
+        run_study([StudyCell("trt", "lumbar_spine", 1.92, 40.0)] * 2)
+    # every cell already recorded with the same seeds: nothing runs (no worker is started)
+    cell = StudyCell("trt", "lumbar_spine", 1.92, 40.0, (1, 2))
+    old = {"cells": {cell.key: {"seeds": [1, 2], "change_pct_per_yr": {"abmd_pct": [1.0, 2.0]}}}, "wall_s": 5.0}
+    out = run_study([cell], n_workers=1, record=old)
+    assert out["cells"] == old["cells"] and out["wall_s"] == pytest.approx(5.0, abs=1.0)
+
+
+def test_invariance_page_holds_the_recorded_matrix():
+    script = _script("invariance_matrix")
+    record = json.loads((ROOT / "benchmarks" / "invariance_matrix.json").read_text(encoding="utf-8"))
+    want = invariance_markdown(record, invariance_cells(), script.COMMAND)
+    assert _between(script.PAGE.read_text(encoding="utf-8"), script.MARKER) == want, \
+        "regenerate with python benchmarks/invariance_matrix.py --from-record"

@@ -117,3 +117,16 @@ def test_run_summary_gives_the_abmd_change_in_points_per_year():
     lines = {ln.split()[0]: ln.split() for ln in summary_table(rows).splitlines()[1:3]}
     assert float(lines["aBMD"][3]) == pytest.approx(-2.0)
     assert float(lines["BV/TV"][3]) == pytest.approx(-5.0)
+
+
+def test_replicate_summary_gives_the_abmd_change_in_points_per_year():
+    # abmd_pct starts at 0 in every replicate: a relative change would be undefined (NaN,
+    # "unresolved"); its change is in points per year, with an interval that can resolve
+    from voxelbone.replicates import summarize
+
+    reps = [[{"year": 0.0, "bv_tv": 0.1, "abmd_pct": 0.0}, {"year": 2.0, "bv_tv": 0.1 - d, "abmd_pct": -2.0 * k}]
+            for k, d in ((1.0, 0.010), (1.1, 0.012), (0.9, 0.008))]
+    rows = {r["metric"]: r for r in summarize(reps)}
+    assert rows["abmd_pct"]["change_pct_per_yr_mean"] == pytest.approx(-1.0)
+    assert rows["abmd_pct"]["resolved"]
+    assert rows["bv_tv"]["change_pct_per_yr_mean"] == pytest.approx(-5.0)

@@ -23,6 +23,7 @@ from ._version import __version__
 from .backend import BackendError, cupy_available, get_backend
 from .bench import compare_records, format_table, load_record, write_record
 from .runfolder import RunFolder, RunState, StudyFolder
+from .intervals import POINT_METRICS
 from .rve import rve_warnings
 from .scenario import Period, Scenario, load_scenario
 from .units import DAYS_PER_YEAR
@@ -44,7 +45,6 @@ SUMMARY_METRICS: tuple[tuple[str, str, str, float], ...] = (
     ("abmd_pct", "aBMD", "% of day 0 (DXA-equivalent): change in points/yr", 1.0),
 )
 #: Metrics that are already a change from day 0 (their annual change is a difference, not a ratio).
-RELATIVE_METRICS = frozenset({"abmd_pct"})
 DEFAULT_RUN_DIR = Path("results/run")
 
 EPILOG = """examples:
@@ -173,7 +173,7 @@ def summary_table(rows: Sequence[dict[str, Any]], voxel_size_um: float | None = 
         if key not in first:
             continue
         a, b = float(first[key]), float(last[key])
-        if key in RELATIVE_METRICS:
+        if key in POINT_METRICS:
             rate = (b - a) / years
         else:
             rate = (b - a) / abs(a) / years * 100 if a != 0.0 and math.isfinite(a) and math.isfinite(b) else float("nan")

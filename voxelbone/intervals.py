@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["CONFIDENCE", "Interval", "annual_change_pct", "paired_interval", "t_interval"]
+__all__ = ["POINT_METRICS", "CONFIDENCE", "Interval", "annual_change_pct", "paired_interval", "t_interval"]
 
 #: Confidence level of every interval voxelbone reports.
 CONFIDENCE = 0.95
@@ -99,11 +99,24 @@ def paired_interval(a: Sequence[float], b: Sequence[float], confidence: float = 
     return t_interval(xb - xa, confidence)
 
 
-def annual_change_pct(rows: Sequence[Mapping[str, Any]], key: str) -> float:
-    """Annualised relative change of ``key`` from the first to the last row, in %/yr.
+#: Columns that are already a change from day 0 in % (their day-0 value is 0): their annual
+#: change is the change in percentage points per year, not a relative change of the column.
+POINT_METRICS: frozenset[str] = frozenset({"abmd_pct"})
 
-    ``(last − first) / |first| / (year_last − year_first) · 100``; NaN when the first
-    value is zero or either is not a finite number.
+
+def annual_change_pct(rows: Sequence[Mapping[str, Any]], key: str) -> float:
+    """Annualised change of ``key`` from the first to the last row, in %/yr.
+
+    ``(last − first) / |first| / (year_last − year_first) · 100``, except for the columns of
+    :data:`POINT_METRICS` (already a change from day 0 in %), whose change is
+    ``(last − first) / (year_last − year_first)`` in percentage points per year. NaN when a
+    relative change's first value is zero or either value is not a finite number.
+
+    Examples
+    --------
+    >>> rows = [{"year": 0.0, "bv_tv": 0.20, "abmd_pct": 0.0}, {"year": 2.0, "bv_tv": 0.19, "abmd_pct": -3.0}]
+    >>> round(annual_change_pct(rows, "bv_tv"), 6), annual_change_pct(rows, "abmd_pct")
+    (-2.5, -1.5)
     """
     if len(rows) < 2:
         raise ValueError(f"an annual change needs at least two metrics rows, got {len(rows)}")
@@ -113,6 +126,10 @@ def annual_change_pct(rows: Sequence[Mapping[str, Any]], key: str) -> float:
         a, b = float(first[key]), float(last[key])
     except (KeyError, TypeError, ValueError):
         return math.nan
-    if years <= 0.0 or a == 0.0 or not (math.isfinite(a) and math.isfinite(b)):
+    if years <= 0.0 or not (math.isfinite(a) and math.isfinite(b)):
+        return math.nan
+    if key in POINT_METRICS:
+        return (b - a) / years
+    if a == 0.0:
         return math.nan
     return (b - a) / abs(a) / years * 100.0

@@ -187,10 +187,7 @@ def annual_changes(study: StudyFolder) -> tuple[list[int], dict[str, list[float]
     metrics = [key for key, *_ in TABLE_METRICS if key in tables[0][0]]
     changes: dict[str, list[float]] = {}
     for m in metrics:
-        if m == "abmd_pct":
-            changes[m] = [float(rows[-1][m]) / (float(rows[-1]["year"]) - float(rows[0]["year"])) for rows in tables]
-        else:
-            changes[m] = [annual_change_pct(rows, m) for rows in tables]
+        changes[m] = [annual_change_pct(rows, m) for rows in tables]
     return seeds, changes
 
 

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from .scenario import Period, Scenario
 from .sites import get_site
 
-__all__ = ["NOT_STUDIED", "POINT_METRICS", "RVE_EDGE_MM", "RVE_RECORD", "RVE_STUDY", "STUDY_NAMES", "RveEntry",
+__all__ = ["NOT_STUDIED", "RVE_EDGE_MM", "RVE_RECORD", "RVE_STUDY", "STUDY_NAMES", "RveEntry",
            "markdown_table", "rve_study", "rve_warnings", "sample_edge_mm"]
 
 
@@ -77,20 +77,6 @@ NOT_STUDIED: tuple[str, ...] = ()
 _LABELS = {"bv_tv": "BV/TV", "tb_th_um": "Tb.Th", "tb_sp_um": "Tb.Sp", "tb_n_per_mm": "Tb.N",
            "conn_d_per_mm3": "Conn.D", "ct_th_um": "Ct.Th", "ct_po": "Ct.Po", "bmd_mg_cm3": "BMD",
            "tb_vbmd_mg_cm3": "Tb.vBMD", "ct_vbmd_mg_cm3": "Ct.vBMD", "abmd_pct": "aBMD (abmd_pct)"}
-
-#: Columns that are already a change from day 0 in % (their day-0 value is 0): their annual
-#: change is the change in percentage points per year, not a relative change of the column.
-POINT_METRICS: tuple[str, ...] = ("abmd_pct",)
-
-
-def _points_per_year(rows: Sequence[dict[str, Any]], key: str) -> float:
-    """Change of ``key`` from the first to the last metrics row, in points per year (NaN where missing)."""
-    try:
-        years = float(rows[-1]["year"]) - float(rows[0]["year"])
-        return (float(rows[-1][key]) - float(rows[0][key])) / years if years > 0 else float("nan")
-    except (KeyError, TypeError, ValueError, IndexError):
-        return float("nan")
-
 
 def sample_edge_mm(scenario: Scenario) -> float | None:
     """The phantom's cube edge in mm (the site's defaults where the scenario leaves them); None for an input file."""
@@ -158,7 +144,6 @@ def rve_study(out_dir: str | Path, sizes: Sequence[int], n_replicates: int, *, p
     # deferred: the study runs simulations (Numba, Dask); the table and the warning do not need them
     import time  # noqa: PLC0415
 
-    from .intervals import t_interval  # noqa: PLC0415
     from .replicates import prepare_folder, replicate_jobs, summary_intervals, write_summary  # noqa: PLC0415
     from .results import write_json  # noqa: PLC0415
     from .runfolder import RunState, StudyFolder, git_commit  # noqa: PLC0415
@@ -186,9 +171,6 @@ def rve_study(out_dir: str | Path, sizes: Sequence[int], n_replicates: int, *, p
         edges.append(edge)
         point = study.study(f"size={size}")
         intervals = summary_intervals(write_summary(point))
-        for m in POINT_METRICS:  # a relative change of a column that starts at 0 is undefined
-            if m in intervals:
-                intervals[m] = t_interval([_points_per_year(f.read_metrics(), m) for f in point.replicates()])
         for m, iv in intervals.items():
             per_metric.setdefault(m, []).append({"edge_mm": edge, "mean": iv.mean, "low": iv.low, "high": iv.high,
                                                  "resolved": iv.resolved})

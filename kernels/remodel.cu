@@ -131,14 +131,17 @@ __device__ __forceinline__ float vb_grad_axis(const float* __restrict__ bone, co
 // that reaches another pore or the marrow through the wall is a perforation (not refilled):
 // neighbouring canals coalesce and canals near the endosteum open into the marrow.
 
-// March into the bone along -n up to depth a: leaving the bone again perforates the wall.
-__device__ __forceinline__ int vb_wall_perforates(const float* __restrict__ bone, const unsigned char* __restrict__ region,
-                                                  const vb_grid g, float cz, float cy, float cx,
-                                                  float nz_, float ny_, float nx_, float a) {
+// March into the bone along -n to the full cavity depth a (voxels): leaving the bone again
+// means the cavity reaches the far surface of its trabecula or wall, a perforation. Samples
+// every half voxel and a last one at exactly a, so the decision does not depend on the voxel
+// size (NumPy twin: cpu._perforates).
+__device__ __forceinline__ int vb_perforates(const float* __restrict__ bone, const unsigned char* __restrict__ region,
+                                             const vb_grid g, float cz, float cy, float cx,
+                                             float nz_, float ny_, float nx_, float a) {
     int entered = 0;
-    int kmax = (int)floorf(2.0f * a);
+    int kmax = (int)ceilf(2.0f * a);
     for (int k = 1; k <= kmax; ++k) {
-        float s = 0.5f * (float)k;
+        float s = fminf(0.5f * (float)k, a);
         vb_i64 pz = (vb_i64)floorf(cz - s * nz_ + 0.5f);
         vb_i64 py = (vb_i64)floorf(cy - s * ny_ + 0.5f);
         vb_i64 px = (vb_i64)floorf(cx - s * nx_ + 0.5f);
@@ -183,7 +186,7 @@ __device__ __forceinline__ vb_cavity vb_make_wall_cavity(const float* __restrict
     vb_i64 e = (vb_i64)ceilf(fmaxf(c.a, c.b) + 1.0f);
     c.ey = e; c.ex = e;
     c.ez = (vb_i64)ceilf(fmaxf(c.a, c.bz) + 1.0f);
-    c.perforated = vb_wall_perforates(bone, region, g, c.cz, c.cy, c.cx, c.nz_, c.ny_, c.nx_, c.a);
+    c.perforated = vb_perforates(bone, region, g, c.cz, c.cy, c.cx, c.nz_, c.ny_, c.nx_, c.a);
     return c;
 }
 
@@ -260,25 +263,8 @@ __device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bo
     c.cx = (float)x + off * c.nx_;
     vb_i64 e = (vb_i64)ceilf(fmaxf(c.a, c.b) + 1.0f);
     c.ez = e; c.ey = e; c.ex = e;
-    // Perforation: march into the bone along -n up to the cavity depth; leaving the bone
-    // again means the cavity goes through the trabecula.
-    int entered = 0;
-    int kmax = (int)floorf(2.0f * c.a);
-    for (int k = 1; k <= kmax; ++k) {
-        float s = 0.5f * (float)k;
-        vb_i64 pz = (vb_i64)floorf(c.cz - s * c.nz_ + 0.5f);
-        vb_i64 py = (vb_i64)floorf(c.cy - s * c.ny_ + 0.5f);
-        vb_i64 px = (vb_i64)floorf(c.cx - s * c.nx_ + 0.5f);
-        if (pz < 0 || pz >= g.nz || py < 0 || py >= g.ny || px < 0 || px >= g.nx) break;
-        vb_i64 j = vb_index(g, pz, py, px);
-        if (region[j] == VB_OUTSIDE) break;
-        if (bone[j] >= 0.5f) {
-            entered = 1;
-        } else if (entered) {
-            c.perforated = 1;
-            break;
-        }
-    }
+    // Perforation: the cavity goes through the trabecula.
+    c.perforated = vb_perforates(bone, region, g, c.cz, c.cy, c.cx, c.nz_, c.ny_, c.nx_, c.a);
     return c;
 }
 

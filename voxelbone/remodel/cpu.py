@@ -156,12 +156,19 @@ def make_cavity(state: RemodelState, si: int, seed: int, step: int, sc: StepScal
 
 def _perforates(state: RemodelState, cz: np.float32, cy: np.float32, cx: np.float32, n_z: np.float32,
                 n_y: np.float32, n_x: np.float32, a: np.float32) -> bool:
-    """March into the bone along −n up to the cavity depth: leaving the bone again perforates."""
+    """March into the bone along −n to the full cavity depth: leaving the bone again perforates.
+
+    The cavity perforates its trabecula (or cortical wall) when it reaches the far surface:
+    samples every half voxel and a last one at exactly the depth ``a`` (voxels), so the
+    decision is the same at every voxel size. Stopping at the last whole half-step left
+    the deepest up to half a voxel unseen (20 µm at 40 µm voxels): coarse grids saw a third
+    of the perforations fine ones saw (``vb_perforates``).
+    """
     bone, region = state.bone, state.region
     nz, ny, nx = bone.shape
     entered = False
-    for k in range(1, int(np.floor(f32(2.0) * a)) + 1):
-        s = _HALF * f32(k)
+    for k in range(1, int(np.ceil(f32(2.0) * a)) + 1):
+        s = np.minimum(_HALF * f32(k), a)
         pz = int(np.floor(cz - s * n_z + _HALF))
         py = int(np.floor(cy - s * n_y + _HALF))
         px = int(np.floor(cx - s * n_x + _HALF))

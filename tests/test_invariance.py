@@ -48,7 +48,8 @@ def _changes(preset: str, edge: int, factor: int) -> dict[str, float]:
 # compartment at both voxel sizes. Seeds 1-3 (1.92 mm@20, 1.92 mm@40, 3.84 mm@40 µm), %/yr:
 # teriparatide abmd_pct +7.3/+6.7/+6.0, Tb.vBMD +19.9/+15.5/+15.9, BV/TV +26.1/+24.4/+21.5;
 # untreated -1.55/-1.11/-1.66, -3.30/-3.21/-3.35, -3.79/-3.04/-3.34; MHT +5.57/+5.02/+5.06,
-# +10.7/+8.7/+9.2, +7.5/+6.3/+6.6.
+# +10.7/+8.7/+9.2, +7.5/+6.3/+6.6. Since the perforation test walks to the full cavity depth,
+# untreated abmd_pct -1.68/-1.29/-1.76 and BV/TV -3.96/-3.47/-3.58 (docs/model.md).
 NOT_YET: dict[tuple[str, str], str] = {}
 
 

@@ -65,6 +65,15 @@ def test_import_is_light() -> None:
     assert out == ""
 
 
+def test_cli_import_is_light() -> None:
+    """The CLI answers ``--help`` and argument errors without Numba, SciPy, plotting or Dask."""
+    code = ("import sys, voxelbone.cli; heavy = ['numba', 'scipy', 'cupy', 'pyvista', 'vtk', 'matplotlib', 'skimage',"
+            " 'itk', 'dask']; print(','.join(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE_DIR.parent).stdout.strip()
+    assert out == ""
+
+
 # --------------------------------------------------------------------------------------
 # import graph
 # --------------------------------------------------------------------------------------

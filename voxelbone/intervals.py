@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["POINT_METRICS", "CONFIDENCE", "Interval", "annual_change_pct", "paired_interval", "t_interval"]
 
@@ -87,6 +86,9 @@ def t_interval(values: Sequence[float] | np.ndarray, confidence: float = CONFIDE
     mean = float(x.mean())
     if n < 2:
         return Interval(mean, math.nan, math.nan, n)
+    # deferred: the CLI imports this module for POINT_METRICS and must answer --help without SciPy's ~0.5 s
+    from scipy import stats  # noqa: PLC0415
+
     half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1) * x.std(ddof=1) / math.sqrt(n))
     return Interval(mean, mean - half, mean + half, n)
 

@@ -89,7 +89,7 @@ LUMBAR_SPINE_DXA = DxaWeights(
 FEMORAL_NECK_DXA = DxaWeights(
     trabecular=0.33, cortical=0.67, region="femoral neck box",
     sources=("Distribution of trabecular and cortical bone related to geometry: a QCT study of the femoral neck. "
-             "Invest Radiol 1997 32:83 (PMID 9039579): trabecular 33 % of the bone mass at the smallest neck "
+             "Invest Radiol 1997 32:83 (PMID 9039579, doi:10.1097/00004424-199702000-00002): trabecular 33 % of the bone mass at the smallest neck "
              "cross-section",),
 )
 

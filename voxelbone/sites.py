@@ -73,7 +73,8 @@ class DxaWeights:
 
 
 #: Lumbar spine, AP L1–L4: the posterior elements (cortical bone, mostly) hold 51.4 ± 4.2 % of
-#: the BMC of an AP DXA scan (Lee et al. 2009, QCT and DXA of L3 in 574 subjects); the vertebral
+#: the BMC of an AP DXA scan (Lee et al. 2009, doi:10.1359/jbmr.090224: QCT and DXA of L3 in
+#: 574 subjects aged 6–25 yr, the share stable after sexual maturity); the vertebral
 #: body's cortical shell holds 21–39 % of the body's bone mass (Eswaran et al. 2006, 2007;
 #: micro-CT of 13 vertebrae), ~30 % taken here. Trabecular share 0.486 × 0.70 = 0.34.
 LUMBAR_SPINE_DXA = DxaWeights(

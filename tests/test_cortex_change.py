@@ -128,6 +128,10 @@ def test_errors_name_the_problem():
 
 
 def test_a_run_writes_the_cortex_change_figure(tmp_path):
+    import imageio.v2 as imageio
+
+    from voxelbone.cortex_change import cortex_change
+    from voxelbone.plots import plot_cortex_change
     from voxelbone.render import run_renders
     from voxelbone.runfolder import RunFolder
 
@@ -138,7 +142,12 @@ def test_a_run_writes_the_cortex_change_figure(tmp_path):
     folder.save_snapshot(_without_layer(start), 365)
     figures = run_renders(folder)
     written = figures["cortex_change"]()
-    assert written == [folder.render_path("cortex_change")] and written[0].stat().st_size > 10_000
+    assert written == [folder.render_path("cortex_change")]
+    # the first snapshot compared with the last: more red than the same figure of no change
+    unchanged = plot_cortex_change(cortex_change(start, start), tmp_path / "unchanged.png",
+                                   title="cortex, year 0.0 to year 1.0")
+    red = [_red(np.asarray(imageio.imread(p))[..., :3].astype(int)).sum() for p in (written[0], unchanged)]
+    assert red[0] > red[1] + 1000, red
     # a volume without a cortex has no cortical change to draw, and says nothing went wrong
     core = RunFolder(tmp_path / "core")
     core.create()

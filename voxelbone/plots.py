@@ -447,12 +447,12 @@ def _cortex_figure(change: Any, title: str = "") -> tuple[Any, dict[str, Any]]:
     endo0, endo1 = change.endosteal_depth_start_um, change.endosteal_depth_end_um
     a = ax["profile"]
     a.plot(depth, change.profile_start_mg_cm3, color="black", lw=1.5, label="start")
-    a.plot(depth, change.profile_end_mg_cm3, color="tab:red", lw=1.5, label="end")
+    a.plot(depth, change.profile_end_mg_cm3, color=CONTOUR_END, lw=1.5, label="end")
     a.set_ylabel("mean density (mg HA/cm³)", fontsize=9)
     a.set_title("density by depth below the periosteum (whole volume)", fontsize=10)
     a2 = ax["profile_change"]
     a2.axhline(0.0, color="grey", lw=0.8)
-    a2.plot(depth, change.profile_end_mg_cm3 - change.profile_start_mg_cm3, color="tab:red", lw=1.5)
+    a2.plot(depth, change.profile_end_mg_cm3 - change.profile_start_mg_cm3, color="black", lw=1.5)
     a2.set_ylabel("end − start (mg HA/cm³)", fontsize=9)
     a2.set_title("density change by depth", fontsize=10)
     for a in (ax["profile"], a2):
@@ -472,7 +472,7 @@ def _cortex_figure(change: Any, title: str = "") -> tuple[Any, dict[str, Any]]:
         edges = np.arange(0.0, t_max + v, v / 2)
         for t, mean, color, style, label in (
                 (change.thickness_start_um, change.ct_th_start_um, "black", "solid", "start"),
-                (change.thickness_end_um, change.ct_th_end_um, "tab:red", "dashed", "end")):
+                (change.thickness_end_um, change.ct_th_end_um, CONTOUR_END, "dashed", "end")):
             if t.size:
                 a.hist(t, bins=edges, histtype="step", density=True, color=color, lw=1.5,
                        label=f"{label}: Ct.Th {mean:.0f} µm")

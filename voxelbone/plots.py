@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from .metrics import local_thickness
 from .results import load_rows, load_snapshot
 from .runfolder import RunFolder, StudyFolder
 from .units import DAYS_PER_YEAR
+
+if TYPE_CHECKING:
+    from .cortex_change import CortexChange
 
 __all__ = [
     "HORMONE_PANELS",
@@ -378,7 +381,7 @@ CORTEX_CHANGE_FLOOR_MG_CM3 = 60.0
 CONTOUR_START, CONTOUR_END = "#00b7eb", "#ff8c00"
 
 
-def _cortex_figure(change: Any, title: str = "") -> tuple[Any, dict[str, Any]]:
+def _cortex_figure(change: CortexChange, title: str = "") -> tuple[Any, dict[str, Any]]:
     """The figure of :func:`plot_cortex_change` and its axes by name (``slice``, ``start``, ``end``,
     ``difference``, ``profile``, ``profile_change``, ``thickness``), not yet saved."""
     from matplotlib.colors import ListedColormap  # noqa: PLC0415
@@ -497,7 +500,7 @@ def _cortex_figure(change: Any, title: str = "") -> tuple[Any, dict[str, Any]]:
 CONTOUR_START_NAME, CONTOUR_END_NAME = "cyan", "orange"
 
 
-def plot_cortex_change(change: Any, path: str | Path, *, title: str = "") -> Path:
+def plot_cortex_change(change: CortexChange, path: str | Path, *, title: str = "") -> Path:
     """The cortex at start and end: a cross-section, its difference, depth profiles and Ct.Th.
 
     Panels, top: the start cross-section (tissue mineral density) with the magnified window
@@ -513,7 +516,7 @@ def plot_cortex_change(change: Any, path: str | Path, *, title: str = "") -> Pat
     Parameters
     ----------
     change
-        A :class:`voxelbone.cortex_change.CortexChange` (:func:`voxelbone.cortex_change.cortex_change`).
+        The two volumes' cortex (:func:`voxelbone.cortex_change.cortex_change`).
     path
         PNG to write.
     title

@@ -57,8 +57,6 @@ class CortexChange:
         Tissue mineral density of the cross-section (``TMD_MAX_MG_CM3 × mineral``; 0 outside).
     cortex_start, cortex_end : ndarray of bool, shape (ny, nx)
         Contoured cortical compartment (bone and intracortical pores) in the cross-section.
-    outside : ndarray of bool, shape (ny, nx)
-        Beyond the periosteal envelope in the cross-section.
     window : (slice, slice)
         The magnified part of the cross-section (y, x): the cortex and the trabecular bone
         behind it, around the endosteal contour nearest the slice's centre.
@@ -78,7 +76,6 @@ class CortexChange:
     density_end_mg_cm3: np.ndarray
     cortex_start: np.ndarray
     cortex_end: np.ndarray
-    outside: np.ndarray
     window: tuple[slice, slice]
     depth_um: np.ndarray
     profile_start_mg_cm3: np.ndarray
@@ -210,10 +207,13 @@ def cortex_change(before: BoneVolume, after: BoneVolume, *, slice_z: int | None 
     z = int(slice_z)
     side = max(WINDOW_MIN_VOXELS, int(math.ceil(WINDOW_CT_TH * ct_th / v)))
     ref = c0[z] if c0[z].any() else c1[z]
-    window = _window(ref, inside[z] & ~ref, side) if ref.any() else (slice(0, before.shape[1]), slice(0, before.shape[2]))
+    if ref.any():
+        window = _window(ref, inside[z] & ~ref, side)
+    else:
+        window = (slice(0, before.shape[1]), slice(0, before.shape[2]))
     return CortexChange(
         voxel_size_um=v, slice_z=z, density_start_mg_cm3=m0[z].copy(), density_end_mg_cm3=m1[z].copy(),
-        cortex_start=c0[z].copy(), cortex_end=c1[z].copy(), outside=~inside[z], window=window,
+        cortex_start=c0[z].copy(), cortex_end=c1[z].copy(), window=window,
         depth_um=(np.arange(n_bins) + 0.5) * v, profile_start_mg_cm3=prof0, profile_end_mg_cm3=prof1,
         cortex_share_start=share0, cortex_share_end=share1,
         thickness_start_um=lt0.astype(np.float32), thickness_end_um=lt1.astype(np.float32))

@@ -60,6 +60,12 @@ def test_difference_is_the_removed_layer_and_nothing_else(removed):
     at = LAYER - PERI
     assert change[at] < -0.5 * 0.9 * TMD_MAX_MG_CM3
     assert np.all(np.abs(np.delete(change, at)) < 1e-3)
+    # the map over the cortex's face: a voxel of dense bone lost between the rods, nothing at them
+    assert c.map_axis == "x" and c.bone_change_map_um.shape == (N, N)
+    rods = np.zeros(N, bool)
+    for x in (8, 20, 32):
+        rods[x:x + 3] = True
+    assert np.allclose(c.bone_change_map_um[:, ~rods], -V_UM) and np.all(c.bone_change_map_um[:, rods] == 0.0)
     # the contoured cortex loses the layer: one voxel of mean depth, and Ct.Th falls
     assert c.endosteal_depth_start_um - c.endosteal_depth_end_um == pytest.approx(V_UM, abs=0.25 * V_UM)
     assert c.ct_th_end_um < c.ct_th_start_um
@@ -83,6 +89,7 @@ def test_a_third_of_a_voxel_shows_though_the_mask_does_not_move():
     d = c.difference_mg_cm3
     assert d[LAYER].min() == pytest.approx(-0.3 * TMD_MAX_MG_CM3, rel=1e-5)  # ... its density is not
     assert (c.profile_end_mg_cm3 - c.profile_start_mg_cm3)[LAYER - PERI] < -100.0
+    assert c.bone_change_map_um.min() == pytest.approx(-V_UM / 3.0, rel=1e-5)  # a third of a voxel: −10 µm
 
 
 def _red(img: np.ndarray) -> np.ndarray:
@@ -112,6 +119,22 @@ def test_red_pixels_lie_on_the_removed_layer(removed):
     assert np.mean([_red(p[None])[0] for p in on]) > 0.9
     assert np.mean([_red(p[None])[0] for p in off]) == 0.0
     _pyplot().close(fig)
+
+
+def test_no_map_when_the_cortex_is_a_ring(tmp_path):
+    from voxelbone.cortex_change import cortex_change
+    from voxelbone.plots import plot_cortex_change
+
+    n = 48
+    z, y, x = np.mgrid[:n, :n, :n]
+    r = np.hypot(y - (n - 1) / 2, x - (n - 1) / 2)
+    region = np.where(r > 21, Region.OUTSIDE, np.where(r > 13, Region.CORTICAL, Region.TRABECULAR)).astype(np.uint8)
+    bone = ((r <= 21) & (r > 13)).astype(np.float32)
+    ring = BoneVolume(bone=bone, mineral=bone, region=region, voxel_size_um=V_UM)
+    c = cortex_change(ring, ring)
+    assert c.bone_change_map_um is None and c.map_axis == ""
+    assert c.cortex_start.any() and np.all(c.difference_mg_cm3 == 0.0)
+    assert plot_cortex_change(c, tmp_path / "ring.png").is_file()  # drawn without the map's panel
 
 
 def test_errors_name_the_problem():

@@ -15,7 +15,12 @@ end volume of one grid:
 * the mean density at each depth below the periosteal surface, over the whole volume,
   at start and end, and the share of each depth that lies in the contoured cortex;
 * the local thickness of every voxel of the contoured cortex (pores filled), at start and
-  end: their means are Ct.Th (:func:`voxelbone.metrics.cortical.cortical_metrics`).
+  end: their means are Ct.Th (:func:`voxelbone.metrics.cortical.cortical_metrics`);
+* where the cortex lies along one face of the volume (a section through the periphery of
+  a bone), a map over that face of the change of cortical bone per unit area: the bone
+  fraction gained minus lost in the start or end cortex, summed through the cortex and
+  times the voxel edge (µm of fully dense bone), so a thinning of a third of a voxel
+  reads −10 µm and a breach of the endocortical wall reads its depth.
 
 The drawing is :func:`voxelbone.plots.plot_cortex_change`.
 """
@@ -68,6 +73,12 @@ class CortexChange:
         Share of the voxels at each depth that lie in the contoured cortex.
     thickness_start_um, thickness_end_um : ndarray, float32
         Local thickness of each voxel of the contoured cortex (pores filled), µm.
+    bone_change_map_um : ndarray or None, shape (nz, n)
+        Change of cortical bone per unit area (µm of fully dense bone, end − start) at
+        each z and position along the face the cortex lies on; None when the cortex does
+        not lie along one face (a whole cross-section's ring, for instance).
+    map_axis : str
+        The in-slice axis of the map's columns (``"x"`` or ``"y"``; ``""`` without a map).
     """
 
     voxel_size_um: float
@@ -84,6 +95,8 @@ class CortexChange:
     cortex_share_end: np.ndarray
     thickness_start_um: np.ndarray
     thickness_end_um: np.ndarray
+    bone_change_map_um: np.ndarray | None = None
+    map_axis: str = ""
 
     @property
     def difference_mg_cm3(self) -> np.ndarray:
@@ -142,6 +155,20 @@ def _window(cortex: np.ndarray, trabecular: np.ndarray, side: int) -> tuple[slic
     y0 = int(np.clip(ys[i] - sy // 2, 0, ny - sy))
     x0 = int(np.clip(xs[i] - sx // 2, 0, nx - sx))
     return slice(y0, y0 + sy), slice(x0, x0 + sx)
+
+
+def _face_axis(cortex: np.ndarray) -> int | None:
+    """The in-slice axis (1: y, 2: x) across which the cortex lies along one face, or None.
+
+    The cortex lies along a face when it spans at most a third of the volume along that
+    axis (a shell seen in a section through a bone's periphery), and not along the other.
+    """
+    extent = []
+    for axis in (1, 2):
+        idx = np.nonzero(cortex.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+        extent.append((idx.max() - idx.min() + 1) / cortex.shape[axis] if idx.size else 1.0)
+    thin = [a for a, e in zip((1, 2), extent) if e <= 1.0 / 3.0]
+    return thin[0] if len(thin) == 1 else None
 
 
 def cortex_change(before: BoneVolume, after: BoneVolume, *, slice_z: int | None = None,
@@ -211,10 +238,17 @@ def cortex_change(before: BoneVolume, after: BoneVolume, *, slice_z: int | None 
         window = _window(ref, inside[z] & ~ref, side)
     else:
         window = (slice(0, before.shape[1]), slice(0, before.shape[2]))
+    axis = _face_axis(c0 | c1)
+    change_map = None
+    if axis is not None:
+        b0 = np.asarray(asnumpy(before.bone), dtype=np.float64)
+        b1 = np.asarray(asnumpy(after.bone), dtype=np.float64)
+        change_map = (np.where(c0 | c1, b1 - b0, 0.0).sum(axis=axis) * v).astype(np.float32)
     return CortexChange(
         voxel_size_um=v, slice_z=z, density_start_mg_cm3=m0[z].copy(), density_end_mg_cm3=m1[z].copy(),
         cortex_start=c0[z].copy(), cortex_end=c1[z].copy(), window=window,
         depth_um=(np.arange(n_bins) + 0.5) * v, profile_start_mg_cm3=prof0, profile_end_mg_cm3=prof1,
         cortex_share_start=share0, cortex_share_end=share1,
-        thickness_start_um=lt0.astype(np.float32), thickness_end_um=lt1.astype(np.float32))
+        thickness_start_um=lt0.astype(np.float32), thickness_end_um=lt1.astype(np.float32),
+        bone_change_map_um=change_map, map_axis={1: "x", 2: "y"}.get(axis or 0, ""))
 

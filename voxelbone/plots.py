@@ -383,7 +383,7 @@ CONTOUR_START, CONTOUR_END = "#00b7eb", "#ff8c00"
 
 def _cortex_figure(change: CortexChange, title: str = "") -> tuple[Any, dict[str, Any]]:
     """The figure of :func:`plot_cortex_change` and its axes by name (``slice``, ``start``, ``end``,
-    ``difference``, ``profile``, ``profile_change``, ``thickness``), not yet saved."""
+    ``difference``, ``profile``, ``profile_change``, ``map`` when there is one, ``thickness``), not yet saved."""
     from matplotlib.colors import ListedColormap  # noqa: PLC0415
     from matplotlib.patches import Rectangle  # noqa: PLC0415
 
@@ -397,7 +397,8 @@ def _cortex_figure(change: CortexChange, title: str = "") -> tuple[Any, dict[str
     top, bottom = fig.subfigures(2, 1, height_ratios=(1.2, 1.0))
     row = top.subplots(1, 4)
     ax = dict(zip(("slice", "start", "end", "difference"), row))
-    ax.update(zip(("profile", "profile_change", "thickness"), bottom.subplots(1, 3)))
+    lower = ("profile", "profile_change") + (("map",) if change.bone_change_map_um is not None else ()) + ("thickness",)
+    ax.update(zip(lower, bottom.subplots(1, len(lower))))
     grey = {"cmap": "gray", "vmin": 0.0, "vmax": TMD_MAX_MG_CM3, "interpolation": "nearest"}
 
     def extent(sy: slice, sx: slice) -> tuple[float, float, float, float]:  # mm, y downwards as in the array
@@ -466,7 +467,21 @@ def _cortex_figure(change: CortexChange, title: str = "") -> tuple[Any, dict[str
         a.set_xlabel("depth below the periosteal surface (µm)", fontsize=9)
         a.grid(alpha=0.3)
         a.tick_params(labelsize=8)
-    ax["profile"].legend(fontsize=7, loc="best")
+    ax["profile"].legend(fontsize=7, loc="upper right")
+
+    if "map" in ax:
+        a, cmap = ax["map"], change.bone_change_map_um
+        nz, nu = cmap.shape
+        lim = max(float(np.percentile(np.abs(cmap), 98)), v)
+        im = a.imshow(cmap, extent=(0.0, nu * v / 1000, nz * v / 1000, 0.0), cmap="RdBu", vmin=-lim, vmax=lim,
+                      interpolation="nearest", aspect="equal")
+        cb = bottom.colorbar(im, ax=a, shrink=0.9)
+        cb.set_label("µm of dense bone (end − start)", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+        a.set_title(f"cortical bone change per area: mean {float(cmap.mean()):+.1f} µm", fontsize=10)
+        a.set_xlabel(f"{change.map_axis} (mm)", fontsize=9)
+        a.set_ylabel("z (mm)", fontsize=9)
+        a.tick_params(labelsize=8)
 
     a = ax["thickness"]
     vals = [t for t in (change.thickness_start_um, change.thickness_end_um) if t.size]
@@ -507,8 +522,10 @@ def plot_cortex_change(change: CortexChange, path: str | Path, *, title: str = "
     marked; the window at start and at end; their difference (end − start density: lost
     red, gained blue, the unchanged bone grey). The contoured cortex of start (cyan) and
     end (orange, dashed) is drawn on each. Bottom: the mean density at each depth below the
-    periosteal surface over the whole volume at start and end, its change, and the local
-    thickness of the contoured cortex at start and end, whose means are Ct.Th. A thinning
+    periosteal surface over the whole volume at start and end, its change, where the cortex
+    lies along one face a map over that face of the cortical bone gained minus lost per unit
+    area (µm of dense bone), and the local thickness of the contoured cortex at start and
+    end, whose means are Ct.Th. A thinning
     below a voxel shows as the loss of density at the endocortical surface and as the
     endosteal contour's move, both on one fixed colour scale
     (±:data:`CORTEX_CHANGE_CLIM_MG_CM3`).

@@ -460,14 +460,14 @@ def _cortex_figure(change: CortexChange, title: str = "") -> tuple[Any, dict[str
     a2.set_ylabel("end − start (mg HA/cm³)", fontsize=9)
     a2.set_title("density change by depth", fontsize=10)
     for a in (ax["profile"], a2):
-        for x, color, style, label in ((endo0, CONTOUR_START, "solid", f"endosteal contour, start: {endo0:.0f} µm"),
-                                       (endo1, CONTOUR_END, "dashed", f"endosteal contour, end: {endo1:.0f} µm")):
+        for x, color, style, label in ((endo0, CONTOUR_START, "solid", f"endosteum, start: {endo0:.0f} µm"),
+                                       (endo1, CONTOUR_END, "dashed", f"endosteum, end: {endo1:.0f} µm")):
             if np.isfinite(x):
                 a.axvline(x, color=color, ls=style, lw=1.3, label=label)
         a.set_xlabel("depth below the periosteal surface (µm)", fontsize=9)
         a.grid(alpha=0.3)
         a.tick_params(labelsize=8)
-    ax["profile"].legend(fontsize=7, loc="upper right")
+    ax["profile"].legend(fontsize=7, loc="center left", bbox_to_anchor=(0.42, 0.55))  # right of the endosteum
 
     if "map" in ax:
         a, cmap = ax["map"], change.bone_change_map_um

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from .metrics import local_thickness
 from .results import load_rows, load_snapshot
 from .runfolder import RunFolder, StudyFolder
 from .units import DAYS_PER_YEAR
+
+if TYPE_CHECKING:
+    from .cortex_change import CortexChange
 
 __all__ = [
     "HORMONE_PANELS",
@@ -36,6 +39,8 @@ __all__ = [
     "plot_run",
     "run_plots",
     "plot_thickness_histograms",
+    "plot_cortex_change",
+    "CORTEX_CHANGE_CLIM_MG_CM3",
 ]
 
 #: (column, label with unit, scale) of the metric panels
@@ -363,6 +368,183 @@ def plot_thickness_histograms(volumes: Mapping[str, Any], path: str | Path, *, b
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+#: Colour range (±, mg HA/cm³) of the density difference of :func:`plot_cortex_change`: half of
+#: fully mineralised bone, one scale for every run.
+CORTEX_CHANGE_CLIM_MG_CM3 = 600.0
+#: Density differences below this (mg HA/cm³) are left uncoloured in the difference image
+#: (secondary mineralisation of a few %; the profiles show them).
+CORTEX_CHANGE_FLOOR_MG_CM3 = 60.0
+#: Colour of the start volume's cortical contour, and of the end volume's.
+CONTOUR_START, CONTOUR_END = "#00b7eb", "#ff8c00"
+
+
+def _cortex_figure(change: CortexChange, title: str = "") -> tuple[Any, dict[str, Any]]:
+    """The figure of :func:`plot_cortex_change` and its axes by name (``slice``, ``start``, ``end``,
+    ``difference``, ``profile``, ``profile_change``, ``map`` when there is one, ``thickness``), not yet saved."""
+    from matplotlib.colors import ListedColormap  # noqa: PLC0415
+    from matplotlib.patches import Rectangle  # noqa: PLC0415
+
+    from .volume import TMD_MAX_MG_CM3  # noqa: PLC0415
+
+    plt = _pyplot()
+    v = change.voxel_size_um
+    ny, nx = change.density_start_mg_cm3.shape
+    wy, wx = change.window
+    fig = plt.figure(figsize=(15.0, 8.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(1.2, 1.0))
+    row = top.subplots(1, 4)
+    ax = dict(zip(("slice", "start", "end", "difference"), row))
+    lower = ("profile", "profile_change") + (("map",) if change.bone_change_map_um is not None else ()) + ("thickness",)
+    ax.update(zip(lower, bottom.subplots(1, len(lower))))
+    grey = {"cmap": "gray", "vmin": 0.0, "vmax": TMD_MAX_MG_CM3, "interpolation": "nearest"}
+
+    def extent(sy: slice, sx: slice) -> tuple[float, float, float, float]:  # mm, y downwards as in the array
+        return (sx.start * v / 1000, sx.stop * v / 1000, sy.stop * v / 1000, sy.start * v / 1000)
+
+    def contours(a: Any, sy: slice, sx: slice) -> None:
+        ys = (np.arange(sy.start, sy.stop) + 0.5) * v / 1000
+        xs = (np.arange(sx.start, sx.stop) + 0.5) * v / 1000
+        for mask, color, style in ((change.cortex_start, CONTOUR_START, "solid"),
+                                   (change.cortex_end, CONTOUR_END, "dashed")):
+            m = mask[sy, sx].astype(float)
+            if 0.0 < m.mean() < 1.0:
+                a.contour(xs, ys, m, levels=[0.5], colors=[color], linestyles=style, linewidths=1.3)
+
+    full = (slice(0, ny), slice(0, nx))
+    a = ax["slice"]
+    a.imshow(change.density_start_mg_cm3, extent=extent(*full), **grey)
+    contours(a, *full)
+    e = extent(wy, wx)
+    a.add_patch(Rectangle((e[0], e[3]), e[1] - e[0], e[2] - e[3], fill=False, ec="yellow", lw=1.5))
+    a.set_title(f"start, slice z = {change.slice_z * v / 1000:.2f} mm", fontsize=10)
+    for name, dens, label in (("start", change.density_start_mg_cm3, "start (magnified)"),
+                              ("end", change.density_end_mg_cm3, "end (magnified)")):
+        im = ax[name].imshow(dens[wy, wx], extent=e, **grey)
+        contours(ax[name], wy, wx)
+        ax[name].set_title(label, fontsize=10)
+    cb = top.colorbar(im, ax=[ax["slice"], ax["start"], ax["end"]], location="bottom", shrink=0.4, aspect=40)
+    cb.set_label("tissue mineral density (mg HA/cm³)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+
+    d = change.difference_mg_cm3[wy, wx]
+    a = ax["difference"]
+    a.imshow(np.minimum(change.density_start_mg_cm3, change.density_end_mg_cm3)[wy, wx], extent=e,
+             cmap=ListedColormap(plt.get_cmap("gray")(np.linspace(0.35, 0.9, 256))), vmin=0.0, vmax=TMD_MAX_MG_CM3,
+             interpolation="nearest")
+    shown = np.ma.masked_where(np.abs(d) < CORTEX_CHANGE_FLOOR_MG_CM3, d)
+    imd = a.imshow(shown, extent=e, cmap="RdBu", vmin=-CORTEX_CHANGE_CLIM_MG_CM3, vmax=CORTEX_CHANGE_CLIM_MG_CM3,
+                   interpolation="nearest")
+    contours(a, wy, wx)
+    a.set_title("end − start: lost red, gained blue", fontsize=10)
+    cb = top.colorbar(imd, ax=a, location="bottom", shrink=0.9, aspect=20)
+    cb.set_label(f"density change (mg HA/cm³; |Δ| < {CORTEX_CHANGE_FLOOR_MG_CM3:g} grey)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    for name in ("slice", "start", "end", "difference"):
+        ax[name].set_xlabel("x (mm)", fontsize=8)
+        ax[name].tick_params(labelsize=7)
+    ax["slice"].set_ylabel("y (mm)", fontsize=8)
+
+    depth = change.depth_um
+    endo0, endo1 = change.endosteal_depth_start_um, change.endosteal_depth_end_um
+    a = ax["profile"]
+    a.plot(depth, change.profile_start_mg_cm3, color="black", lw=1.5, label="start")
+    a.plot(depth, change.profile_end_mg_cm3, color=CONTOUR_END, lw=1.5, label="end")
+    a.set_ylabel("mean density (mg HA/cm³)", fontsize=9)
+    a.set_title("density by depth below the periosteum (whole volume)", fontsize=10)
+    a2 = ax["profile_change"]
+    a2.axhline(0.0, color="grey", lw=0.8)
+    a2.plot(depth, change.profile_end_mg_cm3 - change.profile_start_mg_cm3, color="black", lw=1.5)
+    a2.set_ylabel("end − start (mg HA/cm³)", fontsize=9)
+    a2.set_title("density change by depth", fontsize=10)
+    for a in (ax["profile"], a2):
+        for x, color, style, label in ((endo0, CONTOUR_START, "solid", f"endosteum, start: {endo0:.0f} µm"),
+                                       (endo1, CONTOUR_END, "dashed", f"endosteum, end: {endo1:.0f} µm")):
+            if np.isfinite(x):
+                a.axvline(x, color=color, ls=style, lw=1.3, label=label)
+        a.set_xlabel("depth below the periosteal surface (µm)", fontsize=9)
+        a.grid(alpha=0.3)
+        a.tick_params(labelsize=8)
+    ax["profile"].legend(fontsize=7, loc="center left", bbox_to_anchor=(0.42, 0.55))  # right of the endosteum
+
+    if "map" in ax:
+        a, cmap = ax["map"], change.bone_change_map_um
+        nz, nu = cmap.shape
+        lim = max(float(np.percentile(np.abs(cmap), 98)), v)
+        im = a.imshow(cmap, extent=(0.0, nu * v / 1000, nz * v / 1000, 0.0), cmap="RdBu", vmin=-lim, vmax=lim,
+                      interpolation="nearest", aspect="equal")
+        cb = bottom.colorbar(im, ax=a, shrink=0.9)
+        cb.set_label("µm of dense bone (end − start)", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+        a.set_title(f"cortical bone change per area: mean {float(cmap.mean()):+.1f} µm", fontsize=10)
+        a.set_xlabel(f"{change.map_axis} (mm)", fontsize=9)
+        a.set_ylabel("z (mm)", fontsize=9)
+        a.tick_params(labelsize=8)
+
+    a = ax["thickness"]
+    vals = [t for t in (change.thickness_start_um, change.thickness_end_um) if t.size]
+    if vals:
+        t_max = max(float(t.max()) for t in vals)
+        edges = np.arange(0.0, t_max + v, v / 2)
+        for t, mean, color, style, label in (
+                (change.thickness_start_um, change.ct_th_start_um, "black", "solid", "start"),
+                (change.thickness_end_um, change.ct_th_end_um, CONTOUR_END, "dashed", "end")):
+            if t.size:
+                a.hist(t, bins=edges, histtype="step", density=True, color=color, lw=1.5,
+                       label=f"{label}: Ct.Th {mean:.0f} µm")
+                a.axvline(mean, color=color, ls=style, lw=1.0)
+        a.set_xlim(max(0.0, min(float(t.min()) for t in vals) - 2 * v), t_max + v)
+    a.set_xlabel("local thickness of the contoured cortex (µm)", fontsize=9)
+    a.set_ylabel("fraction of cortex per µm", fontsize=9)
+    a.set_title("cortical thickness distribution", fontsize=10)
+    a.legend(fontsize=7, loc="upper left")
+    a.grid(alpha=0.3)
+    a.tick_params(labelsize=8)
+
+    dth = change.ct_th_end_um - change.ct_th_start_um
+    head = (f"Ct.Th {change.ct_th_start_um:.0f} → {change.ct_th_end_um:.0f} µm ({dth:+.0f} µm, "
+            f"{dth / v:+.2f} voxel of {v:g} µm): contoured cortex, start ({CONTOUR_START_NAME}) and end "
+            f"({CONTOUR_END_NAME}, dashed)")
+    top.suptitle(f"{title}\n{head}" if title else head, fontsize=11)
+    return fig, ax
+
+
+#: Names of the contour colours, for the figure's heading.
+CONTOUR_START_NAME, CONTOUR_END_NAME = "cyan", "orange"
+
+
+def plot_cortex_change(change: CortexChange, path: str | Path, *, title: str = "") -> Path:
+    """The cortex at start and end: a cross-section, its difference, depth profiles and Ct.Th.
+
+    Panels, top: the start cross-section (tissue mineral density) with the magnified window
+    marked; the window at start and at end; their difference (end − start density: lost
+    red, gained blue, the unchanged bone grey). The contoured cortex of start (cyan) and
+    end (orange, dashed) is drawn on each. Bottom: the mean density at each depth below the
+    periosteal surface over the whole volume at start and end, its change, where the cortex
+    lies along one face a map over that face of the cortical bone gained minus lost per unit
+    area (µm of dense bone), and the local thickness of the contoured cortex at start and
+    end, whose means are Ct.Th. A thinning
+    below a voxel shows as the loss of density at the endocortical surface and as the
+    endosteal contour's move, both on one fixed colour scale
+    (±:data:`CORTEX_CHANGE_CLIM_MG_CM3`).
+
+    Parameters
+    ----------
+    change
+        The two volumes' cortex (:func:`voxelbone.cortex_change.cortex_change`).
+    path
+        PNG to write.
+    title
+        First line of the heading (e.g. the years compared).
+
+    Returns
+    -------
+    Path
+        The PNG written.
+    """
+    fig, _ = _cortex_figure(change, title)
     return _save(fig, path)
 
 

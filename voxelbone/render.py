@@ -12,6 +12,8 @@ Scenes:
   or presets at the same year);
 * :func:`render_cortex_cutaway` — the cortex cut open half-way through its thickness, so
   its canals (Ct.Po) show as holes;
+* :func:`run_renders` also offers the cortical-change figure
+  (:func:`voxelbone.plots.plot_cortex_change`, a 2-D figure of cross-sections and profiles);
 * :func:`animate` — structure over the simulated years (GIF and MP4), year and key metrics
   written on each frame;
 * :func:`render_results` — all of the above for a results folder (``voxelbone render``).
@@ -37,7 +39,9 @@ from scipy.ndimage import distance_transform_edt, grey_dilation
 from skimage.measure import marching_cubes
 
 from .backend import asnumpy
+from .cortex_change import cortex_change
 from .metrics import local_thickness
+from .plots import plot_cortex_change
 from .results import load_snapshot
 from .runfolder import RunFolder
 from .units import DAYS_PER_YEAR
@@ -587,8 +591,11 @@ def run_renders(folder: RunFolder, *, options: RenderOptions | None = None,
 
     ``thickness_start``, ``thickness_end``, and with more than one snapshot
     ``before_after``, ``change`` and the animation ``structure`` (GIF and MP4);
-    ``cortex_cutaway`` when the last volume has a cortex. With ``options.color == "sed"``
-    the thickness scenes are replaced by ``sed_end`` and (more than one snapshot)
+    ``cortex_cutaway`` when the last volume has a cortex; ``cortex_change`` (more than one
+    snapshot, a first volume with a cortex): a cross-section of the cortex at start and end,
+    their density difference, depth profiles and Ct.Th
+    (:func:`voxelbone.plots.plot_cortex_change`), where a thinning below a voxel shows.
+    With ``options.color == "sed"`` the thickness scenes are replaced by ``sed_end`` and (more than one snapshot)
     ``sed_before_after``, the bone coloured by strain energy density (:func:`render_sed`;
     one solve per volume, shared by the scenes); with ``options.color`` left ``None``, a
     run that had mechanics on gets ``sed_end`` beside the thickness scenes. Snapshots are
@@ -613,6 +620,13 @@ def run_renders(folder: RunFolder, *, options: RenderOptions | None = None,
         if not (np.asarray(v1.region) == int(Region.CORTICAL)).any():
             return []  # no cortex in this volume: nothing to cut away
         return [render_cortex_cutaway(v1, folder.render_path("cortex_cutaway"), title=y1, options=opts)]
+
+    def cortex() -> list[Path]:
+        v0 = volume(p0)
+        if not (np.asarray(v0.region) == int(Region.CORTICAL)).any():
+            return []  # a volume without a cortex (a core cut inside trabecular bone): no cortical change
+        change = cortex_change(v0, volume(p1))
+        return [plot_cortex_change(change, folder.render_path("cortex_change"), title=f"cortex, {y0} to {y1}")]
 
     def animation() -> list[Path]:
         rows = folder.read_metrics()
@@ -641,6 +655,7 @@ def run_renders(folder: RunFolder, *, options: RenderOptions | None = None,
                                                   title=f"{y0} to {y1}", options=opts)
     figures["cortex_cutaway"] = cutaway
     if len(snaps) > 1:
+        figures["cortex_change"] = cortex
         figures["structure"] = animation
     return figures
 

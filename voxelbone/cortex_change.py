@@ -38,7 +38,7 @@ from .compartments import ContourParams, segment_compartments
 from .metrics import local_thickness
 from .volume import TMD_MAX_MG_CM3, BoneVolume, Region
 
-__all__ = ["CortexChange", "cortex_change"]
+__all__ = ["CortexChange", "cortex_change", "cortex_face"]
 
 #: Depth below the periosteal surface drawn in the profiles, in Ct.Th of the start volume.
 PROFILE_DEPTH_CT_TH = 2.5
@@ -157,18 +157,33 @@ def _window(cortex: np.ndarray, trabecular: np.ndarray, side: int) -> tuple[slic
     return slice(y0, y0 + sy), slice(x0, x0 + sx)
 
 
-def _face_axis(cortex: np.ndarray) -> int | None:
-    """The in-slice axis (1: y, 2: x) across which the cortex lies along one face, or None.
+def cortex_face(cortex: np.ndarray) -> tuple[int, int] | None:
+    """The in-slice axis (1: y, 2: x) across which the cortex lies along one face, and that face's side.
 
     The cortex lies along a face when it spans at most a third of the volume along that
     axis (a shell seen in a section through a bone's periphery), and not along the other.
+
+    Parameters
+    ----------
+    cortex
+        3-D mask (z, y, x) of the cortex.
+
+    Returns
+    -------
+    (axis, side) or None
+        ``side`` is −1 when the cortex lies at the low end of ``axis``, +1 at the high end;
+        None when the cortex does not lie along one face (a ring, or no cortex).
     """
-    extent = []
+    extent, centre = [], []
     for axis in (1, 2):
         idx = np.nonzero(cortex.any(axis=tuple(a for a in range(3) if a != axis)))[0]
         extent.append((idx.max() - idx.min() + 1) / cortex.shape[axis] if idx.size else 1.0)
-    thin = [a for a, e in zip((1, 2), extent) if e <= 1.0 / 3.0]
-    return thin[0] if len(thin) == 1 else None
+        centre.append(0.5 * (idx.min() + idx.max()) if idx.size else 0.0)
+    thin = [(a, c) for a, e, c in zip((1, 2), extent, centre) if e <= 1.0 / 3.0]
+    if len(thin) != 1:
+        return None
+    axis, c = thin[0]
+    return axis, (-1 if c < (cortex.shape[axis] - 1) / 2.0 else 1)
 
 
 def cortex_change(before: BoneVolume, after: BoneVolume, *, slice_z: int | None = None,
@@ -238,7 +253,8 @@ def cortex_change(before: BoneVolume, after: BoneVolume, *, slice_z: int | None 
         window = _window(ref, inside[z] & ~ref, side)
     else:
         window = (slice(0, before.shape[1]), slice(0, before.shape[2]))
-    axis = _face_axis(c0 | c1)
+    face = cortex_face(c0 | c1)
+    axis = face[0] if face else None
     change_map = None
     if axis is not None:
         b0 = np.asarray(asnumpy(before.bone), dtype=np.float64)

@@ -12,6 +12,10 @@ Scenes:
   or presets at the same year);
 * :func:`render_cortex_cutaway` — the cortex cut open half-way through its thickness, so
   its canals (Ct.Po) show as holes;
+* :func:`render_cortex_change` — the cortex seen from the marrow and the trabecular network
+  beside it, the start surface coloured by the bone lost (red) and gained (blue) since, in
+  µm of dense bone per area (:func:`surface_change_um`: partial volume, so a thinning of a
+  third of a voxel shows);
 * :func:`run_renders` also offers the cortical-change figure
   (:func:`voxelbone.plots.plot_cortex_change`, a 2-D figure of cross-sections and profiles);
 * :func:`animate` — structure over the simulated years (GIF and MP4), year and key metrics
@@ -54,6 +58,7 @@ __all__ = [
     "animate",
     "bone_surface",
     "render_change",
+    "render_cortex_change",
     "render_cortex_cutaway",
     "render_grid",
     "render_results",
@@ -62,6 +67,7 @@ __all__ = [
     "render_thickness",
     "run_renders",
     "sed_field",
+    "surface_change_um",
 ]
 
 DEFAULT_MAX_VOXELS = 192**3
@@ -505,6 +511,151 @@ def render_cortex_cutaway(volume: BoneVolume, path: str | Path, *, title: str = 
     return _screenshot(p, path)
 
 
+#: Colours of :func:`render_cortex_change`: bone lost, unchanged, bone gained.
+LOSS_RGB = RESORBED_RGB
+UNCHANGED_RGB = (0.93, 0.91, 0.84)
+GAIN_RGB = (0.13, 0.33, 0.80)
+#: Colour range (±, µm of fully dense bone per unit area) of :func:`render_cortex_change`:
+#: half a 30 µm voxel, one scale for every run, so a thinning of a third of a voxel is red.
+CORTEX_CHANGE_CLIM_UM = 15.0
+_CHANGE_NAME = "bone change (µm)"
+_CHANGE_BAR = {**_THICKNESS_BAR, "title": "bone gained − lost (µm of dense bone)", "fmt": "%.0f"}
+
+
+def surface_change_um(before: np.ndarray, after: np.ndarray, voxel_size_um: float) -> np.ndarray:
+    """Bone gained minus lost per unit area near each voxel, in µm of fully dense bone.
+
+    The change of bone fraction averaged over the 3×3×3 voxels around each voxel, times
+    three voxel edges: at a flat surface that lost (gained) a layer of bone fraction ``f``
+    one voxel deep this reads ``−f × voxel_size_um`` (``+``) on both sides of the surface,
+    so a thinning of a third of a voxel, invisible in the 0.5 isosurface, reads a third of
+    a voxel (the quantity of the map of :func:`voxelbone.cortex_change.cortex_change`,
+    taken locally).
+
+    Parameters
+    ----------
+    before, after
+        Bone fractions of one grid.
+    voxel_size_um
+        Voxel edge (µm).
+    """
+    from scipy.ndimage import uniform_filter  # noqa: PLC0415
+
+    diff = np.asarray(after, dtype=np.float32) - np.asarray(before, dtype=np.float32)
+    return (uniform_filter(diff, size=3, mode="constant") * (3.0 * voxel_size_um)).astype(np.float32)
+
+
+def _surface_in_box(field: np.ndarray, spacing_um: float, scalars: np.ndarray, decimate: float) -> Any:
+    """:func:`bone_surface` of the non-zero part of ``field`` only (meshed in its bounding box, placed in the volume)."""
+    nz = np.nonzero(field.any(axis=(1, 2)))[0], np.nonzero(field.any(axis=(0, 2)))[0], np.nonzero(field.any(axis=(0, 1)))[0]
+    if any(i.size == 0 for i in nz):
+        return bone_surface(field[:0], spacing_um)
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in nz)
+    mesh = bone_surface(field[box], spacing_um, decimate=decimate, scalars=scalars[box], scalars_name=_CHANGE_NAME)
+    if mesh.n_points:
+        mesh.points += np.array([box[2].start, box[1].start, box[0].start], dtype=float) * (spacing_um / 1000.0)
+    return mesh
+
+
+def _cortex_change_scene(before: BoneVolume, after: BoneVolume, title: str, opts: RenderOptions) -> Any:
+    """The plotter of :func:`render_cortex_change`, drawn but not yet saved (None without a cortex)."""
+    from matplotlib.colors import LinearSegmentedColormap  # noqa: PLC0415
+
+    from .cortex_change import cortex_face  # noqa: PLC0415
+
+    if before.shape != after.shape or before.voxel_size_um != after.voxel_size_um:
+        raise ValueError(f"render_cortex_change needs volumes of one grid: {before.shape} at {before.voxel_size_um} µm "
+                         f"vs {after.shape} at {after.voxel_size_um} µm")
+    c0, k = _coarse(before, opts)
+    c1, _ = _coarse(after, opts)
+    spacing = c0.voxel_size_um
+    b0 = np.asarray(c0.bone, dtype=np.float32)
+    b1 = np.asarray(c1.bone, dtype=np.float32)
+    creg = np.asarray(c0.region) == int(Region.CORTICAL)
+    if not creg.any():
+        return None
+    change = surface_change_um(b0, b1, spacing)
+    face = cortex_face(creg)
+    # the cortex's side of the volume along its thin axis (a ring: its low-y half), seen from the marrow;
+    # the network is drawn in that half, on the far side along the other in-slice axis (the viewer looks past it)
+    axis, side = face if face is not None else (1, -1)
+    lateral = 3 - axis
+    idx = np.indices(b0.shape, sparse=True)
+    near = (idx[axis] < b0.shape[axis] / 2.0) if side < 0 else (idx[axis] >= b0.shape[axis] / 2.0)
+    far_half = idx[lateral] < b0.shape[lateral] / 2.0
+    cortex_field = np.where(creg & near, b0, 0.0)
+    network_field = np.where(~creg & near & far_half, b0, 0.0)
+    cmap = LinearSegmentedColormap.from_list("loss_gain", [LOSS_RGB, UNCHANGED_RGB, GAIN_RGB])
+    clim = (-CORTEX_CHANGE_CLIM_UM, CORTEX_CHANGE_CLIM_UM)
+    p = _plotter((1, 1), opts)
+    first = True
+    for field in (cortex_field, network_field):
+        mesh = _surface_in_box(field, spacing, change, opts.decimate)
+        if mesh.n_points:
+            p.add_mesh(mesh, scalars=_CHANGE_NAME, cmap=cmap, clim=clim, smooth_shading=True, specular=0.2,
+                       show_scalar_bar=first, scalar_bar_args=dict(_CHANGE_BAR))
+            if first:
+                _title_over_bar(p, _CHANGE_BAR["title"])
+            first = False
+    vox_mm3 = (before.voxel_size_um / 1000.0) ** 3
+    cort = np.asarray(asnumpy(before.region)) == int(Region.CORTICAL)
+    d = (np.asarray(asnumpy(after.bone), dtype=np.float64) - np.asarray(asnumpy(before.bone), dtype=np.float64))[cort]
+    lost, gained = float(np.clip(-d, 0, None).sum()) * vox_mm3, float(np.clip(d, 0, None).sum()) * vox_mm3
+    p.add_text((title or "cortex change") + "\nthe cortex seen from the marrow, with the trabecular network beside it",
+               position="upper_left", font_size=10, color="black")
+    p.add_text(f"cortex: bone lost {lost:.4f} mm³ (red), gained {gained:.4f} mm³ (blue); start surface coloured\n"
+               + _caption(before, k), position="lower_left", font_size=8, color="black")
+    # camera: from the marrow side of the cortex, above, on the side away from the network
+    direction = np.zeros(3)
+    direction[2 - axis] = -float(side)   # mesh coordinates are (x, y, z) = (axis 2, axis 1, axis 0)
+    direction[2 - lateral] = 0.45
+    direction[2] = 0.5
+    centre = np.array(b0.shape[::-1], dtype=float) * spacing / 2000.0
+    p.camera_position = [tuple(centre + 4.0 * float(np.max(centre)) * direction / np.linalg.norm(direction)),
+                         tuple(centre), (0.0, 0.0, 1.0)]
+    p.reset_camera()
+    p.camera.zoom(0.85)  # room for the colour bar and the texts
+    return p
+
+
+def render_cortex_change(before: BoneVolume, after: BoneVolume, path: str | Path, *, title: str = "",
+                         options: RenderOptions | None = None) -> Path | None:
+    """The start bone surface coloured by the bone lost (red) and gained (blue) since: the cortex from the marrow.
+
+    The cortical compartment of ``before`` (``region == CORTICAL``) is seen from the marrow
+    side, so its endocortical surface, where a cortex thins, faces the viewer; the
+    trabecular network is drawn in the half of the volume beside it, on the far side.
+    Every surface is the 0.5 isosurface of ``before``'s bone fraction coloured by
+    :func:`surface_change_um` (µm of dense bone gained minus lost; ±``CORTEX_CHANGE_CLIM_UM``
+    spans the colours): partial-volume loss shows, so a thinning of a third of a voxel is red
+    though the isosurface has not moved. A cortex along one face of the volume is seen
+    across that face; a cortex all round (a ring) is cut in half along y.
+
+    Parameters
+    ----------
+    before, after
+        Volumes of one grid (e.g. the first and last snapshot); host or device.
+    path
+        PNG to write.
+    title
+        Text at the top left (e.g. the years).
+    options
+        Image size and detail.
+
+    Returns
+    -------
+    Path or None
+        The PNG written; None (nothing written) when ``before`` has no cortical region.
+
+    Raises
+    ------
+    ValueError
+        When the volumes differ in shape or voxel size.
+    """
+    p = _cortex_change_scene(before, after, title, options or RenderOptions())
+    return None if p is None else _screenshot(p, path)
+
+
 def animate(frames: Sequence[tuple[str, BoneVolume]], path: str | Path, *, fps: float = 4.0,
             options: RenderOptions | None = None) -> list[Path]:
     """Animation of a sequence of volumes (one frame each), written as GIF and MP4.
@@ -594,7 +745,10 @@ def run_renders(folder: RunFolder, *, options: RenderOptions | None = None,
     ``cortex_cutaway`` when the last volume has a cortex; ``cortex_change`` (more than one
     snapshot, a first volume with a cortex): a cross-section of the cortex at start and end,
     their density difference, depth profiles and Ct.Th
-    (:func:`voxelbone.plots.plot_cortex_change`), where a thinning below a voxel shows.
+    (:func:`voxelbone.plots.plot_cortex_change`), where a thinning below a voxel shows;
+    ``cortex_change_3d`` (the same runs): the start surface of the cortex seen from the
+    marrow and the trabecular network beside it, coloured by the bone lost (red) and
+    gained (blue) since (:func:`render_cortex_change`).
     With ``options.color == "sed"`` the thickness scenes are replaced by ``sed_end`` and (more than one snapshot)
     ``sed_before_after``, the bone coloured by strain energy density (:func:`render_sed`;
     one solve per volume, shared by the scenes); with ``options.color`` left ``None``, a
@@ -628,6 +782,11 @@ def run_renders(folder: RunFolder, *, options: RenderOptions | None = None,
         change = cortex_change(v0, volume(p1))
         return [plot_cortex_change(change, folder.render_path("cortex_change"), title=f"cortex, {y0} to {y1}")]
 
+    def cortex_3d() -> list[Path]:
+        out = render_cortex_change(volume(p0), volume(p1), folder.render_path("cortex_change_3d"),
+                                   title=f"cortex, {y0} to {y1}", options=opts)
+        return [] if out is None else [out]  # no cortex in the first volume: nothing to draw
+
     def animation() -> list[Path]:
         rows = folder.read_metrics()
         step = max(1, int(math.ceil(len(snaps) / max_frames)))
@@ -656,6 +815,7 @@ def run_renders(folder: RunFolder, *, options: RenderOptions | None = None,
     figures["cortex_cutaway"] = cutaway
     if len(snaps) > 1:
         figures["cortex_change"] = cortex
+        figures["cortex_change_3d"] = cortex_3d
         figures["structure"] = animation
     return figures
 

@@ -177,3 +177,93 @@ def test_a_run_writes_the_cortex_change_figure(tmp_path):
     for day in (0, 365):
         core.save_snapshot(BoneVolume.from_mask(np.array(start.bone) > 0.5, V_UM), day)
     assert run_renders(core)["cortex_change"]() == []
+
+
+def _scene_image(before: BoneVolume, after: BoneVolume):
+    """The 3-D cortical-change scene as an RGB image, and a function from mesh points (mm) to pixels (row, col)."""
+    from vtkmodules.vtkRenderingCore import vtkCoordinate
+
+    from voxelbone.render import RenderOptions, _cortex_change_scene
+
+    p = _cortex_change_scene(before, after, "test", RenderOptions(window_size=(320, 320)))
+    img = np.asarray(p.screenshot(return_img=True))[..., :3].astype(int)
+    h = img.shape[0]
+    coord = vtkCoordinate()
+    coord.SetCoordinateSystemToWorld()
+
+    def pixels(points_mm: np.ndarray) -> np.ndarray:
+        out = []
+        for pt in points_mm:
+            coord.SetValue(*map(float, pt))
+            x, y = coord.GetComputedDoubleDisplayValue(p.renderer)
+            out.append((int(round(h - 1 - y)), int(round(x))))
+        return np.array(out)
+
+    return img, pixels, p
+
+
+def _layer_face_mm(xs, zs) -> np.ndarray:
+    """Points of the start surface's endosteal face over the removed layer (mesh coordinates (x, y, z), mm)."""
+    return np.array([((x + 0.5) * V_UM / 1000, (LAYER + 0.5) * V_UM / 1000, z * V_UM / 1000)
+                     for x in xs for z in zs])
+
+
+def test_3d_render_shows_the_removed_layer_in_red_and_nothing_else():
+    start = _start()
+    img, pixels, p = _scene_image(start, _without_layer(start))
+    h, w = img.shape[:2]
+    body = np.zeros((h, w), bool)
+    body[: int(0.78 * h)] = True   # above the colour bar (which holds red itself)
+    red = _red(img) & body
+    # the endosteal face of the layer on the viewer's side (no network drawn there): red
+    on = pixels(_layer_face_mm([x for x in range(22, N - 1) if not 31 <= x <= 35], range(3, N - 3)))
+    inside = (on[:, 0] >= 0) & (on[:, 0] < h) & (on[:, 1] >= 0) & (on[:, 1] < w)
+    assert inside.all()
+    assert _red(img[on[:, 0], on[:, 1]]).mean() > 0.9
+    # not red: the cortex where the layer was kept (at the rods, x = 20..22 and 32..34) and the cortex's
+    # top face more than two voxels from the layer (both seen: they are drawn, not background)
+    kept = pixels(np.array([(x * V_UM / 1000, (LAYER + 0.5) * V_UM / 1000, z * V_UM / 1000)
+                            for x in (21, 33) for z in range(3, N - 3)]))
+    top = pixels(np.array([(x * V_UM / 1000, y * V_UM / 1000, (N - 0.5) * V_UM / 1000)
+                           for x in range(22, N - 2) for y in range(PERI + 2, LAYER - 2)]))
+    for where in (kept, top):
+        seen = img[where[:, 0], where[:, 1]]
+        assert np.all(np.any(seen < 235, axis=-1)) and not _red(seen).any()
+    assert red.sum() > 500
+    p.close()
+    # no change: no red anywhere on the bone
+    img, _, p = _scene_image(start, start)
+    assert (_red(img) & body).sum() == 0
+    assert (np.any(img < 235, axis=-1) & body).mean() > 0.1   # the bone is drawn
+    p.close()
+
+
+def test_a_run_writes_the_3d_cortex_render(tmp_path):
+    import imageio.v2 as imageio
+
+    from voxelbone.render import RenderOptions, render_cortex_change, run_renders
+    from voxelbone.runfolder import RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    folder.create()
+    start = _start()
+    folder.save_snapshot(start, 0)
+    folder.save_snapshot(_without_layer(start), 365)
+    opts = RenderOptions(window_size=(320, 320))
+    written = run_renders(folder, options=opts)["cortex_change_3d"]()
+    assert written == [folder.render_path("cortex_change_3d")]
+    # the first snapshot compared with the last: red, where the same render of no change has none
+    unchanged = render_cortex_change(start, start, tmp_path / "unchanged.png", title="cortex, year 0.0 to year 1.0",
+                                     options=opts)
+    imgs = [np.asarray(imageio.imread(p))[..., :3].astype(int) for p in (written[0], unchanged)]
+    red = [_red(im[: int(0.78 * im.shape[0])]).sum() for im in imgs]
+    assert red[0] > 500 and red[1] == 0, red
+    with pytest.raises(ValueError, match="one grid"):
+        render_cortex_change(start, BoneVolume.from_mask(np.array(start.bone)[:20] > 0.5, V_UM), tmp_path / "x.png")
+    # a volume without a cortex: nothing to draw, nothing written
+    core = RunFolder(tmp_path / "core")
+    core.create()
+    for day in (0, 365):
+        core.save_snapshot(BoneVolume.from_mask(np.array(start.bone) > 0.5, V_UM), day)
+    assert run_renders(core, options=opts)["cortex_change_3d"]() == []
+    assert not core.render_path("cortex_change_3d").exists()

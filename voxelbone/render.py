@@ -546,8 +546,8 @@ def surface_change_um(before: np.ndarray, after: np.ndarray, voxel_size_um: floa
 
 
 def _surface_in_box(field: np.ndarray, spacing_um: float, scalars: np.ndarray, decimate: float) -> Any:
-    """:func:`bone_surface` of the non-zero part of ``field`` only (meshed in its bounding box, placed in the volume)."""
-    nz = np.nonzero(field.any(axis=(1, 2)))[0], np.nonzero(field.any(axis=(0, 2)))[0], np.nonzero(field.any(axis=(0, 1)))[0]
+    """:func:`bone_surface` of the non-zero part of ``field`` (meshed in its bounding box, placed in the volume)."""
+    nz = [np.nonzero(field.any(axis=tuple(a for a in range(3) if a != axis)))[0] for axis in range(3)]
     if any(i.size == 0 for i in nz):
         return bone_surface(field[:0], spacing_um)
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in nz)

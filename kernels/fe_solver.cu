@@ -91,6 +91,45 @@ extern "C" __global__ void vb_fe_diag(double* __restrict__ out, const double* __
 
 __device__ __forceinline__ double vb_fe_w(int d) { return d == 0 ? 1.0 : 0.5; }
 
+// Fine node (k, j, i) = (2K+dz, 2J+dy, 2I+dx), d in {-1,0,1}^3, of the 3x3x3 around coarse node
+// (K, J, I), and its full-weighting weight w (1/2 per axis off the coarse point); false outside
+// the fine grid. The body of the one child loop of vb_fe_restrict and vb_fe_galerkin_coarse
+// (cpu.py: _child).
+__device__ __forceinline__ bool vb_fe_child(int dz, int dy, int dx, vb_idx K, vb_idx J, vb_idx I, vb_idx zf,
+                                            vb_idx yf, vb_idx xf, vb_idx* k, vb_idx* j, vb_idx* i, double* w) {
+    *k = 2 * K + dz;
+    *j = 2 * J + dy;
+    *i = 2 * I + dx;
+    if (*k < 0 || *k >= zf || *j < 0 || *j >= yf || *i < 0 || *i >= xf) return false;
+    *w = vb_fe_w(dz) * vb_fe_w(dy) * vb_fe_w(dx);
+    return true;
+}
+
+// Coarse parent c (0 or 1) of fine node k along one axis, -1 if none (cpu.py: _parent_axis):
+// even k the coincident coarse node (weight 1) and no second, odd k its two neighbours (1/2
+// each) in increasing order; one at or past nc (the coarse node count) is none.
+__device__ __forceinline__ vb_idx vb_fe_parent_axis(int c, vb_idx k, vb_idx nc, double* w) {
+    const int odd = (int)(k & 1);
+    const vb_idx m = (k >> 1) + c;
+    if (c > odd || m >= nc) return -1;
+    *w = 1.0 - 0.5 * odd;
+    return m;
+}
+
+// Coarse parent (cz, cy, cx), c in {0,1}^3, of fine node (k, j, i), with its trilinear weight w;
+// false where there is no such parent. The body of the one parent loop of vb_fe_prolong_add and
+// vb_fe_galerkin_coarse (cpu.py: _parent).
+__device__ __forceinline__ bool vb_fe_parent(int cz, int cy, int cx, vb_idx k, vb_idx j, vb_idx i, vb_idx zc,
+                                             vb_idx yc, vb_idx xc, vb_idx* K, vb_idx* J, vb_idx* I, double* w) {
+    double wz = 0.0, wy = 0.0, wx = 0.0;
+    *K = vb_fe_parent_axis(cz, k, zc, &wz);
+    *J = vb_fe_parent_axis(cy, j, yc, &wy);
+    *I = vb_fe_parent_axis(cx, i, xc, &wx);
+    if (*K < 0 || *J < 0 || *I < 0) return false;
+    *w = wz * wy * wx;
+    return true;
+}
+
 // rc = mask_c * P^T rf (full weighting) at the active coarse nodes.
 extern "C" __global__ void vb_fe_restrict(const double* __restrict__ rf, double* __restrict__ rc,
                                           const vb_i64* __restrict__ nodes_c, vb_i64 n_active,
@@ -102,23 +141,17 @@ extern "C" __global__ void vb_fe_restrict(const double* __restrict__ rf, double*
         const vb_idx n = (vb_idx)nodes_c[t];
         const vb_idx K = n / (yc * xc), J = (n / xc) % yc, I = n % xc;
         double s0 = 0.0, s1 = 0.0, s2 = 0.0;
-        for (int dz = -1; dz <= 1; ++dz) {
-            const vb_idx k = 2 * K + dz;
-            if (k < 0 || k >= zf) continue;
-            for (int dy = -1; dy <= 1; ++dy) {
-                const vb_idx j = 2 * J + dy;
-                if (j < 0 || j >= yf) continue;
+        for (int dz = -1; dz <= 1; ++dz)
+            for (int dy = -1; dy <= 1; ++dy)
                 for (int dx = -1; dx <= 1; ++dx) {
-                    const vb_idx i = 2 * I + dx;
-                    if (i < 0 || i >= xf) continue;
-                    const double w = vb_fe_w(dz) * vb_fe_w(dy) * vb_fe_w(dx);
+                    vb_idx k, j, i;
+                    double w;
+                    if (!vb_fe_child(dz, dy, dx, K, J, I, zf, yf, xf, &k, &j, &i, &w)) continue;
                     const vb_idx m = (k * yf + j) * xf + i;
                     s0 += w * rf[3 * m];
                     s1 += w * rf[3 * m + 1];
                     s2 += w * rf[3 * m + 2];
                 }
-            }
-        }
         rc[3 * n] = s0 * (double)mask_c[3 * n];
         rc[3 * n + 1] = s1 * (double)mask_c[3 * n + 1];
         rc[3 * n + 2] = s2 * (double)mask_c[3 * n + 2];
@@ -136,29 +169,17 @@ extern "C" __global__ void vb_fe_prolong_add(const double* __restrict__ ec, doub
         const vb_idx n = (vb_idx)nodes_f[t];
         const vb_idx k = n / (yf * xf_), j = (n / xf_) % yf, i = n % xf_;
         double s0 = 0.0, s1 = 0.0, s2 = 0.0;
-        for (int cz = 0; cz < 2; ++cz) {
-            const vb_idx K = (k + cz) / 2;
-            if ((k & 1) == 0 && cz == 1) continue;
-            const double wz = (k & 1) == 0 ? 1.0 : 0.5;
-            if (K >= zc) continue;
-            for (int cy = 0; cy < 2; ++cy) {
-                const vb_idx J = (j + cy) / 2;
-                if ((j & 1) == 0 && cy == 1) continue;
-                const double wy = (j & 1) == 0 ? 1.0 : 0.5;
-                if (J >= yc) continue;
+        for (int cz = 0; cz < 2; ++cz)
+            for (int cy = 0; cy < 2; ++cy)
                 for (int cx = 0; cx < 2; ++cx) {
-                    const vb_idx I = (i + cx) / 2;
-                    if ((i & 1) == 0 && cx == 1) continue;
-                    const double wx = (i & 1) == 0 ? 1.0 : 0.5;
-                    if (I >= xc) continue;
-                    const double w = wz * wy * wx;
+                    vb_idx K, J, I;
+                    double w;
+                    if (!vb_fe_parent(cz, cy, cx, k, j, i, zc, yc, xc, &K, &J, &I, &w)) continue;
                     const vb_idx m = (K * yc + J) * xc + I;
                     s0 += w * ec[3 * m];
                     s1 += w * ec[3 * m + 1];
                     s2 += w * ec[3 * m + 2];
                 }
-            }
-        }
         xf[3 * n] += s0 * (double)mask_f[3 * n];
         xf[3 * n + 1] += s1 * (double)mask_f[3 * n + 1];
         xf[3 * n + 2] += s2 * (double)mask_f[3 * n + 2];
@@ -322,40 +343,28 @@ extern "C" __global__ void vb_fe_galerkin_coarse(double* __restrict__ st_c, cons
         const vb_idx n = (vb_idx)nodes_c[t];
         const vb_idx K = n / (yc * xc), J = (n / xc) % yc, I = n % xc;
         double* row = st_c + (vb_i64)t * 243;
-        for (int dz = -1; dz <= 1; ++dz) {
-            const vb_idx k = 2 * K + dz;
-            if (k < 0 || k >= zf) continue;
-            for (int dy = -1; dy <= 1; ++dy) {
-                const vb_idx j = 2 * J + dy;
-                if (j < 0 || j >= yf) continue;
+        for (int dz = -1; dz <= 1; ++dz)
+            for (int dy = -1; dy <= 1; ++dy)
                 for (int dx = -1; dx <= 1; ++dx) {
-                    const vb_idx i = 2 * I + dx;
-                    if (i < 0 || i >= xf) continue;
+                    vb_idx k, j, i;
+                    double wi;
+                    if (!vb_fe_child(dz, dy, dx, K, J, I, zf, yf, xf, &k, &j, &i, &wi)) continue;
                     const vb_idx fi = (k * yf + j) * xf + i;
                     const vb_i64 tf = index_f[fi];
                     if (tf < 0) continue;
-                    const double wi = vb_fe_w(dz) * vb_fe_w(dy) * vb_fe_w(dx);
                     const double* frow = st_f + tf * 243;
                     for (int q = 0; q < 27; ++q) {
                         const vb_idx kq = k + (q / 9 - 1), jq = j + ((q / 3) % 3 - 1), iq = i + (q % 3 - 1);
                         if (kq < 0 || kq >= zf || jq < 0 || jq >= yf || iq < 0 || iq >= xf) continue;
                         const vb_idx fj = (kq * yf + jq) * xf + iq;
-                        for (int mz = 0; mz < 2; ++mz) {
-                            if ((kq & 1) == 0 && mz == 1) continue;
-                            const vb_idx Mz = (kq & 1) == 1 ? (kq + mz) / 2 : kq / 2;
-                            const double wz = (kq & 1) == 0 ? 1.0 : 0.5;
-                            if (Mz >= zc) continue;
-                            for (int my = 0; my < 2; ++my) {
-                                if ((jq & 1) == 0 && my == 1) continue;
-                                const vb_idx My = (jq & 1) == 1 ? (jq + my) / 2 : jq / 2;
-                                const double wy = (jq & 1) == 0 ? 1.0 : 0.5;
-                                if (My >= yc) continue;
+                        // the coarse nodes that interpolate to fine node fj, and their weights
+                        for (int mz = 0; mz < 2; ++mz)
+                            for (int my = 0; my < 2; ++my)
                                 for (int mx = 0; mx < 2; ++mx) {
-                                    if ((iq & 1) == 0 && mx == 1) continue;
-                                    const vb_idx Mx = (iq & 1) == 1 ? (iq + mx) / 2 : iq / 2;
-                                    const double wx = (iq & 1) == 0 ? 1.0 : 0.5;
-                                    if (Mx >= xc) continue;
-                                    const double w = wi * (wz * wy * wx);
+                                    vb_idx Mz, My, Mx;
+                                    double wm;
+                                    if (!vb_fe_parent(mz, my, mx, kq, jq, iq, zc, yc, xc, &Mz, &My, &Mx, &wm)) continue;
+                                    const double w = wi * wm;
                                     const int oc = (int)((Mz - K + 1) * 9 + (My - J + 1) * 3 + (Mx - I + 1));
                                     for (int c = 0; c < 3; ++c) {
                                         if (free_f[3 * fi + c] == 0) continue;
@@ -365,11 +374,7 @@ extern "C" __global__ void vb_fe_galerkin_coarse(double* __restrict__ st_c, cons
                                         }
                                     }
                                 }
-                            }
-                        }
                     }
                 }
-            }
-        }
     }
 }

@@ -190,6 +190,37 @@ __device__ __forceinline__ vb_cavity vb_make_wall_cavity(const float* __restrict
     return c;
 }
 
+// The opening test of a half-spheroid cavity (hemi-osteonal and pore-wall; NumPy twin:
+// cpu._opening_claim): depth w of offset (dz, dy, dx) from the cavity centre below the opening,
+// along the inward normal, and its squared distance rho2 from the cavity axis. Below the
+// opening only bone is claimed; above it (w <= -1/2) a voxel of any bone fraction is claimed
+// as an overfill voxel (*extra = VB_FLAG_OVERFILL) where a positive balance reaches it
+// (w > -1/2 - over * a). false: the voxel is not claimed.
+__device__ __forceinline__ bool vb_opening_claim(const vb_cavity c, float dz, float dy, float dx, float over,
+                                                 int has_bone, float* w_out, float* rho2_out, unsigned int* extra) {
+    float w = -((dz * c.nz_ + dy * c.ny_) + dx * c.nx_);
+    if (w <= -0.5f) {
+        if (!(over > 0.0f) || w <= -0.5f - over * c.a) return false;
+        *extra = VB_FLAG_OVERFILL;
+    } else if (!has_bone) {
+        return false;
+    }
+    float d2 = (dz * dz + dy * dy) + dx * dx;
+    *w_out = w;
+    *rho2_out = fmaxf(d2 - w * w, 0.0f);
+    return true;
+}
+
+// The 64-bit claim code of seed si for a voxel with share frac of the cavity, depth u in the
+// wall and wall thickness depth (voxels), quantised; VB_CLAIM_NONE when frac rounds to 0.
+__device__ __forceinline__ vb_u64 vb_pack_claim(vb_i64 si, unsigned int flags, float frac, float u, float depth) {
+    unsigned int fq = (unsigned int)(frac * 255.0f + 0.5f);
+    if (fq == 0u) return VB_CLAIM_NONE;
+    unsigned int uq = (unsigned int)(u * 127.5f + 0.5f);
+    unsigned int kq = (unsigned int)(fminf(depth, 31.875f) * 8.0f + 0.5f);
+    return ((vb_u64)si << 28) | ((vb_u64)flags << 24) | ((vb_u64)fq << 16) | ((vb_u64)uq << 8) | (vb_u64)kq;
+}
+
 // Claim code of a pore-wall cavity: the hemi-osteonal rule of vb_claim_code with the
 // lateral semi-axis c.bz along z.
 __device__ __forceinline__ vb_u64 vb_claim_code_wall(const vb_cavity c, vb_i64 si, vb_i64 qz, vb_i64 qy, vb_i64 qx,
@@ -198,15 +229,8 @@ __device__ __forceinline__ vb_u64 vb_claim_code_wall(const vb_cavity c, vb_i64 s
     float dy = (float)qy - c.cy;
     float dx = (float)qx - c.cx;
     unsigned int extra = 0u;
-    float w = -((dz * c.nz_ + dy * c.ny_) + dx * c.nx_);
-    if (w <= -0.5f) {
-        if (!(over > 0.0f) || w <= -0.5f - over * c.a) return VB_CLAIM_NONE;
-        extra = VB_FLAG_OVERFILL;
-    } else if (!has_bone) {
-        return VB_CLAIM_NONE;
-    }
-    float d2 = (dz * dz + dy * dy) + dx * dx;
-    float rho2 = fmaxf(d2 - w * w, 0.0f);
+    float w, rho2;
+    if (!vb_opening_claim(c, dz, dy, dx, over, has_bone, &w, &rho2, &extra)) return VB_CLAIM_NONE;
     float dz2 = dz * dz;
     float wa = w / c.a;
     float rb2 = fmaxf(rho2 - dz2, 0.0f) / (c.b * c.b) + dz2 / (c.bz * c.bz);
@@ -215,12 +239,7 @@ __device__ __forceinline__ vb_u64 vb_claim_code_wall(const vb_cavity c, vb_i64 s
     float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));
     float depth = fmaxf(wf, 1.0f);
     float u = fminf(fmaxf((wf - w) / depth, 0.0f), 2.0f);
-    unsigned int fq = (unsigned int)(frac * 255.0f + 0.5f);
-    if (fq == 0u) return VB_CLAIM_NONE;
-    unsigned int uq = (unsigned int)(u * 127.5f + 0.5f);
-    unsigned int kq = (unsigned int)(fminf(depth, 31.875f) * 8.0f + 0.5f);
-    unsigned int flags = (c.perforated ? VB_FLAG_PERFORATED : 0u) | VB_FLAG_OSTEONAL | extra;
-    return ((vb_u64)si << 28) | ((vb_u64)flags << 24) | ((vb_u64)fq << 16) | ((vb_u64)uq << 8) | (vb_u64)kq;
+    return vb_pack_claim(si, (c.perforated ? VB_FLAG_PERFORATED : 0u) | VB_FLAG_OSTEONAL | extra, frac, u, depth);
 }
 
 __device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bone, const unsigned char* __restrict__ region,
@@ -309,27 +328,16 @@ __device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb
             extra = VB_FLAG_OVERFILL;
         }
     } else {
-        float w = -((dz * c.nz_ + dy * c.ny_) + dx * c.nx_);
-        if (w <= -0.5f) {
-            if (!(over > 0.0f) || w <= -0.5f - over * c.a) return VB_CLAIM_NONE;
-            extra = VB_FLAG_OVERFILL;
-        } else if (!has_bone) {
-            return VB_CLAIM_NONE;
-        }
-        float d2 = (dz * dz + dy * dy) + dx * dx;
-        float rho2 = fmaxf(d2 - w * w, 0.0f);
+        float w, rho2;
+        if (!vb_opening_claim(c, dz, dy, dx, over, has_bone, &w, &rho2, &extra)) return VB_CLAIM_NONE;
         float rb2 = rho2 / (c.b * c.b);
         frac = vb_spheroid_frac(w, rho2, c.a, c.b);
         float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));  // floor depth below this column
         depth = fmaxf(wf, 1.0f);
         u = fminf(fmaxf((wf - w) / depth, 0.0f), 2.0f);
     }
-    unsigned int fq = (unsigned int)(frac * 255.0f + 0.5f);
-    if (fq == 0u) return VB_CLAIM_NONE;
-    unsigned int uq = (unsigned int)(u * 127.5f + 0.5f);
-    unsigned int kq = (unsigned int)(fminf(depth, 31.875f) * 8.0f + 0.5f);
     unsigned int flags = (c.perforated ? VB_FLAG_PERFORATED : 0u) | (c.osteonal ? VB_FLAG_OSTEONAL : 0u) | extra;
-    return ((vb_u64)si << 28) | ((vb_u64)flags << 24) | ((vb_u64)fq << 16) | ((vb_u64)uq << 8) | (vb_u64)kq;
+    return vb_pack_claim(si, flags, frac, u, depth);
 }
 
 // One block per seed (grid-stride over seeds), threads over the seed's bounding box.

@@ -21,35 +21,38 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voxelbone.calibration import CLINICAL_TARGETS, bmd_change
+from voxelbone.calibration import (CALIBRATED_VOXEL_SIZES_UM, CALIBRATION_EDGE_MM, CALIBRATION_SEEDS, CLINICAL_TARGETS,
+                                   bmd_change, study_volume)
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS = (1, 2, 3)
-GRIDS = {30.0: 128, 40.0: 96}  # voxel size (µm) -> phantom edge (voxels): same 3.84 mm cube
-CALIBRATED = (30.0, 40.0)
+SEEDS = CALIBRATION_SEEDS
+CALIBRATED = CALIBRATED_VOXEL_SIZES_UM
 SEED_NOISE = 0.5  # %/yr
 
 
-@functools.lru_cache(maxsize=None)
-def _coarsened(site: str, seed: int):
-    """A 20 µm phantom block-averaged to 40 µm (the structure of a 20 µm scan)."""
-    from voxelbone.phantom import make_phantom
-    from voxelbone.volume import coarsen
+def _edge_voxels(voxel_um: float) -> int:
+    """Edge in voxels of the calibration cube (``CALIBRATION_EDGE_MM``) at ``voxel_um``: 128 at 30 µm, 96 at 40 µm."""
+    return round(CALIBRATION_EDGE_MM * 1000.0 / voxel_um)
 
-    return coarsen(make_phantom(site, 192, 20.0, seed=seed), 2)
+
+@functools.lru_cache(maxsize=None)
+def _study_volume(site: str, seed: int, voxel_um: float):
+    """The calibration table's starting volume (``study_volume``): None where the run builds its own phantom."""
+    return study_volume(site, CALIBRATION_EDGE_MM, voxel_um, seed)
 
 
 @functools.lru_cache(maxsize=None)
 def _calibrated(preset: str, site: str, seed: int, voxel_um: float):
-    if voxel_um == 30.0:
-        return _run(preset, site, seed, 30.0)
-    return bmd_change(preset, site, seed=seed, volume=_coarsened(site, seed), step_days=10, backend="numpy")
+    volume = _study_volume(site, seed, voxel_um)
+    if volume is None:
+        return _run(preset, site, seed, voxel_um)
+    return bmd_change(preset, site, seed=seed, volume=volume, step_days=10, backend="numpy")
 
 
 @functools.lru_cache(maxsize=None)
 def _run(preset: str, site: str, seed: int, voxel_um: float, step_days: int = 10, years: float | None = None):
-    return bmd_change(preset, site, seed=seed, size=GRIDS[voxel_um], voxel_size_um=voxel_um, step_days=step_days,
-                      years=years, backend="numpy")
+    return bmd_change(preset, site, seed=seed, size=_edge_voxels(voxel_um), voxel_size_um=voxel_um,
+                      step_days=step_days, years=years, backend="numpy")
 
 
 # Below the clinical range on abmd_pct at the lumbar spine at 40 um (20 um phantoms block-averaged),

@@ -107,9 +107,20 @@ def _th_start(c):
     return _start(c, "ct_th_um")
 
 
+def _assert_treatment_keeps_the_cortex(treated: str, untreated: str, porosity) -> None:
+    """From the same starting bones, paired by seed, ``treated`` leaves a thicker (late Ct.Th), less porous
+    (``porosity(course)``) and denser (end Ct.vBMD) cortex than ``untreated``."""
+    assert np.array_equal(_per_seed(untreated, _th_start), _per_seed(treated, _th_start))  # the same starting bones
+    gap_th = _gap(treated, untreated, _th_late)
+    gap_po = _gap(treated, untreated, porosity)
+    gap_bmd = _gap(treated, untreated, lambda c: _end(c, "ct_vbmd"))
+    assert _surely_above(gap_th, 0.0), gap_th
+    assert _surely_below(gap_po, 0.0), gap_po
+    assert _surely_above(gap_bmd, 0.0), gap_bmd
+
+
 def test_untreated_postmenopausal_cortex_thins_and_porosity_rises_mht_prevents_it():
     pm, mht = "postmenopausal_untreated", "mht_estradiol_progesterone"
-    assert np.array_equal(_per_seed(pm, _th_start), _per_seed(mht, _th_start))  # the same starting bones
     d_th = _change(pm, _th_late, _th_start)
     d_po = _change(pm, lambda c: _end(c, "ct_po"), lambda c: _start(c, "ct_po"))
     d_bmd = _change(pm, lambda c: _end(c, "ct_vbmd"), lambda c: _start(c, "ct_vbmd"))
@@ -117,12 +128,7 @@ def test_untreated_postmenopausal_cortex_thins_and_porosity_rises_mht_prevents_i
     assert _surely_above(d_po, 0.0), d_po
     assert _surely_below(d_bmd, 0.0), d_bmd
     # MHT slows or stops all three (paired by seed)
-    gap_th = _gap(mht, pm, _th_late)
-    gap_po = _gap(mht, pm, lambda c: _end(c, "ct_po"))
-    gap_bmd = _gap(mht, pm, lambda c: _end(c, "ct_vbmd"))
-    assert _surely_above(gap_th, 0.0), gap_th
-    assert _surely_below(gap_po, 0.0), gap_po
-    assert _surely_above(gap_bmd, 0.0), gap_bmd
+    _assert_treatment_keeps_the_cortex(mht, pm, lambda c: _end(c, "ct_po"))
 
 
 def test_teriparatide_does_not_thin_the_cortex():
@@ -138,14 +144,7 @@ def test_teriparatide_does_not_thin_the_cortex():
 
 
 def test_trt_keeps_the_cortex_of_hypogonadal_men():
-    hypo, trt = "hypogonadal_untreated", "trt"
-    assert np.array_equal(_per_seed(hypo, _th_start), _per_seed(trt, _th_start))
-    gap_th = _gap(trt, hypo, _th_late)
-    gap_po = _gap(trt, hypo, lambda c: _late(c, "ct_po"))
-    gap_bmd = _gap(trt, hypo, lambda c: _end(c, "ct_vbmd"))
-    assert _surely_above(gap_th, 0.0), gap_th
-    assert _surely_below(gap_po, 0.0), gap_po
-    assert _surely_above(gap_bmd, 0.0), gap_bmd
+    _assert_treatment_keeps_the_cortex("trt", "hypogonadal_untreated", lambda c: _late(c, "ct_po"))
 
 
 def test_engine_labels_follow_an_opened_pore_when_asked():

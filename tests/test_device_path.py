@@ -6,28 +6,16 @@ that checks every kernel launch against the kernel's C signature and runs it on 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 import fakecupy
+from test_remodel import FAST, Rates
 from voxelbone import backend as backend_mod
 from voxelbone import kernels
 from voxelbone.phantom import make_phantom
 from voxelbone.remodel import Remodeler
-
-
-@dataclass(frozen=True)
-class Rates:
-    activation_trabecular_per_yr: float = 3.0
-    activation_cortical_per_yr: float = 3.0
-    erosion_depth_um: float = 60.0
-    refill_trabecular: float = 0.8
-    refill_cortical: float = 0.9
-
-
-FAST = Rates()
 
 
 def _clear_device_caches() -> None:
@@ -75,6 +63,53 @@ def small():
     return make_phantom("femoral_neck", 32, 40.0, seed=3, ct_th_um=320, tb_sp_um=450, bv_tv=0.2, tb_th_um=100)
 
 
+def _twins(volume, xp, seed: int = 5) -> tuple[Remodeler, Remodeler]:
+    """The NumPy twin and the device run (arrays of ``xp``) of the same volume and seed."""
+    return Remodeler(volume.copy(), seed=seed), Remodeler(volume.to(xp), seed=seed)
+
+
+def _assert_same_state(a: Remodeler, g: Remodeler, xp, when: str = "") -> None:
+    """Every state array of the device run ``g`` equals the NumPy twin's, bit for bit."""
+    for name, arr in a.state_arrays().items():
+        np.testing.assert_array_equal(arr, xp.asnumpy(g.state_arrays()[name]), err_msg=name + when)
+
+
+def _captured_launch(holder, name: str, run) -> tuple:
+    """Kernel ``name`` of ``holder`` (an attribute, or a key of a dict) and the one launch ``run()``
+    makes of it, captured instead of run: ``(kernel, (grid, block, args))``."""
+    get = holder.__getitem__ if isinstance(holder, dict) else lambda key: getattr(holder, key)
+    put = holder.__setitem__ if isinstance(holder, dict) else lambda key, value: setattr(holder, key, value)
+    kernel, seen = get(name), []
+    put(name, lambda grid, block, args, **kw: seen.append((grid, block, args)))
+    run()
+    assert len(seen) == 1
+    return kernel, seen[0]
+
+
+#: Wrong versions of a launch argument ``a`` (``cp``: the array module): name -> maker.
+_WRONG = {
+    "float16": lambda a, cp: a.astype(np.float16),
+    "int32": lambda a, cp: a.astype(np.int32),
+    "float64": lambda a, cp: a.astype(np.float64),
+    "host": lambda a, cp: a.get(),
+    "strided": lambda a, cp: cp.repeat(a, 2, axis=2)[:, :, ::2],
+    "python-int": lambda a, cp: int(a),
+    "float64-scalar": lambda a, cp: np.float64(a),
+    "float32-scalar": lambda a, cp: np.float32(a),
+    "device-0d": lambda a, cp: cp.asarray(a),
+}
+
+
+def _assert_wrong_argument_caught(captured, cp, index: int, bad: str, expected: str) -> None:
+    """Argument ``index`` of a captured launch made ``bad`` (:data:`_WRONG`) fails with ``expected``;
+    the captured arguments themselves pass."""
+    kernel, (grid, block, args) = captured
+    wrong = _WRONG[bad](args[index], cp)
+    with pytest.raises(fakecupy.LaunchArgumentError, match=expected):
+        kernel(grid, block, args[:index] + (wrong,) + args[index + 1:])
+    kernel(grid, block, args)
+
+
 # ---------------------------------------------------------------------------------------
 # the stand-in itself
 # ---------------------------------------------------------------------------------------
@@ -114,8 +149,7 @@ def test_signatures_are_parsed_after_the_preprocessor():
 def test_remodel_steps_on_the_device_path_equal_the_numpy_twin(device_cupy, small):
     # the host runs every thread of the claim pass (2048 blocks of 128): a few long steps there
     steps, dt = (4, 8) if _is_standin(device_cupy) else (24, 2)
-    a = Remodeler(small.copy(), seed=5)
-    g = Remodeler(small.to(device_cupy), seed=5)
+    a, g = _twins(small, device_cupy)
     assert g._gpu is not None, "a device volume must take remodel/gpu.py"
     for k in range(steps):
         a.step(k, FAST, dt)
@@ -125,8 +159,7 @@ def test_remodel_steps_on_the_device_path_equal_the_numpy_twin(device_cupy, smal
             g.remove_fragments()
     if _is_standin(device_cupy):
         assert g._gpu._update.launches == steps
-    for name, arr in a.state_arrays().items():
-        np.testing.assert_array_equal(arr, device_cupy.asnumpy(g.state_arrays()[name]), err_msg=name)
+    _assert_same_state(a, g, device_cupy)
     s = a.stats()
     assert s == g.stats() and s.bmus_trabecular > 10 and s.bmus_osteonal > 0
     assert (a.state.bmu_day >= 0).any() and (a.state.bone < small.bone).any()
@@ -137,16 +170,14 @@ def test_modelling_based_formation_on_the_device_path_equals_the_numpy_twin(devi
     from voxelbone.remodel.state import RemodelingRates
 
     steps, dt = (3, 8) if _is_standin(device_cupy) else (12, 5)
-    a = Remodeler(small.copy(), seed=5)
-    g = Remodeler(small.to(device_cupy), seed=5)
+    a, g = _twins(small, device_cupy)
     for k in range(steps):
         rates = RemodelingRates(3.0, 3.0, 60.0, 1.3, 0.9, modelling_um_per_day=0.8 if k else 0.0)
         a.step(k, rates, dt)
         g.step(k, rates, dt)
     if _is_standin(device_cupy):
         assert g._gpu._model.launches == steps - 1  # not on the step without modelling
-    for name, arr in a.state_arrays().items():
-        np.testing.assert_array_equal(arr, device_cupy.asnumpy(g.state_arrays()[name]), err_msg=name)
+    _assert_same_state(a, g, device_cupy)
     assert (a.state.osteoid[small.bone < 0.5] > 0).any(), "modelling forms bone in the marrow next to surfaces"
 
 
@@ -205,12 +236,8 @@ def _captured_update_args(fake_cupy, small):
     from voxelbone.remodel import step_scalars
 
     g = Remodeler(small.to(fake_cupy), seed=5)
-    seen = []
-    kernel = g._gpu._update
-    g._gpu._update = lambda grid, block, args, **kw: seen.append((grid, block, args))
-    g._gpu.update(g.state, step_scalars(FAST, g.params, g.voxel_size_um, 2))
-    assert len(seen) == 1
-    return kernel, seen[0]
+    return _captured_launch(g._gpu, "_update",
+                            lambda: g._gpu.update(g.state, step_scalars(FAST, g.params, g.voxel_size_um, 2)))
 
 
 @pytest.mark.parametrize("index,bad,expected", [
@@ -220,24 +247,11 @@ def _captured_update_args(fake_cupy, small):
     (3, "strided", r"argument 3 \(short\* bmu_day\): the array is not C-contiguous"),
     (9, "int32", r"argument 9 \(long long n\) needs a numpy.int64 scalar, got int32"),
     (10, "python-int", r"argument 10 \(int dt\) needs a numpy.int32 scalar, got int \(passed as int64\)"),
-    (11, "float64", r"argument 11 \(float t_resorb\) needs a numpy.float32 scalar, got float64"),
+    (11, "float64-scalar", r"argument 11 \(float t_resorb\) needs a numpy.float32 scalar, got float64"),
     (11, "device-0d", r"argument 11 \(float t_resorb\) is a scalar of float32, got an array"),
 ])
 def test_a_wrong_launch_argument_is_caught(fake_cupy, small, index, bad, expected):
-    kernel, (grid, block, args) = _captured_update_args(fake_cupy, small)
-    a = args[index]
-    wrong = {
-        "float16": lambda: a.astype(np.float16),
-        "int32": lambda: a.astype(np.int32),
-        "host": lambda: a.get(),
-        "strided": lambda: fake_cupy.repeat(a, 2, axis=2)[:, :, ::2],
-        "python-int": lambda: int(a),
-        "float64": lambda: np.float64(a),
-        "device-0d": lambda: fake_cupy.asarray(a),
-    }[bad]()
-    with pytest.raises(fakecupy.LaunchArgumentError, match=expected):
-        kernel(grid, block, args[:index] + (wrong,) + args[index + 1:])
-    kernel(grid, block, args)  # the captured arguments themselves pass
+    _assert_wrong_argument_caught(_captured_update_args(fake_cupy, small), fake_cupy, index, bad, expected)
 
 
 def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, small):
@@ -372,28 +386,17 @@ def _captured_fe_apply(fake_cupy, fe_levels):
     from voxelbone.mechanics.gpu import GpuOps
 
     g = GpuOps(fe_levels, 0.3)
-    seen = []
-    kernel = g._k["vb_fe_apply"]
-    g._k["vb_fe_apply"] = lambda grid, block, args, **kw: seen.append((grid, block, args))
-    g.apply(0, g.zeros(0), g.zeros(0))
-    assert len(seen) == 1
-    return kernel, seen[0]
+    return _captured_launch(g._k, "vb_fe_apply", lambda: g.apply(0, g.zeros(0), g.zeros(0)))
 
 
 @pytest.mark.parametrize("index,bad,expected", [
     (3, "int32", r"vb_fe_apply_i32: argument 3 \(long long\* nodes\) needs an array of dtype int64, got int32"),
     (5, "float64", r"argument 5 \(unsigned char\* mask\) needs an array of dtype uint8, got float64"),
-    (7, "float32", r"argument 7 \(double scale\) needs a numpy.float64 scalar, got float32"),
+    (7, "float32-scalar", r"argument 7 \(double scale\) needs a numpy.float64 scalar, got float32"),
     (4, "int32", r"argument 4 \(long long n_active\) needs a numpy.int64 scalar, got int32"),
 ])
 def test_a_wrong_fe_launch_argument_is_caught(fake_cupy, fe_levels, index, bad, expected):
-    kernel, (grid, block, args) = _captured_fe_apply(fake_cupy, fe_levels)
-    a = args[index]
-    wrong = {"int32": lambda: a.astype(np.int32), "float64": lambda: a.astype(np.float64),
-             "float32": lambda: np.float32(a)}[bad]()
-    with pytest.raises(fakecupy.LaunchArgumentError, match=expected):
-        kernel(grid, block, args[:index] + (wrong,) + args[index + 1:])
-    kernel(grid, block, args)  # the captured arguments themselves pass
+    _assert_wrong_argument_caught(_captured_fe_apply(fake_cupy, fe_levels), fake_cupy, index, bad, expected)
 
 
 def test_a_planted_wrong_node_dtype_in_the_fe_solver_is_caught(fake_cupy, fe_levels):
@@ -505,8 +508,7 @@ def test_gpu_equals_numpy_bit_for_bit_over_three_years(small):
     import cupy
 
     slow = Rates(0.5, 0.3, 50.0, 1.0, 1.0)
-    a = Remodeler(small.copy(), seed=11)
-    g = Remodeler(small.to(cupy), seed=11)
+    a, g = _twins(small, cupy, seed=11)
     dt = 5
     days = 0
     for k in range(219):
@@ -518,8 +520,6 @@ def test_gpu_equals_numpy_bit_for_bit_over_three_years(small):
             a.remove_fragments()
             g.remove_fragments()
         if days % 365 == 0 or k == 218:
-            for name, arr in a.state_arrays().items():
-                np.testing.assert_array_equal(arr, cupy.asnumpy(g.state_arrays()[name]),
-                                              err_msg=f"{name} differs on day {days}")
+            _assert_same_state(a, g, cupy, f" differs on day {days}")
     assert days >= 1000
     assert a.stats() == g.stats() and a.stats().bmus_trabecular > 100

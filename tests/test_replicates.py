@@ -18,6 +18,7 @@ from voxelbone.replicates import (SUMMARY_COLUMNS, check_replicate_count, replic
                                   simulate_replicates, summarize, write_summary)
 from voxelbone.runfolder import RunFolder, RunState, StudyFolder
 from voxelbone.scenario import Period, Scenario
+from voxelbone.sweep import RunOptions
 
 pytest.importorskip("distributed")
 
@@ -112,7 +113,7 @@ def test_summary_needs_every_replicate_completed(tmp_path):
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory):
     out = tmp_path_factory.mktemp("replicates") / "reps"
-    return simulate_replicates(SCENARIO, out, 2, n_workers=2, backend="numpy")
+    return simulate_replicates(SCENARIO, out, 2, options=RunOptions(n_workers=2, backend="numpy"))
 
 
 def test_replicates_run_in_parallel_processes_with_their_own_seeds(replicated):
@@ -278,6 +279,27 @@ def test_a_replicates_folder_is_not_overwritten_by_a_single_run_or_other_replica
     assert {p: p.read_bytes() for p in study.path.rglob("*") if p.is_file()} == before
 
 
+def test_the_run_command_hands_its_run_options_to_the_replicates(tmp_path, monkeypatch):
+    """``voxelbone run --replicates``: workers, backend, rendering and progress reach the cluster as RunOptions."""
+    from voxelbone import replicates
+
+    seen = []
+
+    def fake_run_jobs(jobs, *, options):
+        seen.append(options)
+        return {j.name: {"name": j.name, "status": "failed", "error": "stopped here", "pid": None} for j in jobs}
+
+    monkeypatch.setattr(replicates, "run_jobs", fake_run_jobs)
+    out = tmp_path / "reps"
+    assert main(["run", "--replicates", "2", "--workers", "3", "--backend", "numpy", "--no-render", "--size", "48",
+                 "--years", "0.01", "--out", str(out)]) == 1  # the stand-in cluster fails every replicate
+    assert main(["run", "--resume", str(out), "--workers", "1", "--quiet"]) == 1
+    first, resumed = seen
+    assert (first.n_workers, first.backend, first.render, first.scheduler) == (3, "numpy", False, None)
+    assert first.progress is not None
+    assert (resumed.n_workers, resumed.backend, resumed.render, resumed.progress) == (1, None, True, None)
+
+
 def test_resume_continues_each_unfinished_replicate(tmp_path, monkeypatch):
     from voxelbone import replicates
 
@@ -332,7 +354,7 @@ def test_compare_with_replicates_pairs_presets_on_the_same_seeds(tmp_path, capsy
 
 @pytest.mark.slow
 def test_sweep_with_replicates_summarises_each_point(tmp_path):
-    from voxelbone.sweep import RunOptions, Sweep, run_sweep
+    from voxelbone.sweep import Sweep, run_sweep
 
     base = {"site": "lumbar_spine", "years": 0.05, "size": 48, "step_days": 5, "metrics_every_days": 9,
             "spin_up_days": 10}

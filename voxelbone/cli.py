@@ -211,7 +211,10 @@ def _print_rve_warnings(scenario: Scenario) -> None:
 
 def _cmd_run_replicates(args: argparse.Namespace) -> int:
     from .replicates import resume_replicates, simulate_replicates  # deferred, see the module docstring  # noqa: PLC0415
+    from .sweep import RunOptions  # noqa: PLC0415
 
+    options = RunOptions(n_workers=args.workers, backend=args.backend, render=not args.no_render,
+                         progress=_replicate_progress(args))
     if args.resume:
         study = StudyFolder(args.resume)
         info = study.replicates_info()
@@ -219,8 +222,7 @@ def _cmd_run_replicates(args: argparse.Namespace) -> int:
             raise UsageError(f"{study.path} holds {info['n_replicates']} replicates; leave out --replicates to "
                              "resume them")
         print(f"voxelbone {__version__}: resuming the replicates in {study.path}", file=sys.stderr)
-        result = resume_replicates(study.path, n_workers=args.workers, backend=args.backend,
-                                   render=not args.no_render, progress=_replicate_progress(args))
+        result = resume_replicates(study.path, options=options)
     else:
         scenario = scenario_from_args(args)
         study = StudyFolder(args.out or DEFAULT_RUN_DIR)
@@ -228,9 +230,7 @@ def _cmd_run_replicates(args: argparse.Namespace) -> int:
         _print_rve_warnings(scenario)
         print(f"voxelbone {__version__}: {scenario.name} — {args.replicates} replicates in parallel, site "
               f"{scenario.site}, {' → '.join(f'{p.preset} {p.years:g} yr' for p in scenario.periods)}", file=sys.stderr)
-        result = simulate_replicates(scenario, study.path, args.replicates, n_workers=args.workers,
-                                     backend=args.backend, render=not args.no_render,
-                                     progress=_replicate_progress(args))
+        result = simulate_replicates(scenario, study.path, args.replicates, options=options)
     for rid, err in result.errors.items():
         print(f"voxelbone run: replicate {rid} failed: {err}", file=sys.stderr)
     if not result.completed:

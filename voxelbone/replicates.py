@@ -26,7 +26,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -169,9 +169,8 @@ def prepare_folder(study: StudyFolder, scenario: Scenario, n: int, *, resume: bo
     })
 
 
-def simulate_replicates(scenario: Scenario, out_dir: str | Path, n: int, *, scheduler: str | None = None,
-                        n_workers: int | None = None, backend: str | None = None, render: bool = False,
-                        resume: bool = False, progress: Callable[[str, str], None] | None = None) -> ReplicatesResult:
+def simulate_replicates(scenario: Scenario, out_dir: str | Path, n: int, *, options: RunOptions | None = None,
+                        resume: bool = False) -> ReplicatesResult:
     """Run ``n`` replicates of ``scenario`` in parallel and write ``out_dir/summary.csv``.
 
     Parameters
@@ -182,12 +181,11 @@ def simulate_replicates(scenario: Scenario, out_dir: str | Path, n: int, *, sche
         The folder of the replicates (``runs/rep_NN/``, ``replicates.json``, ``summary.csv``).
     n : int
         Number of replicates (≥ 1).
-    scheduler, n_workers, backend, progress
-        As in :func:`voxelbone.sweep.run_jobs` (a local cluster with at most one worker per
-        replicate and core by default).
-    render : bool
-        Each replicate's plots and renders, and the set's plots with 95 % bands
-        (``out_dir/plots/``).
+    options : RunOptions, optional
+        How the replicates run (:class:`voxelbone.sweep.RunOptions`, as in
+        :func:`voxelbone.sweep.run_jobs`: a local cluster with at most one worker per
+        replicate and core by default). With ``options.render``, each replicate's plots and
+        renders, and the set's plots with 95 % bands (``out_dir/plots/``).
     resume : bool
         Continue interrupted replicates (without it, a folder holding one is refused).
 
@@ -205,20 +203,20 @@ def simulate_replicates(scenario: Scenario, out_dir: str | Path, n: int, *, sche
     study = StudyFolder(out_dir)
     prepare_folder(study, scenario, n, resume=resume)
     jobs = replicate_jobs(scenario, study, n)
-    done = run_jobs(jobs, options=RunOptions(scheduler=scheduler, n_workers=n_workers, backend=backend, render=render,
-                                             progress=progress))
+    opts = options or RunOptions()
+    done = run_jobs(jobs, options=opts)
     result = ReplicatesResult(study, [j.scenario.seed for j in jobs], {k: v["status"] for k, v in done.items()},
                               {k: v["error"] for k, v in done.items() if v["error"]},
                               {k: v["pid"] for k, v in done.items()}, [])
     if result.completed:
         result.summary = write_summary(study)
-        if render:
+        if opts.render:
             draw_replicate_figures(study)
     return result
 
 
-def resume_replicates(out_dir: str | Path, **kwargs: Any) -> ReplicatesResult:
-    """Continue every unfinished replicate of ``out_dir`` (its recorded scenario and count).
+def resume_replicates(out_dir: str | Path, *, options: RunOptions | None = None) -> ReplicatesResult:
+    """Continue every unfinished replicate of ``out_dir`` (its recorded scenario and count), run as ``options`` says.
 
     Raises
     ------
@@ -228,7 +226,7 @@ def resume_replicates(out_dir: str | Path, **kwargs: Any) -> ReplicatesResult:
     study = StudyFolder(out_dir)
     info = study.replicates_info()
     scenario = Scenario.from_dict(info["scenario"], source=str(study.replicates_json))
-    return simulate_replicates(scenario, study.path, int(info["n_replicates"]), resume=True, **kwargs)
+    return simulate_replicates(scenario, study.path, int(info["n_replicates"]), options=options, resume=True)
 
 
 def _metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:

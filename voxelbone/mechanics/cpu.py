@@ -109,6 +109,55 @@ def _w(d):
     return 1.0 if d == 0 else 0.5
 
 
+@nb.njit(inline="always")
+def _child(dz, dy, dx, K, J, I, NZf, NYf, NXf):
+    """Fine node ``(2K+dz, 2J+dy, 2I+dx)`` of the 3×3×3 around coarse node ``(K, J, I)``: ``(k, j, i, w)``.
+
+    ``d ∈ {-1, 0, 1}³``; ``w`` the full-weighting weight (½ per axis off the coarse point);
+    ``k = -1`` for a node outside the fine grid. The body of the one child loop of
+    :func:`fe_restrict` and :func:`fe_galerkin_coarse` (``vb_fe_child`` in
+    ``kernels/fe_solver.cu``).
+    """
+    k = 2 * K + dz
+    j = 2 * J + dy
+    i = 2 * I + dx
+    if k < 0 or k >= NZf or j < 0 or j >= NYf or i < 0 or i >= NXf:
+        return -1, -1, -1, 0.0
+    return k, j, i, _w(dz) * _w(dy) * _w(dx)
+
+
+@nb.njit(inline="always")
+def _parent_axis(c, k, NC):
+    """Coarse parent ``c`` (0 or 1) of fine node ``k`` along one axis: ``(index, weight)``, index −1 if none.
+
+    Even ``k``: the coincident coarse node (weight 1) and no second; odd: the two
+    neighbours (½ each), in increasing order; one at or past ``NC`` (the coarse node
+    count) is none.
+    """
+    odd = k & 1
+    m = (k >> 1) + c
+    if c > odd or m >= NC:
+        return -1, 0.0
+    return m, 1.0 - 0.5 * odd
+
+
+@nb.njit(inline="always")
+def _parent(cz, cy, cx, k, j, i, NZc, NYc, NXc):
+    """Coarse parent ``(cz, cy, cx)`` of fine node ``(k, j, i)``: ``(K, J, I, w)``.
+
+    ``c ∈ {0, 1}³`` picks a parent per axis (:func:`_parent_axis`); ``w`` the trilinear
+    weight; ``K = -1`` where there is no such parent. The body of the one parent loop of
+    :func:`fe_prolong_add` and :func:`fe_galerkin_coarse` (``vb_fe_parent`` in
+    ``kernels/fe_solver.cu``).
+    """
+    K, wz = _parent_axis(cz, k, NZc)
+    J, wy = _parent_axis(cy, j, NYc)
+    I, wx = _parent_axis(cx, i, NXc)
+    if K < 0 or J < 0 or I < 0:
+        return -1, -1, -1, 0.0
+    return K, J, I, wz * wy * wx
+
+
 @nb.njit(**_opts)
 def fe_restrict(rf, rc, nodes_c, mask_c, NZf, NYf, NXf, NZc, NYc, NXc):
     """``rc = m_c ⊙ Pᵀ rf`` at the active coarse nodes (full weighting, weights ½ per axis off the coarse point)."""
@@ -121,18 +170,11 @@ def fe_restrict(rf, rc, nodes_c, mask_c, NZf, NYf, NXf, NZc, NYc, NXc):
         s1 = 0.0
         s2 = 0.0
         for dz in range(-1, 2):
-            k = 2 * K + dz
-            if k < 0 or k >= NZf:
-                continue
             for dy in range(-1, 2):
-                j = 2 * J + dy
-                if j < 0 or j >= NYf:
-                    continue
                 for dx in range(-1, 2):
-                    i = 2 * I + dx
-                    if i < 0 or i >= NXf:
+                    k, j, i, w = _child(dz, dy, dx, K, J, I, NZf, NYf, NXf)
+                    if k < 0:
                         continue
-                    w = _w(dz) * _w(dy) * _w(dx)
                     m = (k * NYf + j) * NXf + i
                     s0 += w * rf[3 * m]
                     s1 += w * rf[3 * m + 1]
@@ -140,19 +182,6 @@ def fe_restrict(rf, rc, nodes_c, mask_c, NZf, NYf, NXf, NZc, NYc, NXc):
         rc[3 * n] = s0 * mask_c[3 * n]
         rc[3 * n + 1] = s1 * mask_c[3 * n + 1]
         rc[3 * n + 2] = s2 * mask_c[3 * n + 2]
-
-
-@nb.njit(inline="always")
-def _parents(k, NC):
-    """The coarse nodes interpolating fine node ``k`` along one axis: ``(lo, w_lo, hi, w_hi, count)``.
-
-    Even ``k``: the coincident coarse node (weight 1); odd: the two neighbours (½ each), in
-    increasing order; those at or past ``NC`` (the coarse node count) are not counted.
-    """
-    if (k & 1) == 0:
-        return k // 2, 1.0, k // 2, 0.0, (1 if k // 2 < NC else 0)
-    lo = k // 2
-    return lo, 0.5, lo + 1, 0.5, (1 if lo < NC else 0) + (1 if lo + 1 < NC else 0)
 
 
 @nb.njit(**_opts)
@@ -163,17 +192,16 @@ def fe_prolong_add(ec, xf, nodes_f, mask_f, NZf, NYf, NXf, NZc, NYc, NXc):
         k = n // (NYf * NXf)
         j = (n // NXf) % NYf
         i = n % NXf
-        z0, wz0, z1, wz1, nz_ = _parents(k, NZc)
-        y0, wy0, y1, wy1, ny_ = _parents(j, NYc)
-        x0, wx0, x1, wx1, nx_ = _parents(i, NXc)
         s0 = 0.0
         s1 = 0.0
         s2 = 0.0
-        for cz in range(nz_):
-            for cy in range(ny_):
-                for cx in range(nx_):
-                    w = (wz0 if cz == 0 else wz1) * (wy0 if cy == 0 else wy1) * (wx0 if cx == 0 else wx1)
-                    m = ((z0 if cz == 0 else z1) * NYc + (y0 if cy == 0 else y1)) * NXc + (x0 if cx == 0 else x1)
+        for cz in range(2):
+            for cy in range(2):
+                for cx in range(2):
+                    K, J, I, w = _parent(cz, cy, cx, k, j, i, NZc, NYc, NXc)
+                    if K < 0:
+                        continue
+                    m = (K * NYc + J) * NXc + I
                     s0 += w * ec[3 * m]
                     s1 += w * ec[3 * m + 1]
                     s2 += w * ec[3 * m + 2]
@@ -339,46 +367,30 @@ def fe_galerkin_coarse(st_c, st_f, index_f, nodes_c, free_f, NZf, NYf, NXf, NZc,
         J = (n // NXc) % NYc
         I = n % NXc
         for dz in range(-1, 2):
-            k = 2 * K + dz
-            if k < 0 or k >= NZf:
-                continue
             for dy in range(-1, 2):
-                j = 2 * J + dy
-                if j < 0 or j >= NYf:
-                    continue
                 for dx in range(-1, 2):
-                    i = 2 * I + dx
-                    if i < 0 or i >= NXf:
+                    k, j, i, wi = _child(dz, dy, dx, K, J, I, NZf, NYf, NXf)
+                    if k < 0:
                         continue
                     fi = (k * NYf + j) * NXf + i
                     tf = index_f[fi]
                     if tf < 0:
                         continue
-                    wi = _w(dz) * _w(dy) * _w(dx)
                     for q in range(27):
-                        qz = q // 9 - 1
-                        qy = (q // 3) % 3 - 1
-                        qx = q % 3 - 1
-                        kq = k + qz
-                        jq = j + qy
-                        iq = i + qx
+                        kq = k + q // 9 - 1
+                        jq = j + (q // 3) % 3 - 1
+                        iq = i + q % 3 - 1
                         if kq < 0 or kq >= NZf or jq < 0 or jq >= NYf or iq < 0 or iq >= NXf:
                             continue
                         fj = (kq * NYf + jq) * NXf + iq
                         # the coarse nodes that interpolate to fine node fj, and their weights
-                        z0, wz0, z1, wz1, nz_ = _parents(kq, NZc)
-                        y0, wy0, y1, wy1, ny_ = _parents(jq, NYc)
-                        x0, wx0, x1, wx1, nx_ = _parents(iq, NXc)
-                        for mz in range(nz_):
-                            Mz = z0 if mz == 0 else z1
-                            wz = wz0 if mz == 0 else wz1
-                            for my in range(ny_):
-                                My = y0 if my == 0 else y1
-                                wy = wy0 if my == 0 else wy1
-                                for mx in range(nx_):
-                                    Mx = x0 if mx == 0 else x1
-                                    wx = wx0 if mx == 0 else wx1
-                                    w = wi * (wz * wy * wx)
+                        for mz in range(2):
+                            for my in range(2):
+                                for mx in range(2):
+                                    Mz, My, Mx, wm = _parent(mz, my, mx, kq, jq, iq, NZc, NYc, NXc)
+                                    if Mz < 0:
+                                        continue
+                                    w = wi * wm
                                     oc = (Mz - K + 1) * 9 + (My - J + 1) * 3 + (Mx - I + 1)
                                     for c in range(3):
                                         if free_f[3 * fi + c] == 0:

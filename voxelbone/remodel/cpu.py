@@ -242,6 +242,25 @@ def spheroid_frac(w: np.ndarray, rho2: np.ndarray, a: np.float32, b: np.float32)
     return np.where(ok, _clamp01(_HALF - (s - _ONE) * s / safe), _ONE).astype(f32)
 
 
+def _opening_claim(dz: np.ndarray, dy: np.ndarray, dx: np.ndarray, c: Cavity, over: np.float32,
+                   has_bone: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The opening test of a half-spheroid cavity (hemi-osteonal and pore-wall; ``vb_opening_claim``).
+
+    Returns the depth ``w`` of the offsets ``(dz, dy, dx)`` from the cavity centre below the
+    opening (along the inward normal), their squared distance ``rho2`` from the cavity axis,
+    whether each voxel is claimed, and its extra flag: below the opening only bone is
+    claimed; above it (``w ≤ −½``) a voxel of any bone fraction is claimed as an overfill
+    voxel (``FLAG_OVERFILL``) where a positive balance reaches it (``w > −½ − over·a``).
+    """
+    w = -((dz * c.nz + dy * c.ny) + dx * c.nx)
+    above = w <= f32(-0.5)
+    valid = np.where(above, (over > _ZERO) & (w > f32(-0.5) - over * c.a), has_bone)
+    extra = np.where(above, np.uint64(FLAG_OVERFILL), np.uint64(0))
+    d2 = (dz * dz + dy * dy) + dx * dx
+    rho2 = np.maximum(d2 - w * w, _ZERO)
+    return w, rho2, valid, extra
+
+
 def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = _ZERO) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices and 64-bit claim codes of the voxels cavity ``c`` claims (``vb_claim`` body)."""
     bone, region = state.bone, state.region
@@ -257,19 +276,12 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
     keep = (region.ravel()[flat] != _OUT) & (state.bmu_day.ravel()[flat] < 0)
     qz, qy, qx, flat = qz[keep], qy[keep], qx[keep], flat[keep]
     has_bone = bone.ravel()[flat] > _ZERO
-    over = f32(overfill)
-    extra = np.zeros(flat.shape, dtype=np.uint64)
     dz = qz.astype(f32) - c.cz
     dy = qy.astype(f32) - c.cy
     dx = qx.astype(f32) - c.cx
+    w, rho2, valid, extra = _opening_claim(dz, dy, dx, c, f32(overfill), has_bone)
     if c.osteonal:
         # pore-wall cavity: as a hemi-osteonal one, elongated along z (``vb_claim_code_wall``)
-        w = -((dz * c.nz + dy * c.ny) + dx * c.nx)
-        above = w <= f32(-0.5)
-        valid = np.where(above, (over > _ZERO) & (w > f32(-0.5) - over * c.a), has_bone)
-        extra = np.where(above, np.uint64(FLAG_OVERFILL), np.uint64(0))
-        d2 = (dz * dz + dy * dy) + dx * dx
-        rho2 = np.maximum(d2 - w * w, _ZERO)
         dz2 = dz * dz
         wa = w / c.a
         rb2 = np.maximum(rho2 - dz2, _ZERO) / (c.b * c.b) + dz2 / (c.bz * c.bz)
@@ -279,12 +291,6 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
         depth = np.maximum(wf, _ONE)
         u = np.minimum(np.maximum((wf - w) / depth, _ZERO), f32(2.0))
     else:
-        w = -((dz * c.nz + dy * c.ny) + dx * c.nx)
-        above = w <= f32(-0.5)  # above the opening: overfill voxels (any bone fraction)
-        valid = np.where(above, (over > _ZERO) & (w > f32(-0.5) - over * c.a), has_bone)
-        extra = np.where(above, np.uint64(FLAG_OVERFILL), np.uint64(0))
-        d2 = (dz * dz + dy * dy) + dx * dx
-        rho2 = np.maximum(d2 - w * w, _ZERO)
         rb2 = rho2 / (c.b * c.b)
         frac = spheroid_frac(w, rho2, c.a, c.b)
         wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))

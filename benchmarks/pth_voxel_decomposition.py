@@ -16,7 +16,11 @@ Variants (diagnostic counterfactuals, not model options; each patches one rule o
 engine inside this process only):
 
 * ``no_perforation`` — no cavity is flagged as a perforation (every cavity refills);
-* ``no_intracortical`` — no pore-wall (osteonal) BMU starts (``p_osteonal = 0``).
+* ``no_intracortical`` — no pore-wall (osteonal) BMU starts (``p_osteonal = 0``);
+* ``per_column_perforation`` — a prototype of another perforation rule (not in the model):
+  a trabecular or endocortical cavity is no longer flagged as a whole from one ray; each of
+  its voxels below the opening loses its refill when the point half a voxel under its
+  column's floor is marrow (that column cut through the trabecula), the rest refills.
 
 The share of the 20 µm – 40 µm gap that disappears under a variant is the share that rule
 carries. ``--probe`` adds the static test of the perforation rule: on one structure (the
@@ -41,13 +45,13 @@ import numpy as np
 from voxelbone.calibration import site_measures
 from voxelbone.phantom import make_phantom
 from voxelbone.remodel import cpu, engine
-from voxelbone.remodel.state import RemodelState
+from voxelbone.remodel.state import FLAG_PERFORATED, RemodelState
 from voxelbone.scenario import Period, Scenario
 from voxelbone.simulate import simulate
 from voxelbone.volume import BoneVolume, Region, coarsen
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("base", "no_perforation", "no_intracortical")
+VARIANTS = ("base", "no_perforation", "no_intracortical", "per_column_perforation")
 COUNTERS = ("bmus_trabecular", "bmus_osteonal", "perforations", "fragments_removed")
 
 
@@ -75,6 +79,18 @@ class _Patched:
     def __enter__(self) -> "_Patched":
         if self.variant == "no_perforation":
             self._set(cpu, "_perforates", lambda *args, **kwargs: False)
+        elif self.variant == "per_column_perforation":
+            make, codes = cpu.make_cavity, cpu.claim_codes
+
+            def make_cavity(*a: Any, **k: Any) -> Any:
+                c = make(*a, **k)
+                if not c.osteonal:
+                    c.perforated = False
+                return c
+
+            self._set(cpu, "make_cavity", make_cavity)
+            self._set(cpu, "claim_codes", lambda state, si, c, overfill=np.float32(0.0):
+                      _per_column(state, c, *codes(state, si, c, overfill)))
         elif self.variant == "no_intracortical":
             original = engine.step_scalars
             self._set(engine, "step_scalars",
@@ -84,6 +100,26 @@ class _Patched:
     def __exit__(self, *exc: Any) -> None:
         for obj, name, value in reversed(self.saved):
             setattr(obj, name, value)
+
+
+def _per_column(state: RemodelState, c: Any, flat: np.ndarray, code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Set the perforation flag of each claimed voxel whose column cuts through (``per_column_perforation``)."""
+    if c.osteonal or flat.size == 0:
+        return flat, code
+    f32 = np.float32
+    shape = state.bone.shape
+    qz, qy, qx = (a.astype(f32) for a in np.unravel_index(flat, shape))
+    dz, dy, dx = qz - c.cz, qy - c.cy, qx - c.cx
+    w = -((dz * c.nz + dy * c.ny) + dx * c.nx)
+    rho2 = np.maximum(((dz * dz + dy * dy) + dx * dx) - w * w, f32(0.0))
+    wf = c.a * np.sqrt(np.maximum(f32(1.0) - rho2 / (c.b * c.b), f32(0.0)))
+    ds = (wf - w) + f32(0.5)
+    under = [np.floor(q - ds * n + f32(0.5)).astype(np.int64) for q, n in ((qz, c.nz), (qy, c.ny), (qx, c.nx))]
+    inside = np.all([(u >= 0) & (u < m) for u, m in zip(under, shape)], axis=0)
+    clipped = tuple(np.clip(u, 0, m - 1) for u, m in zip(under, shape))
+    cut = inside & (state.region[clipped] != int(Region.OUTSIDE)) & (state.bone[clipped] < 0.5) & (w > f32(-0.5))
+    bit = np.uint64(FLAG_PERFORATED) << np.uint64(24)  # its place in the claim code (cpu.claim_codes)
+    return flat, np.where(cut, code | bit, code & ~bit)
 
 
 def _phantom(edge_mm: float, seed: int) -> BoneVolume:

@@ -65,3 +65,28 @@ def test_annual_changes_agree_across_edges_and_voxel_sizes(preset, metric):
     text = ", ".join(f"{e * 0.02:.2f} mm @ {20 * f} µm: {g[metric]:+.2f}" for (e, f), g in got.items())
     worst = max(abs(v - effect) for v in values)
     assert worst <= tol, f"{preset} {metric} %/yr: {text} (mean {effect:+.2f}, tolerance ±{tol:.2f})"
+
+
+# Continuous PTH (``hyperparathyroidism``) loses more bone on finer voxels: 1.92 mm cube, seeds 1-3,
+# abmd_pct -6.16 %/yr at 20 µm against -3.18 at 40 µm (-7.05 at 10 µm). The cavities flagged as
+# perforations (never refilled) are 14 % of the BMUs at 20 µm, 4 % at 40 µm and 23 % at 10 µm, and
+# intracortical (pore-wall) BMUs start 1.6x as often at 20 µm; see docs/user-guide/invariance.md,
+# "Continuous PTH". Strict: the day the dependence is removed this test fails as XPASS, and the
+# marker goes.
+PTH_NOT_YET = ("perforation flags and intracortical activation depend on the voxel size under high turnover "
+               "(docs/user-guide/invariance.md, 'Continuous PTH')")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason=PTH_NOT_YET, raises=AssertionError, strict=True)
+def test_continuous_pth_abmd_agrees_at_20_and_40_um():
+    got = {(e, f): _changes("hyperparathyroidism", e, f) for e, f in ((96, 1), (96, 2))}
+    values = [g["abmd_pct"] for g in got.values()]
+    effect = float(np.mean(values))
+    if not effect < -1.0:  # not an AssertionError: the expected failure must not hide this one
+        pytest.fail(f"continuous PTH must lose bone; abmd_pct {effect:+.2f} %/yr")
+    tol = max(0.5, 0.2 * abs(effect))
+    text = ", ".join(f"{20 * f} µm: {g['abmd_pct']:+.2f}" for (e, f), g in got.items())
+    worst = max(abs(v - effect) for v in values)
+    assert worst <= tol, f"hyperparathyroidism abmd_pct %/yr on the 1.92 mm cube: {text} (tolerance ±{tol:.2f})"
+

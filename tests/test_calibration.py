@@ -228,14 +228,11 @@ def test_untreated_loss_thins_perforates_and_opens_the_cortex():
     assert last["bv_tv"] < 0.93 * first["bv_tv"]
     assert last["tb_th_um"] < first["tb_th_um"] - 10
     # Pores open within the starting cortex (its porosity rises by 0.02 and more: measured
-    # 0.049 -> 0.105; seeds 2, 3: 0.057 -> 0.103, 0.058 -> 0.113). The contoured cortex moves
-    # with them: its inner, most porous layer opens into the marrow and leaves it
-    # (trabecularisation), so the contoured Ct.Th falls (measured 322 -> 308 µm; seeds 2, 3:
-    # 320 -> 306, 323 -> 305) while the contoured Ct.Po of this 320 µm cortex goes either
-    # way with the seed (0.034 -> 0.038, 0.041 -> 0.048, 0.049 -> 0.048 as its porous inner
-    # layer leaves); Ct.Po rising is judged in the thick femoral-neck cortex
-    # (test_cortex_remodel.py) and, in the day-0 cortex, in the lumbar shell
-    # (test_cortex_lumbar.py).
+    # 0.049 -> 0.105; seeds 2, 3: 0.057 -> 0.103, 0.058 -> 0.113). The contoured cortex
+    # (the marrow passing only through gaps wider than a Haversian canal) thins and grows
+    # porous: Ct.Th 331 -> 322 µm, Ct.Po 0.048 -> 0.065 (seeds 2, 3: 324 -> 318, 337 -> 319 µm;
+    # 0.049 -> 0.065, 0.060 -> 0.074). Ct.Po rising is judged over paired seeds in
+    # test_cortex_lumbar.py and test_cortex_remodel.py.
     assert last["ct_po_starting_cortex"] > first["ct_po_starting_cortex"] + 0.02
     assert last["ct_th_um"] < first["ct_th_um"] - 5.0
     # perforations and fragment losses are counted apart from thinning

@@ -44,7 +44,15 @@ def test_hollow_cylinder_with_canals_and_rods_is_contoured():
         assert c.has_periosteal_shell
         assert np.array_equal(c.outside, region == Region.OUTSIDE)
         assert (c.cortex ^ cortex).sum() <= 0.01 * cortex.sum()  # the rods are trabecular, the canals cortical
-        assert not (c.cortex & ~cortex & bone).any() or (c.cortex & ~cortex & bone).sum() < 0.05 * (bone & ~cortex).sum()
+        # only the roots of the rods stay cortex: the crevices beside them, narrower than the
+        # marrow's passage (ContourParams.passage_radius_um), are not marrow, as in Buie's
+        # opening of the marrow space
+        rooted = c.cortex & ~cortex
+        root_um = ContourParams().passage_radius_um
+        rr = np.hypot(*np.meshgrid((np.arange(bone.shape[1]) - (bone.shape[1] - 1) / 2) * 20.0,
+                                   (np.arange(bone.shape[2]) - (bone.shape[2] - 1) / 2) * 20.0, indexing="ij"))
+        assert (np.broadcast_to(rr, bone.shape)[rooted] >= 360.0 - root_um).all()
+        assert (rooted & bone).sum() < 0.15 * (bone & ~cortex).sum()
         assert (c.cortex & canal).sum() == canal.sum()  # closed canals are pores of the cortex
         assert not (c.marrow & bone).any() and (c.marrow | c.cortex | c.outside | bone).all()
         assert 0.9 < c.cortical_bone_share < 1.0
@@ -69,34 +77,43 @@ def test_contouring_does_not_depend_on_the_voxel_size():
 def test_a_pore_opened_into_the_marrow_is_marrow():
     v = 20.0
     bone, region, canal, cortex = _hollow_cylinder(v)
-    before = segment_compartments(bone, v, envelope=region != Region.OUTSIDE)
+    envelope = region != Region.OUTSIDE
+    before = segment_compartments(bone, v, envelope=envelope)
     n_xy = bone.shape[1]
     c0 = (n_xy - 1) / 2.0
-    one = canal & np.broadcast_to((np.arange(n_xy)[None, None, :] - c0) * v > 300.0, bone.shape)
-    one &= np.broadcast_to(np.abs(np.arange(n_xy)[None, :, None] - c0) * v < 100.0, bone.shape)
-    assert one.any() and before.cortex[one].all()
-    # the wall between that canal (450–510 µm from the axis) and the marrow is resorbed
     y = np.arange(n_xy)[None, :, None]
     x = np.arange(n_xy)[None, None, :]
-    breach = np.broadcast_to((np.abs(y - c0) * v <= 30.0) & ((x - c0) * v > 340.0) & ((x - c0) * v < 470.0), bone.shape)
-    opened = bone & ~breach
-    after = segment_compartments(opened, v, envelope=region != Region.OUTSIDE)
-    # the canal is marrow where the breach opens it; at mid-length a rod fused to the endosteum
-    # stands in front of the breach, so the marrow reaches the canal there only around the rod
+    one = canal & np.broadcast_to(((x - c0) * v > 300.0) & (np.abs(y - c0) * v < 100.0), bone.shape)
+    assert one.any() and before.cortex[one].all()
+    # a canal-sized perforation (60 µm wide) of the wall between that canal (450–510 µm from
+    # the axis) and the marrow: the canal stays a pore of the cortex
+    slit = np.broadcast_to((np.abs(y - c0) * v <= 30.0) & ((x - c0) * v > 340.0) & ((x - c0) * v < 470.0), bone.shape)
+    assert segment_compartments(bone & ~slit, v, envelope=envelope).cortex[one].all()
+    # the canal enlarged to 120 µm (a pore of the transitional zone) stays a pore while its wall holds
+    wide = np.broadcast_to(((y - c0) * v) ** 2 + ((x - c0) * v - 480.0) ** 2 <= 60.0**2, bone.shape)
+    enlarged = bone & ~wide
+    assert segment_compartments(enlarged, v, envelope=envelope).cortex[wide].all()
+    # ... and joins the marrow once the wall between them is gone over the pore's width
+    breach = np.broadcast_to((np.abs(y - c0) * v <= 60.0) & ((x - c0) * v > 340.0) & ((x - c0) * v < 480.0), bone.shape)
+    opened = enlarged & ~breach
+    after = segment_compartments(opened, v, envelope=envelope)
+    # at mid-length a rod fused to the endosteum stands in front of the breach, so the marrow
+    # reaches the pore there only around the rod
     beside_rod = np.broadcast_to(np.abs(np.arange(bone.shape[0])[:, None, None] - bone.shape[0] / 2) * v > 100.0,
                                  bone.shape)
-    assert (after.marrow & one & beside_rod).sum() == (one & beside_rod).sum()
-    assert (after.marrow & one).sum() >= 0.9 * one.sum()
+    assert (after.marrow & wide & beside_rod).sum() == (wide & beside_rod).sum()
+    assert (after.marrow & wide).sum() >= 0.9 * wide.sum()
     other = canal & ~one
     assert (after.cortex & other).sum() == other.sum()  # the closed canals stay pores
-    assert cortical_metrics(opened, region, v).ct_po < cortical_metrics(bone, region, v).ct_po
+    assert cortical_metrics(opened, region, v).ct_po < cortical_metrics(enlarged, region, v).ct_po
 
 
-def _slab_with_a_canal(v: float):
+def _slab_with_a_canal(v: float, canal_radius_um: float = 60.0):
     """A flat 300-µm cortex (periosteum at y = 4) over marrow, 3.2 mm long, with one canal.
 
-    The canal (radius 40 µm, 200 µm below the periosteum) runs the whole length along z; the
-    returned breach is a cavity-sized hole (200 µm along z) through its wall into the marrow.
+    The canal (an enlarged pore, radius 60 µm, 200 µm below the periosteum) runs the whole
+    length along z; the returned breach is a cavity-sized hole (200 µm along z, 120 µm
+    across) through its wall into the marrow.
     """
     nz, ny, nx = 160, 44, 40
     z, y, x = np.ogrid[:nz, :ny, :nx]
@@ -104,7 +121,7 @@ def _slab_with_a_canal(v: float):
     depth = (y - 4 + 0.5) * v
     inside = np.broadcast_to(y >= 4, shape)
     cortex = inside & np.broadcast_to(depth <= 300.0, shape)
-    canal = np.broadcast_to((depth - 200.0) ** 2 + ((x - 19.5) * v) ** 2 <= 40.0**2, shape)
+    canal = np.broadcast_to((depth - 200.0) ** 2 + ((x - 19.5) * v) ** 2 <= canal_radius_um**2, shape)
     breach = np.broadcast_to((np.abs((z - 79.5) * v) <= 100.0) & (np.abs((x - 19.5) * v) <= 60.0)
                              & (depth >= 200.0) & (depth <= 320.0), shape)
     region = np.where(inside, np.where(cortex, Region.CORTICAL, Region.TRABECULAR), Region.OUTSIDE)
@@ -129,6 +146,11 @@ def test_a_long_canal_breached_once_opens_into_the_marrow_only_near_the_breach()
     assert opened.cortex[canal & (from_breach_um > 2.0 * reach + 200.0)].all()
     th = [cortical_metrics(b, region, v).ct_th_um for b in (bone, bone & ~breach)]
     assert 0.0 <= th[0] - th[1] <= 5.0, th
+    # a Haversian canal of ordinary size (80 µm wide) behind the same hole stays a pore: the
+    # marrow passes only where it is wider than a canal (ContourParams.passage_radius_um)
+    bone, region, canal, breach, _ = _slab_with_a_canal(v, canal_radius_um=40.0)
+    narrow = segment_compartments(bone & ~breach, v, envelope=envelope)
+    assert narrow.cortex[canal & ~breach & (from_breach_um > 120.0)].all()
 
 
 def test_trabecular_core_without_shell_is_all_trabecular():
@@ -154,3 +176,5 @@ def test_bad_input_is_refused():
         ContourParams(trabecular_close_um=-1.0)
     with pytest.raises(ValueError, match="marrow_reach_um"):
         ContourParams(marrow_reach_um=0.0)
+    with pytest.raises(ValueError, match="passage_radius_um"):
+        ContourParams(passage_radius_um=float("nan"))

@@ -19,6 +19,13 @@ bounded in the contour (``ContourParams.marrow_reach_um``, 500 µm):
 - hypogonadal untreated minus start: -6.7, +2.1, +9.4, -6.3, +20.0 (+3.7 ± 5.0);
   TRT minus hypogonadal: +18.7, +10.6, +11.0, +11.6, +7.6 (+11.9 ± 1.8).
 
+With the marrow passing only through gaps wider than a Haversian canal
+(``ContourParams.passage_radius_um``, 50 µm; the numbers above were measured before it):
+untreated Ct.Po end minus start +1.42, +1.64, +1.72, +1.78, +2.09 points; MHT minus
+untreated (end) -2.02, -1.66, -2.23, -2.14, -2.53 points, Ct.Th +27.9, +12.7, +15.7, +10.0,
++9.1 µm; untreated Ct.Th minus start -27.1, -6.3, +4.3, -7.5, +3.7 µm (-6.6 ± 5.6, p = 0.16),
+no longer beyond the seed spread: an expected failure below (docs/model.md, "The cortex").
+
 Three further seeds (6-8), held out, confirm every claim below at the same level (untreated
 minus start -11.5, -20.9, -12.6; MHT minus untreated +15.2, +24.9, +21.7). With the earlier
 unbounded reach (a breached canal was marrow along its whole length) the untreated loss
@@ -38,6 +45,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import pytest
 from scipy.stats import ttest_1samp
 
 from voxelbone.metrics.cortical import cortical_metrics
@@ -119,12 +127,21 @@ def _assert_treatment_keeps_the_cortex(treated: str, untreated: str, porosity) -
     assert _surely_above(gap_bmd, 0.0), gap_bmd
 
 
-def test_untreated_postmenopausal_cortex_thins_and_porosity_rises_mht_prevents_it():
+@pytest.mark.xfail(strict=True, reason=(
+    "measured: with the marrow passing only through gaps wider than a Haversian canal "
+    "(ContourParams.passage_radius_um) the 800 µm cortex thins by 6.6 ± 5.6 µm in three untreated "
+    "years (seeds 1-5: -27.1, -6.3, +4.3, -7.5, +3.7; p = 0.16): endocortical recession alone is "
+    "within the seed spread; the significant thinning measured before (-11.5 ± 3.4) was pores moving "
+    "into the marrow through one-voxel gaps (docs/model.md, 'The cortex')"))
+def test_untreated_postmenopausal_femoral_neck_cortex_thins():
+    pm = "postmenopausal_untreated"
+    assert _surely_below(_change(pm, _th_late, _th_start), 0.0)
+
+
+def test_untreated_postmenopausal_cortex_porosity_rises_mht_prevents_it():
     pm, mht = "postmenopausal_untreated", "mht_estradiol_progesterone"
-    d_th = _change(pm, _th_late, _th_start)
     d_po = _change(pm, lambda c: _end(c, "ct_po"), lambda c: _start(c, "ct_po"))
     d_bmd = _change(pm, lambda c: _end(c, "ct_vbmd"), lambda c: _start(c, "ct_vbmd"))
-    assert _surely_below(d_th, 0.0), d_th
     assert _surely_above(d_po, 0.0), d_po
     assert _surely_below(d_bmd, 0.0), d_bmd
     # MHT slows or stops all three (paired by seed)
@@ -159,9 +176,11 @@ def test_engine_labels_follow_an_opened_pore_when_asked():
     n_xy = bone.shape[1]
     c0 = (n_xy - 1) / 2.0
     y, x = np.arange(n_xy)[None, :, None], np.arange(n_xy)[None, None, :]
-    breach = np.broadcast_to((np.abs(y - c0) * v <= 30.0) & ((x - c0) * v > 340.0) & ((x - c0) * v < 470.0), bone.shape)
-    opened_canal = canal & np.broadcast_to((np.abs(y - c0) * v < 100.0) & ((x - c0) * v > 300.0), bone.shape)
-    vol = BoneVolume.from_mask(bone & ~breach, v, region=region)
+    # one canal enlarged to 120 µm (wider than the marrow's passage, ContourParams.passage_radius_um)
+    # and the wall between it and the marrow resorbed over its width
+    opened_canal = np.broadcast_to(((y - c0) * v) ** 2 + ((x - c0) * v - 480.0) ** 2 <= 60.0**2, bone.shape)
+    breach = np.broadcast_to((np.abs(y - c0) * v <= 60.0) & ((x - c0) * v > 340.0) & ((x - c0) * v < 480.0), bone.shape)
+    vol = BoneVolume.from_mask(bone & ~breach & ~opened_canal, v, region=region)
     kept = Remodeler(vol.copy(), RemodelParams(contour_compartments=False), seed=0)
     assert (kept.state.region[opened_canal] == Region.CORTICAL).all()  # the starting labels
     moved = Remodeler(vol.copy(), RemodelParams(contour_compartments=True), seed=0)

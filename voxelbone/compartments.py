@@ -15,14 +15,20 @@ on the voxel size:
 2. **marrow cavity** — Buie's endosteal step: the space inside the envelope that is not bone,
    eroded (only voids wider than ``2·marrow_seed_um`` survive: the marrow, not Haversian
    canals of 20–100 µm, model.md §5), dilated back by the same radius, and extended
-   through the voids by ``marrow_reach_um`` of path through non-bone voxels (a geodesic
-   dilation, 6-connected steps of one voxel). A pore therefore joins the marrow near where
-   the bone between it and the marrow is gone (trabecularisation of the endocortical cortex,
-   Zebaze et al. 2010 Lancet 375:1729), and a closed intracortical canal stays a pore. The
-   reach is bounded as Buie's dilation is: Haversian canals run millimetres along the bone,
-   and one breach into the marrow does not turn a whole canal into marrow (an unbounded
-   reconstruction did, and a canal's wall flickering across the bone threshold during one
-   BMU's resorption moved a band of cortex 300 µm × 4 mm in and out of the cortex);
+   by ``marrow_reach_um`` of path (a geodesic dilation, 6-connected steps of one voxel)
+   through the voids wider than a Haversian canal: the voids opened with a ball of
+   ``passage_radius_um``, so the marrow passes only where a ball of that radius fits, as
+   Buie's endosteal mask is an opening of the low-density space with a structuring element
+   of hundreds of µm, not a flood through any gap. A pore therefore joins the marrow where
+   the bone between it and the marrow is gone and the pore has grown wider than a canal
+   (trabecularisation of the endocortical cortex, Zebaze et al. 2010 Lancet 375:1729); a
+   closed intracortical canal, a canal-sized pore breached by a narrower cavity, and a
+   pore enlarged but not yet open stay pores of the cortex, whose porosity they raise
+   (Zebaze et al. 2010 count the transitional zone as cortex). The reach is bounded as
+   Buie's dilation is: Haversian canals run millimetres along the bone, and one breach
+   into the marrow does not turn a whole canal into marrow (an unbounded reconstruction
+   did, and a canal's wall flickering across the bone threshold during one BMU's
+   resorption moved a band of cortex 300 µm × 4 mm in and out of the cortex);
 3. **trabecular compartment** — the marrow cavity closed with a ball of radius
    ``trabecular_close_um``: bone thinner than twice that (trabeculae, and cortical
    remnants between coalesced pores) is engulfed, while the cortex, backed by the space
@@ -69,6 +75,17 @@ class ContourParams:
         the millimetres of canal beyond. Chosen between 250 µm (the femoral-neck cortex
         then thins less than its seed spread, p = 0.055 over five seeds) and an unbounded
         reach (the contour flickers).
+    passage_radius_um : float
+        The marrow's reach passes only through voids that hold a ball of this radius: gaps
+        at least twice as wide (100 µm, the widest human Haversian canal, model.md §5;
+        Cooper et al. 2006, Bousson et al. 2001). A passage no wider than a canal is a
+        canal, or a perforation of a canal's size, whatever it connects; a pore behind it
+        stays cortical porosity until it is wider. Reaching through gaps of any width (the
+        contour before this parameter) moved the porous inner layer of a lumbar shell into
+        the marrow through one-voxel perforations: Ct.Po of the contoured 300 µm shell did
+        not rise under untreated loss (−0.1 ± 0.3 points, six seeds) although its canals
+        widened (docs/model.md, "The cortex"). On voxels coarser than 50 µm the ball is one
+        voxel and every gap passes (a grid that coarse does not resolve a canal's width).
     trabecular_close_um : float
         Radius of the ball that closes the marrow over trabeculae (bone thinner than twice
         this, surrounded by marrow, is trabecular; human Tb.Th 110–220 µm, model.md §5).
@@ -84,13 +101,15 @@ class ContourParams:
 
     marrow_seed_um: float = 100.0
     marrow_reach_um: float = 500.0
+    passage_radius_um: float = 50.0
     trabecular_close_um: float = 150.0
     seal_um: float = 60.0
     cortex_min_um: float = 200.0
     shell_coverage: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("marrow_seed_um", "marrow_reach_um", "trabecular_close_um", "seal_um", "cortex_min_um"):
+        for name in ("marrow_seed_um", "marrow_reach_um", "passage_radius_um", "trabecular_close_um", "seal_um",
+                     "cortex_min_um"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number of micrometres, got {v!r}")
@@ -289,7 +308,9 @@ def segment_compartments(
         seeds = _erode(voids, (p.marrow_seed_um / v) ** 2, xp)
         six = xp.asarray(ndi.generate_binary_structure(3, 1))
         opened = _dilate(seeds, (p.marrow_seed_um / v) ** 2, xp) & voids  # Buie: erode, dilate back
-        marrow = _geodesic_dilate(opened, voids, p.marrow_reach_um / v, ndi, six)
+        r2 = (p.passage_radius_um / v) ** 2
+        passable = _dilate(_erode(voids, r2, xp), r2, xp) & voids  # voids wider than a canal
+        marrow = _geodesic_dilate(opened, passable | opened, p.marrow_reach_um / v, ndi, six)
         trabecular = _close(marrow, (p.trabecular_close_um / v) ** 2, xp) & inside
         candidate = inside & ~trabecular
         if bool(candidate.any()):

@@ -14,8 +14,9 @@ Definitions (model.md §4; Bouxsein et al. 2010; Burghardt et al. 2010):
 By default the compartments are contoured from the bone at every evaluation
 (:func:`voxelbone.compartments.segment_compartments`, the dual-threshold method of Buie et
 al. 2007) inside the periosteal envelope of the labels, so the endosteal envelope follows
-the bone: pores that open into the marrow leave the cortex and Ct.Th falls as the
-endocortical cortex trabecularises (Zebaze et al. 2010 Lancet 375:1729).
+the bone: pores that open into the marrow through gaps wider than a Haversian canal leave
+the cortex and Ct.Th falls as the endocortical cortex trabecularises (Zebaze et al. 2010
+Lancet 375:1729), while canals that widen but stay walled off raise Ct.Po.
 """
 
 from __future__ import annotations

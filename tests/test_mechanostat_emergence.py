@@ -13,7 +13,9 @@ import pytest
 from test_mechanostat import LOSS, _run, lattice
 
 from voxelbone.metrics.anisotropy import mean_intercept_length
-from voxelbone.remodel.mechanostat import Mechanostat
+from voxelbone.phantom import make_phantom
+from voxelbone.remodel.mechanostat import Mechanostat, MechanostatParams
+from voxelbone.remodel.state import RemodelingRates
 from voxelbone.scenario import Period, Scenario
 from voxelbone.simulate import simulate
 
@@ -108,3 +110,25 @@ def test_balanced_hormones_and_constant_load_keep_bone_volume_for_ten_years():
     bv_on, _ = _lumbar("premenopausal", 10.0, 180, step_days=20)
     bv_off, _ = _lumbar("premenopausal", 10.0, 0, step_days=20)
     assert np.all(np.abs(bv_on - bv_off[: bv_on.size]) < 0.05), (bv_on, bv_off)
+
+
+@pytest.mark.slow
+def test_balanced_turnover_and_constant_load_keep_the_bone_of_blind_remodelling():
+    # Accelerated homeostasis check (~2 min on 2 cores): balanced BMUs at 2 activations per
+    # year — ten times the premenopausal trabecular rate (0.21 /yr), so two years here are
+    # about twenty years of premenopausal turnover — on a 40³ lumbar cube at 40 µm, paired
+    # with blind BMUs of the same seed. The first year opens the remodelling space (no
+    # spin-up); from year 1 to year 3 the load-driven run must change by the blind run's
+    # change within 2 % of the bone (Badilatti et al. 2016: BV/TV within 5 % in 10 years).
+    # Measured (seed 1; BV change from year 1 to 3 minus blind's): set points fixed at the
+    # start +1.0 points; re-fitted on every solve (the earlier rule) −3.7.
+    vol = make_phantom("lumbar_spine", size=40, voxel_size_um=40.0, seed=1)
+    balanced = RemodelingRates(2.0, 2.0, 50.0, 1.0, 1.0)
+    steps_per_year = 365 // 5
+    change = {}
+    for on in (False, True):
+        trace: list[float] = []
+        _run(vol, Mechanostat() if on else None, 3.0, balanced, fe_every_days=60, seed=1, trace=trace)
+        year = [np.mean(trace[k * steps_per_year - 6:k * steps_per_year]) for k in (1, 3)]  # a month's mean
+        change[on] = year[1] / year[0] - 1.0
+    assert abs(change[True] - change[False]) <= 0.02, change

@@ -14,7 +14,7 @@ from test_mechanostat import LOSS, _run, lattice
 
 from voxelbone.metrics.anisotropy import mean_intercept_length
 from voxelbone.phantom import make_phantom
-from voxelbone.remodel.mechanostat import Mechanostat, MechanostatParams
+from voxelbone.remodel.mechanostat import Mechanostat
 from voxelbone.remodel.state import RemodelingRates
 from voxelbone.scenario import Period, Scenario
 from voxelbone.simulate import simulate
@@ -112,8 +112,8 @@ def test_balanced_hormones_and_constant_load_keep_bone_volume_for_ten_years():
 
 
 def test_balanced_turnover_and_constant_load_keep_the_bone_of_blind_remodelling():
-    # Accelerated homeostasis check (10 s on 2 idle cores, a minute on loaded ones): balanced BMUs at 2 activations per
-    # year — ten times the premenopausal trabecular rate (0.21 /yr), so two years here are
+    # Accelerated homeostasis check (10 s on 2 idle cores, a minute on loaded ones): balanced
+    # BMUs at 2 activations per year — ten times the premenopausal trabecular rate (0.21 /yr), so two years here are
     # about twenty years of premenopausal turnover — on a 40³ lumbar cube at 40 µm, paired
     # with blind BMUs of the same seed. The first year opens the remodelling space (no
     # spin-up); from year 1 to year 3 the load-driven run must change by the blind run's

@@ -35,13 +35,15 @@ flight, weighted by the bone they remove (:func:`cavity_weights`), or while ther
 few of them the surface weighted by ``a``: the starting structure is assumed to be adapted
 to its habitual load, and the set points then stay fixed, as the thresholds of the
 mechanostat models that keep a structure at homeostasis under a constant load do (Huiskes
-et al. 2000 Nature 405:704; Badilatti et al. 2016 J Biomech 49:3770). The solve is displacement-controlled (1 % strain), so a
-structure that thins everywhere alike keeps its strains and the set points do not feed the
-hormones' loss of bone mass back (that feedback is the cell layer's ``mechanical_feedback``
-of :class:`voxelbone.biology.HormoneEffects`, fitted to the clinical loss); what moves the
+et al. 2000 Nature 405:704; Badilatti et al. 2016 J Biomech 49:3770). The solve is
+displacement-controlled (1 % strain), so a structure that thins everywhere alike keeps its
+strains and the set points do not feed the hormones' loss of bone mass back (that
+feedback is the cell layer's ``mechanical_feedback`` of
+:class:`voxelbone.biology.HormoneEffects`, fitted to the clinical loss); what moves the
 signal against the set points is the *architecture*: when unloaded struts go, the surface
 that remains is the loaded one, above the set points on average, so its BMUs start less
-often and refill more — the restoring force that the re-fitted set points lacked. Three things this excludes, each measured:
+often and refill more — the restoring force that the re-fitted set points lacked. Three
+things this excludes, each measured:
 
 * set points fitted again on every solve (the rule until this was measured): every
   structure is then re-centred on its own strain distribution, so some struts are always

@@ -51,8 +51,9 @@ things this excludes, each measured:
   thinning to perforation (irreversible), while a loaded strut gains only as long as it
   stays above a set point that rises with it, and nothing restores the lost bone. Balanced
   hormones and a constant load lost 0.3–0.45 %/yr on a 64³ lumbar cube (−4.3 % in ten
-  years; blind remodelling −0.7 %, held set points −1.5 %). Decomposed with fast balanced turnover (2 /yr) on a 48³ lumbar cube, BV change
-  against blind BMUs of the same seed, mean of years 3–4: re-fitted rule −7.5 points;
+  years; blind remodelling −0.7 %, held set points −1.5 %). Decomposed with fast balanced
+  turnover (2 /yr) on a 48³ lumbar cube, BV change against blind BMUs of the same seed,
+  mean of years 3–4: re-fitted rule −7.5 points;
   refill steering alone −5.9 (refill set point fitted over the cavities in flight), −2.5
   (fitted over the surface), −2.2 (and each BMU's refill held from its start); activation
   steering alone −0.3; fixed set points +3.0 (refill steering alone with fixed set points

@@ -13,7 +13,9 @@ import pytest
 from test_mechanostat import LOSS, _run, lattice
 
 from voxelbone.metrics.anisotropy import mean_intercept_length
+from voxelbone.phantom import make_phantom
 from voxelbone.remodel.mechanostat import Mechanostat
+from voxelbone.remodel.state import RemodelingRates
 from voxelbone.scenario import Period, Scenario
 from voxelbone.simulate import simulate
 
@@ -101,10 +103,36 @@ def test_disuse_loses_bone_faster_than_estrogen_loss_alone():
 @pytest.mark.slow
 def test_balanced_hormones_and_constant_load_keep_bone_volume_for_ten_years():
     # Badilatti et al. 2016: BV/TV within 5 % over 10 simulated years under a constant load.
-    # A 48³ lumbar cube at 40 µm, 20-day steps, a solve every 180 days: minutes on 2 cores.
-    # Paired with blind remodelling on the same seed: a cube this small loses a loose piece
-    # (fragment removal) either way, which is the sample's, not the mechanostat's — measured:
-    # blind −7.1 % at 10 years (one fragment at year 6.5), load-driven −8.0 %.
-    bv_on, _ = _lumbar("premenopausal", 10.0, 180, step_days=20)
-    bv_off, _ = _lumbar("premenopausal", 10.0, 0, step_days=20)
-    assert np.all(np.abs(bv_on - bv_off[: bv_on.size]) < 0.05), (bv_on, bv_off)
+    # The absolute criterion, through the whole run (presets, cell layer, spin-up): a 64³
+    # lumbar cube at 40 µm (a 48³ cube can lose a loose piece of several % by one fragment
+    # removal, with or without mechanics), 20-day steps, a solve every 180 days: a minute on
+    # 2 idle cores. And paired with blind BMUs of the same seed, over the last two years:
+    # the mechanostat adds no drift of its own. Measured: load-driven −1.46 % at 10 years
+    # (largest excursion −1.94 %), mean of years 8–10 −1.62 %; blind −0.73 %, −0.79 %; the
+    # earlier rule (set points re-fitted on every solve) −4.25 %, −3.99 %.
+    bv, _ = _lumbar("premenopausal", 10.0, 180, size=64, step_days=20)
+    assert np.all(np.abs(bv - 1.0) <= 0.05), bv
+    blind, _ = _lumbar("premenopausal", 10.0, 0, size=64, step_days=20)
+    late = slice(-5, None)  # the evaluations from year 8.4 to 10
+    assert abs(np.mean(bv[late]) - np.mean(blind[late])) <= 0.02, (bv, blind)
+
+
+def test_balanced_turnover_and_constant_load_keep_the_bone_of_blind_remodelling():
+    # Accelerated homeostasis check (10 s on 2 idle cores, a minute on loaded ones): balanced
+    # BMUs at 2 activations per year — ten times the premenopausal trabecular rate (0.21 /yr), so two years here are
+    # about twenty years of premenopausal turnover — on a 40³ lumbar cube at 40 µm, paired
+    # with blind BMUs of the same seed. The first year opens the remodelling space (no
+    # spin-up); from year 1 to year 3 the load-driven run must change by the blind run's
+    # change within 2 % of the bone (Badilatti et al. 2016: BV/TV within 5 % in 10 years).
+    # Measured (seed 1; BV change from year 1 to 3 minus blind's): set points fixed at the
+    # start +1.0 points; re-fitted on every solve (the earlier rule) −3.7.
+    vol = make_phantom("lumbar_spine", size=40, voxel_size_um=40.0, seed=1)
+    balanced = RemodelingRates(2.0, 2.0, 50.0, 1.0, 1.0)
+    steps_per_year = 365 // 5
+    change = {}
+    for on in (False, True):
+        trace: list[float] = []
+        _run(vol, Mechanostat() if on else None, 3.0, balanced, fe_every_days=60, seed=1, trace=trace)
+        year = [np.mean(trace[k * steps_per_year - 6:k * steps_per_year]) for k in (1, 3)]  # a month's mean
+        change[on] = year[1] / year[0] - 1.0
+    assert abs(change[True] - change[False]) <= 0.02, change

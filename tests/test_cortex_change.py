@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from voxelbone.runfolder import RunFolder
 from voxelbone.volume import TMD_MAX_MG_CM3, BoneVolume, Region
 
 V_UM = 30.0
@@ -150,19 +151,24 @@ def test_errors_name_the_problem():
         cortex_change(core, core)
 
 
+def _run_folder_of_a_thinned_cortex(tmp_path):
+    """A run folder holding the start volume (day 0) and the same volume without its inner cortical layer (day 365)."""
+    folder = RunFolder(tmp_path / "run")
+    folder.create()
+    start = _start()
+    folder.save_snapshot(start, 0)
+    folder.save_snapshot(_without_layer(start), 365)
+    return folder, start
+
+
 def test_a_run_writes_the_cortex_change_figure(tmp_path):
     import imageio.v2 as imageio
 
     from voxelbone.cortex_change import cortex_change
     from voxelbone.plots import plot_cortex_change
     from voxelbone.render import run_renders
-    from voxelbone.runfolder import RunFolder
 
-    folder = RunFolder(tmp_path / "run")
-    folder.create()
-    start = _start()
-    folder.save_snapshot(start, 0)
-    folder.save_snapshot(_without_layer(start), 365)
+    folder, start = _run_folder_of_a_thinned_cortex(tmp_path)
     figures = run_renders(folder)
     written = figures["cortex_change"]()
     assert written == [folder.render_path("cortex_change")]
@@ -242,13 +248,8 @@ def test_a_run_writes_the_3d_cortex_render(tmp_path):
     import imageio.v2 as imageio
 
     from voxelbone.render import RenderOptions, render_cortex_change, run_renders
-    from voxelbone.runfolder import RunFolder
 
-    folder = RunFolder(tmp_path / "run")
-    folder.create()
-    start = _start()
-    folder.save_snapshot(start, 0)
-    folder.save_snapshot(_without_layer(start), 365)
+    folder, start = _run_folder_of_a_thinned_cortex(tmp_path)
     opts = RenderOptions(window_size=(320, 320))
     written = run_renders(folder, options=opts)["cortex_change_3d"]()
     assert written == [folder.render_path("cortex_change_3d")]

@@ -40,6 +40,18 @@ __device__ __forceinline__ void vb_neighbour(int k, int* dz, int* dy, int* dx) {
     *dx = (k == 4) ? -1 : ((k == 5) ? 1 : 0);
 }
 
+// Face neighbour k (0..5, vb_neighbour's order) of (z, y, x): its coordinates, and whether it
+// lies inside the grid.
+__device__ __forceinline__ bool vb_face_neighbour(const vb_grid g, int k, vb_i64 z, vb_i64 y, vb_i64 x, vb_i64* zz,
+                                                  vb_i64* yy, vb_i64* xx) {
+    int dz, dy, dx;
+    vb_neighbour(k, &dz, &dy, &dx);
+    *zz = z + dz;
+    *yy = y + dy;
+    *xx = x + dx;
+    return *zz >= 0 && *zz < g.nz && *yy >= 0 && *yy < g.ny && *xx >= 0 && *xx < g.nx;
+}
+
 // Surface type of a bone voxel: 0 none, 1 hemi-osteonal (trabecular / endocortical),
 // 2 osteonal (cortical voxel whose marrow neighbours are all intracortical pores).
 // *first receives the first marrow neighbour (0..5) in the fixed order.
@@ -48,10 +60,8 @@ __device__ __forceinline__ int vb_surface_type(const float* __restrict__ bone, c
     int any = 0, trabecular_marrow = 0;
     *first = -1;
     for (int k = 0; k < 6; ++k) {
-        int dz, dy, dx;
-        vb_neighbour(k, &dz, &dy, &dx);
-        vb_i64 zz = z + dz, yy = y + dy, xx = x + dx;
-        if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny || xx < 0 || xx >= g.nx) continue;
+        vb_i64 zz, yy, xx;
+        if (!vb_face_neighbour(g, k, z, y, x, &zz, &yy, &xx)) continue;
         vb_i64 j = vb_index(g, zz, yy, xx);
         if (bone[j] < 0.5f && region[j] != VB_OUTSIDE) {
             if (!any) *first = k;
@@ -518,10 +528,8 @@ __device__ __forceinline__ int vb_model_marrow(const float* __restrict__ bone_ol
     if (region[j] == VB_TRABECULAR) return 1;
     if (region[j] != VB_CORTICAL) return 0;
     for (int q = 0; q < 6; ++q) {   // a cortical voxel on the endocortical boundary
-        int dz, dy, dx;
-        vb_neighbour(q, &dz, &dy, &dx);
-        vb_i64 zz = z + dz, yy = y + dy, xx = x + dx;
-        if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny || xx < 0 || xx >= g.nx) continue;
+        vb_i64 zz, yy, xx;
+        if (!vb_face_neighbour(g, q, z, y, x, &zz, &yy, &xx)) continue;
         if (region[vb_index(g, zz, yy, xx)] == VB_TRABECULAR) return 1;
     }
     return 0;
@@ -533,10 +541,8 @@ __device__ __forceinline__ int vb_model_count(const float* __restrict__ bone_old
                                               vb_i64 z, vb_i64 y, vb_i64 x) {
     int count = 0;
     for (int q = 0; q < 6; ++q) {
-        int dz, dy, dx;
-        vb_neighbour(q, &dz, &dy, &dx);
-        vb_i64 zz = z + dz, yy = y + dy, xx = x + dx;
-        if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny || xx < 0 || xx >= g.nx) continue;
+        vb_i64 zz, yy, xx;
+        if (!vb_face_neighbour(g, q, z, y, x, &zz, &yy, &xx)) continue;
         count += vb_model_marrow(bone_old, region, bmu_day, g, zz, yy, xx);
     }
     return count;
@@ -554,10 +560,8 @@ extern "C" __global__ void vb_model(float* __restrict__ bone, float* __restrict_
         float acc = 0.0f;
         if (vb_model_marrow(bone_old, region, bmu_day, g, z, y, x)) {
             for (int k = 0; k < 6; ++k) {
-                int dz, dy, dx;
-                vb_neighbour(k, &dz, &dy, &dx);
-                vb_i64 zz = z + dz, yy = y + dy, xx = x + dx;
-                if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny || xx < 0 || xx >= g.nx) continue;
+                vb_i64 zz, yy, xx;
+                if (!vb_face_neighbour(g, k, z, y, x, &zz, &yy, &xx)) continue;
                 vb_i64 j = vb_index(g, zz, yy, xx);
                 if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0 || !(bone_old[j] >= 0.5f)) continue;
                 int count = vb_model_count(bone_old, region, bmu_day, g, zz, yy, xx);   // >= 1: i is one

@@ -12,10 +12,15 @@ import scipy.sparse.linalg as spla
 from scipy import ndimage
 
 
-def load_bearing_reference(mask: np.ndarray) -> np.ndarray:
-    """Face-connected components of ``mask`` touching the first and the last layer of axis 0."""
+def load_bearing_reference(mask: np.ndarray, boundary: str = "constrained") -> np.ndarray:
+    """Face-connected components of ``mask`` touching the first and the last layer of axis 0
+    (``"kinematic"``: touching any face of the box)."""
     lab, _ = ndimage.label(mask)
     ids = set(np.unique(lab[0])) & set(np.unique(lab[-1]))
+    if boundary == "kinematic":
+        shell = np.ones(mask.shape, bool)
+        shell[1:-1, 1:-1, 1:-1] = False
+        ids = set(np.unique(lab[shell]))
     ids.discard(0)
     return np.isin(lab, sorted(ids))
 
@@ -25,7 +30,7 @@ def reference_e_app(mask: np.ndarray, e_mpa: float, boundary: str, strain: float
     from skfem import Basis, BilinearForm, ElementHex1, ElementVector, MeshHex, asm, condense
     from skfem.models.elasticity import lame_parameters, linear_elasticity
 
-    keep = load_bearing_reference(mask)
+    keep = load_bearing_reference(mask, boundary)
     nz, ny, nx = keep.shape
     mesh = MeshHex.init_tensor(np.arange(nz + 1.0), np.arange(ny + 1.0), np.arange(nx + 1.0))
     c = np.floor(mesh.p[:, mesh.t].mean(axis=1)).astype(int)  # element centroid -> voxel (axis 0, 1, 2)
@@ -41,7 +46,12 @@ def reference_e_app(mask: np.ndarray, e_mpa: float, boundary: str, strain: float
     top = np.flatnonzero(np.isclose(p[0], nz))
     u = np.zeros(ndof)
     u[nd[0, top]] = strain * nz
-    if boundary == "constrained":
+    if boundary == "kinematic":  # every node on the box's surface: u = (ε·z, 0, 0)
+        on_box = np.flatnonzero(np.isclose(p[0], 0) | np.isclose(p[0], nz) | np.isclose(p[1], 0)
+                                | np.isclose(p[1], ny) | np.isclose(p[2], 0) | np.isclose(p[2], nx))
+        u[nd[0, on_box]] = strain * p[0, on_box]
+        fixed = nd[:, on_box].ravel()
+    elif boundary == "constrained":
         fixed = np.concatenate([nd[:, bottom].ravel(), nd[:, top].ravel()])
     else:
         fixed = [nd[0, bottom], nd[0, top]]

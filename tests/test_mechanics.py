@@ -56,11 +56,31 @@ def test_constrained_block_is_stiffer_than_frictionless():
     m = np.ones((10, 10, 10), bool)
     c = apparent_modulus(m, boundary="constrained", rtol=1e-10).e_app_mpa
     f = apparent_modulus(m, boundary="frictionless", rtol=1e-10).e_app_mpa
+    k = apparent_modulus(m, boundary="kinematic", rtol=1e-10).e_app_mpa
     assert f == pytest.approx(10_000.0, rel=1e-8)
     assert 1.02 * f < c < 1.35 * f  # lateral constraint: between E and the confined modulus (1.35 E)
+    # kinematic faces hold the whole block in uniaxial strain: the confined modulus exactly
+    assert k == pytest.approx(10_000.0 * 0.7 / (1.3 * 0.4), rel=1e-8)
 
 
-@pytest.mark.parametrize("boundary", ["constrained", "frictionless"])
+def test_kinematic_faces_load_struts_cut_by_the_side_faces():
+    """A column with an inclined branch cut by a side face: free sides leave the branch unloaded
+    (and drop a piece held by a side face alone); kinematic faces strain both as the bone around would."""
+    m = np.zeros((16, 12, 12), bool)
+    m[:, 5:8, 5:8] = True  # a vertical column joining the loaded faces
+    for k in range(4, 12):  # a branch rising 45° from the column to the side face x = 11
+        m[k, 5:8, min(11, 4 + k):min(12, 7 + k)] = True
+    m[6:10, 1:3, 0:2] = True  # a piece held only by the side face x = 0
+    c = apparent_modulus(m, boundary="constrained", rtol=1e-10)
+    k = apparent_modulus(m, boundary="kinematic", rtol=1e-10)
+    branch, piece = (slice(6, 11), slice(5, 8), slice(10, 12)), (slice(7, 9), slice(1, 3), slice(0, 2))
+    assert c.removed_elements == 16 and k.removed_elements == 0
+    assert float(c.effective_strain[branch].max()) < 1e-4  # hangs free from the column
+    assert float(k.effective_strain[branch][m[branch]].mean()) > 3e-3  # strained where the side face holds it
+    assert float(k.effective_strain[piece].mean()) > 3e-3
+
+
+@pytest.mark.parametrize("boundary", ["constrained", "frictionless", "kinematic"])
 @pytest.mark.parametrize("seed,shape", [(1, (18, 16, 14)), (3, (14, 16, 18))])
 def test_random_structures_match_an_independent_sparse_direct_solve(boundary, seed, shape, multilevel):
     mask = random_structure(shape, seed)
@@ -127,7 +147,7 @@ def _prolongation(fine_nodes, coarse_nodes):
     return sp.kron(p, sp.identity(3)).tocsr()
 
 
-@pytest.mark.parametrize("boundary", ["constrained", "frictionless"])
+@pytest.mark.parametrize("boundary", ["constrained", "frictionless", "kinematic"])
 def test_coarse_stencils_are_the_galerkin_product(boundary):
     """Every coarse stencil equals Pᵀ A P assembled independently (masked P, SciPy), level after level."""
     import scipy.sparse as sp
@@ -254,5 +274,8 @@ def test_cli_prints_the_apparent_modulus_and_writes_json(tmp_path, capsys):
     rec = json.loads(out.read_text())
     assert rec["e_app_mpa"] == pytest.approx(2500.0, rel=1e-6) and rec["iterations"] >= 1
     assert rec["reaction_force_n"] == pytest.approx(-10_000 * 0.01 * 16 * 0.04**2, rel=1e-6)
+    np.savez(path, bone=np.ones_like(bone), voxel_size_um=np.float32(40.0))
+    assert main(["stiffness", str(path), "--tissue-modulus-mpa", "10000", "--boundary", "kinematic"]) == 0
+    assert "E_app (z, kinematic): 13461.5 MPa" in capsys.readouterr().out  # the confined modulus
     assert main(["stiffness", str(tmp_path / "missing.npz")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -571,8 +571,9 @@ def _add_stiffness(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help=".npy/.npz/.tif/.nii volume (as 'voxelbone run --volume')")
     p.add_argument("--voxel-size-um", type=_positive_float, default=None, help="voxel edge (µm) if the file lacks it")
     p.add_argument("--axis", choices=("z", "y", "x"), default="z", help="load axis (default z)")
-    p.add_argument("--boundary", choices=("constrained", "frictionless"), default="constrained",
-                   help="faces fixed laterally (default) or free to slide")
+    p.add_argument("--boundary", choices=("constrained", "frictionless", "kinematic"), default="constrained",
+                   help="loaded faces fixed laterally (default), free to slide, or every face held to the "
+                        "uniform strain (kinematic, KUBC: the stiffest, side faces included)")
     p.add_argument("--tissue-modulus-mpa", type=_positive_float, default=None,
                    help="one tissue modulus for all bone (default: from mineral, E = 20 GPa x mineralisation^2.5)")
     p.add_argument("--rtol", type=_positive_float, default=1e-6, help="relative residual to reach (default 1e-6)")

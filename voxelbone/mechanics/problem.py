@@ -10,7 +10,8 @@ Load-bearing elements
 ---------------------
 One element per bone voxel. Elements are grouped into face-connected (6-connected)
 components; only components that touch both the bottom (``k = 0``) and the top
-(``k = nz-1``) element layer are kept. Everything else — floating islands, pieces
+(``k = nz-1``) element layer are kept (``"kinematic"``: components touching any of the
+six faces, all of which are prescribed). Everything else — floating islands, pieces
 attached to one face only, pieces hanging on an edge or a corner — carries no load in a
 linear model, and, being unconstrained or attached through a hinge, would make the
 stiffness matrix singular (ParOSol users remove them the same way before solving).
@@ -26,6 +27,15 @@ components at the component's first bottom node ``A`` (lexicographic order) and 
 axis-1 component at the bottom node ``B`` farthest from ``A`` along axis 2 in the same row.
 These constraints are satisfied by the homogeneous solution (lateral strain ``-ν ε``
 about ``A``), so a solid block gives ``E_app = E`` exactly.
+
+``"kinematic"``: kinematic uniform boundary conditions (KUBC; Pahr & Zysset 2008 Biomech
+Model Mechanobiol 7:463): every node of a kept element on any of the six faces follows the
+homogeneous strain ``ε`` along axis 0 and none laterally, ``u = (ε·k, 0, 0)`` at node
+height ``k``. The faces stand for the bone around a cube cut out of a larger bone: a strut
+cut by a lateral face is held where the bone it was cut from would hold it, instead of
+hanging free. It is the stiffest of the usual conditions (a solid block gives the confined
+modulus ``E(1-ν)/((1+ν)(1-2ν))``); the mechanostat's signal uses it
+(:mod:`voxelbone.remodel.mechanostat`).
 
 Grid hierarchy (geometric multigrid, Flaig & Arbenz 2011)
 ---------------------------------------------------------
@@ -46,7 +56,7 @@ from scipy import ndimage
 __all__ = ["BOUNDARIES", "COARSE_DOFS", "Level", "active_nodes", "build_levels", "coarsen_moduli", "fixed_dofs",
            "load_bearing", "pad_moduli"]
 
-BOUNDARIES = ("constrained", "frictionless")
+BOUNDARIES = ("constrained", "frictionless", "kinematic")
 _FACE6 = ndimage.generate_binary_structure(3, 1)
 #: Free degrees of freedom at or below which a grid is the coarsest (factorised directly).
 COARSE_DOFS = 4000
@@ -90,12 +100,19 @@ class Level:
         return a * b * c
 
 
-def load_bearing(bone: np.ndarray) -> np.ndarray:
-    """Mask of the bone voxels in face-connected components touching both the first and last layer of axis 0."""
+def load_bearing(bone: np.ndarray, boundary: str = "constrained") -> np.ndarray:
+    """Mask of the bone voxels in face-connected components touching both the first and last layer of axis 0.
+
+    With ``boundary="kinematic"``: touching any of the six faces (all of them are prescribed).
+    """
     labels, n = ndimage.label(bone, structure=_FACE6)
     if n == 0:
         return np.zeros(bone.shape, dtype=bool)
-    keep = np.intersect1d(np.unique(labels[0]), np.unique(labels[-1]))
+    if boundary == "kinematic":
+        faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+        keep = np.unique(np.concatenate([f.ravel() for f in faces]))
+    else:
+        keep = np.intersect1d(np.unique(labels[0]), np.unique(labels[-1]))
     keep = keep[keep > 0]
     return np.isin(labels, keep)
 
@@ -127,6 +144,10 @@ def active_nodes(emod_padded: np.ndarray) -> np.ndarray:
 def fixed_dofs(emod: np.ndarray, active: np.ndarray, boundary: str) -> np.ndarray:
     """Bool ``(NZ, NY, NX, 3)``: the prescribed degrees of freedom (see the module docstring)."""
     fixed = np.zeros(active.shape + (3,), dtype=bool)
+    if boundary == "kinematic":
+        for face in (np.s_[0], np.s_[-1], np.s_[:, 0], np.s_[:, -1], np.s_[:, :, 0], np.s_[:, :, -1]):
+            fixed[face] = active[face][..., None]
+        return fixed
     if boundary == "constrained":
         fixed[0] = active[0][..., None]
         fixed[-1] = active[-1][..., None]

@@ -139,7 +139,7 @@ def apparent_modulus(
         mineralised tissue for volumes (default 20 GPa).
     rtol : float
         Relative residual at which conjugate gradients stop.
-    boundary : {"constrained", "frictionless"}
+    boundary : {"constrained", "frictionless", "kinematic"}
         Boundary condition (see :mod:`voxelbone.mechanics.problem`).
     strain : float
         Applied axial strain ε (default −0.01).
@@ -206,7 +206,7 @@ def apparent_modulus(
     perm = (AXES[axis],) + tuple(a for a in range(3) if a != AXES[axis])
     inv = tuple(int(p) for p in np.argsort(perm))
     e_int = np.ascontiguousarray(emod.transpose(perm))
-    keep = load_bearing(e_int > 0)
+    keep = load_bearing(e_int > 0, boundary)
     n_bone = int((e_int > 0).sum())
     e_int = np.where(keep, e_int, 0.0)
     n_keep = int(keep.sum())
@@ -222,7 +222,8 @@ def apparent_modulus(
             return cupy.asarray(a)
         return a if xp_out is None or xp_out is np else xp_out.asarray(a)
 
-    if n_keep == 0:
+    connected = n_keep > 0 if boundary != "kinematic" else bool(load_bearing(e_int > 0).any())
+    if not connected:
         warnings.warn("no bone connects the two loaded faces face-to-face along axis "
                       f"{axis!r}: the apparent modulus is 0", MechanicsWarning, stacklevel=2)
         z = np.zeros(shape, dtype=np.float32)
@@ -237,9 +238,11 @@ def apparent_modulus(
     NZ, NY, NX = lv0.node_shape
     nz, ny, nx = lv0.shape
 
-    # prescribed displacement: ε·H along axis 0 on the top face (voxel edges)
+    # prescribed displacement (voxel edges): ε·k along axis 0 at node height k (0 on the bottom
+    # face, ε·H on the top face; every face under "kinematic"), 0 laterally
     ud = np.zeros((NZ, NY, NX, 3))
-    ud[-1, :, :, 0] = np.where(lv0.fixed[-1, :, :, 0], strain * nz, 0.0)
+    height = np.arange(NZ, dtype=np.float64)[:, None, None]
+    ud[..., 0] = np.where(lv0.fixed[..., 0], strain * height, 0.0)
     ud = xp.asarray(ud.reshape(-1))
     b = ops.zeros(0)
     ops.apply(0, ud, b)

@@ -121,6 +121,8 @@ class MechanostatParams:
         under balanced hormones and a constant load).
     axis : str
         Load axis of the solve.
+    boundary : str
+        Boundary condition of the solve (:mod:`voxelbone.mechanics.problem`).
     rtol : float
         Relative residual of the solve.
     """
@@ -134,6 +136,7 @@ class MechanostatParams:
     estradiol_setpoint_shift: float = 0.1
     accommodate: bool = False
     axis: str = "z"
+    boundary: str = "constrained"
     rtol: float = 1e-4
 
     def __post_init__(self) -> None:
@@ -276,7 +279,8 @@ class Mechanostat:
         from ..mechanics import apparent_modulus  # noqa: PLC0415
 
         prev = None if self.result is None else self.result.displacement_voxels
-        res = apparent_modulus(volume, axis=self.params.axis, rtol=self.params.rtol, initial_displacement=prev)
+        res = apparent_modulus(volume, axis=self.params.axis, rtol=self.params.rtol, boundary=self.params.boundary,
+                               initial_displacement=prev)
         if not keep:
             return res
         self.result = res

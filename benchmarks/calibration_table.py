@@ -1,6 +1,7 @@
 """The README's calibration table: ``abmd_pct`` of every clinical preset at both sites, with 95 % intervals.
 
     python benchmarks/calibration_table.py [--workers 2] [--record FILE] [--from-record]
+    python benchmarks/calibration_table.py --fe-every-days 28 [--workers 2]
 
 Runs every preset of ``voxelbone.calibration.CLINICAL_TARGETS`` at the lumbar spine and the
 femoral neck in the geometry of ``tests/test_calibration.py`` (a 3.84 mm cube: 128³ phantoms
@@ -10,6 +11,12 @@ annual changes, machine, date, commit, wall time; default ``benchmarks/calibrati
 and puts the table between the ``calibration-table`` marker comments of README.md and
 docs/user-guide/calibration.md. ``--from-record`` rewrites the tables from the record
 without running anything.
+
+With ``--fe-every-days N`` the same cells run with load-driven remodelling on (a micro-FE
+solve every N days); the record goes to ``benchmarks/calibration_table_mechanics.json`` and
+the table — mechanics off (from the mechanics-off record) beside on, with the paired
+difference — between the ``calibration-table-mechanics`` markers of
+docs/user-guide/mechanics.md.
 """
 
 from __future__ import annotations
@@ -19,20 +26,23 @@ import json
 import sys
 from pathlib import Path
 
-from voxelbone.calibration import calibration_cells, calibration_markdown, replace_between_markers, run_study
+from voxelbone.calibration import (calibration_cells, calibration_markdown, mechanics_calibration_markdown,
+                                   replace_between_markers, run_study)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md", ROOT / "docs" / "user-guide" / "calibration.md")
 MARKER = "calibration-table"
+MECHANICS_PAGE = ROOT / "docs" / "user-guide" / "mechanics.md"
+MECHANICS_MARKER = "calibration-table-mechanics"
 
 
-def caption(record: dict) -> str:
-    """The line under the table: where, when and how long."""
+def caption(record: dict, command: str = "python benchmarks/calibration_table.py") -> str:
+    """The line under the table: where, when, how long and the command that makes it."""
     commit = record.get("git_commit") or "unknown"
     dirty = " with uncommitted changes" if commit.endswith("-dirty") else ""
     return (f"Measured {record['date']} at commit `{commit[:12]}`{dirty} on {record['machine']}, "
             f"{record['n_workers']} worker processes: {record['wall_s'] / 60:.1f} min wall time. "
-            "Regenerate: `python benchmarks/calibration_table.py`.")
+            f"Regenerate: `{command}`.")
 
 
 def write_pages(record: dict) -> None:
@@ -45,9 +55,18 @@ def write_pages(record: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    ap.add_argument("--record", type=Path, default=ROOT / "benchmarks" / "calibration_table.json")
+    ap.add_argument("--record", type=Path, default=None,
+                    help="the record (default benchmarks/calibration_table.json; with --fe-every-days "
+                         "benchmarks/calibration_table_mechanics.json)")
     ap.add_argument("--from-record", action="store_true", help="rewrite the tables from the record, run nothing")
+    ap.add_argument("--fe-every-days", type=int, default=0,
+                    help="load-driven remodelling on: a micro-FE solve every N days (default 0: off)")
     args = ap.parse_args(argv)
+    if args.fe_every_days < 0:
+        ap.error(f"--fe-every-days must be ≥ 0, got {args.fe_every_days}")
+    if args.fe_every_days:
+        return mechanics_main(args)
+    args.record = args.record or ROOT / "benchmarks" / "calibration_table.json"
     if args.from_record:
         record = json.loads(args.record.read_text(encoding="utf-8"))
     else:
@@ -56,6 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     write_pages(record)
     print(calibration_markdown(record))
     print(caption(record))
+    return 0
+
+
+
+def mechanics_main(args: argparse.Namespace) -> int:
+    """The cells with mechanics on; the table beside the mechanics-off record."""
+    record_path = args.record or ROOT / "benchmarks" / "calibration_table_mechanics.json"
+    off = json.loads((ROOT / "benchmarks" / "calibration_table.json").read_text(encoding="utf-8"))
+    if args.from_record:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    else:
+        old = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else None
+        record = run_study(calibration_cells(fe_every_days=args.fe_every_days), n_workers=args.workers, record=old,
+                           progress=lambda t: print(t, flush=True))
+        record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    block = (mechanics_calibration_markdown(off, record, args.fe_every_days) + "\n\n"
+             + caption(record, f"python benchmarks/calibration_table.py --fe-every-days {args.fe_every_days}"))
+    MECHANICS_PAGE.write_text(replace_between_markers(MECHANICS_PAGE.read_text(encoding="utf-8"), MECHANICS_MARKER,
+                                                      block), encoding="utf-8")
+    print(block)
     return 0
 
 

@@ -21,6 +21,7 @@ from voxelbone.calibration import (
     calibration_markdown,
     invariance_cells,
     invariance_markdown,
+    mechanics_calibration_markdown,
     replace_between_markers,
     run_study,
     study_volume,
@@ -97,6 +98,31 @@ def test_full_invariance_matrix_is_the_issue_s():
     assert {(c.edge_mm, c.voxel_size_um) for c in cells} == {(e, v) for e in (1.92, 3.84, 7.68) for v in (20, 30, 40)}
     assert all(c.years_run == 1.0 and c.seeds == (1, 2, 3) for c in cells)
     assert StudyCell("trt", "lumbar_spine", 7.68, 20.0).size == 384
+
+
+def test_mechanics_table_pairs_each_cell_with_its_mechanics_off_seeds():
+    off = _record({"postmenopausal_untreated": [-1.0, -2.0, -3.0]})
+    on_cells = calibration_cells(fe_every_days=28)
+    assert all(c.key.endswith("|fe28d") for c in on_cells)
+    assert {c.key for c in on_cells}.isdisjoint(off["cells"])  # the two studies never share a record key
+    on = {"cells": {c.key: {"seeds": [3, 1, 2], "change_pct_per_yr": {"abmd_pct": [-3.2, -1.6, -2.4]}}
+                    for c in on_cells if c.preset == "postmenopausal_untreated"}}
+    for cell in off["cells"].values():
+        cell["seeds"] = [1, 2, 3]
+    table = mechanics_calibration_markdown(off, on, 28).splitlines()
+    rows = [r for r in table if r.startswith("| postmenopausal_untreated | lumbar spine | 30 µm")]
+    assert len(rows) == 1
+    cols = [c.strip() for c in rows[0].split("|")[1:-1]]
+    # seed order differs between the records: pairs by seed, so on − off is -0.6, -0.4, -0.2
+    assert cols[3] == "-2.00 [-4.48, +0.48]" and cols[4].startswith("-2.40 [")
+    assert cols[5].startswith("-0.40 [-0.90, +0.10]")
+    assert cols[6] == "-2.5 … -1" and cols[7] == "yes"
+    assert sum("not run" in r for r in table) == len(on_cells) - 4  # the other presets: no mechanics run
+
+
+def test_study_refuses_a_negative_solve_interval():
+    with pytest.raises(ValueError, match="fe_every_days must be a whole number"):
+        run_study([StudyCell("trt", "lumbar_spine", 1.92, 40.0, fe_every_days=-28)], n_workers=1)
 
 
 def test_markers_are_replaced_once_and_missing_ones_refused():

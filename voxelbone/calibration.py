@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .intervals import Interval, t_interval
+from .intervals import Interval, paired_interval, t_interval
 from .metrics import bmd_proxy_mg_cm3, compartment_vbmd_mg_cm3
 from .scenario import Period, Scenario
 from .simulate import simulate
@@ -128,7 +128,7 @@ class CalibrationResult:
 def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years: float | None = None,
                size: int | None = None, voxel_size_um: float | None = None, step_days: int = 10,
                measure_every_days: int | None = None, backend: str | None = None,
-               volume: BoneVolume | None = None) -> CalibrationResult:
+               volume: BoneVolume | None = None, fe_every_days: int = 0) -> CalibrationResult:
     """Run a preset and return the annualised change of the site's DXA-equivalent areal BMD.
 
     Parameters
@@ -146,17 +146,21 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
         Remodeling step; 10 days gives the same annual changes as 1 day (tested) at a tenth
         of the cost.
     measure_every_days
-        Interval of the BMD samples (default: every step).
+        Interval of the BMD samples (default: every step; with mechanics on, every solve).
     volume
         Start from this (phantom-like) volume instead of the site's phantom; its mineral is
         equilibrated to the starting rates like a phantom's.
+    fe_every_days
+        Load-driven remodelling (:class:`~voxelbone.scenario.Scenario`): a micro-FE solve every
+        this many days; 0 (default) is mechanics off.
     """
     target = CLINICAL_TARGETS.get(preset)
     yrs = float(years if years is not None else (target.years if target else 1.0))
-    every = measure_every_days or step_days
+    every = measure_every_days or fe_every_days or step_days  # with mechanics on: measured on the solve days
     scenario = Scenario(name=f"calibration-{preset}", site=site, periods=(Period(preset, yrs),), size=size,
                         voxel_size_um=voxel_size_um, seed=seed, step_days=step_days, metrics_every_days=every,
-                        checkpoint_every_days=10**6, fragments_every_days=max(30, step_days))
+                        checkpoint_every_days=10**6, fragments_every_days=max(30, step_days),
+                        fe_every_days=fe_every_days)
     res = simulate(scenario, None, backend=backend, progress=False, render=False,
                    measure=site_measures, volume=volume, equilibrate=True)
     t = res.column("year")
@@ -271,7 +275,8 @@ class StudyCell:
     """One cell of a study: a preset at one site, cube edge and voxel size, run on several seeds.
 
     ``years`` None takes the preset's clinical evaluation window (2 years for GH therapy),
-    else 1 year.
+    else 1 year. ``fe_every_days`` > 0 turns load-driven remodelling on (a solve every this
+    many days).
     """
 
     preset: str
@@ -281,11 +286,13 @@ class StudyCell:
     seeds: tuple[int, ...] = CALIBRATION_SEEDS
     years: float | None = None
     step_days: int = 10
+    fe_every_days: int = 0
 
     @property
     def key(self) -> str:
         """A stable name of the cell (the record's key)."""
-        return f"{self.preset}|{self.site}|{self.edge_mm:g}mm|{self.voxel_size_um:g}um|{self.years_run:g}y"
+        fe = f"|fe{self.fe_every_days}d" if self.fe_every_days else ""
+        return f"{self.preset}|{self.site}|{self.edge_mm:g}mm|{self.voxel_size_um:g}um|{self.years_run:g}y{fe}"
 
     @property
     def years_run(self) -> float:
@@ -303,18 +310,22 @@ class StudyCell:
 
 def calibration_cells(presets: Sequence[str] | None = None, sites: Sequence[str] = ("lumbar_spine", "femoral_neck"),
                       voxel_sizes_um: Sequence[float] = CALIBRATED_VOXEL_SIZES_UM,
-                      seeds: Sequence[int] = CALIBRATION_SEEDS) -> list[StudyCell]:
-    """The cells of the README's calibration table (every preset of :data:`CLINICAL_TARGETS` by default)."""
+                      seeds: Sequence[int] = CALIBRATION_SEEDS, fe_every_days: int = 0) -> list[StudyCell]:
+    """The cells of the README's calibration table (every preset of :data:`CLINICAL_TARGETS` by default).
+
+    ``fe_every_days`` > 0: the same cells with load-driven remodelling on.
+    """
     presets = list(presets) if presets is not None else list(CLINICAL_TARGETS)
     unknown = [p for p in presets if p not in CLINICAL_TARGETS]
     if unknown:
         raise ValueError(f"no clinical target for {', '.join(unknown)}; presets with one: {', '.join(CLINICAL_TARGETS)}")
-    return [StudyCell(p, s, CALIBRATION_EDGE_MM, float(v), tuple(int(x) for x in seeds))
+    return [StudyCell(p, s, CALIBRATION_EDGE_MM, float(v), tuple(int(x) for x in seeds),
+                      fe_every_days=int(fe_every_days))
             for p in presets for s in sites for v in voxel_sizes_um]
 
 
 def _volume_task(site: str, edge_mm: float, voxel_size_um: float, seed: int,
-                 runs: Sequence[tuple[str, str, float, int]], backend: str | None) -> list[dict[str, Any]]:
+                 runs: Sequence[tuple[str, str, float, int, int]], backend: str | None) -> list[dict[str, Any]]:
     """Executed in a worker: every run on one starting volume (built once); one record per run."""
     try:  # one core per worker process: the study is parallel over processes
         import numba  # noqa: PLC0415
@@ -324,14 +335,15 @@ def _volume_task(site: str, edge_mm: float, voxel_size_um: float, seed: int,
         pass
     volume = study_volume(site, edge_mm, voxel_size_um, seed)
     out = []
-    for key, preset, years, step_days in runs:
+    for key, preset, years, step_days, fe_every_days in runs:
         t0 = time.perf_counter()
         if volume is None:
             r = bmd_change(preset, site, seed=seed, years=years, size=_edge_voxels(edge_mm, voxel_size_um),
-                           voxel_size_um=voxel_size_um, step_days=step_days, backend=backend)
+                           voxel_size_um=voxel_size_um, step_days=step_days, backend=backend,
+                           fe_every_days=fe_every_days)
         else:
             r = bmd_change(preset, site, seed=seed, years=years, volume=volume.copy(), step_days=step_days,
-                           backend=backend)
+                           backend=backend, fe_every_days=fe_every_days)
         out.append({"key": key, "seed": seed, "wall_s": time.perf_counter() - t0,
                     "change_pct_per_yr": {m: r.annual_change_pct(m) for m in STUDY_METRICS}})
     return out
@@ -346,6 +358,9 @@ def _check_cell(cell: StudyCell) -> None:
     _edge_voxels(cell.edge_mm, VOXEL_RECIPES[cell.voxel_size_um][0])
     if not cell.seeds:
         raise ValueError(f"cell {cell.key}: give at least one seed")
+    if not isinstance(cell.fe_every_days, int) or isinstance(cell.fe_every_days, bool) or cell.fe_every_days < 0:
+        raise ValueError(f"cell {cell.preset}|{cell.site}: fe_every_days must be a whole number of days ≥ 0 "
+                         f"(0: mechanics off), got {cell.fe_every_days!r}")
 
 
 def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | None = "numpy",
@@ -388,12 +403,12 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
         raise ValueError(f"study cells repeat: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
     old = dict(record["cells"]) if record else {}
     todo = [c for c in cells if not (c.key in old and tuple(old[c.key]["seeds"]) == tuple(c.seeds))]
-    tasks: dict[tuple[str, float, float, int], list[tuple[str, str, float, int]]] = {}
+    tasks: dict[tuple[str, float, float, int], list[tuple[str, str, float, int, int]]] = {}
     for c in todo:
         _check_cell(c)  # before anything runs
         for seed in c.seeds:
             tasks.setdefault((c.site, c.edge_mm, c.voxel_size_um, seed), []).append(
-                (c.key, c.preset, c.years_run, c.step_days))
+                (c.key, c.preset, c.years_run, c.step_days, c.fe_every_days))
     # the largest volumes first, so that the workers finish together
     order = sorted(tasks, key=lambda k: -(k[1] / k[2]) ** 3 * sum(r[2] for r in tasks[k]))
     results: dict[str, dict[int, dict[str, float]]] = {}
@@ -464,6 +479,40 @@ def calibration_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell] |
         lines.append(f"| {c.preset}{years} | {_SITE_NAMES.get(c.site, c.site)} | {c.voxel_size_um:g} µm "
                      f"| {iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}] | {lo:+g} … {hi:+g} "
                      f"| {'yes' if lo <= iv.mean <= hi else 'no'} | {'yes' if iv.resolved else 'no'} |")
+    return "\n".join(lines)
+
+
+def mechanics_calibration_markdown(off: Mapping[str, Any], on: Mapping[str, Any], fe_every_days: int) -> str:
+    """The calibration table with load-driven remodelling on beside the same cells off.
+
+    Columns: preset, site, voxel size, ``abmd_pct`` %/yr with mechanics off and on (mean
+    [95 % interval] over the seeds), the paired difference on − off (the same seeds: the same
+    starting bone), the clinical range and whether the mechanics-on mean lies in it.
+    ``off``/``on``: records of :func:`run_study` of :func:`calibration_cells` with
+    ``fe_every_days`` 0 and ``fe_every_days``.
+    """
+    lines = ["| preset | site | voxel | off: `abmd_pct` %/yr | on: `abmd_pct` %/yr | on − off (paired) "
+             "| clinical range | on in range |", "|---|---|---|---|---|---|---|---|"]
+
+    def fmt(iv: Interval) -> str:
+        return f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]"
+
+    for c_off, c_on in zip(calibration_cells(), calibration_cells(fe_every_days=fe_every_days)):
+        name = f"| {c_off.preset}{f' ({c_off.years_run:g} yr)' if c_off.years_run != 1.0 else ''} " \
+               f"| {_SITE_NAMES.get(c_off.site, c_off.site)} | {c_off.voxel_size_um:g} µm "
+        if c_off.key not in off["cells"] or c_on.key not in on["cells"]:
+            lines.append(name + "| not run | | | | |")
+            continue
+        a = off["cells"][c_off.key]
+        b = on["cells"][c_on.key]
+        pairs = {s: v for s, v in zip(a["seeds"], a["change_pct_per_yr"]["abmd_pct"])}
+        seeds = [s for s in b["seeds"] if s in pairs]
+        x_on = dict(zip(b["seeds"], b["change_pct_per_yr"]["abmd_pct"]))
+        diff = paired_interval([pairs[s] for s in seeds], [x_on[s] for s in seeds])
+        iv_on = t_interval(b["change_pct_per_yr"]["abmd_pct"])
+        lo, hi = CLINICAL_TARGETS[c_off.preset].range(c_off.site)
+        lines.append(name + f"| {fmt(t_interval(a['change_pct_per_yr']['abmd_pct']))} | {fmt(iv_on)} | {fmt(diff)} "
+                     f"| {lo:+g} … {hi:+g} | {'yes' if lo <= iv_on.mean <= hi else 'no'} |")
     return "\n".join(lines)
 
 

@@ -367,7 +367,7 @@ def test_fe_solve_on_the_device_path_equals_the_cpu_solve(device_cupy):
     from voxelbone.mechanics import apparent_modulus
 
     mask = random_structure((16, 14, 12), 1)
-    for boundary in ("constrained", "frictionless"):
+    for boundary in ("constrained", "frictionless", "kinematic"):
         c = apparent_modulus(mask, boundary=boundary, rtol=1e-9)
         g = apparent_modulus(device_cupy.asarray(mask), boundary=boundary, rtol=1e-9)
         assert g.backend == "cupy" and isinstance(g.sed_mpa, device_cupy.ndarray)

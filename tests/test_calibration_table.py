@@ -100,6 +100,18 @@ def test_full_invariance_matrix_is_the_issue_s():
     assert StudyCell("trt", "lumbar_spine", 7.68, 20.0).size == 384
 
 
+def test_mechanics_page_holds_the_recorded_table_with_mechanics_on():
+    script = _script("calibration_table")
+    off = json.loads((ROOT / "benchmarks" / "calibration_table.json").read_text(encoding="utf-8"))
+    on = json.loads((ROOT / "benchmarks" / "calibration_table_mechanics.json").read_text(encoding="utf-8"))
+    want = (mechanics_calibration_markdown(off, on, 28) + "\n\n"
+            + script.caption(on, "python benchmarks/calibration_table.py --fe-every-days 28"))
+    assert _between(script.MECHANICS_PAGE.read_text(encoding="utf-8"), script.MECHANICS_MARKER) == want, \
+        "regenerate with python benchmarks/calibration_table.py --fe-every-days 28 --from-record"
+    assert "not run" not in want  # every cell of the calibration table ran with mechanics on
+    assert all(c["fe_every_days"] == 28 and c["seeds"] == [1, 2, 3] for c in on["cells"].values())
+
+
 def test_mechanics_table_pairs_each_cell_with_its_mechanics_off_seeds():
     off = _record({"postmenopausal_untreated": [-1.0, -2.0, -3.0]})
     on_cells = calibration_cells(fe_every_days=28)

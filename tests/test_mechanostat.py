@@ -270,3 +270,12 @@ def test_the_bmus_in_flight_refill_as_the_cell_layer_says_on_average():
     f = m.modulation(1.0, E2_PREMENOPAUSAL).refill
     w = cav > 0
     assert float((f[w] * cav[w]).sum() / cav[w].sum()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_mechanostat_solves_the_load_case_it_is_given():
+    vol, _, _ = lattice(20, 10, 3)
+    for boundary in ("constrained", "kinematic"):
+        m = Mechanostat(MechanostatParams(boundary=boundary))
+        assert m.solve(vol).boundary == boundary
+    with pytest.raises(ValueError, match="boundary must be one of"):
+        MechanostatParams(boundary="periodic")

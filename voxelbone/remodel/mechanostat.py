@@ -147,6 +147,10 @@ class MechanostatParams:
                              f"{self.signal_ratio_min}, {self.signal_ratio_max}")
         if self.influence_distance_um <= 0 or self.estradiol_setpoint_shift < 0:
             raise ValueError("influence_distance_um must be > 0 and estradiol_setpoint_shift ≥ 0")
+        from ..mechanics.problem import BOUNDARIES  # noqa: PLC0415
+
+        if self.boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
 
 
 @dataclass

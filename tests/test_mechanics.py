@@ -277,5 +277,11 @@ def test_cli_prints_the_apparent_modulus_and_writes_json(tmp_path, capsys):
     np.savez(path, bone=np.ones_like(bone), voxel_size_um=np.float32(40.0))
     assert main(["stiffness", str(path), "--tissue-modulus-mpa", "10000", "--boundary", "kinematic"]) == 0
     assert "E_app (z, kinematic): 13461.5 MPa" in capsys.readouterr().out  # the confined modulus
+    from voxelbone.cli import build_parser
+    from voxelbone.mechanics.problem import BOUNDARIES
+
+    stiffness = next(a for a in build_parser()._subparsers._group_actions[0].choices["stiffness"]._actions
+                     if a.dest == "boundary")
+    assert tuple(stiffness.choices) == BOUNDARIES  # the CLI offers every load case of the solver
     assert main(["stiffness", str(tmp_path / "missing.npz")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -459,6 +459,11 @@ def cell_intervals(record: Mapping[str, Any], key: str) -> dict[str, Interval]:
 _SITE_NAMES = {"lumbar_spine": "lumbar spine", "femoral_neck": "femoral neck"}
 
 
+def _interval_text(iv: Interval) -> str:
+    """``mean [low, high]`` of an annual change (%/yr), as the tables print it."""
+    return f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]"
+
+
 def calibration_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell] | None = None) -> str:
     """The README's calibration table from a study record: ``abmd_pct`` per preset, site and voxel size.
 
@@ -477,7 +482,7 @@ def calibration_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell] |
         lo, hi = CLINICAL_TARGETS[c.preset].range(c.site)
         years = f" ({c.years_run:g} yr)" if c.years_run != 1.0 else ""
         lines.append(f"| {c.preset}{years} | {_SITE_NAMES.get(c.site, c.site)} | {c.voxel_size_um:g} µm "
-                     f"| {iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}] | {lo:+g} … {hi:+g} "
+                     f"| {_interval_text(iv)} | {lo:+g} … {hi:+g} "
                      f"| {'yes' if lo <= iv.mean <= hi else 'no'} | {'yes' if iv.resolved else 'no'} |")
     return "\n".join(lines)
 
@@ -494,9 +499,6 @@ def mechanics_calibration_markdown(off: Mapping[str, Any], on: Mapping[str, Any]
     lines = ["| preset | site | voxel | off: `abmd_pct` %/yr | on: `abmd_pct` %/yr | on − off (paired) "
              "| clinical range | on in range |", "|---|---|---|---|---|---|---|---|"]
 
-    def fmt(iv: Interval) -> str:
-        return f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]"
-
     for c_off, c_on in zip(calibration_cells(), calibration_cells(fe_every_days=fe_every_days)):
         name = f"| {c_off.preset}{f' ({c_off.years_run:g} yr)' if c_off.years_run != 1.0 else ''} " \
                f"| {_SITE_NAMES.get(c_off.site, c_off.site)} | {c_off.voxel_size_um:g} µm "
@@ -505,13 +507,14 @@ def mechanics_calibration_markdown(off: Mapping[str, Any], on: Mapping[str, Any]
             continue
         a = off["cells"][c_off.key]
         b = on["cells"][c_on.key]
-        pairs = {s: v for s, v in zip(a["seeds"], a["change_pct_per_yr"]["abmd_pct"])}
+        pairs = dict(zip(a["seeds"], a["change_pct_per_yr"]["abmd_pct"]))
         seeds = [s for s in b["seeds"] if s in pairs]
         x_on = dict(zip(b["seeds"], b["change_pct_per_yr"]["abmd_pct"]))
         diff = paired_interval([pairs[s] for s in seeds], [x_on[s] for s in seeds])
         iv_on = t_interval(b["change_pct_per_yr"]["abmd_pct"])
         lo, hi = CLINICAL_TARGETS[c_off.preset].range(c_off.site)
-        lines.append(name + f"| {fmt(t_interval(a['change_pct_per_yr']['abmd_pct']))} | {fmt(iv_on)} | {fmt(diff)} "
+        lines.append(name + f"| {_interval_text(t_interval(a['change_pct_per_yr']['abmd_pct']))} "
+                     f"| {_interval_text(iv_on)} | {_interval_text(diff)} "
                      f"| {lo:+g} … {hi:+g} | {'yes' if lo <= iv_on.mean <= hi else 'no'} |")
     return "\n".join(lines)
 

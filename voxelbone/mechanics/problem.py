@@ -34,8 +34,9 @@ homogeneous strain ``ε`` along axis 0 and none laterally, ``u = (ε·k, 0, 0)``
 height ``k``. The faces stand for the bone around a cube cut out of a larger bone: a strut
 cut by a lateral face is held where the bone it was cut from would hold it, instead of
 hanging free. It is the stiffest of the usual conditions (a solid block gives the confined
-modulus ``E(1-ν)/((1+ν)(1-2ν))``); the mechanostat's signal uses it
-(:mod:`voxelbone.remodel.mechanostat`).
+modulus ``E(1-ν)/((1+ν)(1-2ν))``). The mechanostat can solve it
+(``MechanostatParams.boundary``) but keeps ``"constrained"`` by default: kinematic faces
+over-strain the struts next to them (docs/user-guide/mechanics.md).
 
 Grid hierarchy (geometric multigrid, Flaig & Arbenz 2011)
 ---------------------------------------------------------

@@ -133,7 +133,7 @@ def test_mechanics_table_pairs_each_cell_with_its_mechanics_off_seeds():
 
 
 def test_study_refuses_a_negative_solve_interval():
-    with pytest.raises(ValueError, match="fe_every_days must be a whole number"):
+    with pytest.raises(ValueError, match=r"cell trt\|lumbar_spine: fe_every_days must be a whole number"):
         run_study([StudyCell("trt", "lumbar_spine", 1.92, 40.0, fe_every_days=-28)], n_workers=1)
 
 

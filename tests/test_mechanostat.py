@@ -256,6 +256,56 @@ def test_a_mechanical_refill_builds_as_the_same_refill_from_the_cell_layer():
     assert bv[1.5, 0.9] > bv[1.0, 0.9] + 0.05
 
 
+def test_steering_the_refill_costs_bone_only_where_bmus_build_above_the_old_surface():
+    """A BMU's build is linear in its refill up to level 2 and flattens above it.
+
+    Level 2: the cavity refilled and an overfill as thick as the cavity was deep, the
+    farthest a BMU's overfill reaches; above it only the partly filled voxels at the
+    overfill's outer edge still fill.
+
+    So refill factors that average 1 over the BMUs keep the cell layer's balance when the
+    refill is low (TRT, MHT, untreated: 0.8-1.4) and lose bone when it is high (GH therapy
+    asks for 2.6 all through its course): the BMUs steered down lose more than those
+    steered up gain. This is why steering the refill costs GH therapy bone with mechanics
+    on (docs/user-guide/mechanics.md, 'Calibration with mechanics on').
+    """
+    from voxelbone.remodel.mechanostat import Modulation
+
+    vol = lattice()[0]
+    ones = np.ones(vol.shape, np.float32)
+    halves = np.where(np.arange(vol.shape[2]) < vol.shape[2] // 2, 0.6, 1.4).astype(np.float32) * ones
+
+    def built(refill: float, factor: np.ndarray) -> float:
+        rem = Remodeler(vol.copy(), seed=3)
+        rem.modulation = Modulation(ones, factor)
+        for k in range(60):  # 300 days at fast turnover
+            rem.step(k, RemodelingRates(2.0, 2.0, 50.0, refill, refill), 5)
+        return float(rem.volume.bone.sum()) / float(vol.bone.sum())
+
+    # the build per unit of refill: below level 2 and above it
+    b1, b2, b3 = (built(r, ones) for r in (1.0, 2.0, 3.0))
+    assert b3 - b2 < 0.5 * (b2 - b1), f"build at refill 1, 2, 3: {b1:.3f}, {b2:.3f}, {b3:.3f}"
+    # a spread of factors with mean 1, smooth per BMU as the signal is (σ = 100 µm)
+    loss = {r: built(r, ones) - built(r, halves) for r in (1.2, 2.6)}
+    assert abs(loss[1.2]) < 0.01, f"refill 1.2: the spread changed the bone by {-loss[1.2]:+.4f}"
+    assert loss[2.6] > 0.02, f"refill 2.6: the spread changed the bone by {-loss[2.6]:+.4f}"
+
+
+def test_each_lever_of_the_rule_can_be_steered_alone(solved):
+    vol, _, _, m = solved
+    both = m.modulation(1.0, E2_PREMENOPAUSAL)
+    for steer in ("activation", "refill"):
+        one = Mechanostat(MechanostatParams(steer=steer))
+        one.signal, one.region, one.shift_start = m.signal, m.region, m.shift_start
+        one.setpoint_resorption, one.setpoint_formation = m.setpoint_resorption, m.setpoint_formation
+        mod = one.modulation(1.0, E2_PREMENOPAUSAL)
+        kept, blind = ("activation", "refill") if steer == "activation" else ("refill", "activation")
+        np.testing.assert_array_equal(getattr(mod, kept), getattr(both, kept))
+        assert np.all(getattr(mod, blind) == 1.0) and getattr(mod, blind).dtype == np.float32
+    with pytest.raises(ValueError, match="steer must be one of"):
+        MechanostatParams(steer="formation")
+
+
 def test_the_bmus_in_flight_refill_as_the_cell_layer_says_on_average():
     """A cavity weakens its strut and raises the strain around it; its BMU must not refill more for that."""
     vol = lattice()[0]

@@ -93,8 +93,12 @@ import numpy as np
 from ..backend import array_module, asnumpy, ndimage_module
 from ..volume import BoneVolume, Region
 
-__all__ = ["COMPARTMENTS", "cavity_weights", "MechanostatParams", "Mechanostat", "Modulation", "estradiol_signal",
+__all__ = ["COMPARTMENTS", "STEER_CHOICES", "cavity_weights", "MechanostatParams", "Mechanostat", "Modulation", "estradiol_signal",
            "local_signal", "surface_mask"]
+
+
+#: The levers the signal may move (:attr:`MechanostatParams.steer`).
+STEER_CHOICES = ("both", "activation", "refill")
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,10 @@ class MechanostatParams:
         Boundary condition of the solve (:mod:`voxelbone.mechanics.problem`).
     rtol : float
         Relative residual of the solve.
+    steer : str
+        Which of the rule's two levers the signal moves: ``"both"`` (the model), or
+        ``"activation"`` / ``"refill"`` alone (the other factor stays 1) — an ablation to
+        measure what each lever does to a run (``benchmarks/gh_mechanics_study.py``).
     """
 
     resorption_exponent: float = -100.0 * math.log(1.0 - 0.020)
@@ -138,6 +146,7 @@ class MechanostatParams:
     axis: str = "z"
     boundary: str = "constrained"
     rtol: float = 1e-4
+    steer: str = "both"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mechanical_share <= 1.0:
@@ -151,6 +160,8 @@ class MechanostatParams:
 
         if self.boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
+        if self.steer not in STEER_CHOICES:
+            raise ValueError(f"steer must be one of {STEER_CHOICES}, got {self.steer!r}")
 
 
 @dataclass
@@ -371,6 +382,10 @@ class Mechanostat:
                       p.signal_ratio_min, p.signal_ratio_max)
         act = (1.0 - w) + w * s_r ** (-p.resorption_exponent)
         ref = (1.0 - w) + w * s_f ** p.formation_exponent
+        if p.steer == "refill":
+            act = xp.ones_like(act)
+        elif p.steer == "activation":
+            ref = xp.ones_like(ref)
         return Modulation(xp.ascontiguousarray(act, dtype=xp.float32), xp.ascontiguousarray(ref, dtype=xp.float32))
 
     def state(self) -> dict[str, Any]:

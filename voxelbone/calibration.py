@@ -79,18 +79,24 @@ def bmd_proxy(volume: BoneVolume) -> float:
 
 
 def site_measures(volume: BoneVolume) -> dict[str, float]:
-    """The cheap measures of a calibration run: the cube's mean BMD, Tb.vBMD, Ct.vBMD and BV/TV.
+    """The cheap measures of a calibration run: the cube's mean BMD, Tb.vBMD, Ct.vBMD, BV/TV
+    and the trabecular bone fraction.
 
-    (``abmd_pct`` is added to every row by :func:`voxelbone.simulate.simulate`.)
+    BV/TV counts the trabecular voxels of bone fraction ≥ ``BONE_THRESHOLD`` (binarised, as
+    BoneJ does); ``tb_bone_fraction`` is the mean bone fraction of the trabecular
+    compartment, partial voxels counted as they are. (``abmd_pct`` is added to every row by
+    :func:`voxelbone.simulate.simulate`.)
     """
     trab = volume.region == int(Region.TRABECULAR)
     n_trab = int(trab.sum())
     bv_tv = int(((volume.bone >= BONE_THRESHOLD) & trab).sum()) / n_trab if n_trab else float("nan")
+    fraction = float(volume.bone[trab].astype(np.float64).sum()) / n_trab if n_trab else float("nan")
     return {
         "bmd_mg_cm3": bmd_proxy(volume),
         "tb_vbmd_mg_cm3": compartment_vbmd_mg_cm3(volume.mineral, volume.region, Region.TRABECULAR),
         "ct_vbmd_mg_cm3": compartment_vbmd_mg_cm3(volume.mineral, volume.region, Region.CORTICAL),
         "bv_tv": bv_tv,
+        "tb_bone_fraction": fraction,
     }
 
 

@@ -200,6 +200,10 @@ def test_no_bone_path_gives_zero_with_a_warning():
         r = apparent_modulus(m)
     assert r.e_app_mpa == 0.0 and r.iterations == 0 and r.removed_elements == m.sum()
     assert not r.sed_mpa.any()
+    # kinematic faces hold both halves by the side faces, yet nothing carries the load through
+    with pytest.warns(MechanicsWarning, match="no bone connects"):
+        r = apparent_modulus(m, boundary="kinematic")
+    assert r.e_app_mpa == 0.0 and r.iterations == 0 and not r.sed_mpa.any()
 
 
 def test_edge_contact_is_not_a_load_path():

@@ -54,8 +54,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["BOUNDARIES", "COARSE_DOFS", "Level", "active_nodes", "build_levels", "coarsen_moduli", "fixed_dofs",
-           "load_bearing", "pad_moduli"]
+__all__ = ["BOUNDARIES", "COARSE_DOFS", "Level", "active_nodes", "build_levels", "coarsen_moduli", "face_components",
+           "fixed_dofs", "load_bearing", "pad_moduli"]
 
 BOUNDARIES = ("constrained", "frictionless", "kinematic")
 _FACE6 = ndimage.generate_binary_structure(3, 1)
@@ -101,12 +101,20 @@ class Level:
         return a * b * c
 
 
-def load_bearing(bone: np.ndarray, boundary: str = "constrained") -> np.ndarray:
+def face_components(bone: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels of the face-connected (6-connected) components of ``bone`` and their number."""
+    labels, n = ndimage.label(bone, structure=_FACE6)
+    return labels, int(n)
+
+
+def load_bearing(bone: np.ndarray, boundary: str = "constrained",
+                 components: tuple[np.ndarray, int] | None = None) -> np.ndarray:
     """Mask of the bone voxels in face-connected components touching both the first and last layer of axis 0.
 
     With ``boundary="kinematic"``: touching any of the six faces (all of them are prescribed).
+    ``components``: :func:`face_components` of ``bone``, when the caller has them already.
     """
-    labels, n = ndimage.label(bone, structure=_FACE6)
+    labels, n = face_components(bone) if components is None else components
     if n == 0:
         return np.zeros(bone.shape, dtype=bool)
     if boundary == "kinematic":

@@ -39,7 +39,7 @@ import numpy as np
 from ..backend import array_module, asnumpy, is_device_array
 from ..volume import BONE_THRESHOLD, BoneVolume
 from .elements import POISSON_RATIO
-from .problem import BOUNDARIES, build_levels, load_bearing
+from .problem import BOUNDARIES, build_levels, face_components, load_bearing
 from .result import MechanicsResult
 from .solver import CpuOps, Multigrid, pcg, state_bytes
 
@@ -206,7 +206,8 @@ def apparent_modulus(
     perm = (AXES[axis],) + tuple(a for a in range(3) if a != AXES[axis])
     inv = tuple(int(p) for p in np.argsort(perm))
     e_int = np.ascontiguousarray(emod.transpose(perm))
-    keep = load_bearing(e_int > 0, boundary)
+    components = face_components(e_int > 0)  # labelled once: the kinematic case asks two questions of them
+    keep = load_bearing(e_int > 0, boundary, components)
     n_bone = int((e_int > 0).sum())
     e_int = np.where(keep, e_int, 0.0)
     n_keep = int(keep.sum())
@@ -222,7 +223,8 @@ def apparent_modulus(
             return cupy.asarray(a)
         return a if xp_out is None or xp_out is np else xp_out.asarray(a)
 
-    connected = n_keep > 0 if boundary != "kinematic" else bool(load_bearing(e_int > 0).any())
+    # kept components are whole components, so those spanning the loaded faces are the same before and after
+    connected = n_keep > 0 if boundary != "kinematic" else bool(load_bearing(e_int > 0, components=components).any())
     if not connected:
         warnings.warn("no bone connects the two loaded faces face-to-face along axis "
                       f"{axis!r}: the apparent modulus is 0", MechanicsWarning, stacklevel=2)

@@ -13,7 +13,8 @@ and, averaged over the solves of the run (mechanics on), the trabecular BMUs in 
 (weighted by the bone they remove): their mean refill factor ``f``, and the share whose
 modulated refill ``r·f`` lies above and below level 2 — the cavity plus one layer above the
 old surface, beyond which a BMU's build flattens (tests/test_mechanostat.py). The cell
-layer's refill ``r`` of the day is that of the run's own activity course.
+layer's refill ``r`` of the day is read from the preset's activity course
+(:func:`voxelbone.biology.cell_activity`).
 ``--igf1-activation`` runs everything again for each value given in place of the fitted
 ``HormoneEffects.igf1_activation`` (a probe of a re-fit; the model's value is 0.6). About 20 s per run with mechanics off and 3-4 min with
 it on, per core; the runs go to ``--workers`` processes of one thread each.
@@ -40,13 +41,6 @@ FE_EVERY_DAYS = 28
 KINK_LEVEL = 2.0
 
 
-def _years(preset: str) -> float:
-    from voxelbone.calibration import CLINICAL_TARGETS  # noqa: PLC0415
-
-    target = CLINICAL_TARGETS.get(preset)
-    return float(target.years) if target else 1.0
-
-
 def _init() -> None:
     import numba  # noqa: PLC0415
 
@@ -59,7 +53,7 @@ def run(job: tuple[str, str, int, float | None]) -> dict[str, Any]:
     import voxelbone.biology as biology  # noqa: PLC0415
     import voxelbone.remodel.mechanostat as mech  # noqa: PLC0415
     from voxelbone.biology import cell_activity  # noqa: PLC0415
-    from voxelbone.calibration import bmd_change, study_volume  # noqa: PLC0415
+    from voxelbone.calibration import StudyCell, bmd_change, study_volume  # noqa: PLC0415
     from voxelbone.presets import course_for_periods  # noqa: PLC0415
     from voxelbone.remodel import engine  # noqa: PLC0415
     from voxelbone.volume import Region  # noqa: PLC0415
@@ -68,7 +62,7 @@ def run(job: tuple[str, str, int, float | None]) -> dict[str, Any]:
     fitted = biology.DEFAULT_EFFECTS
     if igf1_activation is not None:
         biology.DEFAULT_EFFECTS = dataclasses.replace(fitted, igf1_activation=igf1_activation)
-    years = _years(preset)
+    years = StudyCell(preset, SITE, EDGE_MM, VOXEL_SIZE_UM).years_run  # the clinical window: 2 years for GH
     refill = cell_activity(course_for_periods([(preset, years)]), SITE).refill_trabecular
     solves: list[dict[str, float]] = []
     engines: list[Any] = []

@@ -91,7 +91,6 @@ def test_continuous_pth_abmd_agrees_at_20_and_40_um():
     assert worst <= tol, f"hyperparathyroidism abmd_pct %/yr on the 1.92 mm cube: {text} (tolerance ±{tol:.2f})"
 
 
-
 @pytest.mark.slow
 def test_trt_trabecular_bone_gain_agrees_at_20_and_40_um_before_binarising():
     """TRT's binarised BV/TV gains more at 40 µm than at 20 µm (the invariance matrix); its bone does not.

@@ -267,7 +267,7 @@ def test_steering_the_refill_costs_bone_only_where_bmus_build_above_the_old_surf
     refill is low (TRT, MHT, untreated: 0.8-1.4) and lose bone when it is high (GH therapy
     asks for 2.6 all through its course): the BMUs steered down lose more than those
     steered up gain. This is why steering the refill costs GH therapy bone with mechanics
-    on (docs/user-guide/mechanics.md, 'Calibration with mechanics on').
+    on (docs/user-guide/mechanics.md, 'Why GH therapy gains less with mechanics on').
     """
     from voxelbone.remodel.mechanostat import Modulation
 

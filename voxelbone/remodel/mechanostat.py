@@ -93,8 +93,8 @@ import numpy as np
 from ..backend import array_module, asnumpy, ndimage_module
 from ..volume import BoneVolume, Region
 
-__all__ = ["COMPARTMENTS", "STEER_CHOICES", "cavity_weights", "MechanostatParams", "Mechanostat", "Modulation", "estradiol_signal",
-           "local_signal", "surface_mask"]
+__all__ = ["COMPARTMENTS", "STEER_CHOICES", "cavity_weights", "MechanostatParams", "Mechanostat", "Modulation",
+           "estradiol_signal", "local_signal", "surface_mask"]
 
 
 #: The levers the signal may move (:attr:`MechanostatParams.steer`).

@@ -7,7 +7,8 @@
 //   vb_update    per voxel: take a new claim, excavate on schedule, refill from the cavity
 //                floor during formation, release at the end, mineralise.
 // Per voxel a BMU stores u (height above the cavity floor in units of the local column
-// depth, 0..2, 8 bits) and k (the local column depth in voxels, 1/8-voxel steps).
+// depth, 0..1 + the overfill's reach, steps of 1/127.5, 16 bits) and k (the local column
+// depth in voxels, 1/8-voxel steps).
 // voxelbone/remodel/cpu.py is the NumPy twin of every rule here, operation for operation,
 // so both give bit-identical volumes for the same seed (compiled with --fmad=false).
 #include "vb_common.cuh"
@@ -17,6 +18,13 @@
 #define VB_FLAG_RESORBED 4u
 #define VB_FLAG_OVERFILL 8u   // marrow voxel above the opening: formed into by a positive balance
 #define VB_CLAIM_NONE 0xFFFFFFFFFFFFFFFFULL
+// Claim code layout, high to low (NumPy twin: state.CLAIM_*): seed index (35 bits: the lowest
+// seed wins), flags (4), share of the cavity (8), height u (9, so u <= 4), column depth k (8).
+#define VB_CLAIM_SEED_SHIFT 29
+#define VB_CLAIM_FLAGS_SHIFT 25
+#define VB_CLAIM_FRAC_SHIFT 17
+#define VB_CLAIM_U_SHIFT 8
+#define VB_CLAIM_U_MASK 511ULL
 #define VB_STREAM_ACTIVATION 1ULL
 #define VB_STREAM_CAVITY_SIZE 2ULL
 #define VB_STREAM_CAVITY_SHAPE 3ULL
@@ -107,10 +115,9 @@ extern "C" __global__ void vb_activate(const float* __restrict__ bone, const uns
 // Geometry of one BMU, in voxel units (voxel centres at integer coordinates).
 struct vb_cavity {
     int osteonal;
-    float cz, cy, cx;      // hemi: the surface point above the seed; osteonal: a point on the tunnel axis
-    float nz_, ny_, nx_;   // hemi: unit normal pointing into the marrow
-    float a, b;            // hemi: depth and lateral semi-axes; osteonal: radius R and half-length H
-    float rc;              // osteonal: canal radius left open
+    float cz, cy, cx;      // the surface point above the seed
+    float nz_, ny_, nx_;   // unit normal pointing into the marrow
+    float a, b;            // depth and lateral semi-axes
     vb_i64 ez, ey, ex;     // half-extent of the bounding box
     int perforated;
     float bz;              // pore-wall (osteonal) cavity: semi-axis along z
@@ -175,7 +182,6 @@ __device__ __forceinline__ vb_cavity vb_make_wall_cavity(const float* __restrict
     vb_cavity c;
     c.osteonal = 1;
     c.cortical = 1;
-    c.rc = 0.0f;
     float gy = vb_grad_axis(bone, g, z, y, x, 1);
     float gx = vb_grad_axis(bone, g, z, y, x, 2);
     float norm2 = gy * gy + gx * gx;
@@ -221,6 +227,19 @@ __device__ __forceinline__ bool vb_opening_claim(const vb_cavity c, float dz, fl
     return true;
 }
 
+// Height above the cavity floor at which u saturates: one cavity depth above the old surface
+// (level 2), or the top of the overfill's reach when that is higher.
+__device__ __forceinline__ float vb_u_max(float over) {
+    return fmaxf(2.0f, 1.0f + over);
+}
+
+// Semi-axis along the normal of the cavity as seen from a voxel: above the opening (an overfill
+// voxel) the cavity is mirrored outwards, stretched to the overfill's reach when that is
+// beyond one cavity depth.
+__device__ __forceinline__ float vb_mirror_depth(float a, unsigned int extra, float over) {
+    return extra ? a * fmaxf(1.0f, over) : a;
+}
+
 // The 64-bit claim code of seed si for a voxel with share frac of the cavity, depth u in the
 // wall and wall thickness depth (voxels), quantised; VB_CLAIM_NONE when frac rounds to 0.
 __device__ __forceinline__ vb_u64 vb_pack_claim(vb_i64 si, unsigned int flags, float frac, float u, float depth) {
@@ -228,7 +247,8 @@ __device__ __forceinline__ vb_u64 vb_pack_claim(vb_i64 si, unsigned int flags, f
     if (fq == 0u) return VB_CLAIM_NONE;
     unsigned int uq = (unsigned int)(u * 127.5f + 0.5f);
     unsigned int kq = (unsigned int)(fminf(depth, 31.875f) * 8.0f + 0.5f);
-    return ((vb_u64)si << 28) | ((vb_u64)flags << 24) | ((vb_u64)fq << 16) | ((vb_u64)uq << 8) | (vb_u64)kq;
+    return ((vb_u64)si << VB_CLAIM_SEED_SHIFT) | ((vb_u64)flags << VB_CLAIM_FLAGS_SHIFT)
+           | ((vb_u64)fq << VB_CLAIM_FRAC_SHIFT) | ((vb_u64)uq << VB_CLAIM_U_SHIFT) | (vb_u64)kq;
 }
 
 // Claim code of a pore-wall cavity: the hemi-osteonal rule of vb_claim_code with the
@@ -241,14 +261,15 @@ __device__ __forceinline__ vb_u64 vb_claim_code_wall(const vb_cavity c, vb_i64 s
     unsigned int extra = 0u;
     float w, rho2;
     if (!vb_opening_claim(c, dz, dy, dx, over, has_bone, &w, &rho2, &extra)) return VB_CLAIM_NONE;
+    float af = vb_mirror_depth(c.a, extra, over);
     float dz2 = dz * dz;
-    float wa = w / c.a;
+    float wa = w / af;
     float rb2 = fmaxf(rho2 - dz2, 0.0f) / (c.b * c.b) + dz2 / (c.bz * c.bz);
     float s = sqrtf(wa * wa + rb2);
-    float frac = vb_clamp01((1.0f - s) * fminf(c.a, c.b) + 0.5f);
+    float frac = vb_clamp01((1.0f - s) * fminf(af, c.b) + 0.5f);
     float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));
     float depth = fmaxf(wf, 1.0f);
-    float u = fminf(fmaxf((wf - w) / depth, 0.0f), 2.0f);
+    float u = fminf(fmaxf((wf - w) / depth, 0.0f), vb_u_max(over));
     return vb_pack_claim(si, (c.perforated ? VB_FLAG_PERFORATED : 0u) | VB_FLAG_OSTEONAL | extra, frac, u, depth);
 }
 
@@ -265,7 +286,6 @@ __device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bo
     int fdz, fdy, fdx;
     vb_neighbour(first < 0 ? 0 : first, &fdz, &fdy, &fdx);
     c.perforated = 0;
-    c.rc = 0.0f;
     c.bz = 0.0f;
     c.cortical = region[vb_index(g, z, y, x)] == VB_CORTICAL;
     if (type == 2) {
@@ -312,41 +332,26 @@ __device__ __forceinline__ float vb_spheroid_frac(float w, float rho2, float a, 
     return vb_clamp01(0.5f - (s - 1.0f) * s / g);
 }
 
-// Claim code of voxel (qz, qy, qx) for cavity c of seed si; VB_CLAIM_NONE when outside.
+// Claim code of voxel (qz, qy, qx) for the hemi-osteonal cavity c of seed si; VB_CLAIM_NONE
+// when outside (pore-wall cavities: vb_claim_code_wall).
 // `over` > 0: how far above the opening, in cavity depths, new bone of a positive balance
-// may reach (the cavity mirrored outwards, scaled by refill - 1); voxels there (empty or
-// partly bone) are claimed as overfill voxels: never dug, filled into their empty part.
-// `has_bone`: the voxel holds bone (only bone is dug).
+// may reach (the cavity mirrored outwards, scaled by refill - 1, up to the overfill's reach);
+// voxels there (empty or partly bone) are claimed as overfill voxels: never dug, filled into
+// their empty part. `has_bone`: the voxel holds bone (only bone is dug).
 __device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb_i64 qz, vb_i64 qy, vb_i64 qx,
                                               float over, int has_bone) {
     float dz = (float)qz - c.cz;
     float dy = (float)qy - c.cy;
     float dx = (float)qx - c.cx;
-    float frac, u, depth;
     unsigned int extra = 0u;
-    if (c.osteonal) {
-        float r = sqrtf(dy * dy + dx * dx);
-        float rr = r / c.a;
-        float hh = dz / c.b;
-        float s = sqrtf(rr * rr + hh * hh);
-        frac = vb_clamp01((1.0f - s) * fminf(c.a, c.b) + 0.5f);
-        float rw = c.a * sqrtf(fmaxf(1.0f - hh * hh, 0.0f));
-        depth = fmaxf(rw - c.rc, 1.0f);              // wall from the cement line to the canal
-        u = fminf(fmaxf((rw - r) / depth, 0.0f), 2.0f);
-        if (!has_bone) {   // the canal: narrowed by a positive balance
-            if (!(over > 0.0f) || !(r < rw)) return VB_CLAIM_NONE;
-            extra = VB_FLAG_OVERFILL;
-        }
-    } else {
-        float w, rho2;
-        if (!vb_opening_claim(c, dz, dy, dx, over, has_bone, &w, &rho2, &extra)) return VB_CLAIM_NONE;
-        float rb2 = rho2 / (c.b * c.b);
-        frac = vb_spheroid_frac(w, rho2, c.a, c.b);
-        float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));  // floor depth below this column
-        depth = fmaxf(wf, 1.0f);
-        u = fminf(fmaxf((wf - w) / depth, 0.0f), 2.0f);
-    }
-    unsigned int flags = (c.perforated ? VB_FLAG_PERFORATED : 0u) | (c.osteonal ? VB_FLAG_OSTEONAL : 0u) | extra;
+    float w, rho2;
+    if (!vb_opening_claim(c, dz, dy, dx, over, has_bone, &w, &rho2, &extra)) return VB_CLAIM_NONE;
+    float rb2 = rho2 / (c.b * c.b);
+    float frac = vb_spheroid_frac(w, rho2, vb_mirror_depth(c.a, extra, over), c.b);
+    float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));  // floor depth below this column
+    float depth = fmaxf(wf, 1.0f);
+    float u = fminf(fmaxf((wf - w) / depth, 0.0f), vb_u_max(over));
+    unsigned int flags = (c.perforated ? VB_FLAG_PERFORATED : 0u) | extra;
     return vb_pack_claim(si, flags, frac, u, depth);
 }
 
@@ -357,8 +362,8 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
                                     const vb_i64* __restrict__ seeds, const unsigned int* __restrict__ seed_count,
                                     unsigned int capacity, float depth_um, float lateral_um,
                                     float osteon_radius_um, float osteon_half_length_um, float canal_radius_um,
-                                    float overfill, vb_u64* __restrict__ claim, vb_u64* __restrict__ counters,
-                                    float refill_trab, const float* __restrict__ refill_mod) {
+                                    float overfill, float overfill_reach, vb_u64* __restrict__ claim,
+                                    vb_u64* __restrict__ counters, float refill_trab, const float* __restrict__ refill_mod) {
     const vb_grid g = {nz, ny, nx};
     unsigned int ns = *seed_count;
     // seeds beyond capacity were counted by vb_activate but not stored: record the overflow
@@ -369,7 +374,7 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
         vb_cavity c = vb_make_cavity(bone, region, g, si, seed, step, voxel_um, depth_um, lateral_um,
                                      osteon_radius_um, osteon_half_length_um, canal_radius_um);
         // mechanics: the seed's own refill sets how far it builds above the old surface
-        float over = refill_mod ? fminf(fmaxf(refill_trab * refill_mod[si] - 1.0f, 0.0f), 1.0f) : overfill;
+        float over = refill_mod ? fminf(fmaxf(refill_trab * refill_mod[si] - 1.0f, 0.0f), overfill_reach) : overfill;
         if (threadIdx.x == 0) {
             atomicAdd(&counters[c.osteonal ? VB_C_OSTEONAL : VB_C_HEMI], 1ULL);
             if (c.perforated) atomicAdd(&counters[VB_C_PERFORATED], 1ULL);
@@ -388,7 +393,7 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
             if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0) continue;
             vb_u64 code = c.osteonal ? vb_claim_code_wall(c, si, qz, qy, qx, over, bone[j] > 0.0f)
                                      : vb_claim_code(c, si, qz, qy, qx, over, bone[j] > 0.0f);
-            if (c.cortical && code != VB_CLAIM_NONE) code |= ((vb_u64)VB_FLAG_OSTEONAL << 24);
+            if (c.cortical && code != VB_CLAIM_NONE) code |= ((vb_u64)VB_FLAG_OSTEONAL << VB_CLAIM_FLAGS_SHIFT);
             if (code != VB_CLAIM_NONE) atomicMin(&claim[j], code);
         }
     }
@@ -414,7 +419,7 @@ __device__ __forceinline__ float vb_level(float day, float refill, float t_form_
 
 extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict__ mineral,
                                      float* __restrict__ osteoid, short* __restrict__ bmu_day, unsigned char* __restrict__ bmu_k,
-                                     unsigned char* __restrict__ bmu_u, unsigned char* __restrict__ bmu_flags,
+                                     unsigned short* __restrict__ bmu_u, unsigned char* __restrict__ bmu_flags,
                                      float* __restrict__ bmu_amount, vb_u64* __restrict__ claim, vb_i64 n, int dt,
                                      float t_resorb, float t_form_start, float t_form, float t_end,
                                      float refill_trab, float refill_cort, float refill_perforated,
@@ -428,9 +433,9 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
         if (code != VB_CLAIM_NONE) {
             claim[i] = VB_CLAIM_NONE;
             day = 0;
-            flags = (unsigned int)((code >> 24) & 15ULL);
-            amount = (float)((code >> 16) & 255ULL) * (1.0f / 255.0f);
-            bmu_u[i] = (unsigned char)((code >> 8) & 255ULL);
+            flags = (unsigned int)((code >> VB_CLAIM_FLAGS_SHIFT) & 15ULL);
+            amount = (float)((code >> VB_CLAIM_FRAC_SHIFT) & 255ULL) * (1.0f / 255.0f);
+            bmu_u[i] = (unsigned short)((code >> VB_CLAIM_U_SHIFT) & VB_CLAIM_U_MASK);
             bmu_k[i] = (unsigned char)(code & 255ULL);
             if (flags & VB_FLAG_OVERFILL) {   // never dug: fills its empty part
                 flags |= VB_FLAG_RESORBED;

@@ -61,10 +61,12 @@ def _run(preset: str, site: str, seed: int, voxel_um: float, step_days: int = 10
 # other remodelling seeds gave +4.6 ... +5.1 before the coarsen fix, a draw 2 sigma low), GH +1.96
 # [2.13, 1.74, 2.02] over two years (30 um: MHT +5.20, GH +2.31). Since the perforation test walks to the full
 # cavity depth (more perforations at both voxel sizes): MHT +5.01 [5.27, 4.32, 5.43], GH +1.87 [2.03, 1.62, 1.97]
-# (30 um: MHT +5.11, GH +2.23). An expected failure that passes is reported (XPASS), not an error.
-BELOW_RANGE = {("gh_peptide_sermorelin", "lumbar_spine", 40.0), ("mht_estradiol_progesterone", "lumbar_spine", 40.0)}
+# (30 um: MHT +5.11, GH +2.23). GH is in range since a BMU's overfill reaches two cavity depths and
+# max_refill was fitted again (2.6 -> 2.4): +3.20 [3.36, 2.88, 3.35] (30 um: +3.67). An expected
+# failure that passes is reported (XPASS), not an error.
+BELOW_RANGE = {("mht_estradiol_progesterone", "lumbar_spine", 40.0)}
 CASES = [pytest.param(p, s, v, id=f"{p}-{s}-{int(v)}um",
-                      marks=[pytest.mark.xfail(reason="lumbar 40 µm: MHT seed 2 and the GH mean below range (see the comment above)",
+                      marks=[pytest.mark.xfail(reason="lumbar 40 µm: MHT seed 2 below range (see the comment above)",
                                                raises=AssertionError, strict=False)] if (p, s, v) in BELOW_RANGE else [])
          for p in CLINICAL_TARGETS for s in ("lumbar_spine", "femoral_neck") for v in CALIBRATED]
 

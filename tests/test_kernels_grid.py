@@ -87,7 +87,7 @@ def _case_surface(n: int = 16, **launch) -> None:
 
 
 def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=None, modulated: bool = False,
-                  dt: int = 3, rates=None, **launch) -> None:
+                  dt: int = 3, rates=None, params=None, **launch):
     from test_remodel import FAST
     from voxelbone.phantom import make_phantom
     from voxelbone.remodel import Remodeler, step_scalars
@@ -95,7 +95,7 @@ def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=
 
     vol = make_phantom("femoral_neck", n, 40.0, seed=3, ct_th_um=300, tb_sp_um=400, bv_tv=0.25, tb_th_um=100,
                        structure="lattice")  # a small grid for the kernels; the network needs a larger cube
-    a, b = Remodeler(vol.copy(), seed=9), Remodeler(vol.copy(), seed=9)
+    a, b = Remodeler(vol.copy(), params, seed=9), Remodeler(vol.copy(), params, seed=9)
     mod = None
     if modulated:  # the mechanostat's per-voxel factors on activation and refill
         rng = np.random.default_rng(4)
@@ -114,6 +114,7 @@ def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=
         for name, arr in a.state.arrays().items():
             np.testing.assert_array_equal(arr, b.state.arrays()[name], err_msg=f"{name} differs at step {k}")
     assert drawn > 0, "the case should start BMUs (vb_claim needs seeds)"
+    return b
 
 
 def _case_model(**launch) -> None:
@@ -341,6 +342,18 @@ def test_euler_block_reduction_for_every_block_size():
 def test_remodel_with_mechanical_modulation_equals_twin():
     """Per-voxel activation and refill factors (the mechanostat's) give the same step in both twins."""
     _case_remodel(n=24, steps=6, dt=15, modulated=True, order="shuffled", order_seed=2)  # into formation
+
+
+@pytest.mark.parametrize("modulated", [False, True], ids=["refill 2.6", "refill 2.6 x 0.6-1.6"])
+def test_remodel_with_an_overfill_beyond_one_cavity_depth_equals_twin(modulated):
+    """A reach of two cavity depths: heights u above 2 (9 bits of the claim code) in both twins."""
+    from voxelbone.remodel import RemodelParams
+    from voxelbone.remodel.state import RemodelingRates
+
+    rates = RemodelingRates(3.0, 3.0, 60.0, 2.6, 2.6)
+    b = _case_remodel(n=24, steps=6, dt=15, rates=rates, params=RemodelParams(overfill_reach_depths=2.0),
+                      modulated=modulated, order="shuffled", order_seed=3)
+    assert int(b.state.bmu_u.max()) > 255, "the case should store heights above u = 2"
 
 
 def test_remodel_64bit_index_path_equals_twin():

@@ -256,27 +256,31 @@ def test_a_mechanical_refill_builds_as_the_same_refill_from_the_cell_layer():
     assert bv[1.5, 0.9] > bv[1.0, 0.9] + 0.05
 
 
-def test_steering_the_refill_costs_bone_only_where_bmus_build_above_the_old_surface():
-    """A BMU's build is linear in its refill up to level 2 and flattens above it.
+def test_steering_the_refill_cost_bone_where_the_overfill_reached_one_cavity_depth():
+    """With the reach of the engine until 2026-12 (``overfill_reach_depths`` 1) a BMU's build
+    is linear in its refill up to level 2 and flattens above it.
 
     Level 2: the cavity refilled and an overfill as thick as the cavity was deep, the
-    farthest a BMU's overfill reaches; above it only the partly filled voxels at the
+    farthest a BMU's overfill reached; above it only the partly filled voxels at the
     overfill's outer edge still fill.
 
     So refill factors that average 1 over the BMUs keep the cell layer's balance when the
     refill is low (TRT, MHT, untreated: 0.8-1.4) and lose bone when it is high (GH therapy
     asks for 2.6 all through its course): the BMUs steered down lose more than those
     steered up gain. This is why steering the refill costs GH therapy bone with mechanics
-    on (docs/user-guide/mechanics.md, 'Why GH therapy gains less with mechanics on').
+    on (docs/user-guide/mechanics.md, 'Why GH therapy gained less with mechanics on'), and why
+    the reach is now two cavity depths (the next test).
     """
+    from voxelbone.remodel import RemodelParams
     from voxelbone.remodel.mechanostat import Modulation
 
     vol = lattice()[0]
     ones = np.ones(vol.shape, np.float32)
     halves = np.where(np.arange(vol.shape[2]) < vol.shape[2] // 2, 0.6, 1.4).astype(np.float32) * ones
+    one_depth = RemodelParams(overfill_reach_depths=1.0)
 
     def built(refill: float, factor: np.ndarray) -> float:
-        rem = Remodeler(vol.copy(), seed=3)
+        rem = Remodeler(vol.copy(), one_depth, seed=3)
         rem.modulation = Modulation(ones, factor)
         for k in range(60):  # 300 days at fast turnover
             rem.step(k, RemodelingRates(2.0, 2.0, 50.0, refill, refill), 5)
@@ -289,6 +293,25 @@ def test_steering_the_refill_costs_bone_only_where_bmus_build_above_the_old_surf
     loss = {r: built(r, ones) - built(r, halves) for r in (1.2, 2.6)}
     assert abs(loss[1.2]) < 0.01, f"refill 1.2: the spread changed the bone by {-loss[1.2]:+.4f}"
     assert loss[2.6] > 0.02, f"refill 2.6: the spread changed the bone by {-loss[2.6]:+.4f}"
+
+
+def test_the_overfill_reaches_two_cavity_depths_so_the_build_grows_above_level_2():
+    """With the default ``overfill_reach_depths`` (2) a BMU builds from refill 2 to 3 at least as
+    steeply as from 1 to 2 (with a reach of one cavity depth the build flattens there: the
+    test above)."""
+    from voxelbone.remodel import RemodelParams
+
+    vol = lattice()[0]
+    assert RemodelParams().overfill_reach_depths == 2.0
+
+    def built(refill: float) -> float:
+        rem = Remodeler(vol.copy(), seed=3)
+        for k in range(60):  # as in the test above
+            rem.step(k, RemodelingRates(2.0, 2.0, 50.0, refill, refill), 5)
+        return float(rem.volume.bone.sum()) / float(vol.bone.sum())
+
+    b1, b2, b3 = (built(r) for r in (1.0, 2.0, 3.0))
+    assert b3 - b2 > b2 - b1, f"build at refill 1, 2, 3: {b1:.3f}, {b2:.3f}, {b3:.3f}"
 
 
 def test_each_lever_of_the_rule_can_be_steered_alone(solved):

@@ -328,6 +328,9 @@ def test_bad_steps_and_rates_are_refused(small):
         Remodeler(small.copy(), seed=-2)
     with pytest.raises(ValueError, match="canal_radius_um"):
         RemodelParams(canal_radius_um=150.0)
+    for reach in (0.0, 3.5, float("nan"), True):
+        with pytest.raises(ValueError, match=r"overfill_reach_depths must lie in \(0, 3\]"):
+            RemodelParams(overfill_reach_depths=reach)
 
 
 def test_too_large_for_device_memory_is_refused_before_allocating():
@@ -356,6 +359,23 @@ def test_checkpoint_state_round_trip_continues_identically(small):
     for name, arr in a.state_arrays().items():
         np.testing.assert_array_equal(arr, b.state_arrays()[name])
     assert uniform(9, 3, Stream.ACTIVATION, np.arange(3)).shape == (3,)
+
+
+def test_a_state_with_8_bit_heights_resumes_as_the_16_bit_state(small):
+    """States written before ``bmu_u`` widened to 16 bits (same 1/127.5 scale) resume unchanged."""
+    a = Remodeler(small.copy(), seed=9)
+    for k in range(10):
+        a.step(k, FAST, 2)
+    arrays = {k: v.copy() for k, v in a.state_arrays().items()}
+    assert arrays["bmu_u"].max() > 0 and arrays["bmu_u"].max() <= 255
+    arrays["bmu_u"] = arrays["bmu_u"].astype(np.uint8)
+    b = Remodeler.from_state(arrays, a.params, 9, meta=a.state_meta())
+    assert b.state.bmu_u.dtype == np.uint16
+    for k in range(10, 20):
+        a.step(k, FAST, 2)
+        b.step(k, FAST, 2)
+    for name, arr in a.state_arrays().items():
+        np.testing.assert_array_equal(arr, b.state_arrays()[name])
 
 
 # ---------------------------------------------------------------------------------------
@@ -410,3 +430,44 @@ def test_claim_sentinel_is_the_kernels():
     m = re.search(r"#define\s+VB_CLAIM_NONE\s+(0x[0-9A-Fa-f]+)ULL", kernel_source("remodel"))
     assert m is not None, "kernels/remodel.cu no longer defines VB_CLAIM_NONE"
     assert CLAIM_NONE.dtype == np.uint64 and int(CLAIM_NONE) == int(m.group(1), 16)
+
+
+# ---------------------------------------------------------------------------------------
+# the balance one BMU leaves (voxelbone.remodel.balance; benchmarks/overfill_build_study.py)
+_SURFACES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def _mean_build(refill: float, voxel_size_um: float, **kw) -> float:
+    from voxelbone.remodel.balance import one_bmu_build
+
+    return float(np.mean([one_bmu_build(refill, voxel_size_um, surface_fraction=f, **kw) for f in _SURFACES]))
+
+
+@pytest.mark.parametrize("voxel_size_um", [20.0, 40.0])
+def test_a_balanced_bmu_leaves_the_bone_as_it_was(voxel_size_um):
+    """Refill 1 restores exactly what the cavity removed, wherever the surface sits in its voxel."""
+    from voxelbone.remodel.balance import one_bmu_build
+
+    for f in _SURFACES:
+        assert abs(one_bmu_build(1.0, voxel_size_um, surface_fraction=f)) < 1e-5
+    # and the probe sees a balance: a deficit below 1, a gain above
+    assert _mean_build(0.5, voxel_size_um) < -0.3 and _mean_build(1.5, voxel_size_um) > 0.3
+
+
+def test_the_balance_probe_rejects_a_surface_on_a_voxel_boundary():
+    from voxelbone.remodel.balance import one_bmu_build
+
+    with pytest.raises(ValueError, match="surface_fraction"):
+        one_bmu_build(1.0, 20.0, surface_fraction=1.0)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured (benchmarks/overfill_build_study.json; mean over five surface positions and four cavity "
+    "draws): one BMU of refill 0.5 leaves -0.478, -0.450, -0.392 cavity volumes at 20, 30, 40 µm and one "
+    "of refill 2 +0.866, +0.791, +0.749 (r - 1 asked): a per-voxel artefact of the engine's excavation and fill "
+    "rules, larger on coarse grids; its mechanism below the old surface is not traced (docs/model.md, "
+    "'One BMU's balance')"))
+@pytest.mark.parametrize("voxel_size_um", [20.0, 30.0, 40.0])
+def test_one_bmu_leaves_r_minus_one_cavity_volumes_at_every_voxel_size(voxel_size_um):
+    for refill in (0.5, 2.0):
+        assert _mean_build(refill, voxel_size_um) == pytest.approx(refill - 1.0, rel=0.1), refill

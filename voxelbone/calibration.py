@@ -421,6 +421,8 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
     walls: dict[str, float] = {}
     t0 = time.perf_counter()
     if order:
+        # spawn, never fork: Numba's default threading layer is GNU OpenMP, which is not
+        # fork-safe; a child forked after the parent ran a parallel kernel dies and the pool hangs
         with ProcessPoolExecutor(max_workers=min(n_workers, len(order)), mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(_volume_task, *k, tasks[k], backend): k for k in order}
             for fut in as_completed(futures):

@@ -15,7 +15,19 @@ import numpy as np
 
 from ..rng import Stream, uniform
 from ..volume import Region
-from .state import FLAG_OSTEONAL, FLAG_OVERFILL, FLAG_PERFORATED, FLAG_RESORBED, RemodelState, StepScalars
+from .state import (
+    CLAIM_FLAGS_SHIFT,
+    CLAIM_FRAC_SHIFT,
+    CLAIM_SEED_SHIFT,
+    CLAIM_U_MASK,
+    CLAIM_U_SHIFT,
+    FLAG_OSTEONAL,
+    FLAG_OVERFILL,
+    FLAG_PERFORATED,
+    FLAG_RESORBED,
+    RemodelState,
+    StepScalars,
+)
 
 __all__ = ["activate", "claim", "model", "update"]
 
@@ -89,7 +101,6 @@ class Cavity:
     nx: np.float32
     a: np.float32
     b: np.float32
-    rc: np.float32
     ez: int
     ey: int
     ex: int
@@ -150,7 +161,7 @@ def make_cavity(state: RemodelState, si: int, seed: int, step: int, sc: StepScal
     cx = f32(x) + off * n_x
     e = int(np.ceil(np.maximum(a, b) + _ONE))
     perforated = _perforates(state, cz, cy, cx, n_z, n_y, n_x, a)
-    return Cavity(False, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, e, e, e, perforated,
+    return Cavity(False, cz, cy, cx, n_z, n_y, n_x, a, b, e, e, e, perforated,
                   cortical=bool(region[z, y, x] == _CORT))
 
 
@@ -216,7 +227,7 @@ def make_wall_cavity(state: RemodelState, z: int, y: int, x: int, first: int, j1
     e = int(np.ceil(np.maximum(a, b) + _ONE))
     ez = int(np.ceil(np.maximum(a, bz) + _ONE))
     perforated = _perforates(state, cz, cy, cx, n_z, n_y, n_x, a)
-    return Cavity(True, cz, cy, cx, n_z, n_y, n_x, a, b, _ZERO, ez, e, e, perforated, bz, True)
+    return Cavity(True, cz, cy, cx, n_z, n_y, n_x, a, b, ez, e, e, perforated, bz, True)
 
 
 def _clamp01(x: np.ndarray) -> np.ndarray:
@@ -280,28 +291,34 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
     dy = qy.astype(f32) - c.cy
     dx = qx.astype(f32) - c.cx
     w, rho2, valid, extra = _opening_claim(dz, dy, dx, c, f32(overfill), has_bone)
+    # u saturates one cavity depth above the old surface, or at the overfill's reach (``vb_u_max``)
+    u_max = np.maximum(f32(2.0), _ONE + f32(overfill))
+    # above the opening the cavity is mirrored outwards, stretched along the normal to the
+    # overfill's reach when that is beyond one cavity depth (``vb_mirror_depth``)
+    a_f = np.where(extra != 0, c.a * np.maximum(_ONE, f32(overfill)), c.a).astype(f32)
     if c.osteonal:
         # pore-wall cavity: as a hemi-osteonal one, elongated along z (``vb_claim_code_wall``)
         dz2 = dz * dz
-        wa = w / c.a
+        wa = w / a_f
         rb2 = np.maximum(rho2 - dz2, _ZERO) / (c.b * c.b) + dz2 / (c.bz * c.bz)
         s = np.sqrt(wa * wa + rb2)
-        frac = _clamp01((_ONE - s) * np.minimum(c.a, c.b) + _HALF)
+        frac = _clamp01((_ONE - s) * np.minimum(a_f, c.b) + _HALF)
         wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))
         depth = np.maximum(wf, _ONE)
-        u = np.minimum(np.maximum((wf - w) / depth, _ZERO), f32(2.0))
+        u = np.minimum(np.maximum((wf - w) / depth, _ZERO), u_max)
     else:
         rb2 = rho2 / (c.b * c.b)
-        frac = spheroid_frac(w, rho2, c.a, c.b)
+        frac = spheroid_frac(w, rho2, a_f, c.b)
         wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))
         depth = np.maximum(wf, _ONE)
-        u = np.minimum(np.maximum((wf - w) / depth, _ZERO), f32(2.0))
+        u = np.minimum(np.maximum((wf - w) / depth, _ZERO), u_max)
     fq = (frac * f32(255.0) + _HALF).astype(np.uint64)
     valid &= fq > 0
     uq = (u * f32(127.5) + _HALF).astype(np.uint64)
     kq = (np.minimum(depth, f32(31.875)) * f32(8.0) + _HALF).astype(np.uint64)
     flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal or c.cortical else 0)) | extra
-    code = (np.uint64(si) << np.uint64(28)) | (flags << np.uint64(24)) | (fq << np.uint64(16)) | (uq << np.uint64(8)) | kq
+    code = ((np.uint64(si) << np.uint64(CLAIM_SEED_SHIFT)) | (flags << np.uint64(CLAIM_FLAGS_SHIFT))
+            | (fq << np.uint64(CLAIM_FRAC_SHIFT)) | (uq << np.uint64(CLAIM_U_SHIFT)) | kq)
     return flat[valid].astype(np.int64), code[valid]
 
 
@@ -310,7 +327,7 @@ def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: Step
     """Resolve the claims of all seeds: per voxel the smallest code (lowest seed index) wins.
 
     ``refill_mod`` (mechanics): each seed builds above the old surface by its own refill,
-    ``clip(refill_trab·refill_mod[seed] − 1, 0, 1)``, instead of the step's ``overfill``.
+    ``clip(refill_trab·refill_mod[seed] − 1, 0, overfill_reach)``, instead of the step's ``overfill``.
     """
     counters = state.counters
     all_idx, all_code = [], []
@@ -320,7 +337,7 @@ def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: Step
         counters[1 if c.osteonal else 0] += np.uint64(1)
         if c.perforated:
             counters[2] += np.uint64(1)
-        over = sc.overfill if mod is None else min(max(sc.refill_trab * mod[si] - _ONE, _ZERO), _ONE)
+        over = sc.overfill if mod is None else min(max(sc.refill_trab * mod[si] - _ONE, _ZERO), sc.overfill_reach)
         idx, code = claim_codes(state, si, c, over)
         all_idx.append(idx)
         all_code.append(code)
@@ -362,9 +379,9 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
     flags_a, amount_a = state.bmu_flags.ravel(), state.bmu_amount.ravel()
     if claimed.size:
         day_a[claimed] = 0
-        flags_a[claimed] = ((codes >> np.uint64(24)) & np.uint64(15)).astype(np.uint8)
-        amount_a[claimed] = ((codes >> np.uint64(16)) & np.uint64(255)).astype(f32) * f32(1.0 / 255.0)
-        u_a[claimed] = ((codes >> np.uint64(8)) & np.uint64(255)).astype(np.uint8)
+        flags_a[claimed] = ((codes >> np.uint64(CLAIM_FLAGS_SHIFT)) & np.uint64(15)).astype(np.uint8)
+        amount_a[claimed] = ((codes >> np.uint64(CLAIM_FRAC_SHIFT)) & np.uint64(255)).astype(f32) * f32(1.0 / 255.0)
+        u_a[claimed] = ((codes >> np.uint64(CLAIM_U_SHIFT)) & np.uint64(CLAIM_U_MASK)).astype(np.uint16)
         k_a[claimed] = (codes & np.uint64(255)).astype(np.uint8)
         over_new = claimed[(flags_a[claimed] & np.uint8(FLAG_OVERFILL)) != 0]  # never dug: fill the empty part
         flags_a[over_new] |= np.uint8(FLAG_RESORBED)

@@ -128,6 +128,8 @@ class Remodeler:
             raise ValueError(f"engine state lacks {', '.join(missing)}")
         conv = (lambda a: np.array(a)) if xp is np else xp.asarray
         state = RemodelState(**{n: conv(arrays[n]) for n in names})
+        # states written before bmu_u widened to 16 bits (same scale, 1/127.5) hold it as uint8
+        state.bmu_u = state.bmu_u.astype(xp.uint16, copy=False)
         vol = BoneVolume(state.bone, state.mineral, state.region, meta.get("voxel_size_um", 1.0),
                          site=meta.get("site"), meta=meta.get("volume_meta", {}))
         state.bone, state.mineral, state.region = vol.bone, vol.mineral, vol.region

@@ -92,8 +92,8 @@ class GpuStep:
             (claim_blocks(self.capacity),), (_CLAIM_THREADS,),
             (st.bone, st.region, st.bmu_day, nz, ny, nx, sc.voxel_um, np.uint64(seed), np.uint64(step),
              self.seeds, self.seed_count, np.uint32(self.capacity), sc.depth_um, sc.lateral_um,
-             sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, sc.overfill, self.claim, st.counters,
-             sc.refill_trab, refill_mod),
+             sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, sc.overfill, sc.overfill_reach,
+             self.claim, st.counters, sc.refill_trab, refill_mod),
         )
 
     def update(self, st: RemodelState, sc: StepScalars, refill_mod: Any = None) -> None:

@@ -32,7 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MineralisationLaw", "RemodelParams"]
+__all__ = ["MAX_OVERFILL_REACH_DEPTHS", "MineralisationLaw", "RemodelParams"]
+
+#: The farthest ``RemodelParams.overfill_reach_depths`` may be set: a voxel's height above
+#: its cavity floor, u ≤ 1 + reach, is stored in 9 bits at steps of 1/127.5 (u ≤ 4; the
+#: claim code's layout, ``state.CLAIM_U_MASK``).
+MAX_OVERFILL_REACH_DEPTHS = 3.0
 
 
 @dataclass(frozen=True)
@@ -144,8 +149,16 @@ class RemodelParams:
     perforated_refill : float
         Refill level of a cavity that perforated its trabecula (0: not repaired; van der
         Linden et al. 2001 J Bone Miner Res 16:688).
-    mineralisation : MineralisationLaw
-        Primary and secondary mineralisation of new bone.
+    overfill_reach_depths : float
+        How far above the old surface, in depths of its own cavity, a BMU of positive
+        balance may build: a refill r builds up to min(r − 1, this) cavity depths above it,
+        inside the cavity mirrored outwards and stretched to that height. 2 (refills up to
+        3, the bound rates are checked against): the build grows with r up to 3 about as
+        steeply as below 2 (``benchmarks/overfill_build_study.py``). Until 2026-12 it was 1,
+        fixed: above r = 2 the build grew a third as steeply, so the cell layer's refill cap
+        ``max_refill`` (2.6 then) was reached in the cell layer but not in the bone, and a
+        spread of refills around 2.6 (the mechanostat's) lost bone. Up to 3 (r = 4; the claim
+        code stores u ≤ 4).
     """
 
     resorption_days: float = 40.0
@@ -161,6 +174,7 @@ class RemodelParams:
     measure_surface_density: bool = True
     contour_compartments: bool = False
     modelling_surface_voxels_per_area: float | None = None
+    overfill_reach_depths: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("resorption_days", "formation_days", "lateral_radius_um", "osteon_radius_um",
@@ -175,6 +189,10 @@ class RemodelParams:
             raise ValueError(f"reversal_days must be ≥ 0, got {self.reversal_days!r}")
         if self.canal_radius_um >= self.osteon_radius_um:
             raise ValueError("canal_radius_um must be smaller than osteon_radius_um")
+        r = self.overfill_reach_depths
+        top = MAX_OVERFILL_REACH_DEPTHS
+        if isinstance(r, bool) or not (isinstance(r, (int, float)) and math.isfinite(r) and 0 < r <= top):
+            raise ValueError(f"overfill_reach_depths must lie in (0, {top:g}] cavity depths, got {r!r}")
         if not 0 <= self.perforated_refill <= 1:
             raise ValueError("perforated_refill must lie in [0, 1]")
         if self.cycle_days > 30000:

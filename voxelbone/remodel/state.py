@@ -13,7 +13,12 @@ from ..units import DAYS_PER_YEAR
 from .params import RemodelParams
 
 __all__ = [
+    "CLAIM_FLAGS_SHIFT",
+    "CLAIM_FRAC_SHIFT",
     "CLAIM_NONE",
+    "CLAIM_SEED_SHIFT",
+    "CLAIM_U_MASK",
+    "CLAIM_U_SHIFT",
     "COUNTERS",
     "FLAG_OSTEONAL",
     "FLAG_OVERFILL",
@@ -37,6 +42,15 @@ FLAG_OVERFILL = 8  # a marrow voxel above the cavity opening, filled by a positi
 MAX_MODELLING_UM_PER_DAY = 2.0
 #: Claim code of a voxel no cavity claims (``VB_CLAIM_NONE`` in ``kernels/remodel.cu``).
 CLAIM_NONE = np.uint64(0xFFFFFFFFFFFFFFFF)
+#: Layout of a 64-bit claim code, high to low (``VB_CLAIM_*_SHIFT`` in ``kernels/remodel.cu``):
+#: seed index (35 bits, so the lowest seed wins a contested voxel), flags (4), the voxel's
+#: share of the cavity (8, steps of 1/255), its height u above the cavity floor (9, steps of
+#: 1/127.5, so u ≤ 4) and the local column depth k (8, steps of 1/8 voxel).
+CLAIM_SEED_SHIFT = 29
+CLAIM_FLAGS_SHIFT = 25
+CLAIM_FRAC_SHIFT = 17
+CLAIM_U_SHIFT = 8
+CLAIM_U_MASK = 511
 
 #: Order of the uint64 counters array (kernels index it the same way).
 COUNTERS = ("bmus_trabecular", "bmus_osteonal", "perforations", "fragments_removed", "seed_overflow")
@@ -66,8 +80,8 @@ class RemodelState:
 
     ``osteoid`` is the part of ``bone`` not yet mineralised (new bone).
     ``bmu_day`` is −1 where no BMU owns the voxel, else days since its BMU was activated;
-    ``bmu_u`` (height above the cavity floor in units of the local column depth, 0–2 in
-    steps of 1/127.5), ``bmu_k`` (the local column depth in voxels, steps of 1/8) and
+    ``bmu_u`` (height above the cavity floor in units of the local column depth, 0 to
+    1 + ``RemodelParams.overfill_reach_depths`` in steps of 1/127.5; uint16), ``bmu_k`` (the local column depth in voxels, steps of 1/8) and
     ``bmu_flags`` describe the voxel's place in its cavity; ``bmu_amount`` is the fraction
     to excavate before excavation and the bone removed after. ``counters`` (uint64) and ``fragment_bone`` (float64, voxel units) are
     cumulative.
@@ -95,7 +109,7 @@ class RemodelState:
             osteoid=xp.zeros(shape, dtype=xp.float32) if osteoid is None else osteoid,
             bmu_day=xp.full(shape, -1, dtype=xp.int16),
             bmu_k=xp.zeros(shape, dtype=xp.uint8),
-            bmu_u=xp.zeros(shape, dtype=xp.uint8),
+            bmu_u=xp.zeros(shape, dtype=xp.uint16),
             bmu_flags=xp.zeros(shape, dtype=xp.uint8),
             bmu_amount=xp.zeros(shape, dtype=xp.float32),
             counters=xp.zeros(len(COUNTERS), dtype=xp.uint64),
@@ -109,7 +123,7 @@ class RemodelState:
     @staticmethod
     def bytes_per_voxel() -> int:
         """Bytes of state per voxel (plus the 8-byte claim scratch of the GPU path)."""
-        return 4 + 4 + 1 + 4 + 2 + 1 + 1 + 1 + 4
+        return 4 + 4 + 1 + 4 + 2 + 1 + 2 + 1 + 4
 
 
 def _xp(a: Any) -> Any:
@@ -149,6 +163,7 @@ class StepScalars:
     refill_cort: np.float32
     refill_perforated: np.float32
     overfill: np.float32
+    overfill_reach: np.float32
     m_mature: np.float32
     e_primary: np.float32
     e_secondary: np.float32
@@ -230,7 +245,8 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
         refill_trab=f32(rates.refill_trabecular), refill_cort=f32(rates.refill_cortical),
         refill_perforated=f32(params.perforated_refill),
         # marrow above the opening is claimed only when the balance is positive (refill > 1)
-        overfill=f32(min(max(float(rates.refill_trabecular) - 1.0, 0.0), 1.0)),
+        overfill=f32(min(max(float(rates.refill_trabecular) - 1.0, 0.0), params.overfill_reach_depths)),
+        overfill_reach=f32(params.overfill_reach_depths),
         m_mature=f32(mm.mature_degree), e_primary=f32(ep), e_secondary=f32(es), c_osteoid=f32(co),
         model_frac=f32(model_frac),
     )

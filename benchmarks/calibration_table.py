@@ -1,7 +1,7 @@
 """The README's calibration table: ``abmd_pct`` of every clinical preset at both sites, with 95 % intervals.
 
     python benchmarks/calibration_table.py [--workers 2] [--record FILE] [--from-record]
-    python benchmarks/calibration_table.py --fe-every-days 28 [--workers 2]
+    python benchmarks/calibration_table.py --fe-every-days 28 [--workers 2] [--resume]
 
 Runs every preset of ``voxelbone.calibration.CLINICAL_TARGETS`` at the lumbar spine and the
 femoral neck in the geometry of ``tests/test_calibration.py`` (a 3.84 mm cube: 128³ phantoms
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the record (default benchmarks/calibration_table.json; with --fe-every-days "
                          "benchmarks/calibration_table_mechanics.json)")
     ap.add_argument("--from-record", action="store_true", help="rewrite the tables from the record, run nothing")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --fe-every-days: keep the cells already in the record (an interrupted run of the same "
+                         "model); without it every cell runs again")
     ap.add_argument("--fe-every-days", type=int, default=0,
                     help="load-driven remodelling on: a micro-FE solve every N days (default 0: off)")
     args = ap.parse_args(argv)
@@ -86,7 +89,8 @@ def mechanics_main(args: argparse.Namespace) -> int:
     if args.from_record:
         record = json.loads(record_path.read_text(encoding="utf-8"))
     else:
-        old = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else None
+        # a record of another model must not stand in for this one: reuse its cells only when asked
+        old = json.loads(record_path.read_text(encoding="utf-8")) if args.resume and record_path.exists() else None
         record = run_study(calibration_cells(fe_every_days=args.fe_every_days), n_workers=args.workers, record=old,
                            progress=lambda t: print(t, flush=True))
         record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

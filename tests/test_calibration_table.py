@@ -166,3 +166,23 @@ def test_invariance_page_holds_the_recorded_matrix():
     want = invariance_markdown(record, invariance_cells(), script.COMMAND)
     assert _between(script.PAGE.read_text(encoding="utf-8"), script.MARKER) == want, \
         "regenerate with python benchmarks/invariance_matrix.py --from-record"
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_mechanics_study_reuses_its_record_only_when_resuming(tmp_path, monkeypatch, resume):
+    """A record of an earlier model must not stand in for a new run: its cells are kept only
+    with ``--resume`` (an interrupted run of the same model)."""
+    script = _script("calibration_table")
+    record = tmp_path / "mech.json"
+    record.write_text(json.dumps({"cells": {"x": {}}, "wall_s": 1.0}), encoding="utf-8")
+    seen = {}
+
+    def fake_run_study(cells, *, n_workers, record=None, progress=None):
+        seen["record"] = record
+        raise SystemExit(0)  # stop before any page is written
+
+    monkeypatch.setattr(script, "run_study", fake_run_study)
+    args = ["--fe-every-days", "28", "--record", str(record)] + (["--resume"] if resume else [])
+    with pytest.raises(SystemExit):
+        script.main(args)
+    assert (seen["record"] is not None) == resume

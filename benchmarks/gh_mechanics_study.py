@@ -12,8 +12,9 @@ annualised ``abmd_pct``, Tb.vBMD and BV/TV, the lowest ``abmd_pct`` of the run (
 early dip), the BMUs, perforations and fragments removed,
 and, averaged over the solves of the run (mechanics on), the trabecular BMUs in flight
 (weighted by the bone they remove): their mean refill factor ``f``, and the share whose
-modulated refill ``r·f`` lies above and below level 2 — the cavity plus one layer above the
-old surface, beyond which a BMU's build flattens (tests/test_mechanostat.py). The cell
+modulated refill ``r·f`` lies above and below level 2 — the cavity refilled plus an overfill
+one cavity depth thick, beyond which a BMU's build flattened while the overfill could reach
+no farther (``overfill_reach_depths`` 1, until 2026-12; tests/test_mechanostat.py). The cell
 layer's refill ``r`` of the day is read from the preset's activity course
 (:func:`voxelbone.biology.cell_activity`).
 ``--igf1-activation`` runs everything again for each value given in place of the fitted
@@ -41,7 +42,7 @@ SITE = "lumbar_spine"
 EDGE_MM = 3.84
 VOXEL_SIZE_UM = 40.0
 FE_EVERY_DAYS = 28
-#: Level of a BMU's refill beyond which its build flattens: the cavity and one layer above.
+#: Level of a BMU's refill beyond which its build flattened with an overfill reach of one cavity depth.
 KINK_LEVEL = 2.0
 
 

@@ -464,9 +464,9 @@ def test_the_balance_probe_rejects_a_surface_on_a_voxel_boundary():
 @pytest.mark.xfail(strict=True, reason=(
     "measured (benchmarks/overfill_build_study.json; mean over five surface positions and four cavity "
     "draws): one BMU of refill 0.5 leaves -0.478, -0.450, -0.392 cavity volumes at 20, 30, 40 µm and one "
-    "of refill 2 +0.866, +0.791, +0.749 (r - 1 asked): a per-voxel artefact of the engine's excavation and fill "
-    "rules, larger on coarse grids; its mechanism below the old surface is not traced (docs/model.md, "
-    "'One BMU's balance')"))
+    "of refill 2 +0.866, +0.791, +0.749 (r - 1 asked): a per-voxel artefact, larger on coarse grids. Traced (docs/model.md, "
+    "'One BMU's balance'): the column depth taken as at least one voxel, and an overfill voxel's "
+    "share of the mirrored cavity multiplied by its fill; removing both changes every preset"))
 @pytest.mark.parametrize("voxel_size_um", [20.0, 30.0, 40.0])
 def test_one_bmu_leaves_r_minus_one_cavity_volumes_at_every_voxel_size(voxel_size_um):
     for refill in (0.5, 2.0):

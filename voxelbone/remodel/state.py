@@ -81,7 +81,7 @@ class RemodelState:
     ``osteoid`` is the part of ``bone`` not yet mineralised (new bone).
     ``bmu_day`` is −1 where no BMU owns the voxel, else days since its BMU was activated;
     ``bmu_u`` (height above the cavity floor in units of the local column depth, 0 to
-    1 + ``RemodelParams.overfill_reach_depths`` in steps of 1/127.5; uint16), ``bmu_k`` (the local column depth in voxels, steps of 1/8) and
+    max(2, 1 + ``RemodelParams.overfill_reach_depths``) in steps of 1/127.5; uint16), ``bmu_k`` (the local column depth in voxels, steps of 1/8) and
     ``bmu_flags`` describe the voxel's place in its cavity; ``bmu_amount`` is the fraction
     to excavate before excavation and the bone removed after. ``counters`` (uint64) and ``fragment_bone`` (float64, voxel units) are
     cumulative.

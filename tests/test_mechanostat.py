@@ -256,6 +256,15 @@ def test_a_mechanical_refill_builds_as_the_same_refill_from_the_cell_layer():
     assert bv[1.5, 0.9] > bv[1.0, 0.9] + 0.05
 
 
+def _lattice_build(vol: BoneVolume, refill: float, params=None, modulation=None) -> float:
+    """Bone after 300 days at fast turnover and this refill, over the starting bone."""
+    rem = Remodeler(vol.copy(), params, seed=3)
+    rem.modulation = modulation
+    for k in range(60):
+        rem.step(k, RemodelingRates(2.0, 2.0, 50.0, refill, refill), 5)
+    return float(rem.volume.bone.sum()) / float(vol.bone.sum())
+
+
 def test_steering_the_refill_cost_bone_where_the_overfill_reached_one_cavity_depth():
     """With the reach of the engine until 2026-12 (``overfill_reach_depths`` 1) a BMU's build
     is linear in its refill up to level 2 and flattens above it.
@@ -280,11 +289,7 @@ def test_steering_the_refill_cost_bone_where_the_overfill_reached_one_cavity_dep
     one_depth = RemodelParams(overfill_reach_depths=1.0)
 
     def built(refill: float, factor: np.ndarray) -> float:
-        rem = Remodeler(vol.copy(), one_depth, seed=3)
-        rem.modulation = Modulation(ones, factor)
-        for k in range(60):  # 300 days at fast turnover
-            rem.step(k, RemodelingRates(2.0, 2.0, 50.0, refill, refill), 5)
-        return float(rem.volume.bone.sum()) / float(vol.bone.sum())
+        return _lattice_build(vol, refill, one_depth, Modulation(ones, factor))
 
     # the build per unit of refill: below level 2 and above it
     b1, b2, b3 = (built(r, ones) for r in (1.0, 2.0, 3.0))
@@ -304,13 +309,7 @@ def test_the_overfill_reaches_two_cavity_depths_so_the_build_grows_above_level_2
     vol = lattice()[0]
     assert RemodelParams().overfill_reach_depths == 2.0
 
-    def built(refill: float) -> float:
-        rem = Remodeler(vol.copy(), seed=3)
-        for k in range(60):  # as in the test above
-            rem.step(k, RemodelingRates(2.0, 2.0, 50.0, refill, refill), 5)
-        return float(rem.volume.bone.sum()) / float(vol.bone.sum())
-
-    b1, b2, b3 = (built(r) for r in (1.0, 2.0, 3.0))
+    b1, b2, b3 = (_lattice_build(vol, r) for r in (1.0, 2.0, 3.0))
     assert b3 - b2 > b2 - b1, f"build at refill 1, 2, 3: {b1:.3f}, {b2:.3f}, {b3:.3f}"
 
 

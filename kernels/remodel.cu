@@ -25,6 +25,7 @@
 #define VB_CLAIM_FRAC_SHIFT 17
 #define VB_CLAIM_U_SHIFT 8
 #define VB_CLAIM_U_MASK 511ULL
+#define VB_MIN_COLUMN_DEPTH 0.125f  // smallest stored column depth (state.MIN_COLUMN_DEPTH)
 #define VB_STREAM_ACTIVATION 1ULL
 #define VB_STREAM_CAVITY_SIZE 2ULL
 #define VB_STREAM_CAVITY_SHAPE 3ULL
@@ -268,7 +269,7 @@ __device__ __forceinline__ vb_u64 vb_claim_code_wall(const vb_cavity c, vb_i64 s
     float s = sqrtf(wa * wa + rb2);
     float frac = vb_clamp01((1.0f - s) * fminf(af, c.b) + 0.5f);
     float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));
-    float depth = fmaxf(wf, 1.0f);
+    float depth = fmaxf(wf, VB_MIN_COLUMN_DEPTH);
     float u = fminf(fmaxf((wf - w) / depth, 0.0f), vb_u_max(over));
     return vb_pack_claim(si, (c.perforated ? VB_FLAG_PERFORATED : 0u) | VB_FLAG_OSTEONAL | extra, frac, u, depth);
 }
@@ -349,7 +350,7 @@ __device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb
     float rb2 = rho2 / (c.b * c.b);
     float frac = vb_spheroid_frac(w, rho2, vb_mirror_depth(c.a, extra, over), c.b);
     float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));  // floor depth below this column
-    float depth = fmaxf(wf, 1.0f);
+    float depth = fmaxf(wf, VB_MIN_COLUMN_DEPTH);
     float u = fminf(fmaxf((wf - w) / depth, 0.0f), vb_u_max(over));
     unsigned int flags = (c.perforated ? VB_FLAG_PERFORATED : 0u) | extra;
     return vb_pack_claim(si, flags, frac, u, depth);
@@ -437,9 +438,9 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
             amount = (float)((code >> VB_CLAIM_FRAC_SHIFT) & 255ULL) * (1.0f / 255.0f);
             bmu_u[i] = (unsigned short)((code >> VB_CLAIM_U_SHIFT) & VB_CLAIM_U_MASK);
             bmu_k[i] = (unsigned char)(code & 255ULL);
-            if (flags & VB_FLAG_OVERFILL) {   // never dug: fills its empty part
+            if (flags & VB_FLAG_OVERFILL) {   // never dug: the fill ramp alone sets how much of its empty part forms
                 flags |= VB_FLAG_RESORBED;
-                amount = amount * (1.0f - bone[i]);
+                amount = 1.0f - bone[i];
             }
         }
         float b = bone[i];

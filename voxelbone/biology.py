@@ -147,7 +147,7 @@ class HormoneEffects:
     mechanical_feedback: float = 2.4       # fitted: OB recruitment per unit SED stimulus (loss slows)
     formation_lag_days: float = 100.0
     refill_gain: float = 0.8               # fitted: BMU balance per unit of formation/resorption imbalance
-    max_refill: float = 2.4                # fitted: upper bound of the refill fraction (anabolic BMUs overfill their cavity)
+    max_refill: float = 2.1                # fitted: upper bound of the refill fraction (anabolic BMUs overfill their cavity)
     # IGF-1 relative to the level the bone is adapted to (the population's own, before any
     # drug): GH therapy raises turnover within weeks (more BMUs: the early dip) and the work
     # of each osteoblast team (wall thickness: the later gain). Untreated courses: factor 1.

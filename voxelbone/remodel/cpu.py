@@ -19,6 +19,7 @@ from .state import (
     CLAIM_FLAGS_SHIFT,
     CLAIM_FRAC_SHIFT,
     CLAIM_SEED_SHIFT,
+    MIN_COLUMN_DEPTH,
     CLAIM_U_MASK,
     CLAIM_U_SHIFT,
     FLAG_OSTEONAL,
@@ -304,13 +305,13 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
         s = np.sqrt(wa * wa + rb2)
         frac = _clamp01((_ONE - s) * np.minimum(a_f, c.b) + _HALF)
         wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))
-        depth = np.maximum(wf, _ONE)
+        depth = np.maximum(wf, f32(MIN_COLUMN_DEPTH))
         u = np.minimum(np.maximum((wf - w) / depth, _ZERO), u_max)
     else:
         rb2 = rho2 / (c.b * c.b)
         frac = spheroid_frac(w, rho2, a_f, c.b)
         wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))
-        depth = np.maximum(wf, _ONE)
+        depth = np.maximum(wf, f32(MIN_COLUMN_DEPTH))
         u = np.minimum(np.maximum((wf - w) / depth, _ZERO), u_max)
     fq = (frac * f32(255.0) + _HALF).astype(np.uint64)
     valid &= fq > 0
@@ -383,9 +384,11 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         amount_a[claimed] = ((codes >> np.uint64(CLAIM_FRAC_SHIFT)) & np.uint64(255)).astype(f32) * f32(1.0 / 255.0)
         u_a[claimed] = ((codes >> np.uint64(CLAIM_U_SHIFT)) & np.uint64(CLAIM_U_MASK)).astype(np.uint16)
         k_a[claimed] = (codes & np.uint64(255)).astype(np.uint8)
-        over_new = claimed[(flags_a[claimed] & np.uint8(FLAG_OVERFILL)) != 0]  # never dug: fill the empty part
+        # never dug: the whole empty part is formed into; the fill ramp alone (u, k) sets how
+        # much of it the level reaches, so the voxel's share of the cavity is not counted twice
+        over_new = claimed[(flags_a[claimed] & np.uint8(FLAG_OVERFILL)) != 0]
         flags_a[over_new] |= np.uint8(FLAG_RESORBED)
-        amount_a[over_new] = amount_a[over_new] * (_ONE - bone[over_new])
+        amount_a[over_new] = _ONE - bone[over_new]
 
     own = np.flatnonzero(day_a >= 0)
     if own.size:

@@ -17,6 +17,7 @@ __all__ = [
     "CLAIM_FRAC_SHIFT",
     "CLAIM_NONE",
     "CLAIM_SEED_SHIFT",
+    "MIN_COLUMN_DEPTH",
     "CLAIM_U_MASK",
     "CLAIM_U_SHIFT",
     "COUNTERS",
@@ -51,6 +52,9 @@ CLAIM_FLAGS_SHIFT = 25
 CLAIM_FRAC_SHIFT = 17
 CLAIM_U_SHIFT = 8
 CLAIM_U_MASK = 511
+#: Smallest column depth a claim stores (voxels; ``VB_MIN_COLUMN_DEPTH``): the resolution of the
+#: 8-bit depth field. A shallow rim column is filled over its own depth, not over one voxel.
+MIN_COLUMN_DEPTH = 0.125
 
 #: Order of the uint64 counters array (kernels index it the same way).
 COUNTERS = ("bmus_trabecular", "bmus_osteonal", "perforations", "fragments_removed", "seed_overflow")

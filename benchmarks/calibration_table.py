@@ -1,7 +1,7 @@
 """The README's calibration table: ``abmd_pct`` of every clinical preset at both sites, with 95 % intervals.
 
     python benchmarks/calibration_table.py [--workers 2] [--record FILE] [--from-record]
-    python benchmarks/calibration_table.py --fe-every-days 28 [--workers 2] [--resume]
+    python benchmarks/calibration_table.py --fe-every-days 28 [--workers 2] [--resume] [--voxels 30,40]
 
 Runs every preset of ``voxelbone.calibration.CLINICAL_TARGETS`` at the lumbar spine and the
 femoral neck in the geometry of ``tests/test_calibration.py`` (a 3.84 mm cube: 128³ phantoms
@@ -16,7 +16,8 @@ With ``--fe-every-days N`` the same cells run with load-driven remodelling on (a
 solve every N days); the record goes to ``benchmarks/calibration_table_mechanics.json`` and
 the table — mechanics off (from the mechanics-off record) beside on, with the paired
 difference — between the ``calibration-table-mechanics`` markers of
-docs/user-guide/mechanics.md.
+docs/user-guide/mechanics.md. ``--voxels 40`` runs only the 40 µm cells (a quarter of the
+cost); the table then marks the others "not run", and ``--resume`` adds them later.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import json
 import sys
 from pathlib import Path
 
-from voxelbone.calibration import (calibration_cells, calibration_markdown, mechanics_calibration_markdown,
-                                   replace_between_markers, run_study)
+from voxelbone.calibration import (CALIBRATED_VOXEL_SIZES_UM, calibration_cells, calibration_markdown, commit_text,
+                                   mechanics_calibration_markdown, replace_between_markers, run_study)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md", ROOT / "docs" / "user-guide" / "calibration.md")
@@ -38,9 +39,7 @@ MECHANICS_MARKER = "calibration-table-mechanics"
 
 def caption(record: dict, command: str = "python benchmarks/calibration_table.py") -> str:
     """The line under the table: where, when, how long and the command that makes it."""
-    commit = record.get("git_commit") or "unknown"
-    dirty = " with uncommitted changes" if commit.endswith("-dirty") else ""
-    return (f"Measured {record['date']} at commit `{commit[:12]}`{dirty} on {record['machine']}, "
+    return (f"Measured {record['date']} at {commit_text(record.get('git_commit'))} on {record['machine']}, "
             f"{record['n_workers']} worker processes: {record['wall_s'] / 60:.1f} min wall time. "
             f"Regenerate: `{command}`.")
 
@@ -50,6 +49,19 @@ def write_pages(record: dict) -> None:
     block = calibration_markdown(record) + "\n\n" + caption(record)
     for page in PAGES:
         page.write_text(replace_between_markers(page.read_text(encoding="utf-8"), MARKER, block), encoding="utf-8")
+
+
+def _voxels(text: str) -> tuple[float, ...]:
+    """``--voxels``: calibrated voxel sizes only (the table's rows)."""
+    try:
+        sizes = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"voxel sizes are numbers in µm separated by commas, got {text!r}") from None
+    unknown = [v for v in sizes if v not in CALIBRATED_VOXEL_SIZES_UM]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(f'{v:g}' for v in unknown)} µm: the calibration table has "
+                                         f"{', '.join(f'{v:g}' for v in CALIBRATED_VOXEL_SIZES_UM)} µm")
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,9 +76,14 @@ def main(argv: list[str] | None = None) -> int:
                          "model); without it every cell runs again")
     ap.add_argument("--fe-every-days", type=int, default=0,
                     help="load-driven remodelling on: a micro-FE solve every N days (default 0: off)")
+    ap.add_argument("--voxels", type=_voxels, default=None,
+                    help=f"with --fe-every-days: run only these voxel sizes in µm, comma-separated "
+                         f"(default all: {','.join(f'{v:g}' for v in CALIBRATED_VOXEL_SIZES_UM)})")
     args = ap.parse_args(argv)
     if args.fe_every_days < 0:
         ap.error(f"--fe-every-days must be ≥ 0, got {args.fe_every_days}")
+    if args.voxels is not None and not args.fe_every_days:
+        ap.error("--voxels needs --fe-every-days: the README's table has every calibrated voxel size")
     if args.fe_every_days:
         return mechanics_main(args)
     args.record = args.record or ROOT / "benchmarks" / "calibration_table.json"
@@ -91,7 +108,9 @@ def mechanics_main(args: argparse.Namespace) -> int:
     else:
         # a record of another model must not stand in for this one: reuse its cells only when asked
         old = json.loads(record_path.read_text(encoding="utf-8")) if args.resume and record_path.exists() else None
-        record = run_study(calibration_cells(fe_every_days=args.fe_every_days), n_workers=args.workers, record=old,
+        voxels = args.voxels or CALIBRATED_VOXEL_SIZES_UM
+        record = run_study(calibration_cells(voxel_sizes_um=voxels, fe_every_days=args.fe_every_days),
+                           n_workers=args.workers, record=old,
                            progress=lambda t: print(t, flush=True))
         record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     block = (mechanics_calibration_markdown(off, record, args.fe_every_days) + "\n\n"

@@ -108,8 +108,11 @@ def test_mechanics_page_holds_the_recorded_table_with_mechanics_on():
             + script.caption(on, "python benchmarks/calibration_table.py --fe-every-days 28"))
     assert _between(script.MECHANICS_PAGE.read_text(encoding="utf-8"), script.MECHANICS_MARKER) == want, \
         "regenerate with python benchmarks/calibration_table.py --fe-every-days 28 --from-record"
-    assert "not run" not in want  # every cell of the calibration table ran with mechanics on
     assert all(c["fe_every_days"] == 28 and c["seeds"] == [1, 2, 3] for c in on["cells"].values())
+    # every 40 µm cell ran with mechanics on; a row not run is a cell missing from the record
+    cells = calibration_cells(fe_every_days=28)
+    assert {c.key for c in cells if c.voxel_size_um == 40.0} <= set(on["cells"])
+    assert want.count("not run") == sum(c.key not in on["cells"] for c in cells)
 
 
 def test_mechanics_table_pairs_each_cell_with_its_mechanics_off_seeds():
@@ -186,3 +189,38 @@ def test_mechanics_study_reuses_its_record_only_when_resuming(tmp_path, monkeypa
     with pytest.raises(SystemExit):
         script.main(args)
     assert (seen["record"] is not None) == resume
+
+
+def test_mechanics_study_runs_only_the_voxel_sizes_asked(tmp_path, monkeypatch, capsys):
+    script = _script("calibration_table")
+    seen = {}
+
+    def fake_run_study(cells, *, n_workers, record=None, progress=None):
+        seen["cells"] = cells
+        raise SystemExit(0)
+
+    monkeypatch.setattr(script, "run_study", fake_run_study)
+    with pytest.raises(SystemExit):
+        script.main(["--fe-every-days", "28", "--voxels", "40", "--record", str(tmp_path / "m.json")])
+    assert seen["cells"] and {c.voxel_size_um for c in seen["cells"]} == {40.0}
+    assert {c.preset for c in seen["cells"]} == set(CLINICAL_TARGETS)
+    for bad, message in ((["--fe-every-days", "28", "--voxels", "25"], "25 µm"),
+                         (["--fe-every-days", "28", "--voxels", "forty"], "numbers in µm"),
+                         (["--voxels", "40"], "needs --fe-every-days")):
+        with pytest.raises(SystemExit) as err:
+            script.main(bad)
+        assert err.value.code == 2 and message in capsys.readouterr().err, bad
+
+
+def test_captions_say_when_a_record_was_made_with_uncommitted_changes():
+    from voxelbone.calibration import commit_text
+
+    assert commit_text("0123456789abcdef") == "commit `0123456789ab`"
+    assert commit_text("0123456789abcdef-dirty") == "commit `0123456789ab` with uncommitted changes"
+    assert commit_text(None) == "commit `unknown`"
+    cell = invariance_cells(["trt"], edges_mm=(1.92,), voxel_sizes_um=(40.0,))[0]
+    record = {"cells": {cell.key: {"seeds": [1, 2], "date": "2026-12-01", "git_commit": "0123456789abcdef-dirty",
+                                   "change_pct_per_yr": {m: [1.0, 2.0] for m in ("abmd_pct", "tb_vbmd_mg_cm3",
+                                                                               "bv_tv")}}}}
+    text = invariance_markdown(record, [cell], "cmd")
+    assert "2026-12-01 at commit `0123456789ab` with uncommitted changes" in text

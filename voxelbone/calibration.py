@@ -42,7 +42,7 @@ from .volume import BONE_THRESHOLD, BoneVolume, Region
 
 __all__ = ["CALIBRATION_EDGE_MM", "CALIBRATION_SEEDS", "CALIBRATED_VOXEL_SIZES_UM", "CLINICAL_TARGETS",
            "STUDY_METRICS", "VOXEL_RECIPES", "CalibrationCheck", "CalibrationResult", "StudyCell", "Target",
-           "bmd_change", "bmd_proxy", "calibration_cells", "calibration_checks", "calibration_markdown",
+           "bmd_change", "bmd_proxy", "calibration_cells", "calibration_checks", "calibration_markdown", "commit_text",
            "cell_intervals", "INVARIANCE_EDGES_MM", "INVARIANCE_EXTRA_PRESETS", "INVARIANCE_METRICS",
            "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "replace_between_markers", "run_study", "site_measures", "study_volume"]
 
@@ -588,11 +588,19 @@ def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], c
            "them, against max(0.5 %/yr, 20 % of the effect)):", "",
            "| preset | metric | geometries measured | effect %/yr | largest distance (tolerance) | verdict |",
            "|---|---|---|---|---|---|", *verdicts]
-    runs = sorted({(record["cells"][c.key].get("date", "?"), str(record["cells"][c.key].get("git_commit"))[:12])
+    runs = sorted({(record["cells"][c.key].get("date", "?"), str(record["cells"][c.key].get("git_commit")))
                    for c in cells if c.key in record["cells"]})
-    out += ["", "Measured cells come from " + "; ".join(f"{d} at commit `{g}`" for d, g in runs)
+    out += ["", "Measured cells come from " + "; ".join(f"{d} at {commit_text(g)}" for d, g in runs)
             + f" ({record.get('machine', 'unknown machine')})."]
     return "\n".join(out)
+
+
+def commit_text(commit: str | None) -> str:
+    """A record's commit as a caption says it: ``commit `abc123def456` `` and, for a commit
+    recorded with ``-dirty`` (the run had uncommitted changes), ``with uncommitted changes``."""
+    commit = commit or "unknown"
+    dirty = " with uncommitted changes" if commit.endswith("-dirty") else ""
+    return f"commit `{commit[:12]}`{dirty}"
 
 
 def replace_between_markers(text: str, name: str, content: str) -> str:

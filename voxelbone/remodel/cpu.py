@@ -19,13 +19,13 @@ from .state import (
     CLAIM_FLAGS_SHIFT,
     CLAIM_FRAC_SHIFT,
     CLAIM_SEED_SHIFT,
-    MIN_COLUMN_DEPTH,
     CLAIM_U_MASK,
     CLAIM_U_SHIFT,
     FLAG_OSTEONAL,
     FLAG_OVERFILL,
     FLAG_PERFORATED,
     FLAG_RESORBED,
+    MIN_COLUMN_DEPTH,
     RemodelState,
     StepScalars,
 )
@@ -304,15 +304,12 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
         rb2 = np.maximum(rho2 - dz2, _ZERO) / (c.b * c.b) + dz2 / (c.bz * c.bz)
         s = np.sqrt(wa * wa + rb2)
         frac = _clamp01((_ONE - s) * np.minimum(a_f, c.b) + _HALF)
-        wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))
-        depth = np.maximum(wf, f32(MIN_COLUMN_DEPTH))
-        u = np.minimum(np.maximum((wf - w) / depth, _ZERO), u_max)
     else:
         rb2 = rho2 / (c.b * c.b)
         frac = spheroid_frac(w, rho2, a_f, c.b)
-        wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))
-        depth = np.maximum(wf, f32(MIN_COLUMN_DEPTH))
-        u = np.minimum(np.maximum((wf - w) / depth, _ZERO), u_max)
+    wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))  # floor depth below this column
+    depth = np.maximum(wf, f32(MIN_COLUMN_DEPTH))
+    u = np.minimum(np.maximum((wf - w) / depth, _ZERO), u_max)
     fq = (frac * f32(255.0) + _HALF).astype(np.uint64)
     valid &= fq > 0
     uq = (u * f32(127.5) + _HALF).astype(np.uint64)

@@ -91,12 +91,30 @@ def test_invariance_page_marks_cells_not_run_and_judges_measured_ones():
     assert "| trt | `abmd_pct` | 2 of 3 | +4.20 | 0.00 (±0.84) | agree |" in text
 
 
+def test_invariance_page_does_not_take_a_cell_recorded_with_other_seeds():
+    cell = invariance_cells(["trt"], edges_mm=(1.92,), voxel_sizes_um=(40.0,))[0]
+    assert len(cell.seeds) == 24
+    values = {m: [1.0, 2.0, 3.0] for m in ("abmd_pct", "tb_vbmd_mg_cm3", "bv_tv")}
+    old = {"cells": {cell.key: {"seeds": [1, 2, 3], "date": "d", "git_commit": "c", "change_pct_per_yr": values}}}
+    text = invariance_markdown(old, [cell], "CMD")
+    assert "| trt | 1.92 mm | 40 µm | not run here | not run here | not run here |" in text
+    assert "seeds per cell: 24 at 1.92 mm" in text
+    same = invariance_markdown(old, [StudyCell(cell.preset, cell.site, cell.edge_mm, cell.voxel_size_um,
+                                               (1, 2, 3), 1.0)], "CMD")
+    assert "| trt | 1.92 mm | 40 µm | +2.00 [" in same
+
+
 def test_full_invariance_matrix_is_the_issue_s():
     cells = invariance_cells()
     assert {c.preset for c in cells} == {*CLINICAL_TARGETS, "teriparatide", "hyperparathyroidism",
                                          "glucocorticoid_excess"}
     assert {(c.edge_mm, c.voxel_size_um) for c in cells} == {(e, v) for e in (1.92, 3.84, 7.68) for v in (20, 30, 40)}
-    assert all(c.years_run == 1.0 and c.seeds == (1, 2, 3) for c in cells)
+    # at least three seeds everywhere; more on the smaller cubes, whose seed spread is wider
+    assert all(c.years_run == 1.0 for c in cells)
+    n_seeds = {c.edge_mm: len(c.seeds) for c in cells}
+    assert n_seeds == {1.92: 24, 3.84: 9, 7.68: 3}
+    assert all(c.seeds == tuple(range(1, len(c.seeds) + 1)) for c in cells)
+    assert {c.seeds for c in invariance_cells(seeds=(4, 5, 6))} == {(4, 5, 6)}
     assert StudyCell("trt", "lumbar_spine", 7.68, 20.0).size == 384
 
 

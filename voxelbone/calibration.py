@@ -43,7 +43,7 @@ from .volume import BONE_THRESHOLD, BoneVolume, Region
 __all__ = ["CALIBRATION_EDGE_MM", "CALIBRATION_SEEDS", "CALIBRATED_VOXEL_SIZES_UM", "CLINICAL_TARGETS",
            "STUDY_METRICS", "VOXEL_RECIPES", "CalibrationCheck", "CalibrationResult", "StudyCell", "Target",
            "bmd_change", "bmd_proxy", "calibration_cells", "calibration_checks", "calibration_markdown", "commit_text",
-           "cell_intervals", "INVARIANCE_EDGES_MM", "INVARIANCE_EXTRA_PRESETS", "INVARIANCE_METRICS",
+           "cell_intervals", "INVARIANCE_EDGES_MM", "INVARIANCE_EXTRA_PRESETS", "INVARIANCE_METRICS", "INVARIANCE_SEEDS",
            "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "replace_between_markers", "run_study", "site_measures", "study_volume"]
 
 
@@ -532,17 +532,33 @@ INVARIANCE_EXTRA_PRESETS = ("teriparatide", "hyperparathyroidism", "glucocortico
 #: Edges (mm) and voxel sizes (µm) of the full invariance matrix: whole numbers of 20, 30 and 40 µm voxels.
 INVARIANCE_EDGES_MM = (1.92, 3.84, 7.68)
 INVARIANCE_VOXEL_SIZES_UM = (20.0, 30.0, 40.0)
+#: Seeds of the invariance matrix per cube edge (mm). A small cube's mean needs more seeds: the
+#: seed spread of a one-year change grows as the cube shrinks (GH therapy's `abmd_pct`, lumbar,
+#: 40 µm, seeds 1-9: SD 0.95 %/yr at 1.92 mm, 0.40 at 3.84 mm; seeds 1-3 at 7.68 mm: 0.08), so
+#: each edge gets enough seeds for a standard error of its mean of about 0.2 %/yr or less, well
+#: inside the matrix's 0.5 %/yr floor (24 runs of a 1.92 mm cube take a tenth of the time of
+#: 3 runs of a 7.68 mm one).
+INVARIANCE_SEEDS: dict[float, tuple[int, ...]] = {1.92: tuple(range(1, 25)), 3.84: tuple(range(1, 10)),
+                                                  7.68: CALIBRATION_SEEDS}
 #: Measures the invariance matrix judges, with their labels.
 INVARIANCE_METRICS = {"abmd_pct": "`abmd_pct`", "tb_vbmd_mg_cm3": "Tb.vBMD", "bv_tv": "BV/TV"}
 
 
 def invariance_cells(presets: Sequence[str] | None = None, edges_mm: Sequence[float] = INVARIANCE_EDGES_MM,
                      voxel_sizes_um: Sequence[float] = INVARIANCE_VOXEL_SIZES_UM,
-                     seeds: Sequence[int] = CALIBRATION_SEEDS, site: str = "lumbar_spine",
+                     seeds: Sequence[int] | None = None, site: str = "lumbar_spine",
                      years: float = 1.0) -> list[StudyCell]:
-    """The cells of the invariance matrix: every preset × edge × voxel size, one year each (default: the full matrix)."""
+    """The cells of the invariance matrix: every preset × edge × voxel size, one year each (default: the full matrix).
+
+    ``seeds`` None takes each edge's seeds from :data:`INVARIANCE_SEEDS` (the calibration
+    seeds for an edge not listed there); given, every cell runs those.
+    """
     presets = list(presets) if presets is not None else [*CLINICAL_TARGETS, *INVARIANCE_EXTRA_PRESETS]
-    return [StudyCell(p, site, float(e), float(v), tuple(int(x) for x in seeds), years)
+
+    def seeds_of(edge: float) -> tuple[int, ...]:
+        return tuple(int(x) for x in (seeds if seeds is not None else INVARIANCE_SEEDS.get(edge, CALIBRATION_SEEDS)))
+
+    return [StudyCell(p, site, float(e), float(v), seeds_of(float(e)), years)
             for p in presets for e in edges_mm for v in voxel_sizes_um]
 
 
@@ -564,7 +580,7 @@ def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], c
         means: dict[str, list[float]] = {m: [] for m in metrics}
         for c in group:
             geom = f"| {preset} | {c.edge_mm:.2f} mm | {c.voxel_size_um:g} µm |"
-            if c.key not in record["cells"]:
+            if not _recorded(record, c):
                 lines.append(geom + " not run here |" * len(metrics))
                 continue
             ivs = cell_intervals(record, c.key)
@@ -582,17 +598,26 @@ def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], c
             worst = max(abs(v - effect) for v in vals)
             verdicts.append(f"| {preset} | {INVARIANCE_METRICS[m]} | {len(vals)} of {len(group)} | {effect:+.2f} "
                             f"| {worst:.2f} (±{tol:.2f}) | {'agree' if worst <= tol else 'disagree'} |")
+    per_edge = sorted({(c.edge_mm, len(c.seeds)) for c in cells})
+    seeds_text = ", ".join(f"{n} at {e:.2f} mm" for e, n in per_edge)
     out = ["Cells: mean [95 % interval] of the seeds' annual change, %/yr (`unresolved`: the interval includes "
-           f"zero). A cell marked \"not run here\" is produced by `{command}`.", "", *lines, "",
+           f"zero); seeds per cell: {seeds_text}. A cell marked \"not run here\" (not in the record, or "
+           f"recorded with other seeds) is produced by `{command}`.", "", *lines, "",
            "Agreement over the measured geometries (largest distance of a geometry's mean from the mean over "
            "them, against max(0.5 %/yr, 20 % of the effect)):", "",
            "| preset | metric | geometries measured | effect %/yr | largest distance (tolerance) | verdict |",
            "|---|---|---|---|---|---|", *verdicts]
     runs = sorted({(record["cells"][c.key].get("date", "?"), str(record["cells"][c.key].get("git_commit")))
-                   for c in cells if c.key in record["cells"]})
+                   for c in cells if _recorded(record, c)})
     out += ["", "Measured cells come from " + "; ".join(f"{d} at {commit_text(g)}" for d, g in runs)
             + f" ({record.get('machine', 'unknown machine')})."]
     return "\n".join(out)
+
+
+def _recorded(record: Mapping[str, Any], cell: StudyCell) -> bool:
+    """``cell`` is in ``record`` with its seeds (a record without a seed list is taken as it is)."""
+    rec = record["cells"].get(cell.key)
+    return rec is not None and tuple(rec.get("seeds", cell.seeds)) == tuple(cell.seeds)
 
 
 def commit_text(commit: str | None) -> str:

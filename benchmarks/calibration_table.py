@@ -27,8 +27,9 @@ import json
 import sys
 from pathlib import Path
 
-from voxelbone.calibration import (CALIBRATED_VOXEL_SIZES_UM, calibration_cells, calibration_markdown, commit_text,
-                                   mechanics_calibration_markdown, replace_between_markers, run_study)
+from voxelbone.calibration import (CALIBRATED_VOXEL_SIZES_UM, calibration_cells, calibration_markdown,
+                                   mechanics_calibration_markdown, provenance_text, replace_between_markers,
+                                   run_study)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md", ROOT / "docs" / "user-guide" / "calibration.md")
@@ -39,9 +40,8 @@ MECHANICS_MARKER = "calibration-table-mechanics"
 
 def caption(record: dict, command: str = "python benchmarks/calibration_table.py") -> str:
     """The line under the table: where, when, how long and the command that makes it."""
-    return (f"Measured {record['date']} at {commit_text(record.get('git_commit'))} on {record['machine']}, "
-            f"{record['n_workers']} worker processes: {record['wall_s'] / 60:.1f} min wall time. "
-            f"Regenerate: `{command}`.")
+    return (f"Measured {provenance_text(record)}, {record['n_workers']} worker processes: "
+            f"{record['wall_s'] / 60:.1f} min wall time. Regenerate: `{command}`.")
 
 
 def write_pages(record: dict) -> None:

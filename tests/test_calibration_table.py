@@ -230,13 +230,34 @@ def test_mechanics_study_runs_only_the_voxel_sizes_asked(tmp_path, monkeypatch, 
         assert err.value.code == 2 and message in capsys.readouterr().err, bad
 
 
+def test_captions_name_each_cell_s_machine():
+    """A record filled piece by piece on two machines names both, each with its commit; a
+    cell from before cells named their machine takes the record's."""
+    from voxelbone.calibration import provenance_text
+
+    record = {"machine": "Machine B", "cells": {
+        "a": {"date": "2026-11-30", "git_commit": "aaaaaaaaaaaaaaaa", "machine": "Machine A"},
+        "b": {"date": "2026-12-01", "git_commit": "bbbbbbbbbbbbbbbb"},
+        "c": {"date": "2026-12-01", "git_commit": "bbbbbbbbbbbbbbbb", "machine": "Machine B"}}}
+    assert provenance_text(record) == ("2026-11-30 at commit `aaaaaaaaaaaa` on Machine A; "
+                                       "2026-12-01 at commit `bbbbbbbbbbbb` on Machine B")
+    assert provenance_text(record, ["b"]) == "2026-12-01 at commit `bbbbbbbbbbbb` on Machine B"
+    script = _script("calibration_table")
+    text = script.caption({**record, "n_workers": 2, "wall_s": 60.0})
+    assert "on Machine A; 2026-12-01" in text and "2 worker processes: 1.0 min" in text
+    # a run's cells carry their machine (a tenth of a year on the smallest cube)
+    cell = StudyCell("trt", "lumbar_spine", 1.92, 40.0, (1,), years=0.1)
+    out = run_study([cell], n_workers=1)
+    assert out["cells"][cell.key]["machine"] == out["machine"] != ""
+
+
 def test_captions_say_when_a_record_was_made_with_uncommitted_changes():
     from voxelbone.calibration import commit_text
 
     assert commit_text("0123456789abcdef") == "commit `0123456789ab`"
     assert commit_text("0123456789abcdef-dirty") == "commit `0123456789ab` with uncommitted changes"
     assert commit_text(None) == "commit `unknown`"
-    cell = invariance_cells(["trt"], edges_mm=(1.92,), voxel_sizes_um=(40.0,))[0]
+    cell = invariance_cells(["trt"], edges_mm=(1.92,), voxel_sizes_um=(40.0,), seeds=(1, 2))[0]
     record = {"cells": {cell.key: {"seeds": [1, 2], "date": "2026-12-01", "git_commit": "0123456789abcdef-dirty",
                                    "change_pct_per_yr": {m: [1.0, 2.0] for m in ("abmd_pct", "tb_vbmd_mg_cm3",
                                                                                "bv_tv")}}}}

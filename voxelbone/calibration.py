@@ -43,6 +43,7 @@ from .volume import BONE_THRESHOLD, BoneVolume, Region
 __all__ = ["CALIBRATION_EDGE_MM", "CALIBRATION_SEEDS", "CALIBRATED_VOXEL_SIZES_UM", "CLINICAL_TARGETS",
            "STUDY_METRICS", "VOXEL_RECIPES", "CalibrationCheck", "CalibrationResult", "StudyCell", "Target",
            "bmd_change", "bmd_proxy", "calibration_cells", "calibration_checks", "calibration_markdown", "commit_text",
+           "provenance_text",
            "cell_intervals", "INVARIANCE_EDGES_MM", "INVARIANCE_EXTRA_PRESETS", "INVARIANCE_METRICS", "INVARIANCE_SEEDS",
            "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "replace_between_markers", "run_study", "site_measures", "study_volume"]
 
@@ -402,6 +403,7 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
 
     commit = git_commit()  # the source that runs (taken before the runs, not after)
     date = time.strftime("%Y-%m-%d")
+    machine = _machine()
     if n_workers < 1:
         raise ValueError(f"n_workers must be ≥ 1, got {n_workers}")
     keys = [c.key for c in cells]
@@ -438,11 +440,11 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
     for c in todo:
         per_seed = results[c.key]
         out_cells[c.key] = {**asdict(c), "years": c.years_run, "seeds": list(c.seeds), "wall_s": walls[c.key],
-                            "git_commit": commit, "date": date,
+                            "git_commit": commit, "date": date, "machine": machine,
                             "change_pct_per_yr": {m: [per_seed[s][m] for s in c.seeds] for m in STUDY_METRICS}}
     return {"cells": out_cells, "wall_s": wall + (float(record.get("wall_s", 0.0)) if record else 0.0),
             "n_workers": n_workers, "git_commit": commit, "date": date,
-            "machine": _machine()}
+            "machine": machine}
 
 
 def _machine() -> str:
@@ -607,11 +609,21 @@ def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], c
            "them, against max(0.5 %/yr, 20 % of the effect)):", "",
            "| preset | metric | geometries measured | effect %/yr | largest distance (tolerance) | verdict |",
            "|---|---|---|---|---|---|", *verdicts]
-    runs = sorted({(record["cells"][c.key].get("date", "?"), str(record["cells"][c.key].get("git_commit")))
-                   for c in cells if _recorded(record, c)})
-    out += ["", "Measured cells come from " + "; ".join(f"{d} at {commit_text(g)}" for d, g in runs)
-            + f" ({record.get('machine', 'unknown machine')})."]
+    out += ["", f"Measured cells come from {provenance_text(record, [c.key for c in cells if _recorded(record, c)])}."]
     return "\n".join(out)
+
+
+def provenance_text(record: Mapping[str, Any], keys: Sequence[str] | None = None) -> str:
+    """Where the cells ``keys`` of a study record (default: all) were measured: each distinct
+    date, commit (:func:`commit_text`) and machine, e.g. ``2026-12-01 at commit `abc…` on AMD EPYC, 2 cores``.
+
+    A cell that does not name its machine (records before cells did) takes the record's.
+    """
+    cells = record["cells"]
+    runs = sorted({(cells[k].get("date", "?"), str(cells[k].get("git_commit")),
+                    str(cells[k].get("machine", record.get("machine", "unknown machine"))))
+                   for k in (keys if keys is not None else cells)})
+    return "; ".join(f"{d} at {commit_text(g)} on {m}" for d, g, m in runs)
 
 
 def _recorded(record: Mapping[str, Any], cell: StudyCell) -> bool:

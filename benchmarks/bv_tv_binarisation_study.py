@@ -60,6 +60,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the records here")
     args = ap.parse_args()
+    from voxelbone.runfolder import git_commit  # noqa: PLC0415
+
+    commit = git_commit()  # the source that runs (before the record is written, which would make it "-dirty")
     jobs = [(args.preset, args.edge_mm, v, s) for v in args.voxel_sizes_um for s in args.seeds]
     t0 = time.perf_counter()
     with mp.get_context("spawn").Pool(args.workers) as pool:
@@ -70,11 +73,9 @@ def main() -> None:
         rs = [r["change_pct_per_yr"] for r in records if r["voxel_size_um"] == v]
         print(f"{v:g} µm | " + " | ".join(f"{np.mean([r[c] for r in rs]):+.2f}" for c in COLUMNS), flush=True)
     if args.json:
-        from voxelbone.runfolder import git_commit  # noqa: PLC0415
-
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"records": records, "wall_s": time.perf_counter() - t0, "workers": args.workers,
-                       "git_commit": git_commit(), "date": time.strftime("%Y-%m-%d")}, fh, indent=1)
+                       "git_commit": commit, "date": time.strftime("%Y-%m-%d")}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -113,8 +113,9 @@ def main() -> None:
     if args.json:
         from voxelbone.runfolder import git_commit  # noqa: PLC0415
 
+        commit = git_commit()  # before the record is opened: rewriting it would count as a change
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"preset": args.preset, "voxel_size_um": VOXEL_UM, "rows": rows, "git_commit": git_commit(),
+            json.dump({"preset": args.preset, "voxel_size_um": VOXEL_UM, "rows": rows, "git_commit": commit,
                        "date": time.strftime("%Y-%m-%d"), "wall_s": time.perf_counter() - t0}, fh, indent=1)
 
 

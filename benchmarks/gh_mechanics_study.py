@@ -158,9 +158,10 @@ def main() -> None:
     if args.json:
         from voxelbone.runfolder import git_commit  # noqa: PLC0415
 
+        commit = git_commit()  # before the record is opened: rewriting it would count as a change
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"records": records, "wall_s": time.perf_counter() - t0, "workers": args.workers,
-                       "git_commit": git_commit(),
+                       "git_commit": commit,
                        "date": time.strftime("%Y-%m-%d")}, fh, indent=1)
 
 

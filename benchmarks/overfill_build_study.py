@@ -49,9 +49,10 @@ def main() -> None:
     if args.json:
         from voxelbone.runfolder import git_commit  # noqa: PLC0415
 
+        commit = git_commit()  # before the record is opened: rewriting it would count as a change
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"rows": rows, "surface_fractions": SURFACE_FRACTIONS, "seeds": SEEDS, "erosion_depth_um": 50.0,
-                       "git_commit": git_commit(), "date": time.strftime("%Y-%m-%d")}, fh, indent=1)
+                       "git_commit": commit, "date": time.strftime("%Y-%m-%d")}, fh, indent=1)
 
 
 if __name__ == "__main__":

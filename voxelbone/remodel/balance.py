@@ -19,23 +19,37 @@ from . import cpu
 from .params import RemodelParams
 from .state import RemodelingRates, RemodelState, step_scalars
 
-__all__ = ["one_bmu_build"]
+__all__ = ["one_bmu_build", "one_bmu_cavity_um3"]
 
 _STEP_DAYS = 5
 
 
+def _rod(n: int, voxel_size_um: float, radius_um: float, offset_um: float) -> np.ndarray:
+    """Bone fractions of a rod along x through the grid's centre (its axis shifted by ``offset_um``
+    in z and y), each voxel's fraction from 8 × 8 sub-samples of its cross-section."""
+    ss = 8
+    g = (np.arange(n * ss) + 0.5) / ss * voxel_size_um - n / 2 * voxel_size_um
+    zz, yy = np.meshgrid(g - offset_um, g - 0.37 * offset_um, indexing="ij")
+    frac = ((zz * zz + yy * yy) <= radius_um * radius_um).reshape(n, ss, n, ss).mean(axis=(1, 3))
+    return np.ascontiguousarray(np.broadcast_to(frac.astype(np.float32)[:, :, None], (n, n, n)))
+
+
 def _net_bone(refill: float, voxel_size_um: float, surface_fraction: float, erosion_depth_um: float,
-              params: RemodelParams, seed: int) -> float:
+              params: RemodelParams, seed: int, rod_radius_um: float | None = None) -> float:
     lateral = params.lateral_radius_um * 1.2 + erosion_depth_um * 3.2  # the cavity and its overfill, with margin
-    n = 2 * int(math.ceil(lateral / voxel_size_um)) + 6
-    bone = np.zeros((n, n, n), np.float32)
-    bone[: n // 2] = 1.0
-    bone[n // 2] = surface_fraction  # the surface lies inside this layer
+    n = 2 * int(math.ceil((lateral + (rod_radius_um or 0.0)) / voxel_size_um)) + 6
+    if rod_radius_um is None:
+        bone = np.zeros((n, n, n), np.float32)
+        bone[: n // 2] = 1.0
+        bone[n // 2] = surface_fraction  # the surface lies inside this layer
+        z = n // 2 if surface_fraction >= 0.5 else n // 2 - 1  # the surface voxel: bone ≥ ½ with a marrow neighbour
+    else:
+        bone = _rod(n, voxel_size_um, rod_radius_um, (surface_fraction - 0.5) * voxel_size_um)
+        z = int(np.nonzero(bone[:, n // 2, n // 2] >= 0.5)[0].max())  # the top of the rod at mid-length
     region = np.full(bone.shape, Region.TRABECULAR, np.uint8)
     state = RemodelState.new(bone, bone * np.float32(0.9), region)
     sc = step_scalars(RemodelingRates(1.0, 1.0, erosion_depth_um, refill, refill), params, voxel_size_um, _STEP_DAYS)
     start = float(state.bone.sum(dtype=np.float64))
-    z = n // 2 if surface_fraction >= 0.5 else n // 2 - 1  # the surface voxel: bone ≥ ½ with a marrow neighbour
     seeds = np.array([(z * n + n // 2) * n + n // 2], np.int64)
     idx, code = cpu.claim(state, seeds, seed, 0, sc)
     cpu.update(state, idx, code, sc)
@@ -46,8 +60,9 @@ def _net_bone(refill: float, voxel_size_um: float, surface_fraction: float, eros
 
 
 def one_bmu_build(refill: float, voxel_size_um: float, *, surface_fraction: float = 0.5,
-                  erosion_depth_um: float = 50.0, params: RemodelParams | None = None, seed: int = 1) -> float:
-    """Net bone one BMU leaves on a flat surface after its cycle, in volumes of its cavity.
+                  erosion_depth_um: float = 50.0, params: RemodelParams | None = None, seed: int = 1,
+                  rod_radius_um: float | None = None) -> float:
+    """Net bone one BMU leaves on a flat surface (or on a rod) after its cycle, in volumes of its cavity.
 
     Parameters
     ----------
@@ -57,13 +72,16 @@ def one_bmu_build(refill: float, voxel_size_um: float, *, surface_fraction: floa
         Voxel edge.
     surface_fraction : float
         Bone fraction of the voxel layer the surface lies in (where the surface sits
-        between two voxel centres).
+        between two voxel centres); on a rod, where its axis sits inside its voxel (0.5: at
+        the centre).
     erosion_depth_um : float
         Cavity depth.
     params : RemodelParams, optional
         Engine parameters (default ``RemodelParams()``).
     seed : int
         Cavity-shape draw.
+    rod_radius_um : float, optional
+        Work on the top of a rod of this radius along x instead of a flat surface.
 
     Returns
     -------
@@ -75,10 +93,32 @@ def one_bmu_build(refill: float, voxel_size_um: float, *, surface_fraction: floa
     >>> abs(one_bmu_build(1.0, 20.0)) < 1e-6  # a balanced BMU restores what it removed
     True
     """
+    params = params or RemodelParams()
+    cavity = one_bmu_cavity_um3(voxel_size_um, surface_fraction=surface_fraction, erosion_depth_um=erosion_depth_um,
+                                params=params, seed=seed, rod_radius_um=rod_radius_um) / voxel_size_um**3
+    return _net_bone(refill, voxel_size_um, surface_fraction, erosion_depth_um, params, seed, rod_radius_um) / cavity
+
+
+def one_bmu_cavity_um3(voxel_size_um: float, *, surface_fraction: float = 0.5, erosion_depth_um: float = 50.0,
+                       params: RemodelParams | None = None, seed: int = 1, rod_radius_um: float | None = None) -> float:
+    """Bone one BMU removes (its cavity: refill 0) on a flat surface or a rod, µm³.
+
+    The parameters are those of :func:`one_bmu_build`. The cavity's depth is set in µm, so
+    on a flat surface its volume does not depend on the voxel size; on a rod thinner than
+    the cavity is wide it may.
+
+    Examples
+    --------
+    >>> a, b = (one_bmu_cavity_um3(v) for v in (20.0, 40.0))
+    >>> abs(a / b - 1.0) < 0.1
+    True
+    """
     if not 0.0 < surface_fraction < 1.0:
         raise ValueError(f"surface_fraction must lie in (0, 1), got {surface_fraction!r}")
     if not (math.isfinite(voxel_size_um) and voxel_size_um > 0):
         raise ValueError(f"voxel_size_um must be a positive number, got {voxel_size_um!r}")
+    if rod_radius_um is not None and not (math.isfinite(rod_radius_um) and rod_radius_um >= 0.5 * voxel_size_um):
+        raise ValueError(f"rod_radius_um must be at least half a voxel ({0.5 * voxel_size_um:g} µm), got {rod_radius_um!r}")
     params = params or RemodelParams()
-    cavity = -_net_bone(0.0, voxel_size_um, surface_fraction, erosion_depth_um, params, seed)
-    return _net_bone(refill, voxel_size_um, surface_fraction, erosion_depth_um, params, seed) / cavity
+    return -_net_bone(0.0, voxel_size_um, surface_fraction, erosion_depth_um, params, seed, rod_radius_um) \
+        * voxel_size_um**3

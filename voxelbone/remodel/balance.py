@@ -109,8 +109,7 @@ def one_bmu_cavity_um3(voxel_size_um: float, *, surface_fraction: float = 0.5, e
 
     Examples
     --------
-    >>> a, b = (one_bmu_cavity_um3(v) for v in (20.0, 40.0))
-    >>> abs(a / b - 1.0) < 0.1
+    >>> one_bmu_cavity_um3(20.0, rod_radius_um=55.0) < one_bmu_cavity_um3(20.0)  # the rod curves away
     True
     """
     if not 0.0 < surface_fraction < 1.0:

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from voxelbone.calibration import (INVARIANCE_EDGES_MM, INVARIANCE_SEEDS, INVARIANCE_VOXEL_SIZES_UM, site_measures,
-                                   study_volume)
+from voxelbone.calibration import (INVARIANCE_EDGES_MM, INVARIANCE_SEEDS, INVARIANCE_VOXEL_SIZES_UM,
+                                   invariance_verdict, site_measures, study_volume)
 from voxelbone.compartments import segment_compartments
 from voxelbone.phantom import make_phantom
 from voxelbone.scenario import Period, Scenario
@@ -133,11 +133,9 @@ def matrix(preset: str, workers: int) -> list[dict[str, Any]]:
                 cells.append(f"{m:+.2f}")
             print(f"| {e:.2f} mm | {v:g} µm | {len(sel)} | " + " | ".join(cells) + " |")
     for k in keys:
-        effect = float(np.mean(means[k]))
-        tol = max(0.5, 0.2 * abs(effect))
-        worst = max(abs(m - effect) for m in means[k])
+        effect, worst, tol, agree = invariance_verdict(means[k])
         print(f"{k}: effect {effect:+.2f}, largest distance {worst:.2f} (±{tol:.2f}): "
-              f"{'agree' if worst <= tol else 'disagree'}")
+              f"{'agree' if agree else 'disagree'}")
     return rows
 
 

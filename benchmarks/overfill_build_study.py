@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from voxelbone.remodel import RemodelParams
-from voxelbone.remodel.balance import one_bmu_build, one_bmu_cavity_um3
+from voxelbone.remodel.balance import one_bmu_build, one_bmu_cavity_um3, one_bmu_net_um3
 
 SURFACE_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 SEEDS = (1, 2, 3, 4)
@@ -72,8 +72,8 @@ def rods(radii: list[float], voxels: list[float], refills: list[float]) -> None:
         for v in voxels:
             cases = [(f, s) for f in SURFACE_FRACTIONS for s in SEEDS[:3]]
             cav = [one_bmu_cavity_um3(v, surface_fraction=f, seed=s, rod_radius_um=radius) for f, s in cases]
-            cells = [np.mean([one_bmu_build(r, v, surface_fraction=f, seed=s, rod_radius_um=radius) * c
-                              for (f, s), c in zip(cases, cav)]) / 1e3 for r in refills]
+            cells = [np.mean([one_bmu_net_um3(r, v, surface_fraction=f, seed=s, rod_radius_um=radius)
+                              for f, s in cases]) / 1e3 for r in refills]
             print(f"{radius:g} | {v:g} | {np.mean(cav) / 1e3:.0f} | " + " | ".join(f"{x:+.0f}" for x in cells),
                   flush=True)
 

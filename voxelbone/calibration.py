@@ -45,7 +45,7 @@ __all__ = ["CALIBRATION_EDGE_MM", "CALIBRATION_SEEDS", "CALIBRATED_VOXEL_SIZES_U
            "bmd_change", "bmd_proxy", "calibration_cells", "calibration_checks", "calibration_markdown", "commit_text",
            "provenance_text",
            "cell_intervals", "INVARIANCE_EDGES_MM", "INVARIANCE_EXTRA_PRESETS", "INVARIANCE_METRICS", "INVARIANCE_SEEDS",
-           "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "replace_between_markers", "run_study", "site_measures", "study_volume"]
+           "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "invariance_verdict", "replace_between_markers", "run_study", "site_measures", "study_volume"]
 
 
 @dataclass(frozen=True)
@@ -564,6 +564,21 @@ def invariance_cells(presets: Sequence[str] | None = None, edges_mm: Sequence[fl
             for p in presets for e in edges_mm for v in voxel_sizes_um]
 
 
+def invariance_verdict(means: Sequence[float]) -> tuple[float, float, float, bool]:
+    """The invariance acceptance over geometries' mean changes (%/yr): the effect (their mean),
+    the largest distance of one from it, the tolerance max(0.5 %/yr, 20 % of the effect), and
+    whether every geometry lies within it.
+
+    >>> effect, worst, tol, agree = invariance_verdict([2.0, 4.0])
+    >>> effect, worst, round(tol, 2), agree
+    (3.0, 1.0, 0.6, False)
+    """
+    effect = float(np.mean(means))
+    tol = max(0.5, 0.2 * abs(effect))
+    worst = max(abs(float(v) - effect) for v in means)
+    return effect, worst, tol, worst <= tol
+
+
 def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], command: str) -> str:
     """The invariance matrix as Markdown: one row per preset and geometry, a verdict per preset and metric.
 
@@ -595,11 +610,9 @@ def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], c
                 verdicts.append(f"| {preset} | {INVARIANCE_METRICS[m]} | {len(vals)} of {len(group)} | – | – | "
                                 "fewer than two geometries measured |")
                 continue
-            effect = float(np.mean(vals))
-            tol = max(0.5, 0.2 * abs(effect))
-            worst = max(abs(v - effect) for v in vals)
+            effect, worst, tol, agree = invariance_verdict(vals)
             verdicts.append(f"| {preset} | {INVARIANCE_METRICS[m]} | {len(vals)} of {len(group)} | {effect:+.2f} "
-                            f"| {worst:.2f} (±{tol:.2f}) | {'agree' if worst <= tol else 'disagree'} |")
+                            f"| {worst:.2f} (±{tol:.2f}) | {'agree' if agree else 'disagree'} |")
     per_edge = sorted({(c.edge_mm, len(c.seeds)) for c in cells})
     seeds_text = ", ".join(f"{n} at {e:.2f} mm" for e, n in per_edge)
     out = ["Cells: mean [95 % interval] of the seeds' annual change, %/yr (`unresolved`: the interval includes "

@@ -19,14 +19,15 @@ from . import cpu
 from .params import RemodelParams
 from .state import RemodelingRates, RemodelState, step_scalars
 
-__all__ = ["one_bmu_build", "one_bmu_cavity_um3"]
+__all__ = ["one_bmu_build", "one_bmu_cavity_um3", "one_bmu_net_um3"]
 
 _STEP_DAYS = 5
 
 
 def _rod(n: int, voxel_size_um: float, radius_um: float, offset_um: float) -> np.ndarray:
     """Bone fractions of a rod along x through the grid's centre (its axis shifted by ``offset_um``
-    in z and y), each voxel's fraction from 8 × 8 sub-samples of its cross-section."""
+    in z and by 0.37 of it in y, so the two axes sample different sub-voxel positions), each
+    voxel's fraction from 8 × 8 sub-samples of its cross-section."""
     ss = 8
     g = (np.arange(n * ss) + 0.5) / ss * voxel_size_um - n / 2 * voxel_size_um
     zz, yy = np.meshgrid(g - offset_um, g - 0.37 * offset_um, indexing="ij")
@@ -93,10 +94,33 @@ def one_bmu_build(refill: float, voxel_size_um: float, *, surface_fraction: floa
     >>> abs(one_bmu_build(1.0, 20.0)) < 1e-6  # a balanced BMU restores what it removed
     True
     """
-    params = params or RemodelParams()
     cavity = one_bmu_cavity_um3(voxel_size_um, surface_fraction=surface_fraction, erosion_depth_um=erosion_depth_um,
-                                params=params, seed=seed, rod_radius_um=rod_radius_um) / voxel_size_um**3
-    return _net_bone(refill, voxel_size_um, surface_fraction, erosion_depth_um, params, seed, rod_radius_um) / cavity
+                                params=params, seed=seed, rod_radius_um=rod_radius_um)
+    return one_bmu_net_um3(refill, voxel_size_um, surface_fraction=surface_fraction, erosion_depth_um=erosion_depth_um,
+                           params=params, seed=seed, rod_radius_um=rod_radius_um) / cavity
+
+
+def one_bmu_net_um3(refill: float, voxel_size_um: float, *, surface_fraction: float = 0.5,
+                    erosion_depth_um: float = 50.0, params: RemodelParams | None = None, seed: int = 1,
+                    rod_radius_um: float | None = None) -> float:
+    """Net bone one BMU leaves after its cycle, µm³ (negative: a deficit); the parameters are
+    those of :func:`one_bmu_build`.
+
+    Raises
+    ------
+    ValueError
+        For a surface fraction outside (0, 1), a non-positive voxel size or a rod thinner
+        than a voxel across.
+    """
+    if not 0.0 < surface_fraction < 1.0:
+        raise ValueError(f"surface_fraction must lie in (0, 1), got {surface_fraction!r}")
+    if not (math.isfinite(voxel_size_um) and voxel_size_um > 0):
+        raise ValueError(f"voxel_size_um must be a positive number, got {voxel_size_um!r}")
+    if rod_radius_um is not None and not (math.isfinite(rod_radius_um) and rod_radius_um >= 0.5 * voxel_size_um):
+        raise ValueError(f"rod_radius_um must be at least half a voxel ({0.5 * voxel_size_um:g} µm), got {rod_radius_um!r}")
+    params = params or RemodelParams()
+    return _net_bone(refill, voxel_size_um, surface_fraction, erosion_depth_um, params, seed, rod_radius_um) \
+        * voxel_size_um**3
 
 
 def one_bmu_cavity_um3(voxel_size_um: float, *, surface_fraction: float = 0.5, erosion_depth_um: float = 50.0,
@@ -112,12 +136,5 @@ def one_bmu_cavity_um3(voxel_size_um: float, *, surface_fraction: float = 0.5, e
     >>> one_bmu_cavity_um3(20.0, rod_radius_um=55.0) < one_bmu_cavity_um3(20.0)  # the rod curves away
     True
     """
-    if not 0.0 < surface_fraction < 1.0:
-        raise ValueError(f"surface_fraction must lie in (0, 1), got {surface_fraction!r}")
-    if not (math.isfinite(voxel_size_um) and voxel_size_um > 0):
-        raise ValueError(f"voxel_size_um must be a positive number, got {voxel_size_um!r}")
-    if rod_radius_um is not None and not (math.isfinite(rod_radius_um) and rod_radius_um >= 0.5 * voxel_size_um):
-        raise ValueError(f"rod_radius_um must be at least half a voxel ({0.5 * voxel_size_um:g} µm), got {rod_radius_um!r}")
-    params = params or RemodelParams()
-    return -_net_bone(0.0, voxel_size_um, surface_fraction, erosion_depth_um, params, seed, rod_radius_um) \
-        * voxel_size_um**3
+    return -one_bmu_net_um3(0.0, voxel_size_um, surface_fraction=surface_fraction, erosion_depth_um=erosion_depth_um,
+                            params=params, seed=seed, rod_radius_um=rod_radius_um)

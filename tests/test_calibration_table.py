@@ -16,6 +16,7 @@ import pytest
 
 from voxelbone.calibration import (
     CLINICAL_TARGETS,
+    STUDY_COMPARTMENTS,
     StudyCell,
     calibration_cells,
     calibration_markdown,
@@ -79,7 +80,8 @@ def test_calibration_table_shows_interval_range_and_resolution():
 def test_invariance_page_marks_cells_not_run_and_judges_measured_ones():
     cells = invariance_cells(["trt"], edges_mm=(1.92, 3.84), voxel_sizes_um=(40.0,))
     record = {"cells": {c.key: {"change_pct_per_yr": {"abmd_pct": [4.0, 4.2, 4.4], "tb_vbmd_mg_cm3": [8.0] * 3,
-                                                       "bv_tv": v}, "date": "d", "git_commit": "c"}
+                                                       "bv_tv": v}, "date": "d", "git_commit": "c",
+                                "compartments": STUDY_COMPARTMENTS}
                         for c, v in zip(cells, ([2.0] * 3, [4.0] * 3))}, "machine": "m"}
     full = invariance_cells(["trt"], edges_mm=(1.92, 3.84, 7.68), voxel_sizes_um=(40.0,))
     text = invariance_markdown(record, full, "CMD")
@@ -95,13 +97,27 @@ def test_invariance_page_does_not_take_a_cell_recorded_with_other_seeds():
     cell = invariance_cells(["trt"], edges_mm=(1.92,), voxel_sizes_um=(40.0,))[0]
     assert len(cell.seeds) == 24
     values = {m: [1.0, 2.0, 3.0] for m in ("abmd_pct", "tb_vbmd_mg_cm3", "bv_tv")}
-    old = {"cells": {cell.key: {"seeds": [1, 2, 3], "date": "d", "git_commit": "c", "change_pct_per_yr": values}}}
+    old = {"cells": {cell.key: {"seeds": [1, 2, 3], "date": "d", "git_commit": "c", "change_pct_per_yr": values,
+                                "compartments": STUDY_COMPARTMENTS}}}
     text = invariance_markdown(old, [cell], "CMD")
     assert "| trt | 1.92 mm | 40 µm | not run here | not run here | not run here |" in text
     assert "seeds per cell: 24 at 1.92 mm" in text
     same = invariance_markdown(old, [StudyCell(cell.preset, cell.site, cell.edge_mm, cell.voxel_size_um,
                                                (1, 2, 3), 1.0)], "CMD")
     assert "| trt | 1.92 mm | 40 µm | +2.00 [" in same
+
+
+def test_a_cell_measured_in_the_day0_compartments_is_not_taken():
+    """Tb.vBMD and BV/TV of a cell recorded before studies contoured the compartments at each
+    sample (no ``compartments`` field) are another measure: shown "not run here", run again."""
+    cell = StudyCell("trt", "lumbar_spine", 1.92, 40.0, (1, 2), 1.0)
+    values = {m: [1.0, 2.0] for m in ("abmd_pct", "tb_vbmd_mg_cm3", "bv_tv")}
+    labelled = {"cells": {cell.key: {"seeds": [1, 2], "date": "d", "git_commit": "c", "change_pct_per_yr": values}}}
+    assert "| trt | 1.92 mm | 40 µm | not run here | not run here | not run here |" in invariance_markdown(
+        labelled, [cell], "CMD")
+    assert "before the compartments were contoured" in invariance_markdown(labelled, [cell], "CMD")
+    contoured = {"cells": {cell.key: {**labelled["cells"][cell.key], "compartments": STUDY_COMPARTMENTS}}}
+    assert "| trt | 1.92 mm | 40 µm | +1.50 [" in invariance_markdown(contoured, [cell], "CMD")
 
 
 def test_full_invariance_matrix_is_the_issue_s():
@@ -176,7 +192,8 @@ def test_study_refuses_bad_cells_before_running_and_reuses_recorded_ones():
         run_study([StudyCell("trt", "lumbar_spine", 1.92, 40.0)] * 2)
     # every cell already recorded with the same seeds: nothing runs (no worker is started)
     cell = StudyCell("trt", "lumbar_spine", 1.92, 40.0, (1, 2))
-    old = {"cells": {cell.key: {"seeds": [1, 2], "change_pct_per_yr": {"abmd_pct": [1.0, 2.0]}}}, "wall_s": 5.0}
+    old = {"cells": {cell.key: {"seeds": [1, 2], "change_pct_per_yr": {"abmd_pct": [1.0, 2.0]},
+                                "compartments": STUDY_COMPARTMENTS}}, "wall_s": 5.0}
     out = run_study([cell], n_workers=1, record=old)
     assert out["cells"] == old["cells"] and out["wall_s"] == pytest.approx(5.0, abs=1.0)
 
@@ -246,8 +263,12 @@ def test_captions_name_each_cell_s_machine():
     text = script.caption({**record, "n_workers": 2, "wall_s": 60.0})
     assert "on Machine A; 2026-12-01" in text and "2 worker processes: 1.0 min" in text
     # a run's cells carry their machine (a tenth of a year on the smallest cube)
+    # and a cell recorded in the day-0 compartments (no "compartments" field) is run again
     cell = StudyCell("trt", "lumbar_spine", 1.92, 40.0, (1,), years=0.1)
-    out = run_study([cell], n_workers=1)
+    labelled = {"cells": {cell.key: {"seeds": [1], "change_pct_per_yr": {"abmd_pct": [99.0]}}}, "wall_s": 0.0}
+    out = run_study([cell], n_workers=1, record=labelled)
+    assert out["cells"][cell.key]["compartments"] == STUDY_COMPARTMENTS
+    assert out["cells"][cell.key]["change_pct_per_yr"]["abmd_pct"] != [99.0]
     assert out["cells"][cell.key]["machine"] == out["machine"] != ""
 
 
@@ -259,6 +280,7 @@ def test_captions_say_when_a_record_was_made_with_uncommitted_changes():
     assert commit_text(None) == "commit `unknown`"
     cell = invariance_cells(["trt"], edges_mm=(1.92,), voxel_sizes_um=(40.0,), seeds=(1, 2))[0]
     record = {"cells": {cell.key: {"seeds": [1, 2], "date": "2026-12-01", "git_commit": "0123456789abcdef-dirty",
+                                   "compartments": STUDY_COMPARTMENTS,
                                    "change_pct_per_yr": {m: [1.0, 2.0] for m in ("abmd_pct", "tb_vbmd_mg_cm3",
                                                                                "bv_tv")}}}}
     text = invariance_markdown(record, [cell], "cmd")

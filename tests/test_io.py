@@ -310,8 +310,9 @@ def test_compartment_choices(tmp_path, phantom):
 def test_contoured_compartments_keep_the_phantoms_bv_tv(tmp_path, seed):
     ph = make_phantom("lumbar_spine", size=64, voxel_size_um=30.0, seed=seed)
     auto = load_volume(save_volume(ph, tmp_path / "ph.tif"))
+    # the loaded scan's compartments come from the bone alone; the phantom's from its generator
     assert morphometry(auto, surface=False, connectivity=False).bv_tv == pytest.approx(
-        morphometry(ph, surface=False, connectivity=False).bv_tv, rel=0.02)
+        morphometry(ph, surface=False, connectivity=False, contour=False).bv_tv, rel=0.02)
 
 
 # -- bad input ----------------------------------------------------------------------------

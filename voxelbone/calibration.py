@@ -41,7 +41,7 @@ from .simulate import simulate
 from .volume import BONE_THRESHOLD, BoneVolume, Region
 
 __all__ = ["CALIBRATION_EDGE_MM", "CALIBRATION_SEEDS", "CALIBRATED_VOXEL_SIZES_UM", "CLINICAL_TARGETS",
-           "STUDY_METRICS", "VOXEL_RECIPES", "CalibrationCheck", "CalibrationResult", "StudyCell", "Target",
+           "STUDY_COMPARTMENTS", "STUDY_METRICS", "STUDY_SAMPLE_DAYS", "VOXEL_RECIPES", "CalibrationCheck", "CalibrationResult", "StudyCell", "Target",
            "bmd_change", "bmd_proxy", "calibration_cells", "calibration_checks", "calibration_markdown", "commit_text",
            "provenance_text",
            "cell_intervals", "INVARIANCE_EDGES_MM", "INVARIANCE_EXTRA_PRESETS", "INVARIANCE_METRICS", "INVARIANCE_SEEDS",
@@ -79,23 +79,30 @@ def bmd_proxy(volume: BoneVolume) -> float:
     return bmd_proxy_mg_cm3(volume.mineral, volume.region)
 
 
-def site_measures(volume: BoneVolume) -> dict[str, float]:
+def site_measures(volume: BoneVolume, *, contour: bool = True) -> dict[str, float]:
     """The cheap measures of a calibration run: the cube's mean BMD, Tb.vBMD, Ct.vBMD, BV/TV
     and the trabecular bone fraction.
 
     BV/TV counts the trabecular voxels of bone fraction ≥ ``BONE_THRESHOLD`` (binarised, as
     BoneJ does); ``tb_bone_fraction`` is the mean bone fraction of the trabecular
-    compartment, partial voxels counted as they are. (``abmd_pct`` is added to every row by
-    :func:`voxelbone.simulate.simulate`.)
+    compartment, partial voxels counted as they are. The compartments are contoured from the
+    bone (``contour``, default; :func:`voxelbone.compartments.contoured_regions`, as
+    :func:`voxelbone.metrics.morphometry` measures them), else taken as labelled.
+    (``abmd_pct`` is added to every row by :func:`voxelbone.simulate.simulate`.)
     """
-    trab = volume.region == int(Region.TRABECULAR)
+    region = volume.region
+    if contour:
+        from .compartments import contoured_regions  # noqa: PLC0415
+
+        region = contoured_regions(volume.bone, region, volume.voxel_size_um)
+    trab = region == int(Region.TRABECULAR)
     n_trab = int(trab.sum())
     bv_tv = int(((volume.bone >= BONE_THRESHOLD) & trab).sum()) / n_trab if n_trab else float("nan")
     fraction = float(volume.bone[trab].astype(np.float64).sum()) / n_trab if n_trab else float("nan")
     return {
         "bmd_mg_cm3": bmd_proxy(volume),
-        "tb_vbmd_mg_cm3": compartment_vbmd_mg_cm3(volume.mineral, volume.region, Region.TRABECULAR),
-        "ct_vbmd_mg_cm3": compartment_vbmd_mg_cm3(volume.mineral, volume.region, Region.CORTICAL),
+        "tb_vbmd_mg_cm3": compartment_vbmd_mg_cm3(volume.mineral, region, Region.TRABECULAR),
+        "ct_vbmd_mg_cm3": compartment_vbmd_mg_cm3(volume.mineral, region, Region.CORTICAL),
         "bv_tv": bv_tv,
         "tb_bone_fraction": fraction,
     }
@@ -153,7 +160,9 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
         Remodeling step; 10 days gives the same annual changes as 1 day (tested) at a tenth
         of the cost.
     measure_every_days
-        Interval of the BMD samples (default: every step; with mechanics on, every solve).
+        Interval of the samples (default: the scenario's default metrics interval, 30 days;
+        with mechanics on, every solve). Day 0 and the last day are always sampled; each
+        sample contours the compartments (:func:`site_measures`).
     volume
         Start from this (phantom-like) volume instead of the site's phantom; its mineral is
         equilibrated to the starting rates like a phantom's.
@@ -163,7 +172,7 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
     """
     target = CLINICAL_TARGETS.get(preset)
     yrs = float(years if years is not None else (target.years if target else 1.0))
-    every = measure_every_days or fe_every_days or step_days  # with mechanics on: measured on the solve days
+    every = measure_every_days or fe_every_days or Scenario.metrics_every_days  # mechanics on: on the solve days
     scenario = Scenario(name=f"calibration-{preset}", site=site, periods=(Period(preset, yrs),), size=size,
                         voxel_size_um=voxel_size_um, seed=seed, step_days=step_days, metrics_every_days=every,
                         checkpoint_every_days=10**6, fragments_every_days=max(30, step_days),
@@ -236,6 +245,15 @@ CALIBRATED_VOXEL_SIZES_UM = (30.0, 40.0)
 CALIBRATION_SEEDS = (1, 2, 3)
 
 #: Measures a study summarises per cell (annualised change, %/yr; ``abmd_pct``: its end value / years).
+#: Sample interval of a study run without mechanics: longer than any run, so day 0 and the
+#: last day only (a study records the change from the first to the last sample; every sample
+#: contours the compartments, 16 s for a 384³ cube).
+STUDY_SAMPLE_DAYS = 10**6
+#: How a study's compartment measures (Tb.vBMD, BV/TV, Ct.vBMD) are taken, written into each
+#: recorded cell: "contoured" — from the bone at each sample (:func:`site_measures`). Cells
+#: recorded before (no such field: the day-0 labels) are not current: not reused, shown
+#: "not run here". ``abmd_pct`` does not depend on it (day-0 masks, :class:`ArealBmdReference`).
+STUDY_COMPARTMENTS = "contoured"
 STUDY_METRICS = ("abmd_pct", "tb_vbmd_mg_cm3", "bv_tv", "ct_vbmd_mg_cm3", "bmd_mg_cm3")
 
 
@@ -344,13 +362,14 @@ def _volume_task(site: str, edge_mm: float, voxel_size_um: float, seed: int,
     out = []
     for key, preset, years, step_days, fe_every_days in runs:
         t0 = time.perf_counter()
+        every = None if fe_every_days else STUDY_SAMPLE_DAYS
         if volume is None:
             r = bmd_change(preset, site, seed=seed, years=years, size=_edge_voxels(edge_mm, voxel_size_um),
                            voxel_size_um=voxel_size_um, step_days=step_days, backend=backend,
-                           fe_every_days=fe_every_days)
+                           fe_every_days=fe_every_days, measure_every_days=every)
         else:
             r = bmd_change(preset, site, seed=seed, years=years, volume=volume.copy(), step_days=step_days,
-                           backend=backend, fe_every_days=fe_every_days)
+                           backend=backend, fe_every_days=fe_every_days, measure_every_days=every)
         out.append({"key": key, "seed": seed, "wall_s": time.perf_counter() - t0,
                     "change_pct_per_yr": {m: r.annual_change_pct(m) for m in STUDY_METRICS}})
     return out
@@ -410,7 +429,7 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
     if len(set(keys)) != len(keys):
         raise ValueError(f"study cells repeat: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
     old = dict(record["cells"]) if record else {}
-    todo = [c for c in cells if not (c.key in old and tuple(old[c.key]["seeds"]) == tuple(c.seeds))]
+    todo = [c for c in cells if not _recorded({"cells": old}, c)]
     tasks: dict[tuple[str, float, float, int], list[tuple[str, str, float, int, int]]] = {}
     for c in todo:
         _check_cell(c)  # before anything runs
@@ -440,7 +459,7 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
     for c in todo:
         per_seed = results[c.key]
         out_cells[c.key] = {**asdict(c), "years": c.years_run, "seeds": list(c.seeds), "wall_s": walls[c.key],
-                            "git_commit": commit, "date": date, "machine": machine,
+                            "git_commit": commit, "date": date, "machine": machine, "compartments": STUDY_COMPARTMENTS,
                             "change_pct_per_yr": {m: [per_seed[s][m] for s in c.seeds] for m in STUDY_METRICS}}
     return {"cells": out_cells, "wall_s": wall + (float(record.get("wall_s", 0.0)) if record else 0.0),
             "n_workers": n_workers, "git_commit": commit, "date": date,
@@ -617,7 +636,7 @@ def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], c
     seeds_text = ", ".join(f"{n} at {e:.2f} mm" for e, n in per_edge)
     out = ["Cells: mean [95 % interval] of the seeds' annual change, %/yr (`unresolved`: the interval includes "
            f"zero); seeds per cell: {seeds_text}. A cell marked \"not run here\" (not in the record, or "
-           f"recorded with other seeds) is produced by `{command}`.", "", *lines, "",
+           f"recorded with other seeds or before the compartments were contoured at each sample) is produced by `{command}`.", "", *lines, "",
            "Agreement over the measured geometries (largest distance of a geometry's mean from the mean over "
            "them, against max(0.5 %/yr, 20 % of the effect)):", "",
            "| preset | metric | geometries measured | effect %/yr | largest distance (tolerance) | verdict |",
@@ -640,9 +659,11 @@ def provenance_text(record: Mapping[str, Any], keys: Sequence[str] | None = None
 
 
 def _recorded(record: Mapping[str, Any], cell: StudyCell) -> bool:
-    """``cell`` is in ``record`` with its seeds (a record without a seed list is taken as it is)."""
+    """``cell`` is in ``record`` with its seeds (a record without a seed list is taken as it is)
+    and measured as studies measure now (:data:`STUDY_COMPARTMENTS`)."""
     rec = record["cells"].get(cell.key)
-    return rec is not None and tuple(rec.get("seeds", cell.seeds)) == tuple(cell.seeds)
+    return (rec is not None and tuple(rec.get("seeds", cell.seeds)) == tuple(cell.seeds)
+            and rec.get("compartments") == STUDY_COMPARTMENTS)
 
 
 def commit_text(commit: str | None) -> str:

@@ -54,7 +54,7 @@ import numpy as np
 from .backend import array_module, ndimage_module
 from .volume import BONE_THRESHOLD, Region
 
-__all__ = ["Compartments", "ContourParams", "segment_compartments"]
+__all__ = ["Compartments", "ContourParams", "contoured_regions", "segment_compartments"]
 
 
 @dataclass(frozen=True)
@@ -326,3 +326,35 @@ def segment_compartments(
     share = int((bone & cortex).sum()) / n_bone if n_bone else 0.0
     return Compartments(cortex=cortex, trabecular=trabecular, marrow=trabecular & ~bone, outside=outside,
                         voxel_size_um=v, has_periosteal_shell=bool(has_shell), cortical_bone_share=float(share))
+
+
+def contoured_regions(bone_fraction: Any, region: Any, voxel_size_um: float, *,
+                      params: ContourParams | None = None) -> Any:
+    """Region labels contoured from the bone inside the periosteal envelope of ``region``.
+
+    The measure of every compartment metric (trabecular and cortical): the labels of the
+    remodelling engine fix only the periosteal envelope (``region != Region.OUTSIDE``, which
+    the engine does not move); the endosteal envelope is contoured from the bone at the time
+    of the measurement (:func:`segment_compartments`), as HR-pQCT and micro-CT contour each
+    scan. Bone built on the endocortical surface therefore counts as cortex and trabecularised
+    cortex as trabecular, whatever the starting labels said.
+
+    Parameters
+    ----------
+    bone_fraction : array, shape (nz, ny, nx)
+        Bone fraction in [0, 1], or a boolean bone mask (NumPy or CuPy).
+    region : array of uint8
+        :class:`~voxelbone.volume.Region` labels of the same shape.
+    voxel_size_um : float
+        Voxel edge, µm.
+    params : ContourParams, optional
+        Contouring distances in µm.
+
+    Returns
+    -------
+    array of uint8
+        Region labels on the input's device.
+    """
+    xp = array_module(bone_fraction, region)
+    envelope = xp.asarray(region) != int(Region.OUTSIDE)
+    return segment_compartments(bone_fraction, voxel_size_um, envelope=envelope, params=params).region_labels()

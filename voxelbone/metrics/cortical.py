@@ -71,16 +71,13 @@ def cortical_metrics(
 
     NumPy and CuPy arrays alike: on the device only scalars come back.
     """
-    from ..compartments import segment_compartments as contour  # noqa: PLC0415
+    from ..compartments import contoured_regions  # noqa: PLC0415
 
     xp = array_module(bone, region)
     b = xp.asarray(bone)
     mask = b >= BONE_THRESHOLD if b.dtype != bool else b
     reg = xp.asarray(region)
-    if resegment:
-        cortex = contour(mask, voxel_size_um, envelope=reg != Region.OUTSIDE).cortex
-    else:
-        cortex = reg == Region.CORTICAL
+    cortex = (contoured_regions(mask, reg, voxel_size_um) if resegment else reg) == Region.CORTICAL
     nan = float("nan")
     if not bool(cortex.any()):
         return CorticalMetrics(nan, nan, nan, nan, 0.0, nan)

@@ -1,7 +1,9 @@
 """The standard morphometry of a bone volume, in one result object.
 
-Trabecular metrics are measured in the trabecular compartment (Region.TRABECULAR, the VOI);
-cortical ones in the cortical compartment; the BMD proxy over both. Definitions follow
+Trabecular metrics are measured in the trabecular compartment (the VOI), cortical ones in
+the cortical compartment, both contoured from the bone at each call inside the labels'
+periosteal envelope (:func:`voxelbone.compartments.contoured_regions`, the dual-threshold
+method of Buie et al. 2007, as HR-pQCT contours each scan); the BMD proxy over both. Definitions follow
 BoneJ, ITK BoneMorphometry and the micro-CT guidelines (Bouxsein et al. 2010 J Bone Miner
 Res 25:1468):
 
@@ -14,7 +16,7 @@ BS/BV, BS/TV            marching-cubes surface / bone volume (or VOI volume), mm
 Conn.D                  (1 − Δχ)/TV on the largest box inside the VOI, Odgaard-Gundersen corrected
 SMI                     structure model index on the marching-cubes mesh (option; 0 plate, 3 rod, 4 sphere)
 DA                      MIL fabric: BoneJ 1 − λmin/λmax (``da``) and Scanco r_max/r_min (``da_ratio``)
-Ct.Th, Ct.Po, Ct.vBMD   see :mod:`.cortical` (cortex contoured from the bone at each call)
+Ct.Th, Ct.Po, Ct.vBMD   see :mod:`.cortical`
 BMD (cube mean)         mean of bone fraction × tissue mineral density over the cube's bone region
                         (trabecular VOI + cortex), mg HA/cm³: it depends on the cube's cortex share
 Tb.vBMD                 the same mean within the trabecular compartment (QCT, HR-pQCT)
@@ -209,7 +211,7 @@ def morphometry(
     anisotropy: bool = False,
     smi: bool = False,
     cortical: bool = True,
-    resegment_cortex: bool = True,
+    contour: bool = True,
 ) -> Morphometry:
     """Measure a bone volume.
 
@@ -225,10 +227,12 @@ def morphometry(
         NumPy or CuPy volume.
     tb_sp, surface, connectivity, anisotropy, smi, cortical : bool
         Which (costlier) parts to compute; skipped ones are NaN.
-    resegment_cortex : bool
-        Contour the cortex from the bone inside the periosteal envelope (default;
-        :mod:`voxelbone.compartments`), so Ct.Th, Ct.Po and Ct.vBMD follow the bone as the
-        endocortical cortex trabecularises; False measures the labelled cortex.
+    contour : bool
+        Contour both compartments from the bone inside the labels' periosteal envelope
+        (default; :func:`voxelbone.compartments.contoured_regions`), so the trabecular
+        metrics and Tb.vBMD, and Ct.Th, Ct.Po and Ct.vBMD, follow the bone: bone built on the
+        endocortical surface is cortex, trabecularised cortex is trabecular. False measures
+        the compartments as labelled.
 
     Returns
     -------
@@ -240,6 +244,10 @@ def morphometry(
     v = float(volume.voxel_size_um)
     bone, mineral, region = volume.bone, volume.mineral, volume.region
     mask = bone >= BONE_THRESHOLD
+    if contour:
+        from ..compartments import contoured_regions  # noqa: PLC0415
+
+        region = contoured_regions(mask, region, v)
     trab = region == Region.TRABECULAR
     tissue = region != Region.OUTSIDE
     vox_mm3 = (v / 1000.0) ** 3
@@ -285,7 +293,7 @@ def morphometry(
                     pass
 
     if cortical:
-        c = cortical_metrics(mask, region, v, mineral=mineral, resegment=resegment_cortex)
+        c = cortical_metrics(mask, region, v, mineral=mineral, resegment=False)  # region is contoured above (contour=True)
         ct = (c.ct_th_um, c.ct_po, c.ct_po_dm_um, c.ct_canal_n_per_mm2, c.ct_vbmd_mg_cm3)
     else:
         ct = (nan, nan, nan, nan, nan)

@@ -11,7 +11,8 @@ block-averaged ×2), 10-day steps, for three samples of each seed:
 * ``core 1.92 mm``: a 1.92 mm cube cut from the middle of the seed's 3.84 mm phantom on the
   side away from the cortex, all of it trabecular (no cortex in the sample).
 
-For each run: Tb.vBMD's change with the engine's compartments (the matrix's measure) and with
+For each run: Tb.vBMD's change with the engine's day-0 compartments (the matrix's measure until
+studies contoured the compartments at each sample) and with
 the trabecular compartment contoured again from the bone at the end
 (:func:`voxelbone.compartments.segment_compartments`, as HR-pQCT does at each scan); the share
 of the trabecular bone gained that lies within 80 µm of the day-0 cortex; and the endocortical
@@ -20,7 +21,7 @@ A minute or two on one core.
 
 ``--matrix`` runs the preset on every geometry of the invariance matrix with its seeds
 (``voxelbone.calibration.INVARIANCE_SEEDS``) and prints, per geometry, Tb.vBMD and BV/TV with
-the day-0 compartments (the matrix's measures) and with the trabecular compartment contoured
+the day-0 compartments (the matrix's measures until then) and with the trabecular compartment contoured
 at each end, and the matrix's verdict for each (about 15 minutes on 2 worker processes).
 """
 
@@ -37,7 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from voxelbone.calibration import (INVARIANCE_EDGES_MM, INVARIANCE_SEEDS, INVARIANCE_VOXEL_SIZES_UM,
-                                   invariance_verdict, site_measures, study_volume)
+                                   invariance_verdict, study_volume)
 from voxelbone.compartments import segment_compartments
 from voxelbone.phantom import make_phantom
 from voxelbone.scenario import Period, Scenario
@@ -69,7 +70,7 @@ def trace(volume: BoneVolume, preset: str, seed: int, near_cortex: bool = True) 
         if not day0:  # the first row is day 0, after the mineral's spin-up
             day0.update(bone=np.asarray(v.bone, np.float64).copy(), mineral=np.asarray(v.mineral, np.float64).copy(),
                         region=np.asarray(v.region).copy())
-        return site_measures(v)
+        return {}  # the measures are taken from the two volumes below
 
     sc = Scenario(name="gh-edge-trace", site="lumbar_spine", periods=(Period(preset, 1.0),), seed=seed, step_days=10,
                   metrics_every_days=365, checkpoint_every_days=10**6, fragments_every_days=30)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from voxelbone.calibration import (CALIBRATED_VOXEL_SIZES_UM, CALIBRATION_EDGE_MM, CALIBRATION_SEEDS, CLINICAL_TARGETS,
-                                   bmd_change, study_volume)
+                                   STUDY_SAMPLE_DAYS, bmd_change, study_volume)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = CALIBRATION_SEEDS
@@ -46,13 +46,17 @@ def _calibrated(preset: str, site: str, seed: int, voxel_um: float):
     volume = _study_volume(site, seed, voxel_um)
     if volume is None:
         return _run(preset, site, seed, voxel_um)
-    return bmd_change(preset, site, seed=seed, volume=volume, step_days=10, backend="numpy")
+    return bmd_change(preset, site, seed=seed, volume=volume, step_days=10, backend="numpy",
+                      measure_every_days=STUDY_SAMPLE_DAYS)
 
 
 @functools.lru_cache(maxsize=None)
-def _run(preset: str, site: str, seed: int, voxel_um: float, step_days: int = 10, years: float | None = None):
+def _run(preset: str, site: str, seed: int, voxel_um: float, step_days: int = 10, years: float | None = None,
+         every: int | None = STUDY_SAMPLE_DAYS):
+    """A run on the site's phantom; ``every``: its sample interval (default day 0 and the end only:
+    each sample contours the compartments; None samples every 30 days, for a time course)."""
     return bmd_change(preset, site, seed=seed, size=_edge_voxels(voxel_um), voxel_size_um=voxel_um,
-                      step_days=step_days, years=years, backend="numpy")
+                      step_days=step_days, years=years, backend="numpy", measure_every_days=every)
 
 
 # Below the clinical range on abmd_pct at the lumbar spine at 40 um (20 um phantoms block-averaged),
@@ -98,9 +102,10 @@ def test_voxel_size_independence_of_annual_change():
     fine, coarse = [], []
     for seed in SEEDS:
         v20 = make_phantom("lumbar_spine", 144, 20.0, seed=seed)
-        fine.append(bmd_change("postmenopausal_untreated", seed=seed, volume=v20, backend="numpy").percent_per_year)
+        fine.append(bmd_change("postmenopausal_untreated", seed=seed, volume=v20, backend="numpy",
+                               measure_every_days=STUDY_SAMPLE_DAYS).percent_per_year)
         coarse.append(bmd_change("postmenopausal_untreated", seed=seed, volume=coarsen(v20, 2),
-                                 backend="numpy").percent_per_year)
+                                 backend="numpy", measure_every_days=STUDY_SAMPLE_DAYS).percent_per_year)
     a, b = float(np.mean(fine)), float(np.mean(coarse))
     assert abs(a - b) <= 0.2 * abs(a), f"{a:+.2f} %/yr at 20 µm vs {b:+.2f} at 40 µm (same structure)"
 
@@ -139,7 +144,7 @@ def test_coarse_steps_do_not_change_the_answer():
 # ----------------------------------------------------------------------------- emergent
 def test_gh_therapy_dips_before_it_gains():
     for seed in SEEDS:
-        r = _run("gh_peptide_sermorelin", "lumbar_spine", seed, 40.0)
+        r = _run("gh_peptide_sermorelin", "lumbar_spine", seed, 40.0, every=None)
         first = r.years <= 0.5
         assert r.abmd_pct[first].min() < 0.0, "no early dip (turnover rises first)"
         assert r.abmd_pct[-1] > 0.0, "no gain after two years"
@@ -205,7 +210,7 @@ def test_untreated_loss_is_fastest_in_the_first_years_after_menopause():
 def test_loss_slows_after_the_first_postmenopausal_years():
     preset = str(ROOT / "samples" / "early_postmenopause.toml")
     for seed in (1, 2):
-        r = _run(preset, "lumbar_spine", seed, 40.0, years=6.0)
+        r = _run(preset, "lumbar_spine", seed, 40.0, years=6.0, every=None)
         b, t = 100.0 + r.abmd_pct, r.years  # the site's areal BMD, % of day 0
         early = np.interp(2.0, t, b) / b[0] - 1.0
         late = np.interp(6.0, t, b) / np.interp(4.0, t, b) - 1.0

@@ -180,7 +180,7 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
     res = simulate(scenario, None, backend=backend, progress=False, render=False,
                    measure=site_measures, volume=volume, equilibrate=True)
     t = res.column("year")
-    series = {k: res.column(k) for k in ("abmd_pct", *site_measures(res.volume))}
+    series = {k: res.column(k) for k in ("abmd_pct", *site_measures(res.volume, contour=False))}  # its keys
     a = series["abmd_pct"]
     return CalibrationResult(preset, site, seed, float(res.volume.voxel_size_um), step_days, float(a[-1] / t[-1]), t, a,
                              series)

@@ -46,24 +46,24 @@ class RveEntry:
 #: The study that produced :data:`RVE_EDGE_MM` (reproduce with the command).
 RVE_STUDY = ("postmenopausal_untreated, lumbar_spine, 30 µm voxels, 1 year, step 10 days, metrics every 90 days, "
              "3 replicates (seed 0) per edge at 48³, 80³, 128³, 160³ and 192³ voxels (1.44, 2.40, 3.84, 4.80, "
-             "5.76 mm); python benchmarks/rve_study.py (2026-11-30; record in benchmarks/rve_2026-11-30.json)")
+             "5.76 mm); python benchmarks/rve_study.py (2026-12-01; record in benchmarks/rve_2026-12-01.json)")
 
 #: The study's record (relative to the repository root).
-RVE_RECORD = "benchmarks/rve_2026-11-30.json"
+RVE_RECORD = "benchmarks/rve_2026-12-01.json"
 
 #: metric column → representative edge, from :data:`RVE_STUDY` (docs/user-guide/outputs.md)
 RVE_EDGE_MM: dict[str, RveEntry] = {
     "bv_tv": RveEntry(2.40, True),
-    "tb_th_um": RveEntry(3.84, True),
-    "tb_sp_um": RveEntry(3.84, True),
-    "tb_n_per_mm": RveEntry(4.80, True),
-    "conn_d_per_mm3": RveEntry(4.80, True),
+    "tb_th_um": RveEntry(1.44, True),
+    "tb_sp_um": RveEntry(5.76, True),
+    "tb_n_per_mm": RveEntry(5.76, False),
+    "conn_d_per_mm3": RveEntry(5.76, True),
     "ct_th_um": RveEntry(5.76, True),
     "ct_po": RveEntry(5.76, False),
-    "bmd_mg_cm3": RveEntry(1.44, True),
-    "tb_vbmd_mg_cm3": RveEntry(1.44, True),
+    "bmd_mg_cm3": RveEntry(2.40, True),
+    "tb_vbmd_mg_cm3": RveEntry(2.40, True),
     "ct_vbmd_mg_cm3": RveEntry(5.76, False),
-    "abmd_pct": RveEntry(1.44, True),
+    "abmd_pct": RveEntry(2.40, True),
 }
 
 #: Metrics renamed since the study (same definition): column now → name in the study's record.

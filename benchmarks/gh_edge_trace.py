@@ -14,7 +14,7 @@ block-averaged ×2), 10-day steps, for three samples of each seed:
 For each run: Tb.vBMD's change with the engine's day-0 compartments (the matrix's measure until
 studies contoured the compartments at each sample) and with
 the trabecular compartment contoured again from the bone at the end
-(:func:`voxelbone.compartments.segment_compartments`, as HR-pQCT does at each scan); the share
+(:func:`voxelbone.compartments.contoured_regions`, as HR-pQCT does at each scan); the share
 of the trabecular bone gained that lies within 80 µm of the day-0 cortex; and the endocortical
 surface (cortical bone voxels facing the trabecular compartment) per trabecular surface voxel.
 A minute or two on one core.
@@ -39,7 +39,7 @@ from scipy import ndimage
 
 from voxelbone.calibration import (INVARIANCE_EDGES_MM, INVARIANCE_SEEDS, INVARIANCE_VOXEL_SIZES_UM,
                                    invariance_verdict, study_volume)
-from voxelbone.compartments import segment_compartments
+from voxelbone.compartments import contoured_regions
 from voxelbone.phantom import make_phantom
 from voxelbone.scenario import Period, Scenario
 from voxelbone.simulate import simulate
@@ -80,13 +80,12 @@ def trace(volume: BoneVolume, preset: str, seed: int, near_cortex: bool = True) 
     b1, m1 = np.asarray(res.volume.bone, np.float64), np.asarray(res.volume.mineral, np.float64)
     trab, cort = r0 == Region.TRABECULAR, r0 == Region.CORTICAL
     out = {"tb_vbmd_pct": 100.0 * (m1[trab].mean() / m0[trab].mean() - 1.0)}
-    envelope = r0 != Region.OUTSIDE
     v = float(volume.voxel_size_um)
-    c0 = segment_compartments(b0, v, envelope=envelope)
-    c1 = segment_compartments(b1, v, envelope=envelope)
-    out["tb_vbmd_contoured_pct"] = 100.0 * (m1[c1.trabecular].mean() / m0[c0.trabecular].mean() - 1.0)
+    t0 = contoured_regions(b0, r0, v) == Region.TRABECULAR  # the package's measure: contoured at each sample
+    t1 = contoured_regions(b1, r0, v) == Region.TRABECULAR
+    out["tb_vbmd_contoured_pct"] = 100.0 * (m1[t1].mean() / m0[t0].mean() - 1.0)
     out["bv_tv_pct"] = 100.0 * ((b1[trab] >= 0.5).mean() / (b0[trab] >= 0.5).mean() - 1.0)
-    out["bv_tv_contoured_pct"] = 100.0 * ((b1[c1.trabecular] >= 0.5).mean() / (b0[c0.trabecular] >= 0.5).mean() - 1.0)
+    out["bv_tv_contoured_pct"] = 100.0 * ((b1[t1] >= 0.5).mean() / (b0[t0] >= 0.5).mean() - 1.0)
     if not near_cortex:
         return out
     gain = b1 - b0

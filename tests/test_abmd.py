@@ -95,6 +95,11 @@ def test_compartment_vbmd_in_morphometry():
     assert labelled.tb_vbmd_mg_cm3 == pytest.approx(
         TMD_MAX_MG_CM3 * float(v.mineral[v.region == int(Region.TRABECULAR)].mean()), rel=1e-6)
     assert (trab != (v.region == int(Region.TRABECULAR))).any()  # the two differ here, so the test can tell
+    # the studies' cheap measures take the same compartments
+    from voxelbone.calibration import site_measures
+
+    assert site_measures(v)["tb_vbmd_mg_cm3"] == pytest.approx(m.tb_vbmd_mg_cm3, rel=1e-6)
+    assert site_measures(v, contour=False)["tb_vbmd_mg_cm3"] == pytest.approx(labelled.tb_vbmd_mg_cm3, rel=1e-6)
     # uniform mineral 0.8 in the bone: Ct.vBMD is that of bone diluted by the contoured cortex's
     # pores (here the crevices where plates meet the endosteum, too narrow for the marrow to enter)
     assert 0.0 < m.ct_po < 0.02

@@ -57,7 +57,7 @@ def test_phantom_meets_site_targets(site, voxel_um, seed):
     # the generator's structure in the generator's trabecular VOI; the cortex contoured from the
     # bone, as every run measures it (a run's trabecular metrics use the contoured VOI too: where
     # a plate lies flat on the endosteum the contour calls it cortex, tests/test_io.py)
-    m = morphometry(vol, smi=True, anisotropy=True, contour=False)
+    m = morphometry(vol, smi=True, anisotropy=True, contour=False, cortical=False)
     ct = cortical_metrics(vol.bone, vol.region, voxel_um)
     t, r = vol.meta["targets"], RANGES[site]
     where = f"{site} {voxel_um:g} µm seed {seed}"

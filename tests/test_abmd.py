@@ -84,12 +84,12 @@ def _tube(n: int = 64) -> BoneVolume:
 
 def test_compartment_vbmd_in_morphometry():
     # Ct.vBMD and Tb.vBMD are measured in the compartments contoured from the bone (a shell
-    # and what it encloses), not in the labels
-    from voxelbone.compartments import contoured_regions
+    # and what it encloses), not in the labels; Tb.vBMD in the trabecular VOI, away from the cortex
+    from voxelbone.compartments import contoured_regions, trabecular_voi
 
     v = _tube()
     m = morphometry(v, tb_sp=False, connectivity=False, surface=False)
-    trab = contoured_regions(v.bone, v.region, v.voxel_size_um) == int(Region.TRABECULAR)
+    trab = trabecular_voi(contoured_regions(v.bone, v.region, v.voxel_size_um), v.voxel_size_um)
     assert m.tb_vbmd_mg_cm3 == pytest.approx(TMD_MAX_MG_CM3 * float(v.mineral[trab].mean()), rel=1e-6)
     labelled = morphometry(v, tb_sp=False, connectivity=False, surface=False, contour=False)
     assert labelled.tb_vbmd_mg_cm3 == pytest.approx(

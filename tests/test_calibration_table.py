@@ -115,7 +115,10 @@ def test_a_cell_measured_in_the_day0_compartments_is_not_taken():
     labelled = {"cells": {cell.key: {"seeds": [1, 2], "date": "d", "git_commit": "c", "change_pct_per_yr": values}}}
     assert "| trt | 1.92 mm | 40 µm | not run here | not run here | not run here |" in invariance_markdown(
         labelled, [cell], "CMD")
-    assert "before the compartments were contoured" in invariance_markdown(labelled, [cell], "CMD")
+    assert "another compartment measure" in invariance_markdown(labelled, [cell], "CMD")
+    whole = {"cells": {cell.key: {**labelled["cells"][cell.key], "compartments": "contoured"}}}  # no VOI margin
+    assert "| trt | 1.92 mm | 40 µm | not run here | not run here | not run here |" in invariance_markdown(
+        whole, [cell], "CMD")
     contoured = {"cells": {cell.key: {**labelled["cells"][cell.key], "compartments": STUDY_COMPARTMENTS}}}
     assert "| trt | 1.92 mm | 40 µm | +1.50 [" in invariance_markdown(contoured, [cell], "CMD")
 

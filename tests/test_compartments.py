@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxelbone.compartments import ContourParams, segment_compartments
+from voxelbone.compartments import ContourParams, segment_compartments, trabecular_voi
 from voxelbone.metrics.cortical import cortical_metrics
 from voxelbone.volume import Region
 
@@ -151,6 +151,28 @@ def test_a_long_canal_breached_once_opens_into_the_marrow_only_near_the_breach()
     bone, region, canal, breach, _ = _slab_with_a_canal(v, canal_radius_um=40.0)
     narrow = segment_compartments(bone & ~breach, v, envelope=envelope)
     assert narrow.cortex[canal & ~breach & (from_breach_um > 120.0)].all()
+
+
+def test_trabecular_voi_keeps_away_from_the_cortex_by_the_same_micrometres_at_any_voxel_size():
+    # the VOI is the trabecular compartment farther than trabecular_close_um (150 µm) from the
+    # contoured cortex: in the cylinder, within 360 − 150 = 210 µm of the axis, whatever the voxel
+    margin = ContourParams().trabecular_close_um
+    for v in (20.0, 40.0):
+        bone, region, _, cortex = _hollow_cylinder(v, canals=False)
+        labels = segment_compartments(bone, v, envelope=region != Region.OUTSIDE).region_labels()
+        voi = trabecular_voi(labels, v)
+        assert voi.any() and not (voi & (labels != Region.TRABECULAR)).any()
+        n = bone.shape[1]
+        rr = np.broadcast_to(np.hypot(*np.meshgrid((np.arange(n) - (n - 1) / 2) * v, (np.arange(n) - (n - 1) / 2) * v,
+                                                   indexing="ij")), bone.shape)
+        assert rr[voi].max() <= 360.0 - margin + v / 2, v  # nothing of the band beside the cortex, to half a voxel
+        root_um = ContourParams().passage_radius_um  # the rods' roots stay cortex (test above)
+        assert voi[rr <= 360.0 - root_um - margin - v].all(), v  # and everything farther in
+    # without a cortex the VOI is the whole trabecular compartment
+    labels = np.full((8, 8, 8), int(Region.TRABECULAR), np.uint8)
+    assert trabecular_voi(labels, 30.0).all()
+    with pytest.raises(ValueError, match="voxel_size_um"):
+        trabecular_voi(labels, 0.0)
 
 
 def test_trabecular_core_without_shell_is_all_trabecular():

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .intervals import Interval, paired_interval, t_interval
-from .metrics import bmd_proxy_mg_cm3, compartment_vbmd_mg_cm3
+from .metrics import bmd_proxy_mg_cm3, compartment_vbmd_mg_cm3, vbmd_mg_cm3
 from .scenario import Period, Scenario
 from .simulate import simulate
 from .volume import BONE_THRESHOLD, BoneVolume, Region
@@ -84,24 +84,28 @@ def site_measures(volume: BoneVolume, *, contour: bool = True) -> dict[str, floa
     and the trabecular bone fraction.
 
     BV/TV counts the trabecular voxels of bone fraction ≥ ``BONE_THRESHOLD`` (binarised, as
-    BoneJ does); ``tb_bone_fraction`` is the mean bone fraction of the trabecular
-    compartment, partial voxels counted as they are. The compartments are contoured from the
-    bone (``contour``, default; :func:`voxelbone.compartments.contoured_regions`, as
-    :func:`voxelbone.metrics.morphometry` measures them), else taken as labelled.
+    BoneJ does); ``tb_bone_fraction`` is the mean bone fraction of the trabecular VOI,
+    partial voxels counted as they are. The compartments are contoured from the bone
+    (``contour``, default; :func:`voxelbone.compartments.contoured_regions`) and the
+    trabecular measures taken in the trabecular VOI
+    (:func:`voxelbone.compartments.trabecular_voi`), as :func:`voxelbone.metrics.morphometry`
+    measures them; else the compartments are taken as labelled.
     (``abmd_pct`` is added to every row by :func:`voxelbone.simulate.simulate`.)
     """
     region = volume.region
     if contour:
-        from .compartments import contoured_regions  # noqa: PLC0415
+        from .compartments import contoured_regions, trabecular_voi  # noqa: PLC0415
 
         region = contoured_regions(volume.bone, region, volume.voxel_size_um)
-    trab = region == int(Region.TRABECULAR)
+        trab = trabecular_voi(region, volume.voxel_size_um)
+    else:
+        trab = region == int(Region.TRABECULAR)
     n_trab = int(trab.sum())
     bv_tv = int(((volume.bone >= BONE_THRESHOLD) & trab).sum()) / n_trab if n_trab else float("nan")
     fraction = float(volume.bone[trab].astype(np.float64).sum()) / n_trab if n_trab else float("nan")
     return {
         "bmd_mg_cm3": bmd_proxy(volume),
-        "tb_vbmd_mg_cm3": compartment_vbmd_mg_cm3(volume.mineral, region, Region.TRABECULAR),
+        "tb_vbmd_mg_cm3": vbmd_mg_cm3(volume.mineral, trab),
         "ct_vbmd_mg_cm3": compartment_vbmd_mg_cm3(volume.mineral, region, Region.CORTICAL),
         "bv_tv": bv_tv,
         "tb_bone_fraction": fraction,
@@ -250,10 +254,12 @@ CALIBRATION_SEEDS = (1, 2, 3)
 #: contours the compartments, 16 s for a 384³ cube).
 STUDY_SAMPLE_DAYS = 10**6
 #: How a study's compartment measures (Tb.vBMD, BV/TV, Ct.vBMD) are taken, written into each
-#: recorded cell: "contoured" — from the bone at each sample (:func:`site_measures`). Cells
-#: recorded before (no such field: the day-0 labels) are not current: not reused, shown
-#: "not run here". ``abmd_pct`` does not depend on it (day-0 masks, :class:`ArealBmdReference`).
-STUDY_COMPARTMENTS = "contoured"
+#: recorded cell: "contoured-voi" — compartments contoured from the bone at each sample, the
+#: trabecular measures in the trabecular VOI (:func:`site_measures`). Cells recorded with
+#: another measure ("contoured": the whole contoured trabecular compartment; no field: the
+#: day-0 labels) are not current: not reused, shown "not run here". ``abmd_pct`` does not
+#: depend on it (day-0 masks, :class:`ArealBmdReference`).
+STUDY_COMPARTMENTS = "contoured-voi"
 STUDY_METRICS = ("abmd_pct", "tb_vbmd_mg_cm3", "bv_tv", "ct_vbmd_mg_cm3", "bmd_mg_cm3")
 
 
@@ -636,7 +642,7 @@ def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], c
     seeds_text = ", ".join(f"{n} at {e:.2f} mm" for e, n in per_edge)
     out = ["Cells: mean [95 % interval] of the seeds' annual change, %/yr (`unresolved`: the interval includes "
            f"zero); seeds per cell: {seeds_text}. A cell marked \"not run here\" (not in the record, or "
-           f"recorded with other seeds or before the compartments were contoured at each sample) is produced by `{command}`.", "", *lines, "",
+           f"recorded with other seeds or another compartment measure) is produced by `{command}`.", "", *lines, "",
            "Agreement over the measured geometries (largest distance of a geometry's mean from the mean over "
            "them, against max(0.5 %/yr, 20 % of the effect)):", "",
            "| preset | metric | geometries measured | effect %/yr | largest distance (tolerance) | verdict |",

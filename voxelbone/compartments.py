@@ -37,6 +37,16 @@ on the voxel size:
    volume whose periosteal surface is not covered for at least ``shell_coverage`` by such a
    cortex has no periosteal shell: it is all trabecular (a core cut inside trabecular bone).
 
+The trabecular metrics are measured in the **trabecular VOI** (:func:`trabecular_voi`): the
+trabecular compartment without the band within ``trabecular_close_um`` of the contoured
+cortex, as the micro-CT guidelines draw the trabecular VOI away from the endocortical
+surface (Bouxsein et al. 2010 J Bone Miner Res 25:1468). Within that distance the contour
+cannot tell a trabecula from a cortical bridge: a trabecula thickening beside the
+endosteum joins the cortex at one measurement and not at the next, and the band moves
+with the endosteum. In a bone that band is a small share of the trabecular compartment; in
+a cube of a few mm with a cortex along one face it is not, and it made the trabecular
+change depend on the cube (docs/invariance.md).
+
 The simulated field has one grey value for all bone, so the two thresholds of Buie et al.
 (a low one for the periosteal mask, a higher one separating the denser cortex) become one
 bone threshold and the two morphological scales above. Arrays stay on their device (NumPy
@@ -54,7 +64,7 @@ import numpy as np
 from .backend import array_module, ndimage_module
 from .volume import BONE_THRESHOLD, Region
 
-__all__ = ["Compartments", "ContourParams", "contoured_regions", "segment_compartments"]
+__all__ = ["Compartments", "ContourParams", "contoured_regions", "segment_compartments", "trabecular_voi"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class ContourParams:
     trabecular_close_um : float
         Radius of the ball that closes the marrow over trabeculae (bone thinner than twice
         this, surrounded by marrow, is trabecular; human Tb.Th 110–220 µm, model.md §5).
+        Also the margin between the cortex and the trabecular VOI (:func:`trabecular_voi`).
     seal_um : float
         Closing radius that seals canals and surface pits before the periosteal envelope is
         detected (unlabelled images only).
@@ -358,3 +369,44 @@ def contoured_regions(bone_fraction: Any, region: Any, voxel_size_um: float, *,
     xp = array_module(bone_fraction, region)
     envelope = xp.asarray(region) != int(Region.OUTSIDE)
     return segment_compartments(bone_fraction, voxel_size_um, envelope=envelope, params=params).region_labels()
+
+
+def trabecular_voi(region: Any, voxel_size_um: float, *, params: ContourParams | None = None) -> Any:
+    """The trabecular volume of interest of contoured labels: the trabecular compartment
+    farther than ``params.trabecular_close_um`` from the cortex.
+
+    Every trabecular metric is measured in it (the module docstring says why). A volume
+    without a cortex is all VOI. Distances run between voxel centres.
+
+    Parameters
+    ----------
+    region : array of uint8
+        Contoured :class:`~voxelbone.volume.Region` labels (:func:`contoured_regions`).
+    voxel_size_um : float
+        Voxel edge, µm (> 0).
+    params : ContourParams, optional
+        Contouring distances in µm.
+
+    Returns
+    -------
+    array of bool
+        The VOI, on the input's device.
+
+    Examples
+    --------
+    >>> labels = np.full((1, 1, 12), int(Region.TRABECULAR), dtype=np.uint8)
+    >>> labels[..., :2] = int(Region.CORTICAL)
+    >>> trabecular_voi(labels, 50.0).astype(int)  # 150 µm is 3 voxels: 4 and more from the cortex
+    array([[[0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]]])
+    """
+    v = float(voxel_size_um)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"voxel_size_um must be a positive number of micrometres, got {voxel_size_um!r}")
+    xp = array_module(region)
+    r = xp.asarray(region)
+    trabecular = r == int(Region.TRABECULAR)
+    cortex = r == int(Region.CORTICAL)
+    if not bool(cortex.any()):
+        return trabecular
+    margin2 = ((params or ContourParams()).trabecular_close_um / v) ** 2
+    return trabecular & (_edtsq(~cortex, xp) > margin2)

@@ -1,9 +1,12 @@
 """The standard morphometry of a bone volume, in one result object.
 
-Trabecular metrics are measured in the trabecular compartment (the VOI), cortical ones in
-the cortical compartment, both contoured from the bone at each call inside the labels'
-periosteal envelope (:func:`voxelbone.compartments.contoured_regions`, the dual-threshold
-method of Buie et al. 2007, as HR-pQCT contours each scan); the BMD proxy over both. Definitions follow
+Trabecular metrics are measured in the trabecular VOI, cortical ones in the cortical
+compartment, both contoured from the bone at each call inside the labels' periosteal
+envelope (:func:`voxelbone.compartments.contoured_regions`, the dual-threshold method of
+Buie et al. 2007, as HR-pQCT contours each scan); the VOI is the trabecular compartment
+without its band within 150 µm of the cortex (:func:`voxelbone.compartments.trabecular_voi`,
+as the guidelines draw it away from the endocortical surface); the BMD proxy over both
+compartments. Definitions follow
 BoneJ, ITK BoneMorphometry and the micro-CT guidelines (Bouxsein et al. 2010 J Bone Miner
 Res 25:1468):
 
@@ -19,7 +22,7 @@ DA                      MIL fabric: BoneJ 1 − λmin/λmax (``da``) and Scanco 
 Ct.Th, Ct.Po, Ct.vBMD   see :mod:`.cortical`
 BMD (cube mean)         mean of bone fraction × tissue mineral density over the cube's bone region
                         (trabecular VOI + cortex), mg HA/cm³: it depends on the cube's cortex share
-Tb.vBMD                 the same mean within the trabecular compartment (QCT, HR-pQCT)
+Tb.vBMD                 the same mean within the trabecular VOI (QCT, HR-pQCT)
 TMD                     mean tissue mineral density of the bone, mg HA/cm³
 ======================  =====================================================================
 
@@ -44,7 +47,7 @@ from .cortical import cortical_metrics
 from .surface import bone_surface_mm2, mesh_smi, surface_mesh
 from .thickness import local_thickness
 
-__all__ = ["ASBMR", "ArealBmdReference", "Morphometry", "compartment_vbmd_mg_cm3", "morphometry"]
+__all__ = ["ASBMR", "ArealBmdReference", "Morphometry", "compartment_vbmd_mg_cm3", "morphometry", "vbmd_mg_cm3"]
 
 #: ASBMR names (Bouxsein et al. 2010) of the fields, with units, for tables and plots.
 ASBMR: dict[str, tuple[str, str]] = {
@@ -149,9 +152,16 @@ def compartment_vbmd_mg_cm3(mineral: Any, region: Any, compartment: Region) -> f
     The trabecular value is QCT's and HR-pQCT's Tb.vBMD, the cortical one their Ct.vBMD
     (pores included). Cheap (one masked sum); NaN for an empty compartment.
     """
-    inside = region == int(compartment)
-    n = int(inside.sum())
-    return TMD_MAX_MG_CM3 * float(mineral[inside].sum(dtype=np.float64)) / n if n else float("nan")
+    return vbmd_mg_cm3(mineral, region == int(compartment))
+
+
+def vbmd_mg_cm3(mineral: Any, within: Any) -> float:
+    """Volumetric BMD (mg HA/cm³) within a mask (a VOI): bone fraction × tissue mineral, averaged.
+
+    NaN for an empty mask.
+    """
+    n = int(within.sum())
+    return TMD_MAX_MG_CM3 * float(mineral[within].sum(dtype=np.float64)) / n if n else float("nan")
 
 
 @dataclass(frozen=True)
@@ -231,8 +241,10 @@ def morphometry(
         Contour both compartments from the bone inside the labels' periosteal envelope
         (default; :func:`voxelbone.compartments.contoured_regions`), so the trabecular
         metrics and Tb.vBMD, and Ct.Th, Ct.Po and Ct.vBMD, follow the bone: bone built on the
-        endocortical surface is cortex, trabecularised cortex is trabecular. False measures
-        the compartments as labelled.
+        endocortical surface is cortex, trabecularised cortex is trabecular. The trabecular
+        metrics take the trabecular VOI, the compartment without its band beside the cortex
+        (:func:`voxelbone.compartments.trabecular_voi`). False measures the compartments as
+        labelled, the whole trabecular compartment.
 
     Returns
     -------
@@ -245,10 +257,12 @@ def morphometry(
     bone, mineral, region = volume.bone, volume.mineral, volume.region
     mask = bone >= BONE_THRESHOLD
     if contour:
-        from ..compartments import contoured_regions  # noqa: PLC0415
+        from ..compartments import contoured_regions, trabecular_voi  # noqa: PLC0415
 
         region = contoured_regions(mask, region, v)
-    trab = region == Region.TRABECULAR
+        trab = trabecular_voi(region, v)
+    else:
+        trab = region == Region.TRABECULAR
     tissue = region != Region.OUTSIDE
     vox_mm3 = (v / 1000.0) ** 3
 
@@ -299,7 +313,7 @@ def morphometry(
         ct = (nan, nan, nan, nan, nan)
 
     bmd = bmd_proxy_mg_cm3(mineral, region)
-    tb_vbmd = compartment_vbmd_mg_cm3(mineral, region, Region.TRABECULAR)
+    tb_vbmd = vbmd_mg_cm3(mineral, trab)
     b_sum = float(bone[tissue].sum(dtype=np.float64))
     tmd = TMD_MAX_MG_CM3 * float(mineral[tissue].sum(dtype=np.float64)) / b_sum if b_sum > 0 else nan
     return Morphometry(

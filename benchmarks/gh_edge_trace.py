@@ -62,22 +62,28 @@ def _core(seed: int) -> BoneVolume:
                                mineral=np.ascontiguousarray(np.asarray(big.mineral)[sl]), region=trab)
 
 
-def trace(volume: BoneVolume, preset: str, seed: int, near_cortex: bool = True) -> dict[str, float]:
-    """One year of ``preset`` on ``volume``: the measures of the module docstring."""
+def one_year(volume: BoneVolume, preset: str, seed: int) -> tuple[np.ndarray, ...]:
+    """One year of ``preset`` at the lumbar spine on ``volume`` (the invariance matrix's steps):
+    bone, mineral and labels on day 0 (after the mineral's spin-up), bone and mineral at the end."""
     day0: dict[str, np.ndarray] = {}
 
     def measure(v: BoneVolume) -> dict[str, float]:
         if not day0:  # the first row is day 0, after the mineral's spin-up
             day0.update(bone=np.asarray(v.bone, np.float64).copy(), mineral=np.asarray(v.mineral, np.float64).copy(),
                         region=np.asarray(v.region).copy())
-        return {}  # the measures are taken from the two volumes below
+        return {}  # the measures are taken from the two volumes
 
-    sc = Scenario(name="gh-edge-trace", site="lumbar_spine", periods=(Period(preset, 1.0),), seed=seed, step_days=10,
+    sc = Scenario(name="one-year-trace", site="lumbar_spine", periods=(Period(preset, 1.0),), seed=seed, step_days=10,
                   metrics_every_days=365, checkpoint_every_days=10**6, fragments_every_days=30)
     res = simulate(sc, None, backend="numpy", progress=False, render=False, measure=measure, volume=volume,
                    equilibrate=True)
-    b0, m0, r0 = day0["bone"], day0["mineral"], day0["region"]
-    b1, m1 = np.asarray(res.volume.bone, np.float64), np.asarray(res.volume.mineral, np.float64)
+    return (day0["bone"], day0["mineral"], day0["region"], np.asarray(res.volume.bone, np.float64),
+            np.asarray(res.volume.mineral, np.float64))
+
+
+def trace(volume: BoneVolume, preset: str, seed: int, near_cortex: bool = True) -> dict[str, float]:
+    """One year of ``preset`` on ``volume``: the measures of the module docstring."""
+    b0, m0, r0, b1, m1 = one_year(volume, preset, seed)
     trab, cort = r0 == Region.TRABECULAR, r0 == Region.CORTICAL
     out = {"tb_vbmd_pct": 100.0 * (m1[trab].mean() / m0[trab].mean() - 1.0)}
     v = float(volume.voxel_size_um)

@@ -87,7 +87,8 @@ def trace(volume: BoneVolume, preset: str, seed: int, near_cortex: bool = True) 
     trab, cort = r0 == Region.TRABECULAR, r0 == Region.CORTICAL
     out = {"tb_vbmd_pct": 100.0 * (m1[trab].mean() / m0[trab].mean() - 1.0)}
     v = float(volume.voxel_size_um)
-    t0 = contoured_regions(b0, r0, v) == Region.TRABECULAR  # the package's measure: contoured at each sample
+    # the whole contoured compartment (the package's measure before the trabecular VOI)
+    t0 = contoured_regions(b0, r0, v) == Region.TRABECULAR
     t1 = contoured_regions(b1, r0, v) == Region.TRABECULAR
     out["tb_vbmd_contoured_pct"] = 100.0 * (m1[t1].mean() / m0[t0].mean() - 1.0)
     out["bv_tv_pct"] = 100.0 * ((b1[trab] >= 0.5).mean() / (b0[trab] >= 0.5).mean() - 1.0)

@@ -27,15 +27,15 @@ GEOMETRIES = ((1.92, 20.0, tuple(range(1, 7))), (1.92, 40.0, tuple(range(1, 13))
               (3.84, 20.0, (1, 2, 3)))
 
 
-def _voi(bone: np.ndarray, region: np.ndarray, voxel_size_um: float, margin_um: float) -> np.ndarray:
-    """The contoured trabecular compartment without the band within ``margin_um`` of the cortex."""
+def _vois(bone: np.ndarray, region: np.ndarray, voxel_size_um: float, margins: tuple[float, ...]) -> list[np.ndarray]:
+    """The contoured trabecular compartment without the band within each margin (µm) of the
+    cortex; the bone is contoured once."""
     from voxelbone.compartments import ContourParams, contoured_regions, trabecular_voi  # noqa: PLC0415
     from voxelbone.volume import Region  # noqa: PLC0415
 
     labels = contoured_regions(bone, region, voxel_size_um)
-    if margin_um == 0:
-        return labels == Region.TRABECULAR
-    return trabecular_voi(labels, voxel_size_um, params=ContourParams(trabecular_close_um=margin_um))
+    return [labels == Region.TRABECULAR if m == 0  # ContourParams takes positive distances only
+            else trabecular_voi(labels, voxel_size_um, params=ContourParams(trabecular_close_um=m)) for m in margins]
 
 
 def _job(job: tuple[str, float, float, int, tuple[float, ...]]) -> dict[str, Any]:
@@ -53,8 +53,7 @@ def _job(job: tuple[str, float, float, int, tuple[float, ...]]) -> dict[str, Any
         volume = make_phantom("lumbar_spine", int(round(edge * 1000.0 / voxel)), voxel, seed=seed)
     b0, m0, r0, b1, m1 = one_year(volume, preset, seed)
     row: dict[str, Any] = {"preset": preset, "edge_mm": edge, "voxel_size_um": voxel, "seed": seed}
-    for margin in margins:
-        t0, t1 = _voi(b0, r0, voxel, margin), _voi(b1, r0, voxel, margin)
+    for margin, t0, t1 in zip(margins, _vois(b0, r0, voxel, margins), _vois(b1, r0, voxel, margins)):
         row[f"tb_vbmd_pct@{margin:g}"] = 100.0 * (m1[t1].mean() / m0[t0].mean() - 1.0)
         row[f"bv_tv_pct@{margin:g}"] = 100.0 * ((b1[t1] >= 0.5).mean() / (b0[t0] >= 0.5).mean() - 1.0)
     return row

@@ -21,7 +21,7 @@ SMI                     structure model index on the marching-cubes mesh (option
 DA                      MIL fabric: BoneJ 1 − λmin/λmax (``da``) and Scanco r_max/r_min (``da_ratio``)
 Ct.Th, Ct.Po, Ct.vBMD   see :mod:`.cortical`
 BMD (cube mean)         mean of bone fraction × tissue mineral density over the cube's bone region
-                        (trabecular VOI + cortex), mg HA/cm³: it depends on the cube's cortex share
+                        (trabecular compartment + cortex), mg HA/cm³: it depends on the cube's cortex share
 Tb.vBMD                 the same mean within the trabecular VOI (QCT, HR-pQCT)
 TMD                     mean tissue mineral density of the bone, mg HA/cm³
 ======================  =====================================================================
@@ -133,7 +133,7 @@ def _stats(lt: Any, sel: Any) -> tuple[float, float, float]:
 
 
 def bmd_proxy_mg_cm3(mineral: Any, region: Any) -> float:
-    """The cube's mean BMD (mg HA/cm³): mineral averaged over its bone region (trabecular VOI + cortex).
+    """The cube's mean BMD (mg HA/cm³): mineral averaged over its bone region (trabecular compartment + cortex).
 
     A property of the sample (it moves with the cube's cortex share); compare therapies on
     :func:`compartment_vbmd_mg_cm3` and ``abmd_pct`` (:class:`ArealBmdReference`).

@@ -414,6 +414,14 @@ __device__ __forceinline__ float vb_fill(float h, float u, float k) {
     return (vb_phi(h, u, k) - p0) / den;
 }
 
+// Refill level of a forming voxel: a cortical cavity that broke into a pore is closed again
+// only by a positive balance (the breach stays open, and pores coalesce, when resorption
+// outpaces formation).
+__device__ __forceinline__ float vb_refill(int osteonal, int perforated, float trab, float cort, float perforated_refill) {
+    float r_perf = (osteonal && cort >= 1.0f) ? cort : perforated_refill;
+    return perforated ? r_perf : (osteonal ? cort : trab);
+}
+
 __device__ __forceinline__ float vb_level(float day, float refill, float t_form_start, float t_form) {
     return refill * vb_clamp01((day - t_form_start) / t_form);
 }
@@ -424,6 +432,7 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
                                      float* __restrict__ bmu_amount, vb_u64* __restrict__ claim, vb_i64 n, int dt,
                                      float t_resorb, float t_form_start, float t_form, float t_end,
                                      float refill_trab, float refill_cort, float refill_perforated,
+                                     float refill_trab_prev, float refill_cort_prev,
                                      float m_mature, float e_primary, float e_secondary, float c_osteoid,
                                      const float* __restrict__ refill_mod) {
     for (vb_idx i = vb_tid(); i < (vb_idx)n; i += vb_stride()) {
@@ -465,12 +474,14 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
             }
             if (flags & VB_FLAG_RESORBED) {
                 int osteonal = (flags & VB_FLAG_OSTEONAL) != 0;
-                // a cortical cavity that broke into a pore is closed again only by a positive balance
-                float r_perf = (osteonal && refill_cort >= 1.0f) ? refill_cort : refill_perforated;
-                float r = (flags & VB_FLAG_PERFORATED) ? r_perf : (osteonal ? refill_cort : refill_trab);
-                r = vb_mech_scale(r, refill_mod, i);
+                int perforated = (flags & VB_FLAG_PERFORATED) != 0;
+                float r = vb_mech_scale(vb_refill(osteonal, perforated, refill_trab, refill_cort, refill_perforated),
+                                        refill_mod, i);
+                float r_prev = vb_mech_scale(vb_refill(osteonal, perforated, refill_trab_prev, refill_cort_prev,
+                                                       refill_perforated), refill_mod, i);
                 float k = (float)bmu_k[i] * 0.125f;
-                float h0 = vb_level(d0, r, t_form_start, t_form);
+                // the level at the start of the step stands on the previous step's balance
+                float h0 = vb_level(d0, r_prev, t_form_start, t_form);
                 float h1 = vb_level(d1, r, t_form_start, t_form);
                 float f0, f1;
                 if (flags & VB_FLAG_OVERFILL) {
@@ -483,7 +494,8 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
                     f0 = vb_fill(h0, u, k);
                     f1 = vb_fill(h1, u, k);
                 }
-                if (f1 > f0) {
+                // a column whose formation ended before the step forms no more, whatever the balance does
+                if (d0 < t_form_start + t_form && f1 > f0) {
                     float nb = fminf(b + amount * (f1 - f0), 1.0f);
                     o = o + (nb - b);   // new bone is laid down as osteoid
                     b = nb;

@@ -256,7 +256,7 @@ def test_a_wrong_launch_argument_is_caught(fake_cupy, small, index, bad, expecte
 
 def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, small):
     kernel, (grid, block, args) = _captured_update_args(fake_cupy, small)
-    with pytest.raises(fakecupy.LaunchArgumentError, match="vb_update_i32: 22 arguments given, the kernel takes 23"):
+    with pytest.raises(fakecupy.LaunchArgumentError, match="vb_update_i32: 24 arguments given, the kernel takes 25"):
         kernel(grid, block, args[:-1])
     with pytest.raises(fakecupy.LaunchArgumentError, match="more than 1024 threads"):
         kernel(grid, (2048,), args)

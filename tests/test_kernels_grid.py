@@ -106,10 +106,13 @@ def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=
     if defines is not None:
         host.launch["defines"] = defines
     drawn = 0
-    rates = rates or FAST
+    course = list(rates) if isinstance(rates, (list, tuple)) else [rates or FAST]  # rates of step k: course[k % len]
+    previous = None
     for k in range(steps):
-        sc = step_scalars(rates, a.params, a.voxel_size_um, dt)
-        a.step(k, rates, dt)
+        rates_k = course[k % len(course)]
+        sc = step_scalars(rates_k, a.params, a.voxel_size_um, dt, previous=previous)
+        previous = rates_k
+        a.step(k, rates_k, dt)
         drawn += host.step(b.state, 9, k, sc, *((mod.activation, mod.refill) if mod else ())).size
         for name, arr in a.state.arrays().items():
             np.testing.assert_array_equal(arr, b.state.arrays()[name], err_msg=f"{name} differs at step {k}")
@@ -354,6 +357,15 @@ def test_remodel_with_an_overfill_beyond_one_cavity_depth_equals_twin(modulated)
     b = _case_remodel(n=24, steps=6, dt=15, rates=rates, params=RemodelParams(overfill_reach_depths=2.0),
                       modulated=modulated, order="shuffled", order_seed=3)
     assert int(b.state.bmu_u.max()) > 255, "the case should store heights above u = 2"
+
+
+@pytest.mark.parametrize("modulated", [False, True], ids=["plain", "modulated"])
+def test_remodel_with_a_balance_that_changes_between_steps_equals_twin(modulated):
+    """The refill rising and falling from step to step (the level read on the previous step's balance)."""
+    from voxelbone.remodel.state import RemodelingRates
+
+    course = [RemodelingRates(3.0, 3.0, 60.0, r_t, r_c) for r_t, r_c in ((1.0, 1.0), (1.5, 1.2), (0.7, 0.9), (1.3, 1.6))]
+    _case_remodel(n=24, steps=8, dt=15, rates=course, modulated=modulated, order="shuffled", order_seed=5)
 
 
 def test_remodel_64bit_index_path_equals_twin():

@@ -20,8 +20,9 @@ from voxelbone.volume import BoneVolume, Region
 #: when the remodelling model itself changed (one-voxel cavity rim, living cortex, network
 #: phantom, lumbar turnover re-fit, bone on cut faces kept as attached,
 #: PTH anabolic re-fit: the ageing PTH drift moves bone by 1e-5 of its volume; one BMU's balance
-#: made the same at every voxel size, 2026-12-01), never to absorb a change made by the mechanics code.
-MAIN_HASH = "4d07690417244a8bf989b318912e20d7cea71fafc714cadcf36a330e08843a81"
+#: made the same at every voxel size, 2026-12-01; the forming level read on the previous step's
+#: balance, 2026-12-01), never to absorb a change made by the mechanics code.
+MAIN_HASH = "f235f939e06a65832a5d4e1b3231bdcbedd3b68b1b80c2252cd2daa64020b297"
 E2_PREMENOPAUSAL = 100.0
 
 

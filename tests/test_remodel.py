@@ -175,6 +175,32 @@ def test_full_cycle_refills_to_the_balance(refill):
         assert 0.7 * (refill - 1) * cavity < gain < 1.05 * (refill - 1) * cavity
 
 
+@pytest.mark.parametrize("refill", [0.8, 1.5])
+def test_a_balance_that_changes_during_formation_sets_the_level_it_reaches(refill):
+    """A BMU started at balance whose refill changes halfway through formation ends at the new level.
+
+    The layer between the old and the new level is formed when the balance rises (it was once
+    skipped: a cavity refilled at 1.5 from halfway ended below one refilled at 1.0).
+    """
+    params = RemodelParams()
+    balanced = Rates(erosion_depth_um=50.0)
+    vol = _slab(12.0, thickness_um=400.0, size=40)
+    r, c, before = _one_bmu(vol, balanced, params)
+    empty = np.empty(0, np.int64), np.empty(0, np.uint64)
+    switch = int(params.resorption_days + params.reversal_days + params.formation_days / 2)
+    for _ in range(switch):
+        cpu.update(r.state, *empty, step_scalars(balanced, params, 12.0, 1))
+    changed = Rates(erosion_depth_um=50.0, refill_trabecular=refill)
+    cpu.update(r.state, *empty, step_scalars(changed, params, 12.0, 1, previous=balanced))
+    for _ in range(int(params.cycle_days) - switch):
+        cpu.update(r.state, *empty, step_scalars(changed, params, 12.0, 1, previous=changed))
+    assert (r.state.bmu_day < 0).all(), "the BMU released its voxels at the end of the cycle"
+    cavity = 2.0 / 3.0 * math.pi * float(c.a) * float(c.b) ** 2
+    deficit = before - float(r.state.bone.sum(dtype=np.float64))
+    # the claim (at balance) holds no marrow above the old surface: the cavity itself refills to min(refill, 1)
+    assert deficit == pytest.approx((1 - min(refill, 1.0)) * cavity, abs=0.02 * cavity)
+
+
 def test_mineralisation_follows_the_closed_form():
     law = MineralisationLaw()
     params = RemodelParams(mineralisation=law)
@@ -351,11 +377,12 @@ def test_too_large_for_device_memory_is_refused_before_allocating():
 def test_checkpoint_state_round_trip_continues_identically(small):
     a = Remodeler(small.copy(), seed=9)
     for k in range(10):
-        a.step(k, FAST, 2)
+        a.step(k, FAST, 8)  # 80 days: the first BMUs are forming
     b = Remodeler.from_state({k: v.copy() for k, v in a.state_arrays().items()}, a.params, 9, meta=a.state_meta())
+    later = replace(FAST, refill_trabecular=1.4, refill_cortical=1.2)  # the balance changes at the resume
     for k in range(10, 20):
-        a.step(k, FAST, 2)
-        b.step(k, FAST, 2)
+        a.step(k, later, 2)
+        b.step(k, later, 2)
     for name, arr in a.state_arrays().items():
         np.testing.assert_array_equal(arr, b.state_arrays()[name])
     assert uniform(9, 3, Stream.ACTIVATION, np.arange(3)).shape == (3,)

@@ -361,6 +361,15 @@ def _fill(h: np.ndarray, u: np.ndarray, k: np.ndarray) -> np.ndarray:
     return np.where(ok, (_phi(h, u, k) - p0) / safe, _ZERO)
 
 
+def _refill(osteonal: np.ndarray, perforated: np.ndarray, trab: np.float32, cort: np.float32,
+            perforated_refill: np.float32) -> np.ndarray:
+    """Each forming voxel's refill level (``vb_refill``)."""
+    # a cortical cavity that broke into a pore is closed again only by a positive balance
+    # (the breach stays open, and pores coalesce, when resorption outpaces formation)
+    perf = np.where(osteonal & (cort >= _ONE), cort, perforated_refill)
+    return np.where(perforated, perf, np.where(osteonal, cort, trab)).astype(f32)
+
+
 def _level(day: np.ndarray, refill: np.ndarray, sc: StepScalars) -> np.ndarray:
     return refill * _clamp01((day - sc.t_form_start) / sc.t_form)
 
@@ -411,15 +420,15 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         # formation
         forming = (flags & FLAG_RESORBED) != 0
         osteonal = (flags & FLAG_OSTEONAL) != 0
-        # a cortical cavity that broke into a pore is closed again only by a positive balance
-        # (the breach stays open, and pores coalesce, when resorption outpaces formation)
-        perf = np.where(osteonal & (sc.refill_cort >= _ONE), sc.refill_cort, sc.refill_perforated)
-        r = np.where((flags & FLAG_PERFORATED) != 0, perf,
-                     np.where(osteonal, sc.refill_cort, sc.refill_trab)).astype(f32)
+        perforated = (flags & FLAG_PERFORATED) != 0
+        r = _refill(osteonal, perforated, sc.refill_trab, sc.refill_cort, sc.refill_perforated)
+        r_prev = _refill(osteonal, perforated, sc.refill_trab_prev, sc.refill_cort_prev, sc.refill_perforated)
         if refill_mod is not None:
             r = r * refill_mod.ravel()[own]
+            r_prev = r_prev * refill_mod.ravel()[own]
         k = k_a[own].astype(f32) * f32(0.125)
-        h0, h1 = _level(d0, r, sc), _level(d1, r, sc)
+        # the level at the start of the step stands on the previous step's balance
+        h0, h1 = _level(d0, r_prev, sc), _level(d1, r, sc)
         over = (flags & FLAG_OVERFILL) != 0
         # overfill voxels: only what rises above the old surface (level 1), filling the empty voxel
         p1 = _phi(_ONE, u, k)
@@ -428,7 +437,8 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         safe = np.where(ok, den, _ONE)
         f0 = np.where(over, np.where(ok, np.maximum(_phi(h0, u, k) - p1, _ZERO) / safe, _ZERO), _fill(h0, u, k))
         f1 = np.where(over, np.where(ok, np.maximum(_phi(h1, u, k) - p1, _ZERO) / safe, _ZERO), _fill(h1, u, k))
-        grow = forming & (f1 > f0)
+        # a column whose formation ended before the step forms no more, whatever the balance does
+        grow = forming & (d0 < sc.t_form_start + sc.t_form) & (f1 > f0)
         nb = np.where(grow, np.minimum(b + amount * (f1 - f0), _ONE), b)
         o = np.where(grow, o + (nb - b), o)
         b = nb

@@ -105,7 +105,7 @@ class GpuStep:
             (self.blocks,), (_THREADS,),
             (st.bone, st.mineral, st.osteoid, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount, self.claim,
              np.int64(self.n), np.int32(sc.dt), sc.t_resorb, sc.t_form_start, sc.t_form, sc.t_end,
-             sc.refill_trab, sc.refill_cort, sc.refill_perforated,
+             sc.refill_trab, sc.refill_cort, sc.refill_perforated, sc.refill_trab_prev, sc.refill_cort_prev,
              sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid, refill_mod),
         )
 

@@ -173,6 +173,16 @@ class StepScalars:
     e_secondary: np.float32
     c_osteoid: np.float32
     model_frac: np.float32 = np.float32(0.0)
+    #: The previous step's refill levels (the current ones on an engine's first step): a
+    #: forming voxel's level at the start of the step is read on the previous balance.
+    refill_trab_prev: np.float32 | None = None
+    refill_cort_prev: np.float32 | None = None
+
+    def __post_init__(self) -> None:
+        if self.refill_trab_prev is None:
+            object.__setattr__(self, "refill_trab_prev", self.refill_trab)
+        if self.refill_cort_prev is None:
+            object.__setattr__(self, "refill_cort_prev", self.refill_cort)
 
 
 def _check_rates(rates: Rates) -> None:
@@ -196,8 +206,15 @@ def _check_rates(rates: Rates) -> None:
                          "µm/day (osteoblasts appose at most ~1–2 µm/day)")
 
 
-def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: int) -> StepScalars:
+def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: int,
+                 previous: Rates | None = None) -> StepScalars:
     """Turn rates (per year, µm) into per-step probabilities and kernel constants.
+
+    ``previous`` is the previous step's rates (``None``: the same as ``rates``). Its refill
+    levels set where a forming voxel's fill stood at the start of the step, so a change of
+    balance between steps moves the level of every forming BMU at once (the layer between
+    the old and the new level is formed in that step, or, when the balance falls, nothing
+    forms until the level rises above what stands), instead of the layer being skipped.
 
     The activation frequency Ac.f is the fraction of bone surface on which a new BMU starts
     per year. A BMU covers a footprint of area A (π·b² for a trabecular cavity of lateral
@@ -253,4 +270,6 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
         overfill_reach=f32(params.overfill_reach_depths),
         m_mature=f32(mm.mature_degree), e_primary=f32(ep), e_secondary=f32(es), c_osteoid=f32(co),
         model_frac=f32(model_frac),
+        refill_trab_prev=f32((previous or rates).refill_trabecular),
+        refill_cort_prev=f32((previous or rates).refill_cortical),
     )

@@ -27,6 +27,7 @@ from voxelbone.calibration import (
     run_study,
     study_volume,
 )
+from voxelbone.remodel.params import MODEL_REVISION
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ def _record(values: dict[str, list[float]]) -> dict:
     for c in calibration_cells():
         v = values.get(c.preset, [1.0, 1.0, 1.0])
         cells[c.key] = {"change_pct_per_yr": {"abmd_pct": v, "tb_vbmd_mg_cm3": v, "bv_tv": v}, "date": "d",
-                        "git_commit": "c"}
+                        "git_commit": "c", "model": MODEL_REVISION}
     return {"cells": cells, "machine": "m"}
 
 
@@ -81,7 +82,7 @@ def test_invariance_page_marks_cells_not_run_and_judges_measured_ones():
     cells = invariance_cells(["trt"], edges_mm=(1.92, 3.84), voxel_sizes_um=(40.0,))
     record = {"cells": {c.key: {"change_pct_per_yr": {"abmd_pct": [4.0, 4.2, 4.4], "tb_vbmd_mg_cm3": [8.0] * 3,
                                                        "bv_tv": v}, "date": "d", "git_commit": "c",
-                                "compartments": STUDY_COMPARTMENTS}
+                                "compartments": STUDY_COMPARTMENTS, "model": MODEL_REVISION}
                         for c, v in zip(cells, ([2.0] * 3, [4.0] * 3))}, "machine": "m"}
     full = invariance_cells(["trt"], edges_mm=(1.92, 3.84, 7.68), voxel_sizes_um=(40.0,))
     text = invariance_markdown(record, full, "CMD")
@@ -98,7 +99,7 @@ def test_invariance_page_does_not_take_a_cell_recorded_with_other_seeds():
     assert len(cell.seeds) == 24
     values = {m: [1.0, 2.0, 3.0] for m in ("abmd_pct", "tb_vbmd_mg_cm3", "bv_tv")}
     old = {"cells": {cell.key: {"seeds": [1, 2, 3], "date": "d", "git_commit": "c", "change_pct_per_yr": values,
-                                "compartments": STUDY_COMPARTMENTS}}}
+                                "compartments": STUDY_COMPARTMENTS, "model": MODEL_REVISION}}}
     text = invariance_markdown(old, [cell], "CMD")
     assert "| trt | 1.92 mm | 40 µm | not run here | not run here | not run here |" in text
     assert "seeds per cell: 24 at 1.92 mm" in text
@@ -119,7 +120,7 @@ def test_a_cell_measured_in_the_day0_compartments_is_not_taken():
     whole = {"cells": {cell.key: {**labelled["cells"][cell.key], "compartments": "contoured"}}}  # no VOI margin
     assert "| trt | 1.92 mm | 40 µm | not run here | not run here | not run here |" in invariance_markdown(
         whole, [cell], "CMD")
-    contoured = {"cells": {cell.key: {**labelled["cells"][cell.key], "compartments": STUDY_COMPARTMENTS}}}
+    contoured = {"cells": {cell.key: {**labelled["cells"][cell.key], "compartments": STUDY_COMPARTMENTS, "model": MODEL_REVISION}}}
     assert "| trt | 1.92 mm | 40 µm | +1.50 [" in invariance_markdown(contoured, [cell], "CMD")
 
 
@@ -146,10 +147,13 @@ def test_mechanics_page_holds_the_recorded_table_with_mechanics_on():
     assert _between(script.MECHANICS_PAGE.read_text(encoding="utf-8"), script.MECHANICS_MARKER) == want, \
         "regenerate with python benchmarks/calibration_table.py --fe-every-days 28 --from-record"
     assert all(c["fe_every_days"] == 28 and c["seeds"] == [1, 2, 3] for c in on["cells"].values())
-    # every 40 µm cell ran with mechanics on; a row not run is a cell missing from the record
+    # every 40 µm cell ran with mechanics on; a row not run is a cell missing from the record, a row
+    # "earlier model" one recorded before the model last changed (MODEL_REVISION)
     cells = calibration_cells(fe_every_days=28)
     assert {c.key for c in cells if c.voxel_size_um == 40.0} <= set(on["cells"])
-    assert want.count("not run") == sum(c.key not in on["cells"] for c in cells)
+    assert want.count("| not run |") == sum(c.key not in on["cells"] for c in cells)
+    assert want.count("| earlier model |") == sum(c.key in on["cells"] and on["cells"][c.key].get("model")
+                                                  != MODEL_REVISION for c in cells)
 
 
 def test_mechanics_table_pairs_each_cell_with_its_mechanics_off_seeds():
@@ -157,8 +161,8 @@ def test_mechanics_table_pairs_each_cell_with_its_mechanics_off_seeds():
     on_cells = calibration_cells(fe_every_days=28)
     assert all(c.key.endswith("|fe28d") for c in on_cells)
     assert {c.key for c in on_cells}.isdisjoint(off["cells"])  # the two studies never share a record key
-    on = {"cells": {c.key: {"seeds": [3, 1, 2], "change_pct_per_yr": {"abmd_pct": [-3.2, -1.6, -2.4]}}
-                    for c in on_cells if c.preset == "postmenopausal_untreated"}}
+    on = {"cells": {c.key: {"seeds": [3, 1, 2], "change_pct_per_yr": {"abmd_pct": [-3.2, -1.6, -2.4]},
+                            "model": MODEL_REVISION} for c in on_cells if c.preset == "postmenopausal_untreated"}}
     for cell in off["cells"].values():
         cell["seeds"] = [1, 2, 3]
     table = mechanics_calibration_markdown(off, on, 28).splitlines()
@@ -170,6 +174,12 @@ def test_mechanics_table_pairs_each_cell_with_its_mechanics_off_seeds():
     assert cols[5].startswith("-0.40 [-0.90, +0.10]")
     assert cols[6] == "-2.5 … -1" and cols[7] == "yes"
     assert sum("not run" in r for r in table) == len(on_cells) - 4  # the other presets: no mechanics run
+    # a mechanics-on cell run on an earlier model is not paired with mechanics-off seeds of this one
+    lumbar_30 = next(c.key for c in on_cells if c.preset == "postmenopausal_untreated"
+                     and c.site == "lumbar_spine" and c.voxel_size_um == 30.0)
+    on["cells"][lumbar_30]["model"] = "an earlier model"
+    stale = mechanics_calibration_markdown(off, on, 28)
+    assert stale.count("| earlier model |") == 1 and stale.count("-2.00 [-4.48, +0.48]") == 3
 
 
 def test_study_refuses_a_negative_solve_interval():
@@ -196,7 +206,7 @@ def test_study_refuses_bad_cells_before_running_and_reuses_recorded_ones():
     # every cell already recorded with the same seeds: nothing runs (no worker is started)
     cell = StudyCell("trt", "lumbar_spine", 1.92, 40.0, (1, 2))
     old = {"cells": {cell.key: {"seeds": [1, 2], "change_pct_per_yr": {"abmd_pct": [1.0, 2.0]},
-                                "compartments": STUDY_COMPARTMENTS}}, "wall_s": 5.0}
+                                "compartments": STUDY_COMPARTMENTS, "model": MODEL_REVISION}}, "wall_s": 5.0}
     out = run_study([cell], n_workers=1, record=old)
     assert out["cells"] == old["cells"] and out["wall_s"] == pytest.approx(5.0, abs=1.0)
 
@@ -271,6 +281,7 @@ def test_captions_name_each_cell_s_machine():
     labelled = {"cells": {cell.key: {"seeds": [1], "change_pct_per_yr": {"abmd_pct": [99.0]}}}, "wall_s": 0.0}
     out = run_study([cell], n_workers=1, record=labelled)
     assert out["cells"][cell.key]["compartments"] == STUDY_COMPARTMENTS
+    assert out["cells"][cell.key]["model"] == MODEL_REVISION
     assert out["cells"][cell.key]["change_pct_per_yr"]["abmd_pct"] != [99.0]
     assert out["cells"][cell.key]["machine"] == out["machine"] != ""
 
@@ -283,7 +294,7 @@ def test_captions_say_when_a_record_was_made_with_uncommitted_changes():
     assert commit_text(None) == "commit `unknown`"
     cell = invariance_cells(["trt"], edges_mm=(1.92,), voxel_sizes_um=(40.0,), seeds=(1, 2))[0]
     record = {"cells": {cell.key: {"seeds": [1, 2], "date": "2026-12-01", "git_commit": "0123456789abcdef-dirty",
-                                   "compartments": STUDY_COMPARTMENTS,
+                                   "compartments": STUDY_COMPARTMENTS, "model": MODEL_REVISION,
                                    "change_pct_per_yr": {m: [1.0, 2.0] for m in ("abmd_pct", "tb_vbmd_mg_cm3",
                                                                                "bv_tv")}}}}
     text = invariance_markdown(record, [cell], "cmd")

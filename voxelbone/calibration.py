@@ -36,6 +36,7 @@ import numpy as np
 
 from .intervals import Interval, paired_interval, t_interval
 from .metrics import bmd_proxy_mg_cm3, compartment_vbmd_mg_cm3, vbmd_mg_cm3
+from .remodel.params import MODEL_REVISION
 from .scenario import Period, Scenario
 from .simulate import simulate
 from .volume import BONE_THRESHOLD, BoneVolume, Region
@@ -466,6 +467,7 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
         per_seed = results[c.key]
         out_cells[c.key] = {**asdict(c), "years": c.years_run, "seeds": list(c.seeds), "wall_s": walls[c.key],
                             "git_commit": commit, "date": date, "machine": machine, "compartments": STUDY_COMPARTMENTS,
+                            "model": MODEL_REVISION,
                             "change_pct_per_yr": {m: [per_seed[s][m] for s in c.seeds] for m in STUDY_METRICS}}
     return {"cells": out_cells, "wall_s": wall + (float(record.get("wall_s", 0.0)) if record else 0.0),
             "n_workers": n_workers, "git_commit": commit, "date": date,
@@ -510,8 +512,9 @@ def calibration_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell] |
     lines = ["| preset | site | voxel | `abmd_pct` %/yr, mean [95 % interval] | clinical range | in range | resolved |",
              "|---|---|---|---|---|---|---|"]
     for c in cells:
-        if c.key not in record["cells"]:
-            lines.append(f"| {c.preset} | {_SITE_NAMES.get(c.site, c.site)} | {c.voxel_size_um:g} µm | not run | | | |")
+        if not _on_this_model(record, c.key):
+            lines.append(f"| {c.preset} | {_SITE_NAMES.get(c.site, c.site)} | {c.voxel_size_um:g} µm "
+                         f"| {_not_run_text(record, c.key)} | | | |")
             continue
         iv = cell_intervals(record, c.key)["abmd_pct"]
         lo, hi = CLINICAL_TARGETS[c.preset].range(c.site)
@@ -537,8 +540,8 @@ def mechanics_calibration_markdown(off: Mapping[str, Any], on: Mapping[str, Any]
     for c_off, c_on in zip(calibration_cells(), calibration_cells(fe_every_days=fe_every_days)):
         name = f"| {c_off.preset}{f' ({c_off.years_run:g} yr)' if c_off.years_run != 1.0 else ''} " \
                f"| {_SITE_NAMES.get(c_off.site, c_off.site)} | {c_off.voxel_size_um:g} µm "
-        if c_off.key not in off["cells"] or c_on.key not in on["cells"]:
-            lines.append(name + "| not run | | | | |")
+        if not (_on_this_model(off, c_off.key) and _on_this_model(on, c_on.key)):
+            lines.append(name + f"| {_not_run_text(off, c_off.key)} | {_not_run_text(on, c_on.key)} | | | |")
             continue
         a = off["cells"][c_off.key]
         b = on["cells"][c_on.key]
@@ -642,7 +645,7 @@ def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], c
     seeds_text = ", ".join(f"{n} at {e:.2f} mm" for e, n in per_edge)
     out = ["Cells: mean [95 % interval] of the seeds' annual change, %/yr (`unresolved`: the interval includes "
            f"zero); seeds per cell: {seeds_text}. A cell marked \"not run here\" (not in the record, or "
-           f"recorded with other seeds or another compartment measure) is produced by `{command}`.", "", *lines, "",
+           f"recorded with other seeds, another compartment measure or another model revision) is produced by `{command}`.", "", *lines, "",
            "Agreement over the measured geometries (largest distance of a geometry's mean from the mean over "
            "them, against max(0.5 %/yr, 20 % of the effect)):", "",
            "| preset | metric | geometries measured | effect %/yr | largest distance (tolerance) | verdict |",
@@ -664,12 +667,26 @@ def provenance_text(record: Mapping[str, Any], keys: Sequence[str] | None = None
     return "; ".join(f"{d} at {commit_text(g)} on {m}" for d, g, m in runs)
 
 
+def _on_this_model(record: Mapping[str, Any], key: str) -> bool:
+    """Cell ``key`` is in ``record`` and was run on the model as it stands (:data:`MODEL_REVISION`)."""
+    rec = record["cells"].get(key)
+    return rec is not None and rec.get("model") == MODEL_REVISION
+
+
+def _not_run_text(record: Mapping[str, Any], key: str) -> str:
+    """What a table says of a cell it does not show: not run at all, or run on an earlier model."""
+    if key not in record["cells"]:
+        return "not run"
+    return "" if _on_this_model(record, key) else "earlier model"
+
+
 def _recorded(record: Mapping[str, Any], cell: StudyCell) -> bool:
-    """``cell`` is in ``record`` with its seeds (a record without a seed list is taken as it is)
-    and measured as studies measure now (:data:`STUDY_COMPARTMENTS`)."""
+    """``cell`` is in ``record`` with its seeds (a record without a seed list is taken as it is),
+    measured as studies measure now (:data:`STUDY_COMPARTMENTS`) and run on the model as it
+    stands (:data:`~voxelbone.remodel.params.MODEL_REVISION`)."""
     rec = record["cells"].get(cell.key)
     return (rec is not None and tuple(rec.get("seeds", cell.seeds)) == tuple(cell.seeds)
-            and rec.get("compartments") == STUDY_COMPARTMENTS)
+            and rec.get("compartments") == STUDY_COMPARTMENTS and _on_this_model(record, cell.key))
 
 
 def commit_text(commit: str | None) -> str:

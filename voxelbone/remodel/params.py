@@ -32,7 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MAX_OVERFILL_REACH_DEPTHS", "MineralisationLaw", "RemodelParams"]
+__all__ = ["MAX_OVERFILL_REACH_DEPTHS", "MODEL_REVISION", "MineralisationLaw", "RemodelParams"]
+
+#: Name of the voxel layer's rules as they stand: changed with every change of the model
+#: that moves a run's numbers. Study records keep it with each cell
+#: (:func:`voxelbone.calibration.run_study`), and a cell of another revision is not reused:
+#: it is shown "not run here" and run again.
+MODEL_REVISION = "2026-12-01 forming level read on the previous step's balance"
 
 #: The farthest ``RemodelParams.overfill_reach_depths`` may be set: a voxel's height above
 #: its cavity floor, u ≤ 1 + reach, is stored in 9 bits at steps of 1/127.5 (u ≤ 4; the

@@ -541,7 +541,9 @@ def mechanics_calibration_markdown(off: Mapping[str, Any], on: Mapping[str, Any]
         name = f"| {c_off.preset}{f' ({c_off.years_run:g} yr)' if c_off.years_run != 1.0 else ''} " \
                f"| {_SITE_NAMES.get(c_off.site, c_off.site)} | {c_off.voxel_size_um:g} µm "
         if not (_on_this_model(off, c_off.key) and _on_this_model(on, c_on.key)):
-            lines.append(name + f"| {_not_run_text(off, c_off.key)} | {_not_run_text(on, c_on.key)} | | | |")
+            off_text = (_interval_text(t_interval(off["cells"][c_off.key]["change_pct_per_yr"]["abmd_pct"]))
+                        if _on_this_model(off, c_off.key) else _not_run_text(off, c_off.key))
+            lines.append(name + f"| {off_text} | {_not_run_text(on, c_on.key)} | | | |")
             continue
         a = off["cells"][c_off.key]
         b = on["cells"][c_on.key]

@@ -61,6 +61,10 @@ def _changes(preset: str, edge: int, factor: int) -> dict[str, float]:
 # trabeculae thickening beside the endosteum joined the cortex at the end's contour. In the trabecular
 # VOI (seeds 1-3, %/yr, same geometries): untreated Tb.vBMD -3.32/-2.98/-3.91, BV/TV -3.99/-3.35/-4.08;
 # MHT +10.45/+9.55/+9.27, +7.17/+6.33/+6.50; teriparatide +15.29/+13.83/+14.40, +19.52/+16.83/+18.06.
+# Since a forming BMU's level is read on the previous step's balance (docs/model.md): untreated
+# abmd_pct -1.46/-1.73/-2.16, Tb.vBMD -2.73/-3.35/-3.91, BV/TV -3.53/-3.68/-4.02; MHT +6.23/+5.61/+5.66,
+# +11.68/+10.60/+10.32, +7.88/+6.98/+7.26; teriparatide +7.31/+6.53/+5.98, +15.60/+14.09/+14.80,
+# +19.69/+17.06/+18.45.
 NOT_YET: dict[tuple[str, str], str] = {}
 
 

@@ -54,14 +54,14 @@ RVE_RECORD = "benchmarks/rve_2026-12-01.json"
 #: metric column → representative edge, from :data:`RVE_STUDY` (docs/user-guide/outputs.md)
 RVE_EDGE_MM: dict[str, RveEntry] = {
     "bv_tv": RveEntry(1.44, True),
-    "tb_th_um": RveEntry(3.84, True),
+    "tb_th_um": RveEntry(4.80, True),
     "tb_sp_um": RveEntry(5.76, True),
     "tb_n_per_mm": RveEntry(5.76, False),
     "conn_d_per_mm3": RveEntry(5.76, True),
     "ct_th_um": RveEntry(5.76, True),
     "ct_po": RveEntry(5.76, False),
     "bmd_mg_cm3": RveEntry(2.40, True),
-    "tb_vbmd_mg_cm3": RveEntry(2.40, True),
+    "tb_vbmd_mg_cm3": RveEntry(1.44, True),
     "ct_vbmd_mg_cm3": RveEntry(5.76, False),
     "abmd_pct": RveEntry(2.40, True),
 }

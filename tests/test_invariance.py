@@ -106,24 +106,35 @@ def test_continuous_pth_abmd_agrees_at_20_and_40_um():
     assert worst <= tol, f"hyperparathyroidism abmd_pct %/yr on the 1.92 mm cube: {text} (tolerance ±{tol:.2f})"
 
 
+TRT_SEEDS = tuple(range(1, 10))
+TRT_NOT_YET = ("the bone TRT builds in the 1.92 mm cube's trabecular VOI grows with the voxel size: seeds 1-9 "
+               "gain +5.95 %/yr of bone fraction at 20 µm and +8.36 at 40 µm, paired difference +2.42 "
+               "[+0.62, +4.22] against a tolerance of 1.43 (seeds 1-3 alone: +6.88 and +7.81). Not traced "
+               "(docs/user-guide/invariance.md, TRT)")
+
+
 @pytest.mark.slow
+@pytest.mark.xfail(reason=TRT_NOT_YET, raises=AssertionError, strict=True)
 def test_trt_trabecular_bone_gain_agrees_at_20_and_40_um_before_binarising():
     """The bone TRT builds in the trabecular VOI, partial voxels counted, is the same at 20 and 40 µm.
 
-    Seeds 1-3 on the 1.92 mm cube gain +6.88 %/yr of bone fraction at 20 µm and +7.81 at
-    40 µm (tolerance 1.47). Until a forming BMU's level was read on the previous step's
-    balance (docs/model.md, "A balance that changes during formation") they gained +4.97 and
-    +6.36 (difference 1.39, tolerance 1.13) and this was an expected failure: the cavities
-    dug before TRT raised the refill skipped the layer between the old and the new level,
-    more of their build on the finer grid. Binarised at 0.5 (BV/TV) they gain +6.99 and +8.05:
-    the threshold still lifts partial voxels on the coarse grid
-    (``benchmarks/bv_tv_binarisation_study.py``, docs/user-guide/invariance.md).
+    Nine seeds, paired (the same structure at both voxel sizes): a 1.92 mm cube's gain varies
+    from seed to seed by more than the difference sought (seed 5 at 20 µm +2.6 %/yr, seed 2
+    at 40 µm +10.5), so three seeds (+6.88 and +7.81 on seeds 1-3) cannot tell. Until a forming
+    BMU's level was read on the previous step's balance (docs/model.md, "A balance that changes
+    during formation") the cavities dug before TRT raised the refill skipped the layer between
+    the old and the new level, a larger share of their build on the finer grid; that part is
+    gone, the difference that remains is not traced. Binarised at 0.5 (BV/TV) the gap is the
+    same (+2.57), so it is in the bone, not in the threshold
+    (``benchmarks/bv_tv_binarisation_study.py``, record ``benchmarks/bv_tv_binarisation_trt.json``).
     """
-    got = {f: _changes("trt", 96, f) for f in (1, 2)}
-    values = [g["tb_bone_fraction"] for g in got.values()]
-    effect = float(np.mean(values))
+    gains = {f: np.array([bmd_change("trt", seed=s, volume=_phantom(96, f, s), years=1.0, step_days=10,
+                                     backend="numpy", measure_every_days=STUDY_SAMPLE_DAYS)
+                          .annual_change_pct("tb_bone_fraction") for s in TRT_SEEDS]) for f in (1, 2)}
+    effect = float(np.mean([*gains[1], *gains[2]]))
     assert effect > 2.0, f"TRT must gain trabecular bone; {effect:+.2f} %/yr"
-    tol = max(0.5, 0.2 * abs(effect))  # on the difference itself: with two geometries, not on each one's distance to their mean
-    text = ", ".join(f"{20 * f} µm: {g['tb_bone_fraction']:+.2f}" for f, g in got.items())
-    assert abs(values[0] - values[1]) <= tol, (
-        f"TRT trabecular bone fraction %/yr on the 1.92 mm cube: {text} (difference tolerance {tol:.2f})")
+    tol = max(0.5, 0.2 * abs(effect))  # on the paired difference itself
+    diff = float(np.mean(gains[2] - gains[1]))
+    assert abs(diff) <= tol, (f"TRT trabecular bone fraction %/yr on the 1.92 mm cube, seeds 1-9: 20 µm "
+                              f"{gains[1].mean():+.2f}, 40 µm {gains[2].mean():+.2f}, paired difference {diff:+.2f} "
+                              f"(tolerance {tol:.2f})")

@@ -132,7 +132,8 @@ def _assert_treatment_keeps_the_cortex(treated: str, untreated: str, porosity) -
     "(ContourParams.passage_radius_um) the 800 µm cortex thins by 6.6 ± 5.6 µm in three untreated "
     "years (seeds 1-5: -27.1, -6.3, +4.3, -7.5, +3.7; p = 0.16): endocortical recession alone is "
     "within the seed spread; the significant thinning measured before (-11.5 ± 3.4) was pores moving "
-    "into the marrow through one-voxel gaps (docs/model.md, 'The cortex')"))
+    "into the marrow through one-voxel gaps (docs/model.md, 'The cortex'); numbers measured before a forming "
+    "BMU's level was read on the previous step's balance (still an expected failure after it)"))
 def test_untreated_postmenopausal_femoral_neck_cortex_thins():
     pm = "postmenopausal_untreated"
     assert _surely_below(_change(pm, _th_late, _th_start), 0.0)

@@ -124,6 +124,24 @@ def test_a_cell_measured_in_the_day0_compartments_is_not_taken():
     assert "| trt | 1.92 mm | 40 µm | +1.50 [" in invariance_markdown(contoured, [cell], "CMD")
 
 
+def test_a_cell_run_on_another_model_revision_is_not_taken():
+    """A cell recorded before the model last changed (``model`` missing or another
+    ``MODEL_REVISION``) is shown "not run here" / "earlier model" and run again, never mixed in."""
+    cell = StudyCell("trt", "lumbar_spine", 1.92, 40.0, (1, 2), 1.0)
+    values = {m: [1.0, 2.0] for m in ("abmd_pct", "tb_vbmd_mg_cm3", "bv_tv")}
+    base = {"seeds": [1, 2], "date": "d", "git_commit": "c", "change_pct_per_yr": values,
+            "compartments": STUDY_COMPARTMENTS}
+    for stale in ({}, {"model": "an earlier model"}):
+        record = {"cells": {cell.key: {**base, **stale}}}
+        text = invariance_markdown(record, [cell], "CMD")
+        assert "| trt | 1.92 mm | 40 µm | not run here | not run here | not run here |" in text
+        assert "another model revision" in text
+        assert "| earlier model |" in calibration_markdown(record, [cell])
+    current = {"cells": {cell.key: {**base, "model": MODEL_REVISION}}}
+    assert "| trt | 1.92 mm | 40 µm | +1.50 [" in invariance_markdown(current, [cell], "CMD")
+    assert "| +1.50 [" in calibration_markdown(current, [cell])
+
+
 def test_full_invariance_matrix_is_the_issue_s():
     cells = invariance_cells()
     assert {c.preset for c in cells} == {*CLINICAL_TARGETS, "teriparatide", "hyperparathyroidism",

@@ -91,6 +91,7 @@ def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=
     from test_remodel import FAST
     from voxelbone.phantom import make_phantom
     from voxelbone.remodel import Remodeler, step_scalars
+    from voxelbone.remodel.state import refill_levels
     from voxelbone.remodel.mechanostat import Modulation
 
     vol = make_phantom("femoral_neck", n, 40.0, seed=3, ct_th_um=300, tb_sp_um=400, bv_tv=0.25, tb_th_um=100,
@@ -110,8 +111,8 @@ def _case_remodel(n: int = 32, steps: int = 4, capacity: int = 1 << 12, defines=
     previous = None
     for k in range(steps):
         rates_k = course[k % len(course)]
-        sc = step_scalars(rates_k, a.params, a.voxel_size_um, dt, previous=previous)
-        previous = rates_k
+        sc = step_scalars(rates_k, a.params, a.voxel_size_um, dt, previous_refill=previous)
+        previous = refill_levels(rates_k)
         a.step(k, rates_k, dt)
         drawn += host.step(b.state, 9, k, sc, *((mod.activation, mod.refill) if mod else ())).size
         for name, arr in a.state.arrays().items():

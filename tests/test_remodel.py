@@ -13,6 +13,7 @@ import pytest
 from hostkernels import HostRemodel
 from voxelbone.phantom import make_phantom
 from voxelbone.remodel import DeviceMemoryError, RemodelParams, Remodeler, step_scalars
+from voxelbone.remodel.state import refill_levels
 from voxelbone.remodel import cpu
 from voxelbone.remodel.params import MineralisationLaw
 from voxelbone.rng import Stream, uniform
@@ -191,9 +192,9 @@ def test_a_balance_that_changes_during_formation_sets_the_level_it_reaches(refil
     for _ in range(switch):
         cpu.update(r.state, *empty, step_scalars(balanced, params, 12.0, 1))
     changed = Rates(erosion_depth_um=50.0, refill_trabecular=refill)
-    cpu.update(r.state, *empty, step_scalars(changed, params, 12.0, 1, previous=balanced))
+    cpu.update(r.state, *empty, step_scalars(changed, params, 12.0, 1, previous_refill=refill_levels(balanced)))
     for _ in range(int(params.cycle_days) - switch):
-        cpu.update(r.state, *empty, step_scalars(changed, params, 12.0, 1, previous=changed))
+        cpu.update(r.state, *empty, step_scalars(changed, params, 12.0, 1, previous_refill=refill_levels(changed)))
     assert (r.state.bmu_day < 0).all(), "the BMU released its voxels at the end of the cycle"
     cavity = 2.0 / 3.0 * math.pi * float(c.a) * float(c.b) ** 2
     deficit = before - float(r.state.bone.sum(dtype=np.float64))

@@ -42,7 +42,7 @@ from ..backend import array_module, asnumpy, is_device_array, ndimage_module
 from ..volume import BoneVolume, Region
 from . import cpu
 from .params import RemodelParams
-from .state import COUNTERS, Rates, RemodelingRates, RemodelState, RemodelStats, step_scalars
+from .state import COUNTERS, Rates, RemodelState, RemodelStats, refill_levels, step_scalars
 
 __all__ = ["DeviceMemoryError", "Remodeler"]
 
@@ -89,8 +89,8 @@ class Remodeler:
         self.modulation: Any = None
         if _state is None and self.params.contour_compartments:
             self.update_compartments()
-        #: The rates of the last step (their refill levels carry the forming BMUs' levels into the next).
-        self._previous_rates: Rates | None = None
+        #: The last step's (trabecular, cortical) refill levels: they carry the forming BMUs' levels into the next.
+        self._previous_refill: tuple[float, float] | None = None
         self._gpu = None
         if is_device_array(volume.bone):
             from .gpu import GpuStep  # noqa: PLC0415
@@ -145,7 +145,7 @@ class Remodeler:
         previous = meta.get("previous_refill")
         if previous is not None:
             trab, cort = (float(x) for x in previous)
-            rem._previous_rates = RemodelingRates(0.0, 0.0, 0.0, trab, cort)
+            rem._previous_refill = (trab, cort)
         return rem
 
     def state_arrays(self) -> dict[str, Any]:
@@ -157,8 +157,7 @@ class Remodeler:
         return {"voxel_size_um": self.voxel_size_um, "site": self.site,
                 "surface_voxels_per_area": self.params.surface_voxels_per_area,
                 "modelling_surface_voxels_per_area": self.params.modelling_surface_voxels_per_area,
-                "previous_refill": None if self._previous_rates is None else
-                [float(self._previous_rates.refill_trabecular), float(self._previous_rates.refill_cortical)],
+                "previous_refill": None if self._previous_refill is None else list(self._previous_refill),
                 "volume_meta": {k: v for k, v in self.meta.items() if isinstance(v, (str, int, float, bool))}}
 
     # -- the step ------------------------------------------------------------------------
@@ -179,8 +178,8 @@ class Remodeler:
         """
         if isinstance(step_index, bool) or not isinstance(step_index, (int, np.integer)) or step_index < 0:
             raise ValueError(f"step_index must be a non-negative integer, got {step_index!r}")
-        sc = step_scalars(rates, self.params, self.voxel_size_um, dt_days, previous=self._previous_rates)
-        self._previous_rates = rates
+        sc = step_scalars(rates, self.params, self.voxel_size_um, dt_days, previous_refill=self._previous_refill)
+        self._previous_refill = refill_levels(rates)
         mod = self.modulation
         act_mod, refill_mod = (None, None) if mod is None else (mod.activation, mod.refill)
         if self._gpu is not None:

@@ -206,13 +206,19 @@ def _check_rates(rates: Rates) -> None:
                          "µm/day (osteoblasts appose at most ~1–2 µm/day)")
 
 
+def refill_levels(rates: Rates) -> tuple[float, float]:
+    """The (trabecular, cortical) refill levels of ``rates``: what a step hands to the next."""
+    return float(rates.refill_trabecular), float(rates.refill_cortical)
+
+
 def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: int,
-                 previous: Rates | None = None) -> StepScalars:
+                 previous_refill: tuple[float, float] | None = None) -> StepScalars:
     """Turn rates (per year, µm) into per-step probabilities and kernel constants.
 
-    ``previous`` is the previous step's rates (``None``: the same as ``rates``). Its refill
-    levels set where a forming voxel's fill stood at the start of the step, so a change of
-    balance between steps moves the level of every forming BMU at once (the layer between
+    ``previous_refill`` is the previous step's (trabecular, cortical) refill levels
+    (:func:`refill_levels`; ``None``: those of ``rates``). They set where a forming voxel's
+    fill stood at the start of the step, so a change of balance between steps moves the level
+    of every forming BMU at once (the layer between
     the old and the new level is formed in that step, or, when the balance falls, nothing
     forms until the level rises above what stands), instead of the layer being skipped.
 
@@ -242,6 +248,7 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     """
     params.check_step(dt_days)
     _check_rates(rates)
+    previous_refill = refill_levels(rates) if previous_refill is None else previous_refill
     f32 = np.float32
     v = float(voxel_um)
     kappa = params.surface_voxels_per_area
@@ -270,6 +277,5 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
         overfill_reach=f32(params.overfill_reach_depths),
         m_mature=f32(mm.mature_degree), e_primary=f32(ep), e_secondary=f32(es), c_osteoid=f32(co),
         model_frac=f32(model_frac),
-        refill_trab_prev=f32((previous or rates).refill_trabecular),
-        refill_cort_prev=f32((previous or rates).refill_cortical),
+        refill_trab_prev=f32(previous_refill[0]), refill_cort_prev=f32(previous_refill[1]),
     )

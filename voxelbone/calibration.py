@@ -669,10 +669,14 @@ def provenance_text(record: Mapping[str, Any], keys: Sequence[str] | None = None
     return "; ".join(f"{d} at {commit_text(g)} on {m}" for d, g, m in runs)
 
 
+def _cell_on_this_model(rec: Mapping[str, Any] | None) -> bool:
+    """A recorded cell (``None``: none) was run on the model as it stands (:data:`MODEL_REVISION`)."""
+    return rec is not None and rec.get("model") == MODEL_REVISION
+
+
 def _on_this_model(record: Mapping[str, Any], key: str) -> bool:
     """Cell ``key`` is in ``record`` and was run on the model as it stands (:data:`MODEL_REVISION`)."""
-    rec = record["cells"].get(key)
-    return rec is not None and rec.get("model") == MODEL_REVISION
+    return _cell_on_this_model(record["cells"].get(key))
 
 
 def _not_run_text(record: Mapping[str, Any], key: str) -> str:
@@ -687,8 +691,8 @@ def _recorded(record: Mapping[str, Any], cell: StudyCell) -> bool:
     measured as studies measure now (:data:`STUDY_COMPARTMENTS`) and run on the model as it
     stands (:data:`~voxelbone.remodel.params.MODEL_REVISION`)."""
     rec = record["cells"].get(cell.key)
-    return (rec is not None and tuple(rec.get("seeds", cell.seeds)) == tuple(cell.seeds)
-            and rec.get("compartments") == STUDY_COMPARTMENTS and _on_this_model(record, cell.key))
+    return (_cell_on_this_model(rec) and tuple(rec.get("seeds", cell.seeds)) == tuple(cell.seeds)
+            and rec.get("compartments") == STUDY_COMPARTMENTS)
 
 
 def commit_text(commit: str | None) -> str:

@@ -17,9 +17,9 @@ import numpy as np
 from ..volume import Region
 from . import cpu
 from .params import RemodelParams
-from .state import RemodelingRates, RemodelState, step_scalars
+from .state import RemodelingRates, RemodelState, StepScalars, step_scalars
 
-__all__ = ["one_bmu_build", "one_bmu_cavity_um3", "one_bmu_net_um3"]
+__all__ = ["one_bmu_build", "one_bmu_cavity_um3", "one_bmu_net_um3", "surface_build_um"]
 
 _STEP_DAYS = 5
 
@@ -35,9 +35,23 @@ def _rod(n: int, voxel_size_um: float, radius_um: float, offset_um: float) -> np
     return np.ascontiguousarray(np.broadcast_to(frac.astype(np.float32)[:, :, None], (n, n, n)))
 
 
+def _run_bmu(state: RemodelState, z: int, y: int, x: int, sc: StepScalars, seed: int, step: int,
+             params: RemodelParams) -> None:
+    """One BMU seeded at voxel (z, y, x), run through its whole cycle."""
+    _, ny, nx = state.bone.shape
+    idx, code = cpu.claim(state, np.array([(z * ny + y) * nx + x], np.int64), seed, step, sc)
+    cpu.update(state, idx, code, sc)
+    none_i, none_c = np.empty(0, np.int64), np.empty(0, np.uint64)
+    for _ in range(int(math.ceil(params.cycle_days / _STEP_DAYS))):
+        cpu.update(state, none_i, none_c, sc)
+
+
 def _net_bone(refill: float, voxel_size_um: float, surface_fraction: float, erosion_depth_um: float,
-              params: RemodelParams, seed: int, rod_radius_um: float | None = None) -> float:
+              params: RemodelParams, seed: int, rod_radius_um: float | None = None,
+              after: tuple[float, float] | None = None) -> float:
     lateral = params.lateral_radius_um * 1.2 + erosion_depth_um * 3.2  # the cavity and its overfill, with margin
+    if after is not None:  # room for the earlier BMU beside this one
+        lateral += after[1]
     n = 2 * int(math.ceil((lateral + (rod_radius_um or 0.0)) / voxel_size_um)) + 6
     if rod_radius_um is None:
         bone = np.zeros((n, n, n), np.float32)
@@ -49,20 +63,23 @@ def _net_bone(refill: float, voxel_size_um: float, surface_fraction: float, eros
         z = int(np.nonzero(bone[:, n // 2, n // 2] >= 0.5)[0].max())  # the top of the rod at mid-length
     region = np.full(bone.shape, Region.TRABECULAR, np.uint8)
     state = RemodelState.new(bone, bone * np.float32(0.9), region)
+    x = n // 2
+    if after is not None:
+        # the earlier BMU, its whole cycle, at the middle; this one on its flank, ``after[1]`` µm along x
+        first = step_scalars(RemodelingRates(1.0, 1.0, erosion_depth_um, after[0], after[0]), params, voxel_size_um,
+                             _STEP_DAYS)
+        _run_bmu(state, z, n // 2, n // 2, first, seed, 0, params)
+        x = n // 2 + int(round(after[1] / voxel_size_um))
+        z = int(np.nonzero(state.bone[:, n // 2, x] >= 0.5)[0].max())  # the surface voxel of that column now
     sc = step_scalars(RemodelingRates(1.0, 1.0, erosion_depth_um, refill, refill), params, voxel_size_um, _STEP_DAYS)
     start = float(state.bone.sum(dtype=np.float64))
-    seeds = np.array([(z * n + n // 2) * n + n // 2], np.int64)
-    idx, code = cpu.claim(state, seeds, seed, 0, sc)
-    cpu.update(state, idx, code, sc)
-    none_i, none_c = np.empty(0, np.int64), np.empty(0, np.uint64)
-    for _ in range(int(math.ceil(params.cycle_days / _STEP_DAYS))):
-        cpu.update(state, none_i, none_c, sc)
+    _run_bmu(state, z, n // 2, x, sc, seed, 1, params)
     return float(state.bone.sum(dtype=np.float64)) - start
 
 
 def one_bmu_build(refill: float, voxel_size_um: float, *, surface_fraction: float = 0.5,
                   erosion_depth_um: float = 50.0, params: RemodelParams | None = None, seed: int = 1,
-                  rod_radius_um: float | None = None) -> float:
+                  rod_radius_um: float | None = None, after: tuple[float, float] | None = None) -> float:
     """Net bone one BMU leaves on a flat surface (or on a rod) after its cycle, in volumes of its cavity.
 
     Parameters
@@ -83,6 +100,10 @@ def one_bmu_build(refill: float, voxel_size_um: float, *, surface_fraction: floa
         Cavity-shape draw.
     rod_radius_um : float, optional
         Work on the top of a rod of this radius along x instead of a flat surface.
+    after : (float, float), optional
+        ``(refill, shift_um)`` of an earlier BMU that ran its whole cycle on the same
+        surface ``shift_um`` away along x, before this one starts: this BMU works on what
+        that one left (a mound when its refill was above 1). ``None``: a fresh surface.
 
     Returns
     -------
@@ -95,14 +116,14 @@ def one_bmu_build(refill: float, voxel_size_um: float, *, surface_fraction: floa
     True
     """
     cavity = one_bmu_cavity_um3(voxel_size_um, surface_fraction=surface_fraction, erosion_depth_um=erosion_depth_um,
-                                params=params, seed=seed, rod_radius_um=rod_radius_um)
+                                params=params, seed=seed, rod_radius_um=rod_radius_um, after=after)
     return one_bmu_net_um3(refill, voxel_size_um, surface_fraction=surface_fraction, erosion_depth_um=erosion_depth_um,
-                           params=params, seed=seed, rod_radius_um=rod_radius_um) / cavity
+                           params=params, seed=seed, rod_radius_um=rod_radius_um, after=after) / cavity
 
 
 def one_bmu_net_um3(refill: float, voxel_size_um: float, *, surface_fraction: float = 0.5,
                     erosion_depth_um: float = 50.0, params: RemodelParams | None = None, seed: int = 1,
-                    rod_radius_um: float | None = None) -> float:
+                    rod_radius_um: float | None = None, after: tuple[float, float] | None = None) -> float:
     """Net bone one BMU leaves after its cycle, µm³ (negative: a deficit); the parameters are
     those of :func:`one_bmu_build`.
 
@@ -118,13 +139,18 @@ def one_bmu_net_um3(refill: float, voxel_size_um: float, *, surface_fraction: fl
         raise ValueError(f"voxel_size_um must be a positive number, got {voxel_size_um!r}")
     if rod_radius_um is not None and not (math.isfinite(rod_radius_um) and rod_radius_um >= 0.5 * voxel_size_um):
         raise ValueError(f"rod_radius_um must be at least half a voxel ({0.5 * voxel_size_um:g} µm), got {rod_radius_um!r}")
+    if after is not None and (rod_radius_um is not None or not all(math.isfinite(a) for a in after)
+                              or not 0.0 <= after[1] <= 3.0 * (params or RemodelParams()).lateral_radius_um):
+        raise ValueError(f"after must be (refill, shift_um) with 0 <= shift_um <= 3 cavity radii, on a flat surface; "
+                         f"got {after!r}")
     params = params or RemodelParams()
-    return _net_bone(refill, voxel_size_um, surface_fraction, erosion_depth_um, params, seed, rod_radius_um) \
+    return _net_bone(refill, voxel_size_um, surface_fraction, erosion_depth_um, params, seed, rod_radius_um, after) \
         * voxel_size_um**3
 
 
 def one_bmu_cavity_um3(voxel_size_um: float, *, surface_fraction: float = 0.5, erosion_depth_um: float = 50.0,
-                       params: RemodelParams | None = None, seed: int = 1, rod_radius_um: float | None = None) -> float:
+                       params: RemodelParams | None = None, seed: int = 1, rod_radius_um: float | None = None,
+                       after: tuple[float, float] | None = None) -> float:
     """Bone one BMU removes (its cavity: refill 0) on a flat surface or a rod, µm³.
 
     The parameters are those of :func:`one_bmu_build`. The cavity's depth is set in µm, so
@@ -137,4 +163,49 @@ def one_bmu_cavity_um3(voxel_size_um: float, *, surface_fraction: float = 0.5, e
     True
     """
     return -one_bmu_net_um3(0.0, voxel_size_um, surface_fraction=surface_fraction, erosion_depth_um=erosion_depth_um,
-                            params=params, seed=seed, rod_radius_um=rod_radius_um)
+                            params=params, seed=seed, rod_radius_um=rod_radius_um, after=after)
+
+
+def surface_build_um(refill: float, voxel_size_um: float, *, surface_fraction: float = 0.5, years: float = 2.0,
+                     activation_per_yr: float = 0.5, edge_um: float = 1920.0, seed: int = 1,
+                     params: RemodelParams | None = None) -> float:
+    """Bone that many BMUs of one refill leave on a flat surface, µm of thickness.
+
+    A slab of bone, 300 µm thick plus ``surface_fraction`` of a voxel (the bone fraction of
+    the voxel layer the surface lies in), under ``edge_um`` × ``edge_um`` of trabecular
+    surface, is remodelled by the engine (:class:`~voxelbone.remodel.Remodeler`, NumPy twin)
+    at ``activation_per_yr`` and ``refill`` with 50 µm cavities for ``years``. Unlike
+    :func:`one_bmu_build`, BMUs land on surfaces earlier BMUs left, overlap, and start
+    anywhere on the surface, as they do in a run. The difference between a refill above 1
+    and a refill of 1 is what the positive balance built; a property of the balance, it
+    should not depend on the voxel size or on where the surface sits inside its voxel
+    (``benchmarks/surface_build_study.py``).
+
+    Returns
+    -------
+    float
+        Change of the slab's mean thickness, µm (negative: the remodelling space and any
+        deficit).
+    """
+    from ..volume import BoneVolume  # noqa: PLC0415
+    from .engine import Remodeler  # noqa: PLC0415
+
+    if not 0.0 <= surface_fraction < 1.0:
+        raise ValueError(f"surface_fraction must lie in [0, 1), got {surface_fraction!r}")
+    if not (math.isfinite(voxel_size_um) and 0 < voxel_size_um <= edge_um / 8):
+        raise ValueError(f"voxel_size_um must be positive and at most edge_um / 8, got {voxel_size_um!r}")
+    params = params or RemodelParams()
+    n = int(round(edge_um / voxel_size_um))
+    nz = int(math.ceil(600.0 / voxel_size_um))
+    thickness_um = 300.0 + surface_fraction * voxel_size_um
+    z = (np.arange(nz) + 0.5) * voxel_size_um
+    profile = np.clip(0.5 + (thickness_um - z) / voxel_size_um, 0.0, 1.0).astype(np.float32)
+    bone = np.ascontiguousarray(np.broadcast_to(profile[:, None, None], (nz, n, n)))
+    vol = BoneVolume(bone, bone * np.float32(0.9), np.full(bone.shape, Region.TRABECULAR, np.uint8), voxel_size_um)
+    engine = Remodeler(vol, params, seed=seed)
+    area_um2 = n * n * voxel_size_um**2
+    start = float(engine.state.bone.sum(dtype=np.float64))
+    rates = RemodelingRates(activation_per_yr, 0.0, 50.0, refill, 1.0)
+    for k in range(int(round(years * 365.25 / _STEP_DAYS))):
+        engine.step(k, rates, _STEP_DAYS)
+    return (float(engine.state.bone.sum(dtype=np.float64)) - start) * voxel_size_um**3 / area_um2

@@ -1,14 +1,15 @@
 """Why TRT's BV/TV depends on the voxel size while its bone does not (docs/user-guide/invariance.md).
 
     python benchmarks/bv_tv_binarisation_study.py [--preset trt] [--edge-mm 1.92]
-        [--voxel-sizes-um 20 30 40] [--seeds 1 2 3] [--workers 2] [--json F]
+        [--voxel-sizes-um 20 30 40] [--seeds 1 2 3] [--workers 2] [--variant model] [--json F]
 
 One year of the preset on the lumbar cube of the invariance matrix (``study_volume``: 20 µm
 phantoms block-averaged for 40 µm), per voxel size the seed mean of the annual change of
 BV/TV binarised at bone fractions 0.4, 0.5 (the model's ``BONE_THRESHOLD``) and 0.6, of the
 trabecular bone fraction (partial voxels counted as they are) and of Tb.vBMD, all in the
 trabecular VOI as the studies measure them (``site_measures``). About 10-20 s per run on one
-core at 1.92 mm.
+core at 1.92 mm. ``--variant overfill_on_surface`` runs the NumPy engine with the prototype
+overfill rule of ``overfill_on_surface.py`` (a diagnostic, not the model).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ THRESHOLDS = (0.4, 0.5, 0.6)
 COLUMNS = ("bv_tv_0.4", "bv_tv_0.5", "bv_tv_0.6", "tb_bone_fraction", "tb_vbmd_mg_cm3")
 
 
-def run(job: tuple[str, float, float, int]) -> dict[str, Any]:
-    """One run: ``(preset, edge_mm, voxel_size_um, seed)``; returns its record."""
-    preset, edge_mm, voxel_size_um, seed = job
+def run(job: tuple[str, float, float, int, str]) -> dict[str, Any]:
+    """One run: ``(preset, edge_mm, voxel_size_um, seed, variant)``; returns its record."""
+    preset, edge_mm, voxel_size_um, seed, variant = job
     import numba  # noqa: PLC0415
+    from overfill_on_surface import VARIANTS  # noqa: PLC0415
 
     numba.set_num_threads(1)
     import voxelbone.calibration as cal  # noqa: PLC0415
@@ -49,10 +51,11 @@ def run(job: tuple[str, float, float, int]) -> dict[str, Any]:
         vol = cal.study_volume("lumbar_spine", edge_mm, voxel_size_um, seed)
         kw = dict(volume=vol) if vol is not None else dict(size=cal._edge_voxels(edge_mm, voxel_size_um),
                                                            voxel_size_um=voxel_size_um)
-        r = cal.bmd_change(preset, "lumbar_spine", seed=seed, years=1.0, backend="numpy", **kw)
+        with VARIANTS[variant]():
+            r = cal.bmd_change(preset, "lumbar_spine", seed=seed, years=1.0, backend="numpy", **kw)
     finally:
         cal.site_measures = plain
-    return {"preset": preset, "edge_mm": edge_mm, "voxel_size_um": voxel_size_um, "seed": seed,
+    return {"preset": preset, "edge_mm": edge_mm, "voxel_size_um": voxel_size_um, "seed": seed, "variant": variant,
             "change_pct_per_yr": {c: r.annual_change_pct(c) for c in COLUMNS}}
 
 
@@ -63,16 +66,17 @@ def main() -> None:
     ap.add_argument("--voxel-sizes-um", type=float, nargs="+", default=[20.0, 30.0, 40.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--variant", default="model", choices=["model", "overfill_on_surface"])
     ap.add_argument("--json", default=None, help="write the records here")
     args = ap.parse_args()
     from voxelbone.runfolder import git_commit  # noqa: PLC0415
 
     commit = git_commit()  # the source that runs (before the record is written, which would make it "-dirty")
-    jobs = [(args.preset, args.edge_mm, v, s) for v in args.voxel_sizes_um for s in args.seeds]
+    jobs = [(args.preset, args.edge_mm, v, s, args.variant) for v in args.voxel_sizes_um for s in args.seeds]
     t0 = time.perf_counter()
     with mp.get_context("spawn").Pool(args.workers) as pool:
         records = pool.map(run, jobs, chunksize=1)
-    print(f"{args.preset}, lumbar spine, {args.edge_mm:g} mm, one year, seeds {args.seeds}: change %/yr")
+    print(f"{args.preset}, lumbar spine, {args.edge_mm:g} mm, one year, seeds {args.seeds}, {args.variant}: change %/yr")
     print("voxel size | " + " | ".join(COLUMNS))
     for v in args.voxel_sizes_um:
         rs = [r["change_pct_per_yr"] for r in records if r["voxel_size_um"] == v]

@@ -273,21 +273,44 @@ def _opening_claim(dz: np.ndarray, dy: np.ndarray, dx: np.ndarray, c: Cavity, ov
     return w, rho2, valid, extra
 
 
-def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = _ZERO) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices and 64-bit claim codes of the voxels cavity ``c`` claims (``vb_claim`` body)."""
+def claim_box(state: RemodelState, si: int, c: Cavity, margin: int = 0) -> tuple[np.ndarray, ...]:
+    """The voxels a cavity seeded at ``si`` may claim: its box (``ez, ey, ex`` around the seed,
+    widened by ``margin``), less voxels outside the periosteum or owned by a BMU. Returns
+    their ``(z, y, x)`` indices and flat indices."""
     bone, region = state.bone, state.region
     nz, ny, nx = bone.shape
     x0, y0, z0 = si % nx, (si // nx) % ny, si // (nx * ny)
     ycen = int(c.cy) if c.osteonal else y0
     xcen = int(c.cx) if c.osteonal else x0
-    zs = np.arange(max(z0 - c.ez, 0), min(z0 + c.ez, nz - 1) + 1)
-    ys = np.arange(max(ycen - c.ey, 0), min(ycen + c.ey, ny - 1) + 1)
-    xs = np.arange(max(xcen - c.ex, 0), min(xcen + c.ex, nx - 1) + 1)
+    ez, ey, ex = c.ez + margin, c.ey + margin, c.ex + margin
+    zs = np.arange(max(z0 - ez, 0), min(z0 + ez, nz - 1) + 1)
+    ys = np.arange(max(ycen - ey, 0), min(ycen + ey, ny - 1) + 1)
+    xs = np.arange(max(xcen - ex, 0), min(xcen + ex, nx - 1) + 1)
     qz, qy, qx = (a.ravel() for a in np.meshgrid(zs, ys, xs, indexing="ij"))
     flat = (qz * ny + qy) * nx + qx
     keep = (region.ravel()[flat] != _OUT) & (state.bmu_day.ravel()[flat] < 0)
-    qz, qy, qx, flat = qz[keep], qy[keep], qx[keep], flat[keep]
-    has_bone = bone.ravel()[flat] > _ZERO
+    return qz[keep], qy[keep], qx[keep], flat[keep]
+
+
+def pack_claims(si: int, c: Cavity, flat: np.ndarray, valid: np.ndarray, frac: np.ndarray, u: np.ndarray,
+                depth: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The claims of the ``valid`` voxels as 64-bit codes (seed, flags, cavity share ``frac``,
+    column height ``u``, column depth): flat indices and codes (``vb_claim_code``). A voxel
+    whose share rounds to 0 claims nothing."""
+    fq = (frac * f32(255.0) + _HALF).astype(np.uint64)
+    valid = valid & (fq > 0)
+    uq = (u * f32(127.5) + _HALF).astype(np.uint64)
+    kq = (np.minimum(depth, f32(31.875)) * f32(8.0) + _HALF).astype(np.uint64)
+    flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal or c.cortical else 0)) | extra
+    code = ((np.uint64(si) << np.uint64(CLAIM_SEED_SHIFT)) | (flags << np.uint64(CLAIM_FLAGS_SHIFT))
+            | (fq << np.uint64(CLAIM_FRAC_SHIFT)) | (uq << np.uint64(CLAIM_U_SHIFT)) | kq)
+    return flat[valid].astype(np.int64), code[valid]
+
+
+def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = _ZERO) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices and 64-bit claim codes of the voxels cavity ``c`` claims (``vb_claim`` body)."""
+    qz, qy, qx, flat = claim_box(state, si, c)
+    has_bone = state.bone.ravel()[flat] > _ZERO
     dz = qz.astype(f32) - c.cz
     dy = qy.astype(f32) - c.cy
     dx = qx.astype(f32) - c.cx
@@ -310,14 +333,7 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
     wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))  # floor depth below this column
     depth = np.maximum(wf, f32(MIN_COLUMN_DEPTH))
     u = np.minimum(np.maximum((wf - w) / depth, _ZERO), u_max)
-    fq = (frac * f32(255.0) + _HALF).astype(np.uint64)
-    valid &= fq > 0
-    uq = (u * f32(127.5) + _HALF).astype(np.uint64)
-    kq = (np.minimum(depth, f32(31.875)) * f32(8.0) + _HALF).astype(np.uint64)
-    flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal or c.cortical else 0)) | extra
-    code = ((np.uint64(si) << np.uint64(CLAIM_SEED_SHIFT)) | (flags << np.uint64(CLAIM_FLAGS_SHIFT))
-            | (fq << np.uint64(CLAIM_FRAC_SHIFT)) | (uq << np.uint64(CLAIM_U_SHIFT)) | kq)
-    return flat[valid].astype(np.int64), code[valid]
+    return pack_claims(si, c, flat, valid, frac, u, depth, extra)
 
 
 def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: StepScalars,

@@ -109,10 +109,9 @@ def test_continuous_pth_abmd_agrees_at_20_and_40_um():
 TRT_SEEDS = tuple(range(1, 10))
 TRT_NOT_YET = ("the bone TRT builds in the 1.92 mm cube's trabecular VOI grows with the voxel size: seeds 1-9 "
                "gain +5.95 %/yr of bone fraction at 20 µm and +8.36 at 40 µm, paired difference +2.42 "
-               "[+0.62, +4.22] against a tolerance of 1.43 (seeds 1-3 alone: +6.88 and +7.81). Traced in part "
-               "to two rules under which an overfilled BMU builds less than it asks (a partial outer voxel "
-               "layer; the build on the tangent plane of a rough surface; docs/model.md): a probe removing "
-               "the first leaves a gap of +2.01 (docs/user-guide/invariance.md, TRT)")
+               "[+0.62, +4.22] against a tolerance of 1.43 (seeds 1-3 alone: +6.88 and +7.81). Not traced: a "
+               "prototype removing the two rules under which an overfilled BMU builds less than it asks "
+               "(docs/model.md) still leaves +2.17 [+0.36, +3.99] (docs/user-guide/invariance.md, TRT)")
 
 
 @pytest.mark.slow
@@ -126,7 +125,7 @@ def test_trt_trabecular_bone_gain_agrees_at_20_and_40_um_before_binarising():
     BMU's level was read on the previous step's balance (docs/model.md, "A balance that changes
     during formation") the cavities dug before TRT raised the refill skipped the layer between
     the old and the new level, a larger share of their build on the finer grid; that part is
-    gone, the difference that remains is traced in part (``TRT_NOT_YET``). Binarised at 0.5
+    gone, the difference that remains is not traced (``TRT_NOT_YET``). Binarised at 0.5
     (BV/TV) the gap is the same (+2.57), so it is in the bone, not in the threshold
     (``benchmarks/bv_tv_binarisation_study.py``, record ``benchmarks/bv_tv_binarisation_trt.json``).
     """

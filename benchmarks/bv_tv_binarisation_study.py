@@ -7,8 +7,10 @@ One year of the preset on the lumbar cube of the invariance matrix (``study_volu
 phantoms block-averaged for 40 µm), per voxel size the seed mean of the annual change of
 BV/TV binarised at bone fractions 0.4, 0.5 (the model's ``BONE_THRESHOLD``) and 0.6, of the
 trabecular bone fraction (partial voxels counted as they are) and of Tb.vBMD, all in the
-trabecular VOI as the studies measure them (``site_measures``). About 10-20 s per run on one
-core at 1.92 mm. ``--variant overfill_on_surface`` runs the NumPy engine with the prototype
+trabecular VOI as the studies measure them (``site_measures``), and of the bone fraction in
+day 0's trabecular VOI and day 0's trabecular labels held fixed (``_voi0``, ``_labels0``: the
+same voxels at the start and the end, so a change of the contour does not count). About
+10-20 s per run on one core at 1.92 mm. ``--variant overfill_on_surface`` runs the NumPy engine with the prototype
 overfill rule of ``overfill_on_surface.py`` (a diagnostic, not the model).
 """
 
@@ -23,7 +25,8 @@ from typing import Any
 import numpy as np
 
 THRESHOLDS = (0.4, 0.5, 0.6)
-COLUMNS = ("bv_tv_0.4", "bv_tv_0.5", "bv_tv_0.6", "tb_bone_fraction", "tb_vbmd_mg_cm3")
+COLUMNS = ("bv_tv_0.4", "bv_tv_0.5", "bv_tv_0.6", "tb_bone_fraction", "tb_vbmd_mg_cm3", "tb_bone_fraction_voi0",
+           "tb_bone_fraction_labels0")
 
 
 def run(job: tuple[str, float, float, int, str]) -> dict[str, Any]:
@@ -38,13 +41,19 @@ def run(job: tuple[str, float, float, int, str]) -> dict[str, Any]:
     from voxelbone.volume import Region  # noqa: PLC0415
 
     plain = cal.site_measures
+    day0: dict[str, np.ndarray] = {}
 
     def measures(v: Any, *, contour: bool = True) -> dict[str, float]:
         # the trabecular VOI of site_measures (contoured), or the labels
         trab = (trabecular_voi(contoured_regions(v.bone, v.region, v.voxel_size_um), v.voxel_size_um) if contour
                 else v.region == int(Region.TRABECULAR))
+        # the first measurement is day 0's: its VOI and its labels, held fixed for the later ones
+        day0.setdefault("voi", trab)
+        day0.setdefault("labels", np.asarray(v.region) == int(Region.TRABECULAR))
         return {**plain(v, contour=contour),
-                **{f"bv_tv_{t:g}": float(((v.bone >= t) & trab).sum() / trab.sum()) for t in THRESHOLDS}}
+                **{f"bv_tv_{t:g}": float(((v.bone >= t) & trab).sum() / trab.sum()) for t in THRESHOLDS},
+                "tb_bone_fraction_voi0": float(np.asarray(v.bone)[day0["voi"]].mean()),
+                "tb_bone_fraction_labels0": float(np.asarray(v.bone)[day0["labels"]].mean())}
 
     cal.site_measures = measures  # bmd_change measures with the module's function
     try:

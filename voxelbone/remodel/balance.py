@@ -5,7 +5,9 @@ of bone where it worked: it refills its cavity and, when r > 1, builds the rest 
 old surface. :func:`one_bmu_build` measures what the engine's rules (``cpu.claim`` and
 ``cpu.update``, the NumPy twin of ``kernels/remodel.cu``) actually leave, for one
 hemi-osteonal BMU on a flat trabecular surface, so that the rules can be held to that
-balance at every voxel size (``benchmarks/overfill_build_study.py``).
+balance at every voxel size (``benchmarks/overfill_build_study.py``); ``after=`` starts it
+on the mound an earlier BMU left. :func:`surface_build_um` runs many BMUs on a flat slab
+through the engine itself (``benchmarks/surface_build_study.py``).
 """
 
 from __future__ import annotations
@@ -180,6 +182,25 @@ def surface_build_um(refill: float, voxel_size_um: float, *, surface_fraction: f
     and a refill of 1 is what the positive balance built; a property of the balance, it
     should not depend on the voxel size or on where the surface sits inside its voxel
     (``benchmarks/surface_build_study.py``).
+
+    Parameters
+    ----------
+    refill : float
+        The BMUs' refill (0–3).
+    voxel_size_um : float
+        Voxel edge; at most ``edge_um / 8``.
+    surface_fraction : float
+        Bone fraction of the voxel layer the surface lies in, in [0, 1).
+    years : float
+        Time remodelled.
+    activation_per_yr : float
+        Activation frequency Ac.f of the trabecular surface.
+    edge_um : float
+        Lateral edge of the slab.
+    seed : int
+        The engine's seed (activations and cavity draws).
+    params : RemodelParams, optional
+        Engine parameters (default ``RemodelParams()``).
 
     Returns
     -------

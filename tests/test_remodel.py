@@ -580,3 +580,18 @@ def test_the_balance_probe_runs_a_bmu_after_an_earlier_one():
     assert on_mound != pytest.approx(fresh, rel=1e-3)
     with pytest.raises(ValueError, match="after"):
         one_bmu_build(1.4, 20.0, after=(1.4, 1000.0))
+
+
+def test_the_surface_build_probe_sees_the_remodelling_space_and_the_balance():
+    """Many BMUs on a flat slab: at balance the slab thins by the open remodelling space only
+    (a few µm, not nothing), a deficit thins it further, and a grid too coarse for the slab is
+    refused."""
+    from voxelbone.remodel.balance import surface_build_um
+
+    kw = dict(years=1.0, edge_um=960.0, activation_per_yr=1.0, seed=3)
+    balanced = surface_build_um(1.0, 40.0, **kw)
+    deficit = surface_build_um(0.5, 40.0, **kw)
+    assert -15.0 < balanced < -0.5, balanced
+    assert deficit < balanced - 2.0, (deficit, balanced)
+    with pytest.raises(ValueError, match="voxel_size_um"):
+        surface_build_um(1.0, 200.0, edge_um=960.0)

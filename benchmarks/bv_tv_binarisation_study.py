@@ -48,8 +48,8 @@ def run(job: tuple[str, float, float, int, str]) -> dict[str, Any]:
         trab = (trabecular_voi(contoured_regions(v.bone, v.region, v.voxel_size_um), v.voxel_size_um) if contour
                 else v.region == int(Region.TRABECULAR))
         # the first measurement is day 0's: its VOI and its labels, held fixed for the later ones
-        day0.setdefault("voi", trab)
-        day0.setdefault("labels", np.asarray(v.region) == int(Region.TRABECULAR))
+        if not day0:
+            day0.update(voi=trab, labels=np.asarray(v.region) == int(Region.TRABECULAR))
         return {**plain(v, contour=contour),
                 **{f"bv_tv_{t:g}": float(((v.bone >= t) & trab).sum() / trab.sum()) for t in THRESHOLDS},
                 "tb_bone_fraction_voi0": float(np.asarray(v.bone)[day0["voi"]].mean()),

@@ -595,3 +595,12 @@ def test_the_surface_build_probe_sees_the_remodelling_space_and_the_balance():
     assert deficit < balanced - 2.0, (deficit, balanced)
     with pytest.raises(ValueError, match="voxel_size_um"):
         surface_build_um(1.0, 200.0, edge_um=960.0)
+
+
+def test_the_balance_probe_refuses_an_earlier_bmu_it_cannot_place():
+    from voxelbone.remodel.balance import one_bmu_build
+
+    with pytest.raises(ValueError, match="flat surface only"):
+        one_bmu_build(1.4, 20.0, rod_radius_um=55.0, after=(1.4, 100.0))
+    with pytest.raises(ValueError, match="360 µm"):
+        one_bmu_build(1.4, 20.0, after=(float("nan"), 100.0))

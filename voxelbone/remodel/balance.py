@@ -132,8 +132,9 @@ def one_bmu_net_um3(refill: float, voxel_size_um: float, *, surface_fraction: fl
     Raises
     ------
     ValueError
-        For a surface fraction outside (0, 1), a non-positive voxel size or a rod thinner
-        than a voxel across.
+        For a surface fraction outside (0, 1), a non-positive voxel size, a rod thinner
+        than a voxel across, or an earlier BMU (``after``) on a rod, with a non-finite value
+        or farther than three cavity radii away.
     """
     if not 0.0 < surface_fraction < 1.0:
         raise ValueError(f"surface_fraction must lie in (0, 1), got {surface_fraction!r}")
@@ -141,11 +142,14 @@ def one_bmu_net_um3(refill: float, voxel_size_um: float, *, surface_fraction: fl
         raise ValueError(f"voxel_size_um must be a positive number, got {voxel_size_um!r}")
     if rod_radius_um is not None and not (math.isfinite(rod_radius_um) and rod_radius_um >= 0.5 * voxel_size_um):
         raise ValueError(f"rod_radius_um must be at least half a voxel ({0.5 * voxel_size_um:g} µm), got {rod_radius_um!r}")
-    if after is not None and (rod_radius_um is not None or not all(math.isfinite(a) for a in after)
-                              or not 0.0 <= after[1] <= 3.0 * (params or RemodelParams()).lateral_radius_um):
-        raise ValueError(f"after must be (refill, shift_um) with 0 <= shift_um <= 3 cavity radii, on a flat surface; "
-                         f"got {after!r}")
     params = params or RemodelParams()
+    if after is not None:
+        most_um = 3.0 * params.lateral_radius_um
+        if rod_radius_um is not None:
+            raise ValueError("after (an earlier BMU beside this one) works on a flat surface only; drop rod_radius_um")
+        if not (all(math.isfinite(a) for a in after) and 0.0 <= after[1] <= most_um):
+            raise ValueError(f"after must be (refill, shift_um) with 0 <= shift_um <= {most_um:g} µm (three cavity "
+                             f"radii, RemodelParams.lateral_radius_um); got {after!r}")
     return _net_bone(refill, voxel_size_um, surface_fraction, erosion_depth_um, params, seed, rod_radius_um, after) \
         * voxel_size_um**3
 
@@ -214,7 +218,8 @@ def surface_build_um(refill: float, voxel_size_um: float, *, surface_fraction: f
     if not 0.0 <= surface_fraction < 1.0:
         raise ValueError(f"surface_fraction must lie in [0, 1), got {surface_fraction!r}")
     if not (math.isfinite(voxel_size_um) and 0 < voxel_size_um <= edge_um / 8):
-        raise ValueError(f"voxel_size_um must be positive and at most edge_um / 8, got {voxel_size_um!r}")
+        raise ValueError(f"voxel_size_um must be positive and at most edge_um / 8 ({edge_um / 8:g} µm: eight voxels "
+                         f"across the slab); got {voxel_size_um!r}")
     params = params or RemodelParams()
     n = int(round(edge_um / voxel_size_um))
     nz = int(math.ceil(600.0 / voxel_size_um))

@@ -24,7 +24,8 @@ With the marrow passing only through gaps wider than a Haversian canal
 untreated Ct.Po end minus start +1.42, +1.64, +1.72, +1.78, +2.09 points; MHT minus
 untreated (end) -2.02, -1.66, -2.23, -2.14, -2.53 points, Ct.Th +27.9, +12.7, +15.7, +10.0,
 +9.1 µm; untreated Ct.Th minus start -27.1, -6.3, +4.3, -7.5, +3.7 µm (-6.6 ± 5.6, p = 0.16),
-no longer beyond the seed spread: an expected failure below (docs/model.md, "The cortex").
+no longer beyond the spread of five seeds (docs/model.md, "The cortex"); that one claim is
+now made over fifteen seeds (below).
 
 Since a forming BMU's level is read on the previous step's balance (model revision
 2026-12-01, seeds 1-5): untreated Ct.Th minus start -26.8, -6.2, +1.9, -8.4, +3.8 µm
@@ -35,7 +36,16 @@ Since a forming BMU's level is read on the previous step's balance (model revisi
 +22.0, +40.4 (+32.2 ± 3.4); TRT minus hypogonadal untreated +15.5, +10.0, +9.1, +6.5, +11.4
 (+10.5 ± 1.5).
 
-Three further seeds (6-8), held out, confirm every claim below at the same level (untreated
+Untreated thinning is small against one seed's spread, so it is asked over fifteen seeds
+(``THINNING_SEEDS``). Seeds 6-25, run once on the same model as a held-out sample: -4.5,
+-17.5, -10.5, -0.2, +5.6, -17.6, -3.5, -10.8, -14.6, -5.5, -9.9, -4.5, -4.6, -3.6, -10.8,
+-1.9, +2.9, -5.5, -5.2, -1.7 µm (-6.2 ± 1.4, one-sided p = 1e-4); seeds 1-15 -7.7 ± 2.3
+(p = 0.002); all 25 -6.4 ± 1.5 µm, about -2 µm a year or -0.26 %/yr of the 830 µm cortex.
+The direction is the cohorts'; the size is well below what cross-sectional CT suggests
+(Poole et al. 2010 J Bone Miner Res 25:482: the superior femoral-neck cortex 1.63 mm at 25
+and 0.33 mm at 85 years, some -20 µm a year). It is not fitted (docs/model.md, "The cortex").
+
+On an earlier model three further seeds (6-8), held out, confirmed every claim at the same level (untreated
 minus start -11.5, -20.9, -12.6; MHT minus untreated +15.2, +24.9, +21.7). With the earlier
 unbounded reach (a breached canal was marrow along its whole length) the untreated loss
 was -21.7 ± 5.1 µm, much of it whole canals flipping into the marrow. A 20 µm margin (half
@@ -60,6 +70,9 @@ from scipy.stats import ttest_1samp
 from voxelbone.metrics.cortical import cortical_metrics
 
 SEEDS = (1, 2, 3, 4, 5)
+#: Seeds of the untreated-thinning claim, whose effect is small against one seed's spread
+#: (module docstring: 15 seeds give it with p ≈ 0.003; five did not, p = 0.13).
+THINNING_SEEDS = tuple(range(1, 16))
 YEARS = 3.0
 P_VALUE = 0.05
 
@@ -136,16 +149,12 @@ def _assert_treatment_keeps_the_cortex(treated: str, untreated: str, porosity) -
     assert _surely_above(gap_bmd, 0.0), gap_bmd
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured: with the marrow passing only through gaps wider than a Haversian canal "
-    "(ContourParams.passage_radius_um) the 800 µm cortex thins by 6.6 ± 5.6 µm in three untreated "
-    "years (seeds 1-5: -27.1, -6.3, +4.3, -7.5, +3.7; p = 0.16): endocortical recession alone is "
-    "within the seed spread; the significant thinning measured before (-11.5 ± 3.4) was pores moving "
-    "into the marrow through one-voxel gaps (docs/model.md, 'The cortex'). Since a forming BMU's level is "
-    "read on the previous step's balance: -7.1 ± 5.4 µm (-26.8, -6.2, +1.9, -8.4, +3.8; one-sided p = 0.13)"))
 def test_untreated_postmenopausal_femoral_neck_cortex_thins():
+    # the thinning is small against one seed's spread (about 6 µm in three years against a
+    # standard deviation of 6-12 µm), so this one claim is made over THINNING_SEEDS
     pm = "postmenopausal_untreated"
-    assert _surely_below(_change(pm, _th_late, _th_start), 0.0)
+    d_th = np.array([_th_late(_course(pm, s)) - _th_start(_course(pm, s)) for s in THINNING_SEEDS])
+    assert _surely_below(d_th, 0.0), d_th
 
 
 def test_untreated_postmenopausal_cortex_porosity_rises_mht_prevents_it():

@@ -5,11 +5,12 @@ The model (``cpu.claim_codes``, ``vb_claim``) builds a BMU's ρ − 1 cavity dep
 cavity mirrored above the tangent plane at its opening. Under a partial outer voxel layer or
 on the flank of an earlier BMU's mound that plane is not the surface, and the build misses
 (docs/model.md, "Where a positive balance still builds less than it asks"). Here, for a
-trabecular cavity with a positive balance, a voxel that the cavity does not dig (above the
-plane, or marrow below it) inside the cavity's footprint is an overfill voxel when its
-height above the surface below it along the normal — found by stepping down one voxel at a
-time to the first voxel of bone ≥ ½, the surface placed inside that voxel and the partial
-voxel above it by their bone fractions — is below the column's reach ``(ρ − 1)·wf``; its
+trabecular cavity, a voxel that the cavity does not dig (above the plane, or marrow below
+it) inside the cavity's footprint is an overfill voxel when its height above the surface
+below it along the normal — found by stepping down one voxel at a time to the first voxel of
+bone ≥ ½, the surface placed inside that voxel and the partial voxel above it by their bone
+fractions — is below the column's reach ``over·wf`` (``over``: the overfill's reach the
+model's claim passes, ``RemodelParams.overfill_reach_depths``); its
 column height is ``1 + height/depth``, so the fill front rises from the surface itself. The
 cavity below the plane is dug and refilled as in the model.
 
@@ -59,8 +60,7 @@ def claim_codes_on_surface(state, si: int, c: cpu.Cavity, overfill: np.float32 =
         return _MODEL(state, si, c, overfill)
     qz, qy, qx, flat = cpu.claim_box(state, si, c, margin=int(np.ceil(over * c.a)) + 1)
     b = state.bone.ravel()[flat]
-    w, rho2, _, _ = cpu._opening_claim(qz.astype(f32) - c.cz, qy.astype(f32) - c.cy, qx.astype(f32) - c.cx, c, over,
-                                       b > _ZERO)
+    w, rho2, _, _ = cpu._opening_claim(qz.astype(f32) - c.cz, qy.astype(f32) - c.cy, qx.astype(f32) - c.cx, c, over, b)
     rb2 = rho2 / (c.b * c.b)
     wf = c.a * np.sqrt(np.maximum(_ONE - rb2, _ZERO))
     depth = np.maximum(wf, f32(MIN_COLUMN_DEPTH))

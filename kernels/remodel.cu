@@ -210,16 +210,17 @@ __device__ __forceinline__ vb_cavity vb_make_wall_cavity(const float* __restrict
 // The opening test of a half-spheroid cavity (hemi-osteonal and pore-wall; NumPy twin:
 // cpu._opening_claim): depth w of offset (dz, dy, dx) from the cavity centre below the opening,
 // along the inward normal, and its squared distance rho2 from the cavity axis. Below the
-// opening only bone is claimed; above it (w <= -1/2) a voxel of any bone fraction is claimed
-// as an overfill voxel (*extra = VB_FLAG_OVERFILL) where a positive balance reaches it
-// (w > -1/2 - over * a). false: the voxel is not claimed.
+// opening only bone (b > 0) is claimed; above it (w <= -1/2) marrow (b < 1/2) is claimed as an
+// overfill voxel (*extra = VB_FLAG_OVERFILL) within the overfill's reach (w > -1/2 - over * a):
+// a voxel of bone >= 1/2 there is another structure's, left to its own BMUs. false: the voxel
+// is not claimed.
 __device__ __forceinline__ bool vb_opening_claim(const vb_cavity c, float dz, float dy, float dx, float over,
-                                                 int has_bone, float* w_out, float* rho2_out, unsigned int* extra) {
+                                                 float b, float* w_out, float* rho2_out, unsigned int* extra) {
     float w = -((dz * c.nz_ + dy * c.ny_) + dx * c.nx_);
     if (w <= -0.5f) {
-        if (!(over > 0.0f) || w <= -0.5f - over * c.a) return false;
+        if (!(over > 0.0f) || w <= -0.5f - over * c.a || b >= 0.5f) return false;
         *extra = VB_FLAG_OVERFILL;
-    } else if (!has_bone) {
+    } else if (!(b > 0.0f)) {
         return false;
     }
     float d2 = (dz * dz + dy * dy) + dx * dx;
@@ -255,13 +256,13 @@ __device__ __forceinline__ vb_u64 vb_pack_claim(vb_i64 si, unsigned int flags, f
 // Claim code of a pore-wall cavity: the hemi-osteonal rule of vb_claim_code with the
 // lateral semi-axis c.bz along z.
 __device__ __forceinline__ vb_u64 vb_claim_code_wall(const vb_cavity c, vb_i64 si, vb_i64 qz, vb_i64 qy, vb_i64 qx,
-                                                   float over, int has_bone) {
+                                                   float over, float b) {
     float dz = (float)qz - c.cz;
     float dy = (float)qy - c.cy;
     float dx = (float)qx - c.cx;
     unsigned int extra = 0u;
     float w, rho2;
-    if (!vb_opening_claim(c, dz, dy, dx, over, has_bone, &w, &rho2, &extra)) return VB_CLAIM_NONE;
+    if (!vb_opening_claim(c, dz, dy, dx, over, b, &w, &rho2, &extra)) return VB_CLAIM_NONE;
     float af = vb_mirror_depth(c.a, extra, over);
     float dz2 = dz * dz;
     float wa = w / af;
@@ -336,17 +337,18 @@ __device__ __forceinline__ float vb_spheroid_frac(float w, float rho2, float a, 
 // Claim code of voxel (qz, qy, qx) for the hemi-osteonal cavity c of seed si; VB_CLAIM_NONE
 // when outside (pore-wall cavities: vb_claim_code_wall).
 // `over` > 0: how far above the opening, in cavity depths, new bone of a positive balance
-// may reach (the cavity mirrored outwards, scaled by refill - 1, up to the overfill's reach);
-// voxels there (empty or partly bone) are claimed as overfill voxels: never dug, filled into
-// their empty part. `has_bone`: the voxel holds bone (only bone is dug).
+// may reach (the cavity mirrored outwards, up to the overfill's reach); marrow voxels there
+// (empty or partly bone) are claimed as overfill voxels: never dug, filled into their empty
+// part as far as the balance at formation reaches. `b`: the voxel's bone fraction (only bone
+// is dug).
 __device__ __forceinline__ vb_u64 vb_claim_code(const vb_cavity c, vb_i64 si, vb_i64 qz, vb_i64 qy, vb_i64 qx,
-                                              float over, int has_bone) {
+                                              float over, float b) {
     float dz = (float)qz - c.cz;
     float dy = (float)qy - c.cy;
     float dx = (float)qx - c.cx;
     unsigned int extra = 0u;
     float w, rho2;
-    if (!vb_opening_claim(c, dz, dy, dx, over, has_bone, &w, &rho2, &extra)) return VB_CLAIM_NONE;
+    if (!vb_opening_claim(c, dz, dy, dx, over, b, &w, &rho2, &extra)) return VB_CLAIM_NONE;
     float rb2 = rho2 / (c.b * c.b);
     float frac = vb_spheroid_frac(w, rho2, vb_mirror_depth(c.a, extra, over), c.b);
     float wf = c.a * sqrtf(fmaxf(1.0f - rb2, 0.0f));  // floor depth below this column
@@ -363,8 +365,8 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
                                     const vb_i64* __restrict__ seeds, const unsigned int* __restrict__ seed_count,
                                     unsigned int capacity, float depth_um, float lateral_um,
                                     float osteon_radius_um, float osteon_half_length_um, float canal_radius_um,
-                                    float overfill, float overfill_reach, vb_u64* __restrict__ claim,
-                                    vb_u64* __restrict__ counters, float refill_trab, const float* __restrict__ refill_mod) {
+                                    float overfill_reach, vb_u64* __restrict__ claim,
+                                    vb_u64* __restrict__ counters) {
     const vb_grid g = {nz, ny, nx};
     unsigned int ns = *seed_count;
     // seeds beyond capacity were counted by vb_activate but not stored: record the overflow
@@ -374,8 +376,10 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
         vb_i64 si = seeds[s];
         vb_cavity c = vb_make_cavity(bone, region, g, si, seed, step, voxel_um, depth_um, lateral_um,
                                      osteon_radius_um, osteon_half_length_um, canal_radius_um);
-        // mechanics: the seed's own refill sets how far it builds above the old surface
-        float over = refill_mod ? fminf(fmaxf(refill_trab * refill_mod[si] - 1.0f, 0.0f), overfill_reach) : overfill;
+        // every cavity reserves the marrow a positive balance may build into, up to the overfill's
+        // reach, whatever the balance now: the formation level (vb_update, with the balance and
+        // the mechanical factor at formation) decides how much of it fills
+        float over = overfill_reach;
         if (threadIdx.x == 0) {
             atomicAdd(&counters[c.osteonal ? VB_C_OSTEONAL : VB_C_HEMI], 1ULL);
             if (c.perforated) atomicAdd(&counters[VB_C_PERFORATED], 1ULL);
@@ -392,8 +396,8 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
             if (qz < 0 || qz >= nz || qy < 0 || qy >= ny || qx < 0 || qx >= nx) continue;
             vb_i64 j = vb_index(g, qz, qy, qx);
             if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0) continue;
-            vb_u64 code = c.osteonal ? vb_claim_code_wall(c, si, qz, qy, qx, over, bone[j] > 0.0f)
-                                     : vb_claim_code(c, si, qz, qy, qx, over, bone[j] > 0.0f);
+            vb_u64 code = c.osteonal ? vb_claim_code_wall(c, si, qz, qy, qx, over, bone[j])
+                                     : vb_claim_code(c, si, qz, qy, qx, over, bone[j]);
             if (c.cortical && code != VB_CLAIM_NONE) code |= ((vb_u64)VB_FLAG_OSTEONAL << VB_CLAIM_FLAGS_SHIFT);
             if (code != VB_CLAIM_NONE) atomicMin(&claim[j], code);
         }

@@ -21,8 +21,9 @@ from voxelbone.volume import BoneVolume, Region
 #: phantom, lumbar turnover re-fit, bone on cut faces kept as attached,
 #: PTH anabolic re-fit: the ageing PTH drift moves bone by 1e-5 of its volume; one BMU's balance
 #: made the same at every voxel size, 2026-12-01; the forming level read on the previous step's
-#: balance, 2026-12-01), never to absorb a change made by the mechanics code.
-MAIN_HASH = "f235f939e06a65832a5d4e1b3231bdcbedd3b68b1b80c2252cd2daa64020b297"
+#: balance, 2026-12-01; every cavity reserving the marrow within the overfill's reach,
+#: 2026-12-02), never to absorb a change made by the mechanics code.
+MAIN_HASH = "38663e83e8e86d4ce0f4ae5c17544b9a207807b8f50b9a5d39009fe016d849ce"
 E2_PREMENOPAUSAL = 100.0
 
 

@@ -255,18 +255,19 @@ def spheroid_frac(w: np.ndarray, rho2: np.ndarray, a: np.float32, b: np.float32)
 
 
 def _opening_claim(dz: np.ndarray, dy: np.ndarray, dx: np.ndarray, c: Cavity, over: np.float32,
-                   has_bone: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   bone: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The opening test of a half-spheroid cavity (hemi-osteonal and pore-wall; ``vb_opening_claim``).
 
     Returns the depth ``w`` of the offsets ``(dz, dy, dx)`` from the cavity centre below the
     opening (along the inward normal), their squared distance ``rho2`` from the cavity axis,
-    whether each voxel is claimed, and its extra flag: below the opening only bone is
-    claimed; above it (``w ≤ −½``) a voxel of any bone fraction is claimed as an overfill
-    voxel (``FLAG_OVERFILL``) where a positive balance reaches it (``w > −½ − over·a``).
+    whether each voxel (bone fraction ``bone``) is claimed, and its extra flag: below the
+    opening only bone is claimed; above it (``w ≤ −½``) marrow (bone < ½) is claimed as an
+    overfill voxel (``FLAG_OVERFILL``) within the overfill's reach (``w > −½ − over·a``); a
+    voxel of bone ≥ ½ there is another structure's, left to its own BMUs.
     """
     w = -((dz * c.nz + dy * c.ny) + dx * c.nx)
     above = w <= f32(-0.5)
-    valid = np.where(above, (over > _ZERO) & (w > f32(-0.5) - over * c.a), has_bone)
+    valid = np.where(above, (over > _ZERO) & (w > f32(-0.5) - over * c.a) & (bone < _HALF), bone > _ZERO)
     extra = np.where(above, np.uint64(FLAG_OVERFILL), np.uint64(0))
     d2 = (dz * dz + dy * dy) + dx * dx
     rho2 = np.maximum(d2 - w * w, _ZERO)
@@ -310,11 +311,11 @@ def pack_claims(si: int, c: Cavity, flat: np.ndarray, valid: np.ndarray, frac: n
 def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = _ZERO) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices and 64-bit claim codes of the voxels cavity ``c`` claims (``vb_claim`` body)."""
     qz, qy, qx, flat = claim_box(state, si, c)
-    has_bone = state.bone.ravel()[flat] > _ZERO
+    b = state.bone.ravel()[flat]
     dz = qz.astype(f32) - c.cz
     dy = qy.astype(f32) - c.cy
     dx = qx.astype(f32) - c.cx
-    w, rho2, valid, extra = _opening_claim(dz, dy, dx, c, f32(overfill), has_bone)
+    w, rho2, valid, extra = _opening_claim(dz, dy, dx, c, f32(overfill), b)
     # u saturates one cavity depth above the old surface, or at the overfill's reach (``vb_u_max``)
     u_max = np.maximum(f32(2.0), _ONE + f32(overfill))
     # above the opening the cavity is mirrored outwards, stretched along the normal to the
@@ -336,23 +337,22 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
     return pack_claims(si, c, flat, valid, frac, u, depth, extra)
 
 
-def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: StepScalars,
-          refill_mod: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: StepScalars) -> tuple[np.ndarray, np.ndarray]:
     """Resolve the claims of all seeds: per voxel the smallest code (lowest seed index) wins.
 
-    ``refill_mod`` (mechanics): each seed builds above the old surface by its own refill,
-    ``clip(refill_trab·refill_mod[seed] − 1, 0, overfill_reach)``, instead of the step's ``overfill``.
+    Every cavity reserves the marrow above its opening up to the overfill's reach
+    (``sc.overfill_reach``), whatever the balance when it is claimed: the formation level
+    (:func:`update`, with the balance and the mechanical factor at formation) decides how much
+    of it fills, so a BMU claimed before the balance rose builds what the balance asks.
     """
     counters = state.counters
     all_idx, all_code = [], []
-    mod = None if refill_mod is None else refill_mod.ravel()
     for si in seeds.tolist():
         c = make_cavity(state, si, seed, step, sc)
         counters[1 if c.osteonal else 0] += np.uint64(1)
         if c.perforated:
             counters[2] += np.uint64(1)
-        over = sc.overfill if mod is None else min(max(sc.refill_trab * mod[si] - _ONE, _ZERO), sc.overfill_reach)
-        idx, code = claim_codes(state, si, c, over)
+        idx, code = claim_codes(state, si, c, sc.overfill_reach)
         all_idx.append(idx)
         all_code.append(code)
     if not all_idx:

@@ -80,20 +80,20 @@ class GpuStep:
              sc.p_hemi, sc.p_osteonal, self.seeds, self.seed_count, np.uint32(self.capacity), act_mod),
         )
 
-    def claim_cavities(self, st: RemodelState, seed: int, step: int, sc: StepScalars, refill_mod: Any = None) -> None:
-        """``vb_claim``: each seed's cavity claims its voxels (lowest seed index wins).
+    def claim_cavities(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
+        """``vb_claim``: each seed's cavity claims its voxels (lowest seed index wins), the
+        marrow above its opening up to the overfill's reach included.
 
         Seeds beyond capacity (counted by ``vb_activate``, not stored) are added to the
-        ``seed_overflow`` counter by the kernel itself: no extra launches. ``refill_mod``
-        (mechanics, or ``None``): each seed builds above the old surface by its own refill.
+        ``seed_overflow`` counter by the kernel itself: no extra launches.
         """
         nz, ny, nx = (np.int64(v) for v in self.shape)
         self._claim(
             (claim_blocks(self.capacity),), (_CLAIM_THREADS,),
             (st.bone, st.region, st.bmu_day, nz, ny, nx, sc.voxel_um, np.uint64(seed), np.uint64(step),
              self.seeds, self.seed_count, np.uint32(self.capacity), sc.depth_um, sc.lateral_um,
-             sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, sc.overfill, sc.overfill_reach,
-             self.claim, st.counters, sc.refill_trab, refill_mod),
+             sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, sc.overfill_reach,
+             self.claim, st.counters),
         )
 
     def update(self, st: RemodelState, sc: StepScalars, refill_mod: Any = None) -> None:
@@ -125,7 +125,7 @@ class GpuStep:
         """The launches of one step (a memset and three kernels, and ``vb_model`` when modelling-based
         formation is on), in order, with no host synchronisation."""
         self.activate(st, seed, step, sc, act_mod)
-        self.claim_cavities(st, seed, step, sc, refill_mod)
+        self.claim_cavities(st, seed, step, sc)
         self.update(st, sc, refill_mod)
         if sc.model_frac > 0:
             self.model(st, sc)

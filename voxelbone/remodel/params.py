@@ -38,7 +38,7 @@ __all__ = ["MAX_OVERFILL_REACH_DEPTHS", "MODEL_REVISION", "MineralisationLaw", "
 #: that moves a run's numbers. Study records keep it with each cell
 #: (:func:`voxelbone.calibration.run_study`), and a cell of another revision is not reused:
 #: it is shown "not run here" and run again.
-MODEL_REVISION = "2026-12-01 forming level read on the previous step's balance"
+MODEL_REVISION = "2026-12-02 every cavity reserves the marrow within the overfill's reach; the balance at formation fills it"
 
 #: The farthest ``RemodelParams.overfill_reach_depths`` may be set: a voxel's height above
 #: its cavity floor, u ≤ 1 + reach, is stored in 9 bits at steps of 1/127.5 (u ≤ 4; the
@@ -164,7 +164,11 @@ class RemodelParams:
         fixed: above r = 2 the build grew a third as steeply, so the cell layer's refill cap
         ``max_refill`` (2.6 then) was reached in the cell layer but not in the bone, and a
         spread of refills around 2.6 (the mechanostat's) lost bone. Up to 3 (r = 4; the claim
-        code stores u ≤ 4).
+        code stores u ≤ 4). Every cavity claims the marrow up to this reach when it starts,
+        whatever the balance then; the balance at formation decides how much of it fills
+        (since model revision 2026-12-02: before, a cavity claimed only as far as the refill
+        at its start reached, so one started before the balance rose built above the old
+        surface only inside its own partial voxels, more of it on coarser voxels).
     """
 
     resorption_days: float = 40.0

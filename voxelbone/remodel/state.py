@@ -166,7 +166,6 @@ class StepScalars:
     refill_trab: np.float32
     refill_cort: np.float32
     refill_perforated: np.float32
-    overfill: np.float32
     overfill_reach: np.float32
     m_mature: np.float32
     e_primary: np.float32
@@ -272,8 +271,7 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
         t_resorb=t_resorb, t_form_start=t_form_start, t_form=t_form, t_end=f32(params.cycle_days),
         refill_trab=f32(rates.refill_trabecular), refill_cort=f32(rates.refill_cortical),
         refill_perforated=f32(params.perforated_refill),
-        # marrow above the opening is claimed only when the balance is positive (refill > 1)
-        overfill=f32(min(max(float(rates.refill_trabecular) - 1.0, 0.0), params.overfill_reach_depths)),
+        # every cavity reserves the marrow above its opening up to this reach (cpu.claim)
         overfill_reach=f32(params.overfill_reach_depths),
         m_mature=f32(mm.mature_degree), e_primary=f32(ep), e_secondary=f32(es), c_osteoid=f32(co),
         model_frac=f32(model_frac),

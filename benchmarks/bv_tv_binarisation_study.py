@@ -17,9 +17,6 @@ overfill rule of ``overfill_on_surface.py`` (a diagnostic, not the model).
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
-import time
 from typing import Any
 
 import numpy as np
@@ -78,22 +75,16 @@ def main() -> None:
     ap.add_argument("--variant", default="model", choices=["model", "overfill_on_surface"])
     ap.add_argument("--json", default=None, help="write the records here")
     args = ap.parse_args()
-    from voxelbone.runfolder import git_commit  # noqa: PLC0415
+    from study_records import run_jobs, write_record  # noqa: PLC0415
 
-    commit = git_commit()  # the source that runs (before the record is written, which would make it "-dirty")
     jobs = [(args.preset, args.edge_mm, v, s, args.variant) for v in args.voxel_sizes_um for s in args.seeds]
-    t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        records = pool.map(run, jobs, chunksize=1)
+    records, wall_s, commit = run_jobs(run, jobs, args.workers)
     print(f"{args.preset}, lumbar spine, {args.edge_mm:g} mm, one year, seeds {args.seeds}, {args.variant}: change %/yr")
     print("voxel size | " + " | ".join(COLUMNS))
     for v in args.voxel_sizes_um:
         rs = [r["change_pct_per_yr"] for r in records if r["voxel_size_um"] == v]
         print(f"{v:g} µm | " + " | ".join(f"{np.mean([r[c] for r in rs]):+.2f}" for c in COLUMNS), flush=True)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"records": records, "wall_s": time.perf_counter() - t0, "workers": args.workers,
-                       "git_commit": commit, "date": time.strftime("%Y-%m-%d")}, fh, indent=1)
+    write_record(args.json, records, wall_s, args.workers, commit)
 
 
 if __name__ == "__main__":

@@ -108,10 +108,11 @@ def test_continuous_pth_abmd_agrees_at_20_and_40_um():
 
 TRT_SEEDS = tuple(range(1, 10))
 TRT_NOT_YET = ("the bone TRT builds in the 1.92 mm cube's trabecular VOI grows with the voxel size: seeds 1-9 "
-               "gain +5.95 %/yr of bone fraction at 20 µm and +8.36 at 40 µm, paired difference +2.42 "
-               "[+0.62, +4.22] against a tolerance of 1.43 (seeds 1-3 alone: +6.88 and +7.81). Not traced: a "
-               "prototype removing the two rules under which an overfilled BMU builds less than it asks "
-               "(docs/model.md) still leaves +2.17 [+0.36, +3.99] (docs/user-guide/invariance.md, TRT)")
+               "gain +7.27 %/yr of bone fraction at 20 µm and +9.13 at 40 µm, paired difference +1.86 "
+               "[-0.09, +3.81] against a tolerance of 1.64 (before model revision 2026-12-02, where cavities at "
+               "work when TRT began could not build above the old surface: +2.42 [+0.62, +4.22]). What is left "
+               "lies in the remodelling space the spin-up leaves in the VOI, larger at 40 µm, not traced "
+               "(docs/user-guide/invariance.md, TRT)")
 
 
 @pytest.mark.slow
@@ -124,10 +125,12 @@ def test_trt_trabecular_bone_gain_agrees_at_20_and_40_um_before_binarising():
     at 40 µm +10.5), so three seeds (+6.88 and +7.81 on seeds 1-3) cannot tell. Until a forming
     BMU's level was read on the previous step's balance (docs/model.md, "A balance that changes
     during formation") the cavities dug before TRT raised the refill skipped the layer between
-    the old and the new level, a larger share of their build on the finer grid; that part is
-    gone, the difference that remains is not traced (``TRT_NOT_YET``). Binarised at 0.5
-    (BV/TV) the gap is the same (+2.57), so it is in the bone, not in the threshold
-    (``benchmarks/bv_tv_binarisation_study.py``, record ``benchmarks/bv_tv_binarisation_trt.json``).
+    the old and the new level, a larger share of their build on the finer grid; until model
+    revision 2026-12-02 they could not build above the old surface at all but inside their own
+    partial voxels, more of them on the coarser grid. Both parts are gone; the difference that
+    remains is not traced (``TRT_NOT_YET``). Binarised at 0.5 (BV/TV) the gap is about the same
+    (+1.58), so it is in the bone, not in the threshold (``benchmarks/bv_tv_binarisation_study.py``,
+    record ``benchmarks/bv_tv_binarisation_trt.json``; ``benchmarks/remodelling_ledger.py``).
     """
     gains = {f: np.array([bmd_change("trt", seed=s, volume=_phantom(96, f, s), years=1.0, step_days=10,
                                      backend="numpy", measure_every_days=STUDY_SAMPLE_DAYS)

@@ -19,7 +19,7 @@ import numpy as np
 from ..volume import Region
 from . import cpu
 from .params import RemodelParams
-from .state import RemodelingRates, RemodelState, StepScalars, step_scalars
+from .state import RemodelingRates, RemodelState, StepScalars, refill_levels, step_scalars
 
 __all__ = ["one_bmu_build", "one_bmu_cavity_um3", "one_bmu_net_um3", "surface_build_um"]
 
@@ -38,19 +38,22 @@ def _rod(n: int, voxel_size_um: float, radius_um: float, offset_um: float) -> np
 
 
 def _run_bmu(state: RemodelState, z: int, y: int, x: int, sc: StepScalars, seed: int, step: int,
-             params: RemodelParams) -> None:
-    """One BMU seeded at voxel (z, y, x), run through its whole cycle."""
+             params: RemodelParams, start: tuple[StepScalars, StepScalars] | None = None) -> None:
+    """One BMU seeded at voxel (z, y, x), run through its whole cycle at ``sc``; with ``start``,
+    claimed and run for its first step at ``start[0]``, its second at ``start[1]`` (the change
+    of balance), then at ``sc``."""
     _, ny, nx = state.bone.shape
-    idx, code = cpu.claim(state, np.array([(z * ny + y) * nx + x], np.int64), seed, step, sc)
-    cpu.update(state, idx, code, sc)
+    first, turn = start if start is not None else (sc, sc)
+    idx, code = cpu.claim(state, np.array([(z * ny + y) * nx + x], np.int64), seed, step, first)
+    cpu.update(state, idx, code, first)
     none_i, none_c = np.empty(0, np.int64), np.empty(0, np.uint64)
-    for _ in range(int(math.ceil(params.cycle_days / _STEP_DAYS))):
-        cpu.update(state, none_i, none_c, sc)
+    for k in range(int(math.ceil(params.cycle_days / _STEP_DAYS))):
+        cpu.update(state, none_i, none_c, turn if k == 0 else sc)
 
 
 def _net_bone(refill: float, voxel_size_um: float, surface_fraction: float, erosion_depth_um: float,
               params: RemodelParams, seed: int, rod_radius_um: float | None = None,
-              after: tuple[float, float] | None = None) -> float:
+              after: tuple[float, float] | None = None, refill_at_start: float | None = None) -> float:
     lateral = params.lateral_radius_um * 1.2 + erosion_depth_um * 3.2  # the cavity and its overfill, with margin
     if after is not None:  # room for the earlier BMU beside this one
         lateral += after[1]
@@ -73,15 +76,22 @@ def _net_bone(refill: float, voxel_size_um: float, surface_fraction: float, eros
         _run_bmu(state, z, n // 2, n // 2, first, seed, 0, params)
         x = n // 2 + int(round(after[1] / voxel_size_um))
         z = int(np.nonzero(state.bone[:, n // 2, x] >= 0.5)[0].max())  # the surface voxel of that column now
-    sc = step_scalars(RemodelingRates(1.0, 1.0, erosion_depth_um, refill, refill), params, voxel_size_um, _STEP_DAYS)
+    rates = RemodelingRates(1.0, 1.0, erosion_depth_um, refill, refill)
+    sc = step_scalars(rates, params, voxel_size_um, _STEP_DAYS)
+    begin = None
+    if refill_at_start is not None:  # the balance changes once the BMU has started
+        at_start = RemodelingRates(1.0, 1.0, erosion_depth_um, refill_at_start, refill_at_start)
+        begin = (step_scalars(at_start, params, voxel_size_um, _STEP_DAYS),
+                 step_scalars(rates, params, voxel_size_um, _STEP_DAYS, previous_refill=refill_levels(at_start)))
     start = float(state.bone.sum(dtype=np.float64))
-    _run_bmu(state, z, n // 2, x, sc, seed, 1, params)
+    _run_bmu(state, z, n // 2, x, sc, seed, 1, params, begin)
     return float(state.bone.sum(dtype=np.float64)) - start
 
 
 def one_bmu_build(refill: float, voxel_size_um: float, *, surface_fraction: float = 0.5,
                   erosion_depth_um: float = 50.0, params: RemodelParams | None = None, seed: int = 1,
-                  rod_radius_um: float | None = None, after: tuple[float, float] | None = None) -> float:
+                  rod_radius_um: float | None = None, after: tuple[float, float] | None = None,
+                  refill_at_start: float | None = None) -> float:
     """Net bone one BMU leaves on a flat surface (or on a rod) after its cycle, in volumes of its cavity.
 
     Parameters
@@ -106,6 +116,10 @@ def one_bmu_build(refill: float, voxel_size_um: float, *, surface_fraction: floa
         ``(refill, shift_um)`` of an earlier BMU that ran its whole cycle on the same
         surface ``shift_um`` away along x, before this one starts: this BMU works on what
         that one left (a mound when its refill was above 1). ``None``: a fresh surface.
+    refill_at_start : float, optional
+        The balance when this BMU starts (its claim and first step); ``refill`` from its
+        second step on, as when a therapy changes the balance of BMUs already at work.
+        ``None``: ``refill`` throughout.
 
     Returns
     -------
@@ -120,12 +134,14 @@ def one_bmu_build(refill: float, voxel_size_um: float, *, surface_fraction: floa
     cavity = one_bmu_cavity_um3(voxel_size_um, surface_fraction=surface_fraction, erosion_depth_um=erosion_depth_um,
                                 params=params, seed=seed, rod_radius_um=rod_radius_um, after=after)
     return one_bmu_net_um3(refill, voxel_size_um, surface_fraction=surface_fraction, erosion_depth_um=erosion_depth_um,
-                           params=params, seed=seed, rod_radius_um=rod_radius_um, after=after) / cavity
+                           params=params, seed=seed, rod_radius_um=rod_radius_um, after=after,
+                           refill_at_start=refill_at_start) / cavity
 
 
 def one_bmu_net_um3(refill: float, voxel_size_um: float, *, surface_fraction: float = 0.5,
                     erosion_depth_um: float = 50.0, params: RemodelParams | None = None, seed: int = 1,
-                    rod_radius_um: float | None = None, after: tuple[float, float] | None = None) -> float:
+                    rod_radius_um: float | None = None, after: tuple[float, float] | None = None,
+                    refill_at_start: float | None = None) -> float:
     """Net bone one BMU leaves after its cycle, µm³ (negative: a deficit); the parameters are
     those of :func:`one_bmu_build`.
 
@@ -134,8 +150,10 @@ def one_bmu_net_um3(refill: float, voxel_size_um: float, *, surface_fraction: fl
     ValueError
         For a surface fraction outside (0, 1), a non-positive voxel size, a rod thinner
         than a voxel across, or an earlier BMU (``after``) on a rod, with a non-finite value
-        or farther than three cavity radii away.
+        or farther than three cavity radii away, or a ``refill_at_start`` outside [0, 3].
     """
+    if refill_at_start is not None and not (math.isfinite(refill_at_start) and 0.0 <= refill_at_start <= 3.0):
+        raise ValueError(f"refill_at_start must lie in [0, 3] (the bounds of a refill), got {refill_at_start!r}")
     if not 0.0 < surface_fraction < 1.0:
         raise ValueError(f"surface_fraction must lie in (0, 1), got {surface_fraction!r}")
     if not (math.isfinite(voxel_size_um) and voxel_size_um > 0):
@@ -150,8 +168,8 @@ def one_bmu_net_um3(refill: float, voxel_size_um: float, *, surface_fraction: fl
         if not (all(math.isfinite(a) for a in after) and 0.0 <= after[1] <= most_um):
             raise ValueError(f"after must be (refill, shift_um) with 0 <= shift_um <= {most_um:g} µm (three cavity "
                              f"radii, RemodelParams.lateral_radius_um); got {after!r}")
-    return _net_bone(refill, voxel_size_um, surface_fraction, erosion_depth_um, params, seed, rod_radius_um, after) \
-        * voxel_size_um**3
+    return _net_bone(refill, voxel_size_um, surface_fraction, erosion_depth_um, params, seed, rod_radius_um, after,
+                     refill_at_start) * voxel_size_um**3
 
 
 def one_bmu_cavity_um3(voxel_size_um: float, *, surface_fraction: float = 0.5, erosion_depth_um: float = 50.0,

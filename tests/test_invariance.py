@@ -130,7 +130,7 @@ def test_trt_trabecular_bone_gain_agrees_at_20_and_40_um_before_binarising():
     partial voxels, more of them on the coarser grid. Both parts are gone; the difference that
     remains is not traced (``TRT_NOT_YET``). Binarised at 0.5 (BV/TV) the gap is about the same
     (+1.58), so it is in the bone, not in the threshold (``benchmarks/bv_tv_binarisation_study.py``,
-    record ``benchmarks/bv_tv_binarisation_trt.json``; ``benchmarks/remodelling_ledger.py``).
+    record ``benchmarks/bv_tv_binarisation_trt_2026-12-02.json``; ``benchmarks/remodelling_ledger.py``).
     """
     gains = {f: np.array([bmd_change("trt", seed=s, volume=_phantom(96, f, s), years=1.0, step_days=10,
                                      backend="numpy", measure_every_days=STUDY_SAMPLE_DAYS)

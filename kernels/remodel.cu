@@ -366,7 +366,7 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
                                     unsigned int capacity, float depth_um, float lateral_um,
                                     float osteon_radius_um, float osteon_half_length_um, float canal_radius_um,
                                     float overfill_reach, vb_u64* __restrict__ claim,
-                                    vb_u64* __restrict__ counters) {
+                                    vb_u64* __restrict__ counters, float refill_trab, const float* __restrict__ refill_mod) {
     const vb_grid g = {nz, ny, nx};
     unsigned int ns = *seed_count;
     // seeds beyond capacity were counted by vb_activate but not stored: record the overflow
@@ -377,9 +377,12 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
         vb_cavity c = vb_make_cavity(bone, region, g, si, seed, step, voxel_um, depth_um, lateral_um,
                                      osteon_radius_um, osteon_half_length_um, canal_radius_um);
         // every cavity reserves the marrow a positive balance may build into, up to the overfill's
-        // reach, whatever the balance now: the formation level (vb_update, with the balance and
-        // the mechanical factor at formation) decides how much of it fills
-        float over = overfill_reach;
+        // reach, whatever the balance now: the formation level (vb_update, with the balance at
+        // formation) decides how much of it fills. Mechanics on: a seed the load steers below 1
+        // whose modulated balance is not positive reserves none (the voxels' factors differ
+        // within one BMU)
+        float f = refill_mod ? refill_mod[si] : 1.0f;
+        float over = (f < 1.0f && refill_trab * f <= 1.0f) ? 0.0f : overfill_reach;
         if (threadIdx.x == 0) {
             atomicAdd(&counters[c.osteonal ? VB_C_OSTEONAL : VB_C_HEMI], 1ULL);
             if (c.perforated) atomicAdd(&counters[VB_C_PERFORATED], 1ULL);

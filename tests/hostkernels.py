@@ -63,7 +63,7 @@ class HostRemodel:
                   (st.bone, st.region, st.bmu_day, nz, ny, nx, sc.voxel_um, np.uint64(seed), np.uint64(step),
                    self.seeds, self.seed_count, np.uint32(self.capacity), sc.depth_um, sc.lateral_um,
                    sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, sc.overfill_reach, self.claim,
-                   st.counters))
+                   st.counters, sc.refill_trab, null if refill_mod is None else refill_mod))
         self._run("vb_update", self.blocks, _THREADS,
                   (st.bone, st.mineral, st.osteoid, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount,
                    self.claim, np.int64(self.n), np.int32(sc.dt), sc.t_resorb, sc.t_form_start, sc.t_form, sc.t_end,

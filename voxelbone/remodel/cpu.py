@@ -337,22 +337,30 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
     return pack_claims(si, c, flat, valid, frac, u, depth, extra)
 
 
-def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: StepScalars) -> tuple[np.ndarray, np.ndarray]:
+def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: StepScalars,
+          refill_mod: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Resolve the claims of all seeds: per voxel the smallest code (lowest seed index) wins.
 
     Every cavity reserves the marrow above its opening up to the overfill's reach
     (``sc.overfill_reach``), whatever the balance when it is claimed: the formation level
-    (:func:`update`, with the balance and the mechanical factor at formation) decides how much
-    of it fills, so a BMU claimed before the balance rose builds what the balance asks.
+    (:func:`update`, with the balance at formation) decides how much of it fills, so a BMU
+    claimed before the balance rose builds what the balance asks. ``refill_mod`` (mechanics): a
+    seed whose factor is below 1 and whose modulated refill ``refill_trab·refill_mod[seed]`` is
+    at most 1 reserves no marrow: the voxels of one BMU have factors of their own, and marrow
+    steered above 1 around a BMU steered below it would build where that BMU does not
+    (docs/model.md, "A balance that changes during formation").
     """
     counters = state.counters
     all_idx, all_code = [], []
+    mod = None if refill_mod is None else refill_mod.ravel()
     for si in seeds.tolist():
         c = make_cavity(state, si, seed, step, sc)
         counters[1 if c.osteonal else 0] += np.uint64(1)
         if c.perforated:
             counters[2] += np.uint64(1)
-        idx, code = claim_codes(state, si, c, sc.overfill_reach)
+        f = _ONE if mod is None else mod[si]
+        over = _ZERO if f < _ONE and sc.refill_trab * f <= _ONE else sc.overfill_reach
+        idx, code = claim_codes(state, si, c, over)
         all_idx.append(idx)
         all_code.append(code)
     if not all_idx:

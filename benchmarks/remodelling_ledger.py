@@ -1,13 +1,14 @@
 """Where a preset's trabecular bone comes from in one year, by kind of voxel, at each voxel size.
 
     python benchmarks/remodelling_ledger.py [--preset trt] [--edge-mm 1.92] [--voxel-sizes-um 20 40]
-        [--seeds 1 2 3] [--in voi|labels] [--workers 2] [--json F]
+        [--seeds 1 2 3] [--in labels|voi|near] [--margin-from centres|faces] [--workers 2] [--json F]
 
 One year of the preset on the lumbar cube of the invariance matrix (``study_volume``: 20 µm
 phantoms block-averaged for 40 µm, the same bone at both voxel sizes), as
 ``voxelbone.calibration.bmd_change`` runs it. The NumPy engine's steps are watched (in the
 study's process only; nothing of the package changes): every change of bone inside day 0's
-trabecular labels (``--in labels``) or day 0's trabecular VOI (``--in voi``) is booked, in
+trabecular labels (``--in labels``), day 0's trabecular VOI (``--in voi``) or the labels' part
+near the cortex, outside the VOI (``--in near``) is booked, in
 per cent of the bone there on day 0, to
 
 * ``day0_cavities``: voxels of cavities still at work on day 0 (the remodelling space the
@@ -19,7 +20,8 @@ per cent of the bone there on day 0, to
 * ``perforated`` cavities, ``fragments`` removed, ``modelling``-based formation, and the
   ``other`` changes (mostly day-0 cavities before a new cavity claimed them);
 
-and the year's change itself (``gain``). With the day-0 cavities booked whole, their formed
+and the year's change itself (``gain``); the absolute volumes (mm³) of the bone and the region
+on day 0 and of the main classes go beside (``mm3``). With the day-0 cavities booked whole, their formed
 over resorbed bone (``day0_formed_over_resorbed``) shows what a change of balance at day 0
 does to the cavities already at work. About 5 s per run at 1.92 mm / 40 µm, 10 s at 20 µm, on
 one core.
@@ -41,9 +43,23 @@ _NEVER = np.uint8(16)  # a voxel no cavity claimed in the run
 _IN_YEAR = np.uint8(32)  # claimed after day 0
 
 
-def run(job: tuple[str, float, float, int, str]) -> dict[str, Any]:
-    """One run: ``(preset, edge_mm, voxel_size_um, seed, where)``; returns its ledger (% of day 0's bone)."""
-    preset, edge_mm, voxel_size_um, seed, where = job
+def _voi_from_faces(region: Any, voxel_size_um: float, *, params: Any = None) -> Any:
+    """The trabecular VOI with its margin counted from the cortex's voxel faces (a voxel centre half a
+    voxel farther than ``trabecular_voi`` asks): a probe of the band's quantisation, not the package's rule."""
+    from voxelbone.compartments import ContourParams, _edtsq  # noqa: PLC0415
+    from voxelbone.volume import Region  # noqa: PLC0415
+
+    r = np.asarray(region)
+    trabecular, cortex = r == int(Region.TRABECULAR), r == int(Region.CORTICAL)
+    if not cortex.any():
+        return trabecular
+    m = (params or ContourParams()).trabecular_close_um / float(voxel_size_um) + 0.5
+    return trabecular & (_edtsq(~cortex, np) > m * m)
+
+
+def run(job: tuple[str, float, float, int, str, str]) -> dict[str, Any]:
+    """One run: ``(preset, edge_mm, voxel_size_um, seed, where, margin_from)``; returns its ledger (% of day 0's bone)."""
+    preset, edge_mm, voxel_size_um, seed, where, margin_from = job
     import numba  # noqa: PLC0415
 
     numba.set_num_threads(1)
@@ -105,10 +121,13 @@ def run(job: tuple[str, float, float, int, str]) -> dict[str, Any]:
         bone = np.asarray(v.bone)
         if not w.get("started"):  # day 0: after the spin-up, before the preset's first step
             inside = np.asarray(v.region) == int(Region.TRABECULAR)
-            if where == "voi":
-                inside = np.asarray(trabecular_voi(contoured_regions(v.bone, v.region, v.voxel_size_um), v.voxel_size_um))
+            if where != "labels":
+                voi_rule = trabecular_voi if margin_from == "centres" else _voi_from_faces
+                voi = np.asarray(voi_rule(contoured_regions(v.bone, v.region, v.voxel_size_um), v.voxel_size_um))
+                inside = voi if where == "voi" else inside & ~voi
             at_work = (w["state"].bmu_day >= 0) & inside & ((w["tag"] & (FLAG_OVERFILL | FLAG_PERFORATED | _NEVER)) == 0)
-            w.update(started=True, inside=inside, at_work=at_work, bone0=float(bone[inside].sum(dtype=np.float64)))
+            w.update(started=True, inside=inside, at_work=at_work, bone0=float(bone[inside].sum(dtype=np.float64)),
+                     volume0=float(inside.sum()), voxel_um3=float(v.voxel_size_um) ** 3)
             book["day0_resorbed_before"] = -float(w["resorbed"][at_work].sum())
             book["day0_formed_before"] = float(w["formed"][at_work].sum())
             w["resorbed"][...] = 0.0
@@ -134,7 +153,11 @@ def run(job: tuple[str, float, float, int, str]) -> dict[str, Any]:
     pct["day0_formed_over_resorbed"] = ((pct["day0_formed_before"] + pct["day0_formed"])
                                         / -(pct["day0_resorbed_before"] + pct["day0_resorbed"]))
     return {"preset": preset, "edge_mm": edge_mm, "voxel_size_um": voxel_size_um, "seed": seed, "in": where,
-            "pct_of_day0_bone": {k: pct.get(k, 0.0) for k in CLASSES}}
+            "voi_margin_from": margin_from,
+            "pct_of_day0_bone": {k: pct.get(k, 0.0) for k in CLASSES},
+            "mm3": {"day0_bone": w["bone0"] * w["voxel_um3"] * 1e-9, "region": w["volume0"] * w["voxel_um3"] * 1e-9,
+                    **{k: book.get(k, 0.0) * w["voxel_um3"] * 1e-9 for k in ("gain", *BOOKED[:4], "day0_resorbed_before",
+                                                                              "day0_formed_before")}}}
 
 
 def main() -> None:
@@ -143,13 +166,16 @@ def main() -> None:
     ap.add_argument("--edge-mm", type=float, default=1.92)
     ap.add_argument("--voxel-sizes-um", type=float, nargs="+", default=[20.0, 40.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--in", dest="where", default="labels", choices=["labels", "voi"])
+    ap.add_argument("--in", dest="where", default="labels", choices=["labels", "voi", "near"])
+    ap.add_argument("--margin-from", default="centres", choices=["centres", "faces"],
+                    help="the VOI's 150 µm margin from the cortex voxels' centres (the package's rule) or faces (a probe)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the records here")
     args = ap.parse_args()
     from study_records import run_jobs, write_record  # noqa: PLC0415
 
-    jobs = [(args.preset, args.edge_mm, v, s, args.where) for v in args.voxel_sizes_um for s in args.seeds]
+    jobs = [(args.preset, args.edge_mm, v, s, args.where, args.margin_from) for v in args.voxel_sizes_um
+            for s in args.seeds]
     records, wall_s, commit = run_jobs(run, jobs, args.workers)
     print(f"{args.preset}, lumbar spine, {args.edge_mm:g} mm, one year, seeds {args.seeds}, in day 0's "
           f"trabecular {args.where}: % of day 0's bone there (seed mean ± SD)")

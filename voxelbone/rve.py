@@ -46,10 +46,10 @@ class RveEntry:
 #: The study that produced :data:`RVE_EDGE_MM` (reproduce with the command).
 RVE_STUDY = ("postmenopausal_untreated, lumbar_spine, 30 µm voxels, 1 year, step 10 days, metrics every 90 days, "
              "3 replicates (seed 0) per edge at 48³, 80³, 128³, 160³ and 192³ voxels (1.44, 2.40, 3.84, 4.80, "
-             "5.76 mm); python benchmarks/rve_study.py (2026-12-01; record in benchmarks/rve_2026-12-01.json)")
+             "5.76 mm); python benchmarks/rve_study.py (2026-12-02, model revision 2026-12-02; record in benchmarks/rve_2026-12-02.json)")
 
 #: The study's record (relative to the repository root).
-RVE_RECORD = "benchmarks/rve_2026-12-01.json"
+RVE_RECORD = "benchmarks/rve_2026-12-02.json"
 
 #: metric column → representative edge, from :data:`RVE_STUDY` (docs/user-guide/outputs.md)
 RVE_EDGE_MM: dict[str, RveEntry] = {

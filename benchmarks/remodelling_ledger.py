@@ -39,22 +39,21 @@ import numpy as np
 BOOKED = ("day0_resorbed", "day0_formed", "year_resorbed", "year_formed", "overfill", "perforated", "fragments",
           "modelling")
 CLASSES = ("gain", "day0_resorbed_before", "day0_formed_before", *BOOKED, "other", "day0_formed_over_resorbed")
+#: The classes whose absolute volume (mm³) the record gives beside the percentages.
+ABSOLUTE = ("gain", "day0_resorbed_before", "day0_formed_before", "day0_resorbed", "day0_formed", "year_resorbed",
+            "year_formed")
 _NEVER = np.uint8(16)  # a voxel no cavity claimed in the run
 _IN_YEAR = np.uint8(32)  # claimed after day 0
 
 
-def _voi_from_faces(region: Any, voxel_size_um: float, *, params: Any = None) -> Any:
-    """The trabecular VOI with its margin counted from the cortex's voxel faces (a voxel centre half a
-    voxel farther than ``trabecular_voi`` asks): a probe of the band's quantisation, not the package's rule."""
-    from voxelbone.compartments import ContourParams, _edtsq  # noqa: PLC0415
-    from voxelbone.volume import Region  # noqa: PLC0415
+def _voi_from_faces(region: Any, voxel_size_um: float) -> Any:
+    """The trabecular VOI with its margin counted from the cortex's voxel faces, i.e. half a voxel
+    farther from the cortex voxels' centres than ``trabecular_voi`` counts it: a probe of the
+    band's quantisation, not the package's rule."""
+    from voxelbone.compartments import ContourParams, trabecular_voi  # noqa: PLC0415
 
-    r = np.asarray(region)
-    trabecular, cortex = r == int(Region.TRABECULAR), r == int(Region.CORTICAL)
-    if not cortex.any():
-        return trabecular
-    m = (params or ContourParams()).trabecular_close_um / float(voxel_size_um) + 0.5
-    return trabecular & (_edtsq(~cortex, np) > m * m)
+    margin = ContourParams().trabecular_close_um + 0.5 * float(voxel_size_um)
+    return trabecular_voi(region, voxel_size_um, params=ContourParams(trabecular_close_um=margin))
 
 
 def run(job: tuple[str, float, float, int, str, str]) -> dict[str, Any]:
@@ -156,8 +155,7 @@ def run(job: tuple[str, float, float, int, str, str]) -> dict[str, Any]:
             "voi_margin_from": margin_from,
             "pct_of_day0_bone": {k: pct.get(k, 0.0) for k in CLASSES},
             "mm3": {"day0_bone": w["bone0"] * w["voxel_um3"] * 1e-9, "region": w["volume0"] * w["voxel_um3"] * 1e-9,
-                    **{k: book.get(k, 0.0) * w["voxel_um3"] * 1e-9 for k in ("gain", *BOOKED[:4], "day0_resorbed_before",
-                                                                              "day0_formed_before")}}}
+                    **{k: book.get(k, 0.0) * w["voxel_um3"] * 1e-9 for k in ABSOLUTE}}}
 
 
 def main() -> None:

@@ -79,11 +79,13 @@ def run(job: tuple[str, str, int, float | None, float | None]) -> dict[str, Any]
 
     def modulate(self: Any, day: int) -> None:
         patched[sim._Mechanics, "_modulate"](self, day)
-        w = np.asarray(mech.cavity_weights(self.rem.state), dtype=np.float64)
+        cav = mech.bmus_in_flight(self.rem.state)
+        w = np.asarray(cav.weight, dtype=np.float64)
         w[np.asarray(self.rem.state.region) != int(Region.TRABECULAR)] = 0.0
         if w.sum() <= 0:
             return
-        f = np.asarray(self.rem.modulation.refill, dtype=np.float64)
+        # each voxel refills at its BMU's seed's factor
+        f = np.asarray(self.rem.modulation.refill, dtype=np.float64).ravel()[np.asarray(cav.seed).ravel()].reshape(w.shape)
         r = float(refill[min(day, refill.size - 1)])
         solves.append({"day": day, "refill": r, "mean_f": float((w * f).sum() / w.sum()),
                        "above_kink": float(w[r * f > KINK_LEVEL].sum() / w.sum()),

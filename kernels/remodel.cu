@@ -366,7 +366,7 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
                                     unsigned int capacity, float depth_um, float lateral_um,
                                     float osteon_radius_um, float osteon_half_length_um, float canal_radius_um,
                                     float overfill_reach, vb_u64* __restrict__ claim,
-                                    vb_u64* __restrict__ counters, float refill_trab, const float* __restrict__ refill_mod) {
+                                    vb_u64* __restrict__ counters) {
     const vb_grid g = {nz, ny, nx};
     unsigned int ns = *seed_count;
     // seeds beyond capacity were counted by vb_activate but not stored: record the overflow
@@ -378,11 +378,8 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
                                      osteon_radius_um, osteon_half_length_um, canal_radius_um);
         // every cavity reserves the marrow a positive balance may build into, up to the overfill's
         // reach, whatever the balance now: the formation level (vb_update, with the balance at
-        // formation) decides how much of it fills. Mechanics on: a seed the load steers below 1
-        // whose modulated balance is not positive reserves none (the voxels' factors differ
-        // within one BMU)
-        float f = refill_mod ? refill_mod[si] : 1.0f;
-        float over = (f < 1.0f && refill_trab * f <= 1.0f) ? 0.0f : overfill_reach;
+        // formation and the mechanical factor at the BMU's seed) decides how much of it fills
+        float over = overfill_reach;
         if (threadIdx.x == 0) {
             atomicAdd(&counters[c.osteonal ? VB_C_OSTEONAL : VB_C_HEMI], 1ULL);
             if (c.perforated) atomicAdd(&counters[VB_C_PERFORATED], 1ULL);
@@ -436,7 +433,8 @@ __device__ __forceinline__ float vb_level(float day, float refill, float t_form_
 extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict__ mineral,
                                      float* __restrict__ osteoid, short* __restrict__ bmu_day, unsigned char* __restrict__ bmu_k,
                                      unsigned short* __restrict__ bmu_u, unsigned char* __restrict__ bmu_flags,
-                                     float* __restrict__ bmu_amount, vb_u64* __restrict__ claim, vb_i64 n, int dt,
+                                     float* __restrict__ bmu_amount, unsigned int* __restrict__ bmu_seed,
+                                     vb_u64* __restrict__ claim, vb_i64 n, int dt,
                                      float t_resorb, float t_form_start, float t_form, float t_end,
                                      float refill_trab, float refill_cort, float refill_perforated,
                                      float refill_trab_prev, float refill_cort_prev,
@@ -450,6 +448,7 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
         if (code != VB_CLAIM_NONE) {
             claim[i] = VB_CLAIM_NONE;
             day = 0;
+            bmu_seed[i] = (unsigned int)(code >> VB_CLAIM_SEED_SHIFT);   // the BMU's refill follows its seed
             flags = (unsigned int)((code >> VB_CLAIM_FLAGS_SHIFT) & 15ULL);
             amount = (float)((code >> VB_CLAIM_FRAC_SHIFT) & 255ULL) * (1.0f / 255.0f);
             bmu_u[i] = (unsigned short)((code >> VB_CLAIM_U_SHIFT) & VB_CLAIM_U_MASK);
@@ -482,10 +481,12 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
             if (flags & VB_FLAG_RESORBED) {
                 int osteonal = (flags & VB_FLAG_OSTEONAL) != 0;
                 int perforated = (flags & VB_FLAG_PERFORATED) != 0;
+                // mechanics on: every voxel of a BMU refills at the factor of its seed
+                vb_idx s = refill_mod ? (vb_idx)bmu_seed[i] : 0;
                 float r = vb_mech_scale(vb_refill(osteonal, perforated, refill_trab, refill_cort, refill_perforated),
-                                        refill_mod, i);
+                                        refill_mod, s);
                 float r_prev = vb_mech_scale(vb_refill(osteonal, perforated, refill_trab_prev, refill_cort_prev,
-                                                       refill_perforated), refill_mod, i);
+                                                       refill_perforated), refill_mod, s);
                 float k = (float)bmu_k[i] * 0.125f;
                 // the level at the start of the step stands on the previous step's balance
                 float h0 = vb_level(d0, r_prev, t_form_start, t_form);

@@ -63,10 +63,10 @@ class HostRemodel:
                   (st.bone, st.region, st.bmu_day, nz, ny, nx, sc.voxel_um, np.uint64(seed), np.uint64(step),
                    self.seeds, self.seed_count, np.uint32(self.capacity), sc.depth_um, sc.lateral_um,
                    sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, sc.overfill_reach, self.claim,
-                   st.counters, sc.refill_trab, null if refill_mod is None else refill_mod))
+                   st.counters))
         self._run("vb_update", self.blocks, _THREADS,
                   (st.bone, st.mineral, st.osteoid, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount,
-                   self.claim, np.int64(self.n), np.int32(sc.dt), sc.t_resorb, sc.t_form_start, sc.t_form, sc.t_end,
+                   st.bmu_seed, self.claim, np.int64(self.n), np.int32(sc.dt), sc.t_resorb, sc.t_form_start, sc.t_form, sc.t_end,
                    sc.refill_trab, sc.refill_cort, sc.refill_perforated, sc.refill_trab_prev, sc.refill_cort_prev,
                    sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid, null if refill_mod is None else refill_mod))
         if sc.model_frac > 0:  # modelling-based formation (gpu.GpuStep.model)

@@ -27,7 +27,7 @@ from voxelbone.calibration import (
     run_study,
     study_volume,
 )
-from voxelbone.remodel.params import MODEL_REVISION
+from voxelbone.remodel.params import MODEL_REVISION, model_revision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_mechanics_page_holds_the_recorded_table_with_mechanics_on():
     assert {c.key for c in cells if c.voxel_size_um == 40.0} <= set(on["cells"])
     assert want.count("| not run |") == sum(c.key not in on["cells"] for c in cells)
     assert want.count("| earlier model |") == sum(c.key in on["cells"] and on["cells"][c.key].get("model")
-                                                  != MODEL_REVISION for c in cells)
+                                                  != model_revision(mechanics=True) for c in cells)
 
 
 def test_mechanics_table_pairs_each_cell_with_its_mechanics_off_seeds():
@@ -180,7 +180,8 @@ def test_mechanics_table_pairs_each_cell_with_its_mechanics_off_seeds():
     assert all(c.key.endswith("|fe28d") for c in on_cells)
     assert {c.key for c in on_cells}.isdisjoint(off["cells"])  # the two studies never share a record key
     on = {"cells": {c.key: {"seeds": [3, 1, 2], "change_pct_per_yr": {"abmd_pct": [-3.2, -1.6, -2.4]},
-                            "model": MODEL_REVISION} for c in on_cells if c.preset == "postmenopausal_untreated"}}
+                            "model": model_revision(mechanics=True)} for c in on_cells
+                 if c.preset == "postmenopausal_untreated"}}
     for cell in off["cells"].values():
         cell["seeds"] = [1, 2, 3]
     table = mechanics_calibration_markdown(off, on, 28).splitlines()

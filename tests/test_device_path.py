@@ -245,10 +245,11 @@ def _captured_update_args(fake_cupy, small):
     (3, "int32", r"argument 3 \(short\* bmu_day\) needs an array of dtype int16, got int32"),
     (3, "host", r"argument 3 \(short\* bmu_day\) needs a device array of int16, got numpy.ndarray"),
     (3, "strided", r"argument 3 \(short\* bmu_day\): the array is not C-contiguous"),
-    (9, "int32", r"argument 9 \(long long n\) needs a numpy.int64 scalar, got int32"),
-    (10, "python-int", r"argument 10 \(int dt\) needs a numpy.int32 scalar, got int \(passed as int64\)"),
-    (11, "float64-scalar", r"argument 11 \(float t_resorb\) needs a numpy.float32 scalar, got float64"),
-    (11, "device-0d", r"argument 11 \(float t_resorb\) is a scalar of float32, got an array"),
+    (8, "int32", r"argument 8 \(unsigned int\* bmu_seed\) needs an array of dtype uint32, got int32"),
+    (10, "int32", r"argument 10 \(long long n\) needs a numpy.int64 scalar, got int32"),
+    (11, "python-int", r"argument 11 \(int dt\) needs a numpy.int32 scalar, got int \(passed as int64\)"),
+    (12, "float64-scalar", r"argument 12 \(float t_resorb\) needs a numpy.float32 scalar, got float64"),
+    (12, "device-0d", r"argument 12 \(float t_resorb\) is a scalar of float32, got an array"),
 ])
 def test_a_wrong_launch_argument_is_caught(fake_cupy, small, index, bad, expected):
     _assert_wrong_argument_caught(_captured_update_args(fake_cupy, small), fake_cupy, index, bad, expected)
@@ -256,7 +257,7 @@ def test_a_wrong_launch_argument_is_caught(fake_cupy, small, index, bad, expecte
 
 def test_a_wrong_argument_count_or_launch_shape_is_caught(fake_cupy, small):
     kernel, (grid, block, args) = _captured_update_args(fake_cupy, small)
-    with pytest.raises(fakecupy.LaunchArgumentError, match="vb_update_i32: 24 arguments given, the kernel takes 25"):
+    with pytest.raises(fakecupy.LaunchArgumentError, match="vb_update_i32: 25 arguments given, the kernel takes 26"):
         kernel(grid, block, args[:-1])
     with pytest.raises(fakecupy.LaunchArgumentError, match="more than 1024 threads"):
         kernel(grid, (2048,), args)
@@ -275,7 +276,7 @@ def test_a_planted_wrong_scalar_type_in_the_step_is_caught(fake_cupy, small, mon
             return int if name == "int32" else getattr(np, name)
 
     monkeypatch.setattr(remodel_gpu, "np", PlantedNumpy())
-    with pytest.raises(fakecupy.LaunchArgumentError, match=r"vb_update_i32: argument 10 \(int dt\)"):
+    with pytest.raises(fakecupy.LaunchArgumentError, match=r"vb_update_i32: argument 11 \(int dt\)"):
         g._gpu.update(g.state, step_scalars(FAST, g.params, g.voxel_size_um, 2))
 
 

@@ -229,6 +229,30 @@ def test_a_bmu_started_before_the_balance_rose_builds_what_the_balance_asks(voxe
     assert fall == pytest.approx(one_bmu_build(0.95, voxel_size_um), abs=0.005)
 
 
+@pytest.mark.parametrize("at_seed,elsewhere", [(1.4, 0.5), (0.6, 1.8)])
+def test_every_voxel_of_a_bmu_refills_at_the_mechanical_factor_of_its_seed(at_seed, elsewhere):
+    """With mechanics on, one BMU refills as a BMU of balance ``refill·f(seed)`` whatever the
+    factors of the voxels it digs and builds into: the same bone, bit for bit, as a BMU of that
+    balance without a field. (Each voxel once refilled at its own factor: the marrow above an
+    opening, where the signal is the bone around it, built at another factor than its BMU's.)"""
+    params = RemodelParams()
+    vol = _slab(20.0, thickness_um=400.0, size=24)
+    si = _surface_seed(vol)
+    field = np.full(vol.shape, elsewhere, np.float32)
+    field.ravel()[si] = at_seed
+    runs = {}
+    for name, rates, mod in (("field", Rates(erosion_depth_um=50.0), field),
+                             ("plain", Rates(erosion_depth_um=50.0, refill_trabecular=at_seed), None)):
+        r, _, before = _one_bmu(vol.copy(), rates, params)
+        sc = step_scalars(rates, params, 20.0, 1)
+        for _ in range(int(params.cycle_days) + 1):
+            cpu.update(r.state, np.empty(0, np.int64), np.empty(0, np.uint64), sc, mod)
+        assert (r.state.bmu_day < 0).all()
+        runs[name] = (r.state.bone, float(r.state.bone.sum(dtype=np.float64)) - before)
+    np.testing.assert_array_equal(runs["field"][0], runs["plain"][0])
+    assert (runs["field"][1] > 0) == (at_seed > 1) and abs(runs["field"][1]) > 1.0  # voxels of bone
+
+
 def test_mineralisation_follows_the_closed_form():
     law = MineralisationLaw()
     params = RemodelParams(mineralisation=law)

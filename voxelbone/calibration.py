@@ -24,6 +24,7 @@ cells (the invariance matrix of ``benchmarks/invariance_matrix.py`` too), and
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -36,7 +37,7 @@ import numpy as np
 
 from .intervals import Interval, paired_interval, t_interval
 from .metrics import bmd_proxy_mg_cm3, compartment_vbmd_mg_cm3, vbmd_mg_cm3
-from .remodel.params import MODEL_REVISION
+from .remodel.params import model_revision
 from .scenario import Period, Scenario
 from .simulate import simulate
 from .volume import BONE_THRESHOLD, BoneVolume, Region
@@ -467,7 +468,7 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
         per_seed = results[c.key]
         out_cells[c.key] = {**asdict(c), "years": c.years_run, "seeds": list(c.seeds), "wall_s": walls[c.key],
                             "git_commit": commit, "date": date, "machine": machine, "compartments": STUDY_COMPARTMENTS,
-                            "model": MODEL_REVISION,
+                            "model": model_revision(c.fe_every_days > 0),
                             "change_pct_per_yr": {m: [per_seed[s][m] for s in c.seeds] for m in STUDY_METRICS}}
     return {"cells": out_cells, "wall_s": wall + (float(record.get("wall_s", 0.0)) if record else 0.0),
             "n_workers": n_workers, "git_commit": commit, "date": date,
@@ -669,14 +670,20 @@ def provenance_text(record: Mapping[str, Any], keys: Sequence[str] | None = None
     return "; ".join(f"{d} at {commit_text(g)} on {m}" for d, g, m in runs)
 
 
-def _cell_on_this_model(rec: Mapping[str, Any] | None) -> bool:
-    """A recorded cell (``None``: none) was run on the model as it stands (:data:`MODEL_REVISION`)."""
-    return rec is not None and rec.get("model") == MODEL_REVISION
+#: The end of a mechanics-on cell's key (:attr:`StudyCell.key`).
+_MECHANICS_KEY = re.compile(r"\|fe\d+d$")
+
+
+def _cell_on_this_model(rec: Mapping[str, Any] | None, mechanics: bool) -> bool:
+    """A recorded cell (``None``: none) was run on the model as it stands
+    (:func:`~voxelbone.remodel.params.model_revision`; ``mechanics``: a mechanics-on cell)."""
+    return rec is not None and rec.get("model") == model_revision(mechanics)
 
 
 def _on_this_model(record: Mapping[str, Any], key: str) -> bool:
-    """Cell ``key`` is in ``record`` and was run on the model as it stands (:data:`MODEL_REVISION`)."""
-    return _cell_on_this_model(record["cells"].get(key))
+    """Cell ``key`` is in ``record`` and was run on the model as it stands (a key of a
+    mechanics-on cell ends ``|fe<N>d``, :attr:`StudyCell.key`)."""
+    return _cell_on_this_model(record["cells"].get(key), _MECHANICS_KEY.search(key) is not None)
 
 
 def _not_run_text(record: Mapping[str, Any], key: str) -> str:
@@ -689,9 +696,9 @@ def _not_run_text(record: Mapping[str, Any], key: str) -> str:
 def _recorded(record: Mapping[str, Any], cell: StudyCell) -> bool:
     """``cell`` is in ``record`` with its seeds (a record without a seed list is taken as it is),
     measured as studies measure now (:data:`STUDY_COMPARTMENTS`) and run on the model as it
-    stands (:data:`~voxelbone.remodel.params.MODEL_REVISION`)."""
+    stands (:func:`~voxelbone.remodel.params.model_revision`)."""
     rec = record["cells"].get(cell.key)
-    return (_cell_on_this_model(rec) and tuple(rec.get("seeds", cell.seeds)) == tuple(cell.seeds)
+    return (_cell_on_this_model(rec, cell.fe_every_days > 0) and tuple(rec.get("seeds", cell.seeds)) == tuple(cell.seeds)
             and rec.get("compartments") == STUDY_COMPARTMENTS)
 
 

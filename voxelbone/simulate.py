@@ -361,9 +361,9 @@ class _Mechanics:
         timings.setdefault("mechanics", 0.0)
 
     def _cavities(self) -> Any:
-        from .remodel.mechanostat import cavity_weights  # noqa: PLC0415
+        from .remodel.mechanostat import bmus_in_flight  # noqa: PLC0415
 
-        return cavity_weights(self.rem.state)
+        return bmus_in_flight(self.rem.state)
 
     def _solve(self, day: int) -> None:
         t0 = time.perf_counter()

@@ -337,30 +337,23 @@ def claim_codes(state: RemodelState, si: int, c: Cavity, overfill: np.float32 = 
     return pack_claims(si, c, flat, valid, frac, u, depth, extra)
 
 
-def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: StepScalars,
-          refill_mod: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: StepScalars) -> tuple[np.ndarray, np.ndarray]:
     """Resolve the claims of all seeds: per voxel the smallest code (lowest seed index) wins.
 
     Every cavity reserves the marrow above its opening up to the overfill's reach
     (``sc.overfill_reach``), whatever the balance when it is claimed: the formation level
-    (:func:`update`, with the balance at formation) decides how much of it fills, so a BMU
-    claimed before the balance rose builds what the balance asks. ``refill_mod`` (mechanics): a
-    seed whose factor is below 1 and whose modulated refill ``refill_trab·refill_mod[seed]`` is
-    at most 1 reserves no marrow: the voxels of one BMU have factors of their own, and marrow
-    steered above 1 around a BMU steered below it would build where that BMU does not
-    (docs/model.md, "A balance that changes during formation").
+    (:func:`update`, with the balance at formation and, with mechanics on, the factor at the
+    BMU's seed) decides how much of it fills, so a BMU claimed before the balance rose
+    builds what the balance asks.
     """
     counters = state.counters
     all_idx, all_code = [], []
-    mod = None if refill_mod is None else refill_mod.ravel()
     for si in seeds.tolist():
         c = make_cavity(state, si, seed, step, sc)
         counters[1 if c.osteonal else 0] += np.uint64(1)
         if c.perforated:
             counters[2] += np.uint64(1)
-        f = _ONE if mod is None else mod[si]
-        over = _ZERO if f < _ONE and sc.refill_trab * f <= _ONE else sc.overfill_reach
-        idx, code = claim_codes(state, si, c, over)
+        idx, code = claim_codes(state, si, c, sc.overfill_reach)
         all_idx.append(idx)
         all_code.append(code)
     if not all_idx:
@@ -403,13 +396,15 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
     """Take new claims, excavate, refill, release and mineralise (``vb_update``).
 
     ``refill_mod``: optional per-voxel float32 factor on the refill level (the mechanical
-    modulation, ``vb_mech_scale``); ``None`` leaves the refill as it is.
+    modulation, ``vb_mech_scale``), read at each BMU's seed (``bmu_seed``): all the voxels of
+    one BMU refill at one factor; ``None`` leaves the refill as it is.
     """
     bone, mineral, osteoid = state.bone.ravel(), state.mineral.ravel(), state.osteoid.ravel()
     day_a, k_a, u_a = state.bmu_day.ravel(), state.bmu_k.ravel(), state.bmu_u.ravel()
-    flags_a, amount_a = state.bmu_flags.ravel(), state.bmu_amount.ravel()
+    flags_a, amount_a, seed_a = state.bmu_flags.ravel(), state.bmu_amount.ravel(), state.bmu_seed.ravel()
     if claimed.size:
         day_a[claimed] = 0
+        seed_a[claimed] = (codes >> np.uint64(CLAIM_SEED_SHIFT)).astype(np.uint32)
         flags_a[claimed] = ((codes >> np.uint64(CLAIM_FLAGS_SHIFT)) & np.uint64(15)).astype(np.uint8)
         amount_a[claimed] = ((codes >> np.uint64(CLAIM_FRAC_SHIFT)) & np.uint64(255)).astype(f32) * f32(1.0 / 255.0)
         u_a[claimed] = ((codes >> np.uint64(CLAIM_U_SHIFT)) & np.uint64(CLAIM_U_MASK)).astype(np.uint16)
@@ -448,8 +443,9 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         r = _refill(osteonal, perforated, sc.refill_trab, sc.refill_cort, sc.refill_perforated)
         r_prev = _refill(osteonal, perforated, sc.refill_trab_prev, sc.refill_cort_prev, sc.refill_perforated)
         if refill_mod is not None:
-            r = r * refill_mod.ravel()[own]
-            r_prev = r_prev * refill_mod.ravel()[own]
+            f = refill_mod.ravel()[seed_a[own]]
+            r = r * f
+            r_prev = r_prev * f
         k = k_a[own].astype(f32) * f32(0.125)
         # the level at the start of the step stands on the previous step's balance
         h0, h1 = _level(d0, r_prev, sc), _level(d1, r, sc)

@@ -186,7 +186,7 @@ class Remodeler:
             self._gpu.step(self.state, self.seed, int(step_index), sc, act_mod, refill_mod)
             return
         seeds = cpu.activate(self.state, self.seed, int(step_index), sc, act_mod)
-        idx, codes = cpu.claim(self.state, seeds, self.seed, int(step_index), sc, refill_mod)
+        idx, codes = cpu.claim(self.state, seeds, self.seed, int(step_index), sc)
         cpu.update(self.state, idx, codes, sc, refill_mod)
         if sc.model_frac > 0:
             cpu.model(self.state, sc)

@@ -80,14 +80,12 @@ class GpuStep:
              sc.p_hemi, sc.p_osteonal, self.seeds, self.seed_count, np.uint32(self.capacity), act_mod),
         )
 
-    def claim_cavities(self, st: RemodelState, seed: int, step: int, sc: StepScalars, refill_mod: Any = None) -> None:
+    def claim_cavities(self, st: RemodelState, seed: int, step: int, sc: StepScalars) -> None:
         """``vb_claim``: each seed's cavity claims its voxels (lowest seed index wins), the
         marrow above its opening up to the overfill's reach included.
 
         Seeds beyond capacity (counted by ``vb_activate``, not stored) are added to the
-        ``seed_overflow`` counter by the kernel itself: no extra launches. ``refill_mod``
-        (mechanics, or ``None``): a seed whose factor is below 1 and whose modulated refill is
-        at most 1 claims no marrow.
+        ``seed_overflow`` counter by the kernel itself: no extra launches.
         """
         nz, ny, nx = (np.int64(v) for v in self.shape)
         self._claim(
@@ -95,17 +93,18 @@ class GpuStep:
             (st.bone, st.region, st.bmu_day, nz, ny, nx, sc.voxel_um, np.uint64(seed), np.uint64(step),
              self.seeds, self.seed_count, np.uint32(self.capacity), sc.depth_um, sc.lateral_um,
              sc.osteon_radius_um, sc.osteon_half_length_um, sc.canal_radius_um, sc.overfill_reach,
-             self.claim, st.counters, sc.refill_trab, refill_mod),
+             self.claim, st.counters),
         )
 
     def update(self, st: RemodelState, sc: StepScalars, refill_mod: Any = None) -> None:
         """``vb_update``: take claims, excavate, refill, release, mineralise.
 
-        ``refill_mod``: per-voxel float32 factor on the refill level, or ``None`` (null).
+        ``refill_mod``: per-voxel float32 factor on the refill level, read at each BMU's seed
+        (``bmu_seed``), or ``None`` (null).
         """
         self._update(
             (self.blocks,), (_THREADS,),
-            (st.bone, st.mineral, st.osteoid, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount, self.claim,
+            (st.bone, st.mineral, st.osteoid, st.bmu_day, st.bmu_k, st.bmu_u, st.bmu_flags, st.bmu_amount, st.bmu_seed, self.claim,
              np.int64(self.n), np.int32(sc.dt), sc.t_resorb, sc.t_form_start, sc.t_form, sc.t_end,
              sc.refill_trab, sc.refill_cort, sc.refill_perforated, sc.refill_trab_prev, sc.refill_cort_prev,
              sc.m_mature, sc.e_primary, sc.e_secondary, sc.c_osteoid, refill_mod),
@@ -127,7 +126,7 @@ class GpuStep:
         """The launches of one step (a memset and three kernels, and ``vb_model`` when modelling-based
         formation is on), in order, with no host synchronisation."""
         self.activate(st, seed, step, sc, act_mod)
-        self.claim_cavities(st, seed, step, sc, refill_mod)
+        self.claim_cavities(st, seed, step, sc)
         self.update(st, sc, refill_mod)
         if sc.model_frac > 0:
             self.model(st, sc)

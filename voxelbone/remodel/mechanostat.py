@@ -18,7 +18,10 @@ remodelling events followed the strain). With the relative signal ``s = S / S_se
 clipped to ``[s_min, s_max]``, each surface voxel's
 
 * activation probability is multiplied by ``a(s) = 1 − w + w·s^(−α_r)``,
-* refill level (wall thickness / erosion depth) by ``f(s) = 1 − w + w·s^(α_f)``,
+* refill level (wall thickness / erosion depth) by ``f(s) = 1 − w + w·s^(α_f)`` — the
+  ``f`` of the voxel where the BMU started (its seed, ``RemodelState.bmu_seed``): every voxel
+  of one BMU, the marrow above its opening included, refills at one factor, read afresh
+  after every solve,
 
 with ``α_r = −100·ln(1 − 0.020) ≈ 2.02`` and ``α_f = 100·ln(1 + 0.019) ≈ 1.88`` (a 1 %
 change of ``s`` changes ``s^α`` by α %), and ``w = 0.4`` the share of remodelling that
@@ -31,7 +34,7 @@ formation are fitted separately for the trabecular and the cortical compartment 
 layer calibrates their rates separately, :class:`voxelbone.sites.SiteRates`) so that, at the
 habitual load and the starting hormone state, the mean of ``a`` over each compartment's bone
 surface is exactly 1 and the mean of ``f`` over its BMUs is exactly 1 — the BMUs in
-flight, weighted by the bone they remove (:func:`cavity_weights`), or while there are too
+flight, weighted by the bone they remove (:func:`bmus_in_flight`), or while there are too
 few of them the surface weighted by ``a``: the starting structure is assumed to be adapted
 to its habitual load, and the set points then stay fixed, as the thresholds of the
 mechanostat models that keep a structure at homeostasis under a constant load do (Huiskes
@@ -93,7 +96,7 @@ import numpy as np
 from ..backend import array_module, asnumpy, ndimage_module
 from ..volume import BoneVolume, Region
 
-__all__ = ["COMPARTMENTS", "STEER_CHOICES", "cavity_weights", "MechanostatParams", "Mechanostat", "Modulation",
+__all__ = ["COMPARTMENTS", "STEER_CHOICES", "Cavities", "bmus_in_flight", "MechanostatParams", "Mechanostat", "Modulation",
            "estradiol_signal", "local_signal", "surface_mask"]
 
 
@@ -244,20 +247,31 @@ def _solve_setpoint(values: np.ndarray, exponent: float, lo: float, hi: float, s
 MIN_CAVITY_VOXELS = 50
 
 
-def cavity_weights(state: Any) -> Any:
-    """Per voxel, the bone fraction its BMU in flight removes (or removed); 0 elsewhere (float32).
+@dataclass
+class Cavities:
+    """The BMUs in flight, per voxel (NumPy or CuPy, shape of the volume).
 
-    From the engine's state (:class:`voxelbone.remodel.state.RemodelState`): voxels owned
-    by a BMU, dug (``bmu_amount`` is the bone removed) or still to dig (``bmu_amount`` of
-    the voxel's bone); overfill voxels above the old surface removed nothing.
+    ``weight``: the bone fraction the voxel's BMU removes or removed (float32; 0 outside any
+    BMU and in the marrow above an opening, which removed nothing). ``seed``: the flat index
+    of the voxel where that BMU started (uint32), whose signal steers its refill
+    (``RemodelState.bmu_seed``; meaningful where ``weight`` > 0).
     """
+
+    weight: Any
+    seed: Any
+
+
+def bmus_in_flight(state: Any) -> Cavities:
+    """The :class:`Cavities` of the engine's state (:class:`voxelbone.remodel.state.RemodelState`):
+    voxels owned by a BMU, dug (``bmu_amount`` is the bone removed) or still to dig
+    (``bmu_amount`` of the voxel's bone), each with its BMU's seed."""
     from .state import FLAG_OVERFILL, FLAG_RESORBED  # noqa: PLC0415
 
     xp = array_module(state.bone)
     owned = (state.bmu_day >= 0) & ((state.bmu_flags & FLAG_OVERFILL) == 0)
     dug = (state.bmu_flags & FLAG_RESORBED) != 0
     removed = xp.where(dug, state.bmu_amount, state.bmu_amount * state.bone)
-    return xp.where(owned, removed, 0.0).astype(xp.float32)
+    return Cavities(xp.where(owned, removed, 0.0).astype(xp.float32), state.bmu_seed)
 
 
 #: Compartments with a set point of their own (their rates are calibrated separately).
@@ -283,11 +297,11 @@ class Mechanostat:
         self.signal: Any = None
         self.region: Any = None
 
-    def solve(self, volume: BoneVolume, keep: bool = True, cavities: Any = None) -> Any:
+    def solve(self, volume: BoneVolume, keep: bool = True, cavities: Cavities | None = None) -> Any:
         """Compress ``volume`` along the load axis (warm start) and update the signal.
 
         With ``keep=False`` (a measurement only) the signal and the warm start stay as they
-        were. ``cavities``: :func:`cavity_weights` of the engine (the BMUs in flight), over
+        were. ``cavities``: :func:`bmus_in_flight` of the engine, over
         which the refill set points are fitted when there are enough of them. Returns the
         :class:`~voxelbone.mechanics.MechanicsResult`.
         """
@@ -309,7 +323,7 @@ class Mechanostat:
     def _shift(self, estradiol_pg_ml: float) -> float:
         return 1.0 + self.params.estradiol_setpoint_shift * max(1.0 - estradiol_signal(estradiol_pg_ml), 0.0)
 
-    def calibrate(self, volume: BoneVolume, estradiol_pg_ml: float, cavities: Any = None) -> None:
+    def calibrate(self, volume: BoneVolume, estradiol_pg_ml: float, cavities: Cavities | None = None) -> None:
         """Fix the set points so each compartment's mean modulation is 1 (habitual load).
 
         ``estradiol_pg_ml`` is the hormone state the set points belong to (the start of the
@@ -322,13 +336,15 @@ class Mechanostat:
         self._fit_setpoints(volume, cavities)
         self.shift_start = self._shift(estradiol_pg_ml)
 
-    def _fit_setpoints(self, volume: BoneVolume, cavities: Any = None) -> None:
+    def _fit_setpoints(self, volume: BoneVolume, cavities: Cavities | None = None) -> None:
         """Per compartment (trabecular, cortical; one without loaded surface gets none and
         borrows the other's): activation's mean over its surface voxels is 1; refill's mean
         over its BMUs is 1, so the net bone balance of the cell layer stays too.
 
         The BMUs are those in flight (``cavities``: each voxel weighted by the bone its BMU
-        removes) when a compartment holds at least ``MIN_CAVITY_VOXELS`` of them, else the
+        removes, at the signal of its BMU's seed, the one its refill follows, and in the
+        compartment of that seed) when a compartment seeds at least ``MIN_CAVITY_VOXELS`` of
+        their voxels, else the
         surface weighted by activation (BMUs start more often where they refill less). The
         cavities matter: a cavity weakens its strut, so the next solve finds more strain
         around it and it would refill more than the surface's mean says — a gain from every
@@ -339,17 +355,22 @@ class Mechanostat:
         surf = asnumpy(surface_mask(volume.bone, volume.region))
         region = asnumpy(volume.region)
         signal = asnumpy(self.signal)
-        weight = None if cavities is None else asnumpy(cavities)
         lo, hi, w = p.signal_ratio_min, p.signal_ratio_max, p.mechanical_share
+        if cavities is not None:
+            weight = asnumpy(cavities.weight).ravel()
+            owned = weight > 0
+            weight = weight[owned]
+            at = asnumpy(cavities.seed).ravel()[owned].astype(np.int64)
+            seed_signal, seed_region = signal.ravel()[at], region.ravel()[at]
         res, form = {}, {}
         for name, label in COMPARTMENTS.items():
             values = signal[surf & (region == label)]
             if not (values > 0).any():
                 continue
             res[name] = _solve_setpoint(values, -p.resorption_exponent, lo, hi, w)
-            in_flight = None if weight is None else (weight > 0) & (region == label) & (signal > 0)
+            in_flight = None if cavities is None else (seed_region == label) & (seed_signal > 0)
             if in_flight is not None and int(in_flight.sum()) >= MIN_CAVITY_VOXELS:
-                form[name] = _solve_setpoint(signal[in_flight], p.formation_exponent, lo, hi, w,
+                form[name] = _solve_setpoint(seed_signal[in_flight], p.formation_exponent, lo, hi, w,
                                              weights=weight[in_flight])
             else:
                 act = (1.0 - w) + w * np.clip(values / res[name], lo, hi) ** (-p.resorption_exponent)

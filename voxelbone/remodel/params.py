@@ -32,13 +32,25 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MAX_OVERFILL_REACH_DEPTHS", "MODEL_REVISION", "MineralisationLaw", "RemodelParams"]
+__all__ = ["MAX_OVERFILL_REACH_DEPTHS", "MECHANOSTAT_REVISION", "MODEL_REVISION", "MineralisationLaw", "RemodelParams",
+           "model_revision"]
 
 #: Name of the voxel layer's rules as they stand: changed with every change of the model
 #: that moves a run's numbers. Study records keep it with each cell
 #: (:func:`voxelbone.calibration.run_study`), and a cell of another revision is not reused:
 #: it is shown "not run here" and run again.
 MODEL_REVISION = "2026-12-02 every cavity reserves the marrow within the overfill's reach; the balance at formation fills it"
+
+#: Name of the load's coupling to the BMUs as it stands (:mod:`voxelbone.remodel.mechanostat`
+#: and the refill factor of ``vb_update``): changed with every change of it that moves a
+#: mechanics-on run's numbers. A run with mechanics off passes no field and does not depend on it.
+MECHANOSTAT_REVISION = "2026-12-02 every voxel of a BMU refills at the mechanical factor of its seed"
+
+
+def model_revision(mechanics: bool) -> str:
+    """The revision a study cell is run on: :data:`MODEL_REVISION`, and with load-driven
+    remodelling on (``mechanics``) :data:`MECHANOSTAT_REVISION` too."""
+    return f"{MODEL_REVISION}; mechanostat {MECHANOSTAT_REVISION}" if mechanics else MODEL_REVISION
 
 #: The farthest ``RemodelParams.overfill_reach_depths`` may be set: a voxel's height above
 #: its cavity floor, u ≤ 1 + reach, is stored in 9 bits at steps of 1/127.5 (u ≤ 4; the

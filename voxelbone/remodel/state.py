@@ -24,6 +24,7 @@ __all__ = [
     "FLAG_OVERFILL",
     "FLAG_PERFORATED",
     "FLAG_RESORBED",
+    "MAX_STATE_VOXELS",
     "MAX_MODELLING_UM_PER_DAY",
     "MIN_COLUMN_DEPTH",
     "Rates",
@@ -56,6 +57,9 @@ CLAIM_U_MASK = 511
 #: 8-bit depth field. A shallow rim column is filled over its own depth, not over one voxel.
 MIN_COLUMN_DEPTH = 0.125
 
+#: Most voxels an engine state holds: ``bmu_seed`` stores a flat voxel index as uint32.
+MAX_STATE_VOXELS = 2**32 - 1
+
 #: Order of the uint64 counters array (kernels index it the same way).
 COUNTERS = ("bmus_trabecular", "bmus_osteonal", "perforations", "fragments_removed", "seed_overflow")
 
@@ -87,7 +91,9 @@ class RemodelState:
     ``bmu_u`` (height above the cavity floor in units of the local column depth, 0 to
     max(2, 1 + ``RemodelParams.overfill_reach_depths``) in steps of 1/127.5; uint16), ``bmu_k`` (the local column depth in voxels, steps of 1/8) and
     ``bmu_flags`` describe the voxel's place in its cavity; ``bmu_amount`` is the fraction
-    to excavate before excavation and the bone removed after. ``counters`` (uint64) and ``fragment_bone`` (float64, voxel units) are
+    to excavate before excavation and the bone removed after; ``bmu_seed`` (uint32) is the
+    flat index of the voxel where its BMU started, whose mechanical factor its refill
+    follows (meaningful only where ``bmu_day`` ≥ 0). ``counters`` (uint64) and ``fragment_bone`` (float64, voxel units) are
     cumulative.
     """
 
@@ -100,6 +106,7 @@ class RemodelState:
     bmu_u: Any
     bmu_flags: Any
     bmu_amount: Any
+    bmu_seed: Any
     counters: Any
     fragment_bone: Any
 
@@ -108,6 +115,9 @@ class RemodelState:
         """A state with no BMU active (arrays are used in place, not copied)."""
         xp = _xp(bone)
         shape = bone.shape
+        if int(np.prod(shape, dtype=np.int64)) > MAX_STATE_VOXELS:
+            raise ValueError(f"a volume of {shape} voxels is larger than the engine's {MAX_STATE_VOXELS} "
+                             "(bmu_seed holds a voxel's flat index in 32 bits); crop or coarsen it")
         return cls(
             bone=bone, mineral=mineral, region=region,
             osteoid=xp.zeros(shape, dtype=xp.float32) if osteoid is None else osteoid,
@@ -116,6 +126,7 @@ class RemodelState:
             bmu_u=xp.zeros(shape, dtype=xp.uint16),
             bmu_flags=xp.zeros(shape, dtype=xp.uint8),
             bmu_amount=xp.zeros(shape, dtype=xp.float32),
+            bmu_seed=xp.zeros(shape, dtype=xp.uint32),
             counters=xp.zeros(len(COUNTERS), dtype=xp.uint64),
             fragment_bone=xp.zeros(1, dtype=xp.float64),
         )
@@ -127,7 +138,7 @@ class RemodelState:
     @staticmethod
     def bytes_per_voxel() -> int:
         """Bytes of state per voxel (plus the 8-byte claim scratch of the GPU path)."""
-        return 4 + 4 + 1 + 4 + 2 + 1 + 2 + 1 + 4
+        return 4 + 4 + 1 + 4 + 2 + 1 + 2 + 1 + 4 + 4
 
 
 def _xp(a: Any) -> Any:

@@ -2,6 +2,7 @@
 
     python benchmarks/calibration_table.py [--workers 2] [--record FILE] [--from-record]
     python benchmarks/calibration_table.py --fe-every-days 28 [--workers 2] [--resume] [--voxels 30,40]
+                                           [--presets gh_peptide_sermorelin,...]
 
 Runs every preset of ``voxelbone.calibration.CLINICAL_TARGETS`` at the lumbar spine and the
 femoral neck in the geometry of ``tests/test_calibration.py`` (a 3.84 mm cube: 128³ phantoms
@@ -18,6 +19,8 @@ the table — mechanics off (from the mechanics-off record) beside on, with the 
 difference — between the ``calibration-table-mechanics`` markers of
 docs/user-guide/mechanics.md. ``--voxels 40`` runs only the 40 µm cells (a quarter of the
 cost); the table then marks the others "not run", and ``--resume`` adds them later.
+``--presets`` likewise runs only the presets named (with ``--resume`` the record keeps the
+others' cells).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import json
 import sys
 from pathlib import Path
 
-from voxelbone.calibration import (CALIBRATED_VOXEL_SIZES_UM, calibration_cells, calibration_markdown,
+from voxelbone.calibration import (CALIBRATED_VOXEL_SIZES_UM, CLINICAL_TARGETS, calibration_cells, calibration_markdown,
                                    mechanics_calibration_markdown, provenance_text, replace_between_markers,
                                    run_study)
 
@@ -64,6 +67,16 @@ def _voxels(text: str) -> tuple[float, ...]:
     return sizes
 
 
+def _presets(text: str) -> tuple[str, ...]:
+    """``--presets``: presets of the table only (those with a clinical target)."""
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [p for p in names if p not in CLINICAL_TARGETS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or repr(text)}: the calibration table has "
+                                         f"{', '.join(CLINICAL_TARGETS)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -79,11 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voxels", type=_voxels, default=None,
                     help=f"with --fe-every-days: run only these voxel sizes in µm, comma-separated "
                          f"(default all: {','.join(f'{v:g}' for v in CALIBRATED_VOXEL_SIZES_UM)})")
+    ap.add_argument("--presets", type=_presets, default=None,
+                    help="with --fe-every-days: run only these presets, comma-separated (default all)")
     args = ap.parse_args(argv)
     if args.fe_every_days < 0:
         ap.error(f"--fe-every-days must be ≥ 0, got {args.fe_every_days}")
     if args.voxels is not None and not args.fe_every_days:
         ap.error("--voxels needs --fe-every-days: the README's table has every calibrated voxel size")
+    if args.presets is not None and not args.fe_every_days:
+        ap.error("--presets needs --fe-every-days: the README's table has every preset")
     if args.fe_every_days:
         return mechanics_main(args)
     args.record = args.record or ROOT / "benchmarks" / "calibration_table.json"
@@ -109,7 +126,7 @@ def mechanics_main(args: argparse.Namespace) -> int:
         # a record of another model must not stand in for this one: reuse its cells only when asked
         old = json.loads(record_path.read_text(encoding="utf-8")) if args.resume and record_path.exists() else None
         voxels = args.voxels or CALIBRATED_VOXEL_SIZES_UM
-        record = run_study(calibration_cells(voxel_sizes_um=voxels, fe_every_days=args.fe_every_days),
+        record = run_study(calibration_cells(args.presets, voxel_sizes_um=voxels, fe_every_days=args.fe_every_days),
                            n_workers=args.workers, record=old,
                            progress=lambda t: print(t, flush=True))
         record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

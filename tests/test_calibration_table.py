@@ -273,7 +273,13 @@ def test_mechanics_study_runs_only_the_voxel_sizes_asked(tmp_path, monkeypatch, 
         script.main(["--fe-every-days", "28", "--voxels", "40", "--record", str(tmp_path / "m.json")])
     assert seen["cells"] and {c.voxel_size_um for c in seen["cells"]} == {40.0}
     assert {c.preset for c in seen["cells"]} == set(CLINICAL_TARGETS)
+    with pytest.raises(SystemExit):
+        script.main(["--fe-every-days", "28", "--voxels", "30", "--presets", "gh_peptide_sermorelin,trt",
+                     "--record", str(tmp_path / "m.json")])
+    assert {(c.preset, c.voxel_size_um) for c in seen["cells"]} == {("gh_peptide_sermorelin", 30.0), ("trt", 30.0)}
     for bad, message in ((["--fe-every-days", "28", "--voxels", "25"], "25 µm"),
+                         (["--fe-every-days", "28", "--presets", "gh"], "gh: the calibration table has"),
+                         (["--presets", "trt"], "--presets needs --fe-every-days"),
                          (["--fe-every-days", "28", "--voxels", "forty"], "numbers in µm"),
                          (["--voxels", "40"], "needs --fe-every-days")):
         with pytest.raises(SystemExit) as err:

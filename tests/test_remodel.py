@@ -411,6 +411,17 @@ def test_bad_steps_and_rates_are_refused(small):
             RemodelParams(overfill_reach_depths=reach)
 
 
+def test_a_volume_beyond_the_32_bit_seed_index_is_refused_before_allocating():
+    """``bmu_seed`` holds a flat voxel index in 32 bits: 2³² voxels are refused with a clear error."""
+    from voxelbone.remodel.state import MAX_STATE_VOXELS, RemodelState
+
+    zero = np.float32(0.0)
+    big = np.broadcast_to(zero, (2**11, 2**11, 2**10))  # 2³² voxels, no memory behind it
+    with pytest.raises(ValueError, match="larger than the engine's 4294967295"):
+        RemodelState.new(big, big, np.broadcast_to(np.uint8(1), big.shape))
+    assert MAX_STATE_VOXELS == np.iinfo(np.uint32).max
+
+
 def test_too_large_for_device_memory_is_refused_before_allocating():
     class FakeRuntime:
         @staticmethod

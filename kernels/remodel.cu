@@ -379,7 +379,6 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
         // every cavity reserves the marrow a positive balance may build into, up to the overfill's
         // reach, whatever the balance now: the formation level (vb_update, with the balance at
         // formation and the mechanical factor at the BMU's seed) decides how much of it fills
-        float over = overfill_reach;
         if (threadIdx.x == 0) {
             atomicAdd(&counters[c.osteonal ? VB_C_OSTEONAL : VB_C_HEMI], 1ULL);
             if (c.perforated) atomicAdd(&counters[VB_C_PERFORATED], 1ULL);
@@ -396,8 +395,8 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
             if (qz < 0 || qz >= nz || qy < 0 || qy >= ny || qx < 0 || qx >= nx) continue;
             vb_i64 j = vb_index(g, qz, qy, qx);
             if (region[j] == VB_OUTSIDE || bmu_day[j] >= 0) continue;
-            vb_u64 code = c.osteonal ? vb_claim_code_wall(c, si, qz, qy, qx, over, bone[j])
-                                     : vb_claim_code(c, si, qz, qy, qx, over, bone[j]);
+            vb_u64 code = c.osteonal ? vb_claim_code_wall(c, si, qz, qy, qx, overfill_reach, bone[j])
+                                     : vb_claim_code(c, si, qz, qy, qx, overfill_reach, bone[j]);
             if (c.cortical && code != VB_CLAIM_NONE) code |= ((vb_u64)VB_FLAG_OSTEONAL << VB_CLAIM_FLAGS_SHIFT);
             if (code != VB_CLAIM_NONE) atomicMin(&claim[j], code);
         }

@@ -24,7 +24,6 @@ cells (the invariance matrix of ``benchmarks/invariance_matrix.py`` too), and
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -513,9 +512,9 @@ def calibration_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell] |
     lines = ["| preset | site | voxel | `abmd_pct` %/yr, mean [95 % interval] | clinical range | in range | resolved |",
              "|---|---|---|---|---|---|---|"]
     for c in cells:
-        if not _on_this_model(record, c.key):
+        if not _on_this_model(record, c):
             lines.append(f"| {c.preset} | {_SITE_NAMES.get(c.site, c.site)} | {c.voxel_size_um:g} µm "
-                         f"| {_not_run_text(record, c.key)} | | | |")
+                         f"| {_not_run_text(record, c)} | | | |")
             continue
         iv = cell_intervals(record, c.key)["abmd_pct"]
         lo, hi = CLINICAL_TARGETS[c.preset].range(c.site)
@@ -541,10 +540,10 @@ def mechanics_calibration_markdown(off: Mapping[str, Any], on: Mapping[str, Any]
     for c_off, c_on in zip(calibration_cells(), calibration_cells(fe_every_days=fe_every_days)):
         name = f"| {c_off.preset}{f' ({c_off.years_run:g} yr)' if c_off.years_run != 1.0 else ''} " \
                f"| {_SITE_NAMES.get(c_off.site, c_off.site)} | {c_off.voxel_size_um:g} µm "
-        if not (_on_this_model(off, c_off.key) and _on_this_model(on, c_on.key)):
+        if not (_on_this_model(off, c_off) and _on_this_model(on, c_on)):
             off_text = (_interval_text(t_interval(off["cells"][c_off.key]["change_pct_per_yr"]["abmd_pct"]))
-                        if _on_this_model(off, c_off.key) else _not_run_text(off, c_off.key))
-            lines.append(name + f"| {off_text} | {_not_run_text(on, c_on.key)} | | | |")
+                        if _on_this_model(off, c_off) else _not_run_text(off, c_off))
+            lines.append(name + f"| {off_text} | {_not_run_text(on, c_on)} | | | |")
             continue
         a = off["cells"][c_off.key]
         b = on["cells"][c_on.key]
@@ -670,27 +669,19 @@ def provenance_text(record: Mapping[str, Any], keys: Sequence[str] | None = None
     return "; ".join(f"{d} at {commit_text(g)} on {m}" for d, g, m in runs)
 
 
-#: The end of a mechanics-on cell's key (:attr:`StudyCell.key`).
-_MECHANICS_KEY = re.compile(r"\|fe\d+d$")
+def _on_this_model(record: Mapping[str, Any], cell: StudyCell) -> bool:
+    """``cell`` is in ``record`` and was run on the model as it stands
+    (:func:`~voxelbone.remodel.params.model_revision`, with the mechanostat's revision for a
+    mechanics-on cell)."""
+    rec = record["cells"].get(cell.key)
+    return rec is not None and rec.get("model") == model_revision(cell.fe_every_days > 0)
 
 
-def _cell_on_this_model(rec: Mapping[str, Any] | None, mechanics: bool) -> bool:
-    """A recorded cell (``None``: none) was run on the model as it stands
-    (:func:`~voxelbone.remodel.params.model_revision`; ``mechanics``: a mechanics-on cell)."""
-    return rec is not None and rec.get("model") == model_revision(mechanics)
-
-
-def _on_this_model(record: Mapping[str, Any], key: str) -> bool:
-    """Cell ``key`` is in ``record`` and was run on the model as it stands (a key of a
-    mechanics-on cell ends ``|fe<N>d``, :attr:`StudyCell.key`)."""
-    return _cell_on_this_model(record["cells"].get(key), _MECHANICS_KEY.search(key) is not None)
-
-
-def _not_run_text(record: Mapping[str, Any], key: str) -> str:
+def _not_run_text(record: Mapping[str, Any], cell: StudyCell) -> str:
     """What a table says of a cell it does not show: not run at all, or run on an earlier model."""
-    if key not in record["cells"]:
+    if cell.key not in record["cells"]:
         return "not run"
-    return "" if _on_this_model(record, key) else "earlier model"
+    return "" if _on_this_model(record, cell) else "earlier model"
 
 
 def _recorded(record: Mapping[str, Any], cell: StudyCell) -> bool:
@@ -698,7 +689,7 @@ def _recorded(record: Mapping[str, Any], cell: StudyCell) -> bool:
     measured as studies measure now (:data:`STUDY_COMPARTMENTS`) and run on the model as it
     stands (:func:`~voxelbone.remodel.params.model_revision`)."""
     rec = record["cells"].get(cell.key)
-    return (_cell_on_this_model(rec, cell.fe_every_days > 0) and tuple(rec.get("seeds", cell.seeds)) == tuple(cell.seeds)
+    return (_on_this_model(record, cell) and tuple(rec.get("seeds", cell.seeds)) == tuple(cell.seeds)
             and rec.get("compartments") == STUDY_COMPARTMENTS)
 
 

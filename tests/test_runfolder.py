@@ -161,3 +161,60 @@ def test_input_scan_provenance_survives_status_writes(tmp_path):
     info = folder.info()
     assert info["status"] == "completed"
     assert info["input_scan"] == {"format": "aim", "calibration": "scanco"}
+
+
+def _files(path: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def _run_in_state(path: Path, state: RunState, scenario: Scenario = SCENARIO) -> RunFolder:
+    folder = RunFolder(path)
+    folder.create()
+    written = RunState.RUNNING if state is RunState.INTERRUPTED else state
+    folder.write_status(written, scenario=scenario, backend=get_backend("numpy"), timings={}, day=36)
+    if state is RunState.INTERRUPTED:
+        folder.write_checkpoint({"bone": np.zeros((2, 2, 2), np.float32)}, next_step=7, scenario=scenario, engine={})
+    if state is RunState.COMPLETED:
+        folder.metrics_table().append({"day": 0, "bv_tv": 0.2})
+    assert folder.state() is state
+    return folder
+
+
+@pytest.mark.parametrize("state", [RunState.RUNNING, RunState.INTERRUPTED, RunState.COMPLETED, RunState.FAILED])
+def test_a_folder_holding_another_scenarios_run_is_refused_in_every_state(tmp_path, state):
+    folder = _run_in_state(tmp_path / "run", state)
+    before = _files(folder.path)
+    folder.refuse_other_scenario(SCENARIO)  # the same scenario may be continued or run again
+    RunFolder(tmp_path / "new").refuse_other_scenario(SCENARIO.with_overrides(seed=4))  # nothing there
+    with pytest.raises(ValueError, match=rf"holds an? {state.value} run of another scenario \(seed: 3 there, 4 now\)"):
+        folder.refuse_other_scenario(SCENARIO.with_overrides(seed=4))
+    assert _files(folder.path) == before
+    folder.run_json.write_text('{"status": "completed"}')  # a run.json without its scenario
+    with pytest.raises(ValueError, match="does not describe a scenario"):
+        folder.refuse_other_scenario(SCENARIO)
+
+
+def test_run_and_compare_leave_another_scenarios_run_as_it_is(tmp_path, capsys):
+    from voxelbone.cli import main
+    from voxelbone.report import compare
+    from voxelbone.simulate import simulate
+
+    folder = _run_in_state(tmp_path / "run", RunState.COMPLETED)
+    before = _files(folder.path)
+    with pytest.raises(ValueError, match="another scenario"):
+        simulate(SCENARIO.with_overrides(seed=4), folder.path, backend="numpy", progress=False)
+    assert main(["run", "--size", "48", "--seed", "3", "--years", "0.2", "--out", str(folder.path), "--quiet"]) == 2
+    assert "another scenario" in capsys.readouterr().err
+    assert _files(folder.path) == before
+    # a comparison checks every preset's folder before its first run
+    study = StudyFolder(tmp_path / "cmp")
+    other = _run_in_state(study.run("mht_estradiol_progesterone").path, RunState.COMPLETED)
+    before = _files(study.path)
+    with pytest.raises(ValueError, match="mht_estradiol_progesterone holds a completed run of another scenario"):
+        compare(["postmenopausal_untreated", "mht_estradiol_progesterone"], study.path, years=0.1, size=48,
+                backend="numpy", progress=False, render=False)
+    assert _files(study.path) == before and other.state() is RunState.COMPLETED
+    # a step longer than a remodelling phase is refused before the folder exists
+    with pytest.raises(ValueError, match="longer than the shortest remodeling phase"):
+        simulate(SCENARIO.with_overrides(step_days=60), tmp_path / "long_step", backend="numpy", progress=False)
+    assert not (tmp_path / "long_step").exists()

@@ -131,6 +131,16 @@ def test_unknown_preset_lists_close_matches():
         load_preset("trt_anastrazole_excess")
 
 
+def test_run_with_an_unknown_preset_fails_before_it_is_announced(tmp_path, capsys):
+    from voxelbone.cli import main
+
+    for extra in ([], ["--replicates", "2"]):
+        assert main(["run", "--preset", "trt_anastrazole_excess", "--out", str(tmp_path / "out"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "trt_anastrozole_excess" in err and "voxelbone 0" not in err, err  # no "voxelbone X.Y: ... backend" line
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------ the end of a run, progress, --resume
 TINY = Scenario(name="tiny", site="lumbar_spine", periods=(Period("postmenopausal_untreated", 0.1),), size=48, seed=5,
                 step_days=1, metrics_every_days=30, snapshot_every_days=30, checkpoint_every_days=10, spin_up_days=10)

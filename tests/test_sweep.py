@@ -63,6 +63,27 @@ def test_sweep_runs_reuses_and_reports_failures(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.csv")} == stamp
 
 
+def test_a_sweep_never_reuses_or_replaces_another_scenarios_run(tmp_path):
+    """A grid point whose folder holds a finished run of another scenario (the sweep file was
+    edited: another length) stops the sweep before anything is run or rewritten."""
+    from voxelbone.backend import get_backend
+    from voxelbone.runfolder import RunFolder, RunState, StudyFolder
+    from voxelbone.scenario import Period
+
+    sweep = Sweep(BASE, {"seed": [1, 2]}, "test")
+    study = StudyFolder(tmp_path / "out")
+    first = sweep.runs()[0]
+    folder = RunFolder(study.run(first.run_id).path)
+    folder.create()
+    longer = first.scenario.with_overrides(periods=(Period(first.scenario.periods[0].preset, 0.5),))
+    folder.write_status(RunState.COMPLETED, scenario=longer, backend=get_backend("numpy"), timings={}, day=182)
+    folder.metrics_table().append({"day": 0, "bv_tv": 0.2})
+    before = {p: p.read_bytes() for p in study.path.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=r"holds a completed run of another scenario \(periods:"):
+        run_sweep(sweep, study.path, options=RunOptions(n_workers=1, backend="numpy"))
+    assert {p: p.read_bytes() for p in study.path.rglob("*") if p.is_file()} == before  # no sweep.json either
+
+
 @pytest.mark.slow
 def test_killed_worker_gets_its_run_retried(tmp_path):
     import psutil

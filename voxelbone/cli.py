@@ -156,6 +156,10 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     name = base.name
     if args.preset and not args.scenario:
         name = args.preset
+    from .presets import load_preset  # deferred, see the module docstring  # noqa: PLC0415
+
+    for period in periods:  # an unknown preset fails here, before the run is announced
+        load_preset(period.preset)
     return base.with_overrides(
         name=name, periods=periods, site=args.site, seed=args.seed, size=args.size,
         voxel_size_um=args.voxel_size_um, step_days=args.step_days, metrics_every_days=args.metrics_every_days,
@@ -291,6 +295,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if StudyFolder(folder.path).holds_replicates():
             raise UsageError(f"{folder.path} holds replicates; add --replicates N, --resume {folder.path}, "
                              "or choose another --out")
+        folder.refuse_other_scenario(scenario)
         _print_rve_warnings(scenario)
     backend = get_backend(args.backend)  # fail early and clearly on a forced, unusable backend
     print(f"voxelbone {__version__}: {scenario.name} — site {scenario.site}, "

@@ -99,6 +99,12 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
     -------
     Path
         The report written.
+
+    Raises
+    ------
+    ValueError
+        Unknown or repeated presets, or a preset's folder under ``out_dir`` holding a run
+        of another scenario (another size or length, say): raised before any run starts.
     """
     if not presets:
         raise ValueError("compare needs at least one preset")
@@ -117,9 +123,11 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
     if replicates is not None:
         return _compare_replicates(study, scenarios, check_replicate_count(replicates), n_workers=n_workers,
                                    backend=backend, render=render)
-    for name, scenario in scenarios.items():
+    for name, scenario in scenarios.items():  # every folder checked before the first run
         if study.study(name).holds_replicates():
             raise ValueError(f"{study.run(name).path} holds replicates; add --replicates, or choose another --out")
+        study.run(name).refuse_other_scenario(scenario)
+    for name, scenario in scenarios.items():
         folder = study.run(name)
         reused = folder.holds(scenario)
         if not reused:

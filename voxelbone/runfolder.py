@@ -292,6 +292,34 @@ class RunFolder:
         except (KeyError, ValueError, TypeError):
             return False
 
+    def refuse_other_scenario(self, scenario: Scenario) -> None:
+        """Raise unless the folder is empty or holds a run of exactly ``scenario``.
+
+        A run of the same scenario may be continued or run again (the results are the same);
+        a run of another scenario is kept as it is, in whatever state it is in.
+
+        Raises
+        ------
+        ValueError
+            The folder holds a run of another scenario (the fields that differ are named), or
+            a ``run.json`` that does not describe a scenario.
+        """
+        state = self.state()
+        if state is RunState.EMPTY:
+            return
+        try:
+            recorded = self.recorded_scenario()
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"{self.run_json} does not describe a scenario ({exc}); the folder is left as it is: "
+                             "choose another --out") from None
+        if recorded == scenario:
+            return
+        old, new = recorded.to_dict(), scenario.to_dict()
+        differ = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in new if old.get(k) != new.get(k))
+        article = "an" if state.value[0] in "aeiou" else "a"
+        raise ValueError(f"{self.path} holds {article} {state.value} run of another scenario ({differ}); it is left "
+                         "as it is: choose another --out, or remove that folder to replace it")
+
     # ---------------------------------------------------------------- run.json
     def create(self) -> None:
         """Create the folder and its ``snapshots/``."""

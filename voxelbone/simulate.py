@@ -144,7 +144,8 @@ def simulate(
         What to simulate.
     out_dir : path, optional
         Results folder (created). ``None`` keeps everything in memory (no files, no
-        checkpoints).
+        checkpoints). A folder holding a run of another scenario is refused and left as
+        it is; one holding a run of this scenario is run again.
     backend : str or Backend, optional
         ``"numpy"``, ``"cupy"`` or ``"auto"`` (default: ``$VOXELBONE_BACKEND`` or auto).
     progress : bool
@@ -173,6 +174,9 @@ def simulate(
     ------
     RunInterrupted
         After SIGINT/SIGTERM, once a checkpoint is written.
+    ValueError
+        A step longer than a remodeling phase, or ``out_dir`` holding a run of another
+        scenario: raised before anything is written.
     """
     from .figures import draw_run_figures  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
     from .remodel import RemodelParams, Remodeler  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
@@ -187,14 +191,17 @@ def simulate(
     spin_steps = int(math.ceil(scenario.spin_up_days / dt))
     course, activity = activity_for(scenario)
 
+    params = RemodelParams()
+    params.check_step(dt)  # bad input fails before the folder is touched
     checkpoint = None
     if resume:
         if folder is None:
             raise ValueError("resume needs the results folder of the interrupted run")
         checkpoint = folder.read_checkpoint(scenario)
+    elif folder is not None:
+        folder.refuse_other_scenario(scenario)
     start_step = checkpoint.next_step if checkpoint is not None else 0
 
-    params = RemodelParams()
     timings = {"setup": 0.0, "spin_up": 0.0, "steps": 0.0, "metrics": 0.0, "io": 0.0}
     if checkpoint is not None:
         rem = Remodeler.from_state(checkpoint.arrays, params, scenario.seed, xp=be.xp, meta=checkpoint.engine)

@@ -231,7 +231,8 @@ def run_jobs(jobs: Sequence[Job], *, options: RunOptions | None = None) -> dict[
     """Run jobs in parallel on a Dask cluster (a local one unless ``options.scheduler`` is given).
 
     Finished runs are kept, interrupted ones resume from their checkpoint, a failing run
-    is reported and does not stop the others, and a run whose worker dies is retried.
+    is reported and does not stop the others, and a run whose worker dies is retried. A
+    job whose folder holds a run of another scenario stops them all before any starts.
 
     Parameters
     ----------
@@ -257,6 +258,8 @@ def run_jobs(jobs: Sequence[Job], *, options: RunOptions | None = None) -> dict[
         raise ValueError(f"job names repeat: {names}")
     results: dict[str, dict[str, Any]] = {}
     todo = []
+    for j in jobs:  # before any run starts: a folder holding another scenario's run is never reused or replaced
+        RunFolder(j.run_dir).refuse_other_scenario(j.scenario)
     for j in jobs:
         if RunFolder(j.run_dir).state() is RunState.COMPLETED:
             results[j.name] = {"name": j.name, "status": RunState.COMPLETED.value, "error": "", "pid": None}
@@ -362,6 +365,9 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, options: RunOptions | None =
     study = StudyFolder(out_dir)
     runs = sweep.runs()
     _check_out_dir(study)
+    if replicates is None:  # before sweep.json is rewritten: a point holding another scenario's run stops it
+        for r in runs:
+            study.run(r.run_id).refuse_other_scenario(r.scenario)
     study.runs_dir.mkdir(parents=True, exist_ok=True)
     _write_sweep_json(study, sweep, runs)
 

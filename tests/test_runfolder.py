@@ -218,3 +218,17 @@ def test_run_and_compare_leave_another_scenarios_run_as_it_is(tmp_path, capsys):
     with pytest.raises(ValueError, match="longer than the shortest remodeling phase"):
         simulate(SCENARIO.with_overrides(step_days=60), tmp_path / "long_step", backend="numpy", progress=False)
     assert not (tmp_path / "long_step").exists()
+
+
+def test_a_run_of_the_same_scenario_runs_again_in_its_folder(tmp_path, capsys):
+    """``make demo`` twice: the scenario read back from ``run.json`` equals the command line's."""
+    from voxelbone.cli import main
+
+    args = ["run", "--size", "48", "--years", "0.02", "--out", str(tmp_path / "run"), "--quiet", "--no-render"]
+    folder = RunFolder(tmp_path / "run")
+    assert main(args) == 0
+    first = folder.metrics_csv.read_bytes()
+    assert main(args) == 0, capsys.readouterr().err
+    assert folder.metrics_csv.read_bytes() == first and folder.state() is RunState.COMPLETED
+    assert main([*args[:-2], "--seed", "9", *args[-2:]]) == 2  # another seed is another scenario
+    assert "seed: 0 there, 9 now" in capsys.readouterr().err

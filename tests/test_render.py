@@ -272,6 +272,7 @@ def test_report_shows_stiffness_change_beside_abmd(tmp_path):
     assert "<td>-2.5</td><td>1</td><td>+3.5</td>" in rows["aBMD change"]
     assert "<td>-15</td><td>5</td><td>+20</td>" in rows["E_app,z change"]
     assert 'id="stiffness"' in page and page.count("<img") == 3
+    assert 'id="single-sample"' in page and "--replicates N" in page  # one seed each: no difference is resolved
     # runs without mechanics: no stiffness rows, no stiffness figure
     c = _run_with(tmp_path / "c", days, abmd_pct=[0.0, -1.0, -2.0])
     page = write_report({"c": c.path}, tmp_path / "report_off", render=False).read_text()
@@ -300,7 +301,7 @@ def test_report_of_replicates_gives_abmd_and_stiffness_changes_per_year(tmp_path
         stiff = t_interval([(e / 2000.0 - 1.0) * 100.0 / 2.0 for e in e_app])
         assert html.escape(per_year.format()) in rows["aBMD change"], name
         assert html.escape(stiff.format()) in rows["E_app,z"], name
-    assert 'id="stiffness"' in page
+    assert 'id="stiffness"' in page and 'id="single-sample"' not in page
 
 
 def test_compare_runs_every_preset_with_mechanics_when_asked(tmp_path, monkeypatch):

@@ -369,7 +369,13 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
             "<h2>Metrics over time (mean and 95 % band over replicates)</h2>",
         ]
     else:
-        parts += ["<h2>Metrics at each year</h2>", _table(runs), "<h2>Metrics over time</h2>"]
+        parts += ["<h2>Metrics at each year</h2>",
+                  '<p id="single-sample"><b>One sample per preset, no interval.</b> Each column is one run on one '
+                  "seed: how far another seed would move it is not known here, and it can exceed a difference "
+                  "between presets, so no difference below is known to be resolved. Run the comparison with "
+                  "<code>--replicates N</code> for each change with its 95 % interval and the paired differences "
+                  "between presets.</p>",
+                  _table(runs), "<h2>Metrics over time</h2>"]
     parts += [
         *(_img(f) for f in figures),
     ]

@@ -48,8 +48,8 @@ def _record(values: dict[str, list[float]]) -> dict:
     cells = {}
     for c in calibration_cells():
         v = values.get(c.preset, [1.0, 1.0, 1.0])
-        cells[c.key] = {"change_pct_per_yr": {"abmd_pct": v, "tb_vbmd_mg_cm3": v, "bv_tv": v}, "date": "d",
-                        "git_commit": "c", "model": MODEL_REVISION}
+        cells[c.key] = {"seeds": list(range(1, len(v) + 1)), "change_pct_per_yr": {"abmd_pct": v,
+                        "tb_vbmd_mg_cm3": v, "bv_tv": v}, "date": "d", "git_commit": "c", "model": MODEL_REVISION}
     return {"cells": cells, "machine": "m"}
 
 

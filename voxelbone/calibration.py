@@ -564,12 +564,14 @@ def calibration_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell] |
             lines.append(f"| {c.preset} | {_SITE_NAMES.get(c.site, c.site)} | {c.voxel_size_um:g} µm "
                          f"| {_not_run_text(record, c)} | | | |")
             continue
-        iv = cell_intervals(record, c.key)["abmd_pct"]
+        cell = record["cells"][c.key]
         lo, hi = CLINICAL_TARGETS[c.preset].range(c.site)
+        verdict = CellVerdict.of(lo, hi, cell["seeds"], cell["change_pct_per_yr"]["abmd_pct"])
+        iv = verdict.interval
         years = f" ({c.years_run:g} yr)" if c.years_run != 1.0 else ""
         lines.append(f"| {c.preset}{years} | {_SITE_NAMES.get(c.site, c.site)} | {c.voxel_size_um:g} µm "
                      f"| {_interval_text(iv)} | {lo:+g} … {hi:+g} "
-                     f"| {'yes' if lo <= iv.mean <= hi else 'no'} | {'yes' if iv.resolved else 'no'} |")
+                     f"| {'yes' if verdict.in_range else 'no'} | {'yes' if iv.resolved else 'no'} |")
     return "\n".join(lines)
 
 
@@ -599,11 +601,11 @@ def mechanics_calibration_markdown(off: Mapping[str, Any], on: Mapping[str, Any]
         seeds = [s for s in b["seeds"] if s in pairs]
         x_on = dict(zip(b["seeds"], b["change_pct_per_yr"]["abmd_pct"]))
         diff = paired_interval([pairs[s] for s in seeds], [x_on[s] for s in seeds])
-        iv_on = t_interval(b["change_pct_per_yr"]["abmd_pct"])
         lo, hi = CLINICAL_TARGETS[c_off.preset].range(c_off.site)
+        verdict_on = CellVerdict.of(lo, hi, b["seeds"], b["change_pct_per_yr"]["abmd_pct"])
         lines.append(name + f"| {_interval_text(t_interval(a['change_pct_per_yr']['abmd_pct']))} "
-                     f"| {_interval_text(iv_on)} | {_interval_text(diff)} "
-                     f"| {lo:+g} … {hi:+g} | {'yes' if lo <= iv_on.mean <= hi else 'no'} |")
+                     f"| {_interval_text(verdict_on.interval)} | {_interval_text(diff)} "
+                     f"| {lo:+g} … {hi:+g} | {'yes' if verdict_on.in_range else 'no'} |")
     return "\n".join(lines)
 
 

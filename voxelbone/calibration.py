@@ -194,16 +194,12 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
 
 @dataclass(frozen=True)
 class CalibrationCheck:
-    """One run of the calibration table beside its clinical range."""
+    """One run of the calibration table beside its clinical range (a cell of several seeds is
+    judged by :class:`CellVerdict`, not run by run)."""
 
     result: CalibrationResult
     low: float
     high: float
-
-    @property
-    def ok(self) -> bool:
-        """True when the annualised change lies in the clinical range."""
-        return self.low <= self.result.percent_per_year <= self.high
 
 
 #: How far one seed of a calibration cell may lie outside the clinical range, %/yr: a 3.84 mm

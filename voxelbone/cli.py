@@ -14,6 +14,7 @@ importing Numba, matplotlib, PyVista or Dask (~2 s).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -563,17 +564,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     print(f"{'preset':32s} {'site':14s} {'seed':>4s} {'%/yr':>7s} {'target':>14s}")
     bad = 0
-    values: list[float] = []
-    for c in calibration_checks(presets, args.sites.split(","), seeds, size=args.size, voxel_size_um=args.voxel_size_um,
-                                step_days=args.step_days, backend=args.backend):
-        r = c.result
-        print(f"{r.preset:32s} {r.site:14s} {r.seed:4d} {r.percent_per_year:+7.2f} "
-              f"{f'{c.low:+.1f}..{c.high:+.1f}':>14s}", flush=True)
-        values.append(r.percent_per_year)
-        if len(values) < len(seeds):
-            continue
-        v = CellVerdict.of(c.low, c.high, seeds, values)
+    checks = calibration_checks(presets, args.sites.split(","), seeds, size=args.size, voxel_size_um=args.voxel_size_um,
+                                step_days=args.step_days, backend=args.backend)
+    for (_, site), cell in itertools.groupby(checks, key=lambda c: (c.result.preset, c.result.site)):
         values = []
+        for c in cell:  # each seed's row as its run finishes
+            r = c.result
+            print(f"{r.preset:32s} {r.site:14s} {r.seed:4d} {r.percent_per_year:+7.2f} "
+                  f"{f'{c.low:+.1f}..{c.high:+.1f}':>14s}", flush=True)
+            values.append(r.percent_per_year)
+        v = CellVerdict.of(c.low, c.high, seeds, values)
         bad += not v.ok
         if len(seeds) > 1:
             mean = f"mean of {len(seeds)} seeds {v.interval.format()} (95 % interval)"
@@ -581,7 +581,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             mean = f"one seed {v.interval.mean:+.2f}, no interval (give --seeds 1,2,3)"
         far = f"; seeds {', '.join(map(str, v.seeds_far))} more than {SEED_NOISE_PCT_PER_YR:g} %/yr outside" \
             if v.seeds_far else ""
-        print(f"{'':32s} {r.site:14s} {mean}: {'in range' if v.in_range else 'OUT OF RANGE'}{far}", flush=True)
+        print(f"{'':32s} {site:14s} {mean}: {'in range' if v.in_range else 'OUT OF RANGE'}{far}", flush=True)
     return 1 if bad else 0
 
 

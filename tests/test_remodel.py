@@ -290,13 +290,19 @@ def test_thin_trabecula_is_perforated_and_not_repaired():
             assert (r.state.bone[:, size // 2, size // 2] < 0.5).all(), "the hole stays open"
 
 
-def test_loose_fragments_are_removed_and_counted():
-    n, v = 40, 20.0
+def _cortex_with_plate(n: int, plate: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+    """Bone and region of an n³ cube: a 4-voxel cortex at x < 4 and a plate attached to it."""
     bone = np.zeros((n, n, n), np.float32)
     region = np.full(bone.shape, Region.TRABECULAR, np.uint8)
     region[:, :, :4] = Region.CORTICAL
-    bone[:, :, :4] = 1.0                      # cortex
-    bone[18:22, 4:30, 4:30] = 1.0             # plate attached to the cortex
+    bone[:, :, :4] = 1.0
+    bone[plate] = 1.0
+    return bone, region
+
+
+def test_loose_fragments_are_removed_and_counted():
+    n, v = 40, 20.0
+    bone, region = _cortex_with_plate(n, np.s_[18:22, 4:30, 4:30])
     bone[5:9, 30:34, 30:34] = 1.0             # a loose 4³ fragment
     bone[30, 5, 35] = 0.3                     # partial-volume dust
     vol = BoneVolume(bone, bone * np.float32(0.9), region, v)
@@ -307,6 +313,19 @@ def test_loose_fragments_are_removed_and_counted():
     assert s.fragment_volume_mm3 == pytest.approx((64 + 0.3) * (v / 1000) ** 3, rel=1e-6)
     assert r.state.bone[5:9, 30:34, 30:34].sum() == 0 and r.state.bone[30, 5, 35] == 0
     assert r.state.bone[18:22, 4:30, 4:30].min() == 1.0
+
+
+def test_bone_cut_by_the_sample_faces_is_not_a_loose_fragment():
+    # A branch of the network that leaves the cube through a face cutting the trabecular
+    # compartment is held by the bone beyond the sample; only pieces loose inside go.
+    bone, region = _cortex_with_plate(32, np.s_[14:18, 4:26, 4:26])
+    bone[0:10, 20:24, 28:31] = 1.0            # strut leaving through the cut face z = 0
+    bone[24:28, 24:28, 24:28] = 1.0           # a loose 4³ fragment
+    r = Remodeler(BoneVolume(bone, bone * np.float32(0.9), region, 40.0))
+    r.remove_fragments()
+    assert r.stats().fragments_removed == 1
+    assert r.state.bone[0:10, 20:24, 28:31].min() == 1.0, "a strut cut by the sample face was removed"
+    assert r.state.bone[24:28, 24:28, 24:28].sum() == 0
 
 
 # ---------------------------------------------------------------------------------------

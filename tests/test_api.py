@@ -77,6 +77,18 @@ def test_cli_import_is_light() -> None:
     assert _heavy_after_import("voxelbone.cli", HEAVY + ("dask",)) == []
 
 
+def test_every_command_help_reads_as_plain_text() -> None:
+    """argparse %-formats help strings but not descriptions: a '%%' there is printed as it is."""
+    from voxelbone.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"run", "compare", "stiffness", "calibrate", "bench"} <= set(commands)
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "%%" not in text and "%(" not in text, f"voxelbone {name} --help:\n{text}"
+
+
 # --------------------------------------------------------------------------------------
 # import graph
 # --------------------------------------------------------------------------------------

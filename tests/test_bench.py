@@ -65,6 +65,20 @@ def test_bench_rejects_bad_sizes(capsys):
     assert "--sizes" in capsys.readouterr().err
 
 
+def test_bench_refuses_an_unknown_case_and_its_help_names_every_group(capsys):
+    """A misspelt --cases ran nothing and printed an empty table with status 0."""
+    from voxelbone.bench_cases import CASES
+    from voxelbone.cli import build_parser, main
+
+    assert main(["bench", "--cases", "eulr,metrics", "--sizes", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown bench case or group 'eulr'; groups: kernels, metrics, scenario, transfer, mechanics" in err, err
+    assert "cases: remodel.step" in err and "fe.constrained" in err
+    bench = build_parser()._subparsers._group_actions[0].choices["bench"]
+    text = " ".join(bench.format_help().split())
+    assert all(group in text for group in {g for g, _ in CASES}), text
+
+
 @pytest.mark.gpu
 def test_bench_gpu_floor_ratios(tmp_path):
     from voxelbone.bench_cases import run_bench

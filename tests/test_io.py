@@ -250,6 +250,22 @@ def test_voxel_sizes_5_to_100_um_load_with_caveats_outside_10_to_40(tmp_path):
             load_volume(p, voxel_size_um=bad)
 
 
+@pytest.mark.filterwarnings("default")
+def test_command_line_prints_a_voxel_size_caveat_once_as_one_line(tmp_path, capsys):
+    """Outside 10-40 µm the command says so once, as ``voxelbone CMD: warning: ...``, without
+    Python's file:line prefix and source line (the scan's warning, not a second generic one)."""
+    from voxelbone.cli import main
+
+    p = tmp_path / "m.npy"
+    np.save(p, trabecular_roi(24, 2.0, seed=5))
+    assert main(["stiffness", str(p), "--voxel-size-um", "61", "--tissue-modulus-mpa", "10000", "--rtol", "1e-2"]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "warning" in ln.lower()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("voxelbone stiffness: warning: m.npy: voxel size 61 µm is coarser than the 10-40 µm"), err
+    assert "ScanWarning" not in err and ".py:" not in err, err
+
+
 # -- the reported bug: a trabecular ROI read as cortex ----------------------------------
 @pytest.fixture(scope="module")
 def thick_roi():

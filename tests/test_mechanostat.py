@@ -160,6 +160,46 @@ def test_disuse_presets_scale_the_load_and_a_bad_load_scale_is_refused(tmp_path)
         Scenario(fe_every_days=-30)
 
 
+def test_a_disuse_preset_with_mechanics_off_is_refused_before_anything_is_written(tmp_path, capsys):
+    """``load_scale`` acts only through the mechanostat: bed rest with mechanics off would run as
+    balanced hormones and report disuse without disuse (it ran, +4.5 %/yr aBMD, before)."""
+    from voxelbone.cli import main
+    from voxelbone.presets import check_load_needs_mechanics
+    from voxelbone.report import compare
+    from voxelbone.sweep import Sweep, run_sweep
+
+    two = (Period("premenopausal", 0.5), Period("spaceflight", 0.5))
+    with pytest.raises(ValueError, match=r"preset 'spaceflight' scales the mechanical load to 0.1x .* --fe-every-days 28"):
+        check_load_needs_mechanics(Scenario(periods=two))
+    check_load_needs_mechanics(Scenario(periods=two, fe_every_days=28))
+    check_load_needs_mechanics(Scenario(periods=(Period("postmenopausal_untreated", 1.0),)))  # habitual load
+    off = Scenario(name="bed", size=48, voxel_size_um=40.0, periods=(Period("bed_rest", 0.1),))
+    with pytest.raises(ValueError, match="'bed_rest' scales the mechanical load to 0.2x"):
+        simulate(off, tmp_path / "sim", backend="numpy", progress=False, render=False)
+    assert main(["run", "--preset", "bed_rest", "--size", "48", "--out", str(tmp_path / "cli"), "--quiet"]) == 2
+    err = capsys.readouterr()
+    assert "voxelbone run: error: preset 'bed_rest'" in err.err and "Turn mechanics on: --fe-every-days 28" in err.err
+    assert "voxelbone 0" not in err.out + err.err  # refused before the run is announced
+    with pytest.raises(ValueError, match="'spaceflight' scales"):
+        compare(["premenopausal", "spaceflight"], tmp_path / "cmp", years=0.1, size=48, backend="numpy",
+                progress=False, render=False)
+    sweep = Sweep({"size": 48, "voxel_size_um": 40.0, "years": 0.1}, {"preset": ["premenopausal", "bed_rest"]}, "t")
+    with pytest.raises(ValueError, match="'bed_rest' scales"):
+        run_sweep(sweep, tmp_path / "sweep")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no folder made by any of them
+
+
+def test_the_run_command_turns_mechanics_on_and_resume_refuses_to_change_it(tmp_path, capsys):
+    from voxelbone.cli import build_parser, main, scenario_from_args
+
+    args = build_parser().parse_args(["run", "--preset", "bed_rest", "--fe-every-days", "28"])
+    assert scenario_from_args(args).fe_every_days == 28
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--fe-every-days", "-1"])
+    assert main(["run", "--resume", str(tmp_path), "--fe-every-days", "28"]) == 2
+    assert "--fe-every-days" in capsys.readouterr().err
+
+
 def test_a_modulation_of_ones_leaves_the_step_unchanged():
     """Factors of exactly 1 multiply nothing away: the rule scales, it adds no other change."""
     from voxelbone.remodel.mechanostat import Modulation

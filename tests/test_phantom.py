@@ -184,3 +184,18 @@ def test_target_overrides_structures_and_bad_arguments():
         make_phantom("lumbar_spine", 64, 30.0, bv_tv=0.9)
     with pytest.raises(ValueError, match="too small"):
         make_phantom("femoral_neck", 32, 30.0)
+
+
+def test_a_phantom_too_small_for_its_site_is_refused_before_the_run_is_announced(tmp_path, capsys):
+    """It used to come after eleven sample-size warnings and the run's banner."""
+    from voxelbone.cli import main
+    from voxelbone.phantom import check_phantom_fits
+
+    with pytest.raises(ValueError, match="a 32³ grid of 30 µm voxels .* too small for site femoral_neck"):
+        check_phantom_fits("femoral_neck", 32, 30.0)
+    check_phantom_fits("femoral_neck", 64, 30.0)
+    assert main(["run", "--size", "24", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr()
+    assert "voxelbone run: error: a 24³ grid of 30 µm voxels (0.72 mm) is too small" in err.err
+    assert "warning" not in err.err and "voxelbone 0." not in err.out + err.err
+    assert not (tmp_path / "r").exists()

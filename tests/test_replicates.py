@@ -151,6 +151,19 @@ def test_resume_of_a_finished_replicates_folder_keeps_it(replicated, capsys):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+def test_render_of_a_folder_that_is_not_one_run_names_the_runs_inside(replicated, tmp_path, capsys):
+    """A replicates (or compare, sweep) folder holds run folders; render used to try it as a run
+    and print three 'not drawn' lines with status 1."""
+    path = replicated.study.path
+    assert main(["render", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"voxelbone render: error: {path} is not a run folder (no run.json); it holds 2 run folders" in err, err
+    assert f"'voxelbone render {path / 'runs' / 'rep_00'}'" in err and "not drawn" not in err
+    assert main(["render", str(tmp_path)]) == 2
+    assert "give a folder that 'voxelbone run --out' wrote" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------------ the report
 def test_report_shows_intervals_and_paired_differences(tmp_path):
     from voxelbone.report import paired_differences, write_report
@@ -216,11 +229,12 @@ def test_run_warns_below_the_representative_volume(tmp_path, capsys, monkeypatch
     assert not any("BV/TV" in w for w in warned)
     assert rve.rve_warnings(Scenario(size=160, voxel_size_um=30.0), ["conn_d_per_mm3"]) == []
     assert rve.rve_warnings(Scenario(input="scan.npy")) == []
-    # the command says it before running (the run then fails on its own, too-small phantom)
-    code = main(["run", "--size", "16", "--voxel-size-um", "30", "--years", "0.01", "--out", str(tmp_path / "r"),
-                 "--quiet", "--no-render", "--backend", "numpy"])
+    # the command says it before the run is announced (a 1.44 mm cube, a few days)
+    code = main(["run", "--size", "48", "--voxel-size-um", "30", "--years", "0.01", "--step-days", "1",
+                 "--out", str(tmp_path / "r"), "--no-render", "--backend", "numpy"])
     err = capsys.readouterr().err
-    assert "warning" in err and "Conn.D" in err and code != 0
+    assert code == 0 and "warning" in err and "Conn.D" in err
+    assert err.index("representative volume of Conn.D") < err.index("voxelbone 0."), err
 
 
 def test_the_rve_table_covers_the_reported_metrics():

@@ -220,6 +220,33 @@ def test_run_and_compare_leave_another_scenarios_run_as_it_is(tmp_path, capsys):
     assert not (tmp_path / "long_step").exists()
 
 
+def test_compare_names_a_preset_files_runs_by_its_stem_not_its_path(tmp_path):
+    """A preset given as a file path made the comparison create its run folder *at that path*
+    (``runs/`` joined with an absolute path is the path): a traceback, NotADirectoryError."""
+    import shutil
+
+    from voxelbone.report import compare
+
+    mine = tmp_path / "presets" / "my_menopause.toml"
+    mine.parent.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "samples" / "early_postmenopause.toml", mine)
+    before = mine.read_bytes()
+    study = StudyFolder(tmp_path / "cmp")
+    compare(["premenopausal", str(mine)], study.path, years=0.02, size=48, step_days=5, backend="numpy",
+            progress=False, render=False)
+    assert sorted(p.name for p in study.runs_dir.iterdir()) == ["my_menopause", "premenopausal"]
+    assert study.run("my_menopause").state() is RunState.COMPLETED
+    assert study.run("my_menopause").recorded_scenario().periods[0].preset == str(mine)
+    assert mine.read_bytes() == before and sorted(p.name for p in mine.parent.iterdir()) == ["my_menopause.toml"]
+    assert "my_menopause" in (study.path / "report.html").read_text()
+    other = tmp_path / "trt.toml"
+    shutil.copy(mine, other)
+    with pytest.raises(ValueError, match=r"share the name trt: each preset's runs and report column are named by it"):
+        compare(["trt", str(other)], tmp_path / "clash", years=0.02, size=48, backend="numpy", progress=False,
+                render=False)
+    assert not (tmp_path / "clash").exists()
+
+
 def test_a_run_of_the_same_scenario_runs_again_in_its_folder(tmp_path, capsys):
     """``make demo`` twice: the scenario read back from ``run.json`` equals the command line's."""
     from voxelbone.cli import main

@@ -55,10 +55,33 @@ def test_missing_file():
 
 
 def test_voxel_size_outside_micro_ct_range_warns():
-    with pytest.warns(UserWarning, match="outside the micro-CT range"):
+    import warnings
+
+    from voxelbone.voxel_sizes import VoxelSizeWarning
+
+    with pytest.warns(VoxelSizeWarning, match="voxel size 50 µm is coarser than the 10-40 µm .* 2.0-4.0 voxels across"):
         Scenario(voxel_size_um=50.0)
-    with pytest.raises(ValueError, match="outside what the model supports"):
-        Scenario(voxel_size_um=500.0)
+    with pytest.warns(VoxelSizeWarning, match="voxel size 8 µm is finer than the 10-40 µm"):
+        Scenario(voxel_size_um=8.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Scenario(voxel_size_um=40.0)
+        Scenario(voxel_size_um=61.0, input="scan.aim")  # the scan's loader warns, with the header's value beside it
+    for bad in (4.0, 500.0):
+        with pytest.raises(ValueError, match="outside what the model supports \\(5–100 µm; it is calibrated at 10–40 µm\\)"):
+            Scenario(voxel_size_um=bad)
+
+
+def test_a_phantom_edge_with_an_input_scan_is_refused(tmp_path, capsys):
+    """--size with --input was ignored while run.json recorded it (size 96 beside a 48³ scan)."""
+    from voxelbone.cli import main
+
+    with pytest.raises(ValueError, match="size=96 is the edge of a phantom; a run from input 'scan.npy' keeps the scan's shape"):
+        Scenario(size=96, input="scan.npy")
+    Scenario(input="scan.npy", voxel_size_um=30.0, site="femoral_neck")  # the site's rates and the voxel size apply
+    assert main(["run", "--input", "scan.npy", "--size", "96", "--out", str(tmp_path / "r")]) == 2
+    assert "size=96 is the edge of a phantom" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_preset_files_are_found_beside_the_scenario(monkeypatch, tmp_path):

@@ -450,12 +450,20 @@ def run_bench(sizes: Sequence[int], backends: Sequence[str], *, groups: Sequence
     backends
         ``"numpy"`` and/or ``"cupy"``.
     groups
-        Case groups or case names to run (default all).
+        Case groups or case names to run (default all but :data:`OPT_IN_GROUPS`); an unknown
+        name raises ``ValueError`` listing the known ones.
     repeats
         Timed repeats per case (after one warm-up).
     quick_scenario
         Run the scenario case at the smallest size only.
     """
+    if groups:
+        known_groups = list(dict.fromkeys(g for g, _ in CASES))
+        known_cases = list(dict.fromkeys(c.name for _, c in CASES))
+        unknown = [g for g in groups if g not in known_groups and g not in known_cases]
+        if unknown:
+            raise ValueError(f"unknown bench case or group {', '.join(map(repr, unknown))}; groups: "
+                             f"{', '.join(known_groups)}; cases: {', '.join(known_cases)}")
     bes = [get_backend(b) for b in backends]
     gpu = next((b for b in bes if b.is_gpu), None)
     bandwidth = device_copy_bandwidth() if gpu is not None else None

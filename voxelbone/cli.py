@@ -17,6 +17,7 @@ import argparse
 import itertools
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +27,7 @@ from .bench import compare_records, format_table, load_record, write_record
 from .runfolder import RunFolder, RunState, StudyFolder
 from .intervals import POINT_METRICS
 from .rve import rve_warnings
-from .scenario import Period, Scenario, load_scenario
+from .scenario import SUGGESTED_FE_EVERY_DAYS, Period, Scenario, load_scenario
 from .units import DAYS_PER_YEAR
 
 __all__ = ["UsageError", "build_parser", "main", "replicates_summary_table", "summary_table"]
@@ -71,6 +72,13 @@ def _positive_int(text: str) -> int:
     v = int(text)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return v
+
+
+def _days_between_solves(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of days >= 0 (0: mechanics off), got {text}")
     return v
 
 
@@ -129,6 +137,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--step-days", type=_positive_int, default=None, help="remodeling time step in days (default 1)")
     p.add_argument("--metrics-every-days", type=_positive_int, default=None, help="days between metric evaluations")
     p.add_argument("--snapshot-every-days", type=_positive_int, default=None, help="days between saved volumes")
+    p.add_argument("--fe-every-days", type=_days_between_solves, default=None, metavar="N",
+                   help=f"load-driven remodelling: days between micro-FE solves (suggested {SUGGESTED_FE_EVERY_DAYS}; "
+                        "0: off, the default); needed by presets that change the load (bed_rest, spaceflight)")
     p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=None, help="array backend (default: $VOXELBONE_BACKEND or auto)")
     p.add_argument("--no-render", action="store_true", help="skip 3-D renders (plots and metrics only)")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR",
@@ -141,7 +152,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 #: ``run`` flags that define a scenario, which ``--resume`` takes from the folder instead
 _SCENARIO_FLAGS = ("preset", "scenario", "site", "input", "seed", "size", "voxel_size_um", "years", "step_days",
-                   "metrics_every_days", "snapshot_every_days", "out")
+                   "metrics_every_days", "snapshot_every_days", "fe_every_days", "out")
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
@@ -157,16 +168,22 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     name = base.name
     if args.preset and not args.scenario:
         name = args.preset
-    from .presets import load_preset  # deferred, see the module docstring  # noqa: PLC0415
+    from .presets import check_load_needs_mechanics, load_preset  # deferred, see the module docstring  # noqa: PLC0415
 
     for period in periods:  # an unknown preset fails here, before the run is announced
         load_preset(period.preset)
-    return base.with_overrides(
+    scenario = base.with_overrides(
         name=name, periods=periods, site=args.site, seed=args.seed, size=args.size,
         voxel_size_um=args.voxel_size_um, step_days=args.step_days, metrics_every_days=args.metrics_every_days,
         snapshot_every_days=args.snapshot_every_days, input=str(args.input) if args.input else None,
-        compartments=str(args.compartments) if args.compartments else None,
+        compartments=str(args.compartments) if args.compartments else None, fe_every_days=args.fe_every_days,
     )
+    check_load_needs_mechanics(scenario)  # so is a disuse preset with mechanics off
+    if scenario.input is None:  # and a phantom too small for its site, before the sample-size warnings
+        from .phantom import check_phantom_fits  # deferred, see the module docstring  # noqa: PLC0415
+
+        check_phantom_fits(scenario.site, scenario.size, scenario.voxel_size_um)
+    return scenario
 
 
 def summary_table(rows: Sequence[dict[str, Any]], voxel_size_um: float | None = None) -> str:
@@ -395,6 +412,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     folder = RunFolder(args.result_dir)
     if not folder.path.is_dir():
         raise FileNotFoundError(f"no results folder at {folder.path}")
+    if folder.state() is RunState.EMPTY:  # a study (replicates, compare, sweep) or another folder
+        study = StudyFolder(folder.path)
+        runs = sorted(p for p in study.runs_dir.iterdir() if RunFolder(p).state() is not RunState.EMPTY) \
+            if study.runs_dir.is_dir() else []
+        hint = (f"; it holds {len(runs)} run folders: render one, e.g. 'voxelbone render {runs[0]}'" if runs
+                else "; give a folder that 'voxelbone run --out' wrote")
+        raise FileNotFoundError(f"{folder.path} is not a run folder (no run.json){hint}")
     drawn = draw_run_figures(folder, with_plots=not args.no_plots,
                              options=RenderOptions(window_size=(args.width, args.height), max_voxels=args.max_voxels,
                                                          color=args.color, sed_axis=args.axis))
@@ -420,7 +444,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-every-days", type=_positive_int, default=30, help="days between metric evaluations")
     p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=None)
     p.add_argument("--no-render", action="store_true", help="leave out the 3-D renders")
-    p.add_argument("--fe-every-days", type=int, default=0,
+    p.add_argument("--fe-every-days", type=_days_between_solves, default=0,
                    help="load-driven remodelling: days between micro-FE solves in every run (default 0: off); "
                         "the report then shows stiffness change beside aBMD change")
     p.add_argument("--out", type=Path, default=Path("results/compare"), help="report folder (default results/compare)")
@@ -485,7 +509,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["auto", "numpy", "cupy", "all"], default="all",
                    help="backends to time (default: every one available)")
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats (under 2 minutes on 2 cores)")
-    p.add_argument("--cases", default=None, help="comma-separated case names or groups (kernels, metrics, scenario, transfer)")
+    p.add_argument("--cases", default=None,
+                   help="comma-separated case names or groups: kernels, metrics, scenario, transfer (the default set), "
+                        "and mechanics (the fe.* micro-FE solves, run only when named)")
     p.add_argument("--repeats", type=_positive_int, default=None, help="timed repeats per case")
     p.add_argument("--json", type=Path, default=None, help="write the JSON record here")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="print the ratios of two JSON records")
@@ -540,7 +566,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="check the model's annual BMD changes against the clinical ranges",
                        description="Run each preset of the clinical acceptance table on phantoms of each site and seed "
                                    "and print the annualised change of the site's DXA-equivalent BMD (abmd_pct) "
-                                   "beside its clinical range, then each cell's mean of the seeds with its 95 %% "
+                                   "beside its clinical range, then each cell's mean of the seeds with its 95 % "
                                    "interval. Exit status 1 when a cell's mean lies outside its range or one of its "
                                    "seeds further outside it than the table allows "
                                    "(voxelbone.calibration.SEED_NOISE_PCT_PER_YR).")
@@ -587,10 +613,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _add_stiffness(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stiffness", help="apparent modulus of a micro-CT volume by voxel micro-FE",
-                       description="Uniaxial compression (strain -1 %%) of the bone of FILE by linear-elastic voxel "
+                       description="Uniaxial compression (strain -1 %) of the bone of FILE by linear-elastic voxel "
                                    "micro-finite elements; prints the apparent modulus E_app in MPa.")
-    p.add_argument("file", help=".npy/.npz/.tif/.nii volume (as 'voxelbone run --volume')")
-    p.add_argument("--voxel-size-um", type=_positive_float, default=None, help="voxel edge (µm) if the file lacks it")
+    p.add_argument("file", help="a micro-CT volume in any format 'voxelbone run --input' reads")
+    p.add_argument("--voxel-size-um", type=_positive_float, default=None,
+                   help="voxel edge in µm: required when the file does not store it; overrides the file's header, "
+                        "with a warning")
     p.add_argument("--axis", choices=("z", "y", "x"), default="z", help="load axis (default z)")
     p.add_argument("--boundary", choices=("constrained", "frictionless", "kinematic"), default="constrained",
                    help="loaded faces fixed laterally (default), free to slide, or every face held to the "
@@ -645,6 +673,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _warning_printer(prefix: str) -> Callable[..., None]:
+    """``warnings.showwarning`` for the command line: voxelbone's own warnings (issued in the package
+    or of one of its warning classes) as one line ``PREFIX: warning: MESSAGE`` on stderr, without
+    the source line; other libraries' as Python shows them."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        stream = file if file is not None else sys.stderr
+        ours = category.__module__.split(".")[0] == __package__ or str(Path(filename).resolve()).startswith(_PACKAGE_DIR)
+        if ours:
+            text = f"{prefix}: warning: {message}\n"
+        else:
+            text = warnings.formatwarning(message, category, filename, lineno, line)
+        try:
+            stream.write(text)
+        except OSError:  # stderr closed: a warning is not worth failing the run
+            pass
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``voxelbone`` command; returns the exit status.
 
@@ -656,7 +708,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(f"voxelbone {args.command}")
+            return int(args.func(args) or 0)
     except (UsageError, BackendError, FileNotFoundError, ValueError, ConnectionError) as exc:
         print(f"voxelbone {args.command}: error: {exc}", file=sys.stderr)
         return 2

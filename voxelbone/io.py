@@ -49,7 +49,7 @@ view all trabecular; ``"trabecular"`` does so without contouring; a path reads l
 (:func:`voxelbone.volume.choose_compartments`).
 
 Voxel sizes of 5–100 µm load; outside 10–40 µm a :class:`ScanWarning` says what is less
-accurate there. Anisotropic voxels are refused with a pointer to :func:`resample_isotropic`.
+accurate there (:mod:`voxelbone.voxel_sizes`). Anisotropic voxels are refused with a pointer to :func:`resample_isotropic`.
 """
 
 from __future__ import annotations
@@ -65,15 +65,10 @@ import numpy as np
 
 from .volume import (BONE_THRESHOLD, COMPARTMENT_CHOICES, TMD_MAX_MG_CM3, BoneVolume, Region, choose_compartments,
                      field_of_view)
+from .voxel_sizes import MAX_VOXEL_UM, MIN_VOXEL_UM, voxel_size_caveat
 
-__all__ = ["MAX_VOXEL_UM", "MIN_VOXEL_UM", "ScanInfo", "ScanWarning", "load_volume", "read_image",
-           "resample_isotropic", "save_volume", "voxel_size_caveat"]
+__all__ = ["ScanInfo", "ScanWarning", "load_volume", "read_image", "resample_isotropic", "save_volume"]
 
-#: Voxel sizes (µm) a scan may have.
-MIN_VOXEL_UM = 5.0
-MAX_VOXEL_UM = 100.0
-#: Voxel sizes (µm) at which the model's metrics and BMU scale are calibrated.
-ACCURATE_VOXEL_UM = (10.0, 40.0)
 SCANS_EXTRA = "pip install 'voxelbone[scans]'"
 
 
@@ -437,23 +432,6 @@ def resample_isotropic(data: np.ndarray, spacing_um: tuple[float, float, float],
     target = float(voxel_size_um or min(spacing_um))
     factors = [s / target for s in spacing_um]
     return zoom(data.astype(np.float32) if order else data, factors, order=order)
-
-
-def voxel_size_caveat(voxel_size_um: float) -> str | None:
-    """What is less accurate at this voxel size (``None`` within 10–40 µm)."""
-    v = float(voxel_size_um)
-    lo, hi = ACCURATE_VOXEL_UM
-    if v > hi:
-        return (f"voxel size {v:g} µm is coarser than the {lo:g}-{hi:g} µm the model is calibrated for: trabeculae "
-                f"(~100-200 µm) are only {100 / v:.1f}-{200 / v:.1f} voxels across, so Tb.Th, Tb.Sp and Conn.D carry "
-                f"a large voxelisation bias, and a BMU cavity (~40-60 µm deep) is {40 / v:.2f}-{60 / v:.2f} of a voxel, "
-                "seen only as partial-volume bone fractions; trust BV/TV and BMD trends more than thickness metrics")
-    if v < lo:
-        return (f"voxel size {v:g} µm is finer than the {lo:g}-{hi:g} µm the model is calibrated for: the run costs "
-                "about 8x more per halving of the voxel size and a cube of the default edge covers little bone "
-                f"(a 256-voxel edge is {256 * v / 1000:.2f} mm, a few trabecular spacings); crop less or coarsen "
-                "(voxelbone.volume.coarsen) for a representative volume")
-    return None
 
 
 def load_volume(path: str | os.PathLike[str], voxel_size_um: float | None = None, *, threshold: float | None = None,

@@ -43,6 +43,7 @@ Miner Res 25:983.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -54,7 +55,7 @@ from scipy.special import ndtr, ndtri
 from .sites import SiteSpec, get_site
 from .volume import BoneVolume, Region
 
-__all__ = ["NETWORK", "STRUCTURES", "make_phantom"]
+__all__ = ["NETWORK", "STRUCTURES", "check_phantom_fits", "make_phantom"]
 
 #: Trabecular structures :func:`make_phantom` can build.
 STRUCTURES = ("network", "lattice")
@@ -400,49 +401,27 @@ NETWORK: dict[str, dict[str, float]] = {
 }
 
 
-def make_phantom(
-    site: str = "lumbar_spine",
-    size: int | None = None,
-    voxel_size_um: float | None = None,
-    seed: int = 0,
-    *,
-    structure: str = "network",
-    **overrides: float,
-) -> BoneVolume:
-    """Generate a synthetic bone sample of an anatomical site.
+@dataclass(frozen=True)
+class _Plan:
+    """What a phantom is built from, once its arguments are checked: grid, generator parameters, targets."""
 
-    Parameters
-    ----------
-    site : str
-        ``"lumbar_spine"`` or ``"femoral_neck"`` (see :data:`voxelbone.sites.SITES`).
-    size : int, optional
-        Edge of the cubic grid in voxels (default: the site's default).
-    voxel_size_um : float, optional
-        Voxel edge in µm (default: the site's default). For the same field of view at
-        another voxel size, scale ``size`` inversely: the structure is the same.
-    seed : int
-        Random seed; the same seed gives the same volume bit for bit.
-    structure : {"network", "lattice"}
-        Trabecular structure: the irregular Voronoi rod-and-plate network (default) or the
-        periodic jittered lattice (for tests that need a regular structure).
-    **overrides : float
-        Target morphometry replacing the site's (``bv_tv``, ``tb_th_um``, ``tb_sp_um``,
-        ``ct_th_um``, ``ct_po``), or generator parameters (network: :data:`NETWORK`, e.g.
-        ``cell_um``, ``z_stretch``, ``jitter``; lattice: the site's ``lattice``, e.g.
-        ``spacing_um``). Thickness targets scale rods and plates, the separation target
-        scales the cell size (lattice spacing), and plates are added in random order until
-        the trabecular BV/TV reaches its target.
+    n: int
+    v: float
+    lat: dict[str, Any]
+    cell_key: str
+    fov: float
+    margin: float
+    radius: float
+    bv_tv: float
+    ct_th: float
+    ct_po: float
+    targets: dict[str, float]
 
-    Returns
-    -------
-    BoneVolume
-        Bone fractions, mineral content, region labels (outside / trabecular / cortical).
 
-    Raises
-    ------
-    ValueError
-        For an unknown site or parameter, or a grid too small to hold the site.
-    """
+def _plan(site: str, size: int | None, voxel_size_um: float | None, seed: int, structure: str,
+          overrides: dict[str, float]) -> _Plan:
+    """Check :func:`make_phantom`'s arguments and work out its parameters (no volume is made)."""
+    overrides = dict(overrides)
     spec: SiteSpec = get_site(site)
     n = int(spec.default_size if size is None else size)
     v = float(spec.default_voxel_size_um if voxel_size_um is None else voxel_size_um)
@@ -490,6 +469,70 @@ def make_phantom(
             f"a {n}³ grid of {v:g} µm voxels ({fov / 1000:.2f} mm) is too small for site {site} "
             f"(cortex {ct_th:g} µm, trabecular cell {lat[cell_key]:g} µm); use a larger size"
         )
+    return _Plan(n, v, lat, cell_key, fov, margin, radius, bv_tv, ct_th, ct_po, targets)
+
+
+def check_phantom_fits(site: str = "lumbar_spine", size: int | None = None, voxel_size_um: float | None = None, *,
+                       structure: str = "network") -> None:
+    """Raise what :func:`make_phantom` would raise for these arguments, without making the volume.
+
+    Examples
+    --------
+    >>> check_phantom_fits("lumbar_spine", 128, 30.0)
+    >>> check_phantom_fits("lumbar_spine", 24, 30.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: a 24³ grid of 30 µm voxels (0.72 mm) is too small for site lumbar_spine (cortex 300 µm, trabecular cell 960 µm); use a larger size
+    """
+    _plan(site, size, voxel_size_um, 0, structure, {})
+
+
+def make_phantom(
+    site: str = "lumbar_spine",
+    size: int | None = None,
+    voxel_size_um: float | None = None,
+    seed: int = 0,
+    *,
+    structure: str = "network",
+    **overrides: float,
+) -> BoneVolume:
+    """Generate a synthetic bone sample of an anatomical site.
+
+    Parameters
+    ----------
+    site : str
+        ``"lumbar_spine"`` or ``"femoral_neck"`` (see :data:`voxelbone.sites.SITES`).
+    size : int, optional
+        Edge of the cubic grid in voxels (default: the site's default).
+    voxel_size_um : float, optional
+        Voxel edge in µm (default: the site's default). For the same field of view at
+        another voxel size, scale ``size`` inversely: the structure is the same.
+    seed : int
+        Random seed; the same seed gives the same volume bit for bit.
+    structure : {"network", "lattice"}
+        Trabecular structure: the irregular Voronoi rod-and-plate network (default) or the
+        periodic jittered lattice (for tests that need a regular structure).
+    **overrides : float
+        Target morphometry replacing the site's (``bv_tv``, ``tb_th_um``, ``tb_sp_um``,
+        ``ct_th_um``, ``ct_po``), or generator parameters (network: :data:`NETWORK`, e.g.
+        ``cell_um``, ``z_stretch``, ``jitter``; lattice: the site's ``lattice``, e.g.
+        ``spacing_um``). Thickness targets scale rods and plates, the separation target
+        scales the cell size (lattice spacing), and plates are added in random order until
+        the trabecular BV/TV reaches its target.
+
+    Returns
+    -------
+    BoneVolume
+        Bone fractions, mineral content, region labels (outside / trabecular / cortical).
+
+    Raises
+    ------
+    ValueError
+        For an unknown site or parameter, or a grid too small to hold the site.
+    """
+    plan = _plan(site, size, voxel_size_um, seed, structure, overrides)
+    n, v, lat, cell_key, fov, margin, radius = plan.n, plan.v, plan.lat, plan.cell_key, plan.fov, plan.margin, plan.radius
+    bv_tv, ct_th, ct_po, targets = plan.bv_tv, plan.ct_th, plan.ct_po, plan.targets
     rng = np.random.default_rng([int(seed), _SITE_SALT.get(site, 0)])
     shape = (n, n, n)
     yy, xx = np.meshgrid((np.arange(n) + 0.5) * v, (np.arange(n) + 0.5) * v, indexing="ij")

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from .intervals import Interval, annual_change_pct, paired_interval, t_interval
 from .plots import has_stiffness, plot_bmd_stiffness, plot_metrics
-from .presets import load_preset
+from .presets import check_load_needs_mechanics, load_preset
 from .render import render_grid
 from .replicates import check_replicate_count, prepare_folder, replicate_jobs, write_summary
 from .results import load_snapshot
@@ -80,7 +80,8 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
     Parameters
     ----------
     presets
-        Preset names (the first is the reference for the differences).
+        Preset names or preset files (the first is the reference for the differences); a
+        file is labelled by its name without ``.toml``.
     out_dir
         Folder of the report; runs go to ``out_dir/runs/<preset>/``.
     years, site, size, voxel_size_um, seed, step_days, metrics_every_days
@@ -103,23 +104,32 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
     Raises
     ------
     ValueError
-        Unknown or repeated presets, or a preset's folder under ``out_dir`` holding a run
-        of another scenario (another size or length, say): raised before any run starts.
+        Unknown or repeated presets, a preset that changes the load with ``fe_every_days`` 0,
+        or a preset's folder under ``out_dir`` holding a run of another scenario (another
+        size or length, say): raised before any run starts.
     """
     if not presets:
         raise ValueError("compare needs at least one preset")
     if len(set(presets)) != len(presets):
         raise ValueError(f"presets repeated: {list(presets)}")
-    for name in presets:
-        load_preset(name)  # unknown names fail here, before any run, with close matches
+    # unknown names fail here, before any run, with close matches; a preset file is labelled (and its
+    # run folder named) by its stem, never by its path
+    names = [load_preset(name).name for name in presets]
+    if len(set(names)) != len(names):
+        shared = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"presets {list(presets)} share the name {', '.join(shared)}: each preset's runs and "
+                         "report column are named by it; rename a preset file")
+    labels = dict(zip(names, presets))
     study = StudyFolder(out_dir)
     runs: list[CompareRun] = []
     snapshot_every = max(int(round(years * DAYS_PER_YEAR / 4)), 1)
-    scenarios = {name: Scenario(name=name, site=site, periods=(Period(name, years),), size=size,
-                                voxel_size_um=voxel_size_um, seed=seed, step_days=step_days,
-                                metrics_every_days=metrics_every_days, snapshot_every_days=snapshot_every,
-                                fe_every_days=fe_every_days)
-                 for name in presets}
+    scenarios = {label: Scenario(name=label, site=site, periods=(Period(name, years),), size=size,
+                                 voxel_size_um=voxel_size_um, seed=seed, step_days=step_days,
+                                 metrics_every_days=metrics_every_days, snapshot_every_days=snapshot_every,
+                                 fe_every_days=fe_every_days)
+                 for label, name in labels.items()}
+    for scenario in scenarios.values():  # a disuse preset with mechanics off fails before any run
+        check_load_needs_mechanics(scenario)
     if replicates is not None:
         return _compare_replicates(study, scenarios, check_replicate_count(replicates), n_workers=n_workers,
                                    backend=backend, render=render)

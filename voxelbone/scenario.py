@@ -33,10 +33,14 @@ from typing import Any, Mapping
 
 from ._toml import toml_line, tomllib
 from .units import DAYS_PER_YEAR
+from .voxel_sizes import ACCURATE_VOXEL_UM, MAX_VOXEL_UM, MIN_VOXEL_UM, VoxelSizeWarning, voxel_size_caveat
 
-__all__ = ["DEFAULT_PRESET", "Period", "Scenario", "load_scenario", "scenario_to_toml"]
+__all__ = ["DEFAULT_PRESET", "SUGGESTED_FE_EVERY_DAYS", "Period", "Scenario", "load_scenario", "scenario_to_toml"]
 
 DEFAULT_PRESET = "postmenopausal_untreated"
+#: Days between micro-FE solves that the ``fe_every_days`` study chose (docs/user-guide/mechanics.md,
+#: "How often to solve"); suggested wherever mechanics must be turned on.
+SUGGESTED_FE_EVERY_DAYS = 28
 
 
 @dataclass(frozen=True)
@@ -141,14 +145,20 @@ class Scenario:
             raise ValueError(f"spin_up_days must be ≥ 0 days, got {self.spin_up_days!r}")
         if self.size is not None and (not isinstance(self.size, int) or self.size < 16):
             raise ValueError(f"size must be a whole number of voxels ≥ 16, got {self.size!r}")
+        if self.size is not None and self.input is not None:
+            raise ValueError(f"size={self.size} is the edge of a phantom; a run from input {self.input!r} keeps the "
+                             "scan's shape: leave size out (crop the scan to change its extent)")
         if self.voxel_size_um is not None:
             vs = self.voxel_size_um
             if not (isinstance(vs, (int, float)) and math.isfinite(vs) and vs > 0):
                 raise ValueError(f"voxel_size_um must be a positive number of micrometres, got {vs!r}")
-            if not 5.0 <= vs <= 100.0:
-                raise ValueError(f"voxel_size_um={vs} is outside what the model supports (5–100 µm; micro-CT is 10–40 µm)")
-            if not 10.0 <= vs <= 40.0:
-                warnings.warn(f"voxel_size_um={vs} is outside the micro-CT range 10–40 µm", stacklevel=2)
+            if not MIN_VOXEL_UM <= vs <= MAX_VOXEL_UM:
+                lo, hi = ACCURATE_VOXEL_UM
+                raise ValueError(f"voxel_size_um={vs} is outside what the model supports ({MIN_VOXEL_UM:g}–"
+                                 f"{MAX_VOXEL_UM:g} µm; it is calibrated at {lo:g}–{hi:g} µm)")
+            caveat = voxel_size_caveat(vs)
+            if caveat and self.input is None:  # a scan's loader warns with the header's value beside it
+                warnings.warn(caveat, VoxelSizeWarning, stacklevel=3)
             object.__setattr__(self, "voxel_size_um", float(vs))
         if not isinstance(self.fe_every_days, int) or isinstance(self.fe_every_days, bool) or self.fe_every_days < 0:
             raise ValueError(f"fe_every_days must be a whole number of days ≥ 0 (0: mechanics off), got {self.fe_every_days!r}")

@@ -175,12 +175,14 @@ def simulate(
     RunInterrupted
         After SIGINT/SIGTERM, once a checkpoint is written.
     ValueError
-        A step longer than a remodeling phase, or ``out_dir`` holding a run of another
-        scenario: raised before anything is written.
+        A step longer than a remodeling phase, a preset that changes the load with mechanics
+        off (:func:`~voxelbone.presets.check_load_needs_mechanics`), or ``out_dir`` holding a
+        run of another scenario: raised before anything is written.
     """
     from .figures import draw_run_figures  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
     from .remodel import RemodelParams, Remodeler  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
     from .remodel.initial import equilibrate_mineral  # noqa: PLC0415 — numba/scipy/scikit-image cost; `import voxelbone` loads this module
+    from .presets import check_load_needs_mechanics  # noqa: PLC0415 — the hormone layer's Numba cost, as above
     t_start = time.perf_counter()
     be = backend if isinstance(backend, Backend) else get_backend(backend)
     folder = RunFolder(out_dir) if out_dir is not None else None
@@ -193,6 +195,7 @@ def simulate(
 
     params = RemodelParams()
     params.check_step(dt)  # bad input fails before the folder is touched
+    check_load_needs_mechanics(scenario)
     checkpoint = None
     if resume:
         if folder is None:

@@ -30,16 +30,20 @@ from dataclasses import dataclass, replace
 from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .._toml import toml_line, tomllib
 from ..hormones import STEPS_PER_DAY, HormoneCourse, Population, Segment, build_course, state_from_mapping
 from ..pharmacokinetics import Dosing, DrugSpec
 from ..units import DAYS_PER_YEAR
 
+if TYPE_CHECKING:
+    from ..scenario import Scenario
+
 __all__ = [
     "Preset",
     "PresetError",
+    "check_load_needs_mechanics",
     "course_for_periods",
     "drug_specs",
     "list_presets",
@@ -266,6 +270,41 @@ def load_preset(name_or_path: str | Path) -> Preset:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise PresetError(f"unknown preset {key!r}{hint} (run 'voxelbone presets' for the list)")
     return _load_builtin(key)
+
+
+def check_load_needs_mechanics(scenario: Scenario) -> None:
+    """Refuse a scenario whose preset changes the mechanical load while mechanics is off.
+
+    A preset's ``load_scale`` acts only through load-driven remodelling (micro-FE every
+    ``fe_every_days``); with mechanics off a disuse preset such as ``bed_rest`` would run as
+    its hormones alone and report a disuse scenario without disuse.
+
+    Raises
+    ------
+    ValueError
+        A period's preset has ``load_scale`` other than 1 and ``scenario.fe_every_days`` is 0;
+        the message names the preset, its load and how to turn mechanics on.
+
+    Examples
+    --------
+    >>> from voxelbone.scenario import Period, Scenario
+    >>> check_load_needs_mechanics(Scenario(periods=(Period("bed_rest", 1.0),), fe_every_days=28))
+    >>> check_load_needs_mechanics(Scenario(periods=(Period("bed_rest", 1.0),)))
+    Traceback (most recent call last):
+    ...
+    ValueError: preset 'bed_rest' scales the mechanical load to 0.2x habitual, which acts only through load-driven remodelling, and mechanics is off: the run would show its hormones alone. Turn mechanics on: --fe-every-days 28 (fe_every_days = 28 in a scenario file)
+    """
+    from ..scenario import SUGGESTED_FE_EVERY_DAYS  # noqa: PLC0415 (scenario imports nothing from here)
+
+    if scenario.fe_every_days > 0:
+        return
+    for period in scenario.periods:
+        load = load_preset(period.preset).load_scale
+        if load != 1.0:
+            raise ValueError(f"preset {period.preset!r} scales the mechanical load to {load:g}x habitual, which acts "
+                             "only through load-driven remodelling, and mechanics is off: the run would show its "
+                             f"hormones alone. Turn mechanics on: --fe-every-days {SUGGESTED_FE_EVERY_DAYS} "
+                             f"(fe_every_days = {SUGGESTED_FE_EVERY_DAYS} in a scenario file)")
 
 
 def list_presets() -> list[Preset]:

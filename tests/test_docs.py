@@ -51,3 +51,49 @@ def test_license_and_citation_match_the_package():
 def test_every_page_is_in_the_navigation(page):
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     assert page in nav
+
+
+_CITED_PATH = re.compile(r"`((?:tests|benchmarks|voxelbone|samples|kernels|docs)/[\w./-]+\.(?:py|toml|json|cuh|cu|md|sh|h))\b")
+_CITED_NAME = re.compile(r"`(voxelbone(?:\.\w+)+)(?:\(|`)")
+
+
+def _cited(text: str) -> tuple[set[str], set[str]]:
+    """Repository paths and ``voxelbone.*`` names a page cites in backticks (placeholders such as
+    ``kernels/NAME.cu`` left out)."""
+    paths = {p for p in _CITED_PATH.findall(text) if not re.search(r"/[A-Z]+\.", p)}
+    return paths, set(_CITED_NAME.findall(text))
+
+
+def _resolves(name: str) -> bool:
+    import importlib
+
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))])
+def test_every_file_and_name_a_page_cites_exists(page):
+    """A page that points to a test, a study record or a function that was renamed or removed
+    misleads its reader."""
+    paths, names = _cited((ROOT / page).read_text(encoding="utf-8"))
+    assert not [p for p in sorted(paths) if not (ROOT / p).exists()], f"{page} cites missing files"
+    assert not [n for n in sorted(names) if not _resolves(n)], f"{page} cites names voxelbone does not have"
+
+
+def test_the_citation_check_sees_a_missing_file_and_name():
+    paths, names = _cited("see `tests/test_gone.py` and `voxelbone.io.load_volume` and `voxelbone.nope.f()`; "
+                          "`kernels/NAME.cu`")
+    assert paths == {"tests/test_gone.py"} and names == {"voxelbone.io.load_volume", "voxelbone.nope.f"}
+    assert _resolves("voxelbone.io.load_volume") and not _resolves("voxelbone.nope.f")
+    assert not (ROOT / "tests/test_gone.py").exists()

@@ -165,6 +165,7 @@ def test_a_disuse_preset_with_mechanics_off_is_refused_before_anything_is_writte
     balanced hormones and report disuse without disuse (it ran, +4.5 %/yr aBMD, before)."""
     from voxelbone.cli import main
     from voxelbone.presets import check_load_needs_mechanics
+    from voxelbone.replicates import simulate_replicates
     from voxelbone.report import compare
     from voxelbone.sweep import Sweep, run_sweep
 
@@ -186,6 +187,8 @@ def test_a_disuse_preset_with_mechanics_off_is_refused_before_anything_is_writte
     sweep = Sweep({"size": 48, "voxel_size_um": 40.0, "years": 0.1}, {"preset": ["premenopausal", "bed_rest"]}, "t")
     with pytest.raises(ValueError, match="'bed_rest' scales"):
         run_sweep(sweep, tmp_path / "sweep")
+    with pytest.raises(ValueError, match="'bed_rest' scales"):
+        simulate_replicates(off, tmp_path / "reps", 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no folder made by any of them
 
 

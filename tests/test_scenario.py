@@ -96,6 +96,31 @@ def test_preset_files_are_found_beside_the_scenario(monkeypatch, tmp_path):
     assert [p.years for p in s.periods] == [2, 5, 2]
 
 
+def test_the_scan_and_region_file_of_a_scenario_are_found_beside_it(monkeypatch, tmp_path):
+    """As its preset files are: ``input = "scan.npy"`` in study/run.toml is study/scan.npy,
+    wherever the command runs (it was looked up in the working folder only)."""
+    from pathlib import Path
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "scan.npy").write_bytes(b"")
+    (study / "regions.npy").write_bytes(b"")
+    (study / "run.toml").write_text('input = "scan.npy"\ncompartments = "regions.npy"\n'
+                                    '[[period]]\npreset = "trt"\nyears = 1\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    s = load_scenario(study / "run.toml")
+    assert Path(s.input) == study / "scan.npy" and Path(s.compartments) == study / "regions.npy"
+    (elsewhere / "scan.npy").write_bytes(b"")  # a file of that name where the command runs too
+    assert Path(load_scenario(study / "run.toml").input) == study / "scan.npy"  # the scenario's own comes first
+    (study / "scan.npy").unlink()
+    assert load_scenario(study / "run.toml").input == "scan.npy"  # else where the command runs
+    (study / "run.toml").write_text('input = "scan.npy"\ncompartments = "trabecular"\n'
+                                    '[[period]]\npreset = "trt"\nyears = 1\n')
+    assert load_scenario(study / "run.toml").compartments == "trabecular"
+
+
 def test_every_sample_file_loads():
     from pathlib import Path
 

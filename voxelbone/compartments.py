@@ -45,7 +45,7 @@ cannot tell a trabecula from a cortical bridge: a trabecula thickening beside th
 endosteum joins the cortex at one measurement and not at the next, and the band moves
 with the endosteum. In a bone that band is a small share of the trabecular compartment; in
 a cube of a few mm with a cortex along one face it is not, and it made the trabecular
-change depend on the cube (docs/invariance.md).
+change depend on the cube (docs/user-guide/invariance.md).
 
 The simulated field has one grey value for all bone, so the two thresholds of Buie et al.
 (a low one for the periosteal mask, a higher one separating the denser cortex) become one

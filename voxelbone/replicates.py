@@ -34,6 +34,7 @@ from . import __version__
 from .figures import draw_replicate_figures
 from .hormones import HormoneState
 from .intervals import Interval, annual_change_pct, t_interval
+from .presets import check_load_needs_mechanics
 from .runfolder import RunFolder, RunState, StudyFolder
 from .scenario import Scenario
 from .sweep import Job, RunOptions, run_jobs
@@ -197,9 +198,12 @@ def simulate_replicates(scenario: Scenario, out_dir: str | Path, n: int, *, opti
     Raises
     ------
     ValueError
-        A bad count, or a folder that cannot take these replicates (see :func:`prepare_folder`).
+        A bad count, a preset that changes the load with mechanics off
+        (:func:`~voxelbone.presets.check_load_needs_mechanics`), or a folder that cannot take
+        these replicates (see :func:`prepare_folder`): raised before anything is written.
     """
     n = check_replicate_count(n)
+    check_load_needs_mechanics(scenario)
     study = StudyFolder(out_dir)
     prepare_folder(study, scenario, n, resume=resume)
     jobs = replicate_jobs(scenario, study, n)

@@ -71,9 +71,11 @@ class Scenario:
     periods : tuple of Period
         Therapy periods in order; total duration = sum of their ``years``.
     size : int, optional
-        Phantom edge length in voxels (default: the site's default).
+        Phantom edge length in voxels (default: the site's default); not with ``input``,
+        whose shape is the scan's.
     voxel_size_um : float, optional
-        Voxel edge in µm (default: the site's default); 10–40 µm is the micro-CT range.
+        Voxel edge in µm, 5–100 (default: the site's default, or the scan's header);
+        outside 10–40 µm, the calibrated range, a warning says what is less accurate.
     seed : int
         Seed of the phantom and of every remodeling draw.
     step_days : int
@@ -90,7 +92,8 @@ class Scenario:
         Days of balanced remodeling run before day 0 so the starting volume carries the
         remodeling space of its first period's turnover.
     input : str, optional
-        A micro-CT file to start from instead of a phantom.
+        A micro-CT file to start from instead of a phantom. In a scenario file a relative
+        path (as a preset file or region file) is read beside the file when it is there.
     compartments : str
         Compartments of the input file: ``auto``, ``trabecular`` or a region file
         (:func:`voxelbone.io.load_volume`).
@@ -241,13 +244,23 @@ def load_scenario(path: str | Path) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{p}: not valid TOML: {exc}") from None
-    # preset files named in periods are found beside the scenario file first
+    # a relative path the scenario names (a period's preset file, the input scan, a region file) is
+    # read beside the scenario file when it is there, else where the command runs
+    def beside(name: Any) -> Any:
+        if isinstance(name, str) and name and not Path(name).is_absolute():
+            there = p.parent / name
+            if there.exists():
+                return str(there)
+        return name
+
     for period in data.get("period", []) if isinstance(data.get("period"), list) else []:
         preset = period.get("preset") if isinstance(period, dict) else None
-        if isinstance(preset, str) and preset.endswith(".toml") and not Path(preset).is_absolute():
-            beside = p.parent / preset
-            if beside.is_file() and not Path(preset).is_file():
-                period["preset"] = str(beside)
+        if isinstance(preset, str) and preset.endswith(".toml"):
+            period["preset"] = beside(preset)
+    if "input" in data:
+        data["input"] = beside(data["input"])
+    if data.get("compartments") not in (None, "auto", "trabecular"):
+        data["compartments"] = beside(data["compartments"])
     try:
         return Scenario.from_dict(data, source=str(p))
     except (ValueError, TypeError) as exc:

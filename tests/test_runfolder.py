@@ -163,6 +163,24 @@ def test_input_scan_provenance_survives_status_writes(tmp_path):
     assert info["input_scan"] == {"format": "aim", "calibration": "scanco"}
 
 
+def test_run_json_keeps_what_the_sample_makes_less_certain(tmp_path):
+    """The command's warnings (voxel size, sample below a metric's representative volume) went
+    to the terminal only; a run folder read later now says them too."""
+    from voxelbone.rve import rve_warnings
+    from voxelbone.simulate import simulate
+    from voxelbone.voxel_sizes import VoxelSizeWarning
+
+    with pytest.warns(VoxelSizeWarning, match="61 µm is coarser"):
+        sc = Scenario(name="coarse", size=48, voxel_size_um=61.0, periods=(Period("postmenopausal_untreated", 0.02),),
+                      step_days=2)
+    folder = RunFolder(tmp_path / "r")
+    simulate(sc, folder.path, backend="numpy", progress=False, render=False)
+    caveats = folder.info()["caveats"]
+    assert caveats[0].startswith("voxel size 61 µm is coarser than the 10-40 µm the model is calibrated for")
+    assert caveats[1:] == rve_warnings(sc) and any("Conn.D" in c for c in caveats), caveats
+    assert folder.state() is RunState.COMPLETED  # kept through the status writes
+
+
 def _files(path: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
 

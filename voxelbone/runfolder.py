@@ -69,8 +69,9 @@ _ERROR_TXT = "error.txt"
 _SNAPSHOTS = "snapshots"
 _SNAPSHOT_PREFIX = "day_"
 #: Fields of ``run.json`` written once when a run starts and kept by later status writes
-#: (the input scan's provenance: format, voxel size and its source, calibration; the figure errors).
-_KEPT_FIELDS = ("input_scan", "figure_errors")
+#: (the input scan's provenance: format, voxel size and its source, calibration; what the sample
+#: makes less certain; the figure errors).
+_KEPT_FIELDS = ("input_scan", "caveats", "figure_errors")
 _PLOTS = "plots"
 _RENDERS = "renders"
 _CHECKPOINT_META = "__meta__"

@@ -124,6 +124,20 @@ def _crossed(day0: int, day1: int, every: int | None) -> bool:
 # ------------------------------------------------------------------------------------
 # the loop
 # ------------------------------------------------------------------------------------
+def _caveats(scenario: Scenario) -> list[str]:
+    """What the sample makes less certain, for ``run.json``: a phantom's voxel size outside the
+    calibrated range (a scan's own caveats are in its ``input_scan``) and every metric whose
+    representative volume exceeds the sample (:func:`voxelbone.rve.rve_warnings`)."""
+    from .rve import rve_warnings  # noqa: PLC0415
+    from .voxel_sizes import voxel_size_caveat  # noqa: PLC0415
+
+    out = []
+    if scenario.input is None and scenario.voxel_size_um is not None:
+        caveat = voxel_size_caveat(scenario.voxel_size_um)
+        out += [caveat] if caveat else []
+    return out + rve_warnings(scenario)
+
+
 def simulate(
     scenario: Scenario,
     out_dir: str | Path | None = None,
@@ -221,7 +235,7 @@ def simulate(
         folder.write_status(RunState.RUNNING, scenario=scenario, backend=be, timings=timings)
         if not resume:
             folder.write_courses(course, activity, scenario.days)
-            folder.update_info(input_scan=host_volume.meta.get("scan"))
+            folder.update_info(input_scan=host_volume.meta.get("scan"), caveats=_caveats(scenario))
     table = folder.metrics_table(resume_day=start_step * dt if resume else None) if folder is not None else None
     rows: list[dict[str, Any]] = table.rows if table is not None else []
     mech = _Mechanics(scenario, rem, course, timings, checkpoint.engine if checkpoint is not None else None) \

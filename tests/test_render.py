@@ -200,6 +200,7 @@ def test_render_command_passes_the_colouring(tmp_path, monkeypatch):
     monkeypatch.setattr(voxelbone.figures, "draw_run_figures",
                         lambda folder, **kw: seen.update(kw) or FigureReport())
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text('{"status": "running"}')  # a run folder, not any folder
     assert main(["render", str(tmp_path / "run"), "--color", "sed", "--axis", "y", "--no-plots"]) == 0
     assert seen["options"].color == "sed" and seen["options"].sed_axis == "y" and seen["with_plots"] is False
     assert main(["render", str(tmp_path / "run")]) == 0

@@ -284,6 +284,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 raise UsageError(f"--resume continues the replicates recorded in {args.resume}; "
                                  f"leave out {', '.join(given)}")
         return _cmd_run_replicates(args)
+    backend = get_backend(args.backend)  # fail early and clearly on a forced, unusable backend
     if args.resume:
         given = [f"--{name.replace('_', '-')}" for name in _SCENARIO_FLAGS if getattr(args, name) is not None]
         if given:
@@ -315,7 +316,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              "or choose another --out")
         folder.refuse_other_scenario(scenario)
         _print_rve_warnings(scenario)
-    backend = get_backend(args.backend)  # fail early and clearly on a forced, unusable backend
     print(f"voxelbone {__version__}: {scenario.name} — site {scenario.site}, "
           f"{' → '.join(f'{p.preset} {p.years:g} yr' for p in scenario.periods)}, backend {backend.name} ({backend.device})",
           file=sys.stderr)

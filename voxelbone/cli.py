@@ -57,6 +57,7 @@ EPILOG = """examples:
   voxelbone compare postmenopausal_untreated mht_estradiol_progesterone --years 2 --out results/cmp
   voxelbone render results/run                   re-render a finished run
   voxelbone render results/run --color sed       bone coloured by strain energy density (micro-FE)
+  voxelbone run --preset bed_rest --fe-every-days 28 --out results/bed   disuse: load-driven remodelling on
   voxelbone run --replicates 4 --size 96 --years 1 --out results/reps   4 seeds in parallel, 95 % intervals
   voxelbone sweep samples/sweep_small.toml --out results/sweep
   voxelbone bench --quick --json bench.json      benchmark (table + JSON record)

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -99,6 +100,21 @@ def test_bench_refuses_contradictory_arguments(tmp_path, capsys):
     rec.write_text("{}")
     assert main(["bench", "--compare", str(rec), str(rec), "--sizes", "64"]) == 2
     assert "--compare" in capsys.readouterr().err
+
+
+def test_an_existing_record_is_kept(tmp_path, capsys):
+    """``--json`` onto an existing record (a GPU's numbers, measured once) replaced it after the run."""
+    from voxelbone.cli import main
+
+    rec = tmp_path / "gpu.json"
+    rec.write_text('{"measurements": []}')
+    assert main(["bench", "--cases", "euler", "--sizes", "32", "--json", str(rec)]) == 2
+    assert f"--json {rec} exists and is kept" in capsys.readouterr().err
+    np_file = tmp_path / "m.npy"
+    np.save(np_file, np.ones((8, 8, 8), np.uint8))
+    assert main(["stiffness", str(np_file), "--voxel-size-um", "30", "--json", str(rec)]) == 2
+    assert "exists and is kept" in capsys.readouterr().err
+    assert rec.read_text() == '{"measurements": []}'
 
 
 def test_benchmark_scripts_call_the_command_line(tmp_path):

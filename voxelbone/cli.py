@@ -514,9 +514,16 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated case names or groups: kernels, metrics, scenario, transfer (the default set), "
                         "and mechanics (the fe.* micro-FE solves, run only when named)")
     p.add_argument("--repeats", type=_positive_int, default=None, help="timed repeats per case")
-    p.add_argument("--json", type=Path, default=None, help="write the JSON record here")
+    p.add_argument("--json", type=Path, default=None, help="write the JSON record to this new file (an existing one is kept)")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="print the ratios of two JSON records")
     p.set_defaults(func=_cmd_bench)
+
+
+def _refuse_existing_record(path: str | Path | None) -> None:
+    """A ``--json`` record is measured data (a GPU's numbers, say): an existing one is never
+    replaced; refused before the measurement starts."""
+    if path is not None and Path(path).exists():
+        raise UsageError(f"--json {path} exists and is kept: give a new file name, or remove it first")
 
 
 def _sizes(text: str, flag: str) -> tuple[int, ...]:
@@ -538,6 +545,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(compare_records(load_record(args.compare[0]), load_record(args.compare[1])))
         return 0
     sizes = _sizes(args.sizes, "--sizes") if args.sizes else (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    _refuse_existing_record(args.json)
     if args.backend == "all":
         backends = ["numpy", "cupy"] if cupy_available() else ["numpy"]
     elif args.backend == "auto":
@@ -628,7 +636,8 @@ def _add_stiffness(sub: argparse._SubParsersAction) -> None:
                    help="one tissue modulus for all bone (default: from mineral, E = 20 GPa x mineralisation^2.5)")
     p.add_argument("--rtol", type=_positive_float, default=1e-6, help="relative residual to reach (default 1e-6)")
     p.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto", help="array backend")
-    p.add_argument("--json", metavar="F", default=None, help="also write the result's numbers to this JSON file")
+    p.add_argument("--json", metavar="F", default=None,
+                   help="also write the result's numbers to this new JSON file (an existing one is kept)")
     p.set_defaults(func=_cmd_stiffness)
 
 
@@ -641,6 +650,7 @@ def _cmd_stiffness(args: argparse.Namespace) -> int:
 
     if not Path(args.file).exists():
         raise FileNotFoundError(f"no such file or folder: {args.file}")
+    _refuse_existing_record(args.json)
     backend = get_backend(args.backend).name
     vol = load_volume(args.file, args.voxel_size_um)
     sample = vol if args.tissue_modulus_mpa is None else (vol.bone >= BONE_THRESHOLD)

@@ -184,6 +184,9 @@ def test_target_overrides_structures_and_bad_arguments():
         make_phantom("lumbar_spine", 64, 30.0, bv_tv=0.9)
     with pytest.raises(ValueError, match="too small"):
         make_phantom("femoral_neck", 32, 30.0)
+    for size in (64.5, "64", True):  # were truncated or parsed to a 64³ (or 1³) grid without a word
+        with pytest.raises(ValueError, match="size must be a whole number of voxels"):
+            make_phantom("lumbar_spine", size, 30.0)
 
 
 def test_a_phantom_too_small_for_its_site_is_refused_before_the_run_is_announced(tmp_path, capsys):

@@ -423,6 +423,8 @@ def _plan(site: str, size: int | None, voxel_size_um: float | None, seed: int, s
     """Check :func:`make_phantom`'s arguments and work out its parameters (no volume is made)."""
     overrides = dict(overrides)
     spec: SiteSpec = get_site(site)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))):
+        raise ValueError(f"size must be a whole number of voxels, got {size!r}")
     n = int(spec.default_size if size is None else size)
     v = float(spec.default_voxel_size_um if voxel_size_um is None else voxel_size_um)
     if n < 16:

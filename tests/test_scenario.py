@@ -72,6 +72,17 @@ def test_voxel_size_outside_micro_ct_range_warns():
             Scenario(voxel_size_um=bad)
 
 
+def test_an_unknown_site_is_refused_with_the_known_ones(tmp_path, capsys):
+    """It was found only when the run started (after the banner; with --input, inside the run)."""
+    from voxelbone.cli import main
+
+    with pytest.raises(ValueError, match="unknown site 'tibia'; known sites: lumbar_spine, femoral_neck"):
+        Scenario(site="tibia")
+    assert main(["run", "--input", "scan.npy", "--site", "tibia", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr()
+    assert "unknown site 'tibia'" in err.err and "voxelbone 0." not in err.err + err.out
+
+
 def test_a_phantom_edge_with_an_input_scan_is_refused(tmp_path, capsys):
     """--size with --input was ignored while run.json recorded it (size 96 beside a 48³ scan)."""
     from voxelbone.cli import main

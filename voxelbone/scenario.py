@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._toml import toml_line, tomllib
+from .sites import get_site
 from .units import DAYS_PER_YEAR
 from .voxel_sizes import ACCURATE_VOXEL_UM, MAX_VOXEL_UM, MIN_VOXEL_UM, VoxelSizeWarning, voxel_size_caveat
 
@@ -146,6 +147,7 @@ class Scenario:
             raise ValueError(f"snapshot_every_days must be a positive whole number of days, got {self.snapshot_every_days!r}")
         if not isinstance(self.spin_up_days, int) or self.spin_up_days < 0:
             raise ValueError(f"spin_up_days must be ≥ 0 days, got {self.spin_up_days!r}")
+        get_site(self.site)  # an unknown site fails here, with the known ones
         if self.size is not None and (not isinstance(self.size, int) or self.size < 16):
             raise ValueError(f"size must be a whole number of voxels ≥ 16, got {self.size!r}")
         if self.size is not None and self.input is not None:

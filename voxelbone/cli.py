@@ -684,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _warning_printer(prefix: str) -> Callable[..., None]:
@@ -695,7 +695,7 @@ def _warning_printer(prefix: str) -> Callable[..., None]:
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
              file: Any = None, line: str | None = None) -> None:
         stream = file if file is not None else sys.stderr
-        ours = category.__module__.split(".")[0] == __package__ or str(Path(filename).resolve()).startswith(_PACKAGE_DIR)
+        ours = category.__module__.split(".")[0] == __package__ or _PACKAGE_DIR in Path(filename).resolve().parents
         if ours:
             text = f"{prefix}: warning: {message}\n"
         else:

@@ -83,6 +83,19 @@ def test_an_unknown_site_is_refused_with_the_known_ones(tmp_path, capsys):
     assert "unknown site 'tibia'" in err.err and "voxelbone 0." not in err.err + err.out
 
 
+def test_the_command_line_records_its_files_as_absolute_paths(tmp_path, monkeypatch):
+    """``run.json`` says to reproduce a run with its ``scenario.toml``; a relative ``--input``
+    recorded as given made that fail from any other folder."""
+    from voxelbone.cli import build_parser, scenario_from_args
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["run", "--input", "scans/a.npy", "--compartments", "labels.npy"])
+    s = scenario_from_args(args)
+    assert s.input == str(tmp_path / "scans" / "a.npy") and s.compartments == str(tmp_path / "labels.npy")
+    args = build_parser().parse_args(["run", "--input", "a.npy", "--compartments", "trabecular"])
+    assert scenario_from_args(args).compartments == "trabecular"
+
+
 def test_a_phantom_edge_with_an_input_scan_is_refused(tmp_path, capsys):
     """--size with --input was ignored while run.json recorded it (size 96 beside a 48³ scan)."""
     from voxelbone.cli import main

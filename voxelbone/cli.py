@@ -29,6 +29,7 @@ from .intervals import POINT_METRICS
 from .rve import rve_warnings
 from .scenario import SUGGESTED_FE_EVERY_DAYS, Period, Scenario, load_scenario
 from .units import DAYS_PER_YEAR
+from .volume import COMPARTMENT_CHOICES
 
 __all__ = ["UsageError", "build_parser", "main", "replicates_summary_table", "summary_table"]
 
@@ -156,6 +157,12 @@ _SCENARIO_FLAGS = ("preset", "scenario", "site", "input", "seed", "size", "voxel
                    "metrics_every_days", "snapshot_every_days", "fe_every_days", "out")
 
 
+def _absolute(path: str | Path | None) -> str | None:
+    """A file the command line names, as an absolute path: the run's ``scenario.toml`` then
+    reproduces it from any folder."""
+    return None if path is None else str(Path(path).resolve())
+
+
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     """The scenario of ``voxelbone run`` arguments (flags override the scenario file)."""
     base = load_scenario(args.scenario) if args.scenario else Scenario(name="default")
@@ -176,8 +183,9 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     scenario = base.with_overrides(
         name=name, periods=periods, site=args.site, seed=args.seed, size=args.size,
         voxel_size_um=args.voxel_size_um, step_days=args.step_days, metrics_every_days=args.metrics_every_days,
-        snapshot_every_days=args.snapshot_every_days, input=str(args.input) if args.input else None,
-        compartments=str(args.compartments) if args.compartments else None, fe_every_days=args.fe_every_days,
+        snapshot_every_days=args.snapshot_every_days, input=_absolute(args.input),
+        compartments=args.compartments if args.compartments in (None, *COMPARTMENT_CHOICES) else _absolute(args.compartments),
+        fe_every_days=args.fe_every_days,
     )
     check_load_needs_mechanics(scenario)  # so is a disuse preset with mechanics off
     if scenario.input is None:  # and a phantom too small for its site, before the sample-size warnings

@@ -34,6 +34,7 @@ from typing import Any, Mapping
 from ._toml import toml_line, tomllib
 from .sites import get_site
 from .units import DAYS_PER_YEAR
+from .volume import COMPARTMENT_CHOICES
 from .voxel_sizes import ACCURATE_VOXEL_UM, MAX_VOXEL_UM, MIN_VOXEL_UM, VoxelSizeWarning, voxel_size_caveat
 
 __all__ = ["DEFAULT_PRESET", "SUGGESTED_FE_EVERY_DAYS", "Period", "Scenario", "load_scenario", "scenario_to_toml"]
@@ -252,7 +253,7 @@ def load_scenario(path: str | Path) -> Scenario:
         if isinstance(name, str) and name and not Path(name).is_absolute():
             there = p.parent / name
             if there.exists():
-                return str(there)
+                return str(there.resolve())
         return name
 
     for period in data.get("period", []) if isinstance(data.get("period"), list) else []:
@@ -261,7 +262,7 @@ def load_scenario(path: str | Path) -> Scenario:
             period["preset"] = beside(preset)
     if "input" in data:
         data["input"] = beside(data["input"])
-    if data.get("compartments") not in (None, "auto", "trabecular"):
+    if data.get("compartments") not in (None, *COMPARTMENT_CHOICES):
         data["compartments"] = beside(data["compartments"])
     try:
         return Scenario.from_dict(data, source=str(p))

@@ -163,6 +163,11 @@ def _absolute(path: str | Path | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
 
+def _compartments(value: str | None) -> str | None:
+    """``--compartments``: a choice as it is, a region file as an absolute path."""
+    return value if value in (None, *COMPARTMENT_CHOICES) else _absolute(value)
+
+
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     """The scenario of ``voxelbone run`` arguments (flags override the scenario file)."""
     base = load_scenario(args.scenario) if args.scenario else Scenario(name="default")
@@ -184,7 +189,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         name=name, periods=periods, site=args.site, seed=args.seed, size=args.size,
         voxel_size_um=args.voxel_size_um, step_days=args.step_days, metrics_every_days=args.metrics_every_days,
         snapshot_every_days=args.snapshot_every_days, input=_absolute(args.input),
-        compartments=args.compartments if args.compartments in (None, *COMPARTMENT_CHOICES) else _absolute(args.compartments),
+        compartments=_compartments(args.compartments),
         fe_every_days=args.fe_every_days,
     )
     check_load_needs_mechanics(scenario)  # so is a disuse preset with mechanics off
@@ -447,7 +452,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--years", type=_positive_float, default=2.0, help="simulated years (default 2)")
     p.add_argument("--site", default="lumbar_spine", help="lumbar_spine or femoral_neck")
     p.add_argument("--size", type=_positive_int, default=None, help="phantom edge in voxels")
-    p.add_argument("--voxel-size-um", type=_positive_float, default=None, help="voxel edge in micrometres")
+    p.add_argument("--input", type=Path, default=None,
+                   help="start every run from this micro-CT scan instead of a phantom (formats as 'run --input')")
+    p.add_argument("--compartments", default=None, metavar="auto|trabecular|FILE",
+                   help="compartments of --input (as 'run --compartments')")
+    p.add_argument("--voxel-size-um", type=_positive_float, default=None,
+                   help="voxel edge in micrometres (with --input: overrides the header, with a warning)")
     p.add_argument("--seed", type=int, default=0, help="random seed shared by every run")
     p.add_argument("--step-days", type=_positive_int, default=1, help="remodeling step in days")
     p.add_argument("--metrics-every-days", type=_positive_int, default=30, help="days between metric evaluations")
@@ -472,7 +482,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                    voxel_size_um=args.voxel_size_um, seed=args.seed, step_days=args.step_days,
                    metrics_every_days=args.metrics_every_days, backend=args.backend, progress=not args.quiet,
                    render=not args.no_render, replicates=args.replicates, n_workers=args.workers,
-                   fe_every_days=args.fe_every_days)
+                   fe_every_days=args.fe_every_days, input=_absolute(args.input),
+                   compartments=_compartments(args.compartments))
     print(f"report: {path}")
     return 0
 

@@ -74,7 +74,7 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
             size: int | None = None, voxel_size_um: float | None = None, seed: int = 0, step_days: int = 1,
             metrics_every_days: int = 30, backend: str | None = None, progress: bool = True,
             render: bool = True, replicates: int | None = None, n_workers: int | None = None,
-            fe_every_days: int = 0) -> Path:
+            fe_every_days: int = 0, input: str | None = None, compartments: str | None = None) -> Path:
     """Run (or reuse) presets on the same starting volume and write ``out_dir/report.html``.
 
     Parameters
@@ -95,6 +95,9 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
     fe_every_days
         Load-driven remodelling in every run (:class:`~voxelbone.scenario.Scenario`; 0:
         off); with it on the report shows the stiffness change beside the aBMD change.
+    input, compartments
+        Start every run from this micro-CT scan instead of a phantom, with these
+        compartments (:func:`voxelbone.io.load_volume`; ``size`` does not apply).
 
     Returns
     -------
@@ -126,7 +129,8 @@ def compare(presets: Sequence[str], out_dir: str | Path, *, years: float = 2.0, 
     scenarios = {label: Scenario(name=label, site=site, periods=(Period(name, years),), size=size,
                                  voxel_size_um=voxel_size_um, seed=seed, step_days=step_days,
                                  metrics_every_days=metrics_every_days, snapshot_every_days=snapshot_every,
-                                 fe_every_days=fe_every_days)
+                                 fe_every_days=fe_every_days, input=input,
+                                 **({"compartments": compartments} if compartments is not None else {}))
                  for label, name in labels.items()}
     for scenario in scenarios.values():  # a disuse preset with mechanics off fails before any run
         check_load_needs_mechanics(scenario)

@@ -128,7 +128,10 @@ def test_presets_cli_lists_and_shows(tmp_path, capsys):
     assert "postmenopausal_untreated" in out and "extrapolated" in out
     assert main(["presets", "show", "trt", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "testosterone_cypionate" in out and "estradiol" in out
+    assert "testosterone_cypionate" in out and "estradiol" in out and "mechanical load" not in out
+    assert main(["presets", "show", "spaceflight", "--out", str(tmp_path)]) == 0
+    assert "mechanical load: 0.1x habitual, acting only with load-driven remodelling on (--fe-every-days 28)" \
+        in capsys.readouterr().out
     png = tmp_path / "trt_hormones.png"
     import imageio.v2 as imageio
 

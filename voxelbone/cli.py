@@ -390,6 +390,9 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     print(f"evidence: {p.evidence}" + (f" — mechanism: {p.mechanism}" if p.mechanism else ""))
     print("regimen:")
     print("\n".join(_regimen_lines(p)))
+    if p.load_scale != 1.0:
+        print(f"mechanical load: {p.load_scale:g}x habitual, acting only with load-driven remodelling on "
+              f"(--fe-every-days {SUGGESTED_FE_EVERY_DAYS})")
     print(f"mean levels (after the first 4 weeks, over {args.years:g} yr):")
     for h, v in mean.__dict__.items():
         print(f"  {h:<20} {v:10.1f}")

@@ -256,7 +256,8 @@ def test_compare_names_a_preset_files_runs_by_its_stem_not_its_path(tmp_path):
     assert study.run("my_menopause").state() is RunState.COMPLETED
     assert study.run("my_menopause").recorded_scenario().periods[0].preset == str(mine)
     assert mine.read_bytes() == before and sorted(p.name for p in mine.parent.iterdir()) == ["my_menopause.toml"]
-    assert "my_menopause" in (study.path / "report.html").read_text()
+    report = (study.path / "report.html").read_text()
+    assert "my_menopause" in report and "starting from the site&#x27;s phantom, 48³ at 30 µm" in report
     other = tmp_path / "trt.toml"
     shutil.copy(mine, other)
     with pytest.raises(ValueError, match=r"share the name trt: each preset's runs and report column are named by it"):
@@ -282,6 +283,7 @@ def test_compare_starts_every_preset_from_the_same_scan(tmp_path, capsys):
         assert folder.recorded_scenario().input == str(scan) and folder.info()["input_scan"]["format"] == "npz"
         read.append(folder.info()["input_scan"]["bv_tv"])
     assert read[0] == read[1] > 0.05
+    assert "starting from the scan scan.npz (40 µm voxels)" in (out / "report.html").read_text()
     assert main(["compare", "premenopausal", "trt", "--input", str(scan), "--size", "48", "--out",
                  str(tmp_path / "c2")]) == 2
     assert "size=48 is the edge of a phantom" in capsys.readouterr().err

@@ -34,6 +34,7 @@ from .results import load_snapshot
 from .runfolder import RunFolder, RunState, StudyFolder
 from .scenario import Period, Scenario
 from .simulate import simulate
+from .sites import get_site
 from .sweep import Job, RunOptions, run_jobs
 from .units import DAYS_PER_YEAR
 
@@ -347,7 +348,15 @@ def write_report(run_dirs: Mapping[str, str | Path], out_dir: str | Path, *, ren
     seeds = (f"{len(sets[replicated[0]].replicates())} replicates on the same seeds "
              f"{[int(f.info()['seed']) for f in sets[replicated[0]].replicates()]}" if replicated
              else f"seed {scen.get('seed', '?')}")
-    info = (f"site {html.escape(str(scen.get('site', '?')))}, {html.escape(seeds)}, "
+    scan = first_meta.get("input_scan") or {}
+    if scen.get("input"):
+        start = f"starting from the scan {Path(str(scen['input'])).name}" + (
+            f" ({scan['voxel_size_um']:g} µm voxels)" if scan.get("voxel_size_um") else "")
+    else:
+        spec = get_site(str(scen.get("site", "lumbar_spine")))
+        start = (f"starting from the site's phantom, {scen.get('size') or spec.default_size}³ at "
+                 f"{scen.get('voxel_size_um') or spec.default_voxel_size_um:g} µm")
+    info = (f"site {html.escape(str(scen.get('site', '?')))}, {html.escape(start)}, {html.escape(seeds)}, "
             f"backend {html.escape(str(first_meta.get('backend', '?')))} ({html.escape(str(first_meta.get('device', '?')))}), "
             f"voxelbone {html.escape(str(first_meta.get('voxelbone_version', '?')))}")
     parts = [

@@ -18,6 +18,12 @@ from study_runs import EARLY_POSTMENOPAUSE, site_run
 from voxelbone.calibration import CALIBRATION_SEEDS as SEEDS
 from voxelbone.calibration import bmd_change
 
+#: Samples of the multi-year time courses read at whole years: every 90 days. Measuring does not
+#: change the run (the same end, bit for bit); it halves a 6-year run's time against 30-day
+#: samples, and moves the loss read at years 2, 4 and 6 by 0.02 points (seed 1: -9.05 -> -9.03 %
+#: in years 0-2, -3.06 -> -3.05 % in years 4-6).
+SEASONAL_DAYS = 90
+
 def test_gh_therapy_dips_before_it_gains():
     for seed in SEEDS:
         r = site_run("gh_peptide_sermorelin", "lumbar_spine", seed, 40.0, every=None)
@@ -52,7 +58,7 @@ def test_untreated_loss_is_fastest_in_the_first_years_after_menopause():
     preset = EARLY_POSTMENOPAUSE
     for seed in (2, 3, 4):
         r = bmd_change(preset, "lumbar_spine", seed=seed, years=5.0, size=64, voxel_size_um=40.0, step_days=10,
-                       backend="numpy")
+                       backend="numpy", measure_every_days=SEASONAL_DAYS)
         yrs = np.arange(6.0)
         for name, v in (("aBMD", 100.0 + r.abmd_pct), ("BV/TV", r.series["bv_tv"])):
             at = np.interp(yrs, r.years, v)
@@ -65,7 +71,7 @@ def test_untreated_loss_is_fastest_in_the_first_years_after_menopause():
 def test_loss_slows_after_the_first_postmenopausal_years():
     preset = EARLY_POSTMENOPAUSE
     for seed in (1, 2):
-        r = site_run(preset, "lumbar_spine", seed, 40.0, years=6.0, every=None)
+        r = site_run(preset, "lumbar_spine", seed, 40.0, years=6.0, every=SEASONAL_DAYS)
         b, t = 100.0 + r.abmd_pct, r.years  # the site's areal BMD, % of day 0
         early = np.interp(2.0, t, b) / b[0] - 1.0
         late = np.interp(6.0, t, b) / np.interp(4.0, t, b) - 1.0

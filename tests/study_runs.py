@@ -9,16 +9,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from voxelbone.calibration import CALIBRATION_EDGE_MM, STUDY_SAMPLE_DAYS, bmd_change
+from voxelbone.calibration import CALIBRATION_EDGE_MM, STUDY_SAMPLE_DAYS, _edge_voxels, bmd_change
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The early-postmenopause scenario (estradiol falling over the transition).
 EARLY_POSTMENOPAUSE = str(ROOT / "samples" / "early_postmenopause.toml")
-
-
-def edge_voxels(voxel_um: float) -> int:
-    """Edge in voxels of the calibration cube (``CALIBRATION_EDGE_MM``) at ``voxel_um``: 128 at 30 µm, 96 at 40 µm."""
-    return round(CALIBRATION_EDGE_MM * 1000.0 / voxel_um)
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,5 +22,5 @@ def site_run(preset: str, site: str, seed: int, voxel_um: float, step_days: int 
     """A run on the site's phantom of the calibration cube; ``every``: its sample interval (default
     day 0 and the end only: each sample contours the compartments; None samples every 30 days, for a
     time course)."""
-    return bmd_change(preset, site, seed=seed, size=edge_voxels(voxel_um), voxel_size_um=voxel_um,
+    return bmd_change(preset, site, seed=seed, size=_edge_voxels(CALIBRATION_EDGE_MM, voxel_um), voxel_size_um=voxel_um,
                       step_days=step_days, years=years, backend="numpy", measure_every_days=every)

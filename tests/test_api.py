@@ -72,6 +72,12 @@ def test_import_is_light() -> None:
     assert _heavy_after_import("voxelbone", HEAVY) == []
 
 
+def test_sweep_import_is_light() -> None:
+    """A sweep's client (the process that only submits runs to a Dask cluster) imports no Numba:
+    the sweep's checks import the preset layer when they run."""
+    assert _heavy_after_import("voxelbone.sweep", HEAVY) == []
+
+
 def test_cli_import_is_light() -> None:
     """The CLI answers ``--help`` and argument errors without Numba, SciPy, plotting or Dask."""
     assert _heavy_after_import("voxelbone.cli", HEAVY + ("dask",)) == []

@@ -49,7 +49,8 @@ view all trabecular; ``"trabecular"`` does so without contouring; a path reads l
 (:func:`voxelbone.volume.choose_compartments`).
 
 Voxel sizes of 5–100 µm load; outside 10–40 µm a :class:`ScanWarning` says what is less
-accurate there (:mod:`voxelbone.voxel_sizes`). Anisotropic voxels are refused with a pointer to :func:`resample_isotropic`.
+accurate there (:mod:`voxelbone.voxel_sizes`). Anisotropic voxels are refused with a pointer
+to :func:`resample_isotropic`.
 """
 
 from __future__ import annotations

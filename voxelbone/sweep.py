@@ -44,7 +44,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ._version import __version__
 from .backend import cupy_available
-from .presets import check_load_needs_mechanics
 from .results import atomic_write, csv_text, write_json
 from .runfolder import RunFolder, RunState, StudyFolder, git_commit
 from .scenario import Scenario
@@ -366,6 +365,8 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, options: RunOptions | None =
     study = StudyFolder(out_dir)
     runs = sweep.runs()
     _check_out_dir(study)
+    from .presets import check_load_needs_mechanics  # noqa: PLC0415 — the hormone layer's Numba cost, not at import
+
     for r in runs:  # a disuse preset with mechanics off stops the sweep before anything is written
         check_load_needs_mechanics(r.scenario)
     if replicates is None:  # before sweep.json is rewritten: a point holding another scenario's run stops it

@@ -178,3 +178,24 @@ def test_calibrate_command_judges_each_cell_on_its_seeds_mean(capsys, monkeypatc
     assert main(["calibrate", "--presets", "postmenopausal_untreated", "--sites", "lumbar_spine", "--seeds", "4"]) == 1
     out = capsys.readouterr().out
     assert "one seed" in out and "no interval" in out and "OUT OF RANGE" in out, out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "1,2,1"], "seed 1 given more than once"),
+    (["--sites", "lumbar_spine,mars"], "unknown site 'mars'"),
+    (["--size", "24"], "too small for site lumbar_spine"),
+    (["--presets", "premenopausal"], "no clinical target for premenopausal"),
+])
+def test_calibrate_refuses_bad_input_before_its_table(capsys, monkeypatch, args, message):
+    """A repeated seed would enter a cell's interval as two replicates; every refusal comes
+    before the table's header and before any run."""
+    import voxelbone.calibration as calibration
+    from voxelbone.cli import main
+
+    def no_run(*a, **kw):
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(calibration, "bmd_change", no_run)
+    assert main(["calibrate", "--presets", "postmenopausal_untreated", *args]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "preset" not in captured.out, (captured.out, captured.err)

@@ -266,18 +266,31 @@ def calibration_checks(presets: Sequence[str], sites: Sequence[str], seeds: Sequ
     Raises
     ------
     ValueError
-        For a preset with no clinical target (before anything runs).
+        When this call is made, before anything runs: for a preset with no clinical target, an
+        unknown site, a phantom that does not fit its site, or a seed given twice (a cell's
+        interval would count it as two independent replicates).
     """
+    from .phantom import check_phantom_fits  # noqa: PLC0415  (the phantom generator is not needed to import this module)
+
     unknown = [p for p in presets if p not in CLINICAL_TARGETS]
     if unknown:
         raise ValueError(f"no clinical target for {', '.join(unknown)}; presets with one: {', '.join(CLINICAL_TARGETS)}")
-    for preset in presets:
-        for site in sites:
-            for seed in seeds:
-                r = bmd_change(preset, site, seed=int(seed), size=size, voxel_size_um=voxel_size_um, step_days=step_days,
-                               backend=backend)
-                lo, hi = CLINICAL_TARGETS[preset].range(site)
-                yield CalibrationCheck(r, lo, hi)
+    repeated = sorted({int(s) for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ValueError(f"seed {', '.join(map(str, repeated))} given more than once; each seed is one replicate")
+    for site in sites:
+        check_phantom_fits(site, size, voxel_size_um)
+
+    def runs() -> Iterator[CalibrationCheck]:
+        for preset in presets:
+            for site in sites:
+                for seed in seeds:
+                    r = bmd_change(preset, site, seed=int(seed), size=size, voxel_size_um=voxel_size_um,
+                                   step_days=step_days, backend=backend)
+                    lo, hi = CLINICAL_TARGETS[preset].range(site)
+                    yield CalibrationCheck(r, lo, hi)
+
+    return runs()
 
 
 # ----------------------------------------------------------------------------- studies

@@ -619,10 +619,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise UsageError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    checks = calibration_checks(presets, args.sites.split(","), seeds, size=args.size, voxel_size_um=args.voxel_size_um,
+                                step_days=args.step_days, backend=args.backend)  # refuses bad input before the table
     print(f"{'preset':32s} {'site':14s} {'seed':>4s} {'%/yr':>7s} {'target':>14s}")
     bad = 0
-    checks = calibration_checks(presets, args.sites.split(","), seeds, size=args.size, voxel_size_um=args.voxel_size_um,
-                                step_days=args.step_days, backend=args.backend)
     for (_, site), cell in itertools.groupby(checks, key=lambda c: (c.result.preset, c.result.site)):
         values = []
         for c in cell:  # each seed's row as its run finishes

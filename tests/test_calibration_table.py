@@ -23,6 +23,7 @@ from voxelbone.calibration import (
     invariance_cells,
     invariance_markdown,
     mechanics_calibration_markdown,
+    provenance_text,
     replace_between_markers,
     run_study,
     study_volume,
@@ -64,6 +65,19 @@ def test_readme_and_docs_hold_the_recorded_calibration_table():
     assert {(c["preset"], c["site"], c["voxel_size_um"]) for c in record["cells"].values()} == {
         (p, s, v) for p in CLINICAL_TARGETS for s in ("lumbar_spine", "femoral_neck") for v in (30.0, 40.0)}
     assert all(len(c["change_pct_per_yr"]["abmd_pct"]) == 3 for c in record["cells"].values())
+
+
+def test_provenance_says_which_cells_ran_past_their_last_day():
+    """A cell recorded before the last step was cut at a run's end ran whole steps past it (a
+    year in 10-day steps: 370 days for 365); the caption says so, and not of a cell run since."""
+    old = {"years": 1.0, "step_days": 10, "date": "d", "git_commit": "c"}
+    gh = {**old, "years": 2.0}  # 730 days: whole steps, nothing past its end
+    record = {"cells": {"a": old, "b": dict(old), "g": gh}, "machine": "m"}
+    assert "2 of these cells ran 370 days for their 365" in provenance_text(record)
+    assert "ran" not in provenance_text(record, ["g"])
+    record["cells"]["b"]["simulated_days"] = 365
+    text = provenance_text(record)
+    assert "1 of these cells ran 370 days" in text and "about 1.4 %" in text, text
 
 
 def test_calibration_table_shows_interval_range_and_resolution():

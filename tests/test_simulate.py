@@ -109,11 +109,28 @@ def test_same_seed_same_result_in_memory():
     assert a.column("bone").tolist() != c.column("bone").tolist()
 
 
+def test_the_last_step_ends_on_the_runs_last_day(monkeypatch):
+    """91 days in 10-day steps: nine whole steps and a last one of a day, its hormones read at its
+    own middle. (The last step was a whole one: 100 days simulated, reported as 91, so every
+    annual change of a run whose days are not whole steps came out about 10 % too large.)"""
+    from voxelbone.remodel.engine import Remodeler
+
+    taken = []
+    step = Remodeler.step
+    monkeypatch.setattr(Remodeler, "step", lambda self, k, rates, dt_days=1: taken.append(dt_days) or step(self, k, rates, dt_days))
+    sc = Scenario(name="x", site="lumbar_spine", periods=(Period("postmenopausal_untreated", 0.25),), size=48,
+                  voxel_size_um=30.0, step_days=10, metrics_every_days=30, spin_up_days=0)
+    res = simulate(sc, None, progress=False, render=False, backend="numpy", measure=lambda v: {})
+    assert sc.days == 91 and taken[-10:] == [10] * 9 + [1], taken
+    assert res.column("day")[-1] == 91
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"years": -1.0}, "positive"),
     ({"step_days": 0}, "step"),
     ({"step_days": 60}, "step"),
     ({"site": "tibia"}, "site"),
+    ({"years": 1e-4}, "at least one day"),
 ])
 def test_bad_scenarios_are_refused(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -23,9 +23,11 @@ cells (the invariance matrix of ``benchmarks/invariance_matrix.py`` too), and
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -39,6 +41,7 @@ from .metrics import bmd_proxy_mg_cm3, compartment_vbmd_mg_cm3, vbmd_mg_cm3
 from .remodel.params import model_revision
 from .scenario import Period, Scenario
 from .simulate import simulate
+from .units import whole_days
 from .volume import BONE_THRESHOLD, BoneVolume, Region
 
 __all__ = ["CALIBRATION_EDGE_MM", "CALIBRATION_SEEDS", "CALIBRATED_VOXEL_SIZES_UM", "CLINICAL_TARGETS",
@@ -522,7 +525,8 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
     out_cells = dict(old)
     for c in todo:
         per_seed = results[c.key]
-        out_cells[c.key] = {**asdict(c), "years": c.years_run, "seeds": list(c.seeds), "wall_s": walls[c.key],
+        out_cells[c.key] = {**asdict(c), "years": c.years_run, "simulated_days": whole_days(c.years_run),
+                            "seeds": list(c.seeds), "wall_s": walls[c.key],
                             "git_commit": commit, "date": date, "machine": machine, "compartments": STUDY_COMPARTMENTS,
                             "model": model_revision(c.fe_every_days > 0),
                             "change_pct_per_yr": {m: [per_seed[s][m] for s in c.seeds] for m in STUDY_METRICS}}
@@ -720,12 +724,32 @@ def provenance_text(record: Mapping[str, Any], keys: Sequence[str] | None = None
     date, commit (:func:`commit_text`) and machine, e.g. ``2026-12-01 at commit `abc…` on AMD EPYC, 2 cores``.
 
     A cell that does not name its machine (records before cells did) takes the record's.
+    A cell recorded before a run's last step was cut at its last day simulated whole steps past
+    it; the text says how many such cells there are and by how much they ran over.
     """
     cells = record["cells"]
+    chosen = list(keys if keys is not None else cells)
     runs = sorted({(cells[k].get("date", "?"), str(cells[k].get("git_commit")),
                     str(cells[k].get("machine", record.get("machine", "unknown machine"))))
-                   for k in (keys if keys is not None else cells)})
-    return "; ".join(f"{d} at {commit_text(g)} on {m}" for d, g, m in runs)
+                   for k in chosen})
+    text = "; ".join(f"{d} at {commit_text(g)} on {m}" for d, g, m in runs)
+    over = Counter(d for d in (_days_run(cells[k]) for k in chosen) if d is not None and d[1] > d[0])
+    for (days, simulated), n in sorted(over.items()):
+        text += (f"; {n} of these cells ran {simulated} days for their {days}, recorded before a run's last step "
+                 f"was cut at its last day (their annual changes are about {100 * (simulated - days) / days:.1f} % "
+                 "of their size larger)")
+    return text
+
+
+def _days_run(rec: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(days a recorded cell's years last, days it simulated), None for a cell that does not say
+    its years: a cell without ``simulated_days`` was recorded when the last step was a whole
+    step, ending on the first step boundary at or after the run's last day."""
+    if "years" not in rec:
+        return None
+    days = whole_days(float(rec["years"]))
+    step = int(rec.get("step_days", 1))
+    return days, int(rec.get("simulated_days", math.ceil(days / step) * step))
 
 
 def _on_this_model(record: Mapping[str, Any], cell: StudyCell) -> bool:

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 from ._toml import toml_line, tomllib
 from .sites import get_site
-from .units import DAYS_PER_YEAR
+from .units import DAYS_PER_YEAR, whole_days
 from .volume import COMPARTMENT_CHOICES
 from .voxel_sizes import ACCURATE_VOXEL_UM, MAX_VOXEL_UM, MIN_VOXEL_UM, VoxelSizeWarning, voxel_size_caveat
 
@@ -81,7 +81,8 @@ class Scenario:
     seed : int
         Seed of the phantom and of every remodeling draw.
     step_days : int
-        Remodeling time step in days.
+        Remodeling time step in days; the last step is shorter when the run's days are not a
+        whole number of steps, so a run ends on its last day.
     metrics_every_days : int
         Days between morphometry evaluations (rounded to whole steps).
     snapshot_every_days : int, optional
@@ -140,6 +141,8 @@ class Scenario:
         object.__setattr__(self, "periods", periods)
         if not periods:
             raise ValueError("a scenario needs at least one period")
+        if self.days < 1:
+            raise ValueError(f"a scenario must last at least one day; {self.years:g} years is {self.days} days")
         for name in ("step_days", "metrics_every_days", "checkpoint_every_days", "fragments_every_days"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -179,11 +182,12 @@ class Scenario:
     @property
     def days(self) -> int:
         """Total simulated time in whole days."""
-        return int(round(self.years * DAYS_PER_YEAR))
+        return whole_days(self.years)
 
     @property
     def n_steps(self) -> int:
-        """Number of remodeling steps."""
+        """Number of remodeling steps; the last is shorter than ``step_days`` when the run's days
+        are not a whole number of steps, so that the run ends on its last day."""
         return max(1, int(math.ceil(self.days / self.step_days)))
 
     def period_at(self, day: float) -> Period:

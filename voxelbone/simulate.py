@@ -310,8 +310,8 @@ def simulate(
                     last = k == n_steps - 1
                     if mech is not None:
                         mech.follow_load(day0)
-                    with timer:
-                        rem.step(spin_steps + k, activity.at(day0 + 0.5 * dt), dt)
+                    with timer:  # the last step ends with the run: it is cut short when the days are not whole steps
+                        rem.step(spin_steps + k, activity.at(0.5 * (day0 + day1)), day1 - day0)
                         if _crossed(day0, day1, scenario.fragments_every_days):
                             rem.remove_fragments()
                     if mech is not None and _crossed(day0, day1, scenario.fe_every_days) and not last:

@@ -6,7 +6,7 @@ years. Every conversion goes through these names.
 
 from __future__ import annotations
 
-__all__ = ["DAYS_PER_YEAR", "HOURS_PER_DAY", "days_to_years", "years_to_days"]
+__all__ = ["DAYS_PER_YEAR", "HOURS_PER_DAY", "days_to_years", "whole_days", "years_to_days"]
 
 #: Julian year, the convention of the remodeling literature's annual rates.
 DAYS_PER_YEAR: float = 365.25
@@ -35,3 +35,16 @@ def years_to_days(years: float) -> float:
     182.625
     """
     return float(years) * DAYS_PER_YEAR
+
+
+def whole_days(years: float) -> int:
+    """The whole days a run of ``years`` lasts (its last step ends on that day).
+
+    Examples
+    --------
+    >>> whole_days(1.0)
+    365
+    >>> whole_days(3.0)
+    1096
+    """
+    return int(round(years_to_days(years)))

@@ -736,8 +736,7 @@ def provenance_text(record: Mapping[str, Any], keys: Sequence[str] | None = None
     over = Counter(d for d in (_days_run(cells[k]) for k in chosen) if d is not None and d[1] > d[0])
     for (days, simulated), n in sorted(over.items()):
         text += (f"; {n} of these cells ran {simulated} days for their {days}, recorded before a run's last step "
-                 f"was cut at its last day (their annual changes are about {100 * (simulated - days) / days:.1f} % "
-                 "of their size larger)")
+                 "was cut at its last day")
     return text
 
 

@@ -10,9 +10,19 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 if not os.environ.get("DISPLAY"):
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+# Under pytest-xdist every core already runs a worker process: Numba's threads in each would
+# only spin waiting on each other (8 % of the suite's time on 2 cores). The variable reaches
+# the processes tests start; the package's doctests have loaded Numba here already.
+ONE_NUMBA_THREAD = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
+if ONE_NUMBA_THREAD:
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
+import numba
 import numpy as np
 import pytest
+
+if ONE_NUMBA_THREAD:
+    numba.set_num_threads(1)
 
 from voxelbone.backend import cupy_available
 

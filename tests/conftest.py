@@ -11,11 +11,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 if not os.environ.get("DISPLAY"):
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 # Under pytest-xdist every core already runs a worker process: Numba's threads in each would
-# only spin waiting on each other (8 % of the suite's time on 2 cores). The variable reaches
-# the processes tests start; the package's doctests have loaded Numba here already.
+# only spin waiting on each other (8 % of the suite's time on 2 cores). Set on the thread the
+# tests run on, not by NUMBA_NUM_THREADS: porespy sets that variable to the core count, which
+# Numba refuses once its pool has started with another.
 ONE_NUMBA_THREAD = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
-if ONE_NUMBA_THREAD:
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numba
 import numpy as np

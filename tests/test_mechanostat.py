@@ -22,8 +22,9 @@ from voxelbone.volume import BoneVolume, Region
 #: PTH anabolic re-fit: the ageing PTH drift moves bone by 1e-5 of its volume; one BMU's balance
 #: made the same at every voxel size, 2026-12-01; the forming level read on the previous step's
 #: balance, 2026-12-01; every cavity reserving the marrow within the overfill's reach,
+#: 2026-12-02; the last step cut at the run's last day — 91 days in 5-day steps ran 95 —
 #: 2026-12-02), never to absorb a change made by the mechanics code.
-MAIN_HASH = "38663e83e8e86d4ce0f4ae5c17544b9a207807b8f50b9a5d39009fe016d849ce"
+MAIN_HASH = "441c6d5ef2256af9f22f3f1ae23b261a9a5a59f62842f5818f7b62ea3d27838b"
 E2_PREMENOPAUSAL = 100.0
 
 

@@ -88,6 +88,15 @@ def test_thickness_of_a_full_grid_is_its_extent_with_warning():
     assert np.all(lt == 6 * 20.0)
 
 
+def test_a_volume_without_bone_has_no_trabeculae():
+    """Tb.N is 1/(Tb.Th + Tb.Sp); with no bone that would be the marrow's 1/Tb.Sp (1.7 per mm
+    in a 0.6 mm cube) — a volume without bone has none per mm."""
+    with pytest.warns(RuntimeWarning):
+        m = morphometry(BoneVolume.from_mask(np.zeros((20, 20, 20), bool), 30.0), cortical=False)
+    assert m.bv_tv == 0.0 and m.tb_th_um == 0.0 and m.tb_n_per_mm == 0.0
+    assert m.tb_sp_um > 0
+
+
 def test_thickness_of_empty_mask_is_zero_with_warning():
     with pytest.warns(RuntimeWarning, match="empty"):
         st = thickness_stats(np.zeros((8, 8, 8), bool), 20.0)

@@ -282,6 +282,8 @@ def morphometry(
     else:
         tb_sp_m = tb_sp_sd = tb_sp_max = nan
     tb_n = 1000.0 / (tb_th + tb_sp_m) if tb_sp and (tb_th + tb_sp_m) > 0 else nan
+    if tb_sp and n_trab and n_bone == 0:
+        tb_n = 0.0  # no trabeculae: none per mm (1/(Tb.Th + Tb.Sp) would be the marrow's 1/Tb.Sp)
 
     trab_bone = bone * trab if (surface or smi) and n_trab else None
     bs_mm2 = bone_surface_mm2(trab_bone, v, within=trab) if surface and n_trab else nan

@@ -246,6 +246,19 @@ def test_study_refuses_bad_cells_before_running_and_reuses_recorded_ones():
     assert out["cells"] == old["cells"] and out["wall_s"] == pytest.approx(5.0, abs=1.0)
 
 
+def test_a_verdict_is_settled_only_when_the_seeds_separate_it_from_the_tolerance_band():
+    from voxelbone.calibration import verdict_resolved
+    from voxelbone.intervals import Interval
+
+    inside, crossing = Interval(-3.5, -3.9, -3.1, 24), Interval(-3.5, -4.7, -2.3, 3)
+    outside, nan = Interval(-1.0, -1.5, -0.5, 24), Interval(-3.8, float("nan"), float("nan"), 1)
+    assert verdict_resolved([inside, inside], -3.8, 0.75, True)  # band -4.55 … -3.05
+    assert not verdict_resolved([inside, crossing], -3.8, 0.75, True)
+    assert verdict_resolved([inside, outside], -3.8, 0.75, False)
+    assert not verdict_resolved([inside, Interval(-2.98, -3.9, -2.06, 24)], -3.8, 0.75, False)  # a miss in its spread
+    assert not verdict_resolved([nan, nan], -3.8, 0.75, True) and not verdict_resolved([nan], -3.8, 0.75, False)
+
+
 def test_invariance_page_holds_the_recorded_matrix():
     script = _script("invariance_matrix")
     record = json.loads((ROOT / "benchmarks" / "invariance_matrix.json").read_text(encoding="utf-8"))

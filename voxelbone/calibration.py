@@ -50,7 +50,7 @@ __all__ = ["CALIBRATION_EDGE_MM", "CALIBRATION_SEEDS", "CALIBRATED_VOXEL_SIZES_U
            "bmd_change", "bmd_proxy", "calibration_cells", "calibration_checks", "calibration_markdown", "commit_text",
            "provenance_text",
            "cell_intervals", "INVARIANCE_EDGES_MM", "INVARIANCE_EXTRA_PRESETS", "INVARIANCE_METRICS", "INVARIANCE_SEEDS",
-           "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "invariance_verdict", "replace_between_markers", "run_study", "site_measures", "study_volume"]
+           "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "invariance_verdict", "verdict_resolved", "replace_between_markers", "run_study", "site_measures", "study_volume"]
 
 
 @dataclass(frozen=True)
@@ -672,12 +672,31 @@ def invariance_verdict(means: Sequence[float]) -> tuple[float, float, float, boo
     return effect, worst, tol, worst <= tol
 
 
+def verdict_resolved(intervals: Sequence[Interval], effect: float, tol: float, agree: bool) -> bool:
+    """Whether the seeds settle an invariance verdict: for agreement, every geometry's 95 %
+    interval lies inside the tolerance band ``effect ± tol``; for disagreement, some geometry's
+    interval lies wholly outside it. The effect is taken as known (it is the mean over all the
+    geometries, surer than any one of them).
+
+    >>> from voxelbone.intervals import Interval
+    >>> verdict_resolved([Interval(-3.0, -3.9, -2.1, 24)], -3.8, 0.75, False)  # a miss inside its own spread
+    False
+    >>> verdict_resolved([Interval(-1.0, -1.4, -0.6, 24)], -3.8, 0.75, False)
+    True
+    """
+    low, high = effect - tol, effect + tol
+    if agree:
+        return all(low <= iv.low and iv.high <= high for iv in intervals)
+    return any(iv.high < low or iv.low > high for iv in intervals)
+
+
 def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], command: str) -> str:
     """The invariance matrix as Markdown: one row per preset and geometry, a verdict per preset and metric.
 
     A cell missing from ``record`` is printed as "not run here" with ``command``. The
     verdict compares the measured geometries only: each mean within max(0.5 %/yr, 20 % of
-    the effect) of their mean, where the effect is the mean over the geometries.
+    the effect) of their mean, where the effect is the mean over the geometries; whether the
+    seeds settle it is :func:`verdict_resolved`.
     """
     metrics = list(INVARIANCE_METRICS)
     head = "| preset | edge | voxel | " + " | ".join(f"{INVARIANCE_METRICS[m]} %/yr" for m in metrics) + " |"
@@ -687,7 +706,7 @@ def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], c
     for c in cells:
         by_preset.setdefault(c.preset, []).append(c)
     for preset, group in by_preset.items():
-        means: dict[str, list[float]] = {m: [] for m in metrics}
+        intervals: dict[str, list[Interval]] = {m: [] for m in metrics}
         for c in group:
             geom = f"| {preset} | {c.edge_mm:.2f} mm | {c.voxel_size_um:g} µm |"
             if not _recorded(record, c):
@@ -695,26 +714,31 @@ def invariance_markdown(record: Mapping[str, Any], cells: Sequence[StudyCell], c
                 continue
             ivs = cell_intervals(record, c.key)
             for m in metrics:
-                means[m].append(ivs[m].mean)
+                intervals[m].append(ivs[m])
             lines.append(geom + "".join(f" {ivs[m].format()} |" for m in metrics))
         for m in metrics:
-            vals = means[m]
+            vals = [iv.mean for iv in intervals[m]]
             if len(vals) < 2:
                 verdicts.append(f"| {preset} | {INVARIANCE_METRICS[m]} | {len(vals)} of {len(group)} | – | – | "
-                                "fewer than two geometries measured |")
+                                "fewer than two geometries measured | – |")
                 continue
             effect, worst, tol, agree = invariance_verdict(vals)
+            sure = "yes" if verdict_resolved(intervals[m], effect, tol, agree) else "no"
             verdicts.append(f"| {preset} | {INVARIANCE_METRICS[m]} | {len(vals)} of {len(group)} | {effect:+.2f} "
-                            f"| {worst:.2f} (±{tol:.2f}) | {'agree' if agree else 'disagree'} |")
+                            f"| {worst:.2f} (±{tol:.2f}) | {'agree' if agree else 'disagree'} | {sure} |")
     per_edge = sorted({(c.edge_mm, len(c.seeds)) for c in cells})
     seeds_text = ", ".join(f"{n} at {e:.2f} mm" for e, n in per_edge)
     out = ["Cells: mean [95 % interval] of the seeds' annual change, %/yr (`unresolved`: the interval includes "
            f"zero); seeds per cell: {seeds_text}. A cell marked \"not run here\" (not in the record, or "
            f"recorded with other seeds, another compartment measure or another model revision) is produced by `{command}`.", "", *lines, "",
            "Agreement over the measured geometries (largest distance of a geometry's mean from the mean over "
-           "them, against max(0.5 %/yr, 20 % of the effect)):", "",
-           "| preset | metric | geometries measured | effect %/yr | largest distance (tolerance) | verdict |",
-           "|---|---|---|---|---|---|", *verdicts]
+           "them, against max(0.5 %/yr, 20 % of the effect)). *Settled by the seeds*: for agreement every "
+           "geometry's 95 % interval lies inside the tolerance band around the effect, for disagreement one "
+           "lies wholly outside it; \"no\" means the verdict rests on means the seeds' spread does not "
+           "separate from the band's edge:", "",
+           "| preset | metric | geometries measured | effect %/yr | largest distance (tolerance) | verdict "
+           "| settled by the seeds |",
+           "|---|---|---|---|---|---|---|", *verdicts]
     out += ["", f"Measured cells come from {provenance_text(record, [c.key for c in cells if _recorded(record, c)])}."]
     return "\n".join(out)
 

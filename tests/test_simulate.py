@@ -17,12 +17,13 @@ from voxelbone.runfolder import RunFolder
 from voxelbone.scenario import Period, Scenario
 from voxelbone.simulate import simulate
 
+#: 110 days in 3-day steps: the last step is two days, so resuming covers a cut last step too.
 SCENARIO = """
 name = "resume-check"
 site = "lumbar_spine"
 size = 64
 seed = 4
-step_days = 2
+step_days = 3
 metrics_every_days = 20
 snapshot_every_days = 40
 checkpoint_every_days = 10

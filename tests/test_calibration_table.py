@@ -353,3 +353,14 @@ def test_captions_say_when_a_record_was_made_with_uncommitted_changes():
                                                                                "bv_tv")}}}}
     text = invariance_markdown(record, [cell], "cmd")
     assert "2026-12-01 at commit `0123456789ab` with uncommitted changes" in text
+
+
+def test_near_cortex_trace_refuses_a_record_it_would_overwrite_and_a_repeated_seed(tmp_path, capsys):
+    script = _script("near_cortex_trace")
+    kept = tmp_path / "trace.json"
+    kept.write_text("{}")
+    for argv, message in ((["--json", str(kept)], "exists"), (["--seeds", "3", "3"], "twice")):
+        with pytest.raises(SystemExit) as exc:
+            script.main(argv)
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert kept.read_text() == "{}"

@@ -46,21 +46,30 @@ def _run(preset: str, edge_mm: float, voxel_size_um: float, seed: int) -> dict:
     samples = []
 
     def measure(v):
-        samples.append((np.array(v.mineral, dtype=np.float64), np.array(v.region)))
+        samples.append((np.array(v.bone, dtype=np.float64), np.array(v.mineral, dtype=np.float64), np.array(v.region)))
         return site_measures(v, contour=False)
 
     size = _edge_voxels(edge_mm, voxel_size_um) if vol is None else None
     sc = Scenario(name="near-cortex", site="lumbar_spine", periods=(Period(preset, 1.0),), size=size,
-                  voxel_size_um=voxel_size_um, seed=seed, step_days=10, metrics_every_days=10**6, checkpoint_every_days=10**6, fragments_every_days=30)
+                  voxel_size_um=voxel_size_um, seed=seed, step_days=10, metrics_every_days=10**6,
+                  checkpoint_every_days=10**6, fragments_every_days=30)
     res = simulate(sc, None, backend="numpy", progress=False, render=False, volume=vol, equilibrate=True, measure=measure)
-    (m0, region), (m1, _) = samples[0], samples[-1]
+    (b0, m0, region), (_, m1, _) = samples[0], samples[-1]
     cortex, trab = region == Region.CORTICAL, region == Region.TRABECULAR
     dist = ndimage.distance_transform_edt(~cortex) * voxel_size_um
     masks = [cortex] + [trab & (dist >= lo) & (dist < hi) for lo, hi in ZONES_UM]
     total = float(m0[cortex | trab].sum())
-    return {"seed": seed, "voxel_size_um": voxel_size_um, "abmd_pct": float(res.rows[-1]["abmd_pct"]),
+    first, last = res.rows[0], res.rows[-1]
+    trab_bone_mm3 = float(b0[trab].sum()) * (voxel_size_um / 1000.0) ** 3
+    return {"seed": seed, "voxel_size_um": voxel_size_um, "abmd_pct": float(last["abmd_pct"]),
             "change_pct": [100.0 * (float(m1[z].sum()) / float(m0[z].sum()) - 1.0) for z in masks],
-            "mineral_share": [float(m0[z].sum()) / total for z in masks]}
+            "mineral_share": [float(m0[z].sum()) / total for z in masks],
+            # over the year (end minus day 0): perforating BMUs per trabecular BMU started, and the bone
+            # removed as loose fragments in % of the day-0 trabecular bone volume
+            "perforations_per_trabecular_bmu": (float(last["engine_perforations"]) - float(first["engine_perforations"]))
+            / max(1.0, float(last["engine_bmus_trabecular"]) - float(first["engine_bmus_trabecular"])),
+            "fragments_pct_of_trabecular_bone": 100.0 * (float(last["engine_fragment_volume_mm3"])
+                                                         - float(first["engine_fragment_volume_mm3"])) / trab_bone_mm3}
 
 
 def _task(args: tuple) -> dict:
@@ -99,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:26s} 20 µm {np.mean(a):+6.2f}  40 µm {np.mean(b):+6.2f}  20 − 40: {diff.format()}{share}")
         summary[name] = {"mean_20um": float(np.mean(a)), "mean_40um": float(np.mean(b)),
                          "paired_20_minus_40": [diff.mean, diff.low, diff.high]}
+    for key in ("perforations_per_trabecular_bmu", "fragments_pct_of_trabecular_bone"):
+        a, b = [r[key] for r in fine], [r[key] for r in coarse]
+        print(f"{key:34s} 20 µm {np.mean(a):.4f}  40 µm {np.mean(b):.4f}  20 − 40: {paired_interval(b, a).format('+.4f')}")
+        summary[key] = {"mean_20um": float(np.mean(a)), "mean_40um": float(np.mean(b))}
     wall = time.perf_counter() - t0
     print(f"{wall / 60:.1f} min on {args.workers} worker processes")
     if args.json is not None:

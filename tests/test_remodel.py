@@ -328,6 +328,39 @@ def test_bone_cut_by_the_sample_faces_is_not_a_loose_fragment():
     assert r.state.bone[24:28, 24:28, 24:28].sum() == 0
 
 
+def _plate_rod_plate(voxel_size_um: float, rod_um: float, n: int = 16, sub: int = 10) -> BoneVolume:
+    """Two plates (z < 4, z ≥ n − 4) joined by a rod along z of square section ``rod_um``, centred
+    on a corner of four voxel columns (it straddles their boundaries), sampled at ``sub``² points
+    per voxel for its bone fractions; a loose voxel elsewhere makes the fragment rule run."""
+    fine = np.zeros((n, n * sub, n * sub), np.float32)
+    fine[:4], fine[-4:] = 1.0, 1.0
+    half = int(round(rod_um / voxel_size_um * sub / 2))
+    c = n * sub // 2
+    fine[:, c - half:c + half, c - half:c + half] = 1.0
+    bone = fine.reshape(n, n, sub, n, sub).mean(axis=(2, 4)).astype(np.float32)
+    bone[n // 2, 1, 1] = 1.0
+    region = np.full(bone.shape, Region.TRABECULAR, np.uint8)
+    return BoneVolume(bone, bone * np.float32(0.9), region, voxel_size_um)
+
+
+@pytest.mark.parametrize("voxel_size_um", [
+    20.0,
+    pytest.param(40.0, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "the fragment rule keeps a partial-volume voxel only beside a voxel of bone ≥ ½, so a rod that is "
+    "all partial voxels is cut: a 45 µm rod straddling voxel boundaries at 40 µm (four voxels of about 0.35) "
+    "loses its middle, at 20 µm it keeps a core of bone ≥ ½; measured on the invariance cubes, the 40 µm "
+    "cube removes 0.27-0.34 % more of its trabecular bone a year as fragments (docs/user-guide/invariance.md)"))),
+])
+def test_a_thin_rod_between_two_plates_is_not_a_loose_fragment_at_any_voxel_size(voxel_size_um):
+    vol = _plate_rod_plate(voxel_size_um, 45.0)
+    around = np.s_[4:-4, 5:11, 5:11]  # the rod between the plates (the loose voxel lies outside)
+    rod = float(vol.bone[around].sum())
+    r = Remodeler(vol.copy())
+    r.remove_fragments()
+    assert r.stats().fragments_removed == 1  # the loose voxel
+    assert float(np.asarray(r.state.bone)[around].sum()) == pytest.approx(rod, rel=0.02)
+
+
 # ---------------------------------------------------------------------------------------
 # behaviour over simulated years
 # ---------------------------------------------------------------------------------------

@@ -280,7 +280,8 @@ def calibration_checks(presets: Sequence[str], sites: Sequence[str], seeds: Sequ
         raise ValueError(f"no clinical target for {', '.join(unknown)}; presets with one: {', '.join(CLINICAL_TARGETS)}")
     repeated = sorted({int(s) for s in seeds if list(seeds).count(s) > 1})
     if repeated:
-        raise ValueError(f"seed {', '.join(map(str, repeated))} given more than once; each seed is one replicate")
+        raise ValueError(f"seed {', '.join(map(str, repeated))} given more than once: give each seed once "
+                         "(each is one replicate of a cell's interval)")
     for site in sites:
         check_phantom_fits(site, size, voxel_size_um)
 

@@ -142,7 +142,8 @@ class Scenario:
         if not periods:
             raise ValueError("a scenario needs at least one period")
         if self.days < 1:
-            raise ValueError(f"a scenario must last at least one day; {self.years:g} years is {self.days} days")
+            raise ValueError(f"a scenario must last at least one day; {self.years:g} years is {self.days} days: "
+                             f"give at least {1 / DAYS_PER_YEAR:.4f} years")
         for name in ("step_days", "metrics_every_days", "checkpoint_every_days", "fragments_every_days"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:

@@ -275,6 +275,21 @@ __device__ __forceinline__ vb_u64 vb_claim_code_wall(const vb_cavity c, vb_i64 s
     return vb_pack_claim(si, (c.perforated ? VB_FLAG_PERFORATED : 0u) | VB_FLAG_OSTEONAL | extra, frac, u, depth);
 }
 
+// Bone of the voxel just outside the seed along the normal n (pointing out of the bone) when
+// it is a partial voxel (bone < 1/2) inside the sample, else 0 (NumPy twin: cpu._outer_partial).
+__device__ __forceinline__ float vb_outer_partial(const float* __restrict__ bone, const unsigned char* __restrict__ region,
+                                                  const vb_grid g, vb_i64 z, vb_i64 y, vb_i64 x, float nz_, float ny_,
+                                                  float nx_) {
+    vb_i64 oz = (vb_i64)floorf(((float)z + nz_) + 0.5f);
+    vb_i64 oy = (vb_i64)floorf(((float)y + ny_) + 0.5f);
+    vb_i64 ox = (vb_i64)floorf(((float)x + nx_) + 0.5f);
+    if (oz < 0 || oz >= g.nz || oy < 0 || oy >= g.ny || ox < 0 || ox >= g.nx) return 0.0f;
+    vb_i64 o = vb_index(g, oz, oy, ox);
+    if (region[o] == VB_OUTSIDE) return 0.0f;
+    float b = bone[o];
+    return b < 0.5f ? b : 0.0f;
+}
+
 __device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bone, const unsigned char* __restrict__ region,
                                                     const vb_grid g, vb_i64 si, vb_u64 seed, vb_u64 step, float voxel_um,
                                                     float depth_um, float lateral_um, float osteon_radius_um,
@@ -307,8 +322,11 @@ __device__ __forceinline__ vb_cavity vb_make_cavity(const float* __restrict__ bo
     }
     c.a = depth_um * j1 / voxel_um;
     c.b = lateral_um * j2 / voxel_um;
-    // the surface crosses the seed voxel where its bone fraction puts it (sub-voxel)
-    float off = vb_bone_at(bone, g, z, y, x) - 0.5f;
+    // The surface crosses the seed voxel where its bone fraction puts it (sub-voxel), further
+    // out by the bone of the partial voxel just outside the seed along the normal: a layer of
+    // bone < 1/2 above the seed is bone too, and a plane placed below it makes the cavity cut
+    // the flank of a convex trabecula deeper at coarse voxels (vb_outer_partial).
+    float off = (vb_bone_at(bone, g, z, y, x) - 0.5f) + vb_outer_partial(bone, region, g, z, y, x, c.nz_, c.ny_, c.nx_);
     c.cz = (float)z + off * c.nz_;
     c.cy = (float)y + off * c.ny_;
     c.cx = (float)x + off * c.nx_;

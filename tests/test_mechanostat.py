@@ -23,8 +23,9 @@ from voxelbone.volume import BoneVolume, Region
 #: made the same at every voxel size, 2026-12-01; the forming level read on the previous step's
 #: balance, 2026-12-01; every cavity reserving the marrow within the overfill's reach,
 #: 2026-12-02; the last step cut at the run's last day — 91 days in 5-day steps ran 95 —
-#: 2026-12-02), never to absorb a change made by the mechanics code.
-MAIN_HASH = "441c6d5ef2256af9f22f3f1ae23b261a9a5a59f62842f5818f7b62ea3d27838b"
+#: 2026-12-02; a cavity opened at the bone surface, 2026-12-03), never to absorb a change made
+#: by the mechanics code.
+MAIN_HASH = "dc00b761dc23389c6b006f352b06e00d60a160336c8bf211d06dd9eb1e954640"
 E2_PREMENOPAUSAL = 100.0
 
 

@@ -149,6 +149,18 @@ __device__ __forceinline__ float vb_grad_axis(const float* __restrict__ bone, co
 // that reaches another pore or the marrow through the wall is a perforation (not refilled):
 // neighbouring canals coalesce and canals near the endosteum open into the marrow.
 
+// Index of the voxel whose centre is nearest the point (z, y, x) in voxel units, or -1 when it
+// lies outside the grid or outside the sample (NumPy twin: cpu._sample_voxel).
+__device__ __forceinline__ vb_i64 vb_sample_voxel(const unsigned char* __restrict__ region, const vb_grid g,
+                                                  float pz, float py, float px) {
+    vb_i64 iz = (vb_i64)floorf(pz + 0.5f);
+    vb_i64 iy = (vb_i64)floorf(py + 0.5f);
+    vb_i64 ix = (vb_i64)floorf(px + 0.5f);
+    if (iz < 0 || iz >= g.nz || iy < 0 || iy >= g.ny || ix < 0 || ix >= g.nx) return -1;
+    vb_i64 j = vb_index(g, iz, iy, ix);
+    return region[j] == VB_OUTSIDE ? -1 : j;
+}
+
 // March into the bone along -n to the full cavity depth a (voxels): leaving the bone again
 // means the cavity reaches the far surface of its trabecula or wall, a perforation. Samples
 // every half voxel and a last one at exactly a, so the decision does not depend on the voxel
@@ -160,12 +172,8 @@ __device__ __forceinline__ int vb_perforates(const float* __restrict__ bone, con
     int kmax = (int)ceilf(2.0f * a);
     for (int k = 1; k <= kmax; ++k) {
         float s = fminf(0.5f * (float)k, a);
-        vb_i64 pz = (vb_i64)floorf(cz - s * nz_ + 0.5f);
-        vb_i64 py = (vb_i64)floorf(cy - s * ny_ + 0.5f);
-        vb_i64 px = (vb_i64)floorf(cx - s * nx_ + 0.5f);
-        if (pz < 0 || pz >= g.nz || py < 0 || py >= g.ny || px < 0 || px >= g.nx) break;
-        vb_i64 j = vb_index(g, pz, py, px);
-        if (region[j] == VB_OUTSIDE) break;
+        vb_i64 j = vb_sample_voxel(region, g, cz - s * nz_, cy - s * ny_, cx - s * nx_);
+        if (j < 0) break;
         if (bone[j] >= 0.5f) {
             entered = 1;
         } else if (entered) {
@@ -280,12 +288,8 @@ __device__ __forceinline__ vb_u64 vb_claim_code_wall(const vb_cavity c, vb_i64 s
 __device__ __forceinline__ float vb_outer_partial(const float* __restrict__ bone, const unsigned char* __restrict__ region,
                                                   const vb_grid g, vb_i64 z, vb_i64 y, vb_i64 x, float nz_, float ny_,
                                                   float nx_) {
-    vb_i64 oz = (vb_i64)floorf(((float)z + nz_) + 0.5f);
-    vb_i64 oy = (vb_i64)floorf(((float)y + ny_) + 0.5f);
-    vb_i64 ox = (vb_i64)floorf(((float)x + nx_) + 0.5f);
-    if (oz < 0 || oz >= g.nz || oy < 0 || oy >= g.ny || ox < 0 || ox >= g.nx) return 0.0f;
-    vb_i64 o = vb_index(g, oz, oy, ox);
-    if (region[o] == VB_OUTSIDE) return 0.0f;
+    vb_i64 o = vb_sample_voxel(region, g, (float)z + nz_, (float)y + ny_, (float)x + nx_);
+    if (o < 0) return 0.0f;
     float b = bone[o];
     return b < 0.5f ? b : 0.0f;
 }

@@ -177,15 +177,24 @@ def _outer_partial(state: RemodelState, z: int, y: int, x: int, n_z: np.float32,
     convex trabecula cut its flank deeper at 40 µm than at 20 µm. 0 outside the sample, the
     grid, or when that voxel is bone itself.
     """
-    bone, region = state.bone, state.region
-    nz, ny, nx = bone.shape
-    oz = int(np.floor((f32(z) + n_z) + _HALF))
-    oy = int(np.floor((f32(y) + n_y) + _HALF))
-    ox = int(np.floor((f32(x) + n_x) + _HALF))
-    if not (0 <= oz < nz and 0 <= oy < ny and 0 <= ox < nx) or region[oz, oy, ox] == _OUT:
+    p = _sample_voxel(state, f32(z) + n_z, f32(y) + n_y, f32(x) + n_x)
+    if p is None:
         return _ZERO
-    b = bone[oz, oy, ox]
+    b = state.bone[p]
     return b if b < _HALF else _ZERO
+
+
+def _sample_voxel(state: RemodelState, pz: np.float32, py: np.float32,
+                  px: np.float32) -> tuple[int, int, int] | None:
+    """The voxel whose centre is nearest the point (voxel units), or None outside the grid or the sample.
+
+    Twin of ``vb_sample_voxel``: the point is rounded half up, in float32 as the kernel does.
+    """
+    iz, iy, ix = int(np.floor(pz + _HALF)), int(np.floor(py + _HALF)), int(np.floor(px + _HALF))
+    nz, ny, nx = state.bone.shape
+    if not (0 <= iz < nz and 0 <= iy < ny and 0 <= ix < nx) or state.region[iz, iy, ix] == _OUT:
+        return None
+    return iz, iy, ix
 
 
 def _perforates(state: RemodelState, cz: np.float32, cy: np.float32, cx: np.float32, n_z: np.float32,
@@ -198,19 +207,13 @@ def _perforates(state: RemodelState, cz: np.float32, cy: np.float32, cx: np.floa
     the deepest up to half a voxel unseen (20 µm at 40 µm voxels): coarse grids saw a third
     of the perforations fine ones saw (``vb_perforates``).
     """
-    bone, region = state.bone, state.region
-    nz, ny, nx = bone.shape
     entered = False
     for k in range(1, int(np.ceil(f32(2.0) * a)) + 1):
         s = np.minimum(_HALF * f32(k), a)
-        pz = int(np.floor(cz - s * n_z + _HALF))
-        py = int(np.floor(cy - s * n_y + _HALF))
-        px = int(np.floor(cx - s * n_x + _HALF))
-        if not (0 <= pz < nz and 0 <= py < ny and 0 <= px < nx):
+        p = _sample_voxel(state, cz - s * n_z, cy - s * n_y, cx - s * n_x)
+        if p is None:
             break
-        if region[pz, py, px] == _OUT:
-            break
-        if bone[pz, py, px] >= _HALF:
+        if state.bone[p] >= _HALF:
             entered = True
         elif entered:
             return True

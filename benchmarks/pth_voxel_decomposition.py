@@ -17,10 +17,24 @@ engine inside this process only):
 
 * ``no_perforation`` — no cavity is flagged as a perforation (every cavity refills);
 * ``no_intracortical`` — no pore-wall (osteonal) BMU starts (``p_osteonal = 0``);
+* ``no_fragments`` — loose bone is never removed (``Remodeler.remove_fragments`` does nothing);
+* ``quiescent_only`` — no BMU starts on the wall of an open cavity (a surface voxel with a marrow
+  face-neighbour that an active BMU holds); BMUs start on quiescent surface only;
+* ``quiescent_renormalised`` — the same, with each step's activation probabilities divided by
+  the quiescent share of the surface voxels (trabecular/endocortical and pore-wall apart), so
+  the BMUs started per year per µm² of surface stay what the rates ask;
 * ``per_column_perforation`` — a prototype of another perforation rule (not in the model):
   a trabecular or endocortical cavity is no longer flagged as a whole from one ray; each of
   its voxels below the opening loses its refill when the point half a voxel under its
   column's floor is marrow (that column cut through the trabecula), the rest refills.
+* ``per_column_bone_floor`` — the same prototype, except that a column counts as cut through
+  only when its bone reached the floor (the point half a voxel *above* the floor held bone
+  before the cavity opened): a column whose floor lies in the marrow beside or above a
+  curved rod, which removed no bone at its floor, keeps its refill.
+* ``per_column_integrated`` — per column, in µm rather than in voxels: the bone fraction is
+  integrated along the column (16 nearest-voxel samples a stretch) over the cavity's own depth above the floor
+  (the bone it removed) and over 60 µm below it (the bone left under it); the column is cut
+  through when it removed more than 10 µm of bone and less than 10 µm is left under it.
 
 The share of the 20 µm – 40 µm gap that disappears under a variant is the share that rule
 carries. ``--probe`` adds the static test of the perforation rule: on one structure (the
@@ -43,15 +57,19 @@ from typing import Any
 import numpy as np
 
 from voxelbone.calibration import site_measures
+from voxelbone.metrics.connectivity import connectivity_density
 from voxelbone.phantom import make_phantom
 from voxelbone.remodel import cpu, engine
-from voxelbone.remodel.state import FLAG_PERFORATED, RemodelState
+from voxelbone.remodel.state import CLAIM_FLAGS_SHIFT, FLAG_PERFORATED, RemodelState
 from voxelbone.scenario import Period, Scenario
 from voxelbone.simulate import simulate
 from voxelbone.volume import BoneVolume, Region, coarsen
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("base", "no_perforation", "no_intracortical", "per_column_perforation")
+VARIANTS = ("base", "no_perforation", "no_intracortical", "per_column_perforation", "per_column_bone_floor",
+            "per_column_integrated", "no_fragments", "quiescent_only",
+            "quiescent_renormalised")
+_VOXEL_UM = [20.0]  # the voxel size of the run in progress (per_column_integrated)
 COUNTERS = ("bmus_trabecular", "bmus_osteonal", "perforations", "fragments_removed")
 
 
@@ -60,6 +78,9 @@ def _measure(volume: BoneVolume) -> dict[str, float]:
     v3 = (volume.voxel_size_um / 1000.0) ** 3
     for name, label in (("tb", Region.TRABECULAR), ("ct", Region.CORTICAL)):
         out[f"{name}_bone_mm3"] = float(volume.bone[volume.region == int(label)].sum(dtype=np.float64)) * v3
+    trab = volume.region == int(Region.TRABECULAR)
+    out["conn_d"] = connectivity_density((volume.bone >= 0.5) & trab, volume.voxel_size_um) * trab.size / max(
+        int(trab.sum()), 1)  # per mm³ of the labelled trabecular compartment
     return out
 
 
@@ -79,7 +100,8 @@ class _Patched:
     def __enter__(self) -> "_Patched":
         if self.variant == "no_perforation":
             self._set(cpu, "_perforates", lambda *args, **kwargs: False)
-        elif self.variant == "per_column_perforation":
+        elif self.variant.startswith("per_column"):
+            rule = self.variant
             make, codes = cpu.make_cavity, cpu.claim_codes
 
             def make_cavity(*a: Any, **k: Any) -> Any:
@@ -90,7 +112,29 @@ class _Patched:
 
             self._set(cpu, "make_cavity", make_cavity)
             self._set(cpu, "claim_codes", lambda state, si, c, overfill=np.float32(0.0):
-                      _per_column(state, c, *codes(state, si, c, overfill)))
+                      _per_column(state, c, *codes(state, si, c, overfill), rule=rule))
+        elif self.variant in ("quiescent_only", "quiescent_renormalised"):
+            activate = cpu.activate
+            renormalise = self.variant == "quiescent_renormalised"
+
+            def quiescent(state: RemodelState, seed: int, step: int, sc: Any, *a: Any, **k: Any) -> np.ndarray:
+                busy = np.zeros(state.bone.shape, dtype=bool)
+                cpu._shift_or((state.bmu_day >= 0) & (state.bone < 0.5), busy)
+                if renormalise:
+                    any_m, any_tm = cpu.surface_flags(state.bone, state.region)
+                    surf = (state.region != int(Region.OUTSIDE)) & (state.bmu_day < 0) & (state.bone >= 0.5) & any_m
+                    wall = surf & (state.region == int(Region.CORTICAL)) & ~any_tm
+                    hemi = surf & ~wall
+                    share = [float((m & ~busy).sum()) / max(float(m.sum()), 1.0) for m in (hemi, wall)]
+                    sc = dataclasses.replace(
+                        sc, p_hemi=np.float32(min(1.0, float(sc.p_hemi) / max(share[0], 1e-6))),
+                        p_osteonal=np.float32(min(1.0, float(sc.p_osteonal) / max(share[1], 1e-6))))
+                idx = activate(state, seed, step, sc, *a, **k)
+                return idx[~busy.ravel()[idx]]
+
+            self._set(cpu, "activate", quiescent)
+        elif self.variant == "no_fragments":
+            self._set(engine.Remodeler, "remove_fragments", lambda _self: None)
         elif self.variant == "no_intracortical":
             original = engine.step_scalars
             self._set(engine, "step_scalars",
@@ -102,8 +146,10 @@ class _Patched:
             setattr(obj, name, value)
 
 
-def _per_column(state: RemodelState, c: Any, flat: np.ndarray, code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Set the perforation flag of each claimed voxel whose column cuts through (``per_column_perforation``)."""
+def _per_column(state: RemodelState, c: Any, flat: np.ndarray, code: np.ndarray, *,
+                rule: str = "per_column_perforation", voxel_size_um: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+    """Set the perforation flag of each claimed voxel whose column cuts through, by ``rule``
+    (one of the ``per_column_*`` variants)."""
     if c.osteonal or flat.size == 0:
         return flat, code
     f32 = np.float32
@@ -118,8 +164,38 @@ def _per_column(state: RemodelState, c: Any, flat: np.ndarray, code: np.ndarray)
     inside = np.all([(u >= 0) & (u < m) for u, m in zip(under, shape)], axis=0)
     clipped = tuple(np.clip(u, 0, m - 1) for u, m in zip(under, shape))
     cut = inside & (state.region[clipped] != int(Region.OUTSIDE)) & (state.bone[clipped] < 0.5) & (w > f32(-0.5))
-    bit = np.uint64(FLAG_PERFORATED) << np.uint64(24)  # its place in the claim code (cpu.claim_codes)
+    if rule == "per_column_integrated":
+        cut = inside & (w > f32(-0.5)) & _integrated_cut(state, (qz, qy, qx), (c.nz, c.ny, c.nx), w, wf)
+    if rule == "per_column_bone_floor":
+        above = tuple(np.clip(np.floor(q - (ds - f32(1.0)) * n + f32(0.5)).astype(np.int64), 0, m - 1)
+                      for q, n, m in zip((qz, qy, qx), (c.nz, c.ny, c.nx), shape))
+        cut &= state.bone[above] >= 0.5
+    bit = np.uint64(FLAG_PERFORATED) << np.uint64(CLAIM_FLAGS_SHIFT)  # its place in the claim code (cpu.pack_claims)
     return flat, np.where(cut, code | bit, code & ~bit)
+
+
+def _integrated_cut(state: RemodelState, q: tuple[np.ndarray, ...], n: tuple[Any, ...],
+                    w: np.ndarray, wf: np.ndarray) -> np.ndarray:
+    """``per_column_integrated``: the column removed > 10 µm of bone and left < 10 µm under its floor."""
+    h = _VOXEL_UM[0]
+    shape = state.bone.shape
+    bone = np.where(state.region == int(Region.OUTSIDE), np.float32(0.0), state.bone)
+
+    def integral(s0: np.ndarray, s1: np.ndarray) -> np.ndarray:
+        # ∫ bone ds (µm) along −n from s0 to s1 voxels below the voxel centre, 16 nearest-voxel samples
+        total = np.zeros(s0.shape, np.float64)
+        k = 16
+        for i in range(k):
+            s = s0 + (s1 - s0) * ((i + 0.5) / k)
+            idx = tuple(np.clip(np.floor(qq - s * nn + 0.5).astype(np.int64), 0, m - 1)
+                        for qq, nn, m in zip(q, n, shape))
+            total += bone[idx]
+        return total / k * (s1 - s0) * h
+
+    floor = (wf - w).astype(np.float64)  # the column's floor, in voxels below this voxel's centre
+    removed = integral(-w.astype(np.float64), floor)  # from the opening down to the floor
+    left = integral(floor, floor + 60.0 / h)
+    return (removed > 10.0) & (left < 10.0)
 
 
 def _phantom(edge_mm: float, seed: int) -> BoneVolume:
@@ -131,6 +207,7 @@ def run_one(preset: str, edge_mm: float, seed: int, factor: int, variant: str) -
     """One year of ``preset`` on the seed's 20 µm phantom block-averaged by ``factor``; annual changes and counts."""
     vol = _phantom(edge_mm, seed)
     vol = coarsen(vol, factor) if factor > 1 else vol
+    _VOXEL_UM[0] = float(vol.voxel_size_um)
     scenario = Scenario(name="decomposition", site="lumbar_spine", periods=(Period(preset, 1.0),), seed=seed,
                         step_days=10, metrics_every_days=365, checkpoint_every_days=10**6, fragments_every_days=30)
     t0 = time.perf_counter()
@@ -145,9 +222,12 @@ def run_one(preset: str, edge_mm: float, seed: int, factor: int, variant: str) -
 
     row = {"abmd_pct": float(last["abmd_pct"]) / years, "tb_vbmd": pct("tb_vbmd_mg_cm3"),
            "ct_vbmd": pct("ct_vbmd_mg_cm3"), "bv_tv": pct("bv_tv"), "tb_bone": pct("tb_bone_mm3"),
-           "ct_bone": pct("ct_bone_mm3")}
+           "ct_bone": pct("ct_bone_mm3"), "conn_d": pct("conn_d")}
     for c in COUNTERS:
         row[c] = (float(last[f"engine_{c}"]) - float(first[f"engine_{c}"])) / years
+    # bone removed as loose fragments per year, in % of the trabecular bone at the start
+    row["fragment_pct_tb"] = 100.0 * (float(last["engine_fragment_volume_mm3"])
+                                      - float(first["engine_fragment_volume_mm3"])) / float(first["tb_bone_mm3"]) / years
     bmus = row["bmus_trabecular"] + row["bmus_osteonal"]
     row["perforated_share"] = row["perforations"] / bmus if bmus else float("nan")
     row["wall_s"] = time.perf_counter() - t0
@@ -190,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if abs(args.edge_mm * 25.0 - round(args.edge_mm * 25.0)) > 1e-9:
         raise SystemExit(f"--edge-mm {args.edge_mm:g} is not a whole number of 40 µm voxels (e.g. 1.92 or 3.84)")
     record: dict[str, Any] = {"preset": args.preset, "edge_mm": args.edge_mm, "seeds": seeds, "runs": {}}
-    keys = ("abmd_pct", "tb_vbmd", "ct_vbmd", "bv_tv", "tb_bone", "ct_bone", *COUNTERS, "perforated_share")
+    keys = ("abmd_pct", "tb_vbmd", "ct_vbmd", "bv_tv", "tb_bone", "ct_bone", "conn_d", *COUNTERS, "perforated_share", "fragment_pct_tb")
     print(f"{args.preset}, lumbar {args.edge_mm:g} mm cube, one year, seeds {args.seeds}: seed means "
           "(changes %/yr; counts per year)")
     print("| variant | voxel | " + " | ".join(keys) + " |")

@@ -20,7 +20,10 @@ difference — between the ``calibration-table-mechanics`` markers of
 docs/user-guide/mechanics.md. ``--voxels 40`` runs only the 40 µm cells (a quarter of the
 cost); the table then marks the others "not run", and ``--resume`` adds them later.
 ``--presets`` likewise runs only the presets named (with ``--resume`` the record keeps the
-others' cells).
+others' cells). With ``--fe-every-days`` the record is rewritten as each volume finishes
+(cells whose every seed has run, and the finished seeds of the others); ``--resume`` after an
+interruption runs only what is missing (finished seeds are taken only from the same commit,
+with no uncommitted changes).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 
 from voxelbone.calibration import (CALIBRATED_VOXEL_SIZES_UM, CLINICAL_TARGETS, calibration_cells, calibration_markdown,
                                    mechanics_calibration_markdown, provenance_text, replace_between_markers,
-                                   run_study)
+                                   run_study, write_record)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md", ROOT / "docs" / "user-guide" / "calibration.md")
@@ -85,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                          "benchmarks/calibration_table_mechanics.json)")
     ap.add_argument("--from-record", action="store_true", help="rewrite the tables from the record, run nothing")
     ap.add_argument("--resume", action="store_true",
-                    help="with --fe-every-days: keep the cells already in the record (an interrupted run of the same "
-                         "model); without it every cell runs again")
+                    help="with --fe-every-days: keep the cells (and the finished seeds of an interrupted run) "
+                         "already in the record, run on the same model; without it every cell runs again")
     ap.add_argument("--fe-every-days", type=int, default=0,
                     help="load-driven remodelling on: a micro-FE solve every N days (default 0: off)")
     ap.add_argument("--voxels", type=_voxels, default=None,
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         record = json.loads(args.record.read_text(encoding="utf-8"))
     else:
         record = run_study(calibration_cells(), n_workers=args.workers, progress=lambda t: print(t, flush=True))
-        args.record.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        write_record(args.record, record)
     write_pages(record)
     print(calibration_markdown(record))
     print(caption(record))
@@ -126,10 +129,11 @@ def mechanics_main(args: argparse.Namespace) -> int:
         # a record of another model must not stand in for this one: reuse its cells only when asked
         old = json.loads(record_path.read_text(encoding="utf-8")) if args.resume and record_path.exists() else None
         voxels = args.voxels or CALIBRATED_VOXEL_SIZES_UM
+        # the record is rewritten as each volume finishes: --resume continues an interrupted run
         record = run_study(calibration_cells(args.presets, voxel_sizes_um=voxels, fe_every_days=args.fe_every_days),
-                           n_workers=args.workers, record=old,
-                           progress=lambda t: print(t, flush=True))
-        record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+                           n_workers=args.workers, record=old, progress=lambda t: print(t, flush=True),
+                           checkpoint=lambda r: write_record(record_path, r))
+        write_record(record_path, record)
     block = (mechanics_calibration_markdown(off, record, args.fe_every_days) + "\n\n"
              + caption(record, f"python benchmarks/calibration_table.py --fe-every-days {args.fe_every_days}"))
     MECHANICS_PAGE.write_text(replace_between_markers(MECHANICS_PAGE.read_text(encoding="utf-8"), MECHANICS_MARKER,

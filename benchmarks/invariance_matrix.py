@@ -10,7 +10,10 @@ worker processes, and records the annual change of ``abmd_pct``, Tb.vBMD and BV/
 (each edge's seeds: ``voxelbone.calibration.INVARIANCE_SEEDS``, 24 at 1.92 mm, 9 at 3.84 mm,
 3 at 7.68 mm; a cell recorded with other seeds runs again).
 The record (default ``benchmarks/invariance_matrix.json``) is extended, never overwritten:
-cells already in it are not run again, so the matrix can be filled piece by piece. The page
+cells already in it are not run again, so the matrix can be filled piece by piece; it is
+rewritten as each volume finishes, so an interrupted run continues where it stopped (the
+finished seeds of an unfinished cell are kept when the same commit, with no uncommitted
+changes, runs again). The page
 always lists the full matrix (every preset of the calibration table plus teriparatide,
 hyperparathyroidism and glucocorticoid_excess; 1.92, 3.84 and 7.68 mm; 20, 30 and 40 µm;
 each edge's seeds) and marks the cells not in the record "not run here". With no option it runs the
@@ -24,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from voxelbone.calibration import invariance_cells, invariance_markdown, replace_between_markers, run_study
+from voxelbone.calibration import invariance_cells, invariance_markdown, replace_between_markers, run_study, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "user-guide" / "invariance.md"
@@ -64,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         kw = {k: v for k, v in (("edges_mm", args.edges), ("voxel_sizes_um", args.voxels)) if v is not None}
         cells = invariance_cells(args.presets.split(",") if args.presets else None, seeds=seeds, **kw)
         previous = record["wall_s"] if record else 0.0
-        record = run_study(cells, n_workers=args.workers, record=record, progress=lambda t: print(t, flush=True))
+        # the record is rewritten as each volume finishes: an interrupted matrix continues from it
+        record = run_study(cells, n_workers=args.workers, record=record, progress=lambda t: print(t, flush=True),
+                           checkpoint=lambda r: write_record(args.record, r))
         print(f"this run: {(record['wall_s'] - previous) / 60:.1f} min", flush=True)
-        args.record.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        write_record(args.record, record)
     if record is None:
         raise SystemExit(f"no record at {args.record}; run without --from-record first")
     table = invariance_markdown(record, invariance_cells(seeds=seeds), COMMAND)

@@ -276,7 +276,7 @@ def test_mechanics_study_reuses_its_record_only_when_resuming(tmp_path, monkeypa
     record.write_text(json.dumps({"cells": {"x": {}}, "wall_s": 1.0}), encoding="utf-8")
     seen = {}
 
-    def fake_run_study(cells, *, n_workers, record=None, progress=None):
+    def fake_run_study(cells, *, n_workers, record=None, progress=None, checkpoint=None):
         seen["record"] = record
         raise SystemExit(0)  # stop before any page is written
 
@@ -291,7 +291,7 @@ def test_mechanics_study_runs_only_the_voxel_sizes_asked(tmp_path, monkeypatch, 
     script = _script("calibration_table")
     seen = {}
 
-    def fake_run_study(cells, *, n_workers, record=None, progress=None):
+    def fake_run_study(cells, *, n_workers, record=None, progress=None, checkpoint=None):
         seen["cells"] = cells
         raise SystemExit(0)
 
@@ -364,3 +364,37 @@ def test_near_cortex_trace_refuses_a_record_it_would_overwrite_and_a_repeated_se
             script.main(argv)
         assert exc.value.code == 2 and message in capsys.readouterr().err
     assert kept.read_text() == "{}"
+
+
+def test_an_interrupted_study_continues_from_its_checkpoint(monkeypatch):
+    """Each finished volume is checkpointed; a study given that checkpoint runs only the seeds
+    still missing and gives the record the uninterrupted study gives."""
+    import voxelbone.runfolder
+
+    # a clean commit, as in CI (a working tree with uncommitted changes never reuses a checkpoint)
+    monkeypatch.setattr(voxelbone.runfolder, "git_commit", lambda: "0123456789abcdef")
+    cell = StudyCell("trt", "lumbar_spine", 1.92, 40.0, (1, 2), years=0.1)
+    checkpoints, lines = [], []
+    full = run_study([cell], n_workers=1, checkpoint=lambda r: checkpoints.append(json.loads(json.dumps(r))))
+    assert len(checkpoints) == 2 and "pending" not in full
+    first = checkpoints[0]
+    assert cell.key not in first["cells"] and len(first["pending"][cell.key]["runs"]) == 1
+    assert checkpoints[1]["cells"] == full["cells"] and "pending" not in checkpoints[1]
+    resumed = run_study([cell], n_workers=1, record=first, progress=lines.append)
+    assert len(lines) == 1, "only the missing seed runs again"
+    assert resumed["cells"][cell.key]["change_pct_per_yr"] == full["cells"][cell.key]["change_pct_per_yr"]
+    assert "pending" not in resumed
+
+
+def test_a_checkpoint_stands_in_only_for_the_same_commit_model_and_compartments():
+    from voxelbone.calibration import _pending_runs
+
+    cell = StudyCell("trt", "lumbar_spine", 1.92, 40.0, (1, 2))
+    run = {"change_pct_per_yr": {"abmd_pct": 1.0}, "wall_s": 1.0}
+    good = {"git_commit": "abc", "model": MODEL_REVISION, "compartments": STUDY_COMPARTMENTS, "runs": {"2": run}}
+    assert _pending_runs({"pending": {cell.key: good}}, [cell], "abc") == {(cell.key, 2): run}
+    for bad in ({"git_commit": "def"}, {"model": "an earlier model"}, {"compartments": "labelled"}):
+        assert _pending_runs({"pending": {cell.key: {**good, **bad}}}, [cell], "abc") == {}, bad
+    for commit in ("abc-dirty", None):  # uncommitted changes or no git: nothing is taken on trust
+        assert _pending_runs({"pending": {cell.key: {**good, "git_commit": commit}}}, [cell], commit) == {}
+    assert _pending_runs(None, [cell], "abc") == {}

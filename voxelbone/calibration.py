@@ -459,11 +459,14 @@ def _check_cell(cell: StudyCell) -> None:
 
 def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | None = "numpy",
               record: Mapping[str, Any] | None = None,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[str], None] | None = None,
+              checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run every cell's seeds in parallel worker processes and return the study's record.
 
     Runs that share a starting volume (site, edge, voxel size, seed) go to one worker, which
-    builds the volume once. Cells already in ``record`` (same key and seeds) are not run again.
+    builds the volume once. Cells already in ``record`` (same key and seeds) are not run again,
+    nor are the seeds of its ``"pending"`` part (the finished seeds of unfinished cells) when
+    they ran on this commit, this model and these compartments.
 
     Parameters
     ----------
@@ -477,6 +480,10 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
         An earlier record of this function to extend.
     progress
         Called with a line of text as each volume's runs finish.
+    checkpoint
+        Called with the record so far as each volume's runs finish (write it to disk, and an
+        interrupted study resumes from it): the cells whose every seed has run, and under
+        ``"pending"`` the finished seeds of the others.
 
     Returns
     -------
@@ -484,7 +491,7 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
         ``{"cells": {key: {**cell fields, "seeds": [...], "change_pct_per_yr": {metric: [one value per seed]},
         "wall_s": total, "git_commit": ..., "date": ...}}, "wall_s": ..., "n_workers": ..., "git_commit": ...,
         "date": ..., "machine": ...}`` (the top-level commit and date: this call's; ``wall_s``: the wall
-        time of every call that made the record).
+        time of every call that made the record; ``"pending"`` only in a checkpoint).
     """
     from .runfolder import git_commit  # noqa: PLC0415
 
@@ -498,17 +505,40 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
         raise ValueError(f"study cells repeat: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
     old = dict(record["cells"]) if record else {}
     todo = [c for c in cells if not _recorded({"cells": old}, c)]
+    # (key, seed) → {"change_pct_per_yr": ..., "wall_s": ...}: finished seeds, from a checkpoint or this call
+    runs_done = _pending_runs(record, todo, commit)
     tasks: dict[tuple[str, float, float, int], list[tuple[str, str, float, int, int]]] = {}
     for c in todo:
         _check_cell(c)  # before anything runs
         for seed in c.seeds:
-            tasks.setdefault((c.site, c.edge_mm, c.voxel_size_um, seed), []).append(
-                (c.key, c.preset, c.years_run, c.step_days, c.fe_every_days))
+            if (c.key, seed) not in runs_done:
+                tasks.setdefault((c.site, c.edge_mm, c.voxel_size_um, seed), []).append(
+                    (c.key, c.preset, c.years_run, c.step_days, c.fe_every_days))
     # the largest volumes first, so that the workers finish together
     order = sorted(tasks, key=lambda k: -(k[1] / k[2]) ** 3 * sum(r[2] for r in tasks[k]))
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    walls: dict[str, float] = {}
+    previous_wall = float(record.get("wall_s", 0.0)) if record else 0.0
     t0 = time.perf_counter()
+
+    def assemble() -> dict[str, Any]:
+        out_cells, pending = dict(old), {}
+        for c in todo:
+            done = {s: runs_done[(c.key, s)] for s in c.seeds if (c.key, s) in runs_done}
+            if len(done) == len(c.seeds):
+                out_cells[c.key] = {
+                    **asdict(c), "years": c.years_run, "simulated_days": whole_days(c.years_run),
+                    "seeds": list(c.seeds), "wall_s": sum(d["wall_s"] for d in done.values()),
+                    "git_commit": commit, "date": date, "machine": machine, "compartments": STUDY_COMPARTMENTS,
+                    "model": model_revision(c.fe_every_days > 0),
+                    "change_pct_per_yr": {m: [done[s]["change_pct_per_yr"][m] for s in c.seeds] for m in STUDY_METRICS}}
+            elif done:
+                pending[c.key] = {"git_commit": commit, "model": model_revision(c.fe_every_days > 0),
+                                  "compartments": STUDY_COMPARTMENTS, "runs": {str(s): d for s, d in done.items()}}
+        out = {"cells": out_cells, "wall_s": previous_wall + time.perf_counter() - t0,
+               "n_workers": n_workers, "git_commit": commit, "date": date, "machine": machine}
+        if pending:
+            out["pending"] = pending
+        return out
+
     if order:
         # spawn, never fork: Numba's default threading layer is GNU OpenMP, which is not
         # fork-safe; a child forked after the parent ran a parallel kernel dies and the pool hangs
@@ -517,23 +547,44 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
             for fut in as_completed(futures):
                 site, edge, vox, seed = futures[fut]
                 for row in fut.result():
-                    results.setdefault(row["key"], {})[row["seed"]] = row["change_pct_per_yr"]
-                    walls[row["key"]] = walls.get(row["key"], 0.0) + row["wall_s"]
+                    runs_done[(row["key"], row["seed"])] = {"change_pct_per_yr": row["change_pct_per_yr"],
+                                                            "wall_s": row["wall_s"]}
                 if progress:
                     progress(f"{site} {edge:g} mm @ {vox:g} µm seed {seed}: {len(tasks[(site, edge, vox, seed)])} runs "
                              f"done ({time.perf_counter() - t0:.0f} s)")
-    wall = time.perf_counter() - t0
-    out_cells = dict(old)
-    for c in todo:
-        per_seed = results[c.key]
-        out_cells[c.key] = {**asdict(c), "years": c.years_run, "simulated_days": whole_days(c.years_run),
-                            "seeds": list(c.seeds), "wall_s": walls[c.key],
-                            "git_commit": commit, "date": date, "machine": machine, "compartments": STUDY_COMPARTMENTS,
-                            "model": model_revision(c.fe_every_days > 0),
-                            "change_pct_per_yr": {m: [per_seed[s][m] for s in c.seeds] for m in STUDY_METRICS}}
-    return {"cells": out_cells, "wall_s": wall + (float(record.get("wall_s", 0.0)) if record else 0.0),
-            "n_workers": n_workers, "git_commit": commit, "date": date,
-            "machine": machine}
+                if checkpoint:
+                    checkpoint(assemble())
+    return assemble()
+
+
+def _pending_runs(record: Mapping[str, Any] | None, cells: Sequence[StudyCell],
+                  commit: str | None) -> dict[tuple[str, int], dict[str, Any]]:
+    """The finished seeds of ``cells`` in a checkpoint's ``"pending"`` part that can stand in for
+    running them now: run on this very commit (never one with uncommitted changes), on the
+    model as it stands and measured in the study's compartments."""
+    pending = (record or {}).get("pending", {})
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    if not commit or commit.endswith("-dirty"):
+        return out
+    for c in cells:
+        p = pending.get(c.key)
+        if (p is None or p.get("git_commit") != commit or p.get("model") != model_revision(c.fe_every_days > 0)
+                or p.get("compartments") != STUDY_COMPARTMENTS):
+            continue
+        for s in c.seeds:
+            if str(s) in p["runs"]:
+                out[(c.key, s)] = p["runs"][str(s)]
+    return out
+
+
+def write_record(path: Path, record: Mapping[str, Any]) -> None:
+    """Write a study record as JSON, replacing ``path`` only once the new file is complete."""
+    import json  # noqa: PLC0415
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _machine() -> str:

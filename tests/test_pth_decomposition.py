@@ -10,12 +10,12 @@ nowhere, and the prototypes change nothing in a claim but its perforation bit.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from voxelbone.biology import RemodelingRates
 from voxelbone.remodel import RemodelParams, cpu, step_scalars
 from voxelbone.remodel.state import CLAIM_FLAGS_SHIFT, FLAG_PERFORATED, RemodelState
 from voxelbone.volume import Region
@@ -32,13 +32,8 @@ def _script():
     return mod
 
 
-@dataclass(frozen=True)
-class _Rates:
-    activation_trabecular_per_yr: float = 0.5
-    activation_cortical_per_yr: float = 0.3
-    erosion_depth_um: float = 60.0
-    refill_trabecular: float = 1.0
-    refill_cortical: float = 1.0
+RATES = RemodelingRates(activation_trabecular_per_yr=0.5, activation_cortical_per_yr=0.3, erosion_depth_um=60.0,
+                        refill_trabecular=1.0, refill_cortical=1.0)
 
 
 def _plate(thickness_um: float, voxel_um: float = 20.0, size: int = 32) -> tuple[RemodelState, int]:
@@ -55,7 +50,7 @@ def _plate(thickness_um: float, voxel_um: float = 20.0, size: int = 32) -> tuple
 
 def _claims(thickness_um: float, variant: str | None) -> tuple[np.ndarray, np.ndarray]:
     state, si = _plate(thickness_um)
-    sc = step_scalars(_Rates(), RemodelParams(), 20.0, 1)
+    sc = step_scalars(RATES, RemodelParams(), 20.0, 1)
     if variant is None:
         c = cpu.make_cavity(state, si, 3, 0, sc)
         return cpu.claim_codes(state, si, c, sc.overfill_reach)
@@ -105,7 +100,7 @@ def test_no_bmu_starts_in_the_wall_of_an_open_cavity(variant):
     # an open cavity: marrow held by a BMU, dug into the plate's top around the middle
     state.bone[top, n // 2 - 3:n // 2 + 3, n // 2 - 3:n // 2 + 3] = 0.0
     state.bmu_day[top, n // 2 - 3:n // 2 + 3, n // 2 - 3:n // 2 + 3] = 5
-    sc = dataclasses.replace(step_scalars(_Rates(), RemodelParams(), 20.0, 1), p_hemi=np.float32(1.0))
+    sc = dataclasses.replace(step_scalars(RATES, RemodelParams(), 20.0, 1), p_hemi=np.float32(1.0))
     everywhere = cpu.activate(state, 3, 0, sc)
     busy = np.zeros(state.bone.shape, dtype=bool)
     cpu._shift_or((state.bmu_day >= 0) & (state.bone < 0.5), busy)

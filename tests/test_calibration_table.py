@@ -378,7 +378,7 @@ def test_an_interrupted_study_continues_from_its_checkpoint(monkeypatch):
     full = run_study([cell], n_workers=1, checkpoint=lambda r: checkpoints.append(json.loads(json.dumps(r))))
     assert len(checkpoints) == 2 and "pending" not in full
     first = checkpoints[0]
-    assert cell.key not in first["cells"] and len(first["pending"][cell.key]["runs"]) == 1
+    assert cell.key not in first["cells"] and len(first["pending"][cell.key]["finished"]) == 1
     assert checkpoints[1]["cells"] == full["cells"] and "pending" not in checkpoints[1]
     resumed = run_study([cell], n_workers=1, record=first, progress=lines.append)
     assert len(lines) == 1, "only the missing seed runs again"
@@ -391,7 +391,7 @@ def test_a_checkpoint_stands_in_only_for_the_same_commit_model_and_compartments(
 
     cell = StudyCell("trt", "lumbar_spine", 1.92, 40.0, (1, 2))
     run = {"change_pct_per_yr": {"abmd_pct": 1.0}, "wall_s": 1.0}
-    good = {"git_commit": "abc", "model": MODEL_REVISION, "compartments": STUDY_COMPARTMENTS, "runs": {"2": run}}
+    good = {"git_commit": "abc", "model": MODEL_REVISION, "compartments": STUDY_COMPARTMENTS, "finished": {"2": run}}
     assert _pending_runs({"pending": {cell.key: good}}, [cell], "abc") == {(cell.key, 2): run}
     for bad in ({"git_commit": "def"}, {"model": "an earlier model"}, {"compartments": "labelled"}):
         assert _pending_runs({"pending": {cell.key: {**good, **bad}}}, [cell], "abc") == {}, bad

@@ -532,7 +532,7 @@ def run_study(cells: Sequence[StudyCell], *, n_workers: int = 2, backend: str | 
                     "change_pct_per_yr": {m: [done[s]["change_pct_per_yr"][m] for s in c.seeds] for m in STUDY_METRICS}}
             elif done:
                 pending[c.key] = {"git_commit": commit, "model": model_revision(c.fe_every_days > 0),
-                                  "compartments": STUDY_COMPARTMENTS, "runs": {str(s): d for s, d in done.items()}}
+                                  "compartments": STUDY_COMPARTMENTS, "finished": {str(s): d for s, d in done.items()}}
         out = {"cells": out_cells, "wall_s": previous_wall + time.perf_counter() - t0,
                "n_workers": n_workers, "git_commit": commit, "date": date, "machine": machine}
         if pending:
@@ -572,8 +572,8 @@ def _pending_runs(record: Mapping[str, Any] | None, cells: Sequence[StudyCell],
                 or p.get("compartments") != STUDY_COMPARTMENTS):
             continue
         for s in c.seeds:
-            if str(s) in p["runs"]:
-                out[(c.key, s)] = p["runs"][str(s)]
+            if str(s) in p["finished"]:
+                out[(c.key, s)] = p["finished"][str(s)]
     return out
 
 

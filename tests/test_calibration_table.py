@@ -398,3 +398,15 @@ def test_a_checkpoint_stands_in_only_for_the_same_commit_model_and_compartments(
     for commit in ("abc-dirty", None):  # uncommitted changes or no git: nothing is taken on trust
         assert _pending_runs({"pending": {cell.key: {**good, "git_commit": commit}}}, [cell], commit) == {}
     assert _pending_runs(None, [cell], "abc") == {}
+
+
+def test_a_record_is_replaced_only_by_a_complete_one(tmp_path):
+    from voxelbone.calibration import write_record
+
+    path = tmp_path / "record.json"
+    write_record(path, {"cells": {"a": {"seeds": [1]}}, "wall_s": 1.0})
+    assert json.loads(path.read_text(encoding="utf-8"))["cells"] == {"a": {"seeds": [1]}}
+    with pytest.raises(TypeError):
+        write_record(path, {"cells": {"b": object()}})  # cannot be written: the old record stays
+    assert json.loads(path.read_text(encoding="utf-8"))["cells"] == {"a": {"seeds": [1]}}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]

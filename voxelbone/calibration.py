@@ -578,13 +578,13 @@ def _pending_runs(record: Mapping[str, Any] | None, cells: Sequence[StudyCell],
 
 
 def write_record(path: Path, record: Mapping[str, Any]) -> None:
-    """Write a study record as JSON, replacing ``path`` only once the new file is complete."""
+    """Write a study record as JSON (the records' one-space indent), replacing ``path`` only once
+    the new file is complete (:func:`voxelbone.results.atomic_write`)."""
     import json  # noqa: PLC0415
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from .results import atomic_write  # noqa: PLC0415
+
+    atomic_write(path, lambda fh: fh.write((json.dumps(record, indent=1) + "\n").encode("utf-8")))
 
 
 def _machine() -> str:

@@ -147,7 +147,7 @@ class _Patched:
 
 
 def _per_column(state: RemodelState, c: Any, flat: np.ndarray, code: np.ndarray, *,
-                rule: str = "per_column_perforation", voxel_size_um: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+                rule: str = "per_column_perforation") -> tuple[np.ndarray, np.ndarray]:
     """Set the perforation flag of each claimed voxel whose column cuts through, by ``rule``
     (one of the ``per_column_*`` variants)."""
     if c.osteonal or flat.size == 0:

@@ -400,7 +400,8 @@ def test_a_checkpoint_stands_in_only_for_the_same_commit_model_and_compartments(
     assert _pending_runs(None, [cell], "abc") == {}
 
 
-def test_a_record_is_replaced_only_by_a_complete_one(tmp_path):
+def test_a_record_is_replaced_only_by_a_complete_one(tmp_path, monkeypatch):
+    import voxelbone.results
     from voxelbone.calibration import write_record
 
     path = tmp_path / "record.json"
@@ -408,5 +409,13 @@ def test_a_record_is_replaced_only_by_a_complete_one(tmp_path):
     assert json.loads(path.read_text(encoding="utf-8"))["cells"] == {"a": {"seeds": [1]}}
     with pytest.raises(TypeError):
         write_record(path, {"cells": {"b": object()}})  # cannot be written: the old record stays
+    assert json.loads(path.read_text(encoding="utf-8"))["cells"] == {"a": {"seeds": [1]}}
+
+    def disk_full(_fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(voxelbone.results.os, "fsync", disk_full)  # the new file fails after it was written
+    with pytest.raises(OSError, match="No space"):
+        write_record(path, {"cells": {"c": {"seeds": [2]}}, "wall_s": 2.0})
     assert json.loads(path.read_text(encoding="utf-8"))["cells"] == {"a": {"seeds": [1]}}
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]

@@ -532,11 +532,11 @@ def test_long_horizon_numpy_twin_equals_ftz_device_arithmetic():
 
 
 def test_long_horizon_parts_without_the_flush_rule(plant, monkeypatch):
-    """Without vb_flush / flush_tiny, decaying osteoid goes subnormal on the CPU only (~850 days)."""
+    """Without vb_flush (``cpu.TINY`` 0 in the twin), decaying osteoid goes subnormal on the CPU only (~850 days)."""
     from voxelbone.remodel import cpu
 
     plant("vb_common.cuh", "return (x < VB_TINY && x > -VB_TINY) ? 0.0f : x;", "return x;")
-    monkeypatch.setattr(cpu, "flush_tiny", lambda x: x)
+    monkeypatch.setattr(cpu, "TINY", np.float32(0.0))
     day = _long_horizon()
     assert day is not None and 800 <= day <= _LONG_DT * _LONG_STEPS
 

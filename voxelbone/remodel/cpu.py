@@ -15,6 +15,7 @@ import numpy as np
 
 from ..rng import Stream, uniform
 from ..volume import Region
+from .cpu_loops import update_voxels
 from .state import (
     CLAIM_FLAGS_SHIFT,
     CLAIM_FRAC_SHIFT,
@@ -35,18 +36,13 @@ __all__ = ["activate", "claim", "model", "update"]
 f32 = np.float32
 _OUT, _TRAB, _CORT = int(Region.OUTSIDE), int(Region.TRABECULAR), int(Region.CORTICAL)
 _HALF, _ONE, _ZERO = f32(0.5), f32(1.0), f32(0.0)
+_NO_MOD = np.empty(0, dtype=f32)  # update_voxels' refill_mod for none
 
 #: Magnitudes below this (2^-64 of a voxel) are exactly 0 in both twins: the device runs
-#: with flush-to-zero (CuPy compiles with ``-ftz=true``), NumPy keeps subnormals, so a
+#: with flush-to-zero (CuPy compiles with ``-ftz=true``), the CPU keeps subnormals, so a
 #: decaying float32 (osteoid after ~844 days) would otherwise part the twins. See
-#: ``vb_flush`` in kernels/vb_common.cuh.
+#: ``vb_flush`` in kernels/vb_common.cuh (``cpu_loops.update_voxels`` applies it).
 TINY = f32(2.0**-64)
-
-
-def flush_tiny(x: np.ndarray) -> np.ndarray:
-    """``x`` with every value of magnitude below :data:`TINY` set to exactly 0 (``vb_flush``)."""
-    return np.where(np.abs(x) < TINY, _ZERO, x).astype(f32, copy=False)
-
 
 _NEIGHBOURS = ((-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1))
 
@@ -391,31 +387,6 @@ def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: Step
     return idx[first], code[first]
 
 
-def _phi(h: np.ndarray, u: np.ndarray, k: np.float32) -> np.ndarray:
-    return _clamp01((h - u) * k + _HALF)
-
-
-def _fill(h: np.ndarray, u: np.ndarray, k: np.ndarray) -> np.ndarray:
-    p0 = _phi(_ZERO, u, k)
-    den = _phi(_ONE, u, k) - p0
-    ok = den >= f32(1e-3)
-    safe = np.where(ok, den, _ONE)
-    return np.where(ok, (_phi(h, u, k) - p0) / safe, _ZERO)
-
-
-def _refill(osteonal: np.ndarray, perforated: np.ndarray, trab: np.float32, cort: np.float32,
-            perforated_refill: np.float32) -> np.ndarray:
-    """Each forming voxel's refill level (``vb_refill``)."""
-    # a cortical cavity that broke into a pore is closed again only by a positive balance
-    # (the breach stays open, and pores coalesce, when resorption outpaces formation)
-    perf = np.where(osteonal & (cort >= _ONE), cort, perforated_refill)
-    return np.where(perforated, perf, np.where(osteonal, cort, trab)).astype(f32)
-
-
-def _level(day: np.ndarray, refill: np.ndarray, sc: StepScalars) -> np.ndarray:
-    return refill * _clamp01((day - sc.t_form_start) / sc.t_form)
-
-
 def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: StepScalars,
            refill_mod: np.ndarray | None = None) -> None:
     """Take new claims, excavate, refill, release and mineralise (``vb_update``).
@@ -440,69 +411,12 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         flags_a[over_new] |= np.uint8(FLAG_RESORBED)
         amount_a[over_new] = _ONE - bone[over_new]
 
-    own = np.flatnonzero(day_a >= 0)
-    if own.size:
-        day = day_a[own].astype(np.int32)
-        flags = flags_a[own].astype(np.uint32)
-        amount = amount_a[own]
-        b = bone[own]
-        m = mineral[own]
-        o = osteoid[own]
-        d0 = day.astype(f32)
-        d1 = (day + sc.dt).astype(f32)
-        u = u_a[own].astype(f32) * f32(1.0 / 127.5)
-        # excavation: each column from its opening (u = 1) down to its floor (u = 0)
-        t_start = np.maximum(_ONE - u, _ZERO) * sc.t_resorb
-        dig = ((flags & FLAG_RESORBED) == 0) & (d1 >= t_start)
-        frac = amount
-        removed = b * frac
-        b = np.where(dig, flush_tiny(b - removed), b)
-        m = np.where(dig, flush_tiny(m - m * frac), m)
-        o = np.where(dig, flush_tiny(o - o * frac), o)
-        amount = np.where(dig, removed, amount)
-        flags = np.where(dig, flags | FLAG_RESORBED, flags)
-        # formation
-        forming = (flags & FLAG_RESORBED) != 0
-        osteonal = (flags & FLAG_OSTEONAL) != 0
-        perforated = (flags & FLAG_PERFORATED) != 0
-        r = _refill(osteonal, perforated, sc.refill_trab, sc.refill_cort, sc.refill_perforated)
-        r_prev = _refill(osteonal, perforated, sc.refill_trab_prev, sc.refill_cort_prev, sc.refill_perforated)
-        if refill_mod is not None:
-            f = refill_mod.ravel()[seed_a[own]]
-            r = r * f
-            r_prev = r_prev * f
-        k = k_a[own].astype(f32) * f32(0.125)
-        # the level at the start of the step stands on the previous step's balance
-        h0, h1 = _level(d0, r_prev, sc), _level(d1, r, sc)
-        over = (flags & FLAG_OVERFILL) != 0
-        # overfill voxels: only what rises above the old surface (level 1), filling the empty voxel
-        p1 = _phi(_ONE, u, k)
-        den = _ONE - p1
-        ok = den >= f32(1e-3)
-        safe = np.where(ok, den, _ONE)
-        f0 = np.where(over, np.where(ok, np.maximum(_phi(h0, u, k) - p1, _ZERO) / safe, _ZERO), _fill(h0, u, k))
-        f1 = np.where(over, np.where(ok, np.maximum(_phi(h1, u, k) - p1, _ZERO) / safe, _ZERO), _fill(h1, u, k))
-        # a column whose formation ended before the step forms no more, whatever the balance does
-        grow = forming & (d0 < sc.t_form_start + sc.t_form) & (f1 > f0)
-        nb = np.where(grow, np.minimum(b + amount * (f1 - f0), _ONE), b)
-        o = np.where(grow, o + (nb - b), o)
-        b = nb
-        # release
-        done = d1 >= sc.t_end
-        day_a[own] = np.where(done, -1, day + sc.dt).astype(np.int16)
-        flags_a[own] = np.where(done, 0, flags).astype(np.uint8)
-        amount_a[own] = np.where(done, _ZERO, amount)
-        bone[own] = b
-        mineral[own] = m
-        osteoid[own] = o
-
-    # mineralisation, integrated exactly over the step (see MineralisationLaw)
-    act = np.flatnonzero((osteoid > _ZERO) | (mineral < sc.m_mature * bone))
-    if act.size:
-        b, m, o = bone[act], mineral[act], osteoid[act]
-        m = m * sc.e_secondary + (sc.m_mature * b) * (_ONE - sc.e_secondary) + sc.c_osteoid * o
-        mineral[act] = flush_tiny(np.minimum(np.maximum(m, _ZERO), b))
-        osteoid[act] = flush_tiny(o * sc.e_primary)
+    mod = _NO_MOD if refill_mod is None else np.ascontiguousarray(refill_mod, dtype=f32).ravel()
+    update_voxels(bone, mineral, osteoid, day_a, k_a, u_a, flags_a, amount_a, seed_a, mod, int(sc.dt),
+                  f32(sc.t_resorb), f32(sc.t_form_start), f32(sc.t_form), f32(sc.t_end), f32(sc.refill_trab),
+                  f32(sc.refill_cort), f32(sc.refill_perforated), f32(sc.refill_trab_prev),
+                  f32(sc.refill_cort_prev), f32(sc.m_mature), f32(sc.e_primary), f32(sc.e_secondary),
+                  f32(sc.c_osteoid), TINY)
 
 
 def _from_neighbour(a: np.ndarray, d: tuple[int, int, int]) -> np.ndarray:

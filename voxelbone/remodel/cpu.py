@@ -118,8 +118,20 @@ def _grad_axis(bone: np.ndarray, z: int, y: int, x: int, axis: int) -> np.float3
     return (bone[tuple(ph)] - bone[tuple(pl)]) / f32(hi - lo)
 
 
-def make_cavity(state: RemodelState, si: int, seed: int, step: int, sc: StepScalars) -> Cavity:
-    """Cavity of the BMU seeded at flat index ``si`` (``vb_make_cavity``)."""
+def cavity_jitter(seed: int, step: int, si: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The size and shape factors (0.8–1.2, float32) of the cavities seeded at flat indices ``si``."""
+    idx = np.asarray(si, dtype=np.uint64)
+    j1 = f32(0.8) + f32(0.4) * uniform(seed, step, Stream.CAVITY_SIZE, idx)
+    j2 = f32(0.8) + f32(0.4) * uniform(seed, step, Stream.CAVITY_SHAPE, idx)
+    return j1, j2
+
+
+def make_cavity(state: RemodelState, si: int, seed: int, step: int, sc: StepScalars,
+                jitter: tuple[np.float32, np.float32] | None = None) -> Cavity:
+    """Cavity of the BMU seeded at flat index ``si`` (``vb_make_cavity``).
+
+    ``jitter``: its :func:`cavity_jitter` factors when already drawn (for many seeds at once).
+    """
     bone, region = state.bone, state.region
     nz, ny, nx = bone.shape
     x, y, z = si % nx, (si // nx) % ny, si // (nx * ny)
@@ -135,9 +147,10 @@ def make_cavity(state: RemodelState, si: int, seed: int, step: int, sc: StepScal
             if region[zz, yy, xx] != _CORT:
                 any_tm = True
     osteonal = region[z, y, x] == _CORT and not any_tm
-    idx = np.array([si], dtype=np.uint64)
-    j1 = f32(0.8) + f32(0.4) * uniform(seed, step, Stream.CAVITY_SIZE, idx)[0]
-    j2 = f32(0.8) + f32(0.4) * uniform(seed, step, Stream.CAVITY_SHAPE, idx)[0]
+    if jitter is None:
+        j1s, j2s = cavity_jitter(seed, step, np.array([si]))
+        jitter = j1s[0], j2s[0]
+    j1, j2 = jitter
     fdz, fdy, fdx = _NEIGHBOURS[first if first >= 0 else 0]
     if osteonal:
         return make_wall_cavity(state, z, y, x, first, j1, j2, sc)
@@ -308,7 +321,9 @@ def claim_box(state: RemodelState, si: int, c: Cavity, margin: int = 0) -> tuple
     zs = np.arange(max(z0 - ez, 0), min(z0 + ez, nz - 1) + 1)
     ys = np.arange(max(ycen - ey, 0), min(ycen + ey, ny - 1) + 1)
     xs = np.arange(max(xcen - ex, 0), min(xcen + ex, nx - 1) + 1)
-    qz, qy, qx = (a.ravel() for a in np.meshgrid(zs, ys, xs, indexing="ij"))
+    qz = np.repeat(zs, ys.size * xs.size)  # the box in C order (z slowest)
+    qy = np.tile(np.repeat(ys, xs.size), zs.size)
+    qx = np.tile(xs, zs.size * ys.size)
     flat = (qz * ny + qy) * nx + qx
     keep = (region.ravel()[flat] != _OUT) & (state.bmu_day.ravel()[flat] < 0)
     return qz[keep], qy[keep], qx[keep], flat[keep]
@@ -369,8 +384,9 @@ def claim(state: RemodelState, seeds: np.ndarray, seed: int, step: int, sc: Step
     """
     counters = state.counters
     all_idx, all_code = [], []
-    for si in seeds.tolist():
-        c = make_cavity(state, si, seed, step, sc)
+    j1, j2 = cavity_jitter(seed, step, seeds)
+    for k, si in enumerate(seeds.tolist()):
+        c = make_cavity(state, si, seed, step, sc, (j1[k], j2[k]))
         counters[1 if c.osteonal else 0] += np.uint64(1)
         if c.perforated:
             counters[2] += np.uint64(1)

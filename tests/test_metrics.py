@@ -310,49 +310,69 @@ _ITK_SCRIPT = """
 import json, sys
 import numpy as np
 import itk
-m = np.load(sys.argv[1])
-img = itk.image_from_array(m.astype(np.int16))
-img.SetSpacing([float(sys.argv[2])] * 3)
-f = itk.BoneMorphometryFeaturesFilter.New(img)
-f.SetThreshold(1)
-f.Update()
-print(json.dumps({"bvtv": f.GetBVTV(), "bsbv": f.GetBSBV(), "tbth": f.GetTbTh()}))
+for path, spacing in zip(sys.argv[1::2], sys.argv[2::2]):
+    m = np.load(path)
+    img = itk.image_from_array(m.astype(np.int16))
+    img.SetSpacing([float(spacing)] * 3)
+    f = itk.BoneMorphometryFeaturesFilter.New(img)
+    f.SetThreshold(1)
+    f.Update()
+    print(json.dumps({"bvtv": f.GetBVTV(), "bsbv": f.GetBSBV(), "tbth": f.GetTbTh()}))
 """
 
 
-def _itk_reference(mask: np.ndarray, spacing_mm: float, tmp_path) -> dict:
-    """ITK BoneMorphometry in its own process (its lazy loader and VTK's do not share one well)."""
+def _itk_references(cases: list[tuple[np.ndarray, float]], tmp_path) -> list[dict]:
+    """ITK BoneMorphometry of each (mask, spacing in mm), all in one process of its own (its lazy
+    loader and VTK's do not share one well; importing it takes most of the time)."""
     import json
     import subprocess
     import sys
 
     pytest.importorskip("itk")
-    path = tmp_path / "mask.npy"
-    np.save(path, mask)
-    out = subprocess.run([sys.executable, "-c", _ITK_SCRIPT, str(path), str(spacing_mm)], capture_output=True,
-                         text=True, timeout=300)
+    args = []
+    for k, (mask, spacing_mm) in enumerate(cases):
+        path = tmp_path / f"mask{k}.npy"
+        np.save(path, mask)
+        args += [str(path), str(spacing_mm)]
+    out = subprocess.run([sys.executable, "-c", _ITK_SCRIPT, *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    refs = [json.loads(line) for line in out.stdout.strip().splitlines()[-len(cases):]]
+    assert len(refs) == len(cases)
+    return refs
 
 
-def test_against_itk_bone_morphometry(tmp_path):
+def _border_plate(n: int = 40) -> np.ndarray:
+    plate = np.zeros((n, n, n), bool)
+    plate[:, :, 16:22] = True  # crosses four faces of the grid
+    return plate
+
+
+@pytest.fixture(scope="module")
+def itk_refs(tmp_path_factory):
+    """ITK's BV/TV, BS/BV and Tb.Th of two random structures kept off the border (30 µm) and of a
+    plate cut by the border (1 mm voxels)."""
+    masks = [np.pad(_random_trabecular(seed, n=40), 3) for seed in (1, 2)]
+    refs = _itk_references([(masks[0], 0.03), (masks[1], 0.03), (_border_plate().astype(np.int16), 1.0)],
+                           tmp_path_factory.mktemp("itk"))
+    return masks, refs
+
+
+def test_against_itk_bone_morphometry(itk_refs):
     # ITK counts the faces where the structure is cut by the grid border as surface; we do
     # not (see the next test), so the structures are kept off the border to compare the
     # surface estimators themselves
-    for seed in (1, 2):
-        m = np.pad(_random_trabecular(seed, n=40), 3)
-        ref = _itk_reference(m, 0.03, tmp_path)
+    masks, refs = itk_refs
+    for m, ref in zip(masks, refs[:2]):
         _check_itk(m, ref)
 
 
-def test_cut_planes_at_the_grid_border_are_not_bone_surface(tmp_path):
-    n = 40
-    plate = np.zeros((n, n, n), bool)
-    plate[:, :, 16:22] = True  # crosses four faces of the grid
+def test_cut_planes_at_the_grid_border_are_not_bone_surface(itk_refs):
+    plate = _border_plate()
+    n = plate.shape[0]
     bs = bone_surface_mm2(plate, 1000.0)  # 1 mm voxels: mm² = voxel faces
     assert bs == pytest.approx(2 * (n - 1) ** 2, rel=0.02)  # two faces, between the outer voxel centres
     # ITK counts the four cut planes too (times its 2/3 orientation factor)
-    ref = _itk_reference(plate.astype(np.int16), 1.0, tmp_path)
+    ref = itk_refs[1][2]
     assert ref["bsbv"] * plate.sum() == pytest.approx(2.0 / 3.0 * (2 * n * n + 4 * n * 6))
 
 

@@ -3,8 +3,8 @@
 Every float is float32 and every expression keeps the kernel's order of operations, so a
 run gives the same volume bit for bit on the CPU and the GPU (the kernels are compiled
 without fused multiply-add). Work is restricted to the voxels that matter — surface
-candidates, seed boxes, voxels owned by a BMU, under-mineralised bone — so a year of a
-128³ volume runs in tens of seconds on two cores.
+candidates, seed boxes — and the per-voxel update runs as one Numba loop
+(:mod:`voxelbone.remodel.cpu_loops`), so a year of a 128³ volume runs in seconds on two cores.
 """
 
 from __future__ import annotations

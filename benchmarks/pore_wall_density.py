@@ -16,7 +16,9 @@ calibration's run settings) this prints and records:
 * the marching-cubes area of the bone surface nearest them or the intracortical pores (the
   true wall), κ_wall = candidate voxels per voxel-face area of it, and κ (trabecular);
 * ``activated_area_mm2`` = candidates · v² / κ: the wall area the engine activates as if it
-  were trabecular surface (BMUs per year ∝ it); its ratio to the true wall is κ_wall / κ.
+  were trabecular surface (BMUs per year ∝ it); its ratio to the true wall is κ_wall / κ;
+* the same for the 20 µm run's end volume block-averaged to 40 µm (``seen_at_um`` 40): the
+  wall of the 20 µm run's bone as a 40 µm grid holds it, beside the 40 µm run's own.
 
 The results are written to ``--record`` (JSON; default ``results/pore_wall_density.json``).
 """
@@ -85,15 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         fine = make_phantom("lumbar_spine", edge, 20.0, seed=seed)
         for voxel_um, start in ((20.0, fine), (40.0, coarsen(fine, 2))):
-            for when, vol in (("start", start), (f"after {args.years:g} y", after_run(start, args.preset, seed, args.years))):
-                row = {"seed": seed, "voxel_um": voxel_um, "when": when, **pore_wall(vol)}
+            end = after_run(start, args.preset, seed, args.years)
+            cases = [("start", voxel_um, start), (f"after {args.years:g} y", voxel_um, end)]
+            if voxel_um == 20.0:  # the 20 µm run's bone as a 40 µm grid holds it
+                cases.append((f"after {args.years:g} y, 20 µm run seen at 40 µm", 40.0, coarsen(end, 2)))
+            for when, seen_um, vol in cases:
+                row = {"seed": seed, "voxel_um": voxel_um, "seen_at_um": seen_um, "when": when, **pore_wall(vol)}
                 rows.append(row)
                 print(f"seed {seed} {voxel_um:g} µm {when:>10}: {row['candidates']:6d} candidates, wall "
                       f"{row['wall_mm2']:.3f} mm², κ_wall {row['kappa_wall']:.3f}, κ {row['kappa']:.3f}, activated "
                       f"{row['activated_area_mm2']:.3f} mm² ({row['activated_over_true']:.2f}× the wall)", flush=True)
     print("\nseed means, 20 µm / 40 µm:")
     summary = {}
-    for when in dict.fromkeys(r["when"] for r in rows):
+    for when in dict.fromkeys(r["when"] for r in rows if r["voxel_um"] == 40.0):
         m = {v: {k: float(np.mean([r[k] for r in rows if r["when"] == when and r["voxel_um"] == v]))
                  for k in ("wall_mm2", "kappa_wall", "kappa", "activated_area_mm2", "activated_over_true")}
              for v in (20.0, 40.0)}
@@ -102,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{m[20.0]['activated_area_mm2']:.2f} / {m[40.0]['activated_area_mm2']:.2f} mm² (ratio "
               f"{m[20.0]['activated_area_mm2'] / m[40.0]['activated_area_mm2']:.2f}), activated/true "
               f"{m[20.0]['activated_over_true']:.2f} / {m[40.0]['activated_over_true']:.2f}")
+    seen = [r for r in rows if r["seen_at_um"] != r["voxel_um"]]
+    if seen:
+        s_wall = float(np.mean([r["wall_mm2"] for r in seen]))
+        s_act = float(np.mean([r["activated_area_mm2"] for r in seen]))
+        summary[seen[0]["when"]] = {"wall_mm2": s_wall, "activated_area_mm2": s_act}
+        print(f"{seen[0]['when']}: wall {s_wall:.2f} mm², activated {s_act:.2f} mm²")
     args.record.parent.mkdir(parents=True, exist_ok=True)
     record = {"preset": args.preset, "seeds": seeds, "edge_mm": args.edge_mm, "years": args.years,
               "wall_s": time.perf_counter() - t0, "rows": rows, "seed_means": summary}

@@ -1,4 +1,4 @@
-"""How much intracortical pore wall the engine sees, at 20 µm and on the same bone at 40 µm.
+"""How much pore wall and trabecular surface the engine sees, at 20 µm and on the same bone at 40 µm.
 
     python benchmarks/pore_wall_density.py [--preset hyperparathyroidism] [--seeds 1,2,3]
                                            [--edge-mm 1.92] [--years 1] [--record FILE]
@@ -17,8 +17,13 @@ calibration's run settings) this prints and records:
   true wall), κ_wall = candidate voxels per voxel-face area of it, and κ (trabecular);
 * ``activated_area_mm2`` = candidates · v² / κ: the wall area the engine activates as if it
   were trabecular surface (BMUs per year ∝ it); its ratio to the true wall is κ_wall / κ;
+* the trabecular compartment's bone surface (marching cubes, measured as κ is), the
+  trabecular and endocortical BMU candidates and the surface they activate (``tb_*``);
 * the same for the 20 µm run's end volume block-averaged to 40 µm (``seen_at_um`` 40): the
-  wall of the 20 µm run's bone as a 40 µm grid holds it, beside the 40 µm run's own.
+  surfaces of the 20 µm run's bone as a 40 µm grid holds them, beside the 40 µm run's own.
+
+"Activated" uses the engine's κ: the one measured on a run's starting volume (for the
+block-averaged end volume, the 40 µm starting volume's).
 
 The results are written to ``--record`` (JSON; default ``results/pore_wall_density.json``).
 """
@@ -44,8 +49,11 @@ from voxelbone.simulate import simulate
 from voxelbone.volume import BoneVolume, Region, coarsen
 
 
-def pore_wall(volume: BoneVolume) -> dict[str, float]:
-    """Candidate pore-wall voxels, the true wall area (mm²) and κ_wall, κ of ``volume``."""
+def pore_wall(volume: BoneVolume, kappa: float | None = None) -> dict[str, float]:
+    """Candidate pore-wall voxels, the true wall area (mm²), κ_wall, and the wall activated at ``kappa``.
+
+    ``kappa``: the engine's κ (measured on a run's starting volume); None measures it on ``volume``.
+    """
     b = np.ascontiguousarray(volume.bone, dtype=np.float32)
     r = np.ascontiguousarray(volume.region)
     any_m, any_tm = cpu.surface_flags(b, r)
@@ -55,12 +63,25 @@ def pore_wall(volume: BoneVolume) -> dict[str, float]:
     n = int(cand.sum())
     face_mm2 = (volume.voxel_size_um / 1000.0) ** 2
     wall_mm2 = bone_surface_mm2(b, volume.voxel_size_um, within=cand | pores, drop_cut_planes=False)
-    kappa = measure_surface_density(volume)
+    kappa = measure_surface_density(volume) if kappa is None else kappa
     k_wall = n * face_mm2 / wall_mm2 if wall_mm2 > 0 else float("nan")
     return {"candidates": n, "candidate_face_mm2": n * face_mm2, "wall_mm2": float(wall_mm2),
             "kappa_wall": float(k_wall), "kappa": float(kappa) if kappa else float("nan"),
             "activated_area_mm2": n * face_mm2 / kappa if kappa else float("nan"),
             "activated_over_true": float(k_wall / kappa) if kappa else float("nan")}
+
+
+def trabecular_surface(volume: BoneVolume, kappa: float) -> dict[str, float]:
+    """The trabecular and endocortical BMU candidates, the trabecular compartment's bone surface
+    (mm², marching cubes, measured as κ is) and the surface they activate at ``kappa``."""
+    b = np.ascontiguousarray(volume.bone, dtype=np.float32)
+    r = np.ascontiguousarray(volume.region)
+    _, any_tm = cpu.surface_flags(b, r)
+    trab = r == int(Region.TRABECULAR)
+    n = int(((b >= 0.5) & any_tm & (r != int(Region.OUTSIDE))).sum())
+    face_mm2 = (volume.voxel_size_um / 1000.0) ** 2
+    area = bone_surface_mm2(b * trab, volume.voxel_size_um, within=trab, drop_cut_planes=False)
+    return {"tb_candidates": n, "tb_surface_mm2": float(area), "tb_activated_area_mm2": n * face_mm2 / kappa}
 
 
 def after_run(volume: BoneVolume, preset: str, seed: int, years: float) -> BoneVolume:
@@ -86,13 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for seed in seeds:
         fine = make_phantom("lumbar_spine", edge, 20.0, seed=seed)
-        for voxel_um, start in ((20.0, fine), (40.0, coarsen(fine, 2))):
+        starts = {20.0: fine, 40.0: coarsen(fine, 2)}
+        kappa = {v: measure_surface_density(vol) for v, vol in starts.items()}  # the engine's, per voxel size
+        for voxel_um, start in starts.items():
             end = after_run(start, args.preset, seed, args.years)
             cases = [("start", voxel_um, start), (f"after {args.years:g} y", voxel_um, end)]
-            if voxel_um == 20.0:  # the 20 µm run's bone as a 40 µm grid holds it
+            if voxel_um == 20.0:  # the 20 µm run's bone as a 40 µm grid holds it (at a 40 µm run's κ)
                 cases.append((f"after {args.years:g} y, 20 µm run seen at 40 µm", 40.0, coarsen(end, 2)))
             for when, seen_um, vol in cases:
-                row = {"seed": seed, "voxel_um": voxel_um, "seen_at_um": seen_um, "when": when, **pore_wall(vol)}
+                row = {"seed": seed, "voxel_um": voxel_um, "seen_at_um": seen_um, "when": when,
+                       **pore_wall(vol, kappa[seen_um]), **trabecular_surface(vol, kappa[seen_um])}
                 rows.append(row)
                 print(f"seed {seed} {voxel_um:g} µm {when:>10}: {row['candidates']:6d} candidates, wall "
                       f"{row['wall_mm2']:.3f} mm², κ_wall {row['kappa_wall']:.3f}, κ {row['kappa']:.3f}, activated "
@@ -101,19 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for when in dict.fromkeys(r["when"] for r in rows if r["voxel_um"] == 40.0):
         m = {v: {k: float(np.mean([r[k] for r in rows if r["when"] == when and r["voxel_um"] == v]))
-                 for k in ("wall_mm2", "kappa_wall", "kappa", "activated_area_mm2", "activated_over_true")}
+                 for k in ("wall_mm2", "kappa_wall", "kappa", "activated_area_mm2", "activated_over_true",
+                           "tb_surface_mm2", "tb_activated_area_mm2")}
              for v in (20.0, 40.0)}
         summary[when] = m
         print(f"{when:>10}: wall {m[20.0]['wall_mm2']:.2f} / {m[40.0]['wall_mm2']:.2f} mm², activated "
               f"{m[20.0]['activated_area_mm2']:.2f} / {m[40.0]['activated_area_mm2']:.2f} mm² (ratio "
               f"{m[20.0]['activated_area_mm2'] / m[40.0]['activated_area_mm2']:.2f}), activated/true "
-              f"{m[20.0]['activated_over_true']:.2f} / {m[40.0]['activated_over_true']:.2f}")
+              f"{m[20.0]['activated_over_true']:.2f} / {m[40.0]['activated_over_true']:.2f}; trabecular surface "
+              f"{m[20.0]['tb_surface_mm2']:.2f} / {m[40.0]['tb_surface_mm2']:.2f} mm², activated "
+              f"{m[20.0]['tb_activated_area_mm2']:.2f} / {m[40.0]['tb_activated_area_mm2']:.2f} mm²")
     seen = [r for r in rows if r["seen_at_um"] != r["voxel_um"]]
     if seen:
-        s_wall = float(np.mean([r["wall_mm2"] for r in seen]))
-        s_act = float(np.mean([r["activated_area_mm2"] for r in seen]))
-        summary[seen[0]["when"]] = {"wall_mm2": s_wall, "activated_area_mm2": s_act}
-        print(f"{seen[0]['when']}: wall {s_wall:.2f} mm², activated {s_act:.2f} mm²")
+        means = {k: float(np.mean([r[k] for r in seen]))
+                 for k in ("wall_mm2", "activated_area_mm2", "tb_surface_mm2", "tb_activated_area_mm2")}
+        summary[seen[0]["when"]] = means
+        print(f"{seen[0]['when']}: wall {means['wall_mm2']:.2f} mm², activated {means['activated_area_mm2']:.2f} mm²; "
+              f"trabecular surface {means['tb_surface_mm2']:.2f} mm², activated {means['tb_activated_area_mm2']:.2f} mm²")
     args.record.parent.mkdir(parents=True, exist_ok=True)
     record = {"preset": args.preset, "seeds": seeds, "edge_mm": args.edge_mm, "years": args.years,
               "wall_s": time.perf_counter() - t0, "rows": rows, "seed_means": summary}

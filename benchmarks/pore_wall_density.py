@@ -9,8 +9,8 @@ cortical activation frequency into BMUs per µm² through κ, the trabecular sur
 voxel-face area of true surface (``RemodelParams.surface_voxels_per_area``, measured on the
 starting volume: ``engine.measure_surface_density``). Per seed, each lumbar phantom is built
 at 20 µm and block-averaged ×2 to 40 µm (the same bone, as in ``tests/test_invariance.py``),
-and on the starting volume and after ``--years`` of ``--preset`` (10-day steps, the
-calibration's run settings) this prints and records:
+and on the starting volume and after ``--years`` of ``--preset`` (``calibration.study_run``:
+the calibration's run settings) this prints and records:
 
 * the candidate pore-wall voxels and their voxel-face area;
 * the marching-cubes area of the bone surface nearest them or the intracortical pores (the
@@ -39,13 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from voxelbone.calibration import site_measures
+from voxelbone.calibration import STUDY_SAMPLE_DAYS, study_run
 from voxelbone.metrics.surface import bone_surface_mm2
 from voxelbone.phantom import make_phantom
 from voxelbone.remodel import cpu
 from voxelbone.remodel.engine import measure_surface_density
-from voxelbone.scenario import Period, Scenario
-from voxelbone.simulate import simulate
 from voxelbone.volume import BoneVolume, Region, coarsen
 
 
@@ -84,15 +82,6 @@ def trabecular_surface(volume: BoneVolume, kappa: float) -> dict[str, float]:
     return {"tb_candidates": n, "tb_surface_mm2": float(area), "tb_activated_area_mm2": n * face_mm2 / kappa}
 
 
-def after_run(volume: BoneVolume, preset: str, seed: int, years: float) -> BoneVolume:
-    """``volume`` after ``years`` of ``preset`` with the calibration's run settings (:func:`bmd_change`)."""
-    scenario = Scenario(name=f"pore-wall-{preset}", site="lumbar_spine", periods=(Period(preset, years),), seed=seed,
-                        step_days=10, metrics_every_days=int(round(365.25 * years)), checkpoint_every_days=10**6,
-                        fragments_every_days=30)
-    return simulate(scenario, None, backend="numpy", progress=False, render=False, measure=site_measures,
-                    volume=volume, equilibrate=True).volume
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="hyperparathyroidism")
@@ -110,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         starts = {20.0: fine, 40.0: coarsen(fine, 2)}
         kappa = {v: measure_surface_density(vol) for v, vol in starts.items()}  # the engine's, per voxel size
         for voxel_um, start in starts.items():
-            end = after_run(start, args.preset, seed, args.years)
+            end = study_run(args.preset, seed=seed, years=args.years, volume=start, backend="numpy",
+                            measure_every_days=STUDY_SAMPLE_DAYS).volume
             cases = [("start", voxel_um, start), (f"after {args.years:g} y", voxel_um, end)]
             if voxel_um == 20.0:  # the 20 µm run's bone as a 40 µm grid holds it (at a 40 µm run's κ)
                 cases.append((f"after {args.years:g} y, 20 µm run seen at 40 µm", 40.0, coarsen(end, 2)))

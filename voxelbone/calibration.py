@@ -40,7 +40,7 @@ from .intervals import Interval, paired_interval, t_interval
 from .metrics import bmd_proxy_mg_cm3, compartment_vbmd_mg_cm3, vbmd_mg_cm3
 from .remodel.params import model_revision
 from .scenario import Period, Scenario
-from .simulate import simulate
+from .simulate import Result, simulate
 from .units import whole_days
 from .volume import BONE_THRESHOLD, BoneVolume, Region
 
@@ -50,7 +50,7 @@ __all__ = ["CALIBRATION_EDGE_MM", "CALIBRATION_SEEDS", "CALIBRATED_VOXEL_SIZES_U
            "bmd_change", "bmd_proxy", "calibration_cells", "calibration_checks", "calibration_markdown", "commit_text",
            "provenance_text",
            "cell_intervals", "INVARIANCE_EDGES_MM", "INVARIANCE_EXTRA_PRESETS", "INVARIANCE_METRICS", "INVARIANCE_SEEDS",
-           "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "invariance_verdict", "verdict_resolved", "replace_between_markers", "run_study", "site_measures", "study_volume"]
+           "INVARIANCE_VOXEL_SIZES_UM", "invariance_cells", "invariance_markdown", "invariance_verdict", "verdict_resolved", "replace_between_markers", "run_study", "site_measures", "study_run", "study_volume"]
 
 
 @dataclass(frozen=True)
@@ -148,11 +148,11 @@ class CalibrationResult:
         return float(100.0 * (v[-1] / v[0] - 1.0) / self.years[-1])
 
 
-def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years: float | None = None,
-               size: int | None = None, voxel_size_um: float | None = None, step_days: int = 10,
-               measure_every_days: int | None = None, backend: str | None = None,
-               volume: BoneVolume | None = None, fe_every_days: int = 0) -> CalibrationResult:
-    """Run a preset and return the annualised change of the site's DXA-equivalent areal BMD.
+def study_run(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years: float | None = None,
+              size: int | None = None, voxel_size_um: float | None = None, step_days: int = 10,
+              measure_every_days: int | None = None, backend: str | None = None,
+              volume: BoneVolume | None = None, fe_every_days: int = 0) -> Result:
+    """Run a preset as the studies run it (the calibration table, the invariance matrix) and return the run.
 
     Parameters
     ----------
@@ -178,6 +178,11 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
     fe_every_days
         Load-driven remodelling (:class:`~voxelbone.scenario.Scenario`): a micro-FE solve every
         this many days; 0 (default) is mechanics off.
+
+    Returns
+    -------
+    voxelbone.simulate.Result
+        The run: its rows (:func:`site_measures` at each sample) and its final volume.
     """
     target = CLINICAL_TARGETS.get(preset)
     yrs = float(years if years is not None else (target.years if target else 1.0))
@@ -186,8 +191,19 @@ def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years:
                         voxel_size_um=voxel_size_um, seed=seed, step_days=step_days, metrics_every_days=every,
                         checkpoint_every_days=10**6, fragments_every_days=max(30, step_days),
                         fe_every_days=fe_every_days)
-    res = simulate(scenario, None, backend=backend, progress=False, render=False,
-                   measure=site_measures, volume=volume, equilibrate=True)
+    return simulate(scenario, None, backend=backend, progress=False, render=False,
+                    measure=site_measures, volume=volume, equilibrate=True)
+
+
+def bmd_change(preset: str, site: str = "lumbar_spine", *, seed: int = 0, years: float | None = None,
+               size: int | None = None, voxel_size_um: float | None = None, step_days: int = 10,
+               measure_every_days: int | None = None, backend: str | None = None,
+               volume: BoneVolume | None = None, fe_every_days: int = 0) -> CalibrationResult:
+    """Run a preset (:func:`study_run`, the same parameters) and return the annualised change of the
+    site's DXA-equivalent areal BMD and of the study's measures."""
+    res = study_run(preset, site, seed=seed, years=years, size=size, voxel_size_um=voxel_size_um,
+                    step_days=step_days, measure_every_days=measure_every_days, backend=backend, volume=volume,
+                    fe_every_days=fe_every_days)
     t = res.column("year")
     series = {k: res.column(k) for k in ("abmd_pct", *site_measures(res.volume, contour=False))}  # its keys
     a = series["abmd_pct"]

@@ -78,6 +78,12 @@ def test_sweep_import_is_light() -> None:
     assert _heavy_after_import("voxelbone.sweep", HEAVY) == []
 
 
+def test_remodel_import_is_light() -> None:
+    """The remodeling engine's module (the GPU path's too) loads Numba only when the CPU twin's
+    loops first run."""
+    assert _heavy_after_import("voxelbone.remodel", HEAVY) == []
+
+
 def test_cli_import_is_light() -> None:
     """The CLI answers ``--help`` and argument errors without Numba, SciPy, plotting or Dask."""
     assert _heavy_after_import("voxelbone.cli", HEAVY + ("dask",)) == []

@@ -15,7 +15,6 @@ import numpy as np
 
 from ..rng import Stream, uniform
 from ..volume import Region
-from .cpu_loops import update_voxels
 from .state import (
     CLAIM_FLAGS_SHIFT,
     CLAIM_FRAC_SHIFT,
@@ -426,6 +425,8 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         over_new = claimed[(flags_a[claimed] & np.uint8(FLAG_OVERFILL)) != 0]
         flags_a[over_new] |= np.uint8(FLAG_RESORBED)
         amount_a[over_new] = _ONE - bone[over_new]
+
+    from .cpu_loops import update_voxels  # noqa: PLC0415 — Numba loads on first use, not with `voxelbone.remodel`
 
     mod = _NO_MOD if refill_mod is None else np.ascontiguousarray(refill_mod, dtype=f32).ravel()
     update_voxels(bone, mineral, osteoid, day_a, k_a, u_a, flags_a, amount_a, seed_a, mod, int(sc.dt),

@@ -6,8 +6,12 @@
 A pore-wall (osteonal) BMU starts on a cortical bone voxel with a marrow face-neighbour and
 no trabecular-marrow one (``cpu.activate``), with a probability per voxel that turns the
 cortical activation frequency into BMUs per µm² through κ, the trabecular surface voxels per
-voxel-face area of true surface (``RemodelParams.surface_voxels_per_area``, measured on the
-starting volume: ``engine.measure_surface_density``). Per seed, each lumbar phantom is built
+voxel-face area of true surface (``RemodelParams.surface_voxels_per_area``, then measured on
+the starting volume at its own voxel size; since model revision 2026-12-04 the engine
+measures it, and κ_wall on the walls themselves, at 40 µm every 30 days:
+``engine.measure_surface_density``). "Activated" here is at κ on the run's starting volume at
+its own voxel size (``measure_surface_density(volume).trabecular``), the rule the records of
+2026-12-03 measured. Per seed, each lumbar phantom is built
 at 20 µm and block-averaged ×2 to 40 µm (the same bone, as in ``tests/test_invariance.py``),
 and on the starting volume and after ``--years`` of ``--preset`` (``calibration.study_run``:
 the calibration's run settings) this prints and records:
@@ -22,8 +26,9 @@ the calibration's run settings) this prints and records:
 * the same for the 20 µm run's end volume block-averaged to 40 µm (``seen_at_um`` 40): the
   surfaces of the 20 µm run's bone as a 40 µm grid holds them, beside the 40 µm run's own.
 
-"Activated" uses the engine's κ: the one measured on a run's starting volume (for the
-block-averaged end volume, the 40 µm starting volume's).
+"Activated" uses κ of a run's starting volume at its own voxel size (for the block-averaged
+end volume, the 40 µm starting volume's): the activation rule before model revision
+2026-12-04, whose voxel-size dependence this script found.
 
 The results are written to ``--record`` (JSON; default ``results/pore_wall_density.json``).
 """
@@ -61,7 +66,7 @@ def pore_wall(volume: BoneVolume, kappa: float | None = None) -> dict[str, float
     n = int(cand.sum())
     face_mm2 = (volume.voxel_size_um / 1000.0) ** 2
     wall_mm2 = bone_surface_mm2(b, volume.voxel_size_um, within=cand | pores, drop_cut_planes=False)
-    kappa = measure_surface_density(volume) if kappa is None else kappa
+    kappa = measure_surface_density(volume).trabecular if kappa is None else kappa
     k_wall = n * face_mm2 / wall_mm2 if wall_mm2 > 0 else float("nan")
     return {"candidates": n, "candidate_face_mm2": n * face_mm2, "wall_mm2": float(wall_mm2),
             "kappa_wall": float(k_wall), "kappa": float(kappa) if kappa else float("nan"),
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         fine = make_phantom("lumbar_spine", edge, 20.0, seed=seed)
         starts = {20.0: fine, 40.0: coarsen(fine, 2)}
-        kappa = {v: measure_surface_density(vol) for v, vol in starts.items()}  # the engine's, per voxel size
+        kappa = {v: measure_surface_density(vol).trabecular for v, vol in starts.items()}  # per voxel size
         for voxel_um, start in starts.items():
             end = study_run(args.preset, seed=seed, years=args.years, volume=start, backend="numpy",
                             measure_every_days=STUDY_SAMPLE_DAYS).volume

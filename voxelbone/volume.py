@@ -21,6 +21,7 @@ itself is reached through one entry point, :func:`segment_regions`.
 
 from __future__ import annotations
 
+import math
 import dataclasses
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -242,6 +243,45 @@ def coarsen(volume: BoneVolume, factor: int) -> BoneVolume:
         a = a[: s[0], : s[1], : s[2]].astype(xp.float32)
         return a.reshape(s[0] // factor, factor, s[1] // factor, factor, s[2] // factor, factor).mean(axis=(1, 3, 5))
 
+    return _averaged(volume, mean, volume.voxel_size_um * factor)
+
+
+def coarsen_to(volume: BoneVolume, voxel_size_um: float) -> BoneVolume:
+    """The volume as voxels of ``voxel_size_um`` (≥ its own) would hold it: each new voxel
+    averages the old ones by the volume they share with it (a box filter), so any ratio of
+    voxel sizes works (30 → 40 µm as well as 20 → 40 µm). A whole-number ratio is
+    :func:`coarsen`; compartments as there. Edges that do not fill a whole new voxel are cut.
+    """
+    v = float(volume.voxel_size_um)
+    target = float(voxel_size_um)
+    if not (math.isfinite(target) and target >= v):
+        raise ValueError(f"voxel_size_um must be at least the volume's {v:g} µm, got {voxel_size_um!r}")
+    ratio = target / v
+    if abs(ratio - round(ratio)) < 1e-9:
+        return coarsen(volume, int(round(ratio)))
+    xp = volume.xp
+    weights = []
+    for n in volume.shape:
+        m = int(math.floor(n / ratio + 1e-9))
+        if m == 0:
+            raise ValueError(f"volume {volume.shape} is smaller than one voxel of {target:g} µm")
+        lo = np.arange(m)[:, None] * ratio
+        j = np.arange(n)[None, :]
+        overlap = np.clip(np.minimum(lo + ratio, j + 1.0) - np.maximum(lo, j), 0.0, None) / ratio
+        weights.append(xp.asarray(overlap, dtype=xp.float32))  # (m, n): rows sum to 1
+
+    def mean(a: Any) -> Any:
+        a = a.astype(xp.float32)
+        for axis, w in enumerate(weights):
+            a = xp.moveaxis(xp.tensordot(w, a, axes=([1], [axis])), 0, axis)
+        return xp.ascontiguousarray(a)
+
+    return _averaged(volume, mean, target)
+
+
+def _averaged(volume: BoneVolume, mean: Any, voxel_size_um: float) -> BoneVolume:
+    """The volume with fractions averaged by ``mean`` onto voxels of ``voxel_size_um``; compartments by share."""
+    xp = volume.xp
     # a block is inside the bone when more than half of it is (a block half outside, at the
     # periosteal surface, holds half a voxel of bone: labelled cortical it would be a spurious
     # pore along the whole surface, on which tunnelling BMUs start); inside, the larger
@@ -253,12 +293,12 @@ def coarsen(volume: BoneVolume, factor: int) -> BoneVolume:
     # turning endocortical surface (hemi-osteonal BMUs) into canal walls.
     trab, cort = mean(volume.region == int(Region.TRABECULAR)), mean(volume.region == int(Region.CORTICAL))
     bone = mean(volume.bone)
-    region = xp.full(tuple(d // factor for d in s), int(Region.OUTSIDE), dtype=xp.uint8)
+    region = xp.full(bone.shape, int(Region.OUTSIDE), dtype=xp.uint8)
     inside = (trab + cort) > 0.5
     cortical = (cort > trab) | ((cort == trab) & (bone >= BONE_THRESHOLD))
     region[inside & ~cortical] = int(Region.TRABECULAR)
     region[inside & cortical] = int(Region.CORTICAL)
-    return BoneVolume(bone, xp.minimum(mean(volume.mineral), bone), region, volume.voxel_size_um * factor,
+    return BoneVolume(bone, xp.minimum(mean(volume.mineral), bone), region, voxel_size_um,
                       volume.site, {**volume.meta, "coarsened_from_um": volume.voxel_size_um})
 
 

@@ -34,7 +34,7 @@ kernels in ``kernels/remodel.cu``); both implementations give identical volumes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -78,10 +78,10 @@ class Remodeler:
         self.meta = dict(volume.meta)
         self.xp = array_module(volume.bone)
         self.state = _state or RemodelState.new(volume.bone, volume.mineral, volume.region)
+        #: Days since the activation's surface densities were last measured (``params.surface_every_days``).
+        self._density_days = 0
         if _state is None and self.params.measure_surface_density:
-            kappa = measure_surface_density(volume)
-            if kappa is not None:
-                self.params = dataclasses.replace(self.params, surface_voxels_per_area=kappa)
+            self._measure_activation_density(volume)
             kappa_m = measure_modelling_surface_density(volume)
             if kappa_m is not None:
                 self.params = dataclasses.replace(self.params, modelling_surface_voxels_per_area=kappa_m)
@@ -141,7 +141,10 @@ class Remodeler:
         if meta.get("modelling_surface_voxels_per_area") is not None:
             params = dataclasses.replace(params, modelling_surface_voxels_per_area=float(
                 meta["modelling_surface_voxels_per_area"]))
+        if meta.get("wall_surface_voxels_per_area") is not None:  # as last measured
+            params = dataclasses.replace(params, wall_surface_voxels_per_area=float(meta["wall_surface_voxels_per_area"]))
         rem = cls(vol, params, seed, _state=state)
+        rem._density_days = int(meta.get("surface_density_days", 0))
         previous = meta.get("previous_refill")
         if previous is not None:
             trab, cort = (float(x) for x in previous)
@@ -157,6 +160,8 @@ class Remodeler:
         return {"voxel_size_um": self.voxel_size_um, "site": self.site,
                 "surface_voxels_per_area": self.params.surface_voxels_per_area,
                 "modelling_surface_voxels_per_area": self.params.modelling_surface_voxels_per_area,
+                "wall_surface_voxels_per_area": self.params.wall_surface_voxels_per_area,
+                "surface_density_days": self._density_days,
                 "previous_refill": None if self._previous_refill is None else list(self._previous_refill),
                 "volume_meta": {k: v for k, v in self.meta.items() if isinstance(v, (str, int, float, bool))}}
 
@@ -172,12 +177,21 @@ class Remodeler:
     def step(self, step_index: int, rates: Rates, dt_days: int = 1) -> None:
         """Advance by ``dt_days`` at the given rates; ``step_index`` keys the random draws.
 
-        On the GPU nothing is copied to the host and nothing waits for the device. When
+        Every ``params.surface_every_days`` the activation's surface densities are measured
+        again on the bone as it stands (:func:`measure_surface_density`; on the GPU a few
+        scalars come back for it); otherwise nothing is copied to the host and nothing waits
+        for the device. When
         :attr:`modulation` is set (a :class:`~voxelbone.remodel.mechanostat.Modulation`),
         its fields scale the activation probability and the refill level voxel by voxel.
         """
         if isinstance(step_index, bool) or not isinstance(step_index, (int, np.integer)) or step_index < 0:
             raise ValueError(f"step_index must be a non-negative integer, got {step_index!r}")
+        every = self.params.surface_every_days
+        if self.params.measure_surface_density and every > 0:
+            if self._density_days >= every:
+                self._measure_activation_density(self.volume)
+                self._density_days = 0
+            self._density_days += int(dt_days)
         sc = step_scalars(rates, self.params, self.voxel_size_um, dt_days, previous_refill=self._previous_refill)
         self._previous_refill = refill_levels(rates)
         mod = self.modulation
@@ -190,6 +204,14 @@ class Remodeler:
         cpu.update(self.state, idx, codes, sc, refill_mod)
         if sc.model_frac > 0:
             cpu.model(self.state, sc)
+
+    def _measure_activation_density(self, volume: BoneVolume) -> None:
+        """Set κ and κ_wall to those of ``volume`` at ``params.surface_scale_um`` (unmeasurable: kept)."""
+        kappa, wall = measure_surface_density(volume, self.params.surface_scale_um)
+        if kappa is not None:
+            self.params = dataclasses.replace(self.params, surface_voxels_per_area=kappa)
+        if wall is not None:
+            self.params = dataclasses.replace(self.params, wall_surface_voxels_per_area=wall)
 
     def update_compartments(self) -> None:
         """Contour the cortical and trabecular compartments again from the bone (in place).
@@ -281,39 +303,67 @@ def _cut_faces(labels: Any, region: Any) -> list[Any]:
     return out
 
 
-def measure_surface_density(volume: BoneVolume, max_edge: int = 128) -> float | None:
-    """κ of this volume: trabecular surface voxels per voxel-face area of true surface.
+class SurfaceDensity(NamedTuple):
+    """Surface voxels per voxel-face area of the surface activation counts (κ), or ``None``
+    where there is too little of that surface to measure."""
 
-    Counts the voxels that can start a trabecular BMU (bone with a marrow face-neighbour in
-    the trabecular compartment) and divides by the marching-cubes area of the same surface,
-    on a central block of at most ``max_edge``³ voxels. The grid's staircase makes this
-    depend on the voxel size relative to the structure (thin trabeculae on coarse voxels
-    have fewer surface voxels per area); measuring it keeps the activation per µm² of
-    surface the same at every voxel size. ``None`` when there is too little surface.
+    trabecular: float | None  #: the trabecular BMUs' surface (κ)
+    wall: float | None  #: the intracortical pore walls (κ_wall)
 
-    The area keeps the faces that close the mesh where the block is cut
-    (``drop_cut_planes=False``): the clinical calibration (``biology.SITE_RATES``) was fitted
-    with κ measured this way. Dropping them raises κ by 5–10 % (more at 40 µm than at 20 µm)
-    and would need the site activation rates fitted again.
+
+def _central_block(shape: tuple[int, ...], max_edge: int) -> tuple[slice, ...]:
+    return tuple(slice(max((n - max_edge) // 2, 0), max((n - max_edge) // 2, 0) + min(n, max_edge)) for n in shape)
+
+
+def measure_surface_density(volume: BoneVolume, scale_um: float | None = None) -> SurfaceDensity:
+    """κ and κ_wall of this volume: BMU candidates per voxel-face area of the surface seen at ``scale_um``.
+
+    Counts, on the grid, the voxels that can start a trabecular BMU (bone of the trabecular
+    compartment with a marrow face-neighbour in it) and those that can start a pore-wall BMU
+    (cortical bone with a marrow face-neighbour and no trabecular-marrow one), and divides
+    each count by the marching-cubes area of its surface as a grid of ``scale_um`` voxels
+    holds the same bone (:func:`voxelbone.volume.coarsen_to`; the volume's own grid when it
+    is as coarse or coarser, or when ``scale_um`` is None), over the whole volume (the pore
+    walls lie in the cortex, at the sample's edge; a CuPy volume is measured on its device,
+    only the counts and areas come back). The engine activates ``candidates · v²/κ`` of surface, so BMUs start
+    per µm² of the surface at that one scale whatever the grid: a finer grid resolves finer
+    roughness (the rims of cavities it digs), which at its own resolution would start more
+    BMUs on the same bone (see the invariance page, "The intracortical wall"). The grid's
+    staircase makes κ depend on the voxel size relative to the structure; measuring it
+    removes that too. The pore walls have their own κ: canals curve more than trabeculae,
+    and at the trabecular κ they started 1.15–1.45 times the BMUs per µm² of wall.
+
+    The areas keep the faces that close the mesh where the sample is cut
+    (``drop_cut_planes=False``), as it did when the clinical calibration
+    (``biology.SITE_RATES``) was fitted.
     """
     from ..metrics.surface import bone_surface_mm2  # noqa: PLC0415
-    from . import cpu  # noqa: PLC0415
+    from ..volume import coarsen_to  # noqa: PLC0415
 
-    bone = np.asarray(asnumpy(volume.bone), dtype=np.float32)
-    region = np.asarray(asnumpy(volume.region))
-    sl = tuple(slice(max((n - max_edge) // 2, 0), max((n - max_edge) // 2, 0) + min(n, max_edge)) for n in bone.shape)
-    b, r = np.ascontiguousarray(bone[sl]), np.ascontiguousarray(region[sl])
-    trab = r == 1
-    _, any_tm = cpu.surface_flags(b, r)
-    n_surf = int(((b >= 0.5) & trab & any_tm).sum())
-    if n_surf < 200:
-        return None
-    area_mm2 = bone_surface_mm2(b * trab, volume.voxel_size_um, within=trab, drop_cut_planes=False)
-    if not area_mm2 > 0:
-        return None
-    face_mm2 = (volume.voxel_size_um / 1000.0) ** 2
-    return float(np.clip(n_surf * face_mm2 / area_mm2, 0.4, 1.5))
-
+    v = float(volume.voxel_size_um)
+    b, r = volume.bone, volume.region
+    any_m, any_tm = cpu.surface_flags(b, r)
+    cort = r == int(Region.CORTICAL)
+    n_trab = int(((b >= 0.5) & (r == int(Region.TRABECULAR)) & any_tm).sum())
+    n_wall = int((cort & (b >= 0.5) & any_m & ~any_tm).sum())
+    seen = BoneVolume(b, b, r, v, volume.site)
+    if scale_um is not None and scale_um > v and all(n * v >= 2 * scale_um for n in b.shape):
+        seen = coarsen_to(seen, float(scale_um))
+    sb, sr = seen.bone, seen.region
+    s_trab = sr == int(Region.TRABECULAR)
+    face_mm2 = (v / 1000.0) ** 2
+    kappa = None
+    if n_trab >= 200:
+        area = bone_surface_mm2(sb * s_trab, seen.voxel_size_um, within=s_trab, drop_cut_planes=False)
+        kappa = min(max(n_trab * face_mm2 / area, 0.4), 1.5) if area > 0 else None
+    wall = None
+    if n_wall >= 200:
+        s_cort = sr == int(Region.CORTICAL)
+        s_any_m, s_any_tm = cpu.surface_flags(sb, sr)
+        near = s_cort & ((sb < 0.5) | (s_any_m & ~s_any_tm))  # the canal walls and the pores they face
+        area = bone_surface_mm2(sb, seen.voxel_size_um, within=near, drop_cut_planes=False)
+        wall = min(max(n_wall * face_mm2 / area, 0.4), 1.5) if area > 0 else None
+    return SurfaceDensity(kappa, wall)
 
 
 def measure_modelling_surface_density(volume: BoneVolume, max_edge: int = 128) -> float | None:
@@ -332,10 +382,9 @@ def measure_modelling_surface_density(volume: BoneVolume, max_edge: int = 128) -
     from ..metrics.surface import bone_surface_mm2  # noqa: PLC0415
     from . import cpu  # noqa: PLC0415
 
-    bone = np.asarray(asnumpy(volume.bone), dtype=np.float32)
-    region = np.asarray(asnumpy(volume.region))
-    sl = tuple(slice(max((n - max_edge) // 2, 0), max((n - max_edge) // 2, 0) + min(n, max_edge)) for n in bone.shape)
-    b, r = np.ascontiguousarray(bone[sl]), np.ascontiguousarray(region[sl])
+    sl = _central_block(volume.shape, max_edge)
+    b = np.ascontiguousarray(asnumpy(volume.bone[sl]), dtype=np.float32)
+    r = np.ascontiguousarray(asnumpy(volume.region[sl]))
     marrow, _, surface = cpu.model_surface(b, r, np.full(b.shape, -1, dtype=np.int16))
     n_surf = int(surface.sum())
     if n_surf < 200:

@@ -49,7 +49,7 @@ def _cortical_excavation_per_yr(volume: BoneVolume, rates: Rates, params: Remode
     if cand.size == 0:
         return 0.0
     k = params.surface_voxels_per_area
-    per_voxel_osteonal = float(rates.activation_cortical_per_yr) * v * v / (k * np.pi * params.lateral_radius_um
+    per_voxel_osteonal = float(rates.activation_cortical_per_yr) * v * v / (params.wall_kappa * np.pi * params.lateral_radius_um
                                                                              * params.osteon_half_length_um)
     per_voxel_hemi = float(rates.activation_trabecular_per_yr) * v * v / (k * np.pi * params.lateral_radius_um**2)
     rng = np.random.default_rng([int(seed), 7708])

@@ -138,6 +138,24 @@ class RemodelParams:
         plane of normal n, 0.83 on average over orientations (0.81–0.83 measured on
         voxelised spheres at 10–30 µm). Turns an activation frequency per surface area into
         a probability per surface voxel.
+    wall_surface_voxels_per_area : float or None
+        κ_wall: the same for the intracortical pore walls (the candidates of pore-wall BMUs
+        per voxel-face area of the wall); turns the cortical activation frequency into a
+        probability per wall voxel. ``None``: use ``surface_voxels_per_area``. Canals curve
+        more than trabeculae (κ_wall 0.9–1.15 against κ 0.69–0.80 on the lumbar phantoms).
+    surface_scale_um : float
+        The scale at which the surfaces that activation counts are measured (κ and κ_wall:
+        candidates on the grid per voxel-face area of the surface a grid of this voxel size
+        holds; :func:`voxelbone.remodel.engine.measure_surface_density`). One scale for every
+        grid, so BMUs start per µm² of the same surface at 20 and at 40 µm: at its own
+        resolution a finer grid counts roughness it resolves (the rims of the cavities it
+        digs) and started up to 1.4 times the pore-wall BMUs on the same bone. 40 µm: the
+        coarsest voxel of the accuracy range (10–40 µm), at which trabeculae are still
+        resolved; coarser grids are measured at their own voxel size.
+    surface_every_days : int
+        How often, in simulated days, κ and κ_wall are measured again on the bone as it
+        stands (0: only on the starting volume). The surfaces change with the remodelling
+        (a year of continuous PTH roughly doubles the pore wall).
     modelling_surface_voxels_per_area : float or None
         κ of the surface that modelling-based formation works on (the quiescent surface
         voxels of :func:`voxelbone.remodel.cpu.model_surface`, the endocortical surface
@@ -160,10 +178,11 @@ class RemodelParams:
         trabecularised cortex enters the trabecular VOI. Kept off until the clinical table
         is fitted again with it on.
     measure_surface_density : bool
-        Replace ``surface_voxels_per_area`` by the value measured on the starting volume
+        Replace ``surface_voxels_per_area`` and ``wall_surface_voxels_per_area`` by the
+        values measured on the starting volume and then every ``surface_every_days``
         (:func:`voxelbone.remodel.engine.measure_surface_density`), so activation per µm²
-        does not depend on how finely the grid resolves the trabeculae, and set
-        ``modelling_surface_voxels_per_area`` the same way.
+        does not depend on how finely the grid resolves the bone, and set
+        ``modelling_surface_voxels_per_area`` on the starting volume.
     perforated_refill : float
         Refill level of a cavity that perforated its trabecula (0: not repaired; van der
         Linden et al. 2001 J Bone Miner Res 16:688).
@@ -197,6 +216,9 @@ class RemodelParams:
     contour_compartments: bool = False
     modelling_surface_voxels_per_area: float | None = None
     overfill_reach_depths: float = 2.0
+    wall_surface_voxels_per_area: float | None = None
+    surface_scale_um: float = 40.0
+    surface_every_days: int = 30
 
     def __post_init__(self) -> None:
         for name in ("resorption_days", "formation_days", "lateral_radius_um", "osteon_radius_um",
@@ -204,9 +226,16 @@ class RemodelParams:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
-        k = self.modelling_surface_voxels_per_area
-        if k is not None and not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
-            raise ValueError(f"modelling_surface_voxels_per_area must be a positive number or None, got {k!r}")
+        for name in ("modelling_surface_voxels_per_area", "wall_surface_voxels_per_area"):
+            k = getattr(self, name)
+            if k is not None and not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
+                raise ValueError(f"{name} must be a positive number or None, got {k!r}")
+        s = self.surface_scale_um
+        if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
+            raise ValueError(f"surface_scale_um must be a positive number of µm, got {s!r}")
+        e = self.surface_every_days
+        if isinstance(e, bool) or not isinstance(e, int) or e < 0:
+            raise ValueError(f"surface_every_days must be a non-negative whole number of days, got {e!r}")
         if self.reversal_days < 0:
             raise ValueError(f"reversal_days must be ≥ 0, got {self.reversal_days!r}")
         if self.canal_radius_um >= self.osteon_radius_um:
@@ -224,6 +253,11 @@ class RemodelParams:
     def cycle_days(self) -> float:
         """Length of a full BMU cycle (resorption + reversal + formation)."""
         return self.resorption_days + self.reversal_days + self.formation_days
+
+    @property
+    def wall_kappa(self) -> float:
+        """κ of the pore walls: ``wall_surface_voxels_per_area``, else ``surface_voxels_per_area``."""
+        return self.wall_surface_voxels_per_area or self.surface_voxels_per_area
 
     def check_step(self, dt_days: int) -> None:
         """Reject steps that are not whole positive days or longer than a remodeling phase."""

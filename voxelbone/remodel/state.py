@@ -235,9 +235,10 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     The activation frequency Ac.f is the fraction of bone surface on which a new BMU starts
     per year. A BMU covers a footprint of area A (π·b² for a trabecular cavity of lateral
     semi-axis b; π·b·H for a pore-wall cavity elongated to H along the canal), and there are
-    κ surface voxels per voxel-face area of true surface, so a surface voxel starts a BMU in
-    a step with probability ``p = 1 − exp(−Ac.f · dt/DAYS_PER_YEAR · v² / (κ · A))``: the surface
-    fraction activated per year is Ac.f whatever the voxel size v.
+    κ surface voxels per voxel-face area of true surface (κ_wall on the pore walls,
+    ``params.wall_kappa``), so a surface voxel starts a BMU in a step with probability
+    ``p = 1 − exp(−Ac.f · dt/DAYS_PER_YEAR · v² / (κ · A))``: the surface fraction activated
+    per year is Ac.f whatever the voxel size v.
 
     Modelling-based formation lays ``J`` µm of bone per day on each µm² of quiescent surface
     (``rates.modelling_um_per_day``): each quiescent surface voxel, standing for v²/κ_m of true
@@ -266,7 +267,7 @@ def step_scalars(rates: Rates, params: RemodelParams, voxel_um: float, dt_days: 
     area_hemi = math.pi * params.lateral_radius_um**2
     area_osteon = math.pi * params.lateral_radius_um * params.osteon_half_length_um  # pore-wall cavity footprint
     p_hemi = -math.expm1(-float(rates.activation_trabecular_per_yr) * years * v * v / (kappa * area_hemi))
-    p_ost = -math.expm1(-float(rates.activation_cortical_per_yr) * years * v * v / (kappa * area_osteon))
+    p_ost = -math.expm1(-float(rates.activation_cortical_per_yr) * years * v * v / (params.wall_kappa * area_osteon))
     kappa_m = params.modelling_surface_voxels_per_area or kappa
     model_frac = float(getattr(rates, "modelling_um_per_day", 0.0)) * dt_days / (kappa_m * v)
     mm = params.mineralisation

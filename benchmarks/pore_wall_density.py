@@ -7,7 +7,7 @@ A pore-wall (osteonal) BMU starts on a cortical bone voxel with a marrow face-ne
 no trabecular-marrow one (``cpu.activate``), with a probability per voxel that turns the
 cortical activation frequency into BMUs per µm² through κ, the trabecular surface voxels per
 voxel-face area of true surface (``RemodelParams.surface_voxels_per_area``, then measured on
-the starting volume at its own voxel size; since model revision 2026-12-04 the engine
+the starting volume at its own voxel size; since model revision 2026-12-03b the engine
 measures it, and κ_wall on the walls themselves, at 40 µm every 30 days:
 ``engine.measure_surface_density``). "Activated" here is at κ on the run's starting volume at
 its own voxel size (``measure_surface_density(volume).trabecular``), the rule the records of
@@ -28,7 +28,7 @@ the calibration's run settings) this prints and records:
 
 "Activated" uses κ of a run's starting volume at its own voxel size (for the block-averaged
 end volume, the 40 µm starting volume's): the activation rule before model revision
-2026-12-04, whose voxel-size dependence this script found.
+2026-12-03b, whose voxel-size dependence this script found.
 
 The results are written to ``--record`` (JSON; default ``results/pore_wall_density.json``).
 """

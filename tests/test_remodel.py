@@ -677,7 +677,7 @@ def _canal_bmu_net(refill: float, voxel_size_um: float, surface_fraction: float,
 # rounded to 1/8) had its column height u so far above 1 that its fill ramp was flat
 # (phi(1) = phi(0) = 0): it was dug and never refilled, whatever the balance (a balanced 20 µm BMU
 # on a canal whose opening plane passes through a row of voxel centres lost 15-23 % of its
-# cavity). Such a voxel is no longer claimed (model revision 2026-12-04, both twins:
+# cavity). Such a voxel is no longer claimed (model revision 2026-12-03b, both twins:
 # cpu.pack_claims, vb_pack_claim).
 def test_a_balanced_pore_wall_bmu_leaves_a_canal_as_it_was():
     for f in (0.2, 0.5, 0.8):

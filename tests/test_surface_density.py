@@ -141,3 +141,12 @@ def test_a_resumed_engine_measures_on_the_same_days():
                                                                             a.params.wall_kappa)
     for name, arr in a.state_arrays().items():
         np.testing.assert_array_equal(arr, b.state_arrays()[name])
+
+
+@pytest.mark.gpu
+def test_the_device_measures_the_densities_the_host_does():
+    vol = make_phantom("lumbar_spine", 96, 20.0, seed=2)
+    host = measure_surface_density(vol, 40.0)
+    device = measure_surface_density(vol.to(__import__("cupy")), 40.0)
+    assert device.trabecular == pytest.approx(host.trabecular, rel=1e-4)
+    assert device.wall == pytest.approx(host.wall, rel=1e-4)

@@ -185,7 +185,7 @@ SITES: dict[str, SiteSpec] = {
             "Bousson V et al. 2001 J Bone Miner Res 16:1308",
         ),
         # fitted: femoral turnover factor (1.0 -> 1.2 when pore-wall BMUs began to start per µm² of wall
-        # at one scale, model revision 2026-12-04: untreated femoral neck lost -0.97 %/yr at 30 µm)
+        # at one scale, model revision 2026-12-03b: untreated femoral neck lost -0.97 %/yr at 30 µm)
         remodeling=SiteRates(0.13 * 1.2, 0.07, bs_bv_per_mm=12.0, description="lower trabecular turnover, cortex-dominated"),
         dxa=FEMORAL_NECK_DXA,
         lattice=dict(

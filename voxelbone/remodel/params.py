@@ -39,7 +39,7 @@ __all__ = ["MAX_OVERFILL_REACH_DEPTHS", "MECHANOSTAT_REVISION", "MODEL_REVISION"
 #: that moves a run's numbers. Study records keep it with each cell
 #: (:func:`voxelbone.calibration.run_study`), and a cell of another revision is not reused:
 #: it is shown "not run here" and run again.
-MODEL_REVISION = ("2026-12-04 BMUs start per µm² of the surface a 40 µm grid holds (κ, κ_wall every 30 days); "
+MODEL_REVISION = ("2026-12-03b BMUs start per µm² of the surface a 40 µm grid holds (κ, κ_wall every 30 days); "
                   "no claim with a flat fill ramp")
 
 #: Name of the load's coupling to the BMUs as it stands (:mod:`voxelbone.remodel.mechanostat`

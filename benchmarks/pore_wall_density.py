@@ -6,12 +6,8 @@
 A pore-wall (osteonal) BMU starts on a cortical bone voxel with a marrow face-neighbour and
 no trabecular-marrow one (``cpu.activate``), with a probability per voxel that turns the
 cortical activation frequency into BMUs per µm² through κ, the trabecular surface voxels per
-voxel-face area of true surface (``RemodelParams.surface_voxels_per_area``, then measured on
-the starting volume at its own voxel size; since model revision 2026-12-03b the engine
-measures it, and κ_wall on the walls themselves, at 40 µm every 30 days:
-``engine.measure_surface_density``). "Activated" here is at κ on the run's starting volume at
-its own voxel size (``measure_surface_density(volume).trabecular``), the rule the records of
-2026-12-03 measured. Per seed, each lumbar phantom is built
+voxel-face area of true surface (``RemodelParams.surface_voxels_per_area``, measured on the
+starting volume: ``engine.measure_surface_density(volume).trabecular``). Per seed, each lumbar phantom is built
 at 20 µm and block-averaged ×2 to 40 µm (the same bone, as in ``tests/test_invariance.py``),
 and on the starting volume and after ``--years`` of ``--preset`` (``calibration.study_run``:
 the calibration's run settings) this prints and records:
@@ -26,9 +22,8 @@ the calibration's run settings) this prints and records:
 * the same for the 20 µm run's end volume block-averaged to 40 µm (``seen_at_um`` 40): the
   surfaces of the 20 µm run's bone as a 40 µm grid holds them, beside the 40 µm run's own.
 
-"Activated" uses κ of a run's starting volume at its own voxel size (for the block-averaged
-end volume, the 40 µm starting volume's): the activation rule before model revision
-2026-12-03b, whose voxel-size dependence this script found.
+"Activated" uses the engine's κ: the one measured on a run's starting volume (for the
+block-averaged end volume, the 40 µm starting volume's).
 
 The results are written to ``--record`` (JSON; default ``results/pore_wall_density.json``).
 """

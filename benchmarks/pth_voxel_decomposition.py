@@ -23,6 +23,10 @@ engine inside this process only):
 * ``quiescent_renormalised`` — the same, with each step's activation probabilities divided by
   the quiescent share of the surface voxels (trabecular/endocortical and pore-wall apart), so
   the BMUs started per year per µm² of surface stay what the rates ask;
+* ``one_scale_40``, ``one_scale_80`` — the candidate activation rule
+  (``RemodelParams.surface_scale_um`` 40 or 80 µm, ``surface_every_days`` 30): κ and the pore
+  walls' own κ_wall per voxel-face area of the surface a grid of that voxel size holds,
+  measured again every 30 days;
 * ``per_column_perforation`` — a prototype of another perforation rule (not in the model):
   a trabecular or endocortical cavity is no longer flagged as a whole from one ray; each of
   its voxels below the opening loses its refill when the point half a voxel under its
@@ -68,7 +72,7 @@ from voxelbone.volume import BoneVolume, Region, coarsen
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("base", "no_perforation", "no_intracortical", "per_column_perforation", "per_column_bone_floor",
             "per_column_integrated", "no_fragments", "quiescent_only",
-            "quiescent_renormalised")
+            "quiescent_renormalised", "one_scale_40", "one_scale_80")
 _VOXEL_UM = [20.0]  # the voxel size of the run in progress (per_column_integrated)
 COUNTERS = ("bmus_trabecular", "bmus_osteonal", "perforations", "fragments_removed")
 
@@ -133,6 +137,18 @@ class _Patched:
                 return idx[~busy.ravel()[idx]]
 
             self._set(cpu, "activate", quiescent)
+        elif self.variant.startswith("one_scale_"):
+            # the candidate rule: κ and κ_wall per voxel-face area of the surface a grid of this
+            # voxel size holds, measured again every 30 days (RemodelParams.surface_scale_um)
+            scale = float(self.variant.rsplit("_", 1)[1])
+            init = engine.Remodeler.__init__
+
+            def one_scale(eng: Any, volume: Any, params: Any = None, *a: Any, **k: Any) -> None:
+                params = dataclasses.replace(params or engine.RemodelParams(), surface_scale_um=scale,
+                                             surface_every_days=30)
+                init(eng, volume, params, *a, **k)
+
+            self._set(engine.Remodeler, "__init__", one_scale)
         elif self.variant == "no_fragments":
             self._set(engine.Remodeler, "remove_fragments", lambda _self: None)
         elif self.variant == "no_intracortical":

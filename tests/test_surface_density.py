@@ -1,4 +1,5 @@
-"""The surface activation counts: measured at one scale for every grid, and again as the bone changes."""
+"""The surface activation counts: κ as the model measures it, and the candidate rule that measures it at
+one scale for every grid, again as the bone changes (``RemodelParams.surface_scale_um``; not adopted)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from voxelbone.remodel.engine import measure_surface_density
 from voxelbone.remodel.state import RemodelingRates
 from voxelbone.volume import BoneVolume, Region, coarsen, coarsen_to
 
+#: The candidate rule: κ and κ_wall at 40 µm, measured again every 30 days.
+CANDIDATE = RemodelParams(surface_scale_um=40.0, surface_every_days=30)
 RATES = RemodelingRates(activation_trabecular_per_yr=2.0, activation_cortical_per_yr=1.0,
                         erosion_depth_um=50.0, refill_trabecular=0.9, refill_cortical=0.9)
 
@@ -74,10 +77,14 @@ def test_the_same_bone_activates_the_same_surface_at_20_and_40_um():
     # on each grid's own surface, the 20 µm grid counts the pits it resolves
     own = {v: _activated_mm2(vol, None) for v, vol in ((20.0, fine), (40.0, coarse))}
     assert own[20.0][0] > 1.15 * own[40.0][0] and own[20.0][1] > 1.15 * own[40.0][1]
-    # the engine measures them at its surface_scale_um, 40 µm by default
-    params = Remodeler(fine.copy()).params
+    # the candidate rule measures them at its surface_scale_um; the model at the grid's own voxel
+    # size, and its pore walls use κ
+    params = Remodeler(fine.copy(), CANDIDATE).params
     d = measure_surface_density(fine, 40.0)
     assert (params.surface_voxels_per_area, params.wall_kappa) == (d.trabecular, d.wall)
+    model = Remodeler(fine.copy()).params
+    assert model.surface_voxels_per_area == measure_surface_density(fine).trabecular
+    assert model.wall_kappa == model.surface_voxels_per_area != params.surface_voxels_per_area
 
 
 def test_pore_walls_have_their_own_density_and_it_sets_the_pore_wall_probability():
@@ -107,30 +114,31 @@ def test_the_engine_measures_again_every_surface_every_days(monkeypatch):
         return measure(volume, scale_um)
 
     monkeypatch.setattr(engine_module, "measure_surface_density", counting)
-    rem = Remodeler(vol.copy(), seed=1)
+    rem = Remodeler(vol.copy(), CANDIDATE, seed=1)
     for k in range(10):
         clock[0] = 10 * k
         rem.step(k, RATES, 10)
     assert days == [0, 30, 60, 90]
-    assert rem.params.surface_scale_um == 40.0
-    days.clear()
-    clock[0] = 0
-    rem = Remodeler(vol.copy(), RemodelParams(surface_every_days=0), seed=1)
-    for k in range(10):
-        rem.step(k, RATES, 10)
-    assert days == [0]  # the starting volume only
+    for params in (RemodelParams(), dataclasses.replace(CANDIDATE, surface_every_days=0)):
+        days.clear()
+        clock[0] = 0
+        rem = Remodeler(vol.copy(), params, seed=1)
+        for k in range(10):
+            rem.step(k, RATES, 10)
+        assert days == [0]  # the starting volume only
     with pytest.raises(ValueError, match="surface_every_days"):
         RemodelParams(surface_every_days=-1)
     with pytest.raises(ValueError, match="surface_scale_um"):
         RemodelParams(surface_scale_um=0.0)
+    assert RemodelParams().surface_scale_um is None  # the model: κ at the grid's own voxel size
 
 
 def test_a_resumed_engine_measures_on_the_same_days():
     vol = make_phantom("lumbar_spine", 48, 40.0, seed=1)
-    a = Remodeler(vol.copy(), seed=4)
+    a = Remodeler(vol.copy(), CANDIDATE, seed=4)
     for k in range(4):
         a.step(k, RATES, 10)  # measured on day 30; the next is due on day 60
-    b = Remodeler.from_state({k: v.copy() for k, v in a.state_arrays().items()}, RemodelParams(), 4,
+    b = Remodeler.from_state({k: v.copy() for k, v in a.state_arrays().items()}, CANDIDATE, 4,
                              meta=a.state_meta())
     assert (b.params.surface_voxels_per_area, b.params.wall_kappa) == (a.params.surface_voxels_per_area,
                                                                         a.params.wall_kappa)

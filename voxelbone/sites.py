@@ -155,9 +155,7 @@ SITES: dict[str, SiteSpec] = {
         default_size=160,
         description="vertebral body: sparse rod-like trabeculae, thin cortical shell",
         sources=("Hildebrand T et al. 1999 J Bone Miner Res 14:1167",),
-        # fitted: lumbar turnover factor (1.45 -> 1.6, clinical table on abmd_pct); cortical Ac.f 0.08 -> 0.12 /yr
-        # when pore-wall BMUs began to start per µm² of wall (model revision 2026-12-03b)
-        remodeling=SiteRates(0.13 * 1.6, 0.12,
+        remodeling=SiteRates(0.13 * 1.6, 0.08,  # fitted: lumbar turnover factor (1.45 -> 1.6, clinical table on abmd_pct)
                             description="vertebral cancellous bone turns over faster than iliac"),
         dxa=LUMBAR_SPINE_DXA,
         # Rod-like (SMI 2.2–2.4, Conn.D 3–4.5 /mm³): a dense rod lattice with every horizontal strut
@@ -186,9 +184,7 @@ SITES: dict[str, SiteSpec] = {
             "Zebaze RM et al. 2010 Lancet 375:1729",
             "Bousson V et al. 2001 J Bone Miner Res 16:1308",
         ),
-        # fitted: cortical Ac.f 0.07 -> 0.11 /yr when pore-wall BMUs began to start per µm² of wall
-        # (model revision 2026-12-03b; the old conversion started 1.15-1.45x as many, fitted in)
-        remodeling=SiteRates(0.13 * 1.0, 0.11, bs_bv_per_mm=12.0, description="lower trabecular turnover, cortex-dominated"),
+        remodeling=SiteRates(0.13 * 1.0, 0.07, bs_bv_per_mm=12.0, description="lower trabecular turnover, cortex-dominated"),
         dxa=FEMORAL_NECK_DXA,
         lattice=dict(
             spacing_um=720.0, z_stretch=1.15, jitter=0.22, rod_radius_um=90.0, horizontal_radius_scale=0.85,

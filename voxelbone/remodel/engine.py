@@ -177,17 +177,17 @@ class Remodeler:
     def step(self, step_index: int, rates: Rates, dt_days: int = 1) -> None:
         """Advance by ``dt_days`` at the given rates; ``step_index`` keys the random draws.
 
-        Every ``params.surface_every_days`` the activation's surface densities are measured
-        again on the bone as it stands (:func:`measure_surface_density`; on the GPU a few
-        scalars come back for it); otherwise nothing is copied to the host and nothing waits
-        for the device. When
+        With ``params.surface_scale_um`` set, every ``params.surface_every_days`` the
+        activation's surface densities are measured again on the bone as it stands
+        (:func:`measure_surface_density`; on the GPU a few scalars come back for it);
+        otherwise nothing is copied to the host and nothing waits for the device. When
         :attr:`modulation` is set (a :class:`~voxelbone.remodel.mechanostat.Modulation`),
         its fields scale the activation probability and the refill level voxel by voxel.
         """
         if isinstance(step_index, bool) or not isinstance(step_index, (int, np.integer)) or step_index < 0:
             raise ValueError(f"step_index must be a non-negative integer, got {step_index!r}")
         every = self.params.surface_every_days
-        if self.params.measure_surface_density and every > 0:
+        if self.params.measure_surface_density and self.params.surface_scale_um is not None and every > 0:
             if self._density_days >= every:
                 self._measure_activation_density(self.volume)
                 self._density_days = 0
@@ -206,11 +206,12 @@ class Remodeler:
             cpu.model(self.state, sc)
 
     def _measure_activation_density(self, volume: BoneVolume) -> None:
-        """Set κ and κ_wall to those of ``volume`` at ``params.surface_scale_um`` (unmeasurable: kept)."""
+        """Set κ to that of ``volume`` (unmeasurable: kept); with ``params.surface_scale_um``, κ and κ_wall
+        at that scale."""
         kappa, wall = measure_surface_density(volume, self.params.surface_scale_um)
         if kappa is not None:
             self.params = dataclasses.replace(self.params, surface_voxels_per_area=kappa)
-        if wall is not None:
+        if wall is not None and self.params.surface_scale_um is not None:
             self.params = dataclasses.replace(self.params, wall_surface_voxels_per_area=wall)
 
     def update_compartments(self) -> None:
@@ -315,7 +316,7 @@ def _central_block(shape: tuple[int, ...], max_edge: int) -> tuple[slice, ...]:
     return tuple(slice(max((n - max_edge) // 2, 0), max((n - max_edge) // 2, 0) + min(n, max_edge)) for n in shape)
 
 
-def measure_surface_density(volume: BoneVolume, scale_um: float | None = None) -> SurfaceDensity:
+def measure_surface_density(volume: BoneVolume, scale_um: float | None = None, max_edge: int = 128) -> SurfaceDensity:
     """κ and κ_wall of this volume: BMU candidates per voxel-face area of the surface seen at ``scale_um``.
 
     Counts, on the grid, the voxels that can start a trabecular BMU (bone of the trabecular
@@ -323,25 +324,35 @@ def measure_surface_density(volume: BoneVolume, scale_um: float | None = None) -
     (cortical bone with a marrow face-neighbour and no trabecular-marrow one), and divides
     each count by the marching-cubes area of its surface as a grid of ``scale_um`` voxels
     holds the same bone (:func:`voxelbone.volume.coarsen_to`; the volume's own grid when it
-    is as coarse or coarser, or when ``scale_um`` is None), over the whole volume (the pore
-    walls lie in the cortex, at the sample's edge; a CuPy volume is measured on its device,
-    only the counts and areas come back). The engine activates ``candidates · v²/κ`` of surface, so BMUs start
-    per µm² of the surface at that one scale whatever the grid: a finer grid resolves finer
-    roughness (the rims of cavities it digs), which at its own resolution would start more
-    BMUs on the same bone (see the invariance page, "The intracortical wall"). The grid's
-    staircase makes κ depend on the voxel size relative to the structure; measuring it
-    removes that too. The pore walls have their own κ: canals curve more than trabeculae,
-    and at the trabecular κ they started 1.15–1.45 times the BMUs per µm² of wall.
+    is as coarse or coarser). With ``scale_um`` None — the model's rule — on a central block
+    of at most ``max_edge``³ voxels at the grid's own resolution, on the host; with a scale
+    over the whole volume (the pore walls lie in the cortex, at the sample's edge), a CuPy
+    volume on its device (only counts and areas come back).
+
+    The engine activates ``candidates · v²/κ`` of surface. The grid's staircase makes κ
+    depend on the voxel size relative to the structure; measuring it keeps the activation
+    per µm² of surface the same at every voxel size. Measured at one scale for every grid
+    (``RemodelParams.surface_scale_um``, a candidate rule, not adopted), a finer grid would
+    no longer start more BMUs on the roughness only it resolves (the rims of the cavities it
+    digs; invariance page, "Activation at one scale"). The pore walls have their own κ:
+    canals curve more than trabeculae, and at the trabecular κ they start 1.15–1.45 times
+    the BMUs per µm² of wall the cortical Ac.f asks.
 
     The areas keep the faces that close the mesh where the sample is cut
-    (``drop_cut_planes=False``), as it did when the clinical calibration
-    (``biology.SITE_RATES``) was fitted.
+    (``drop_cut_planes=False``), as the trabecular area did when the clinical calibration
+    (``sites.SiteRates``) was first fitted. ``None`` for a surface with fewer than 200
+    candidates.
     """
     from ..metrics.surface import bone_surface_mm2  # noqa: PLC0415
     from ..volume import coarsen_to  # noqa: PLC0415
 
     v = float(volume.voxel_size_um)
-    b, r = volume.bone, volume.region
+    if scale_um is None:
+        sl = _central_block(volume.shape, max_edge)
+        b = np.ascontiguousarray(asnumpy(volume.bone[sl]), dtype=np.float32)
+        r = np.ascontiguousarray(asnumpy(volume.region[sl]))
+    else:
+        b, r = volume.bone, volume.region
     any_m, any_tm = cpu.surface_flags(b, r)
     cort = r == int(Region.CORTICAL)
     n_trab = int(((b >= 0.5) & (r == int(Region.TRABECULAR)) & any_tm).sum())

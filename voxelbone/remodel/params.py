@@ -39,8 +39,7 @@ __all__ = ["MAX_OVERFILL_REACH_DEPTHS", "MECHANOSTAT_REVISION", "MODEL_REVISION"
 #: that moves a run's numbers. Study records keep it with each cell
 #: (:func:`voxelbone.calibration.run_study`), and a cell of another revision is not reused:
 #: it is shown "not run here" and run again.
-MODEL_REVISION = ("2026-12-03b BMUs start per µm² of the surface a 40 µm grid holds (κ, κ_wall every 30 days); "
-                  "no claim with a flat fill ramp")
+MODEL_REVISION = "2026-12-03 a cavity opens at the bone surface: the partial voxel outside its seed counts"
 
 #: Name of the load's coupling to the BMUs as it stands (:mod:`voxelbone.remodel.mechanostat`
 #: and the refill factor of ``vb_update``): changed with every change of it that moves a
@@ -144,19 +143,17 @@ class RemodelParams:
         per voxel-face area of the wall); turns the cortical activation frequency into a
         probability per wall voxel. ``None``: use ``surface_voxels_per_area``. Canals curve
         more than trabeculae (κ_wall 0.9–1.15 against κ 0.69–0.80 on the lumbar phantoms).
-    surface_scale_um : float
-        The scale at which the surfaces that activation counts are measured (κ and κ_wall:
+    surface_scale_um : float or None
+        ``None`` (the model): κ is measured once, on the starting volume at the grid's own
+        voxel size, and the pore walls use it. A number selects a candidate rule, measured
+        and not adopted (invariance page, "Activation at one scale"): κ and κ_wall are
         candidates on the grid per voxel-face area of the surface a grid of this voxel size
-        holds; :func:`voxelbone.remodel.engine.measure_surface_density`). One scale for every
-        grid, so BMUs start per µm² of the same surface at 20 and at 40 µm: at its own
-        resolution a finer grid counts roughness it resolves (the rims of the cavities it
-        digs) and started up to 1.4 times the pore-wall BMUs on the same bone. 40 µm: the
-        coarsest voxel of the accuracy range (10–40 µm), at which trabeculae are still
-        resolved; coarser grids are measured at their own voxel size.
+        holds (:func:`voxelbone.remodel.engine.measure_surface_density`), measured again
+        every ``surface_every_days``, so BMUs start per µm² of the same surface at 20 and at
+        40 µm.
     surface_every_days : int
-        How often, in simulated days, κ and κ_wall are measured again on the bone as it
-        stands (0: only on the starting volume). The surfaces change with the remodelling
-        (a year of continuous PTH roughly doubles the pore wall).
+        With ``surface_scale_um`` set, how often, in simulated days, κ and κ_wall are
+        measured again on the bone as it stands (0: only on the starting volume).
     modelling_surface_voxels_per_area : float or None
         κ of the surface that modelling-based formation works on (the quiescent surface
         voxels of :func:`voxelbone.remodel.cpu.model_surface`, the endocortical surface
@@ -179,11 +176,11 @@ class RemodelParams:
         trabecularised cortex enters the trabecular VOI. Kept off until the clinical table
         is fitted again with it on.
     measure_surface_density : bool
-        Replace ``surface_voxels_per_area`` and ``wall_surface_voxels_per_area`` by the
-        values measured on the starting volume and then every ``surface_every_days``
+        Replace ``surface_voxels_per_area`` by the value measured on the starting volume
         (:func:`voxelbone.remodel.engine.measure_surface_density`), so activation per µm²
-        does not depend on how finely the grid resolves the bone, and set
-        ``modelling_surface_voxels_per_area`` on the starting volume.
+        does not depend on how finely the grid resolves the trabeculae, and set
+        ``modelling_surface_voxels_per_area`` the same way (with ``surface_scale_um``: also
+        ``wall_surface_voxels_per_area``, and again every ``surface_every_days``).
     perforated_refill : float
         Refill level of a cavity that perforated its trabecula (0: not repaired; van der
         Linden et al. 2001 J Bone Miner Res 16:688).
@@ -218,8 +215,8 @@ class RemodelParams:
     modelling_surface_voxels_per_area: float | None = None
     overfill_reach_depths: float = 2.0
     wall_surface_voxels_per_area: float | None = None
-    surface_scale_um: float = 40.0
-    surface_every_days: int = 30
+    surface_scale_um: float | None = None
+    surface_every_days: int = 0
 
     def __post_init__(self) -> None:
         for name in ("resorption_days", "formation_days", "lateral_radius_um", "osteon_radius_um",
@@ -232,8 +229,8 @@ class RemodelParams:
             if k is not None and not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
                 raise ValueError(f"{name} must be a positive number or None, got {k!r}")
         s = self.surface_scale_um
-        if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
-            raise ValueError(f"surface_scale_um must be a positive number of µm, got {s!r}")
+        if s is not None and not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
+            raise ValueError(f"surface_scale_um must be None or a positive number of µm, got {s!r}")
         e = self.surface_every_days
         if isinstance(e, bool) or not isinstance(e, int) or e < 0:
             raise ValueError(f"surface_every_days must be a non-negative whole number of days, got {e!r}")

@@ -109,9 +109,9 @@ def test_the_engine_measures_again_every_surface_every_days(monkeypatch):
     measure = engine_module.measure_surface_density
     clock = [0]
 
-    def counting(volume, scale_um=None):
+    def counting(volume, scale_um=None, **kw):
         days.append(clock[0])
-        return measure(volume, scale_um)
+        return measure(volume, scale_um, **kw)
 
     monkeypatch.setattr(engine_module, "measure_surface_density", counting)
     rem = Remodeler(vol.copy(), CANDIDATE, seed=1)

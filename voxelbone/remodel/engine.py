@@ -208,10 +208,11 @@ class Remodeler:
     def _measure_activation_density(self, volume: BoneVolume) -> None:
         """Set κ to that of ``volume`` (unmeasurable: kept); with ``params.surface_scale_um``, κ and κ_wall
         at that scale."""
-        kappa, wall = measure_surface_density(volume, self.params.surface_scale_um)
+        scale = self.params.surface_scale_um
+        kappa, wall = measure_surface_density(volume, scale, walls=scale is not None)  # the model: κ only
         if kappa is not None:
             self.params = dataclasses.replace(self.params, surface_voxels_per_area=kappa)
-        if wall is not None and self.params.surface_scale_um is not None:
+        if wall is not None:
             self.params = dataclasses.replace(self.params, wall_surface_voxels_per_area=wall)
 
     def update_compartments(self) -> None:
@@ -316,7 +317,8 @@ def _central_block(shape: tuple[int, ...], max_edge: int) -> tuple[slice, ...]:
     return tuple(slice(max((n - max_edge) // 2, 0), max((n - max_edge) // 2, 0) + min(n, max_edge)) for n in shape)
 
 
-def measure_surface_density(volume: BoneVolume, scale_um: float | None = None, max_edge: int = 128) -> SurfaceDensity:
+def measure_surface_density(volume: BoneVolume, scale_um: float | None = None, max_edge: int = 128, *,
+                            walls: bool = True) -> SurfaceDensity:
     """κ and κ_wall of this volume: BMU candidates per voxel-face area of the surface seen at ``scale_um``.
 
     Counts, on the grid, the voxels that can start a trabecular BMU (bone of the trabecular
@@ -341,7 +343,7 @@ def measure_surface_density(volume: BoneVolume, scale_um: float | None = None, m
     The areas keep the faces that close the mesh where the sample is cut
     (``drop_cut_planes=False``), as the trabecular area did when the clinical calibration
     (``sites.SiteRates``) was first fitted. ``None`` for a surface with fewer than 200
-    candidates.
+    candidates, and for the walls when ``walls`` is False (not measured).
     """
     from ..metrics.surface import bone_surface_mm2  # noqa: PLC0415
     from ..volume import coarsen_to  # noqa: PLC0415
@@ -368,7 +370,7 @@ def measure_surface_density(volume: BoneVolume, scale_um: float | None = None, m
         area = bone_surface_mm2(sb * s_trab, seen.voxel_size_um, within=s_trab, drop_cut_planes=False)
         kappa = min(max(n_trab * face_mm2 / area, 0.4), 1.5) if area > 0 else None
     wall = None
-    if n_wall >= 200:
+    if walls and n_wall >= 200:
         s_cort = sr == int(Region.CORTICAL)
         s_any_m, s_any_tm = cpu.surface_flags(sb, sr)
         near = s_cort & ((sb < 0.5) | (s_any_m & ~s_any_tm))  # the canal walls and the pores they face
@@ -391,7 +393,6 @@ def measure_modelling_surface_density(volume: BoneVolume, max_edge: int = 128) -
     phantom. ``None`` when there is too little surface.
     """
     from ..metrics.surface import bone_surface_mm2  # noqa: PLC0415
-    from . import cpu  # noqa: PLC0415
 
     sl = _central_block(volume.shape, max_edge)
     b = np.ascontiguousarray(asnumpy(volume.bone[sl]), dtype=np.float32)

@@ -252,11 +252,24 @@ __device__ __forceinline__ float vb_mirror_depth(float a, unsigned int extra, fl
 
 // The 64-bit claim code of seed si for a voxel with share frac of the cavity, depth u in the
 // wall and wall thickness depth (voxels), quantised; VB_CLAIM_NONE when frac rounds to 0.
+// Fraction of the voxel volume below refill level h (normalised depth units).
+__device__ __forceinline__ float vb_phi(float h, float u, float k) {
+    return vb_clamp01((h - u) * k + 0.5f);
+}
+
 __device__ __forceinline__ vb_u64 vb_pack_claim(vb_i64 si, unsigned int flags, float frac, float u, float depth) {
     unsigned int fq = (unsigned int)(frac * 255.0f + 0.5f);
     if (fq == 0u) return VB_CLAIM_NONE;
     unsigned int uq = (unsigned int)(u * 127.5f + 0.5f);
     unsigned int kq = (unsigned int)(fminf(depth, 31.875f) * 8.0f + 0.5f);
+    // A voxel below the opening whose fill ramp is flat as vb_update reads it (the column height,
+    // rounded, so far above its depth that phi(1) = phi(0)) would be dug and never refilled
+    // whatever the balance: it is not claimed (NumPy twin: cpu.pack_claims).
+    if ((flags & VB_FLAG_OVERFILL) == 0u) {
+        float uu = (float)uq * (1.0f / 127.5f);
+        float kk = (float)kq * 0.125f;
+        if (vb_phi(1.0f, uu, kk) - vb_phi(0.0f, uu, kk) < 1e-3f) return VB_CLAIM_NONE;
+    }
     return ((vb_u64)si << VB_CLAIM_SEED_SHIFT) | ((vb_u64)flags << VB_CLAIM_FLAGS_SHIFT)
            | ((vb_u64)fq << VB_CLAIM_FRAC_SHIFT) | ((vb_u64)uq << VB_CLAIM_U_SHIFT) | (vb_u64)kq;
 }
@@ -423,11 +436,6 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
             if (code != VB_CLAIM_NONE) atomicMin(&claim[j], code);
         }
     }
-}
-
-// Fraction of the voxel volume below refill level h (normalised depth units).
-__device__ __forceinline__ float vb_phi(float h, float u, float k) {
-    return vb_clamp01((h - u) * k + 0.5f);
 }
 
 // Refilled share of what the BMU removed from the voxel at formation level h (may exceed

@@ -23,9 +23,9 @@ from voxelbone.volume import BoneVolume, Region
 #: made the same at every voxel size, 2026-12-01; the forming level read on the previous step's
 #: balance, 2026-12-01; every cavity reserving the marrow within the overfill's reach,
 #: 2026-12-02; the last step cut at the run's last day — 91 days in 5-day steps ran 95 —
-#: 2026-12-02; a cavity opened at the bone surface, 2026-12-03), never to absorb a change made
-#: by the mechanics code.
-MAIN_HASH = "dc00b761dc23389c6b006f352b06e00d60a160336c8bf211d06dd9eb1e954640"
+#: 2026-12-02; a cavity opened at the bone surface, 2026-12-03; no claim of a voxel whose fill
+#: ramp is flat, 2026-12-03b), never to absorb a change made by the mechanics code.
+MAIN_HASH = "3c284bc893bbd51d48248206e649f5bfbb86be71dd91e4300fbe0559ef5dcc8c"
 E2_PREMENOPAUSAL = 100.0
 
 

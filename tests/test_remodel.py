@@ -671,12 +671,12 @@ def _canal_bmu_net(refill: float, voxel_size_um: float, surface_fraction: float,
     return out[0], -out[1]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a claimed voxel just below the opening plane (w in (-1/2, -1/2 depth/k), k the column depth rounded to 1/8) has "
-    "its column height u so far above 1 that its fill ramp is flat (phi(1) = phi(0) = 0): it is dug and never "
-    "refilled, whatever the balance. On a canal wall whose opening plane passes through a row of voxel centres a "
-    "balanced 20 um BMU loses 15-23 % of its cavity; in one year of continuous PTH on the 1.92 mm phantoms (seeds "
-    "1-2) such voxels held 0.1 % (hemi-osteonal) and 0.4 % (pore-wall) of the bone dug, alike at 20 and 40 um"))
+# A claimed voxel just below the opening plane (w in (-1/2, -1/2 depth/k), k the column depth
+# rounded to 1/8) had its column height u so far above 1 that its fill ramp was flat
+# (phi(1) = phi(0) = 0): it was dug and never refilled, whatever the balance (a balanced 20 µm BMU
+# on a canal whose opening plane passes through a row of voxel centres lost 15-23 % of its
+# cavity). Such a voxel is no longer claimed (model revision 2026-12-03b, both twins:
+# cpu.pack_claims, vb_pack_claim).
 def test_a_balanced_pore_wall_bmu_leaves_a_canal_as_it_was():
     for f in (0.2, 0.5, 0.8):
         for seed in (1, 2, 3):

@@ -333,12 +333,17 @@ def claim_box(state: RemodelState, si: int, c: Cavity, margin: int = 0) -> tuple
 def pack_claims(si: int, c: Cavity, flat: np.ndarray, valid: np.ndarray, frac: np.ndarray, u: np.ndarray,
                 depth: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The claims of the ``valid`` voxels as 64-bit codes (seed, flags, cavity share ``frac``,
-    column height ``u``, column depth): flat indices and codes (``vb_claim_code``). A voxel
-    whose share rounds to 0 claims nothing."""
+    column height ``u``, column depth): flat indices and codes (``vb_pack_claim``). A voxel
+    whose share rounds to 0 claims nothing, nor does one below the opening whose fill ramp is
+    flat as the update reads it (its rounded column height so far above its depth that
+    φ(1) = φ(0)): it would be dug and never refilled, whatever the balance."""
     fq = (frac * f32(255.0) + _HALF).astype(np.uint64)
-    valid = valid & (fq > 0)
     uq = (u * f32(127.5) + _HALF).astype(np.uint64)
     kq = (np.minimum(depth, f32(31.875)) * f32(8.0) + _HALF).astype(np.uint64)
+    uu = uq.astype(f32) * f32(1.0 / 127.5)
+    kk = kq.astype(f32) * f32(0.125)
+    ramp = _clamp01((_ONE - uu) * kk + _HALF) - _clamp01((_ZERO - uu) * kk + _HALF)  # φ(1) − φ(0)
+    valid = valid & (fq > 0) & ((extra != 0) | (ramp >= f32(1e-3)))
     flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal or c.cortical else 0)) | extra
     code = ((np.uint64(si) << np.uint64(CLAIM_SEED_SHIFT)) | (flags << np.uint64(CLAIM_FLAGS_SHIFT))
             | (fq << np.uint64(CLAIM_FRAC_SHIFT)) | (uq << np.uint64(CLAIM_U_SHIFT)) | kq)

@@ -39,7 +39,7 @@ __all__ = ["MAX_OVERFILL_REACH_DEPTHS", "MECHANOSTAT_REVISION", "MODEL_REVISION"
 #: that moves a run's numbers. Study records keep it with each cell
 #: (:func:`voxelbone.calibration.run_study`), and a cell of another revision is not reused:
 #: it is shown "not run here" and run again.
-MODEL_REVISION = "2026-12-03 a cavity opens at the bone surface: the partial voxel outside its seed counts"
+MODEL_REVISION = "2026-12-03b a voxel whose fill ramp is flat is not claimed: no BMU digs what it cannot refill"
 
 #: Name of the load's coupling to the BMUs as it stands (:mod:`voxelbone.remodel.mechanostat`
 #: and the refill factor of ``vb_update``): changed with every change of it that moves a

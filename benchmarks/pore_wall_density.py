@@ -53,14 +53,10 @@ def pore_wall(volume: BoneVolume, kappa: float | None = None) -> dict[str, float
     ``kappa``: the engine's κ (measured on a run's starting volume); None measures it on ``volume``.
     """
     b = np.ascontiguousarray(volume.bone, dtype=np.float32)
-    r = np.ascontiguousarray(volume.region)
-    any_m, any_tm = cpu.surface_flags(b, r)
-    cort = r == int(Region.CORTICAL)
-    cand = cort & (b >= 0.5) & any_m & ~any_tm
-    pores = cort & (b < 0.5)
+    cand, near = cpu.pore_wall_voxels(b, np.ascontiguousarray(volume.region))
     n = int(cand.sum())
     face_mm2 = (volume.voxel_size_um / 1000.0) ** 2
-    wall_mm2 = bone_surface_mm2(b, volume.voxel_size_um, within=cand | pores, drop_cut_planes=False)
+    wall_mm2 = bone_surface_mm2(b, volume.voxel_size_um, within=near, drop_cut_planes=False)
     kappa = measure_surface_density(volume).trabecular if kappa is None else kappa
     k_wall = n * face_mm2 / wall_mm2 if wall_mm2 > 0 else float("nan")
     return {"candidates": n, "candidate_face_mm2": n * face_mm2, "wall_mm2": float(wall_mm2),

@@ -66,6 +66,20 @@ def surface_flags(bone: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.
     return any_m, any_tm
 
 
+def pore_wall_voxels(bone: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The voxels that can start a pore-wall BMU, and the region whose bone surface is their wall.
+
+    Candidates: cortical bone ≥ ½ with a marrow face-neighbour and no trabecular-marrow one
+    (``activate``'s osteonal start). Wall region: the candidates and the cortical pores they
+    face; the marching-cubes area of the bone surface within it is the true wall area
+    (NumPy or CuPy arrays).
+    """
+    any_m, any_tm = surface_flags(bone, region)
+    cort = region == _CORT
+    cand = cort & (bone >= _HALF) & any_m & ~any_tm
+    return cand, cand | (cort & (bone < _HALF))
+
+
 def activate(state: RemodelState, seed: int, step: int, sc: StepScalars,
              act_mod: np.ndarray | None = None) -> np.ndarray:
     """Indices (ascending) of the surface voxels that start a BMU this step (``vb_activate``).

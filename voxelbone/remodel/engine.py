@@ -355,10 +355,9 @@ def measure_surface_density(volume: BoneVolume, scale_um: float | None = None, m
         r = np.ascontiguousarray(asnumpy(volume.region[sl]))
     else:
         b, r = volume.bone, volume.region
-    any_m, any_tm = cpu.surface_flags(b, r)
-    cort = r == int(Region.CORTICAL)
+    _, any_tm = cpu.surface_flags(b, r)
     n_trab = int(((b >= 0.5) & (r == int(Region.TRABECULAR)) & any_tm).sum())
-    n_wall = int((cort & (b >= 0.5) & any_m & ~any_tm).sum())
+    n_wall = int(cpu.pore_wall_voxels(b, r)[0].sum()) if walls else 0
     seen = BoneVolume(b, b, r, v, volume.site)
     if scale_um is not None and scale_um > v and all(n * v >= 2 * scale_um for n in b.shape):
         seen = coarsen_to(seen, float(scale_um))
@@ -371,9 +370,7 @@ def measure_surface_density(volume: BoneVolume, scale_um: float | None = None, m
         kappa = min(max(n_trab * face_mm2 / area, 0.4), 1.5) if area > 0 else None
     wall = None
     if walls and n_wall >= 200:
-        s_cort = sr == int(Region.CORTICAL)
-        s_any_m, s_any_tm = cpu.surface_flags(sb, sr)
-        near = s_cort & ((sb < 0.5) | (s_any_m & ~s_any_tm))  # the canal walls and the pores they face
+        near = cpu.pore_wall_voxels(sb, sr)[1]  # the canal walls and the pores they face
         area = bone_surface_mm2(sb, seen.voxel_size_um, within=near, drop_cut_planes=False)
         wall = min(max(n_wall * face_mm2 / area, 0.4), 1.5) if area > 0 else None
     return SurfaceDensity(kappa, wall)

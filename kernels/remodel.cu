@@ -26,6 +26,7 @@
 #define VB_CLAIM_U_SHIFT 8
 #define VB_CLAIM_U_MASK 511ULL
 #define VB_MIN_COLUMN_DEPTH 0.125f  // smallest stored column depth (state.MIN_COLUMN_DEPTH)
+#define VB_MIN_FILL_RAMP 0.001f  // a flatter fill ramp refills nothing (state.MIN_FILL_RAMP)
 #define VB_STREAM_ACTIVATION 1ULL
 #define VB_STREAM_CAVITY_SIZE 2ULL
 #define VB_STREAM_CAVITY_SHAPE 3ULL
@@ -250,13 +251,13 @@ __device__ __forceinline__ float vb_mirror_depth(float a, unsigned int extra, fl
     return extra ? a * fmaxf(1.0f, over) : a;
 }
 
-// The 64-bit claim code of seed si for a voxel with share frac of the cavity, depth u in the
-// wall and wall thickness depth (voxels), quantised; VB_CLAIM_NONE when frac rounds to 0.
 // Fraction of the voxel volume below refill level h (normalised depth units).
 __device__ __forceinline__ float vb_phi(float h, float u, float k) {
     return vb_clamp01((h - u) * k + 0.5f);
 }
 
+// The 64-bit claim code of seed si for a voxel with share frac of the cavity, depth u in the
+// wall and wall thickness depth (voxels), quantised; VB_CLAIM_NONE when frac rounds to 0.
 __device__ __forceinline__ vb_u64 vb_pack_claim(vb_i64 si, unsigned int flags, float frac, float u, float depth) {
     unsigned int fq = (unsigned int)(frac * 255.0f + 0.5f);
     if (fq == 0u) return VB_CLAIM_NONE;
@@ -267,8 +268,8 @@ __device__ __forceinline__ vb_u64 vb_pack_claim(vb_i64 si, unsigned int flags, f
     // whatever the balance: it is not claimed (NumPy twin: cpu.pack_claims).
     if ((flags & VB_FLAG_OVERFILL) == 0u) {
         float uu = (float)uq * (1.0f / 127.5f);
-        float kk = (float)kq * 0.125f;
-        if (vb_phi(1.0f, uu, kk) - vb_phi(0.0f, uu, kk) < 1e-3f) return VB_CLAIM_NONE;
+        float kk = (float)kq * VB_MIN_COLUMN_DEPTH;
+        if (vb_phi(1.0f, uu, kk) - vb_phi(0.0f, uu, kk) < VB_MIN_FILL_RAMP) return VB_CLAIM_NONE;
     }
     return ((vb_u64)si << VB_CLAIM_SEED_SHIFT) | ((vb_u64)flags << VB_CLAIM_FLAGS_SHIFT)
            | ((vb_u64)fq << VB_CLAIM_FRAC_SHIFT) | ((vb_u64)uq << VB_CLAIM_U_SHIFT) | (vb_u64)kq;
@@ -443,7 +444,7 @@ extern "C" __global__ void vb_claim(const float* __restrict__ bone, const unsign
 __device__ __forceinline__ float vb_fill(float h, float u, float k) {
     float p0 = vb_phi(0.0f, u, k);
     float den = vb_phi(1.0f, u, k) - p0;
-    if (den < 1e-3f) return 0.0f;
+    if (den < VB_MIN_FILL_RAMP) return 0.0f;
     return (vb_phi(h, u, k) - p0) / den;
 }
 
@@ -525,8 +526,8 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
                     // only what rises above the old surface (level 1), filling the empty voxel
                     float p1 = vb_phi(1.0f, u, k);
                     float den = 1.0f - p1;
-                    f0 = den < 1e-3f ? 0.0f : fmaxf(vb_phi(h0, u, k) - p1, 0.0f) / den;
-                    f1 = den < 1e-3f ? 0.0f : fmaxf(vb_phi(h1, u, k) - p1, 0.0f) / den;
+                    f0 = den < VB_MIN_FILL_RAMP ? 0.0f : fmaxf(vb_phi(h0, u, k) - p1, 0.0f) / den;
+                    f1 = den < VB_MIN_FILL_RAMP ? 0.0f : fmaxf(vb_phi(h1, u, k) - p1, 0.0f) / den;
                 } else {
                     f0 = vb_fill(h0, u, k);
                     f1 = vb_fill(h1, u, k);

@@ -27,6 +27,7 @@ from .state import (
     FLAG_PERFORATED,
     FLAG_RESORBED,
     MIN_COLUMN_DEPTH,
+    MIN_FILL_RAMP,
     RemodelState,
     StepScalars,
 )
@@ -354,10 +355,10 @@ def pack_claims(si: int, c: Cavity, flat: np.ndarray, valid: np.ndarray, frac: n
     fq = (frac * f32(255.0) + _HALF).astype(np.uint64)
     uq = (u * f32(127.5) + _HALF).astype(np.uint64)
     kq = (np.minimum(depth, f32(31.875)) * f32(8.0) + _HALF).astype(np.uint64)
-    uu = uq.astype(f32) * f32(1.0 / 127.5)
-    kk = kq.astype(f32) * f32(0.125)
+    uu = uq.astype(f32) * f32(1.0 / 127.5)  # as the update decodes them (cpu_loops)
+    kk = kq.astype(f32) * f32(MIN_COLUMN_DEPTH)
     ramp = _clamp01((_ONE - uu) * kk + _HALF) - _clamp01((_ZERO - uu) * kk + _HALF)  # φ(1) − φ(0)
-    valid = valid & (fq > 0) & ((extra != 0) | (ramp >= f32(1e-3)))
+    valid = valid & (fq > 0) & ((extra != 0) | (ramp >= f32(MIN_FILL_RAMP)))
     flags = np.uint64((FLAG_PERFORATED if c.perforated else 0) | (FLAG_OSTEONAL if c.osteonal or c.cortical else 0)) | extra
     code = ((np.uint64(si) << np.uint64(CLAIM_SEED_SHIFT)) | (flags << np.uint64(CLAIM_FLAGS_SHIFT))
             | (fq << np.uint64(CLAIM_FRAC_SHIFT)) | (uq << np.uint64(CLAIM_U_SHIFT)) | kq)

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_STATE_VOXELS",
     "MAX_MODELLING_UM_PER_DAY",
     "MIN_COLUMN_DEPTH",
+    "MIN_FILL_RAMP",
     "Rates",
     "RemodelState",
     "RemodelingRates",
@@ -56,6 +57,9 @@ CLAIM_U_MASK = 511
 #: Smallest column depth a claim stores (voxels; ``VB_MIN_COLUMN_DEPTH``): the resolution of the
 #: 8-bit depth field. A shallow rim column is filled over its own depth, not over one voxel.
 MIN_COLUMN_DEPTH = 0.125
+#: Smallest rise φ(1) − φ(0) of a claimed voxel's fill ramp over formation (``VB_MIN_FILL_RAMP``):
+#: a flatter ramp refills nothing, so such a voxel below the opening is not claimed at all.
+MIN_FILL_RAMP = 0.001
 
 #: Most voxels an engine state holds: ``bmu_seed`` stores a flat voxel index as uint32.
 MAX_STATE_VOXELS = 2**32 - 1

@@ -25,7 +25,11 @@
 #define VB_CLAIM_FRAC_SHIFT 17
 #define VB_CLAIM_U_SHIFT 8
 #define VB_CLAIM_U_MASK 511ULL
+#define VB_CLAIM_K_MASK 255ULL
+#define VB_CLAIM_FRAC_STEPS 255  // steps per unit of the cavity share (state.CLAIM_FRAC_STEPS)
+#define VB_CLAIM_U_STEPS 127.5f  // steps per voxel of the column height u (state.CLAIM_U_STEPS)
 #define VB_MIN_COLUMN_DEPTH 0.125f  // smallest stored column depth (state.MIN_COLUMN_DEPTH)
+#define VB_MAX_COLUMN_DEPTH 31.875f  // deepest stored column depth, 255 steps (state.MAX_COLUMN_DEPTH)
 #define VB_MIN_FILL_RAMP 0.001f  // a flatter fill ramp refills nothing (state.MIN_FILL_RAMP)
 #define VB_STREAM_ACTIVATION 1ULL
 #define VB_STREAM_CAVITY_SIZE 2ULL
@@ -259,15 +263,15 @@ __device__ __forceinline__ float vb_phi(float h, float u, float k) {
 // The 64-bit claim code of seed si for a voxel with share frac of the cavity, depth u in the
 // wall and wall thickness depth (voxels), quantised; VB_CLAIM_NONE when frac rounds to 0.
 __device__ __forceinline__ vb_u64 vb_pack_claim(vb_i64 si, unsigned int flags, float frac, float u, float depth) {
-    unsigned int fq = (unsigned int)(frac * 255.0f + 0.5f);
+    unsigned int fq = (unsigned int)(frac * (float)VB_CLAIM_FRAC_STEPS + 0.5f);
     if (fq == 0u) return VB_CLAIM_NONE;
-    unsigned int uq = (unsigned int)(u * 127.5f + 0.5f);
-    unsigned int kq = (unsigned int)(fminf(depth, 31.875f) * 8.0f + 0.5f);
+    unsigned int uq = (unsigned int)(u * VB_CLAIM_U_STEPS + 0.5f);
+    unsigned int kq = (unsigned int)(fminf(depth, VB_MAX_COLUMN_DEPTH) * (1.0f / VB_MIN_COLUMN_DEPTH) + 0.5f);
     // A voxel below the opening whose fill ramp is flat as vb_update reads it (the column height,
     // rounded, so far above its depth that phi(1) = phi(0)) would be dug and never refilled
     // whatever the balance: it is not claimed (NumPy twin: cpu.pack_claims).
     if ((flags & VB_FLAG_OVERFILL) == 0u) {
-        float uu = (float)uq * (1.0f / 127.5f);
+        float uu = (float)uq * (1.0f / VB_CLAIM_U_STEPS);
         float kk = (float)kq * VB_MIN_COLUMN_DEPTH;
         if (vb_phi(1.0f, uu, kk) - vb_phi(0.0f, uu, kk) < VB_MIN_FILL_RAMP) return VB_CLAIM_NONE;
     }
@@ -480,9 +484,9 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
             day = 0;
             bmu_seed[i] = (unsigned int)(code >> VB_CLAIM_SEED_SHIFT);   // the BMU's refill follows its seed
             flags = (unsigned int)((code >> VB_CLAIM_FLAGS_SHIFT) & 15ULL);
-            amount = (float)((code >> VB_CLAIM_FRAC_SHIFT) & 255ULL) * (1.0f / 255.0f);
+            amount = (float)((code >> VB_CLAIM_FRAC_SHIFT) & (vb_u64)VB_CLAIM_FRAC_STEPS) * (1.0f / (float)VB_CLAIM_FRAC_STEPS);
             bmu_u[i] = (unsigned short)((code >> VB_CLAIM_U_SHIFT) & VB_CLAIM_U_MASK);
-            bmu_k[i] = (unsigned char)(code & 255ULL);
+            bmu_k[i] = (unsigned char)(code & VB_CLAIM_K_MASK);
             if (flags & VB_FLAG_OVERFILL) {   // never dug: the fill ramp alone sets how much of its empty part forms
                 flags |= VB_FLAG_RESORBED;
                 amount = 1.0f - bone[i];
@@ -494,7 +498,7 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
         if (day >= 0) {
             float d0 = (float)day;
             float d1 = (float)(day + dt);
-            float u = (float)bmu_u[i] * (1.0f / 127.5f);
+            float u = (float)bmu_u[i] * (1.0f / VB_CLAIM_U_STEPS);
             if (!(flags & VB_FLAG_RESORBED)) {
                 // each column is eroded from its opening (u = 1) down to its floor (u = 0)
                 float t_start = fmaxf(1.0f - u, 0.0f) * t_resorb;

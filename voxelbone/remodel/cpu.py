@@ -19,13 +19,17 @@ from ..volume import Region
 from .state import (
     CLAIM_FLAGS_SHIFT,
     CLAIM_FRAC_SHIFT,
+    CLAIM_FRAC_STEPS,
+    CLAIM_K_MASK,
     CLAIM_SEED_SHIFT,
     CLAIM_U_MASK,
     CLAIM_U_SHIFT,
+    CLAIM_U_STEPS,
     FLAG_OSTEONAL,
     FLAG_OVERFILL,
     FLAG_PERFORATED,
     FLAG_RESORBED,
+    MAX_COLUMN_DEPTH,
     MIN_COLUMN_DEPTH,
     MIN_FILL_RAMP,
     RemodelState,
@@ -352,10 +356,10 @@ def pack_claims(si: int, c: Cavity, flat: np.ndarray, valid: np.ndarray, frac: n
     whose share rounds to 0 claims nothing, nor does one below the opening whose fill ramp is
     flat as the update reads it (its rounded column height so far above its depth that
     φ(1) = φ(0)): it would be dug and never refilled, whatever the balance."""
-    fq = (frac * f32(255.0) + _HALF).astype(np.uint64)
-    uq = (u * f32(127.5) + _HALF).astype(np.uint64)
-    kq = (np.minimum(depth, f32(31.875)) * f32(8.0) + _HALF).astype(np.uint64)
-    uu = uq.astype(f32) * f32(1.0 / 127.5)  # as the update decodes them (cpu_loops)
+    fq = (frac * f32(CLAIM_FRAC_STEPS) + _HALF).astype(np.uint64)
+    uq = (u * f32(CLAIM_U_STEPS) + _HALF).astype(np.uint64)
+    kq = (np.minimum(depth, f32(MAX_COLUMN_DEPTH)) * f32(1.0 / MIN_COLUMN_DEPTH) + _HALF).astype(np.uint64)
+    uu = uq.astype(f32) * f32(1.0 / CLAIM_U_STEPS)  # as the update decodes them (cpu_loops)
     kk = kq.astype(f32) * f32(MIN_COLUMN_DEPTH)
     ramp = _clamp01((_ONE - uu) * kk + _HALF) - _clamp01((_ZERO - uu) * kk + _HALF)  # φ(1) − φ(0)
     valid = valid & (fq > 0) & ((extra != 0) | (ramp >= f32(MIN_FILL_RAMP)))
@@ -439,9 +443,9 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         day_a[claimed] = 0
         seed_a[claimed] = (codes >> np.uint64(CLAIM_SEED_SHIFT)).astype(np.uint32)
         flags_a[claimed] = ((codes >> np.uint64(CLAIM_FLAGS_SHIFT)) & np.uint64(15)).astype(np.uint8)
-        amount_a[claimed] = ((codes >> np.uint64(CLAIM_FRAC_SHIFT)) & np.uint64(255)).astype(f32) * f32(1.0 / 255.0)
+        amount_a[claimed] = ((codes >> np.uint64(CLAIM_FRAC_SHIFT)) & np.uint64(CLAIM_FRAC_STEPS)).astype(f32) * f32(1.0 / CLAIM_FRAC_STEPS)
         u_a[claimed] = ((codes >> np.uint64(CLAIM_U_SHIFT)) & np.uint64(CLAIM_U_MASK)).astype(np.uint16)
-        k_a[claimed] = (codes & np.uint64(255)).astype(np.uint8)
+        k_a[claimed] = (codes & np.uint64(CLAIM_K_MASK)).astype(np.uint8)
         # never dug: the whole empty part is formed into; the fill ramp alone (u, k) sets how
         # much of it the level reaches, so the voxel's share of the cavity is not counted twice
         over_new = claimed[(flags_a[claimed] & np.uint8(FLAG_OVERFILL)) != 0]

@@ -10,11 +10,19 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .state import FLAG_OSTEONAL, FLAG_OVERFILL, FLAG_PERFORATED, FLAG_RESORBED, MIN_COLUMN_DEPTH, MIN_FILL_RAMP
+from .state import (
+    CLAIM_U_STEPS,
+    FLAG_OSTEONAL,
+    FLAG_OVERFILL,
+    FLAG_PERFORATED,
+    FLAG_RESORBED,
+    MIN_COLUMN_DEPTH,
+    MIN_FILL_RAMP,
+)
 
 f32 = np.float32
 _ZERO, _HALF, _ONE = f32(0.0), f32(0.5), f32(1.0)
-_U_SCALE = f32(1.0 / 127.5)
+_U_SCALE = f32(1.0 / CLAIM_U_STEPS)
 _K_SCALE = f32(MIN_COLUMN_DEPTH)  # the depth field's step
 _DEN_MIN = f32(MIN_FILL_RAMP)
 

@@ -17,13 +17,17 @@ __all__ = [
     "CLAIM_FRAC_SHIFT",
     "CLAIM_NONE",
     "CLAIM_SEED_SHIFT",
+    "CLAIM_FRAC_STEPS",
+    "CLAIM_K_MASK",
     "CLAIM_U_MASK",
     "CLAIM_U_SHIFT",
+    "CLAIM_U_STEPS",
     "COUNTERS",
     "FLAG_OSTEONAL",
     "FLAG_OVERFILL",
     "FLAG_PERFORATED",
     "FLAG_RESORBED",
+    "MAX_COLUMN_DEPTH",
     "MAX_STATE_VOXELS",
     "MAX_MODELLING_UM_PER_DAY",
     "MIN_COLUMN_DEPTH",
@@ -54,9 +58,16 @@ CLAIM_FLAGS_SHIFT = 25
 CLAIM_FRAC_SHIFT = 17
 CLAIM_U_SHIFT = 8
 CLAIM_U_MASK = 511
+CLAIM_K_MASK = 255
+#: Steps per unit of the cavity share (its 8-bit field holds 0..255; ``VB_CLAIM_FRAC_STEPS``).
+CLAIM_FRAC_STEPS = 255
+#: Steps per voxel of the column height u (``VB_CLAIM_U_STEPS``): the 9-bit field holds u ≤ 4.
+CLAIM_U_STEPS = 127.5
 #: Smallest column depth a claim stores (voxels; ``VB_MIN_COLUMN_DEPTH``): the resolution of the
 #: 8-bit depth field. A shallow rim column is filled over its own depth, not over one voxel.
 MIN_COLUMN_DEPTH = 0.125
+#: Deepest column depth a claim stores (voxels; ``VB_MAX_COLUMN_DEPTH``): 255 steps of the 8-bit field.
+MAX_COLUMN_DEPTH = CLAIM_K_MASK * MIN_COLUMN_DEPTH
 #: Smallest rise φ(1) − φ(0) of a claimed voxel's fill ramp over formation (``VB_MIN_FILL_RAMP``):
 #: a flatter ramp refills nothing, so such a voxel below the opening is not claimed at all.
 MIN_FILL_RAMP = 0.001

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_mechanostat import LOSS, _run, lattice
 
+from voxelbone.intervals import paired_interval
 from voxelbone.metrics.anisotropy import mean_intercept_length
 from voxelbone.phantom import make_phantom
 from voxelbone.remodel.mechanostat import Mechanostat
@@ -30,7 +31,9 @@ def one_solver_thread():
 
 
 #: The seeds over which a mean claim is made (each run of the 30³ lattice takes about a second).
-OVER_SEEDS = (1, 2, 3, 4)
+#: Twelve: one seed's load-driven rise of DA scatters by about 0.013 (seeds 1-24), so four
+#: seeds left the mean a standard error of 0.0065 and did not resolve it.
+OVER_SEEDS = tuple(range(1, 13))
 
 
 def _da(bone: np.ndarray) -> float:
@@ -68,15 +71,17 @@ def test_untreated_loss_with_load_takes_the_horizontal_struts_and_raises_anisotr
     assert on["da"] > off["da"] and on["da"] > da0 + 0.03
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "on this lattice the load-driven rise of the degree of anisotropy is not resolved over four seeds: "
-    "load-driven minus blind DA, seeds 1-4, +0.019, +0.013, -0.006, -0.001 (model revision 2026-12-03; "
-    "+0.025, +0.018, -0.003, +0.001 on 2026-12-02), mean +0.006 against the bound 0.01, while every "
-    "seed's vertical rods keep more bone with load (why seeds 3-4's structure does not turn is not traced)"))
 def test_anisotropy_rises_more_with_load_than_without_over_seeds(untreated_loss):
+    # Measured (load-driven minus blind MIL DA, model revision 2026-12-03b, 2026-12-04): seeds 1-4
+    # +0.018, +0.019, -0.006, +0.001, mean +0.008 [-0.011, +0.028] -- four seeds do not resolve it
+    # (this was a strict expected failure, "mean of seeds 1-4 above 0.01", not traced); seeds 5-24,
+    # run once as a held-out sample, +0.017 [+0.011, +0.023], 19 of 20 above zero; seeds 1-12
+    # +0.0165 [+0.0082, +0.0248]. MIL sees a rod only once it is cut, and a 30³ lattice has 18
+    # horizontal rods, so one seed's DA turns on a few cuts; the rise is resolved over twelve.
     _, runs = untreated_loss
-    gain = np.mean([runs[s, True]["da"] - runs[s, False]["da"] for s in OVER_SEEDS])
-    assert gain > 0.01
+    gain = paired_interval([runs[s, False]["da"] for s in OVER_SEEDS], [runs[s, True]["da"] for s in OVER_SEEDS])
+    assert gain.low > 0.0, f"load-driven minus blind DA over seeds {OVER_SEEDS[0]}-{OVER_SEEDS[-1]}: {gain.format('+.4f')}"
+    assert gain.mean > 0.01
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -95,7 +100,8 @@ def test_loaded_vertical_struts_keep_more_bone_than_blind_ones_over_seeds(untrea
     # +0.023, +0.026 on model revision 2026-12-03 (a cavity opened at the bone surface);
     # +0.006, +0.028, +0.018, +0.032 before, with each BMU refilling at its seed's factor
     # (mechanostat revision 2026-12-02); +0.026, +0.038, +0.042, +0.039 while each voxel refilled
-    # at its own. Seeds 1-2 alone (+0.010) sit at the bound: the claim is made over four.
+    # at its own. Seeds 1-2 alone (+0.010) sit at the bound: the claim is made over several seeds
+    # (seeds 1-12 on revision 2026-12-03b: mean +0.029; held-out seeds 5-24 +0.034).
     _, runs = untreated_loss
     assert np.mean([runs[s, True]["vert"] - runs[s, False]["vert"] for s in OVER_SEEDS]) > 0.01
 

@@ -143,7 +143,8 @@ CONN_D_RUNS = (("postmenopausal_untreated", 4.0, 0.85), (EARLY_POSTMENOPAUSE, 3.
 # "Conn.D falls" claim rather than forced; an XPASS is reported, not an error.
 CONN_D_CASES = [pytest.param(*CONN_D_RUNS[0], id="postmenopausal_untreated"),
                 pytest.param(*CONN_D_RUNS[1], id="early_postmenopause", marks=pytest.mark.xfail(
-                    reason="plate perforation raises Conn.D for the first years from menopause (seeds 2, 3)",
+                    reason=("plate perforation holds Conn.D up for the first years from menopause (last/first "
+                            "0.96, 0.92, 1.04 on model revision 2026-12-03b; seeds 2, 3 rose before)"),
                     raises=AssertionError, strict=False))]
 
 

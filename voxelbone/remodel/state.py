@@ -15,10 +15,10 @@ from .params import RemodelParams
 __all__ = [
     "CLAIM_FLAGS_SHIFT",
     "CLAIM_FRAC_SHIFT",
-    "CLAIM_NONE",
-    "CLAIM_SEED_SHIFT",
     "CLAIM_FRAC_STEPS",
     "CLAIM_K_MASK",
+    "CLAIM_NONE",
+    "CLAIM_SEED_SHIFT",
     "CLAIM_U_MASK",
     "CLAIM_U_SHIFT",
     "CLAIM_U_STEPS",

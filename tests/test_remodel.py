@@ -610,6 +610,22 @@ def test_claim_layout_and_column_depth_floor_are_the_kernels():
         assert define(name) == float(getattr(state, name)), name
 
 
+def test_the_cavity_share_packed_into_a_claim_is_the_share_read_back():
+    # pack_claims writes the share in 1/255 steps; claim_share_steps (the update and the
+    # starting estimate) reads that field back, whatever the seed, flags, height and depth beside it
+    from voxelbone.remodel.cpu import Cavity, pack_claims
+    from voxelbone.remodel.state import CLAIM_FRAC_STEPS, claim_share_steps
+
+    f = np.float32
+    cav = Cavity(True, f(5), f(5), f(5), f(0), f(0), f(1), f(3), f(2), 3, 3, 3, True)
+    frac = np.array([0.001, 0.2, 0.5, 0.999, 1.0], dtype=f)
+    n = frac.size
+    flat, codes = pack_claims(2**34 + 7, cav, np.arange(n), np.ones(n, bool), frac, np.full(n, 3.9, f),
+                              np.full(n, 40.0, f), np.full(n, 8, np.uint64))
+    assert flat.tolist() == list(range(1, n))  # a share that rounds to 0 claims nothing
+    np.testing.assert_array_equal(claim_share_steps(codes), np.rint(frac[1:] * CLAIM_FRAC_STEPS).astype(np.uint64))
+
+
 # ---------------------------------------------------------------------------------------
 # the balance one BMU leaves (voxelbone.remodel.balance; benchmarks/overfill_build_study.py)
 _SURFACES = (0.1, 0.3, 0.5, 0.7, 0.9)

@@ -34,6 +34,7 @@ from .state import (
     MIN_FILL_RAMP,
     RemodelState,
     StepScalars,
+    claim_share_steps,
 )
 
 __all__ = ["activate", "claim", "model", "update"]
@@ -443,7 +444,7 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
         day_a[claimed] = 0
         seed_a[claimed] = (codes >> np.uint64(CLAIM_SEED_SHIFT)).astype(np.uint32)
         flags_a[claimed] = ((codes >> np.uint64(CLAIM_FLAGS_SHIFT)) & np.uint64(15)).astype(np.uint8)
-        amount_a[claimed] = ((codes >> np.uint64(CLAIM_FRAC_SHIFT)) & np.uint64(CLAIM_FRAC_STEPS)).astype(f32) * f32(1.0 / CLAIM_FRAC_STEPS)
+        amount_a[claimed] = claim_share_steps(codes).astype(f32) * f32(1.0 / CLAIM_FRAC_STEPS)
         u_a[claimed] = ((codes >> np.uint64(CLAIM_U_SHIFT)) & np.uint64(CLAIM_U_MASK)).astype(np.uint16)
         k_a[claimed] = (codes & np.uint64(CLAIM_K_MASK)).astype(np.uint8)
         # never dug: the whole empty part is formed into; the fill ramp alone (u, k) sets how

@@ -23,7 +23,7 @@ from ..units import DAYS_PER_YEAR
 from ..volume import BONE_THRESHOLD, BoneVolume, Region
 from .cpu import claim_codes, make_cavity, surface_flags
 from .params import RemodelParams
-from .state import CLAIM_FRAC_SHIFT, CLAIM_FRAC_STEPS, Rates, RemodelState, step_scalars
+from .state import CLAIM_FRAC_STEPS, Rates, RemodelState, claim_share_steps, step_scalars
 
 __all__ = ["bone_turnover_per_yr", "equilibrate_mineral"]
 
@@ -61,7 +61,7 @@ def _cortical_excavation_per_yr(volume: BoneVolume, rates: Rates, params: Remode
     for si in sample.tolist():
         c = make_cavity(state, si, int(seed), 0, sc)
         idx, code = claim_codes(state, si, c)
-        frac = ((code >> np.uint64(CLAIM_FRAC_SHIFT)) & np.uint64(CLAIM_FRAC_STEPS)).astype(np.float64) / CLAIM_FRAC_STEPS
+        frac = claim_share_steps(code).astype(np.float64) / CLAIM_FRAC_STEPS
         dug = float((flat[idx] * frac).sum())
         total += dug * (per_voxel_osteonal if c.osteonal else per_voxel_hemi)
     return total * cand.size / sample.size

@@ -37,6 +37,7 @@ __all__ = [
     "RemodelingRates",
     "RemodelStats",
     "StepScalars",
+    "claim_share_steps",
     "step_scalars",
 ]
 
@@ -71,6 +72,26 @@ MAX_COLUMN_DEPTH = CLAIM_K_MASK * MIN_COLUMN_DEPTH
 #: Smallest rise φ(1) − φ(0) of a claimed voxel's fill ramp over formation (``VB_MIN_FILL_RAMP``):
 #: a flatter ramp refills nothing, so such a voxel below the opening is not claimed at all.
 MIN_FILL_RAMP = 0.001
+
+
+def claim_share_steps(codes: np.ndarray) -> np.ndarray:
+    """The cavity-share field of 64-bit claim codes, in steps of 1/``CLAIM_FRAC_STEPS`` (uint64, 0..255).
+
+    Callers turn it into a fraction in their own precision (the update in float32, the starting
+    estimate in float64), so the bits of each stay what they were.
+
+    Parameters
+    ----------
+    codes
+        Claim codes (uint64), as ``pack_claims`` and ``vb_pack_claim`` write them.
+
+    Returns
+    -------
+    numpy.ndarray
+        The share of each claim in steps (uint64, same shape as ``codes``).
+    """
+    return (codes >> np.uint64(CLAIM_FRAC_SHIFT)) & np.uint64(CLAIM_FRAC_STEPS)
+
 
 #: Most voxels an engine state holds: ``bmu_seed`` stores a flat voxel index as uint32.
 MAX_STATE_VOXELS = 2**32 - 1

@@ -22,6 +22,7 @@
 // seed wins), flags (4), share of the cavity (8), height u (9, so u <= 4), column depth k (8).
 #define VB_CLAIM_SEED_SHIFT 29
 #define VB_CLAIM_FLAGS_SHIFT 25
+#define VB_CLAIM_FLAGS_MASK 15ULL
 #define VB_CLAIM_FRAC_SHIFT 17
 #define VB_CLAIM_U_SHIFT 8
 #define VB_CLAIM_U_MASK 511ULL
@@ -483,7 +484,7 @@ extern "C" __global__ void vb_update(float* __restrict__ bone, float* __restrict
             claim[i] = VB_CLAIM_NONE;
             day = 0;
             bmu_seed[i] = (unsigned int)(code >> VB_CLAIM_SEED_SHIFT);   // the BMU's refill follows its seed
-            flags = (unsigned int)((code >> VB_CLAIM_FLAGS_SHIFT) & 15ULL);
+            flags = (unsigned int)((code >> VB_CLAIM_FLAGS_SHIFT) & VB_CLAIM_FLAGS_MASK);
             amount = (float)((code >> VB_CLAIM_FRAC_SHIFT) & (vb_u64)VB_CLAIM_FRAC_STEPS) * (1.0f / (float)VB_CLAIM_FRAC_STEPS);
             bmu_u[i] = (unsigned short)((code >> VB_CLAIM_U_SHIFT) & VB_CLAIM_U_MASK);
             bmu_k[i] = (unsigned char)(code & VB_CLAIM_K_MASK);

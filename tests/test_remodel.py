@@ -604,7 +604,7 @@ def test_claim_layout_and_column_depth_floor_are_the_kernels():
         assert m is not None, f"kernels/remodel.cu no longer defines VB_{name}"
         return float(m.group(1))
 
-    for name in ("CLAIM_SEED_SHIFT", "CLAIM_FLAGS_SHIFT", "CLAIM_FRAC_SHIFT", "CLAIM_U_SHIFT", "CLAIM_U_MASK",
+    for name in ("CLAIM_SEED_SHIFT", "CLAIM_FLAGS_SHIFT", "CLAIM_FLAGS_MASK", "CLAIM_FRAC_SHIFT", "CLAIM_U_SHIFT", "CLAIM_U_MASK",
                  "CLAIM_K_MASK", "CLAIM_FRAC_STEPS", "CLAIM_U_STEPS", "MIN_COLUMN_DEPTH", "MAX_COLUMN_DEPTH",
                  "MIN_FILL_RAMP"):
         assert define(name) == float(getattr(state, name)), name

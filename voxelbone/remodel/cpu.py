@@ -17,6 +17,7 @@ from ..backend import array_module
 from ..rng import Stream, uniform
 from ..volume import Region
 from .state import (
+    CLAIM_FLAGS_MASK,
     CLAIM_FLAGS_SHIFT,
     CLAIM_FRAC_SHIFT,
     CLAIM_FRAC_STEPS,
@@ -443,7 +444,7 @@ def update(state: RemodelState, claimed: np.ndarray, codes: np.ndarray, sc: Step
     if claimed.size:
         day_a[claimed] = 0
         seed_a[claimed] = (codes >> np.uint64(CLAIM_SEED_SHIFT)).astype(np.uint32)
-        flags_a[claimed] = ((codes >> np.uint64(CLAIM_FLAGS_SHIFT)) & np.uint64(15)).astype(np.uint8)
+        flags_a[claimed] = ((codes >> np.uint64(CLAIM_FLAGS_SHIFT)) & np.uint64(CLAIM_FLAGS_MASK)).astype(np.uint8)
         amount_a[claimed] = claim_share_steps(codes).astype(f32) * f32(1.0 / CLAIM_FRAC_STEPS)
         u_a[claimed] = ((codes >> np.uint64(CLAIM_U_SHIFT)) & np.uint64(CLAIM_U_MASK)).astype(np.uint16)
         k_a[claimed] = (codes & np.uint64(CLAIM_K_MASK)).astype(np.uint8)

@@ -13,6 +13,7 @@ from ..units import DAYS_PER_YEAR
 from .params import RemodelParams
 
 __all__ = [
+    "CLAIM_FLAGS_MASK",
     "CLAIM_FLAGS_SHIFT",
     "CLAIM_FRAC_SHIFT",
     "CLAIM_FRAC_STEPS",
@@ -56,6 +57,7 @@ CLAIM_NONE = np.uint64(0xFFFFFFFFFFFFFFFF)
 #: 1/127.5, so u ≤ 4) and the local column depth k (8, steps of 1/8 voxel).
 CLAIM_SEED_SHIFT = 29
 CLAIM_FLAGS_SHIFT = 25
+CLAIM_FLAGS_MASK = 15
 CLAIM_FRAC_SHIFT = 17
 CLAIM_U_SHIFT = 8
 CLAIM_U_MASK = 511
